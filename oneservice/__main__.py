@@ -1,0 +1,86 @@
+"""``python -m oneservice``: parse arguments and run the service in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+from .binder.sockets import BindError
+from .settings import SettingsError, default_home, ensure_home, load_local_conf, validate_port
+
+EXIT_RUNTIME_ERROR = 1
+EXIT_CONFIG_ERROR = 2
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m oneservice",
+        description="oneservice node: a peer-to-peer virtual network node. Runs in the "
+        "foreground, logs to stderr, stops cleanly on SIGINT or SIGTERM.",
+    )
+    parser.add_argument(
+        "--home",
+        type=Path,
+        default=default_home(),
+        help="home directory for identity, settings and state (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="UDP port for peer traffic, overriding settings.primaryPort in local.conf "
+        "(default 9993; 0 picks a free port)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="how much to log to stderr (default: %(default)s)",
+    )
+    parser.add_argument("--version", action="version", version=f"oneservice {__version__}")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        home = ensure_home(args.home)
+        settings = load_local_conf(home)
+        if args.port is not None:
+            validate_port(args.port, "--port")
+            settings = dataclasses.replace(settings, primary_port=args.port)
+    except SettingsError as exc:
+        print(f"oneservice: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+
+    from .service import run_until_signalled
+
+    try:
+        _run(run_until_signalled(home, settings))
+    except BindError as exc:
+        print(f"oneservice: error: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME_ERROR
+    return 0
+
+
+def _run(coroutine) -> None:
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coroutine)
+    else:
+        uvloop.run(coroutine)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,370 @@
+"""The binder: one UDP socket per physical interface and family, kept in step with the OS.
+
+It re-reads the interface list whenever the OS reports a change (debounced) and on a slow
+timer, lets the pure classifier and planner decide, and carries out the plan: open, close,
+readdress. Each change is published as an event so the peer layer can act at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .interfaces import FAMILY_NAMES, BindPolicy, Interface, Verdict, classify_interfaces
+from .monitor import ChangeHint
+from .plan import SocketKey, plan_sockets
+from .sockets import BindError, PinFunction, SocketFactory, open_pinned_udp_socket
+
+log = logging.getLogger(__name__)
+
+# Events come in bursts (a link and its addresses and routes); one re-read after the burst
+# starts is enough. 20 ms keeps the reaction well inside the 100 ms goal.
+DEBOUNCE_S = 0.02
+# Catches anything the event source missed; events do the real work.
+POLL_INTERVAL_WITH_EVENTS_S = 30.0
+# Without an event source (Windows for now) polling is all there is.
+POLL_INTERVAL_WITHOUT_EVENTS_S = 5.0
+# Reads per wake-up per socket: enough to drain a burst, bounded so one busy socket cannot
+# starve the rest of the loop.
+MAX_READS_PER_WAKEUP = 64
+MAX_DATAGRAM_BYTES = 65535
+
+
+class Backend(Protocol):
+    """What each per-OS module (linux.py, darwin.py, windows.py) provides."""
+
+    REBIND_ON_ADDRESS_CHANGE: bool
+
+    def enumerate_interfaces(self) -> list[Interface]: ...
+    def bind_host(self, family: int, address: str | None) -> str: ...
+
+    pin_socket: PinFunction
+
+    def open_change_monitor(self, on_change: Callable[[ChangeHint], None]) -> Any: ...
+
+
+@dataclass(frozen=True)
+class LocalSocket:
+    """A bound socket as the peer layer sees it. ``id`` is never reused, so a path on a socket
+    that was replaced can never be confused with one on its successor."""
+
+    id: int
+    index: int
+    interface: str
+    family: int
+    port: int
+
+
+@dataclass(frozen=True)
+class InterfaceUp:
+    socket: LocalSocket
+    addresses: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class InterfaceDown:
+    socket: LocalSocket
+    reason: str
+
+
+@dataclass(frozen=True)
+class AddressChanged:
+    socket: LocalSocket
+    old: tuple[str, ...]
+    new: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RoutesChanged:
+    """The routing table changed: paths may now leave differently; worth re-probing."""
+
+
+BinderEvent = InterfaceUp | InterfaceDown | AddressChanged | RoutesChanged
+DatagramHandler = Callable[[bytes, LocalSocket, tuple], None]
+
+
+class _Bound:
+    __slots__ = ("addresses", "local", "sock")
+
+    def __init__(self, local: LocalSocket, sock: socket.socket, addresses: tuple[str, ...]):
+        self.local = local
+        self.sock = sock
+        self.addresses = addresses
+
+
+class Binder:
+    def __init__(
+        self,
+        *,
+        port: int,
+        policy: BindPolicy,
+        backend: Backend,
+        on_datagram: DatagramHandler,
+        socket_factory: SocketFactory = socket.socket,
+    ) -> None:
+        self.port = port
+        self._policy = policy
+        self._backend = backend
+        self._on_datagram = on_datagram
+        self._socket_factory = socket_factory
+        self._bound: dict[SocketKey, _Bound] = {}
+        self._by_id: dict[int, _Bound] = {}
+        self._next_id = 1
+        self._skipped: list[Verdict] = []
+        self._bind_failures: dict[SocketKey, str] = {}
+        self._subscribers: list[Callable[[BinderEvent], None]] = []
+        self._deleted_indexes: set[int] = set()
+        self._routes_changed = False
+        self._wake = asyncio.Event()
+        self._monitor: Any = None
+        self._tasks: list[asyncio.Task] = []
+        # The service prints the whole table once started; before that, per-socket logs
+        # would only repeat it.
+        self._change_log_level = logging.DEBUG
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="binder-enumerate"
+        )
+        self.counters = {
+            "datagrams_received": 0,
+            "datagrams_sent": 0,
+            "receive_errors": 0,
+            "send_errors": 0,
+            "send_no_socket": 0,
+            "reconciles": 0,
+        }
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind what is there now. Raises BindError if the port is taken: that is a setup
+        mistake the user must see at once, not a warning in a log."""
+        try:
+            self._monitor = self._backend.open_change_monitor(self._on_change_hint)
+        except OSError as exc:
+            log.warning("no interface change events (%s); polling instead", exc)
+        try:
+            await self._reconcile(fail_on_port_in_use=True)
+        except BindError:
+            self._release()
+            raise
+        poll_interval = (
+            POLL_INTERVAL_WITH_EVENTS_S if self._monitor else POLL_INTERVAL_WITHOUT_EVENTS_S
+        )
+        self._change_log_level = logging.INFO
+        self._tasks = [
+            asyncio.create_task(self._reconcile_on_wake(), name="binder-reconcile"),
+            asyncio.create_task(self._poll(poll_interval), name="binder-poll"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        self._release()
+
+    def _release(self) -> None:
+        if self._monitor is not None:
+            self._monitor.close()
+            self._monitor = None
+        for key in list(self._bound):
+            self._close(key, "stopping", publish=False)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # --- what the peer layer uses ------------------------------------------------------------
+
+    def subscribe(self, callback: Callable[[BinderEvent], None]) -> None:
+        self._subscribers.append(callback)
+
+    def sockets(self) -> list[LocalSocket]:
+        return [bound.local for bound in self._bound.values()]
+
+    def send(self, socket_id: int, data: bytes, address: tuple) -> bool:
+        """Send on one socket; False (and a counted error) if it is gone or the OS refuses."""
+        bound = self._by_id.get(socket_id)
+        if bound is None:
+            self.counters["send_no_socket"] += 1
+            return False
+        try:
+            bound.sock.sendto(data, address)
+        except OSError:
+            self.counters["send_errors"] += 1
+            return False
+        self.counters["datagrams_sent"] += 1
+        return True
+
+    def set_policy(self, policy: BindPolicy) -> None:
+        """New taps or virtual subnets: re-classify at once."""
+        self._policy = policy
+        self._wake.set()
+
+    def request_reconcile(self) -> None:
+        self._wake.set()
+
+    def state(self) -> dict:
+        bound = [
+            {
+                "id": b.local.id,
+                "interface": b.local.interface,
+                "index": b.local.index,
+                "family": FAMILY_NAMES[b.local.family],
+                "address": b.addresses[0] if b.addresses else None,
+                "addresses": list(b.addresses),
+                "port": b.local.port,
+            }
+            for b in sorted(self._bound.values(), key=lambda b: (b.local.index, b.local.family))
+        ]
+        skipped = [v.as_dict() for v in self._skipped]
+        for key, reason in self._bind_failures.items():
+            skipped.append(
+                {
+                    "interface": key.name,
+                    "index": key.index,
+                    "family": FAMILY_NAMES[key.family],
+                    "reason": reason,
+                    "address": None,
+                }
+            )
+        return {
+            "port": self.port,
+            "bound": bound,
+            "skipped": skipped,
+            "counters": dict(self.counters),
+        }
+
+    # --- keeping in step with the OS -----------------------------------------------------------
+
+    def _on_change_hint(self, hint: ChangeHint) -> None:
+        self._deleted_indexes |= hint.deleted_indexes
+        self._routes_changed |= hint.routes
+        self._wake.set()
+
+    async def _reconcile_on_wake(self) -> None:
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(DEBOUNCE_S)
+            # Events that arrive during the re-read set the flag again and cause another pass.
+            self._wake.clear()
+            try:
+                await self._reconcile(fail_on_port_in_use=False)
+            except Exception:
+                log.exception("binder reconcile failed; retrying on the next change or poll")
+
+    async def _poll(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            self._wake.set()
+
+    async def _reconcile(self, fail_on_port_in_use: bool) -> None:
+        deleted, self._deleted_indexes = self._deleted_indexes, set()
+        routes_changed, self._routes_changed = self._routes_changed, False
+        loop = asyncio.get_running_loop()
+        interfaces = await loop.run_in_executor(self._executor, self._backend.enumerate_interfaces)
+        verdicts = classify_interfaces(interfaces, self._policy)
+        self.counters["reconciles"] += 1
+        self._skipped = [v for v in verdicts if not v.usable]
+        plan = plan_sockets(
+            {key: bound.addresses for key, bound in self._bound.items()},
+            verdicts,
+            deleted_indexes=deleted,
+            rebind_on_address_change=self._backend.REBIND_ON_ADDRESS_CHANGE,
+        )
+        for key, reason in plan.close:
+            self._close(key, reason)
+        for verdict in plan.readdress:
+            self._readdress(verdict)
+        self._bind_failures = {}
+        for verdict in plan.open:
+            self._open(verdict, fail_on_port_in_use)
+        if routes_changed:
+            self._publish(RoutesChanged())
+
+    def _open(self, verdict: Verdict, fail_on_port_in_use: bool) -> None:
+        assert verdict.family is not None
+        key = SocketKey(verdict.index, verdict.name, verdict.family)
+        try:
+            sock = open_pinned_udp_socket(
+                family=verdict.family,
+                port=self.port,
+                index=verdict.index,
+                name=verdict.name,
+                bind_host=self._backend.bind_host(verdict.family, verdict.address),
+                pin=self._backend.pin_socket,
+                socket_factory=self._socket_factory,
+            )
+        except BindError as exc:
+            if exc.port_in_use and fail_on_port_in_use:
+                raise
+            self._bind_failures[key] = str(exc)
+            log.warning("%s", exc)
+            return
+        if self.port == 0:
+            # Port 0 picks a free port once; every later socket shares it.
+            self.port = sock.getsockname()[1]
+        local = LocalSocket(self._next_id, verdict.index, verdict.name, verdict.family, self.port)
+        self._next_id += 1
+        bound = _Bound(local, sock, verdict.addresses)
+        self._bound[key] = bound
+        self._by_id[local.id] = bound
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._read, bound)
+        log.log(
+            self._change_log_level,
+            "bound %s (index %d) %s %s port %d",
+            verdict.name, verdict.index, FAMILY_NAMES[verdict.family], verdict.address, self.port,
+        )  # fmt: skip
+        self._publish(InterfaceUp(local, verdict.addresses))
+
+    def _close(self, key: SocketKey, reason: str, publish: bool = True) -> None:
+        bound = self._bound.pop(key)
+        del self._by_id[bound.local.id]
+        asyncio.get_running_loop().remove_reader(bound.sock.fileno())
+        bound.sock.close()
+        log.log(
+            self._change_log_level,
+            "closed %s (index %d) %s: %s",
+            key.name, key.index, FAMILY_NAMES[key.family], reason,
+        )  # fmt: skip
+        if publish:
+            self._publish(InterfaceDown(bound.local, reason))
+
+    def _readdress(self, verdict: Verdict) -> None:
+        assert verdict.family is not None
+        bound = self._bound[SocketKey(verdict.index, verdict.name, verdict.family)]
+        old, bound.addresses = bound.addresses, verdict.addresses
+        log.info(
+            "%s (index %d) %s addresses now %s",
+            verdict.name, verdict.index, FAMILY_NAMES[verdict.family], ", ".join(verdict.addresses),
+        )  # fmt: skip
+        self._publish(AddressChanged(bound.local, old, verdict.addresses))
+
+    def _publish(self, event: BinderEvent) -> None:
+        for callback in self._subscribers:
+            try:
+                callback(event)
+            except Exception:
+                log.exception("binder event subscriber failed on %s", event)
+
+    # --- the receive path (per datagram: no allocation beyond the datagram, no logging) ------
+
+    def _read(self, bound: _Bound) -> None:
+        recvfrom = bound.sock.recvfrom
+        local = bound.local
+        deliver = self._on_datagram
+        received = 0
+        for _ in range(MAX_READS_PER_WAKEUP):
+            try:
+                data, address = recvfrom(MAX_DATAGRAM_BYTES)
+            except BlockingIOError:
+                break
+            except OSError:
+                # An ICMP error queued on the socket (e.g. port unreachable) surfaces here.
+                self.counters["receive_errors"] += 1
+                continue
+            received += 1
+            deliver(data, local, address)
+        self.counters["datagrams_received"] += received

@@ -1,0 +1,167 @@
+"""Linux: netlink enumeration, SO_BINDTODEVICE pinning, netlink change events."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+from collections.abc import Callable
+
+from .interfaces import Interface, InterfaceAddress
+from .monitor import ChangeHint
+
+log = logging.getLogger(__name__)
+
+# Linux binds to the wildcard address: the device pin decides the interface, and the socket
+# survives readdressing (DHCP renewal, roaming on the same wifi) without a rebind.
+REBIND_ON_ADDRESS_CHANGE = False
+
+# SO_BINDTOIFINDEX (Linux 5.7) pins by index: no race with an interface renamed or re-created
+# between enumeration and setsockopt. Same effect as SO_BINDTODEVICE, which is the fallback.
+SO_BINDTOIFINDEX = getattr(socket, "SO_BINDTOIFINDEX", 62)
+
+IFF_UP = 0x1
+IFF_LOOPBACK = 0x8
+IFF_RUNNING = 0x40
+# IFA_F_* flags of an address (linux/if_addr.h)
+IFA_F_TEMPORARY = 0x01
+IFA_F_DADFAILED = 0x08
+IFA_F_DEPRECATED = 0x20
+
+RTMGRP_LINK = 0x1
+RTMGRP_IPV4_IFADDR = 0x10
+RTMGRP_IPV4_ROUTE = 0x40
+RTMGRP_IPV6_IFADDR = 0x100
+RTMGRP_IPV6_ROUTE = 0x400
+EVENT_GROUPS = (
+    RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE
+)
+NETLINK_RECEIVE_BUFFER_BYTES = 1024 * 1024
+MAX_NETLINK_READS_PER_WAKEUP = 256
+
+
+def bind_host(family: int, address: str | None) -> str:
+    return "::" if family == socket.AF_INET6 else "0.0.0.0"
+
+
+def pin_socket(sock: socket.socket, family: int, index: int, name: str) -> None:
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_BINDTOIFINDEX, index)
+    except OSError as exc:
+        if exc.errno != errno.ENOPROTOOPT:
+            raise
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, name.encode() + b"\0")
+
+
+def enumerate_interfaces() -> list[Interface]:
+    """Dump links and addresses over netlink. Blocking: the binder runs it in a worker thread
+    (pyroute2's synchronous IPRoute cannot run inside our event loop)."""
+    from pyroute2 import IPRoute  # imported here: only Linux has it
+
+    with IPRoute() as ipr:
+        links = list(ipr.get_links())
+        addresses = list(ipr.get_addr())
+    by_index: dict[int, list[InterfaceAddress]] = {}
+    for message in addresses:
+        family = message["family"]
+        if family not in (socket.AF_INET, socket.AF_INET6):
+            continue
+        # On point-to-point links IFA_ADDRESS is the peer; IFA_LOCAL is ours.
+        address = message.get("IFA_LOCAL") or message.get("IFA_ADDRESS")
+        if not address:
+            continue
+        flags = message.get("IFA_FLAGS")
+        if flags is None:
+            flags = message["flags"]
+        by_index.setdefault(message["index"], []).append(
+            InterfaceAddress(
+                family=family,
+                address=address,
+                prefixlen=message["prefixlen"],
+                temporary=bool(flags & IFA_F_TEMPORARY),
+                deprecated=bool(flags & IFA_F_DEPRECATED),
+                dad_failed=bool(flags & IFA_F_DADFAILED),
+            )
+        )
+    interfaces = []
+    for link in links:
+        flags = link["flags"]
+        interfaces.append(
+            Interface(
+                index=link["index"],
+                name=link.get("IFLA_IFNAME") or f"if{link['index']}",
+                kind=link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND"),
+                up=bool(flags & IFF_UP),
+                running=bool(flags & IFF_RUNNING),
+                loopback=bool(flags & IFF_LOOPBACK),
+                addresses=tuple(by_index.get(link["index"], ())),
+            )
+        )
+    return interfaces
+
+
+class NetlinkMonitor:
+    """Subscribes to link, address and route changes and reports each burst as a hint.
+
+    The binder re-reads everything on a hint, so messages are only looked at for what a
+    re-read cannot tell: which interfaces were deleted (they may come back with the same name
+    and address, and their sockets must still be replaced).
+    """
+
+    def __init__(self, on_change: Callable[[ChangeHint], None]) -> None:
+        from pyroute2.netlink.rtnl.marshal import MarshalRtnl
+
+        self._on_change = on_change
+        self._marshal = MarshalRtnl()
+        self._sock = socket.socket(
+            socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, socket.NETLINK_ROUTE
+        )
+        try:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, NETLINK_RECEIVE_BUFFER_BYTES)
+            self._sock.bind((0, EVENT_GROUPS))
+        except OSError:
+            self._sock.close()
+            raise
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._sock.fileno(), self._readable)
+
+    def _readable(self) -> None:
+        deleted: set[int] = set()
+        links = routes = overflow = False
+        for _ in range(MAX_NETLINK_READS_PER_WAKEUP):
+            try:
+                data = self._sock.recv(65536)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                # ENOBUFS: the kernel dropped events. Nothing is lost for us: a full re-read
+                # follows, which is what every event leads to anyway.
+                overflow = exc.errno == errno.ENOBUFS
+                if not overflow:
+                    log.warning("netlink receive failed: %s", exc)
+                continue
+            for message in self._marshal.parse(data):
+                event = message.get("event", "")
+                if event == "RTM_DELLINK":
+                    deleted.add(message["index"])
+                if event.endswith("ROUTE"):
+                    routes = True
+                else:
+                    links = True
+        if deleted or links or routes or overflow:
+            self._on_change(
+                ChangeHint(
+                    deleted_indexes=frozenset(deleted),
+                    interfaces=links or overflow,
+                    routes=routes or overflow,
+                )
+            )
+
+    def close(self) -> None:
+        self._loop.remove_reader(self._sock.fileno())
+        self._sock.close()
+
+
+def open_change_monitor(on_change: Callable[[ChangeHint], None]) -> NetlinkMonitor:
+    return NetlinkMonitor(on_change)

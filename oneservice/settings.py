@@ -1,0 +1,136 @@
+"""Home directory layout and local.conf: load, validate, explain.
+
+local.conf is JSON shaped like ZeroTier's (``{"settings": {...}}``) so its users feel at home.
+Every mistake is reported with the file, the key and the value, and what is allowed; a typo in
+a key name is an error rather than a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PRIMARY_PORT = 9993
+LOCAL_CONF_NAME = "local.conf"
+
+# Linux interface names are at most 15 bytes (IFNAMSIZ - 1); other systems are similar.
+MAX_INTERFACE_NAME_LEN = 15
+
+
+class SettingsError(Exception):
+    """local.conf or a command-line option is wrong; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    primary_port: int = DEFAULT_PRIMARY_PORT
+    # Extra name prefixes never to bind, added to the binder's built-in list.
+    interface_prefix_blacklist: tuple[str, ...] = ()
+    # Interface names bound even if the classification calls them virtual.
+    interface_allowlist: tuple[str, ...] = ()
+
+
+def default_home() -> Path:
+    if sys.platform == "darwin":
+        return Path("/Library/Application Support/OneService")
+    if sys.platform == "win32":
+        return Path(os.environ.get("PROGRAMDATA", r"C:\ProgramData")) / "OneService"
+    return Path("/var/lib/oneservice")
+
+
+def ensure_home(home: Path) -> Path:
+    """Create the home directory (owner-only) if missing; fail clearly if that is impossible."""
+    try:
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SettingsError(
+            f"cannot create home directory {home}: {exc.strerror}; run as root or pass --home DIR"
+        ) from exc
+    if not home.is_dir():
+        raise SettingsError(f"home {home} exists but is not a directory")
+    return home
+
+
+def load_local_conf(home: Path) -> Settings:
+    """Read ``<home>/local.conf``; a missing file means defaults."""
+    path = home / LOCAL_CONF_NAME
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return Settings()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{path}: cannot read: {exc}") from exc
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SettingsError(
+            f"{path}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from exc
+    return parse_local_conf(document, source=str(path))
+
+
+_TOP_LEVEL_KEYS = {"settings"}
+_SETTINGS_KEYS = {"primaryPort", "interfacePrefixBlacklist", "interfaceAllowlist"}
+
+
+def parse_local_conf(document: Any, source: str = LOCAL_CONF_NAME) -> Settings:
+    """Validate a decoded local.conf document and return Settings."""
+    if not isinstance(document, dict):
+        raise SettingsError(f"{source}: must be a JSON object, got {_json_type(document)}")
+    _reject_unknown(document, _TOP_LEVEL_KEYS, source, "")
+    raw = document.get("settings", {})
+    if not isinstance(raw, dict):
+        raise SettingsError(f"{source}: settings must be an object, got {_json_type(raw)}")
+    _reject_unknown(raw, _SETTINGS_KEYS, source, "settings.")
+
+    port = raw.get("primaryPort", DEFAULT_PRIMARY_PORT)
+    validate_port(port, f"{source}: settings.primaryPort")
+    return Settings(
+        primary_port=port,
+        interface_prefix_blacklist=_name_list(
+            raw.get("interfacePrefixBlacklist", []), f"{source}: settings.interfacePrefixBlacklist"
+        ),
+        interface_allowlist=_name_list(
+            raw.get("interfaceAllowlist", []), f"{source}: settings.interfaceAllowlist"
+        ),
+    )
+
+
+def validate_port(port: Any, what: str) -> int:
+    # bool is an int in Python; "primaryPort": true is a mistake, not port 1.
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise SettingsError(f"{what} must be 0-65535 (0 picks a free port), got {port!r}")
+    return port
+
+
+def _name_list(value: Any, what: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise SettingsError(f"{what} must be a list of interface names, got {_json_type(value)}")
+    names = []
+    for item in value:
+        if not isinstance(item, str) or not item or len(item) > MAX_INTERFACE_NAME_LEN:
+            raise SettingsError(
+                f"{what} entries must be non-empty strings of at most "
+                f"{MAX_INTERFACE_NAME_LEN} characters, got {item!r}"
+            )
+        names.append(item)
+    return tuple(names)
+
+
+def _reject_unknown(obj: dict, known: set[str], source: str, prefix: str) -> None:
+    unknown = sorted(set(obj) - known)
+    if unknown:
+        raise SettingsError(
+            f"{source}: unknown key {prefix}{unknown[0]!s}; known keys: "
+            + ", ".join(prefix + key for key in sorted(known))
+        )
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), type(value).__name__
+    )
