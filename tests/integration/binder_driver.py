@@ -1,0 +1,97 @@
+"""Runs the real Binder inside a test namespace and talks JSON lines on stdin/stdout.
+
+Requests: {"id": n, "cmd": "state"} and {"id": n, "cmd": "send", "socket": id, "host": h,
+"port": p, "data": text}. Replies carry the same id. Unrequested lines report binder events
+({"event": ...}) and received datagrams ({"datagram": text, "socket": id, "from": [h, p]}).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import json
+import sys
+
+import uvloop
+
+from oneservice.binder import platform_backend
+from oneservice.binder.binder import (
+    AddressChanged,
+    Binder,
+    InterfaceDown,
+    InterfaceUp,
+    LocalSocket,
+    RoutesChanged,
+)
+from oneservice.binder.interfaces import BindPolicy
+from oneservice.binder.sockets import BindError
+
+
+def emit(obj: dict) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def describe(event) -> dict:
+    if isinstance(event, InterfaceUp):
+        return {"event": "up", "socket": event.socket.id, "interface": event.socket.interface}
+    if isinstance(event, InterfaceDown):
+        return {"event": "down", "socket": event.socket.id, "reason": event.reason}
+    if isinstance(event, AddressChanged):
+        return {"event": "address", "socket": event.socket.id, "new": list(event.new)}
+    if isinstance(event, RoutesChanged):
+        return {"event": "routes"}
+    return {"event": repr(event)}
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--blacklist", action="append", default=[])
+    parser.add_argument("--allowlist", action="append", default=[])
+    parser.add_argument("--virtual-subnet", action="append", default=[])
+    args = parser.parse_args()
+
+    def on_datagram(data: bytes, local: LocalSocket, address: tuple) -> None:
+        emit({"datagram": data.decode(errors="replace"), "socket": local.id,
+              "from": [address[0], address[1]]})  # fmt: skip
+
+    binder = Binder(
+        port=args.port,
+        policy=BindPolicy.from_settings(
+            extra_prefixes=args.blacklist,
+            allowlist=args.allowlist,
+            virtual_subnets=[ipaddress.ip_network(s) for s in args.virtual_subnet],
+        ),
+        backend=platform_backend(),
+        on_datagram=on_datagram,
+    )
+    binder.subscribe(lambda event: emit(describe(event)))
+    try:
+        await binder.start()
+    except BindError as exc:
+        emit({"error": str(exc)})
+        return 1
+    emit({"ready": True})
+    loop = asyncio.get_running_loop()
+    try:
+        while True:
+            line = await loop.run_in_executor(None, sys.stdin.readline)
+            if not line:
+                break
+            request = json.loads(line)
+            if request["cmd"] == "state":
+                emit({"id": request["id"], "state": binder.state()})
+            elif request["cmd"] == "send":
+                sent = binder.send(
+                    request["socket"], request["data"].encode(), (request["host"], request["port"])
+                )
+                emit({"id": request["id"], "sent": sent})
+    finally:
+        await binder.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(uvloop.run(main()))

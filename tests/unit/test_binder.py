@@ -1,0 +1,239 @@
+"""The Binder's lifecycle and event handling against an in-memory OS (real loopback sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from oneservice.binder import binder as binder_module
+from oneservice.binder.binder import AddressChanged, Binder, InterfaceDown, InterfaceUp
+from oneservice.binder.interfaces import BindPolicy, Interface, InterfaceAddress
+from oneservice.binder.monitor import ChangeHint
+from oneservice.binder.sockets import BindError
+
+
+class FakeBackend:
+    """Interfaces are what the test says; 192.0.2.N binds as 127.0.0.N so sockets are real."""
+
+    REBIND_ON_ADDRESS_CHANGE = False
+
+    def __init__(self, interfaces: list[Interface], with_monitor: bool = True) -> None:
+        self.interfaces = interfaces
+        self.with_monitor = with_monitor
+        self.notify = None
+        self.pinned: list[tuple[int, int]] = []
+        self.monitor_closed = False
+
+    def enumerate_interfaces(self) -> list[Interface]:
+        return list(self.interfaces)
+
+    def bind_host(self, family: int, address: str | None) -> str:
+        assert address is not None
+        return "127.0.0." + address.rsplit(".", 1)[1]
+
+    def pin_socket(self, sock, family, index, name) -> None:
+        self.pinned.append((index, family))
+
+    def open_change_monitor(self, on_change):
+        if not self.with_monitor:
+            return None
+        self.notify = on_change
+        backend = self
+
+        class Monitor:
+            def close(self):
+                backend.monitor_closed = True
+
+        return Monitor()
+
+
+def nic(index: int, name: str, last_octet: int, **kw) -> Interface:
+    address = InterfaceAddress(socket.AF_INET, f"192.0.2.{last_octet}", 24)
+    return Interface(index=index, name=name, addresses=(address,), **kw)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Harness:
+    def __init__(self, backend: FakeBackend, port: int = 0) -> None:
+        self.backend = backend
+        self.events: list = []
+        self.datagrams: list = []
+        self.binder = Binder(
+            port=port, policy=BindPolicy(), backend=backend,
+            on_datagram=lambda data, local, addr: self.datagrams.append((data, local)),
+        )  # fmt: skip
+        self.binder.subscribe(self.events.append)
+
+    async def until(self, condition, timeout: float = 2.0):
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not condition():
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError("condition not met in time")
+            await asyncio.sleep(0.005)
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 10))
+
+
+def test_binds_usable_interfaces_on_one_port_and_reports_skips():
+    async def scenario():
+        backend = FakeBackend([nic(2, "eth0", 2), nic(3, "eth1", 3, up=False),
+                               nic(4, "tun0", 4, kind="tun")])  # fmt: skip
+        h = Harness(backend, port=free_port())
+        await h.binder.start()
+        state = h.binder.state()
+        assert [(b["interface"], b["address"]) for b in state["bound"]] == [("eth0", "192.0.2.2")]
+        assert {(s["interface"], s["reason"]) for s in state["skipped"]} == {
+            ("eth1", "administratively down"), ("tun0", "virtual link kind 'tun'"),
+        }  # fmt: skip
+        assert backend.pinned == [(2, socket.AF_INET)]
+        assert isinstance(h.events[0], InterfaceUp)
+        await h.binder.stop()
+        assert h.binder.sockets() == [] and backend.monitor_closed
+
+    run(scenario())
+
+
+def test_port_zero_picks_one_port_for_all_sockets():
+    async def scenario():
+        h = Harness(FakeBackend([nic(2, "eth0", 2), nic(3, "eth1", 3)]), port=0)
+        await h.binder.start()
+        ports = {s.port for s in h.binder.sockets()}
+        assert len(ports) == 1 and ports != {0} and h.binder.port in ports
+        await h.binder.stop()
+
+    run(scenario())
+
+
+def test_change_hints_drive_open_close_and_readdress():
+    async def scenario():
+        backend = FakeBackend([nic(2, "eth0", 2)])
+        h = Harness(backend, port=free_port())
+        await h.binder.start()
+        eth0 = h.binder.sockets()[0]
+
+        backend.interfaces.append(nic(5, "wlan0", 5))
+        backend.notify(ChangeHint())
+        await h.until(lambda: len(h.binder.sockets()) == 2)
+
+        backend.interfaces[0] = nic(2, "eth0", 9)
+        backend.notify(ChangeHint())
+        await h.until(lambda: any(isinstance(e, AddressChanged) for e in h.events))
+        assert h.binder.sockets()[0] == eth0  # same socket, new address
+
+        backend.interfaces.pop(1)
+        backend.notify(ChangeHint())
+        await h.until(lambda: len(h.binder.sockets()) == 1)
+        down = [e for e in h.events if isinstance(e, InterfaceDown)]
+        assert [(d.socket.interface, d.reason) for d in down] == [("wlan0", "interface gone")]
+        await h.binder.stop()
+
+    run(scenario())
+
+
+def test_deleted_then_recreated_interface_gets_a_new_socket_id():
+    async def scenario():
+        backend = FakeBackend([nic(2, "eth0", 2)])
+        h = Harness(backend, port=free_port())
+        await h.binder.start()
+        [before] = h.binder.sockets()
+        backend.notify(ChangeHint(deleted_indexes=frozenset({2})))  # gone and back, same index
+        await h.until(lambda: h.binder.sockets() and h.binder.sockets()[0].id != before.id)
+        assert [type(e).__name__ for e in h.events] == [
+            "InterfaceUp",
+            "InterfaceDown",
+            "InterfaceUp",
+        ]
+        await h.binder.stop()
+
+    run(scenario())
+
+
+def test_without_an_event_source_polling_catches_changes(monkeypatch):
+    monkeypatch.setattr(binder_module, "POLL_INTERVAL_WITHOUT_EVENTS_S", 0.05)
+
+    async def scenario():
+        backend = FakeBackend([], with_monitor=False)
+        h = Harness(backend, port=free_port())
+        await h.binder.start()
+        backend.interfaces.append(nic(2, "eth0", 2))
+        await h.until(lambda: h.binder.sockets())
+        await h.binder.stop()
+
+    run(scenario())
+
+
+def test_datagrams_are_delivered_with_their_socket_and_sends_never_raise():
+    async def scenario():
+        port = free_port()
+        h = Harness(FakeBackend([nic(2, "eth0", 2), nic(3, "eth1", 3)]), port=port)
+        await h.binder.start()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+            peer.bind(("127.0.0.1", 0))
+            peer.sendto(b"hello-eth1", ("127.0.0.3", port))
+            await h.until(lambda: h.datagrams)
+            data, local = h.datagrams[0]
+            assert (data, local.interface) == (b"hello-eth1", "eth1")
+            assert h.binder.send(local.id, b"reply", peer.getsockname())
+            assert peer.recvfrom(100)[0] == b"reply"
+        assert h.binder.send(12345, b"x", ("127.0.0.1", 9)) is False
+        assert h.binder.send(local.id, b"x", ("not an address", 9)) is False
+        assert h.binder.counters["send_no_socket"] == 1
+        assert h.binder.counters["send_errors"] == 1
+        await h.binder.stop()
+
+    run(scenario())
+
+
+def test_port_in_use_at_start_is_an_error_and_leaves_nothing_open():
+    async def scenario():
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as holder:
+            holder.bind(("127.0.0.3", 0))
+            port = holder.getsockname()[1]
+            h = Harness(FakeBackend([nic(2, "eth0", 2), nic(3, "eth1", 3)]), port=port)
+            with pytest.raises(BindError, match=f"UDP port {port} is already in use on eth1"):
+                await h.binder.start()
+            assert h.binder.sockets() == []
+
+    run(scenario())
+
+
+def test_port_taken_later_is_reported_in_state_not_raised():
+    async def scenario():
+        port = free_port()
+        backend = FakeBackend([nic(2, "eth0", 2)])
+        h = Harness(backend, port=port)
+        await h.binder.start()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as holder:
+            holder.bind(("127.0.0.3", port))
+            backend.interfaces.append(nic(3, "eth1", 3))
+            backend.notify(ChangeHint())
+            await h.until(lambda: any("already in use" in s["reason"]
+                                      for s in h.binder.state()["skipped"]))  # fmt: skip
+        assert [s.interface for s in h.binder.sockets()] == ["eth0"]
+        await h.binder.stop()
+
+    run(scenario())
+
+
+def test_a_failing_subscriber_does_not_stop_the_others():
+    async def scenario():
+        h = Harness(FakeBackend([nic(2, "eth0", 2)]), port=free_port())
+
+        def broken(event):
+            raise RuntimeError("subscriber bug")
+
+        h.binder._subscribers.insert(0, broken)
+        await h.binder.start()
+        assert isinstance(h.events[0], InterfaceUp)
+        await h.binder.stop()
+
+    run(scenario())

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import pytest
+
+from oneservice.__main__ import main
+from oneservice.settings import Settings, SettingsError, load_local_conf, parse_local_conf
+
+
+def test_missing_file_means_defaults(tmp_path):
+    assert load_local_conf(tmp_path) == Settings()
+
+
+def test_full_settings(tmp_path):
+    (tmp_path / "local.conf").write_text(
+        '{"settings": {"primaryPort": 0, "interfacePrefixBlacklist": ["vpn"],'
+        ' "interfaceAllowlist": ["tun7"]}}'
+    )
+    assert load_local_conf(tmp_path) == Settings(0, ("vpn",), ("tun7",))
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ([], "must be a JSON object, got list"),
+        ({"setings": {}}, "unknown key setings; known keys: settings"),
+        ({"settings": {"primaryport": 1}}, "unknown key settings.primaryport"),
+        ({"settings": {"primaryPort": 70000}}, "settings.primaryPort must be 0-65535"),
+        ({"settings": {"primaryPort": True}}, "settings.primaryPort must be 0-65535"),
+        ({"settings": {"primaryPort": "9993"}}, "got '9993'"),
+        ({"settings": []}, "settings must be an object, got list"),
+        ({"settings": {"interfaceAllowlist": "eth0"}}, "must be a list of interface names"),
+        ({"settings": {"interfacePrefixBlacklist": [""]}}, "non-empty strings"),
+        ({"settings": {"interfaceAllowlist": ["x" * 16]}}, "at most 15 characters"),
+    ],
+)
+def test_mistakes_are_named(document, message):
+    with pytest.raises(SettingsError, match=message.replace("(", r"\(")):
+        parse_local_conf(document)
+
+
+def test_broken_json_names_file_line_and_column(tmp_path):
+    (tmp_path / "local.conf").write_text('{\n  "settings": {,}\n}')
+    with pytest.raises(SettingsError, match=r"local.conf: not valid JSON at line 2 column 16"):
+        load_local_conf(tmp_path)
+
+
+def test_main_reports_config_errors_with_exit_2_and_touches_nothing(tmp_path, capsys):
+    (tmp_path / "local.conf").write_text("{oops")
+    assert main(["--home", str(tmp_path)]) == 2
+    assert "oneservice: error:" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["local.conf"]
+
+
+def test_main_rejects_bad_port(tmp_path, capsys):
+    assert main(["--home", str(tmp_path), "--port", "99999"]) == 2
+    assert "--port must be 0-65535" in capsys.readouterr().err
+
+
+def test_unusable_home_is_a_clear_error(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["--home", str(blocker / "sub")]) == 2
+    assert "cannot create home directory" in capsys.readouterr().err
