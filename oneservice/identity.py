@@ -1,0 +1,208 @@
+"""Node identity: an X25519 pair (key agreement), an Ed25519 pair (signatures), and a 10-hex-
+digit address derived from both public keys with a memory-hard hash.
+
+Text forms (one line each), shaped like ZeroTier's so its users recognise them:
+    public: <address>:1:<x25519 public hex>:<ed25519 public hex>
+    secret: <public form>:<x25519 private hex>:<ed25519 private hex>
+The "1" is the identity format version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PrivateFormat, PublicFormat
+
+IDENTITY_FORMAT = "1"
+ADDRESS_HEX_DIGITS = 10
+SECRET_FILE = "identity.secret"
+PUBLIC_FILE = "identity.public"
+# scrypt with N=2^14, r=8: 16 MiB and ~50 ms per address. Finding keys for a chosen 40-bit
+# address takes ~2^40 of these: out of reach, while checking one identity stays cheap.
+_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
+_SCRYPT_SALT = b"oneservice address v1"
+# Like ZeroTier: 0xff.. addresses are reserved, and 00.. would read as "no address".
+_RESERVED_PREFIXES = ("ff", "00")
+
+
+class IdentityError(Exception):
+    """An identity (text or file) is malformed or does not match its address."""
+
+
+def derive_address(x25519_public: bytes, ed25519_public: bytes) -> str:
+    digest = hashlib.scrypt(
+        x25519_public + ed25519_public,
+        salt=_SCRYPT_SALT, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, maxmem=64 * 1024 * 1024,
+        dklen=32,
+    )  # fmt: skip
+    return digest[: ADDRESS_HEX_DIGITS // 2].hex()
+
+
+def is_address(text: str) -> bool:
+    return len(text) == ADDRESS_HEX_DIGITS and all(c in "0123456789abcdef" for c in text)
+
+
+@dataclass(frozen=True)
+class Identity:
+    address: str
+    x25519_public: bytes
+    ed25519_public: bytes
+    x25519_private: bytes | None = None
+    ed25519_private: bytes | None = None
+
+    @classmethod
+    def generate(cls) -> Identity:
+        while True:
+            x_private = X25519PrivateKey.generate()
+            e_private = Ed25519PrivateKey.generate()
+            x_public = x_private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+            e_public = e_private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+            address = derive_address(x_public, e_public)
+            if not address.startswith(_RESERVED_PREFIXES):
+                return cls(
+                    address, x_public, e_public,
+                    x_private.private_bytes(Encoding.Raw, PrivateFormat.Raw, _no_encryption()),
+                    e_private.private_bytes(Encoding.Raw, PrivateFormat.Raw, _no_encryption()),
+                )  # fmt: skip
+
+    @classmethod
+    def parse(cls, text: str) -> Identity:
+        """Parse a public or secret identity and verify it against its address."""
+        parts = text.strip().split(":")
+        if len(parts) not in (4, 6):
+            raise IdentityError(
+                "identity must be <address>:1:<x25519>:<ed25519>[:<x25519 secret>:<ed25519 "
+                f"secret>], got {len(parts)} field(s)"
+            )
+        address, version = parts[0], parts[1]
+        if not is_address(address):
+            raise IdentityError(
+                f"identity address must be 10 lowercase hex digits, got {address!r}"
+            )
+        if version != IDENTITY_FORMAT:
+            raise IdentityError(f"identity format {version!r} is not supported (expected 1)")
+        keys = [_hex32(part, name) for part, name in zip(parts[2:], _KEY_NAMES, strict=False)]
+        identity = cls(address, keys[0], keys[1], *(keys[2:] or (None, None)))
+        identity.verify()
+        return identity
+
+    def verify(self) -> None:
+        """Raise IdentityError unless the address belongs to the keys (and secrets to publics)."""
+        if derive_address(self.x25519_public, self.ed25519_public) != self.address:
+            raise IdentityError(f"identity {self.address}: address does not match its keys")
+        if self.x25519_private is not None and self.ed25519_private is not None:
+            x_public = X25519PrivateKey.from_private_bytes(self.x25519_private).public_key()
+            e_public = Ed25519PrivateKey.from_private_bytes(self.ed25519_private).public_key()
+            if (
+                x_public.public_bytes(Encoding.Raw, PublicFormat.Raw) != self.x25519_public
+                or e_public.public_bytes(Encoding.Raw, PublicFormat.Raw) != self.ed25519_public
+            ):
+                raise IdentityError(f"identity {self.address}: secret keys do not match")
+
+    @property
+    def has_secret(self) -> bool:
+        return self.x25519_private is not None
+
+    def public(self) -> Identity:
+        return Identity(self.address, self.x25519_public, self.ed25519_public)
+
+    def public_text(self) -> str:
+        return (
+            f"{self.address}:{IDENTITY_FORMAT}:{self.x25519_public.hex()}:"
+            f"{self.ed25519_public.hex()}"
+        )
+
+    def secret_text(self) -> str:
+        if self.x25519_private is None or self.ed25519_private is None:
+            raise IdentityError(f"identity {self.address} has no secret keys")
+        return f"{self.public_text()}:{self.x25519_private.hex()}:{self.ed25519_private.hex()}"
+
+    def x25519_private_key(self) -> X25519PrivateKey:
+        if self.x25519_private is None:
+            raise IdentityError(f"identity {self.address} has no secret keys")
+        return X25519PrivateKey.from_private_bytes(self.x25519_private)
+
+    def sign(self, message: bytes) -> bytes:
+        if self.ed25519_private is None:
+            raise IdentityError(f"identity {self.address} has no secret keys")
+        return Ed25519PrivateKey.from_private_bytes(self.ed25519_private).sign(message)
+
+    def verify_signature(self, message: bytes, signature: bytes) -> bool:
+        try:
+            Ed25519PublicKey.from_public_bytes(self.ed25519_public).verify(signature, message)
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+
+_KEY_NAMES = ("x25519 public key", "ed25519 public key", "x25519 secret", "ed25519 secret")
+
+
+def _hex32(text: str, name: str) -> bytes:
+    try:
+        value = bytes.fromhex(text)
+    except ValueError:
+        raise IdentityError(f"identity {name} is not hex") from None
+    if len(value) != 32:
+        raise IdentityError(f"identity {name} must be 32 bytes, got {len(value)}")
+    return value
+
+
+def _no_encryption():
+    from cryptography.hazmat.primitives.serialization import NoEncryption
+
+    return NoEncryption()
+
+
+def load_or_create_identity(home: Path) -> Identity:
+    """Load the node's identity, creating it on first start. A damaged identity file stops the
+    service with an error: replacing it would silently turn this node into a stranger."""
+    secret_path, public_path = home / SECRET_FILE, home / PUBLIC_FILE
+    if secret_path.exists():
+        try:
+            identity = Identity.parse(secret_path.read_text(encoding="ascii"))
+        except (OSError, UnicodeDecodeError, IdentityError) as exc:
+            raise IdentityError(
+                f"{secret_path} is unreadable or damaged ({exc}); it was left untouched. "
+                "Restore it from a backup, or move it away to start as a new node."
+            ) from exc
+        if not identity.has_secret:
+            raise IdentityError(f"{secret_path} holds no secret keys; it was left untouched")
+        if secret_path.stat().st_mode & 0o077:
+            os.chmod(secret_path, 0o600)
+        _write_public(public_path, identity)
+        return identity
+    identity = Identity.generate()
+    _write_private(secret_path, identity.secret_text() + "\n")
+    _write_public(public_path, identity)
+    return identity
+
+
+def _write_public(path: Path, identity: Identity) -> None:
+    text = identity.public_text() + "\n"
+    try:
+        if path.read_text(encoding="ascii") == text:
+            return
+    except (OSError, UnicodeDecodeError):
+        pass
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text, encoding="ascii")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Create with mode 0600 from the start (no window where others can read it)."""
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
