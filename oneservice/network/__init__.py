@@ -1,0 +1,1 @@
+"""Virtual networks: their configuration (members, addresses, routes) and where it comes from."""

@@ -1,0 +1,177 @@
+"""A network's configuration: members with identities, virtual addresses and endpoint hints.
+
+The same model comes from a static file (`<home>/networks.d/<network id>.json`, for tests and
+air-gapped setups) and, later, from a controller. A static file looks like:
+
+    {
+      "id": "8056c2e21c000001",
+      "name": "lab",
+      "mtu": 1420,
+      "members": [
+        {"identity": "<address>:1:<x25519>:<ed25519>",
+         "addresses": ["10.147.17.1/24", "fd00:147::1/64"],
+         "endpoints": ["192.0.2.2/9993"]}
+      ]
+    }
+
+Endpoints use ZeroTier's "ip/port" notation (no brackets needed for IPv6).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..identity import Identity, IdentityError
+from ..node.wire import DEFAULT_TUNNEL_MTU
+
+NETWORKS_DIR = "networks.d"
+MIN_MTU, MAX_MTU = 1280, 9000  # IPv6 needs 1280; beyond jumbo frames is a typo
+
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+Endpoint = tuple[str, int]
+
+
+class NetworkConfigError(Exception):
+    """A network file or config is malformed; the message names the place and the value."""
+
+
+@dataclass(frozen=True)
+class Member:
+    identity: Identity
+    addresses: tuple[IPInterface, ...] = ()
+    endpoints: tuple[Endpoint, ...] = ()
+
+    @property
+    def address(self) -> str:
+        return self.identity.address
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    id: str
+    name: str
+    members: tuple[Member, ...]
+    mtu: int = DEFAULT_TUNNEL_MTU
+
+    def member(self, address: str) -> Member | None:
+        return next((m for m in self.members if m.address == address), None)
+
+    def subnets(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(dict.fromkeys(a.network for m in self.members for a in m.addresses))
+
+
+def is_network_id(text: Any) -> bool:
+    return isinstance(text, str) and len(text) == 16 and all(c in "0123456789abcdef" for c in text)
+
+
+def parse_endpoint(text: Any, where: str) -> Endpoint:
+    if not isinstance(text, str) or "/" not in text:
+        raise NetworkConfigError(f'{where}: endpoint must be "ip/port", got {text!r}')
+    host, _, port_text = text.rpartition("/")
+    try:
+        ip = ipaddress.ip_address(host)
+        port = int(port_text)
+    except ValueError:
+        raise NetworkConfigError(f'{where}: endpoint must be "ip/port", got {text!r}') from None
+    if not 1 <= port <= 65535:
+        raise NetworkConfigError(f"{where}: endpoint port must be 1-65535, got {port}")
+    return (str(ip), port)
+
+
+def parse_network(document: Any, source: str) -> NetworkConfig:
+    if not isinstance(document, dict):
+        raise NetworkConfigError(f"{source}: must be a JSON object")
+    unknown = sorted(set(document) - {"id", "name", "mtu", "members"})
+    if unknown:
+        raise NetworkConfigError(f"{source}: unknown key {unknown[0]!r}")
+    network_id = document.get("id")
+    if not is_network_id(network_id):
+        raise NetworkConfigError(
+            f"{source}: id must be 16 lowercase hex digits, got {network_id!r}"
+        )
+    name = document.get("name", "")
+    if not isinstance(name, str):
+        raise NetworkConfigError(f"{source}: name must be a string")
+    mtu = document.get("mtu", DEFAULT_TUNNEL_MTU)
+    if isinstance(mtu, bool) or not isinstance(mtu, int) or not MIN_MTU <= mtu <= MAX_MTU:
+        raise NetworkConfigError(f"{source}: mtu must be {MIN_MTU}-{MAX_MTU}, got {mtu!r}")
+    raw_members = document.get("members", [])
+    if not isinstance(raw_members, list):
+        raise NetworkConfigError(f"{source}: members must be a list")
+    members = []
+    seen: dict[str, str] = {}
+    for position, raw in enumerate(raw_members):
+        where = f"{source}: members[{position}]"
+        member = _parse_member(raw, where)
+        if member.address in seen:
+            raise NetworkConfigError(f"{where}: member {member.address} is listed twice")
+        for interface in member.addresses:
+            key = str(interface.ip)
+            if key in seen:
+                raise NetworkConfigError(
+                    f"{where}: address {key} is already assigned to {seen[key]}"
+                )
+            seen[key] = member.address
+        seen[member.address] = member.address
+        members.append(member)
+    return NetworkConfig(network_id, name, tuple(members), mtu)
+
+
+def _parse_member(raw: Any, where: str) -> Member:
+    if not isinstance(raw, dict):
+        raise NetworkConfigError(f"{where}: must be an object")
+    unknown = sorted(set(raw) - {"identity", "addresses", "endpoints"})
+    if unknown:
+        raise NetworkConfigError(f"{where}: unknown key {unknown[0]!r}")
+    try:
+        identity = Identity.parse(raw.get("identity", "")).public()
+    except (IdentityError, AttributeError) as exc:
+        raise NetworkConfigError(f"{where}: identity: {exc}") from None
+    addresses = []
+    for text in _list(raw.get("addresses", []), f"{where}.addresses"):
+        try:
+            interface = ipaddress.ip_interface(text)
+        except ValueError:
+            raise NetworkConfigError(
+                f"{where}: address must be like 10.1.0.5/24, got {text!r}"
+            ) from None
+        if "/" not in text:
+            raise NetworkConfigError(f"{where}: address {text!r} needs a prefix length")
+        addresses.append(interface)
+    endpoints = tuple(
+        parse_endpoint(text, where)
+        for text in _list(raw.get("endpoints", []), f"{where}.endpoints")
+    )
+    return Member(identity, tuple(addresses), endpoints)
+
+
+def _list(value: Any, where: str) -> list:
+    if not isinstance(value, list):
+        raise NetworkConfigError(f"{where} must be a list")
+    return value
+
+
+def load_network_files(home: Path) -> list[NetworkConfig]:
+    """Every `networks.d/<id>.json`; a broken file is an error naming it, not a skip."""
+    directory = home / NETWORKS_DIR
+    if not directory.is_dir():
+        return []
+    networks = []
+    for path in sorted(directory.glob("*.json")):
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise NetworkConfigError(f"{path}: cannot read: {exc}") from exc
+        except json.JSONDecodeError as exc:
+            raise NetworkConfigError(
+                f"{path}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+            ) from exc
+        network = parse_network(document, str(path))
+        if path.stem != network.id:
+            raise NetworkConfigError(f"{path}: file name must be the network id {network.id}.json")
+        networks.append(network)
+    return networks

@@ -1,0 +1,669 @@
+"""The node core: peers, handshakes, sessions, paths, timers. No sockets and no clock.
+
+Like aioquic's QuicConnection: the service feeds it datagrams (with the binder socket they
+arrived on), IP packets from the taps, socket changes and the time; it reads back datagrams to
+send (on a chosen socket), packets for the taps, events, and when to call it next. Anything
+malformed, forged, replayed or unknown is dropped and counted in ``drops`` by reason; nothing
+raises out of the receive path.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import secrets
+import socket
+import struct
+from collections import Counter, deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import msgpack
+
+from ..identity import Identity
+from ..network.config import NetworkConfig
+from . import wire
+from .noise import HandshakeError, Initiator, Responder
+from .paths import Endpoint, Path, choose_path
+from .session import Session
+
+# Handshakes: retried quickly (a lost initiation should not cost a user seconds), abandoned
+# when nobody answers for a while (the queue is then dropped, counted).
+HANDSHAKE_RETRY_S = 1.0
+HANDSHAKE_GIVE_UP_S = 30.0
+UNREACHABLE_RETRY_S = 5.0
+# Sessions are renewed after two minutes and refused after three (as WireGuard).
+REKEY_AFTER_S = 120.0
+REJECT_AFTER_S = 180.0
+# Probing: fast while a peer carries traffic (fast, silent-failure detection), slow when idle.
+ACTIVE_PROBE_INTERVAL_S = 1.0
+IDLE_PROBE_INTERVAL_S = 20.0
+ACTIVE_WINDOW_S = 10.0
+# A learned endpoint nobody heard from for this long is forgotten.
+LEARNED_PATH_EXPIRY_S = 120.0
+TIMER_TICK_S = 0.25
+# Packets waiting for a session: enough for a TCP window's first burst, bounded for memory.
+MAX_QUEUED_PACKETS = 256
+# Handshake initiations cost a DH computation each: per source address a burst of 10, then
+# 5 per second; 500 per second in all.
+HANDSHAKES_PER_SOURCE_BURST = 10
+HANDSHAKES_PER_SOURCE_RATE = 5.0
+HANDSHAKES_TOTAL_RATE = 500.0
+MAX_RATE_LIMITED_SOURCES = 4096
+MAX_CONTROL_BYTES = 1024
+
+_INDEX = struct.Struct("<I")
+_RESPONSE_INDEXES = struct.Struct("<II")
+_DATA_FIELDS = struct.Struct("<IQ")
+
+
+@dataclass(frozen=True)
+class PeerConnected:
+    address: str
+
+
+@dataclass(frozen=True)
+class PathChanged:
+    address: str
+    socket_id: int | None
+    endpoint: Endpoint | None
+
+
+NodeEvent = PeerConnected | PathChanged
+
+
+class Peer:
+    def __init__(self, identity: Identity) -> None:
+        self.identity = identity
+        self.address = identity.address
+        self.hints: set[Endpoint] = set()
+        self.paths: dict[tuple[int, Endpoint], Path] = {}
+        self.preferred: Path | None = None
+        self.current: Session | None = None  # what we send on
+        self.previous: Session | None = None  # still accepted while the peer switches over
+        self.unconfirmed: Session | None = None  # responder side, until the initiator uses it
+        self.handshake: Initiator | None = None
+        self.handshake_index = 0
+        self.handshake_sent = -math.inf
+        self.handshake_started = -math.inf
+        self.last_initiation_timestamp = b""
+        self.queue: deque[tuple[int, bytes]] = deque()
+        self.last_traffic = -math.inf
+        self.next_probe = -math.inf
+        self.probe_counter = 0
+        self.networks: dict[str, list] = {}  # network id -> networks it may send from
+
+
+class _Network:
+    """Routing for one network: destination address -> peer, source checks per peer."""
+
+    def __init__(self, config: NetworkConfig, own_address: str) -> None:
+        self.config = config
+        self.by_destination: dict[bytes, str] = {}
+        for member in config.members:
+            if member.address == own_address:
+                continue
+            for interface in member.addresses:
+                self.by_destination[interface.ip.packed] = member.address
+
+
+class _TokenBucket:
+    __slots__ = ("tokens", "updated")
+
+    def __init__(self, tokens: float, now: float) -> None:
+        self.tokens, self.updated = tokens, now
+
+    def take(self, now: float, rate: float, burst: float) -> bool:
+        self.tokens = min(burst, self.tokens + (now - self.updated) * rate)
+        self.updated = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+class NodeCore:
+    def __init__(self, identity: Identity, *, now: float, wall_time: float) -> None:
+        self.identity = identity
+        self._static = identity.x25519_private_key()
+        # Initiation timestamps must grow across restarts: wall time, advanced by our clock.
+        self._wall_offset = wall_time - now
+        self.sockets: dict[int, int] = {}  # binder socket id -> address family
+        self.peers: dict[str, Peer] = {}
+        self._peers_by_static: dict[bytes, Peer] = {}
+        self._sessions: dict[int, Session] = {}
+        self._handshakes: dict[int, Peer] = {}
+        self.networks: dict[str, _Network] = {}
+        self._virtual_subnets: tuple = ()
+        self._datagrams: list[tuple[int, Endpoint, bytes]] = []
+        self._packets: list[tuple[str, bytes]] = []
+        self._events: deque[NodeEvent] = deque()
+        self.drops: Counter[str] = Counter()
+        self._source_buckets: dict[str, _TokenBucket] = {}
+        self._total_bucket = _TokenBucket(HANDSHAKES_TOTAL_RATE, now)
+        self._next_tick = now
+
+    # --- configuration -----------------------------------------------------------------------
+
+    def set_networks(self, configs: Iterable[NetworkConfig], now: float) -> None:
+        """Replace the set of networks; peers in none of them are forgotten."""
+        self.networks = {c.id: _Network(c, self.identity.address) for c in configs}
+        self._virtual_subnets = tuple(s for n in self.networks.values() for s in n.config.subnets())
+        wanted: dict[str, Peer] = {}
+        for network in self.networks.values():
+            for member in network.config.members:
+                if member.address == self.identity.address:
+                    continue
+                peer = self.peers.get(member.address) or wanted.get(member.address)
+                if peer is None:
+                    peer = Peer(member.identity)
+                wanted[member.address] = peer
+                # A member may send only from its own addresses (never its neighbours').
+                peer.networks[network.config.id] = [
+                    ipaddress.ip_network(a.ip) for a in member.addresses
+                ]
+                peer.hints.update(member.endpoints)
+        for address, peer in list(self.peers.items()):
+            if address not in wanted:
+                self._forget(peer)
+        for address, peer in wanted.items():
+            peer.networks = {
+                nid: nets for nid, nets in peer.networks.items() if nid in self.networks
+            }
+            self.peers[address] = peer
+            self._peers_by_static[peer.identity.x25519_public] = peer
+            self._add_candidate_paths(peer)
+            if peer.current is None and peer.handshake is None:
+                self._initiate(peer, now)
+
+    def _forget(self, peer: Peer) -> None:
+        for session in (peer.current, peer.previous, peer.unconfirmed):
+            if session is not None:
+                self._sessions.pop(session.local_index, None)
+        self._handshakes.pop(peer.handshake_index, None)
+        self.peers.pop(peer.address, None)
+        self._peers_by_static.pop(peer.identity.x25519_public, None)
+
+    # --- outputs -------------------------------------------------------------------------------
+
+    def datagrams_to_send(self) -> list[tuple[int, Endpoint, bytes]]:
+        out, self._datagrams = self._datagrams, []
+        return out
+
+    def packets_for_tap(self) -> list[tuple[str, bytes]]:
+        out, self._packets = self._packets, []
+        return out
+
+    def next_event(self) -> NodeEvent | None:
+        return self._events.popleft() if self._events else None
+
+    def next_timer(self) -> float:
+        return self._next_tick
+
+    # --- the physical side -------------------------------------------------------------------
+
+    def socket_up(self, socket_id: int, family: int, now: float) -> None:
+        """A new binder socket: probe every peer's endpoints over it at once."""
+        self.sockets[socket_id] = family
+        for peer in self.peers.values():
+            self._add_candidate_paths(peer)
+            self._probe(peer, now, only_socket=socket_id)
+
+    def socket_down(self, socket_id: int, now: float) -> None:
+        """The socket's interface is gone: its paths die now, traffic moves at once."""
+        self.sockets.pop(socket_id, None)
+        for peer in self.peers.values():
+            for key in [k for k in peer.paths if k[0] == socket_id]:
+                del peer.paths[key]
+            if peer.preferred is not None and peer.preferred.socket_id == socket_id:
+                peer.preferred = None
+                self._reselect(peer, now)
+                self._probe(peer, now)
+
+    def socket_readdressed(self, socket_id: int, now: float) -> None:
+        """Our address behind a socket changed: tell peers at once (they follow the roam)."""
+        for peer in self.peers.values():
+            self._probe(peer, now, only_socket=socket_id)
+
+    def routes_changed(self, now: float) -> None:
+        for peer in self.peers.values():
+            if peer.current is not None:
+                self._probe(peer, now)
+
+    def _add_candidate_paths(self, peer: Peer) -> None:
+        known = peer.hints | {path.endpoint for path in peer.paths.values()}
+        for endpoint in known:
+            if self._inside_virtual_network(endpoint):
+                self.drops["endpoint_in_virtual_network"] += 1
+                continue
+            family = socket.AF_INET6 if ":" in endpoint[0] else socket.AF_INET
+            for socket_id, socket_family in self.sockets.items():
+                if socket_family == family and (socket_id, endpoint) not in peer.paths:
+                    peer.paths[(socket_id, endpoint)] = Path(socket_id, endpoint)
+
+    # --- receiving -----------------------------------------------------------------------------
+
+    def receive_datagram(self, data: bytes, socket_id: int, address: tuple, now: float) -> None:
+        length = len(data)
+        if length < 4:
+            self.drops["truncated"] += 1
+            return
+        if data[0] != wire.PROTOCOL_VERSION:
+            self.drops["unsupported_version"] += 1
+            return
+        kind = data[1]
+        if kind == wire.TYPE_DATA or kind == wire.TYPE_CONTROL:
+            self._receive_transport(data, kind, socket_id, address, now)
+        elif kind == wire.TYPE_HANDSHAKE_INIT:
+            self._receive_initiation(data, socket_id, address, now)
+        elif kind == wire.TYPE_HANDSHAKE_RESPONSE:
+            self._receive_response(data, socket_id, address, now)
+        else:
+            self.drops["unknown_type"] += 1
+
+    def _receive_transport(
+        self, data: bytes, kind: int, socket_id: int, address: tuple, now: float
+    ) -> None:
+        if len(data) < wire.DATA_OVERHEAD:
+            self.drops["truncated"] += 1
+            return
+        receiver, counter = _DATA_FIELDS.unpack_from(data, 4)
+        session = self._sessions.get(receiver)
+        if session is None:
+            self.drops["unknown_session"] += 1
+            return
+        if session.replay.seen_or_too_old(counter):
+            self.drops["replayed"] += 1
+            return
+        if now - session.created_at > REJECT_AFTER_S:
+            self.drops["expired_session"] += 1
+            return
+        payload = session.decrypt(data)
+        if payload is None:
+            self.drops["authentication_failed"] += 1
+            return
+        if not session.replay.mark(counter):
+            self.drops["replayed"] += 1
+            return
+        peer = session.peer
+        session.last_received = now
+        if not session.confirmed:
+            self._confirm(peer, session, now)
+        path = self._path_heard(peer, socket_id, address, now)
+        if kind == wire.TYPE_DATA:
+            if payload:
+                self._mark_traffic(peer, now)
+                if path is not None and path is not peer.preferred:
+                    self._follow(peer, path)
+                self._deliver(peer, payload)
+        else:
+            self._receive_control(peer, payload, path, now)
+
+    def _deliver(self, peer: Peer, packet: bytes) -> None:
+        source = _source_address(packet)
+        if source is None:
+            self.drops["inner_malformed"] += 1
+            return
+        for network_id, allowed in peer.networks.items():
+            for subnet in allowed:
+                if source in subnet:
+                    self._packets.append((network_id, packet))
+                    return
+        self.drops["source_not_allowed"] += 1
+
+    def _receive_control(self, peer: Peer, payload: bytes, path: Path | None, now: float) -> None:
+        try:
+            message = msgpack.unpackb(payload, raw=False, max_str_len=64, max_bin_len=64,
+                                      max_array_len=16, max_map_len=16)  # fmt: skip
+            kind, probe_id = message["t"], message["i"]
+        except Exception:
+            self.drops["control_malformed"] += 1
+            return
+        if kind == "ping" and path is not None:
+            if message.get("p") and path is not peer.preferred:
+                self._follow(peer, path)  # the peer moved (new uplink or new address)
+            self._send_on(peer, path, wire.TYPE_CONTROL, _control("pong", probe_id), now)
+        elif kind == "pong" and path is not None:
+            if probe_id == path.probe_id and path.probe_sent > -math.inf:
+                path.record_rtt(now - path.probe_sent)
+                path.probe_sent = -math.inf
+                self._reselect(peer, now)
+        elif kind not in ("ping", "pong"):
+            self.drops["control_unknown"] += 1
+
+    def _receive_initiation(self, data: bytes, socket_id: int, address: tuple, now: float) -> None:
+        if len(data) != wire.HANDSHAKE_INIT_LEN:
+            self.drops["handshake_malformed"] += 1
+            return
+        if not self._handshake_allowed(address[0], now):
+            self.drops["handshake_rate_limited"] += 1
+            return
+        (sender_index,) = _INDEX.unpack_from(data, 4)
+        responder = Responder(self._static, wire.PROLOGUE)
+        try:
+            timestamp = responder.read_message_1(data[8:])
+        except HandshakeError:
+            self.drops["handshake_failed"] += 1
+            return
+        peer = self._peers_by_static.get(responder.remote_static)
+        if peer is None:
+            self.drops["unknown_peer"] += 1
+            return
+        if timestamp <= peer.last_initiation_timestamp:
+            self.drops["handshake_replayed"] += 1
+            return
+        endpoint = _endpoint(address)
+        if self._inside_virtual_network(endpoint):
+            self.drops["endpoint_in_virtual_network"] += 1
+            return
+        peer.last_initiation_timestamp = timestamp
+        local_index = self._new_index()
+        response = responder.write_message_2(b"")
+        send_key, receive_key = responder.split()
+        session = Session(peer, local_index, sender_index, send_key, receive_key, False, now)
+        if peer.unconfirmed is not None:
+            self._sessions.pop(peer.unconfirmed.local_index, None)
+        peer.unconfirmed = session
+        self._sessions[local_index] = session
+        path = self._path_heard(peer, socket_id, address, now)
+        if path is not None:
+            self._emit(path, wire.handshake_response(local_index, sender_index, response), now)
+
+    def _receive_response(self, data: bytes, socket_id: int, address: tuple, now: float) -> None:
+        if len(data) != wire.HANDSHAKE_RESPONSE_LEN:
+            self.drops["handshake_malformed"] += 1
+            return
+        if self._inside_virtual_network(_endpoint(address)):
+            self.drops["endpoint_in_virtual_network"] += 1
+            return
+        sender_index, receiver_index = _RESPONSE_INDEXES.unpack_from(data, 4)
+        peer = self._handshakes.get(receiver_index)
+        if peer is None or peer.handshake is None:
+            self.drops["unknown_session"] += 1
+            return
+        try:
+            peer.handshake.read_message_2(data[12:])
+        except HandshakeError:
+            self.drops["handshake_failed"] += 1
+            return
+        send_key, receive_key = peer.handshake.split()
+        del self._handshakes[receiver_index]
+        peer.handshake = None
+        session = Session(peer, receiver_index, sender_index, send_key, receive_key, True, now)
+        self._sessions[receiver_index] = session
+        self._promote(peer, session)
+        self._path_heard(peer, socket_id, address, now)
+        self._events.append(PeerConnected(peer.address))
+        if peer.queue:
+            self._flush_queue(peer, now)
+        else:
+            # An empty data packet confirms the session to the responder right away.
+            self._send(peer, wire.TYPE_DATA, b"", now)
+
+    def _confirm(self, peer: Peer, session: Session, now: float) -> None:
+        session.confirmed = True
+        if peer.unconfirmed is session:
+            peer.unconfirmed = None
+        self._promote(peer, session)
+        self._events.append(PeerConnected(peer.address))
+        self._flush_queue(peer, now)
+
+    def _promote(self, peer: Peer, session: Session) -> None:
+        if peer.previous is not None:
+            self._sessions.pop(peer.previous.local_index, None)
+        peer.previous, peer.current = peer.current, session
+
+    def _path_heard(self, peer: Peer, socket_id: int, address: tuple, now: float) -> Path | None:
+        """An authenticated packet came over (socket, address): that path works."""
+        endpoint = _endpoint(address)
+        path = peer.paths.get((socket_id, endpoint))
+        if path is None:
+            if socket_id not in self.sockets or self._inside_virtual_network(endpoint):
+                self.drops["endpoint_in_virtual_network" if socket_id in self.sockets
+                           else "socket_gone"] += 1  # fmt: skip
+                return None
+            path = Path(socket_id, endpoint, learned=endpoint not in peer.hints)
+            peer.paths[(socket_id, endpoint)] = path
+        path.last_received = now
+        if peer.preferred is None or not peer.preferred.alive(now):
+            self._reselect(peer, now)
+        return path
+
+    def _inside_virtual_network(self, endpoint: Endpoint) -> bool:
+        """No path may run through one of our own networks: it would tunnel the tunnel."""
+        try:
+            ip = ipaddress.ip_address(endpoint[0])
+        except ValueError:
+            return True
+        return any(ip.version == s.version and ip in s for s in self._virtual_subnets)
+
+    # --- sending ---------------------------------------------------------------------------------
+
+    def send_packet(self, network_id: str, packet: bytes, now: float) -> None:
+        """An IP packet from a network's tap."""
+        network = self.networks.get(network_id)
+        if network is None:
+            self.drops["unknown_network"] += 1
+            return
+        destination = _destination_bytes(packet)
+        if destination is None:
+            self.drops["outbound_malformed"] += 1
+            return
+        peer_address = network.by_destination.get(destination)
+        if peer_address is None:
+            self.drops["no_route"] += 1
+            return
+        if len(packet) > network.config.mtu:
+            self.drops["oversize"] += 1
+            return
+        peer = self.peers[peer_address]
+        self._mark_traffic(peer, now)
+        self._send(peer, wire.TYPE_DATA, packet, now)
+
+    def _send(self, peer: Peer, kind: int, payload: bytes, now: float) -> None:
+        session = peer.current
+        path = peer.preferred
+        if session is None or now - session.created_at > REJECT_AFTER_S or path is None:
+            if len(peer.queue) >= MAX_QUEUED_PACKETS:
+                self.drops["queue_full"] += 1
+            else:
+                peer.queue.append((kind, payload))
+            if session is None or now - session.created_at > REJECT_AFTER_S:
+                self._initiate(peer, now)
+            else:
+                self._probe(peer, now)
+            return
+        self._send_on(peer, path, kind, payload, now)
+        if now - session.created_at > REKEY_AFTER_S and peer.handshake is None:
+            self._initiate(peer, now)
+
+    def _send_on(self, peer: Peer, path: Path, kind: int, payload: bytes, now: float) -> None:
+        session = peer.current
+        if session is None:
+            return
+        datagram = session.seal(kind, payload)
+        if datagram is None:
+            self._initiate(peer, now)
+            return
+        session.last_sent = now
+        self._emit(path, datagram, now)
+
+    def _emit(self, path: Path, datagram: bytes, now: float) -> None:
+        path.last_sent = now
+        self._datagrams.append((path.socket_id, path.endpoint, datagram))
+
+    def _flush_queue(self, peer: Peer, now: float) -> None:
+        if peer.current is None or peer.preferred is None:
+            return
+        while peer.queue:
+            kind, payload = peer.queue.popleft()
+            self._send_on(peer, peer.preferred, kind, payload, now)
+
+    def _initiate(self, peer: Peer, now: float) -> None:
+        if peer.handshake is not None and now - peer.handshake_sent < HANDSHAKE_RETRY_S:
+            return
+        if not peer.paths:
+            return
+        if peer.handshake is None:
+            peer.handshake_started = now
+        self._handshakes.pop(peer.handshake_index, None)
+        peer.handshake = Initiator(self._static, peer.identity.x25519_public, wire.PROLOGUE)
+        peer.handshake_index = self._new_index()
+        peer.handshake_sent = now
+        self._handshakes[peer.handshake_index] = peer
+        message = peer.handshake.write_message_1(wire.encode_timestamp(self._wall_offset + now))
+        datagram = wire.handshake_init(peer.handshake_index, message)
+        # On the working path if there is one (a rekey); on every path otherwise: the answer
+        # tells which paths work.
+        if peer.preferred is not None and peer.preferred.alive(now):
+            self._emit(peer.preferred, datagram, now)
+        else:
+            for path in peer.paths.values():
+                self._emit(path, datagram, now)
+
+    def _probe(self, peer: Peer, now: float, only_socket: int | None = None) -> None:
+        if peer.current is None:
+            self._initiate(peer, now)
+            return
+        for path in peer.paths.values():
+            if only_socket is not None and path.socket_id != only_socket:
+                continue
+            peer.probe_counter = (peer.probe_counter + 1) & 0x7FFFFFFF
+            path.probe_id = peer.probe_counter
+            path.probe_sent = now
+            # "p": sent on our preferred path. The peer then answers on it too, so both
+            # directions move together when we change uplink or address.
+            ping = _control("ping", path.probe_id, preferred=path is peer.preferred)
+            self._send_on(peer, path, wire.TYPE_CONTROL, ping, now)
+
+    def _follow(self, peer: Peer, path: Path) -> None:
+        """Use the path the peer uses: it knows first when its side of a path changed."""
+        peer.preferred = path
+        self._events.append(PathChanged(peer.address, path.socket_id, path.endpoint))
+
+    def _mark_traffic(self, peer: Peer, now: float) -> None:
+        if now - peer.last_traffic >= ACTIVE_WINDOW_S:
+            # Waking from idle: start fast probing now, not at the next idle probe.
+            peer.next_probe = min(peer.next_probe, now + ACTIVE_PROBE_INTERVAL_S)
+        peer.last_traffic = now
+
+    def _reselect(self, peer: Peer, now: float) -> None:
+        chosen = choose_path(peer.paths.values(), peer.preferred, now)
+        if chosen is not peer.preferred:
+            peer.preferred = chosen
+            self._events.append(PathChanged(
+                peer.address,
+                chosen.socket_id if chosen else None,
+                chosen.endpoint if chosen else None,
+            ))  # fmt: skip
+            if chosen is not None and peer.queue and peer.current is not None:
+                self._flush_queue(peer, now)
+
+    # --- time ----------------------------------------------------------------------------------
+
+    def handle_timer(self, now: float) -> None:
+        self._next_tick = now + TIMER_TICK_S
+        for peer in list(self.peers.values()):
+            self._tick_peer(peer, now)
+        if len(self._source_buckets) > MAX_RATE_LIMITED_SOURCES:
+            self._source_buckets.clear()
+
+    def _tick_peer(self, peer: Peer, now: float) -> None:
+        if peer.handshake is not None or peer.current is None:
+            # Keep trying to reach every member: quickly at first, then every few seconds,
+            # dropping what waited for it (counted) once it is clearly unreachable.
+            waited = now - peer.handshake_started if peer.handshake is not None else 0.0
+            interval = HANDSHAKE_RETRY_S if waited <= HANDSHAKE_GIVE_UP_S else UNREACHABLE_RETRY_S
+            if now - peer.handshake_sent >= interval:
+                if waited > HANDSHAKE_GIVE_UP_S and peer.queue:
+                    self.drops["queue_dropped_unreachable"] += len(peer.queue)
+                    peer.queue.clear()
+                self._initiate(peer, now)
+        session = peer.current
+        if session is not None and now - session.created_at > REJECT_AFTER_S:
+            self._sessions.pop(session.local_index, None)
+            peer.current = None
+            self._initiate(peer, now)
+        for key, path in list(peer.paths.items()):
+            if path.learned and now - path.last_received > LEARNED_PATH_EXPIRY_S:
+                del peer.paths[key]
+                if peer.preferred is path:
+                    peer.preferred = None
+        if peer.preferred is None or not peer.preferred.alive(now) or peer.current is None:
+            self._reselect(peer, now)
+        if peer.current is not None and now >= peer.next_probe:
+            active = now - peer.last_traffic < ACTIVE_WINDOW_S
+            peer.next_probe = now + (ACTIVE_PROBE_INTERVAL_S if active else IDLE_PROBE_INTERVAL_S)
+            self._probe(peer, now)
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _new_index(self) -> int:
+        while True:
+            index = secrets.randbits(32)
+            if index and index not in self._sessions and index not in self._handshakes:
+                return index
+
+    def _handshake_allowed(self, source: str, now: float) -> bool:
+        bucket = self._source_buckets.get(source)
+        if bucket is None:
+            bucket = self._source_buckets[source] = _TokenBucket(HANDSHAKES_PER_SOURCE_BURST, now)
+        if not bucket.take(now, HANDSHAKES_PER_SOURCE_RATE, HANDSHAKES_PER_SOURCE_BURST):
+            return False
+        return self._total_bucket.take(now, HANDSHAKES_TOTAL_RATE, HANDSHAKES_TOTAL_RATE)
+
+    def peer_state(self, now: float) -> list[dict]:
+        """For the API and logs: every peer with its paths."""
+        return [
+            {
+                "address": peer.address,
+                "connected": peer.current is not None,
+                "paths": [
+                    {
+                        "socket": path.socket_id,
+                        "address": f"{path.endpoint[0]}/{path.endpoint[1]}",
+                        "alive": path.alive(now),
+                        "preferred": path is peer.preferred,
+                        "rtt_ms": None if path.rtt is None else round(path.rtt * 1000, 2),
+                        "lastReceiveAgo": None
+                        if path.last_received == -math.inf
+                        else round(now - path.last_received, 3),
+                    }
+                    for path in peer.paths.values()
+                ],
+            }
+            for peer in self.peers.values()
+        ]
+
+
+def _control(kind: str, probe_id: int, preferred: bool = False) -> bytes:
+    message = {"t": kind, "i": probe_id}
+    if preferred:
+        message["p"] = 1
+    return msgpack.packb(message)
+
+
+def _endpoint(address: tuple) -> Endpoint:
+    return (address[0], address[1])
+
+
+def _source_address(packet: bytes):
+    if not packet:
+        return None
+    version = packet[0] >> 4
+    if version == 4 and len(packet) >= 20:
+        return ipaddress.IPv4Address(packet[12:16])
+    if version == 6 and len(packet) >= 40:
+        return ipaddress.IPv6Address(packet[8:24])
+    return None
+
+
+def _destination_bytes(packet: bytes) -> bytes | None:
+    if not packet:
+        return None
+    version = packet[0] >> 4
+    if version == 4 and len(packet) >= 20:
+        return packet[16:20]
+    if version == 6 and len(packet) >= 40:
+        return packet[24:40]
+    return None

@@ -1,0 +1,54 @@
+"""Paths to a peer and the choice among them (pure)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+Endpoint = tuple[str, int]
+
+# A path counts as alive this long after it last delivered an authenticated packet. Probes go
+# every ACTIVE_PROBE_INTERVAL_S on every path of a peer with traffic, so a working path is
+# never close to this, and a silently dead one is dropped in ~3 s. (ZeroTier: 19 s.)
+PATH_ALIVE_S = 3.0
+# Another path must be this much faster to take over: RTT jitter must not flap traffic.
+SWITCH_RTT_RATIO = 0.7
+RTT_SMOOTHING = 0.25
+
+
+class Path:
+    __slots__ = ("endpoint", "last_received", "last_sent", "learned", "probe_id", "probe_sent",
+                 "rtt", "socket_id")  # fmt: skip
+
+    def __init__(self, socket_id: int, endpoint: Endpoint, learned: bool = False) -> None:
+        self.socket_id = socket_id
+        self.endpoint = endpoint
+        self.learned = learned  # seen from the peer (roaming); hints come from the network
+        self.last_received = -math.inf
+        self.last_sent = -math.inf
+        self.rtt: float | None = None
+        self.probe_id = 0
+        self.probe_sent = -math.inf
+
+    def alive(self, now: float) -> bool:
+        return now - self.last_received <= PATH_ALIVE_S
+
+    def record_rtt(self, sample: float) -> None:
+        self.rtt = sample if self.rtt is None else self.rtt + RTT_SMOOTHING * (sample - self.rtt)
+
+    def __repr__(self) -> str:
+        return f"Path(socket {self.socket_id} -> {self.endpoint[0]}/{self.endpoint[1]})"
+
+
+def choose_path(paths: Iterable[Path], current: Path | None, now: float) -> Path | None:
+    """The alive path with the lowest RTT; the current one stays unless clearly beaten."""
+    alive = [p for p in paths if p.alive(now)]
+    if not alive:
+        return None
+    best = min(alive, key=lambda p: (p.rtt if p.rtt is not None else math.inf, -p.last_received))
+    if current is not None and current in alive and current is not best:
+        if best.rtt is None or current.rtt is None:
+            return current
+        if best.rtt > current.rtt * SWITCH_RTT_RATIO:
+            return current
+    return best

@@ -1,0 +1,56 @@
+"""The UDP wire format (docs/PROTOCOL.md). Every datagram starts with version and type.
+
+    handshake initiation  : ver type 00 00 | sender index (4) | Noise message 1
+    handshake response    : ver type 00 00 | sender index (4) | receiver index (4) | message 2
+    data / control        : ver type 00 00 | receiver index (4) | counter (8) | AEAD ciphertext
+
+Integers are little-endian. The 16-byte data header is the AEAD's associated data, so the
+type, index and counter are authenticated with the payload.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from .noise import MESSAGE_1_OVERHEAD, MESSAGE_2_OVERHEAD, TAG_LEN
+
+PROTOCOL_VERSION = 1
+TYPE_HANDSHAKE_INIT = 1
+TYPE_HANDSHAKE_RESPONSE = 2
+TYPE_DATA = 3  # payload: one IP packet
+TYPE_CONTROL = 4  # payload: one msgpack control message
+
+PROLOGUE = b"oneservice protocol 1"
+HANDSHAKE_INIT_HEADER = struct.Struct("<BBHI")
+HANDSHAKE_RESPONSE_HEADER = struct.Struct("<BBHII")
+DATA_HEADER = struct.Struct("<BBHIQ")
+DATA_HEADER_LEN = DATA_HEADER.size  # 16
+TIMESTAMP_LEN = 12  # seconds (8) + nanoseconds (4), big-endian like TAI64N: sorts as bytes
+HANDSHAKE_INIT_LEN = HANDSHAKE_INIT_HEADER.size + MESSAGE_1_OVERHEAD + TIMESTAMP_LEN
+HANDSHAKE_RESPONSE_LEN = HANDSHAKE_RESPONSE_HEADER.size + MESSAGE_2_OVERHEAD
+DATA_OVERHEAD = DATA_HEADER_LEN + TAG_LEN  # 32 bytes per tunnelled packet
+MAX_DATAGRAM_LEN = 65535
+
+# Tunnel MTU: a 1500-byte path minus IPv6 (40) and UDP (8) headers and our 32 bytes of
+# overhead. IPv6 is the worst case, so one MTU fits both families: 1500 - 48 - 32 = 1420.
+DEFAULT_TUNNEL_MTU = 1420
+
+
+def encode_timestamp(seconds: float) -> bytes:
+    whole = int(seconds)
+    return whole.to_bytes(8, "big") + int((seconds - whole) * 1e9).to_bytes(4, "big")
+
+
+def handshake_init(sender_index: int, message: bytes) -> bytes:
+    return HANDSHAKE_INIT_HEADER.pack(PROTOCOL_VERSION, TYPE_HANDSHAKE_INIT, 0, sender_index) + (
+        message
+    )
+
+
+def handshake_response(sender_index: int, receiver_index: int, message: bytes) -> bytes:
+    return (
+        HANDSHAKE_RESPONSE_HEADER.pack(
+            PROTOCOL_VERSION, TYPE_HANDSHAKE_RESPONSE, 0, sender_index, receiver_index
+        )
+        + message
+    )

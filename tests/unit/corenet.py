@@ -1,0 +1,111 @@
+"""An in-memory network for NodeCore tests: nodes with sockets at endpoints, a fake clock,
+links that can fail or drop. No sockets, no sleeping."""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import random
+import socket
+from collections import deque
+
+from oneservice.identity import Identity
+from oneservice.network.config import Member, NetworkConfig
+from oneservice.node.core import NodeCore
+
+NETWORK_ID = "8056c2e21c000001"
+
+
+@functools.cache
+def identity(n: int) -> Identity:
+    return Identity.generate()
+
+
+def ipv4_packet(source: str, destination: str, body: bytes = b"x" * 20) -> bytes:
+    total = 20 + len(body)
+    return (bytes([0x45, 0]) + total.to_bytes(2, "big") + bytes(8)
+            + ipaddress.IPv4Address(source).packed + ipaddress.IPv4Address(destination).packed
+            + body)  # fmt: skip
+
+
+class Sim:
+    def __init__(self, loss: float = 0.0, seed: int = 1) -> None:
+        self.now = 1000.0
+        self.nodes: dict[str, NodeCore] = {}
+        self.endpoints: dict[tuple[str, int], tuple[str, int]] = {}  # endpoint -> (node, sid)
+        self.sockets: dict[tuple[str, int], tuple[str, int]] = {}  # (node, sid) -> endpoint
+        self.dead: set[tuple[str, int]] = set()  # endpoints that neither send nor receive
+        self.loss = loss
+        self.random = random.Random(seed)
+        self.in_flight: deque = deque()
+        self.delivered: dict[str, list[tuple[str, bytes]]] = {}
+        self.wire_log: list[tuple[str, tuple, bytes]] = []
+
+    def add_node(self, name: str, n: int) -> NodeCore:
+        core = NodeCore(identity(n), now=self.now, wall_time=1.7e9 + self.now)
+        self.nodes[name] = core
+        self.delivered[name] = []
+        return core
+
+    def add_socket(self, name: str, socket_id: int, endpoint: tuple[str, int]) -> None:
+        self.endpoints[endpoint] = (name, socket_id)
+        self.sockets[(name, socket_id)] = endpoint
+        family = socket.AF_INET6 if ":" in endpoint[0] else socket.AF_INET
+        self.nodes[name].socket_up(socket_id, family, self.now)
+
+    def remove_socket(self, name: str, socket_id: int) -> None:
+        endpoint = self.sockets.pop((name, socket_id))
+        del self.endpoints[endpoint]
+        self.nodes[name].socket_down(socket_id, self.now)
+
+    def collect(self) -> None:
+        for name, core in self.nodes.items():
+            for socket_id, destination, data in core.datagrams_to_send():
+                source = self.sockets.get((name, socket_id))
+                if source is None or source in self.dead or destination in self.dead:
+                    continue
+                if self.loss and self.random.random() < self.loss:
+                    continue
+                self.wire_log.append((name, destination, data))
+                self.in_flight.append((source, destination, data))
+            self.delivered[name].extend(core.packets_for_tap())
+
+    def step(self, seconds: float = 0.01) -> None:
+        """Deliver everything in flight (with zero latency), then advance the clock."""
+        for _ in range(100):
+            self.collect()
+            if not self.in_flight:
+                break
+            while self.in_flight:
+                source, destination, data = self.in_flight.popleft()
+                target = self.endpoints.get(destination)
+                if target is None:
+                    continue
+                name, socket_id = target
+                self.nodes[name].receive_datagram(data, socket_id, source, self.now)
+        self.now += seconds
+        for core in self.nodes.values():
+            if core.next_timer() <= self.now:
+                core.handle_timer(self.now)
+        self.collect()
+
+    def run(self, seconds: float, step: float = 0.01) -> None:
+        end = self.now + seconds
+        while self.now < end:
+            self.step(step)
+
+
+def two_nodes(loss: float = 0.0, b_endpoints=(("192.0.2.2", 9993),)) -> Sim:
+    """a (one socket) and b (one socket per endpoint) in one network."""
+    sim = Sim(loss=loss)
+    a, b = sim.add_node("a", 1), sim.add_node("b", 2)
+    network = NetworkConfig(NETWORK_ID, "test", (
+        Member(identity(1).public(), (ipaddress.ip_interface("10.1.0.1/24"),), ()),
+        Member(identity(2).public(), (ipaddress.ip_interface("10.1.0.2/24"),), tuple(b_endpoints)),
+    ))  # fmt: skip
+    sim.add_socket("a", 1, ("198.51.100.1", 9993))
+    for index, endpoint in enumerate(b_endpoints, start=1):
+        sim.add_socket("b", index, endpoint)
+    a.set_networks([network], sim.now)
+    b.set_networks([network], sim.now)
+    return sim

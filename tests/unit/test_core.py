@@ -1,0 +1,196 @@
+"""Two NodeCores against each other in memory with a fake clock."""
+
+from __future__ import annotations
+
+import os
+
+from oneservice.node import wire
+from oneservice.node.core import (
+    ACTIVE_PROBE_INTERVAL_S,
+    HANDSHAKES_PER_SOURCE_BURST,
+    IDLE_PROBE_INTERVAL_S,
+    REKEY_AFTER_S,
+    PeerConnected,
+)
+from tests.unit.corenet import ipv4_packet, two_nodes
+
+
+def connected(sim) -> bool:
+    return all(p.current is not None for core in sim.nodes.values() for p in core.peers.values())
+
+
+def test_handshake_then_packets_flow_both_ways():
+    sim = two_nodes()
+    sim.run(0.1)
+    assert connected(sim)
+    a, b = sim.nodes["a"], sim.nodes["b"]
+    a.send_packet("8056c2e21c000001", ipv4_packet("10.1.0.1", "10.1.0.2", b"hello"), sim.now)
+    b.send_packet("8056c2e21c000001", ipv4_packet("10.1.0.2", "10.1.0.1", b"back"), sim.now)
+    sim.step()
+    assert [p[-5:] for _, p in sim.delivered["b"]] == [b"hello"]
+    assert [p[-4:] for _, p in sim.delivered["a"]] == [b"back"]
+    events = []
+    while (event := a.next_event()) is not None:
+        events.append(event)
+    assert PeerConnected(b.identity.address) in events
+
+
+def test_packets_sent_before_the_handshake_are_queued_not_lost():
+    sim = two_nodes()
+    a = sim.nodes["a"]
+    for n in range(5):
+        a.send_packet("8056c2e21c000001", ipv4_packet("10.1.0.1", "10.1.0.2", bytes([n]) * 20),
+                      sim.now)  # fmt: skip
+    sim.run(0.1)
+    assert [p[-1] for _, p in sim.delivered["b"]] == [0, 1, 2, 3, 4]
+
+
+def test_nothing_is_sent_in_the_clear():
+    sim = two_nodes()
+    sim.run(0.1)
+    secret = b"plaintext-marker-" * 2
+    sim.nodes["a"].send_packet("8056c2e21c000001", ipv4_packet("10.1.0.1", "10.1.0.2", secret),
+                               sim.now)  # fmt: skip
+    sim.step()
+    assert sim.delivered["b"]
+    assert all(secret not in data and b"10.1.0" not in data for _, _, data in sim.wire_log)
+
+
+def test_replayed_and_forged_datagrams_are_dropped_and_counted():
+    sim = two_nodes()
+    sim.run(0.1)
+    a, b = sim.nodes["a"], sim.nodes["b"]
+    a.send_packet("8056c2e21c000001", ipv4_packet("10.1.0.1", "10.1.0.2"), sim.now)
+    sim.step()
+    _, _, data = next(e for e in reversed(sim.wire_log) if e[0] == "a"
+                                and e[2][1] == wire.TYPE_DATA and len(e[2]) > 40)  # fmt: skip
+    before = len(sim.delivered["b"])
+    b.receive_datagram(data, 1, ("198.51.100.1", 9993), sim.now)
+    forged = bytearray(data)
+    forged[-1] ^= 0x01
+    b.receive_datagram(bytes(forged[:8]) + (2**40).to_bytes(8, "little") + bytes(forged[16:]),
+                       1, ("198.51.100.1", 9993), sim.now)  # fmt: skip
+    sim.collect()
+    assert len(sim.delivered["b"]) == before
+    assert b.drops["replayed"] == 1
+    assert b.drops["authentication_failed"] == 1
+
+
+def test_source_address_must_belong_to_the_sending_peer():
+    sim = two_nodes()
+    sim.run(0.1)
+    sim.nodes["a"].send_packet("8056c2e21c000001", ipv4_packet("10.1.0.77", "10.1.0.2"), sim.now)
+    sim.step()
+    assert sim.delivered["b"] == []
+    assert sim.nodes["b"].drops["source_not_allowed"] == 1
+
+
+def test_handshake_survives_heavy_loss():
+    sim = two_nodes(loss=0.5)
+    sim.run(10)
+    assert connected(sim)
+
+
+def test_rekey_replaces_the_session_without_losing_traffic():
+    sim = two_nodes()
+    sim.run(0.1)
+    a = sim.nodes["a"]
+    first = next(iter(a.peers.values())).current
+    for _ in range(int((REKEY_AFTER_S + 5) / 0.5)):
+        a.send_packet("8056c2e21c000001", ipv4_packet("10.1.0.1", "10.1.0.2"), sim.now)
+        sim.run(0.5, step=0.1)
+    sent = int((REKEY_AFTER_S + 5) / 0.5)
+    assert next(iter(a.peers.values())).current is not first
+    assert len(sim.delivered["b"]) == sent
+
+
+def test_failover_when_the_active_socket_goes_away():
+    """b has two uplinks; when its active one disappears, traffic moves at once."""
+    sim = two_nodes(b_endpoints=(("192.0.2.2", 9993), ("203.0.113.2", 9993)))
+    a, b = sim.nodes["a"], sim.nodes["b"]
+    for _ in range(30):  # traffic, so both paths are probed and warm
+        b.send_packet("8056c2e21c000001", ipv4_packet("10.1.0.2", "10.1.0.1"), sim.now)
+        sim.run(0.1)
+    peer_a = next(iter(b.peers.values()))
+    active = peer_a.preferred.socket_id
+    assert all(path.alive(sim.now) for path in peer_a.paths.values())
+    delivered = len(sim.delivered["a"])
+    sim.remove_socket("b", active)
+    b.send_packet("8056c2e21c000001", ipv4_packet("10.1.0.2", "10.1.0.1"), sim.now)
+    sim.step(0.001)
+    assert len(sim.delivered["a"]) == delivered + 1, "the very next packet takes the other uplink"
+    assert peer_a.preferred.socket_id != active
+    # And a's replies follow b to its remaining address (a learns it from authenticated traffic).
+    a.send_packet("8056c2e21c000001", ipv4_packet("10.1.0.1", "10.1.0.2"), sim.now)
+    sim.step(0.001)
+    assert sim.delivered["b"][-1][1][12:16] == bytes([10, 1, 0, 1])
+
+
+def test_silently_dead_path_is_abandoned_within_seconds():
+    sim = two_nodes(b_endpoints=(("192.0.2.2", 9993), ("203.0.113.2", 9993)))
+    b = sim.nodes["b"]
+    for _ in range(30):
+        b.send_packet("8056c2e21c000001", ipv4_packet("10.1.0.2", "10.1.0.1"), sim.now)
+        sim.run(0.1)
+    peer_a = next(iter(b.peers.values()))
+    dead = sim.sockets[("b", peer_a.preferred.socket_id)]
+    sim.dead.add(dead)  # no interface event: the upstream just stops answering
+    for _ in range(50):
+        b.send_packet("8056c2e21c000001", ipv4_packet("10.1.0.2", "10.1.0.1"), sim.now)
+        sim.run(0.1)
+    assert sim.sockets[("b", peer_a.preferred.socket_id)] != dead
+    assert len(sim.delivered["a"]) >= 30 + 50 - 35  # at most ~3.5 s of packets lost
+
+
+def test_roaming_peer_is_followed_after_readdressing():
+    sim = two_nodes()
+    sim.run(0.1)
+    a, b = sim.nodes["a"], sim.nodes["b"]
+    old = sim.sockets.pop(("b", 1))
+    del sim.endpoints[old]
+    sim.endpoints[("192.0.2.99", 9993)] = ("b", 1)
+    sim.sockets[("b", 1)] = ("192.0.2.99", 9993)
+    b.socket_readdressed(1, sim.now)
+    sim.step()
+    a.send_packet("8056c2e21c000001", ipv4_packet("10.1.0.1", "10.1.0.2"), sim.now)
+    sim.step()
+    assert len(sim.delivered["b"]) == 1
+    assert next(iter(a.peers.values())).preferred.endpoint == ("192.0.2.99", 9993)
+
+
+def test_keepalive_probe_timing():
+    sim = two_nodes()
+    sim.run(0.1)
+    sim.wire_log.clear()
+    sim.run(IDLE_PROBE_INTERVAL_S * 3)
+    idle_pings = [e for e in sim.wire_log if e[0] == "a" and e[2][1] == wire.TYPE_CONTROL]
+    # Idle: a ping every IDLE_PROBE_INTERVAL_S (pongs are the other direction's controls).
+    assert 3 <= len(idle_pings) <= 8
+    sim.wire_log.clear()
+    for _ in range(50):
+        sim.nodes["a"].send_packet("8056c2e21c000001", ipv4_packet("10.1.0.1", "10.1.0.2"),
+                                   sim.now)  # fmt: skip
+        sim.run(0.1)
+    active = [e for e in sim.wire_log if e[0] == "a" and e[2][1] == wire.TYPE_CONTROL]
+    expected = 5.0 / ACTIVE_PROBE_INTERVAL_S
+    assert expected * 0.8 <= len(active) <= expected * 2.5
+
+
+def test_initiation_flood_is_rate_limited_per_source():
+    sim = two_nodes()
+    b = sim.nodes["b"]
+    junk = bytes([wire.PROTOCOL_VERSION, wire.TYPE_HANDSHAKE_INIT]) + os.urandom(
+        wire.HANDSHAKE_INIT_LEN - 2
+    )
+    for _ in range(1000):
+        b.receive_datagram(junk, 1, ("203.0.113.50", 4000), sim.now)
+    assert b.drops["handshake_failed"] == HANDSHAKES_PER_SOURCE_BURST
+    assert b.drops["handshake_rate_limited"] == 1000 - HANDSHAKES_PER_SOURCE_BURST
+
+
+def test_endpoint_inside_a_virtual_network_is_refused():
+    sim = two_nodes(b_endpoints=(("10.1.0.2", 9993),))  # b's hint is inside the network itself
+    sim.run(1)
+    assert not connected(sim)
+    assert sim.nodes["a"].drops["endpoint_in_virtual_network"] >= 1
+    assert not any(destination[0] == "10.1.0.2" for _, destination, _ in sim.wire_log)
