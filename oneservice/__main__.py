@@ -11,6 +11,8 @@ from pathlib import Path
 
 from . import __version__
 from .binder.sockets import BindError
+from .identity import IdentityError
+from .network.config import NetworkConfigError
 from .settings import SettingsError, default_home, ensure_home, load_local_conf, validate_port
 
 EXIT_RUNTIME_ERROR = 1
@@ -64,10 +66,14 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG_ERROR
 
     from .service import run_until_signalled
+    from .tap import TapError
 
     try:
         _run(run_until_signalled(home, settings))
-    except BindError as exc:
+    except NetworkConfigError as exc:
+        print(f"oneservice: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    except (BindError, IdentityError, TapError) as exc:
         print(f"oneservice: error: {exc}", file=sys.stderr)
         return EXIT_RUNTIME_ERROR
     return 0

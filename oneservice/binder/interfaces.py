@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-# Built-in name prefixes of virtual interfaces: our own and ZeroTier's taps, other VPNs,
-# container and hypervisor bridges. Extended by settings.interfacePrefixBlacklist.
+# Built-in name prefixes of virtual interfaces: our own ("onet", see tap/) and ZeroTier's
+# taps, other VPNs, container and hypervisor bridges. Extended by settings.interfacePrefixBlacklist.
 DEFAULT_PREFIX_BLACKLIST: tuple[str, ...] = (
-    "zt", "tun", "tap", "utun", "wg", "tailscale", "docker", "br-", "virbr", "vmnet",
+    "onet", "zt", "tun", "tap", "utun", "wg", "tailscale", "docker", "br-", "virbr", "vmnet",
     "vboxnet", "feth",
 )  # fmt: skip
 

@@ -140,7 +140,10 @@ def test_follows_interface_changes_as_they_happen(testbed):
     )
     # Bound to the device, not the address: the socket survives readdressing.
     assert readdressed[("extra0", "IPv4")]["id"] == socket_id
-    assert {"event": "address", "socket": socket_id, "new": ["198.51.100.3"]} in driver.events
+    assert any(
+        (e["event"], e.get("socket"), e.get("new")) == ("address", socket_id, ["198.51.100.3"])
+        for e in driver.events
+    )
 
     router.ip("link", "set", "r-extra", "down")  # carrier lost, as when wifi disassociates
     driver.wait_bound(lambda b: ("extra0", "IPv4") not in b, "extra0 released on carrier loss")
