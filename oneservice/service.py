@@ -7,6 +7,7 @@ sans-I/O core: binder datagrams and tap packets in, datagrams and packets out, o
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 import time
@@ -126,6 +127,12 @@ class Service:
         if self._timer is not None:
             self._timer.cancel()
         await self.binder.stop()
+        log.info(
+            "datagrams received %d: accepted %d, dropped %s; packets dropped %s",
+            self.binder.counters["datagrams_received"], self.core.accepted,
+            json.dumps(dict(sorted(self.core.drops.items()))),
+            json.dumps(dict(sorted(self.core.packet_drops.items()))),
+        )  # fmt: skip
         for tap in self.taps.values():
             tap.close()  # non-persistent: the kernel removes the device and its routes
         self.taps.clear()

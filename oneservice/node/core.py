@@ -138,7 +138,14 @@ class NodeCore:
         self._datagrams: list[tuple[int, Endpoint, bytes]] = []
         self._packets: list[tuple[str, bytes]] = []
         self._events: deque[NodeEvent] = deque()
+        # Received datagrams refused, by reason. Every datagram received is either accepted
+        # (authenticated) or counted here once, so the two add up to what the binder delivered.
         self.drops: Counter[str] = Counter()
+        self.accepted = 0
+        # IP packets refused, by reason: from taps (no route, queue full, ...) and inside
+        # accepted datagrams (source not allowed, malformed control, ...).
+        self.packet_drops: Counter[str] = Counter()
+        self.refused_hints: set[tuple[str, Endpoint]] = set()
         self._source_buckets: dict[str, _TokenBucket] = {}
         self._total_bucket = _TokenBucket(HANDSHAKES_TOTAL_RATE, now)
         self._next_tick = now
@@ -234,7 +241,7 @@ class NodeCore:
         known = peer.hints | {path.endpoint for path in peer.paths.values()}
         for endpoint in known:
             if self._inside_virtual_network(endpoint):
-                self.drops["endpoint_in_virtual_network"] += 1
+                self.refused_hints.add((peer.address, endpoint))
                 continue
             family = socket.AF_INET6 if ":" in endpoint[0] else socket.AF_INET
             for socket_id, socket_family in self.sockets.items():
@@ -285,6 +292,7 @@ class NodeCore:
         if not session.replay.mark(counter):
             self.drops["replayed"] += 1
             return
+        self.accepted += 1
         peer = session.peer
         session.last_received = now
         if not session.confirmed:
@@ -302,14 +310,14 @@ class NodeCore:
     def _deliver(self, peer: Peer, packet: bytes) -> None:
         source = _source_address(packet)
         if source is None:
-            self.drops["inner_malformed"] += 1
+            self.packet_drops["inner_malformed"] += 1
             return
         for network_id, allowed in peer.networks.items():
             for subnet in allowed:
                 if source in subnet:
                     self._packets.append((network_id, packet))
                     return
-        self.drops["source_not_allowed"] += 1
+        self.packet_drops["source_not_allowed"] += 1
 
     def _receive_control(self, peer: Peer, payload: bytes, path: Path | None, now: float) -> None:
         try:
@@ -317,7 +325,7 @@ class NodeCore:
                                       max_array_len=16, max_map_len=16)  # fmt: skip
             kind, probe_id = message["t"], message["i"]
         except Exception:
-            self.drops["control_malformed"] += 1
+            self.packet_drops["control_malformed"] += 1
             return
         if kind == "ping" and path is not None:
             if message.get("p") and path is not peer.preferred:
@@ -329,7 +337,7 @@ class NodeCore:
                 path.probe_sent = -math.inf
                 self._reselect(peer, now)
         elif kind not in ("ping", "pong"):
-            self.drops["control_unknown"] += 1
+            self.packet_drops["control_unknown"] += 1
 
     def _receive_initiation(self, data: bytes, socket_id: int, address: tuple, now: float) -> None:
         if len(data) != wire.HANDSHAKE_INIT_LEN:
@@ -356,6 +364,7 @@ class NodeCore:
         if self._inside_virtual_network(endpoint):
             self.drops["endpoint_in_virtual_network"] += 1
             return
+        self.accepted += 1
         peer.last_initiation_timestamp = timestamp
         local_index = self._new_index()
         response = responder.write_message_2(b"")
@@ -386,6 +395,7 @@ class NodeCore:
         except HandshakeError:
             self.drops["handshake_failed"] += 1
             return
+        self.accepted += 1
         send_key, receive_key = peer.handshake.split()
         del self._handshakes[receiver_index]
         peer.handshake = None
@@ -419,8 +429,9 @@ class NodeCore:
         path = peer.paths.get((socket_id, endpoint))
         if path is None:
             if socket_id not in self.sockets or self._inside_virtual_network(endpoint):
-                self.drops["endpoint_in_virtual_network" if socket_id in self.sockets
-                           else "socket_gone"] += 1  # fmt: skip
+                # The datagram itself was fine (and counted as accepted); only the path is not
+                # kept.
+                self.packet_drops["path_refused"] += 1
                 return None
             path = Path(socket_id, endpoint, learned=endpoint not in peer.hints)
             peer.paths[(socket_id, endpoint)] = path
@@ -443,18 +454,18 @@ class NodeCore:
         """An IP packet from a network's tap."""
         network = self.networks.get(network_id)
         if network is None:
-            self.drops["unknown_network"] += 1
+            self.packet_drops["unknown_network"] += 1
             return
         destination = _destination_bytes(packet)
         if destination is None:
-            self.drops["outbound_malformed"] += 1
+            self.packet_drops["outbound_malformed"] += 1
             return
         peer_address = network.by_destination.get(destination)
         if peer_address is None:
-            self.drops["no_route"] += 1
+            self.packet_drops["no_route"] += 1
             return
         if len(packet) > network.config.mtu:
-            self.drops["oversize"] += 1
+            self.packet_drops["oversize"] += 1
             return
         peer = self.peers[peer_address]
         self._mark_traffic(peer, now)
@@ -465,7 +476,7 @@ class NodeCore:
         path = peer.preferred
         if session is None or now - session.created_at > REJECT_AFTER_S or path is None:
             if len(peer.queue) >= MAX_QUEUED_PACKETS:
-                self.drops["queue_full"] += 1
+                self.packet_drops["queue_full"] += 1
             else:
                 peer.queue.append((kind, payload))
             if session is None or now - session.created_at > REJECT_AFTER_S:
@@ -576,7 +587,7 @@ class NodeCore:
             interval = HANDSHAKE_RETRY_S if waited <= HANDSHAKE_GIVE_UP_S else UNREACHABLE_RETRY_S
             if now - peer.handshake_sent >= interval:
                 if waited > HANDSHAKE_GIVE_UP_S and peer.queue:
-                    self.drops["queue_dropped_unreachable"] += len(peer.queue)
+                    self.packet_drops["queue_dropped_unreachable"] += len(peer.queue)
                     peer.queue.clear()
                 self._initiate(peer, now)
         session = peer.current

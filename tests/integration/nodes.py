@@ -1,0 +1,65 @@
+"""Real `python -m oneservice` nodes in test namespaces, with homes the test writes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+from pathlib import Path
+
+from oneservice.identity import Identity
+from tests.testbed import Host, wait_until
+
+NETWORK_ID = "8056c2e21c000001"
+
+
+def write_home(home: Path, identity: Identity, networks: list[dict]) -> Path:
+    (home / "networks.d").mkdir(parents=True, exist_ok=True)
+    secret = home / "identity.secret"
+    secret.write_text(identity.secret_text() + "\n")
+    secret.chmod(0o600)
+    for network in networks:
+        (home / "networks.d" / f"{network['id']}.json").write_text(json.dumps(network))
+    return home
+
+
+def member(identity: Identity, addresses: list[str], endpoints: list[str]) -> dict:
+    return {"identity": identity.public_text(), "addresses": addresses, "endpoints": endpoints}
+
+
+class Node:
+    """A running node; ``log`` fills with its stderr lines."""
+
+    def __init__(self, host: Host, home: Path, port: int = 9993) -> None:
+        self.host = host
+        self.home = home
+        self.process = host.python(
+            "-m", "oneservice", "--home", str(home), "--port", str(port),
+            stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        self.log: list[str] = []
+        threading.Thread(target=self._collect, daemon=True).start()
+
+    def _collect(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.log.append(line.rstrip("\n"))
+
+    def wait_log(self, text: str, timeout: float = 15.0) -> str:
+        def found():
+            if self.process.poll() is not None and not any(text in line for line in self.log):
+                raise AssertionError(
+                    f"node exited {self.process.returncode} before logging {text!r}:\n"
+                    + "\n".join(self.log)
+                )
+            return next((line for line in self.log if text in line), None)
+
+        return wait_until(found, timeout, interval=0.05, what=f"{text!r} in the node's log")
+
+    def stop(self) -> int:
+        from tests.testbed import stop_process
+
+        code = stop_process(self.process)
+        wait_until(lambda: any("oneservice stopped" in l for l in self.log) or code != 0,  # noqa: E741
+                   timeout=5, what="the stop message")  # fmt: skip
+        return code
