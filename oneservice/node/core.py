@@ -302,7 +302,7 @@ class NodeCore:
             if payload:
                 self._mark_traffic(peer, now)
                 if path is not None and path is not peer.preferred:
-                    self._follow(peer, path)
+                    self._follow(peer, path, now)
                 self._deliver(peer, payload)
         else:
             self._receive_control(peer, payload, path, now)
@@ -329,7 +329,7 @@ class NodeCore:
             return
         if kind == "ping" and path is not None:
             if message.get("p") and path is not peer.preferred:
-                self._follow(peer, path)  # the peer moved (new uplink or new address)
+                self._follow(peer, path, now)  # the peer moved (new uplink or new address)
             self._send_on(peer, path, wire.TYPE_CONTROL, _control("pong", probe_id), now)
         elif kind == "pong" and path is not None:
             if probe_id == path.probe_id and path.probe_sent > -math.inf:
@@ -547,10 +547,12 @@ class NodeCore:
             ping = _control("ping", path.probe_id, preferred=path is peer.preferred)
             self._send_on(peer, path, wire.TYPE_CONTROL, ping, now)
 
-    def _follow(self, peer: Peer, path: Path) -> None:
-        """Use the path the peer uses: it knows first when its side of a path changed."""
+    def _follow(self, peer: Peer, path: Path, now: float) -> None:
+        """Use the path the peer uses: it knows first when its side of a path changed. The
+        path we leave may be dead: probe the others now so none is switched back to blindly."""
         peer.preferred = path
         self._events.append(PathChanged(peer.address, path.socket_id, path.endpoint))
+        self._probe(peer, now)
 
     def _mark_traffic(self, peer: Peer, now: float) -> None:
         if now - peer.last_traffic >= ACTIVE_WINDOW_S:

@@ -11,6 +11,10 @@ Endpoint = tuple[str, int]
 # every ACTIVE_PROBE_INTERVAL_S on every path of a peer with traffic, so a working path is
 # never close to this, and a silently dead one is dropped in ~3 s. (ZeroTier: 19 s.)
 PATH_ALIVE_S = 3.0
+# A probe unanswered this long (or 4 RTTs, if longer), with nothing else heard since it left,
+# means the path is gone now: do not wait for PATH_ALIVE_S, and never switch back to it.
+PROBE_TIMEOUT_S = 0.5
+PROBE_TIMEOUT_RTTS = 4
 # Another path must be this much faster to take over: RTT jitter must not flap traffic.
 SWITCH_RTT_RATIO = 0.7
 RTT_SMOOTHING = 0.25
@@ -31,7 +35,16 @@ class Path:
         self.probe_sent = -math.inf
 
     def alive(self, now: float) -> bool:
-        return now - self.last_received <= PATH_ALIVE_S
+        if now - self.last_received > PATH_ALIVE_S:
+            return False
+        if self.probe_sent > self.last_received:
+            timeout = max(PROBE_TIMEOUT_S, PROBE_TIMEOUT_RTTS * (self.rtt or 0.0))
+            return now - self.probe_sent <= timeout
+        return True
+
+    def probe_outstanding(self) -> bool:
+        """A probe left after the last thing we heard: unproven until it is answered."""
+        return self.probe_sent > self.last_received
 
     def record_rtt(self, sample: float) -> None:
         self.rtt = sample if self.rtt is None else self.rtt + RTT_SMOOTHING * (sample - self.rtt)
@@ -45,7 +58,11 @@ def choose_path(paths: Iterable[Path], current: Path | None, now: float) -> Path
     alive = [p for p in paths if p.alive(now)]
     if not alive:
         return None
-    best = min(alive, key=lambda p: (p.rtt if p.rtt is not None else math.inf, -p.last_received))
+    # Never switch to a path whose latest probe is unanswered: right after a peer moves, its
+    # old path still looks alive (recently heard, good RTT) but is already dead.
+    eligible = [p for p in alive if p is current or not p.probe_outstanding()] or alive
+    best = min(eligible, key=lambda p: (p.rtt if p.rtt is not None else math.inf,
+                                        -p.last_received))  # fmt: skip
     if current is not None and current in alive and current is not best:
         if best.rtt is None or current.rtt is None:
             return current
