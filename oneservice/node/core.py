@@ -92,6 +92,8 @@ class Peer:
         self.next_probe = -math.inf
         self.probe_counter = 0
         self.networks: dict[str, list] = {}  # network id -> networks it may send from
+        # Its own addresses as packed bytes -> network id: one dict look-up per packet.
+        self.source_networks: dict[bytes, str] = {}
 
 
 class _Network:
@@ -176,6 +178,12 @@ class NodeCore:
         for address, peer in wanted.items():
             peer.networks = {
                 nid: nets for nid, nets in peer.networks.items() if nid in self.networks
+            }
+            peer.source_networks = {
+                net.network_address.packed: nid
+                for nid, nets in peer.networks.items()
+                for net in nets
+                if net.prefixlen == net.max_prefixlen
             }
             self.peers[address] = peer
             self._peers_by_static[peer.identity.x25519_public] = peer
@@ -308,10 +316,15 @@ class NodeCore:
             self._receive_control(peer, payload, path, now)
 
     def _deliver(self, peer: Peer, packet: bytes) -> None:
-        source = _source_address(packet)
-        if source is None:
+        source_bytes = _source_bytes(packet)
+        if source_bytes is None:
             self.packet_drops["inner_malformed"] += 1
             return
+        network_id = peer.source_networks.get(source_bytes)
+        if network_id is not None:
+            self._packets.append((network_id, packet))
+            return
+        source = ipaddress.ip_address(source_bytes)
         for network_id, allowed in peer.networks.items():
             for subnet in allowed:
                 if source in subnet:
@@ -660,14 +673,14 @@ def _endpoint(address: tuple) -> Endpoint:
     return (address[0], address[1])
 
 
-def _source_address(packet: bytes):
+def _source_bytes(packet: bytes) -> bytes | None:
     if not packet:
         return None
     version = packet[0] >> 4
     if version == 4 and len(packet) >= 20:
-        return ipaddress.IPv4Address(packet[12:16])
+        return packet[12:16]
     if version == 6 and len(packet) >= 40:
-        return ipaddress.IPv6Address(packet[8:24])
+        return packet[8:24]
     return None
 
 
