@@ -74,9 +74,7 @@ def test_ping_through_the_tunnel_and_the_wire_sees_only_encrypted_udp(testbed, t
                        f"ip or (ip6 and not ({link_scope}))").stdout.splitlines()  # fmt: skip
     assert len(lines) >= 20
     b_uplink = r"(198\.51\.100\.2|203\.0\.113\.2)\.9993"
-    udp = re.compile(
-        rf"IP (192\.0\.2\.2\.9993 > {b_uplink}|{b_uplink} > 192\.0\.2\.2\.9993): UDP"
-    )
+    udp = re.compile(rf"IP (192\.0\.2\.2\.9993 > {b_uplink}|{b_uplink} > 192\.0\.2\.2\.9993): UDP")
     strays = [line for line in lines if not udp.search(line)]
     assert strays == [], f"only the tunnel's UDP may cross the wire: {strays[:5]}"
     assert bytes.fromhex(marker) not in pcap.read_bytes()

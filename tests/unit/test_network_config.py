@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from oneservice.__main__ import main
+from oneservice.identity import Identity
+from oneservice.network.config import NetworkConfigError, load_network_files, parse_network
+
+A, B = Identity.generate(), Identity.generate()
+
+
+def doc(**overrides) -> dict:
+    base = {
+        "id": "8056c2e21c000001",
+        "name": "lab",
+        "members": [
+            {"identity": A.public_text(), "addresses": ["10.1.0.1/24"],
+             "endpoints": ["192.0.2.2/9993"]},
+            {"identity": B.public_text(), "addresses": ["10.1.0.2/24", "2001:db8:1::2/64"],
+             "endpoints": ["2001:db8::2/9993"]},
+        ],
+    }  # fmt: skip
+    base.update(overrides)
+    return base
+
+
+def test_valid_network():
+    network = parse_network(doc(), "f")
+    assert network.member(B.address).endpoints == (("2001:db8::2", 9993),)
+    assert [str(s) for s in network.subnets()] == ["10.1.0.0/24", "2001:db8:1::/64"]
+    assert network.mtu == 1420
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"id": "xyz"}, "id must be 16 lowercase hex digits"),
+        ({"mtu": 100}, "mtu must be 1280-9000"),
+        ({"colour": "red"}, "unknown key 'colour'"),
+        ({"members": {}}, "members must be a list"),
+        ({"members": [{"identity": "nonsense"}]}, r"members\[0\]: identity:"),
+        ({"members": [{"identity": A.public_text(), "addresses": ["10.1.0.1"]}]},
+         "needs a prefix length"),
+        ({"members": [{"identity": A.public_text(), "endpoints": ["192.0.2.2:9993"]}]},
+         "endpoint must be"),
+        ({"members": [{"identity": A.public_text(), "endpoints": ["192.0.2.2/0"]}]},
+         "port must be 1-65535"),
+        ({"members": [{"identity": A.public_text()}, {"identity": A.public_text()}]},
+         "listed twice"),
+        ({"members": [{"identity": A.public_text(), "addresses": ["10.1.0.1/24"]},
+                      {"identity": B.public_text(), "addresses": ["10.1.0.1/24"]}]},
+         "already assigned"),
+    ],
+)  # fmt: skip
+def test_mistakes_are_named(overrides, message):
+    with pytest.raises(NetworkConfigError, match=message):
+        parse_network(doc(**overrides), "f")
+
+
+def test_file_name_must_be_the_id_and_broken_json_stops_the_node(tmp_path, capsys):
+    directory = tmp_path / "networks.d"
+    directory.mkdir()
+    (directory / "wrong.json").write_text(json.dumps(doc()))
+    with pytest.raises(NetworkConfigError, match="file name must be the network id"):
+        load_network_files(tmp_path)
+    (directory / "wrong.json").unlink()
+    (directory / "8056c2e21c000001.json").write_text("{broken")
+    assert main(["--home", str(tmp_path), "--port", "0"]) == 2
+    assert "not valid JSON at line 1" in capsys.readouterr().err
