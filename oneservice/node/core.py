@@ -316,7 +316,7 @@ class NodeCore:
             self._receive_control(peer, payload, path, now)
 
     def _deliver(self, peer: Peer, packet: bytes) -> None:
-        source_bytes = _source_bytes(packet)
+        source_bytes = _address_bytes(packet, source=True)
         if source_bytes is None:
             self.packet_drops["inner_malformed"] += 1
             return
@@ -469,7 +469,7 @@ class NodeCore:
         if network is None:
             self.packet_drops["unknown_network"] += 1
             return
-        destination = _destination_bytes(packet)
+        destination = _address_bytes(packet, source=False)
         if destination is None:
             self.packet_drops["outbound_malformed"] += 1
             return
@@ -673,23 +673,13 @@ def _endpoint(address: tuple) -> Endpoint:
     return (address[0], address[1])
 
 
-def _source_bytes(packet: bytes) -> bytes | None:
+def _address_bytes(packet: bytes, source: bool) -> bytes | None:
+    """The packed source or destination address of an IPv4/IPv6 packet; None if malformed."""
     if not packet:
         return None
     version = packet[0] >> 4
     if version == 4 and len(packet) >= 20:
-        return packet[12:16]
+        return packet[12:16] if source else packet[16:20]
     if version == 6 and len(packet) >= 40:
-        return packet[8:24]
-    return None
-
-
-def _destination_bytes(packet: bytes) -> bytes | None:
-    if not packet:
-        return None
-    version = packet[0] >> 4
-    if version == 4 and len(packet) >= 20:
-        return packet[16:20]
-    if version == 6 and len(packet) >= 40:
-        return packet[24:40]
+        return packet[8:24] if source else packet[24:40]
     return None

@@ -109,3 +109,12 @@ def two_nodes(loss: float = 0.0, b_endpoints=(("192.0.2.2", 9993),)) -> Sim:
     a.set_networks([network], sim.now)
     b.set_networks([network], sim.now)
     return sim
+
+
+def connected_after_one_packet() -> Sim:
+    """a and b connected, and one data packet sent a -> b (its datagram is in wire_log)."""
+    sim = two_nodes()
+    sim.run(0.2)
+    sim.nodes["a"].send_packet(NETWORK_ID, ipv4_packet("10.1.0.1", "10.1.0.2"), sim.now)
+    sim.step()
+    return sim

@@ -12,7 +12,7 @@ from oneservice.node.core import (
     REKEY_AFTER_S,
     PeerConnected,
 )
-from tests.unit.corenet import ipv4_packet, two_nodes
+from tests.unit.corenet import connected_after_one_packet, ipv4_packet, two_nodes
 
 
 def connected(sim) -> bool:
@@ -57,11 +57,8 @@ def test_nothing_is_sent_in_the_clear():
 
 
 def test_replayed_and_forged_datagrams_are_dropped_and_counted():
-    sim = two_nodes()
-    sim.run(0.1)
-    a, b = sim.nodes["a"], sim.nodes["b"]
-    a.send_packet("8056c2e21c000001", ipv4_packet("10.1.0.1", "10.1.0.2"), sim.now)
-    sim.step()
+    sim = connected_after_one_packet()
+    b = sim.nodes["b"]
     _, _, data = next(e for e in reversed(sim.wire_log) if e[0] == "a"
                                 and e[2][1] == wire.TYPE_DATA and len(e[2]) > 40)  # fmt: skip
     before = len(sim.delivered["b"])
