@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import msgpack
 
-from ..identity import Identity
-from ..network.config import NetworkConfig
+from ..identity import Identity, IdentityError, derive_address
+from ..network.config import NetworkConfig, NetworkConfigError, parse_endpoint
 from . import wire
 from .noise import HandshakeError, Initiator, Responder
 from .paths import Endpoint, Path, choose_path
@@ -50,7 +50,16 @@ HANDSHAKES_PER_SOURCE_BURST = 10
 HANDSHAKES_PER_SOURCE_RATE = 5.0
 HANDSHAKES_TOTAL_RATE = 500.0
 MAX_RATE_LIMITED_SOURCES = 4096
-MAX_CONTROL_BYTES = 1024
+# Nodes we never heard of (joiners at a controller, clients of a root) cost a scrypt run to
+# check their address: at most this many new ones per second, and this many kept at once.
+UNKNOWN_PEERS_PER_S = 20.0
+MAX_TRANSIENT_PEERS = 4096
+# A transient peer (not a member, root or anyone we asked for) is forgotten when idle this long.
+TRANSIENT_IDLE_S = 300.0
+# Whois look-ups are retried this often while unanswered, and abandoned after a while.
+LOOKUP_RETRY_S = 1.0
+LOOKUP_GIVE_UP_S = 30.0
+MAX_PENDING_CONTROL = 64
 
 _INDEX = struct.Struct("<I")
 _RESPONSE_INDEXES = struct.Struct("<II")
@@ -63,13 +72,21 @@ class PeerConnected:
 
 
 @dataclass(frozen=True)
+class ControlReceived:
+    """A control message for the service (network config requests and answers)."""
+
+    address: str
+    message: dict
+
+
+@dataclass(frozen=True)
 class PathChanged:
     address: str
     socket_id: int | None
     endpoint: Endpoint | None
 
 
-NodeEvent = PeerConnected | PathChanged
+NodeEvent = PeerConnected | PathChanged | ControlReceived
 
 
 class Peer:
@@ -92,6 +109,11 @@ class Peer:
         self.next_probe = -math.inf
         self.probe_counter = 0
         self.networks: dict[str, list] = {}  # network id -> networks it may send from
+        # keep: we maintain a session (member, root, or someone we asked for). Otherwise the
+        # peer is transient: it reached us, and is forgotten when it goes quiet.
+        self.keep = False
+        self.root = False
+        self.last_heard = -math.inf
         # Its own addresses as packed bytes -> network id: one dict look-up per packet.
         self.source_networks: dict[bytes, str] = {}
 
@@ -150,6 +172,11 @@ class NodeCore:
         self.refused_hints: set[tuple[str, Endpoint]] = set()
         self._source_buckets: dict[str, _TokenBucket] = {}
         self._total_bucket = _TokenBucket(HANDSHAKES_TOTAL_RATE, now)
+        self._unknown_bucket = _TokenBucket(UNKNOWN_PEERS_PER_S, now)
+        self._lookups: dict[str, float] = {}  # address -> when the look-up started
+        self._lookup_sent: dict[str, float] = {}
+        self._pending_control: dict[str, list[dict]] = {}
+        self._ed25519_by_static: dict[bytes, str] = {}  # verified identities (scrypt is slow)
         self._next_tick = now
 
     # --- configuration -----------------------------------------------------------------------
@@ -166,6 +193,7 @@ class NodeCore:
                 peer = self.peers.get(member.address) or wanted.get(member.address)
                 if peer is None:
                     peer = Peer(member.identity)
+                peer.keep = True
                 wanted[member.address] = peer
                 # A member may send only from its own addresses (never its neighbours').
                 peer.networks[network.config.id] = [
@@ -174,7 +202,10 @@ class NodeCore:
                 peer.hints.update(member.endpoints)
         for address, peer in list(self.peers.items()):
             if address not in wanted:
-                self._forget(peer)
+                peer.networks = {}
+                peer.source_networks = {}
+                if not peer.root and address not in self._pending_control:
+                    peer.keep = False  # no longer a member: transient until it goes quiet
         for address, peer in wanted.items():
             peer.networks = {
                 nid: nets for nid, nets in peer.networks.items() if nid in self.networks
@@ -190,6 +221,25 @@ class NodeCore:
             self._add_candidate_paths(peer)
             if peer.current is None and peer.handshake is None:
                 self._initiate(peer, now)
+
+    def set_roots(self, roots: Iterable[tuple[Identity, Iterable[Endpoint]]], now: float) -> None:
+        """Roots answer identity look-ups, introduce peers and relay; we stay connected."""
+        for identity, endpoints in roots:
+            if identity.address == self.identity.address:
+                continue
+            peer = self._add_peer(identity)
+            peer.root = peer.keep = True
+            peer.hints.update(endpoints)
+            self._add_candidate_paths(peer)
+            if peer.current is None:
+                self._initiate(peer, now)
+
+    def _add_peer(self, identity: Identity) -> Peer:
+        peer = self.peers.get(identity.address)
+        if peer is None:
+            peer = self.peers[identity.address] = Peer(identity)
+            self._peers_by_static[identity.x25519_public] = peer
+        return peer
 
     def _forget(self, peer: Peer) -> None:
         for session in (peer.current, peer.previous, peer.unconfirmed):
@@ -334,23 +384,137 @@ class NodeCore:
 
     def _receive_control(self, peer: Peer, payload: bytes, path: Path | None, now: float) -> None:
         try:
-            message = msgpack.unpackb(payload, raw=False, max_str_len=64, max_bin_len=64,
-                                      max_array_len=16, max_map_len=16)  # fmt: skip
-            kind, probe_id = message["t"], message["i"]
+            message = msgpack.unpackb(payload, raw=False, max_str_len=4096,
+                                      max_bin_len=wire.MAX_DATAGRAM_LEN, max_array_len=4096,
+                                      max_map_len=64)  # fmt: skip
+            kind = message["t"]
+            if not isinstance(kind, str):
+                raise TypeError(kind)
         except Exception:
             self.packet_drops["control_malformed"] += 1
             return
+        if kind in ("ping", "pong"):
+            probe_id = message.get("i")
+            if isinstance(probe_id, int):
+                self._receive_probe(peer, kind, probe_id, message, path, now)
+            else:
+                self.packet_drops["control_malformed"] += 1
+        elif kind == "whois":
+            self._answer_whois(peer, message, now)
+        elif kind == "whoisr":
+            self._receive_whois_answer(peer, message, now)
+        elif kind == "intro":
+            self._receive_introduction(peer, message, now)
+        else:
+            self._events.append(ControlReceived(peer.address, message))
+
+    def _receive_probe(
+        self, peer: Peer, kind: str, probe_id: int, message: dict, path: Path | None, now: float
+    ) -> None:
         if kind == "ping" and path is not None:
             if message.get("p") and path is not peer.preferred:
                 self._follow(peer, path, now)  # the peer moved (new uplink or new address)
             self._send_on(peer, path, wire.TYPE_CONTROL, _control("pong", probe_id), now)
-        elif kind == "pong" and path is not None:
-            if probe_id == path.probe_id and path.probe_sent > -math.inf:
-                path.record_rtt(now - path.probe_sent)
-                path.probe_sent = -math.inf
-                self._reselect(peer, now)
-        elif kind not in ("ping", "pong"):
-            self.packet_drops["control_unknown"] += 1
+        elif (
+            kind == "pong"
+            and path is not None
+            and probe_id == path.probe_id
+            and path.probe_sent > -math.inf
+        ):
+            path.record_rtt(now - path.probe_sent)
+            path.probe_sent = -math.inf
+            self._reselect(peer, now)
+
+    # --- identity look-ups and introductions (what roots are for) ------------------------------
+
+    def lookup(self, address: str, now: float) -> None:
+        """Find a node by address through the roots; it becomes a kept peer when found."""
+        if address in self.peers or address == self.identity.address:
+            return
+        self._lookups.setdefault(address, now)
+        self._lookup_sent[address] = now
+        for root in self.peers.values():
+            if root.root and root.current is not None:
+                self._send(root, wire.TYPE_CONTROL, msgpack.packb({"t": "whois", "a": address}),
+                           now)  # fmt: skip
+
+    def _endpoints_of(self, peer: Peer, now: float) -> list[str]:
+        return [f"{p.endpoint[0]}/{p.endpoint[1]}" for p in peer.paths.values() if p.alive(now)]
+
+    def _answer_whois(self, asker: Peer, message: dict, now: float) -> None:
+        address = message.get("a")
+        target = self.peers.get(address) if isinstance(address, str) else None
+        if target is None:
+            self._send(asker, wire.TYPE_CONTROL, msgpack.packb({"t": "whoisr", "a": address}),
+                       now)  # fmt: skip
+            return
+        answer = {"t": "whoisr", "a": address, "id": target.identity.public_text(),
+                  "e": self._endpoints_of(target, now)}  # fmt: skip
+        self._send(asker, wire.TYPE_CONTROL, msgpack.packb(answer), now)
+        if target.current is not None:
+            # Tell the target too, so both sides send at once (opens NAT mappings both ways).
+            intro = {"t": "intro", "id": asker.identity.public_text(),
+                     "e": self._endpoints_of(asker, now)}  # fmt: skip
+            self._send(target, wire.TYPE_CONTROL, msgpack.packb(intro), now)
+
+    def _receive_whois_answer(self, root: Peer, message: dict, now: float) -> None:
+        address = message.get("a")
+        if not root.root or address not in self._lookups or "id" not in message:
+            return  # not asked, not from a root, or unknown there (another root may know)
+        peer = self._peer_from_announcement(message)
+        if peer is None or peer.address != address:
+            self.packet_drops["whois_answer_invalid"] += 1
+            return
+        del self._lookups[address]
+        peer.keep = True
+        self._connect(peer, now)
+
+    def _receive_introduction(self, root: Peer, message: dict, now: float) -> None:
+        if not root.root:
+            self.packet_drops["introduction_not_from_root"] += 1
+            return
+        peer = self._peer_from_announcement(message)
+        if peer is None:
+            self.packet_drops["introduction_invalid"] += 1
+            return
+        self._connect(peer, now)
+
+    def _peer_from_announcement(self, message: dict) -> Peer | None:
+        """An identity with endpoints from a root: verified against its address before use."""
+        try:
+            identity = Identity.parse(message["id"]).public()
+            endpoints = [parse_endpoint(e, "endpoint") for e in message.get("e", [])][:8]
+        except (IdentityError, NetworkConfigError, KeyError, TypeError, AttributeError):
+            return None
+        known = self.peers.get(identity.address)
+        if known is not None and known.identity != identity:
+            return None
+        if identity.address == self.identity.address:
+            return None
+        peer = self._add_peer(identity)
+        peer.hints.update(endpoints)
+        self._add_candidate_paths(peer)
+        return peer
+
+    def _connect(self, peer: Peer, now: float) -> None:
+        if peer.current is None:
+            self._initiate(peer, now)
+        for message in self._pending_control.pop(peer.address, []):
+            self._send(peer, wire.TYPE_CONTROL, msgpack.packb(message), now)
+
+    def send_control(self, address: str, message: dict, now: float) -> None:
+        """Send a control message to any node, looking it up through the roots if needed."""
+        peer = self.peers.get(address)
+        if peer is not None:
+            peer.keep = True
+            self._send(peer, wire.TYPE_CONTROL, msgpack.packb(message), now)
+            return
+        pending = self._pending_control.setdefault(address, [])
+        if len(pending) < MAX_PENDING_CONTROL:
+            pending.append(message)
+        else:
+            self.packet_drops["queue_full"] += 1
+        self.lookup(address, now)
 
     def _receive_initiation(self, data: bytes, socket_id: int, address: tuple, now: float) -> None:
         if len(data) != wire.HANDSHAKE_INIT_LEN:
@@ -362,13 +526,18 @@ class NodeCore:
         (sender_index,) = _INDEX.unpack_from(data, 4)
         responder = Responder(self._static, wire.PROLOGUE)
         try:
-            timestamp = responder.read_message_1(data[8:])
+            payload = responder.read_message_1(data[8:])
         except HandshakeError:
             self.drops["handshake_failed"] += 1
             return
+        timestamp, ed25519_public = payload[: wire.TIMESTAMP_LEN], payload[wire.TIMESTAMP_LEN :]
         peer = self._peers_by_static.get(responder.remote_static)
         if peer is None:
-            self.drops["unknown_peer"] += 1
+            peer = self._accept_unknown(responder.remote_static, ed25519_public, now)
+            if peer is None:
+                return
+        elif peer.identity.ed25519_public != ed25519_public:
+            self.drops["identity_mismatch"] += 1
             return
         if timestamp <= peer.last_initiation_timestamp:
             self.drops["handshake_replayed"] += 1
@@ -390,6 +559,29 @@ class NodeCore:
         path = self._path_heard(peer, socket_id, address, now)
         if path is not None:
             self._emit(path, wire.handshake_response(local_index, sender_index, response), now)
+
+    def _accept_unknown(self, x25519_public: bytes, ed25519_public: bytes, now: float):
+        """A node we never heard of, with a valid handshake: derive its address (scrypt,
+        rate-limited and cached) and keep it as a transient peer, within bounds."""
+        transient = sum(1 for p in self.peers.values() if not p.keep)
+        if transient >= MAX_TRANSIENT_PEERS:
+            self.drops["too_many_peers"] += 1
+            return None
+        key = x25519_public + ed25519_public
+        address = self._ed25519_by_static.get(key)
+        if address is None:
+            if not self._unknown_bucket.take(now, UNKNOWN_PEERS_PER_S, UNKNOWN_PEERS_PER_S):
+                self.drops["unknown_peer_rate_limited"] += 1
+                return None
+            address = derive_address(x25519_public, ed25519_public)
+            if len(self._ed25519_by_static) > MAX_TRANSIENT_PEERS * 2:
+                self._ed25519_by_static.clear()
+            self._ed25519_by_static[key] = address
+        if address in self.peers or address == self.identity.address:
+            # Same address, other keys: a collision or a forgery. The known one stays.
+            self.drops["identity_mismatch"] += 1
+            return None
+        return self._add_peer(Identity(address, x25519_public, ed25519_public))
 
     def _receive_response(self, data: bytes, socket_id: int, address: tuple, now: float) -> None:
         if len(data) != wire.HANDSHAKE_RESPONSE_LEN:
@@ -449,6 +641,7 @@ class NodeCore:
             path = Path(socket_id, endpoint, learned=endpoint not in peer.hints)
             peer.paths[(socket_id, endpoint)] = path
         path.last_received = now
+        peer.last_heard = now
         if peer.preferred is None or not peer.preferred.alive(now):
             self._reselect(peer, now)
         return path
@@ -535,7 +728,9 @@ class NodeCore:
         peer.handshake_index = self._new_index()
         peer.handshake_sent = now
         self._handshakes[peer.handshake_index] = peer
-        message = peer.handshake.write_message_1(wire.encode_timestamp(self._wall_offset + now))
+        message = peer.handshake.write_message_1(
+            wire.encode_timestamp(self._wall_offset + now) + self.identity.ed25519_public
+        )
         datagram = wire.handshake_init(peer.handshake_index, message)
         # On the working path if there is one (a rekey); on every path otherwise: the answer
         # tells which paths work.
@@ -591,10 +786,23 @@ class NodeCore:
         self._next_tick = now + TIMER_TICK_S
         for peer in list(self.peers.values()):
             self._tick_peer(peer, now)
+        for address, started in list(self._lookups.items()):
+            if now - started > LOOKUP_GIVE_UP_S:
+                del self._lookups[address]
+                dropped = self._pending_control.pop(address, [])
+                self.packet_drops["queue_dropped_unreachable"] += len(dropped)
+            elif now - self._lookup_sent.get(address, -math.inf) >= LOOKUP_RETRY_S:
+                self.lookup(address, now)
         if len(self._source_buckets) > MAX_RATE_LIMITED_SOURCES:
             self._source_buckets.clear()
 
     def _tick_peer(self, peer: Peer, now: float) -> None:
+        if not peer.keep:
+            if now - max(peer.last_heard, peer.handshake_sent) > TRANSIENT_IDLE_S:
+                self._forget(peer)
+                return
+            if peer.current is None and peer.handshake is None:
+                return  # it reached us once; it can reach us again
         if peer.handshake is not None or peer.current is None:
             # Keep trying to reach every member: quickly at first, then every few seconds,
             # dropping what waited for it (counted) once it is clearly unreachable.

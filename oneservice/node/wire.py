@@ -26,7 +26,11 @@ HANDSHAKE_RESPONSE_HEADER = struct.Struct("<BBHII")
 DATA_HEADER = struct.Struct("<BBHIQ")
 DATA_HEADER_LEN = DATA_HEADER.size  # 16
 TIMESTAMP_LEN = 12  # seconds (8) + nanoseconds (4), big-endian like TAI64N: sorts as bytes
-HANDSHAKE_INIT_LEN = HANDSHAKE_INIT_HEADER.size + MESSAGE_1_OVERHEAD + TIMESTAMP_LEN
+# The initiation's payload: the timestamp, then the initiator's Ed25519 public key. With the
+# X25519 key from the handshake that is its whole public identity, so a root or controller can
+# accept a node it has never heard of (and derive its address).
+INITIATION_PAYLOAD_LEN = TIMESTAMP_LEN + 32
+HANDSHAKE_INIT_LEN = HANDSHAKE_INIT_HEADER.size + MESSAGE_1_OVERHEAD + INITIATION_PAYLOAD_LEN
 HANDSHAKE_RESPONSE_LEN = HANDSHAKE_RESPONSE_HEADER.size + MESSAGE_2_OVERHEAD
 DATA_OVERHEAD = DATA_HEADER_LEN + TAG_LEN  # 32 bytes per tunnelled packet
 MAX_DATAGRAM_LEN = 65535

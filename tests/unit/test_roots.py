@@ -1,0 +1,92 @@
+"""Roots: identity look-up, introduction, and bounds on nodes nobody vouched for."""
+
+from __future__ import annotations
+
+import os
+
+from oneservice.identity import Identity
+from oneservice.node import core as core_module
+from oneservice.node.core import ControlReceived
+from oneservice.node.noise import Initiator
+from oneservice.node.wire import PROLOGUE, encode_timestamp, handshake_init
+from tests.unit.corenet import Sim, identity
+
+
+def events(node) -> list:
+    out = []
+    while (event := node.next_event()) is not None:
+        out.append(event)
+    return out
+
+
+def rooted() -> Sim:
+    """a and b know only the root r; nobody shares a network."""
+    sim = Sim()
+    for name, n in (("r", 3), ("a", 1), ("b", 2)):
+        sim.add_node(name, n)
+    sim.add_socket("r", 1, ("203.0.113.1", 9993))
+    sim.add_socket("a", 1, ("198.51.100.1", 9993))
+    sim.add_socket("b", 1, ("192.0.2.2", 9993))
+    for name in ("a", "b"):
+        sim.nodes[name].set_roots([(identity(3).public(), [("203.0.113.1", 9993)])], sim.now)
+    sim.run(0.2)
+    return sim
+
+
+def test_nodes_find_each_other_through_a_root():
+    sim = rooted()
+    a, b = sim.nodes["a"], sim.nodes["b"]
+    assert b.identity.address not in a.peers
+    a.send_control(b.identity.address, {"t": "hello", "x": 1}, sim.now)
+    sim.run(0.5)
+    received = [e for e in events(b) if isinstance(e, ControlReceived)]
+    assert received == [ControlReceived(a.identity.address, {"t": "hello", "x": 1})]
+    # Direct, not through the root: a's path to b is b's own endpoint.
+    assert a.peers[b.identity.address].preferred.endpoint == ("192.0.2.2", 9993)
+
+
+def test_lookup_of_an_unknown_address_gives_up_and_counts():
+    sim = rooted()
+    a = sim.nodes["a"]
+    a.send_control("0123456789", {"t": "hello"}, sim.now)
+    sim.run(core_module.LOOKUP_GIVE_UP_S + 2, step=0.25)
+    assert "0123456789" not in a.peers
+    assert a.packet_drops["queue_dropped_unreachable"] == 1
+
+
+def test_a_root_does_not_answer_for_a_node_claiming_someone_elses_address():
+    sim = rooted()
+    a, r = sim.nodes["a"], sim.nodes["r"]
+    real = a.peers[r.identity.address]
+    liar = Identity.generate()
+    forged = {"t": "whoisr", "a": real.identity.address,
+              "id": f"{real.identity.address}:1:{liar.x25519_public.hex()}:"
+                    f"{liar.ed25519_public.hex()}"}  # fmt: skip
+    a._lookups[real.identity.address] = sim.now
+    a._receive_whois_answer(real, forged, sim.now)
+    assert a.peers[r.identity.address].identity == real.identity  # unchanged
+    assert a.packet_drops["whois_answer_invalid"] == 1
+
+
+def test_strangers_are_accepted_at_a_bounded_rate():
+    sim = rooted()
+    r = sim.nodes["r"]
+    root_public = identity(3).x25519_public
+    accepted_before = len(r.peers)
+    strangers = [Identity.generate() for _ in range(core_module.UNKNOWN_PEERS_PER_S.__int__() + 5)]
+    for n, stranger in enumerate(strangers):
+        initiator = Initiator(stranger.x25519_private_key(), root_public, PROLOGUE)
+        message = initiator.write_message_1(encode_timestamp(1.7e9) + stranger.ed25519_public)
+        r.receive_datagram(handshake_init(n + 1, message), 1, (f"192.0.2.{n + 10}", 9993),
+                           sim.now)  # fmt: skip
+    assert len(r.peers) - accepted_before == int(core_module.UNKNOWN_PEERS_PER_S)
+    assert r.drops["unknown_peer_rate_limited"] == 5
+
+
+def test_garbage_whois_and_introductions_are_counted():
+    sim = rooted()
+    a, r = sim.nodes["a"], sim.nodes["r"]
+    root = a.peers[r.identity.address]
+    a._receive_introduction(root, {"t": "intro", "id": "junk", "e": ["1.2.3.4/5"]}, sim.now)
+    a._receive_introduction(root, {"t": "intro", "id": os.urandom(3).hex()}, sim.now)
+    assert a.packet_drops["introduction_invalid"] == 2
