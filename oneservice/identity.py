@@ -9,6 +9,7 @@ The "1" is the identity format version.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from dataclasses import dataclass
@@ -35,7 +36,9 @@ class IdentityError(Exception):
     """An identity (text or file) is malformed or does not match its address."""
 
 
+@functools.lru_cache(maxsize=65536)
 def derive_address(x25519_public: bytes, ed25519_public: bytes) -> str:
+    """Cached: a network config lists every member, and each is checked on every revision."""
     digest = hashlib.scrypt(
         x25519_public + ed25519_public,
         salt=_SCRYPT_SALT, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, maxmem=64 * 1024 * 1024,

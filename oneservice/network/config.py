@@ -51,11 +51,24 @@ class Member:
 
 
 @dataclass(frozen=True)
+class Route:
+    """``target`` is reached through the member at ``via`` (a gateway), or directly when None."""
+
+    target: ipaddress.IPv4Network | ipaddress.IPv6Network
+    via: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+
+
+@dataclass(frozen=True)
 class NetworkConfig:
     id: str
     name: str
     members: tuple[Member, ...]
     mtu: int = DEFAULT_TUNNEL_MTU
+    revision: int = 0
+    private: bool = True
+    routes: tuple[Route, ...] = ()
+    dns_domain: str = ""
+    dns_servers: tuple[str, ...] = ()
 
     def member(self, address: str) -> Member | None:
         return next((m for m in self.members if m.address == address), None)
@@ -85,7 +98,7 @@ def parse_endpoint(text: Any, where: str) -> Endpoint:
 def parse_network(document: Any, source: str) -> NetworkConfig:
     if not isinstance(document, dict):
         raise NetworkConfigError(f"{source}: must be a JSON object")
-    unknown = sorted(set(document) - {"id", "name", "mtu", "members"})
+    unknown = sorted(set(document) - _NETWORK_KEYS)
     if unknown:
         raise NetworkConfigError(f"{source}: unknown key {unknown[0]!r}")
     network_id = document.get("id")
@@ -118,7 +131,78 @@ def parse_network(document: Any, source: str) -> NetworkConfig:
             seen[key] = member.address
         seen[member.address] = member.address
         members.append(member)
-    return NetworkConfig(network_id, name, tuple(members), mtu)
+    revision = document.get("revision", 0)
+    if isinstance(revision, bool) or not isinstance(revision, int) or revision < 0:
+        raise NetworkConfigError(f"{source}: revision must be a whole number, got {revision!r}")
+    private = document.get("private", True)
+    if not isinstance(private, bool):
+        raise NetworkConfigError(f"{source}: private must be true or false")
+    routes = tuple(
+        parse_route(raw, f"{source}: routes[{n}]")
+        for n, raw in enumerate(_list(document.get("routes", []), f"{source}: routes"))
+    )
+    dns = document.get("dns", {})
+    if not isinstance(dns, dict) or not isinstance(dns.get("domain", ""), str):
+        raise NetworkConfigError(f'{source}: dns must be {{"domain": ..., "servers": [...]}}')
+    servers = []
+    for text in _list(dns.get("servers", []), f"{source}: dns.servers"):
+        try:
+            servers.append(str(ipaddress.ip_address(text)))
+        except ValueError:
+            raise NetworkConfigError(f"{source}: dns server {text!r} is not an address") from None
+    return NetworkConfig(
+        network_id, name, tuple(members), mtu, revision, private, routes,
+        dns.get("domain", ""), tuple(servers),
+    )  # fmt: skip
+
+
+_NETWORK_KEYS = {"id", "name", "mtu", "members", "revision", "private", "routes", "dns"}
+
+
+def parse_route(raw: Any, where: str) -> Route:
+    if not isinstance(raw, dict) or set(raw) - {"target", "via"} or "target" not in raw:
+        raise NetworkConfigError(f'{where}: must be {{"target": "<cidr>", "via": "<ip>"}}')
+    try:
+        target = ipaddress.ip_network(raw["target"], strict=False)
+    except (ValueError, TypeError):
+        raise NetworkConfigError(f"{where}: target {raw['target']!r} is not a network") from None
+    via = raw.get("via")
+    if via is not None:
+        try:
+            via = ipaddress.ip_address(via)
+        except (ValueError, TypeError):
+            raise NetworkConfigError(f"{where}: via {via!r} is not an address") from None
+        if via.version != target.version:
+            raise NetworkConfigError(f"{where}: via {via} and target {target} differ in family")
+    return Route(target, via)
+
+
+def route_document(route: Route) -> dict:
+    return {"target": str(route.target), **({"via": str(route.via)} if route.via else {})}
+
+
+def network_document(config: NetworkConfig) -> dict:
+    """The JSON-compatible document of a config: the static file format, and what a
+    controller signs."""
+    document: dict[str, Any] = {
+        "id": config.id,
+        "name": config.name,
+        "mtu": config.mtu,
+        "revision": config.revision,
+        "private": config.private,
+        "members": [
+            {
+                "identity": m.identity.public_text(),
+                "addresses": [str(a) for a in m.addresses],
+                "endpoints": [f"{h}/{p}" for h, p in m.endpoints],
+            }
+            for m in config.members
+        ],
+        "routes": [route_document(r) for r in config.routes],
+    }
+    if config.dns_domain or config.dns_servers:
+        document["dns"] = {"domain": config.dns_domain, "servers": list(config.dns_servers)}
+    return document
 
 
 def _parse_member(raw: Any, where: str) -> Member:

@@ -1,0 +1,1 @@
+"""The embedded network controller: networks and members, authorization, signed configs."""

@@ -1,0 +1,308 @@
+"""Controller logic: networks, members, authorization, IP assignment, signed configs.
+
+I/O-free apart from the store: the service hands in join requests (with the requester's
+verified identity) and sends back what this returns; the API calls the admin methods.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from typing import Any
+
+from ..identity import Identity
+from ..network.config import (
+    MAX_MTU,
+    MIN_MTU,
+    NetworkConfigError,
+    is_network_id,
+    network_document,
+    parse_network,
+    parse_route,
+)
+from ..network.signed import STATUS_ACCESS_DENIED, STATUS_NOT_FOUND, sign_config
+from ..node.wire import DEFAULT_TUNNEL_MTU
+from .store import ControllerStore
+
+# Joiners nobody authorized yet are recorded so an admin can see and authorize them, up to
+# this many per network; beyond it they are refused without a trace (counted).
+MAX_UNAUTHORIZED_MEMBERS = 1000
+# A member that asked within this window gets pushed every change.
+ONLINE_WINDOW_S = 180.0
+MAX_NAME_LEN = 128
+
+
+class ControllerError(Exception):
+    """A request to the controller is wrong; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Controller:
+    def __init__(self, identity: Identity, store: ControllerStore) -> None:
+        self.identity = identity
+        self.store = store
+        self.refused_joiners = 0
+
+    def owns(self, network_id: str) -> bool:
+        return network_id.startswith(self.identity.address)
+
+    # --- administration (the API) ----------------------------------------------------------------
+
+    def create_network(self, network_id: str | None = None, changes: dict | None = None) -> dict:
+        if network_id is None:
+            while True:
+                network_id = self.identity.address + secrets.token_hex(3)
+                if self.store.get_network(network_id) is None:
+                    break
+        self._check_owned(network_id)
+        if self.store.get_network(network_id) is not None:
+            raise ControllerError(f"network {network_id} already exists", 409)
+        document = {"name": "", "private": True, "mtu": DEFAULT_TUNNEL_MTU, "routes": [],
+                    "ipAssignmentPools": [], "dns": {"domain": "", "servers": []}}  # fmt: skip
+        self.store.put_network(network_id, _validated_network(document, changes or {}), 1)
+        return self.network(network_id)
+
+    def network(self, network_id: str) -> dict:
+        found = self.store.get_network(network_id)
+        if found is None:
+            raise ControllerError(f"network {network_id} not found", 404)
+        document, revision = found
+        return {"id": network_id, "nwid": network_id, "revision": revision, **document}
+
+    def networks(self) -> list[str]:
+        return self.store.network_ids()
+
+    def update_network(self, network_id: str, changes: dict) -> dict:
+        current = self.network(network_id)
+        document = {k: v for k, v in current.items() if k not in ("id", "nwid", "revision")}
+        self.store.put_network(
+            network_id, _validated_network(document, changes), current["revision"] + 1
+        )
+        return self.network(network_id)
+
+    def delete_network(self, network_id: str) -> None:
+        self.network(network_id)
+        self.store.delete_network(network_id)
+
+    def member(self, network_id: str, address: str) -> dict:
+        self.network(network_id)
+        found = self.store.get_member(network_id, address)
+        if found is None:
+            raise ControllerError(f"member {address} of {network_id} not found", 404)
+        identity, document = found
+        return {"id": address, "address": address, "nwid": network_id,
+                "identity": identity or None, **document}  # fmt: skip
+
+    def members(self, network_id: str) -> list[dict]:
+        self.network(network_id)
+        return [
+            {"address": a, "authorized": bool(d.get("authorized")), "name": d.get("name", "")}
+            for a, _, d, _ in self.store.members(network_id)
+        ]
+
+    def update_member(self, network_id: str, address: str, changes: dict) -> dict:
+        """Authorize, assign addresses, name. A member may be prepared by address before it
+        ever joins (its identity is then learned at the first request)."""
+        network = self.network(network_id)
+        if not _is_address(address):
+            raise ControllerError(f"member address must be 10 hex digits, got {address!r}")
+        found = self.store.get_member(network_id, address)
+        identity, document = found if found else ("", {"authorized": False, "ipAssignments": [],
+                                                        "name": ""})  # fmt: skip
+        document = _validated_member(document, changes, network)
+        if document["authorized"] and not document["ipAssignments"]:
+            document["ipAssignments"] = self._assign(network_id, network)
+        self.store.put_member(network_id, address, identity, document, 0.0)
+        self._bump(network_id)
+        return self.member(network_id, address)
+
+    def delete_member(self, network_id: str, address: str) -> None:
+        self.member(network_id, address)
+        self.store.delete_member(network_id, address)
+        self._bump(network_id)
+
+    # --- the protocol ---------------------------------------------------------------------------
+
+    def handle_request(
+        self, network_id: str, requester: Identity, endpoints: list[str], now: float
+    ) -> dict:
+        """A member asks for the config: the signed config, or ACCESS_DENIED / NOT_FOUND."""
+        found = self.store.get_network(network_id) if self.owns(network_id) else None
+        if found is None:
+            return {"t": "nc", "n": network_id, "err": STATUS_NOT_FOUND}
+        network_document_, _ = found
+        existing = self.store.get_member(network_id, requester.address)
+        if existing is None:
+            private = network_document_.get("private", True)
+            if private and self.store.count_unauthorized(network_id) >= MAX_UNAUTHORIZED_MEMBERS:
+                self.refused_joiners += 1
+                return {"t": "nc", "n": network_id, "err": STATUS_ACCESS_DENIED}
+            document = {"authorized": not private, "ipAssignments": [], "name": ""}
+            if document["authorized"]:
+                document["ipAssignments"] = self._assign(network_id, self.network(network_id))
+            identity_text = ""
+        else:
+            identity_text, document = existing
+        changed = identity_text != requester.public_text() or sorted(
+            document.get("endpoints", [])
+        ) != sorted(endpoints)
+        document["endpoints"] = endpoints
+        self.store.put_member(network_id, requester.address, requester.public_text(), document,
+                              now)  # fmt: skip
+        if changed and document.get("authorized"):
+            self._bump(network_id)
+        if not document.get("authorized"):
+            return {"t": "nc", "n": network_id, "err": STATUS_ACCESS_DENIED}
+        return self.config_message(network_id)
+
+    def config_message(self, network_id: str) -> dict:
+        return sign_config(self.identity, self.config_document(network_id))
+
+    def config_document(self, network_id: str) -> dict:
+        network = self.network(network_id)
+        routes = network["routes"]
+        local = [ipaddress.ip_network(r["target"]) for r in routes if not r.get("via")]
+        members = []
+        for _, identity, document, _ in self.store.members(network_id):
+            if not document.get("authorized") or not identity:
+                continue
+            members.append({
+                "identity": identity,
+                "addresses": [_with_prefix(ip, local) for ip in document.get("ipAssignments", [])],
+                "endpoints": document.get("endpoints", [])[:8],
+            })  # fmt: skip
+        document = {
+            "id": network_id, "name": network["name"], "mtu": network["mtu"],
+            "revision": network["revision"], "private": network["private"],
+            "members": members, "routes": routes,
+        }  # fmt: skip
+        if network["dns"].get("domain") or network["dns"].get("servers"):
+            document["dns"] = network["dns"]
+        # What members will parse: make sure it parses here first.
+        return network_document(parse_network(document, f"network {network_id}"))
+
+    def online_members(self, network_id: str, now: float) -> list[str]:
+        return [
+            address
+            for address, identity, _, last_seen in self.store.members(network_id)
+            if identity and now - last_seen <= ONLINE_WINDOW_S
+        ]
+
+    # --- helpers ----------------------------------------------------------------------------------
+
+    def _check_owned(self, network_id: str) -> None:
+        if not is_network_id(network_id):
+            raise ControllerError(f"network id must be 16 hex digits, got {network_id!r}")
+        if not self.owns(network_id):
+            raise ControllerError(
+                f"network {network_id} belongs to controller {network_id[:10]}, not this node "
+                f"({self.identity.address})", 403,
+            )  # fmt: skip
+
+    def _bump(self, network_id: str) -> None:
+        document, revision = self.store.get_network(network_id)  # type: ignore[misc]
+        self.store.put_network(network_id, document, revision + 1)
+
+    def _assign(self, network_id: str, network: dict) -> list[str]:
+        """The lowest free address of each pool (one per family)."""
+        taken = {
+            ip for _, _, d, _ in self.store.members(network_id) for ip in d.get("ipAssignments", [])
+        }
+        assigned, families = [], set()
+        for pool in network.get("ipAssignmentPools", []):
+            start = ipaddress.ip_address(pool["ipRangeStart"])
+            end = ipaddress.ip_address(pool["ipRangeEnd"])
+            if start.version in families:
+                continue
+            candidate = start
+            while candidate <= end:
+                if str(candidate) not in taken:
+                    assigned.append(str(candidate))
+                    families.add(start.version)
+                    break
+                candidate += 1
+        return assigned
+
+
+def _is_address(text: Any) -> bool:
+    return isinstance(text, str) and len(text) == 10 and all(c in "0123456789abcdef" for c in text)
+
+
+def _with_prefix(ip: str, local_routes: list) -> str:
+    address = ipaddress.ip_address(ip)
+    containing = [n for n in local_routes if n.version == address.version and address in n]
+    prefix = max((n.prefixlen for n in containing), default=address.max_prefixlen)
+    return f"{address}/{prefix}"
+
+
+def _validated_network(document: dict, changes: Any) -> dict:
+    if not isinstance(changes, dict):
+        raise ControllerError("network settings must be a JSON object")
+    allowed = {"name", "private", "mtu", "routes", "ipAssignmentPools", "dns"}
+    unknown = sorted(set(changes) - allowed)
+    if unknown:
+        raise ControllerError(f"unknown network field {unknown[0]!r}; known: {sorted(allowed)}")
+    document = {**document, **changes}
+    if not isinstance(document["name"], str) or len(document["name"]) > MAX_NAME_LEN:
+        raise ControllerError(f"name must be a string of at most {MAX_NAME_LEN} characters")
+    if not isinstance(document["private"], bool):
+        raise ControllerError("private must be true or false")
+    mtu = document["mtu"]
+    if isinstance(mtu, bool) or not isinstance(mtu, int) or not MIN_MTU <= mtu <= MAX_MTU:
+        raise ControllerError(f"mtu must be {MIN_MTU}-{MAX_MTU}, got {mtu!r}")
+    if not isinstance(document["routes"], list):
+        raise ControllerError('routes must be a list of {"target": ..., "via": ...}')
+    routes = []
+    for n, raw in enumerate(document["routes"]):
+        try:
+            route = parse_route(raw, f"routes[{n}]")
+        except NetworkConfigError as exc:
+            raise ControllerError(str(exc)) from None
+        routes.append(
+            {"target": str(route.target), **({"via": str(route.via)} if route.via else {})}
+        )
+    document["routes"] = routes
+    pools = document["ipAssignmentPools"]
+    if not isinstance(pools, list):
+        raise ControllerError("ipAssignmentPools must be a list")
+    for pool in pools:
+        try:
+            start = ipaddress.ip_address(pool["ipRangeStart"])
+            end = ipaddress.ip_address(pool["ipRangeEnd"])
+        except (KeyError, TypeError, ValueError):
+            raise ControllerError(
+                'each ipAssignmentPool needs "ipRangeStart" and "ipRangeEnd" addresses'
+            ) from None
+        if start.version != end.version or start > end:
+            raise ControllerError(f"ipAssignmentPool {start}-{end} is not a range")
+    dns = document["dns"]
+    if not isinstance(dns, dict) or not isinstance(dns.get("domain", ""), str):
+        raise ControllerError('dns must be {"domain": ..., "servers": [...]}')
+    return document
+
+
+def _validated_member(document: dict, changes: Any, network: dict) -> dict:
+    if not isinstance(changes, dict):
+        raise ControllerError("member settings must be a JSON object")
+    allowed = {"authorized", "ipAssignments", "name"}
+    unknown = sorted(set(changes) - allowed)
+    if unknown:
+        raise ControllerError(f"unknown member field {unknown[0]!r}; known: {sorted(allowed)}")
+    document = {**document, **changes}
+    if not isinstance(document["authorized"], bool):
+        raise ControllerError("authorized must be true or false")
+    if not isinstance(document["name"], str) or len(document["name"]) > MAX_NAME_LEN:
+        raise ControllerError(f"name must be a string of at most {MAX_NAME_LEN} characters")
+    if not isinstance(document["ipAssignments"], list):
+        raise ControllerError("ipAssignments must be a list of addresses")
+    addresses = []
+    for text in document["ipAssignments"]:
+        try:
+            addresses.append(str(ipaddress.ip_address(text)))
+        except (TypeError, ValueError):
+            raise ControllerError(f"ipAssignments: {text!r} is not an address") from None
+    document["ipAssignments"] = addresses
+    return document

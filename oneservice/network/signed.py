@@ -1,0 +1,57 @@
+"""Network configs signed by their controller: one format, one place that signs and checks.
+
+A config message is {"t": "nc", "n": <network id>, "c": <config document, canonical JSON
+bytes>, "s": <Ed25519 signature over CONTEXT + c>}, or {"t": "nc", "n": ..., "err": <status>}.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..identity import Identity
+from .config import NetworkConfig, NetworkConfigError, parse_network
+
+SIGNATURE_CONTEXT = b"oneservice network config v1\0"
+STATUS_ACCESS_DENIED = "ACCESS_DENIED"
+STATUS_NOT_FOUND = "NOT_FOUND"
+ERROR_STATUSES = (STATUS_ACCESS_DENIED, STATUS_NOT_FOUND)
+
+
+def controller_address(network_id: str) -> str:
+    """A network id is its controller's address followed by 6 hex digits."""
+    return network_id[:10]
+
+
+def canonical(document: dict) -> bytes:
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+
+def sign_config(controller: Identity, document: dict) -> dict:
+    blob = canonical(document)
+    return {
+        "t": "nc",
+        "n": document["id"],
+        "c": blob,
+        "s": controller.sign(SIGNATURE_CONTEXT + blob),
+    }
+
+
+def verify_config(message: Any, controller: Identity, network_id: str) -> NetworkConfig:
+    """The config in a message, if the controller of ``network_id`` signed it; otherwise
+    NetworkConfigError saying why."""
+    if controller.address != controller_address(network_id):
+        raise NetworkConfigError(f"{controller.address} is not the controller of {network_id}")
+    blob, signature = message.get("c"), message.get("s")
+    if not isinstance(blob, bytes) or not isinstance(signature, bytes):
+        raise NetworkConfigError("config message without config or signature")
+    if not controller.verify_signature(SIGNATURE_CONTEXT + blob, signature):
+        raise NetworkConfigError("config signature does not verify")
+    try:
+        document = json.loads(blob)
+    except (ValueError, UnicodeDecodeError):
+        raise NetworkConfigError("signed config is not JSON") from None
+    config = parse_network(document, f"config of {network_id}")
+    if config.id != network_id:
+        raise NetworkConfigError(f"config is for {config.id}, not {network_id}")
+    return config
