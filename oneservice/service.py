@@ -1,7 +1,8 @@
 """Wires the components together and owns the lifecycle: start, run until told, stop cleanly.
 
-Like aioquic's asyncio adapter, this only moves bytes and time between the event loop and the
-sans-I/O core: binder datagrams and tap packets in, datagrams and packets out, one timer.
+Like aioquic's asyncio adapter, this mostly moves bytes and time between the event loop and
+the sans-I/O core: binder datagrams and tap packets in, datagrams and packets out, one timer.
+It also carries control messages between the core and the controller and memberships.
 """
 
 from __future__ import annotations
@@ -25,13 +26,18 @@ from .binder.binder import (
     RoutesChanged,
 )
 from .binder.interfaces import BindPolicy
-from .identity import load_or_create_identity
-from .network.config import NetworkConfig, load_network_files
-from .node.core import NodeCore, PathChanged, PeerConnected
+from .controller.controller import Controller
+from .controller.store import SQLiteStore
+from .identity import Identity, load_or_create_identity
+from .network.config import NetworkConfig, load_network_files, parse_endpoint
+from .network.membership import Memberships
+from .network.signed import STATUS_NOT_FOUND, controller_address
+from .node.core import ControlReceived, NodeCore, PathChanged, PeerConnected
 from .settings import Settings
 from .tap import tap_name
 
 log = logging.getLogger("oneservice")
+CONTROLLER_DB = "controller.db"
 
 
 class Service:
@@ -39,10 +45,18 @@ class Service:
         self.home = home
         self.settings = settings
         self.identity = load_or_create_identity(home)
-        self.networks = load_network_files(home)
+        self.static_networks = load_network_files(home)
+        self.memberships = Memberships(home)
+        for warning in self.memberships.load():
+            log.warning("%s", warning)
+        self.controller: Controller | None = None
+        if (home / CONTROLLER_DB).exists():
+            self.controller = Controller(self.identity, SQLiteStore(home / CONTROLLER_DB))
         self.loop = asyncio.get_running_loop()
+        self.started_at = time.time()
         self.core = NodeCore(self.identity, now=self.loop.time(), wall_time=time.time())
         self.taps: dict = {}
+        self._tap_configs: dict[str, NetworkConfig] = {}
         self.binder = Binder(
             port=settings.primary_port,
             policy=self._bind_policy(),
@@ -52,12 +66,15 @@ class Service:
         self.binder.subscribe(self._on_binder_event)
         self._flush_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
+        self._apply_lock = asyncio.Lock()
+        self._background: set[asyncio.Task] = set()
+        self.api = None
 
     def _bind_policy(self) -> BindPolicy:
         base = BindPolicy.from_settings(
             extra_prefixes=self.settings.interface_prefix_blacklist,
             allowlist=self.settings.interface_allowlist,
-            virtual_subnets=[s for n in self.networks for s in n.subnets()],
+            virtual_subnets=[s for n in self.active_networks() for s in n.subnets()],
         )
         return BindPolicy(
             prefix_blacklist=base.prefix_blacklist,
@@ -67,45 +84,31 @@ class Service:
             own_tap_names=frozenset(tap.name for tap in self.taps.values()),
         )
 
+    def active_networks(self) -> list[NetworkConfig]:
+        joined = [j.config for j in self.memberships.networks.values() if j.config is not None]
+        return self.static_networks + joined
+
+    def ensure_controller(self) -> Controller:
+        if self.controller is None:
+            self.controller = Controller(self.identity, SQLiteStore(self.home / CONTROLLER_DB))
+        return self.controller
+
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
         log.info("oneservice %s, node %s, home %s", __version__, self.identity.address, self.home)
-        joined = []
-        for network in self.networks:
-            if await self._open_tap(network):
-                joined.append(network)
-        self.binder.set_policy(self._bind_policy())
         await self.binder.start()
-        self.core.set_networks(joined, self.loop.time())
+        self.core.set_roots(
+            [(Identity.parse(text), [parse_endpoint(e, "root") for e in endpoints])
+             for text, endpoints in self.settings.roots],
+            self.loop.time(),
+        )  # fmt: skip
+        await self.apply_networks()
+        from .api import start_api
+
+        self.api = await start_api(self)
         self._log_binder_state()
         self._on_timer()
-
-    async def _open_tap(self, network: NetworkConfig) -> bool:
-        own = network.member(self.identity.address)
-        if own is None:
-            log.warning(
-                "network %s does not list this node (%s): not joined",
-                network.id, self.identity.address,
-            )  # fmt: skip
-            return False
-        from .tap.linux import TunDevice
-
-        tap = TunDevice(tap_name(network.id))
-        try:
-            await self.loop.run_in_executor(None, tap.configure, network.mtu, own.addresses)
-        except Exception:
-            tap.close()
-            raise
-        self.taps[network.id] = tap
-        network_id = network.id
-        tap.start_reading(lambda packet: self._on_tap_packet(network_id, packet))
-        log.info(
-            "network %s (%s): device %s, mtu %d, addresses %s",
-            network.id, network.name, tap.name, network.mtu,
-            ", ".join(str(a) for a in own.addresses) or "none",
-        )  # fmt: skip
-        return True
 
     def _log_binder_state(self) -> None:
         state = self.binder.state()
@@ -126,17 +129,137 @@ class Service:
     async def stop(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        if self.api is not None:
+            await self.api.cleanup()
+        for task in list(self._background):
+            task.cancel()
         await self.binder.stop()
+        for tap in self.taps.values():
+            tap.close()  # non-persistent: the kernel removes the device and its routes
+        self.taps.clear()
+        if self.controller is not None:
+            self.controller.store.close()
         log.info(
             "datagrams received %d: accepted %d, dropped %s; packets dropped %s",
             self.binder.counters["datagrams_received"], self.core.accepted,
             json.dumps(dict(sorted(self.core.drops.items()))),
             json.dumps(dict(sorted(self.core.packet_drops.items()))),
         )  # fmt: skip
-        for tap in self.taps.values():
-            tap.close()  # non-persistent: the kernel removes the device and its routes
-        self.taps.clear()
         log.info("oneservice stopped")
+
+    # --- networks ----------------------------------------------------------------------------
+
+    async def apply_networks(self) -> None:
+        """Make taps and the core match the active networks (serialized: configs can arrive
+        while a tap is being configured)."""
+        async with self._apply_lock:
+            wanted = {n.id: n for n in self.active_networks() if n.member(self.identity.address)}
+            for network_id in list(self.taps):
+                config = wanted.get(network_id)
+                previous = self._tap_configs.get(network_id)
+                if config is None or _device_settings(config, self) != _device_settings(
+                    previous, self
+                ):
+                    self.taps.pop(network_id).close()
+                    self._tap_configs.pop(network_id, None)
+                    log.info("network %s: device removed", network_id)
+            for network_id, config in wanted.items():
+                if network_id not in self.taps:
+                    await self._open_tap(config)
+                self._tap_configs[network_id] = config
+            self.core.set_networks(list(wanted.values()), self.loop.time())
+            self.binder.set_policy(self._bind_policy())
+            self._schedule_flush()
+
+    def _schedule_apply(self) -> None:
+        task = self.loop.create_task(self.apply_networks())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _open_tap(self, network: NetworkConfig) -> None:
+        from .tap.linux import TunDevice
+
+        own = network.member(self.identity.address)
+        assert own is not None
+        tap = TunDevice(tap_name(network.id))
+        try:
+            await self.loop.run_in_executor(None, tap.configure, network.mtu, own.addresses)
+        except Exception:
+            tap.close()
+            raise
+        self.taps[network.id] = tap
+        network_id = network.id
+        tap.start_reading(lambda packet: self._on_tap_packet(network_id, packet))
+        log.info(
+            "network %s (%s): device %s, mtu %d, addresses %s",
+            network.id, network.name, tap.name, network.mtu,
+            ", ".join(str(a) for a in own.addresses) or "none",
+        )  # fmt: skip
+
+    def join(self, network_id: str) -> None:
+        joined = self.memberships.join(network_id)
+        joined.last_request = float("-inf")
+        self._request_configs()
+
+    async def leave(self, network_id: str) -> bool:
+        left = self.memberships.leave(network_id)
+        if left:
+            await self.apply_networks()
+        return left
+
+    def push_config(self, network_id: str, also: list[str] | tuple = ()) -> None:
+        """After an admin change: every member that asked recently gets its answer now (and
+        ``also`` those just removed, so they learn they are out)."""
+        if self.controller is None:
+            return
+        online = self.controller.online_members(network_id, time.time())
+        for address in dict.fromkeys([*online, *also]):
+            message = self.controller.message_for(network_id, address)
+            self._deliver_control(address, message)
+        self._schedule_flush()
+
+    def _request_configs(self) -> None:
+        now = self.loop.time()
+        for joined in self.memberships.requests_due(now):
+            revision = joined.config.revision if joined.config else -1
+            message = {"t": "ncr", "n": joined.id, "r": revision}
+            self._deliver_control(controller_address(joined.id), message)
+        self._schedule_flush()
+
+    def _deliver_control(self, address: str, message: dict) -> None:
+        if address == self.identity.address:
+            self._on_control(address, message, self.identity.public())
+        else:
+            self.core.send_control(address, message, self.loop.time())
+
+    def _own_endpoints(self) -> list[str]:
+        return [f"{b['address']}/{b['port']}" for b in self.binder.state()["bound"]]
+
+    def _on_control(self, address: str, message: dict, sender: Identity) -> None:
+        kind = message.get("t")
+        network_id = message.get("n")
+        if not isinstance(network_id, str):
+            return
+        if kind == "ncr":
+            if self.controller is None or not self.controller.owns(network_id):
+                reply = {"t": "nc", "n": network_id, "err": STATUS_NOT_FOUND}
+            else:
+                endpoints = (
+                    self._own_endpoints() if address == self.identity.address
+                    else self.core.peer_endpoints(address, self.loop.time())
+                )  # fmt: skip
+                reply = self.controller.handle_request(network_id, sender, endpoints, time.time())
+            self._deliver_control(address, reply)
+        elif kind == "nc":
+            changed = self.memberships.on_config_message(message, sender)
+            joined = self.memberships.networks.get(network_id)
+            if joined is not None and joined.last_rejection:
+                log.warning("network %s: config rejected: %s", network_id, joined.last_rejection)
+                joined.last_rejection = ""
+            if changed is not None:
+                log.info("network %s: %s, revision %s", network_id, changed.status,
+                         changed.config.revision if changed.config else "-")  # fmt: skip
+                self._schedule_apply()
 
     # --- moving bytes and time -------------------------------------------------------------------
 
@@ -177,7 +300,11 @@ class Service:
             if tap is not None:
                 tap.write(packet)
         while (event := self.core.next_event()) is not None:
-            if isinstance(event, PeerConnected):
+            if isinstance(event, ControlReceived):
+                peer = self.core.peers.get(event.address)
+                if peer is not None:
+                    self._on_control(event.address, event.message, peer.identity)
+            elif isinstance(event, PeerConnected):
                 log.info("peer %s: session established", event.address)
             elif isinstance(event, PathChanged):
                 where = (
@@ -185,11 +312,22 @@ class Service:
                     if event.endpoint else "no working path"
                 )  # fmt: skip
                 log.info("peer %s: now via %s", event.address, where)
+        if self.core.datagrams_pending():
+            self._schedule_flush()  # control handling above queued more
 
     def _on_timer(self) -> None:
         self.core.handle_timer(self.loop.time())
+        self._request_configs()
         self._flush()
         self._timer = self.loop.call_at(self.core.next_timer(), self._on_timer)
+
+
+def _device_settings(config: NetworkConfig | None, service: Service) -> tuple | None:
+    """What a tap is made of: when these change, the device is rebuilt."""
+    if config is None:
+        return None
+    own = config.member(service.identity.address)
+    return (config.mtu, own.addresses if own else ())
 
 
 async def run_until_signalled(home: Path, settings: Settings) -> None:

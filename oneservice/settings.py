@@ -32,6 +32,8 @@ class Settings:
     interface_prefix_blacklist: tuple[str, ...] = ()
     # Interface names bound even if the classification calls them virtual.
     interface_allowlist: tuple[str, ...] = ()
+    # Roots: (public identity text, ("ip/port", ...)) pairs, checked when loaded.
+    roots: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 def default_home() -> Path:
@@ -73,7 +75,7 @@ def load_local_conf(home: Path) -> Settings:
     return parse_local_conf(document, source=str(path))
 
 
-_TOP_LEVEL_KEYS = {"settings"}
+_TOP_LEVEL_KEYS = {"settings", "roots"}
 _SETTINGS_KEYS = {"primaryPort", "interfacePrefixBlacklist", "interfaceAllowlist"}
 
 
@@ -89,7 +91,9 @@ def parse_local_conf(document: Any, source: str = LOCAL_CONF_NAME) -> Settings:
 
     port = raw.get("primaryPort", DEFAULT_PRIMARY_PORT)
     validate_port(port, f"{source}: settings.primaryPort")
+    roots = _roots(document.get("roots", []), f"{source}: roots")
     return Settings(
+        roots=roots,
         primary_port=port,
         interface_prefix_blacklist=_name_list(
             raw.get("interfacePrefixBlacklist", []), f"{source}: settings.interfacePrefixBlacklist"
@@ -134,3 +138,28 @@ def _json_type(value: Any) -> str:
     return {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}.get(
         type(value), type(value).__name__
     )
+
+
+def _roots(value: Any, what: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """[{"identity": "<public identity>", "endpoints": ["ip/port", ...]}], each checked."""
+    from .identity import Identity, IdentityError
+    from .network.config import NetworkConfigError, parse_endpoint
+
+    if not isinstance(value, list):
+        raise SettingsError(f"{what} must be a list of {{identity, endpoints}} objects")
+    roots = []
+    for n, item in enumerate(value):
+        where = f"{what}[{n}]"
+        if not isinstance(item, dict) or set(item) - {"identity", "endpoints"}:
+            raise SettingsError(f'{where} must be {{"identity": ..., "endpoints": [...]}}')
+        try:
+            identity = Identity.parse(item.get("identity", "")).public()
+            endpoints = item.get("endpoints", [])
+            if not isinstance(endpoints, list) or not endpoints:
+                raise SettingsError(f'{where}: "endpoints" must list at least one "ip/port"')
+            for endpoint in endpoints:
+                parse_endpoint(endpoint, where)
+        except (IdentityError, NetworkConfigError, AttributeError) as exc:
+            raise SettingsError(f"{where}: {exc}") from None
+        roots.append((identity.public_text(), tuple(endpoints)))
+    return tuple(roots)

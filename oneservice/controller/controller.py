@@ -115,7 +115,7 @@ class Controller:
         document = _validated_member(document, changes, network)
         if document["authorized"] and not document["ipAssignments"]:
             document["ipAssignments"] = self._assign(network_id, network)
-        self.store.put_member(network_id, address, identity, document, 0.0)
+        self.store.put_member(network_id, address, identity, document, None)
         self._bump(network_id)
         return self.member(network_id, address)
 
@@ -158,6 +158,15 @@ class Controller:
             return {"t": "nc", "n": network_id, "err": STATUS_ACCESS_DENIED}
         return self.config_message(network_id)
 
+    def message_for(self, network_id: str, address: str) -> dict:
+        """What a member gets pushed after a change: its config, or why not."""
+        found = self.store.get_member(network_id, address)
+        if self.store.get_network(network_id) is None:
+            return {"t": "nc", "n": network_id, "err": STATUS_NOT_FOUND}
+        if found is None or not found[1].get("authorized"):
+            return {"t": "nc", "n": network_id, "err": STATUS_ACCESS_DENIED}
+        return self.config_message(network_id)
+
     def config_message(self, network_id: str) -> dict:
         return sign_config(self.identity, self.config_document(network_id))
 
@@ -185,6 +194,8 @@ class Controller:
         return network_document(parse_network(document, f"network {network_id}"))
 
     def online_members(self, network_id: str, now: float) -> list[str]:
+        if self.store.get_network(network_id) is None:
+            return []
         return [
             address
             for address, identity, _, last_seen in self.store.members(network_id)

@@ -34,7 +34,12 @@ class ControllerStore(Protocol):
     def delete_network(self, network_id: str) -> None: ...
     def get_member(self, network_id: str, address: str) -> tuple[str, dict] | None: ...
     def put_member(
-        self, network_id: str, address: str, identity: str, document: dict, last_seen: float
+        self,
+        network_id: str,
+        address: str,
+        identity: str,
+        document: dict,
+        last_seen: float | None,
     ) -> None: ...
     def delete_member(self, network_id: str, address: str) -> None: ...
     def members(self, network_id: str) -> list[tuple[str, str, dict, float]]: ...
@@ -104,10 +109,19 @@ class SQLiteStore:
         return (row[0], json.loads(row[1])) if row else None
 
     def put_member(
-        self, network_id: str, address: str, identity: str, document: dict, last_seen: float
+        self,
+        network_id: str,
+        address: str,
+        identity: str,
+        document: dict,
+        last_seen: float | None,
     ) -> None:
+        """Insert or update; ``last_seen`` None keeps what was recorded (admin changes)."""
         self._db.execute(
-            "INSERT OR REPLACE INTO members VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO members VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (network_id, address) DO UPDATE SET identity=excluded.identity,"
+            " document=excluded.document, authorized=excluded.authorized,"
+            " last_seen=COALESCE(excluded.last_seen, members.last_seen)",
             (network_id, address, identity, json.dumps(document),
              int(bool(document.get("authorized"))), last_seen),
         )  # fmt: skip

@@ -24,7 +24,7 @@ from ..identity import Identity, IdentityError, derive_address
 from ..network.config import NetworkConfig, NetworkConfigError, parse_endpoint
 from . import wire
 from .noise import HandshakeError, Initiator, Responder
-from .paths import Endpoint, Path, choose_path
+from .paths import IDLE_PATH_ALIVE_S, PATH_ALIVE_S, Endpoint, Path, choose_path
 from .session import Session
 
 # Handshakes: retried quickly (a lost initiation should not cost a user seconds), abandoned
@@ -259,6 +259,14 @@ class NodeCore:
         out, self._packets = self._packets, []
         return out
 
+    def datagrams_pending(self) -> bool:
+        return bool(self._datagrams or self._packets or self._events)
+
+    def peer_endpoints(self, address: str, now: float) -> list[str]:
+        """Where a peer is reachable as we see it ("ip/port"), for its controller's config."""
+        peer = self.peers.get(address)
+        return self._endpoints_of(peer, now) if peer is not None else []
+
     def next_event(self) -> NodeEvent | None:
         return self._events.popleft() if self._events else None
 
@@ -439,7 +447,10 @@ class NodeCore:
                            now)  # fmt: skip
 
     def _endpoints_of(self, peer: Peer, now: float) -> list[str]:
-        return [f"{p.endpoint[0]}/{p.endpoint[1]}" for p in peer.paths.values() if p.alive(now)]
+        window = self._window(peer, now)
+        return [
+            f"{p.endpoint[0]}/{p.endpoint[1]}" for p in peer.paths.values() if p.alive(now, window)
+        ]
 
     def _answer_whois(self, asker: Peer, message: dict, now: float) -> None:
         address = message.get("a")
@@ -642,7 +653,7 @@ class NodeCore:
             peer.paths[(socket_id, endpoint)] = path
         path.last_received = now
         peer.last_heard = now
-        if peer.preferred is None or not peer.preferred.alive(now):
+        if peer.preferred is None or not peer.preferred.alive(now, self._window(peer, now)):
             self._reselect(peer, now)
         return path
 
@@ -734,7 +745,7 @@ class NodeCore:
         datagram = wire.handshake_init(peer.handshake_index, message)
         # On the working path if there is one (a rekey); on every path otherwise: the answer
         # tells which paths work.
-        if peer.preferred is not None and peer.preferred.alive(now):
+        if peer.preferred is not None and peer.preferred.alive(now, self._window(peer, now)):
             self._emit(peer.preferred, datagram, now)
         else:
             for path in peer.paths.values():
@@ -762,14 +773,21 @@ class NodeCore:
         self._events.append(PathChanged(peer.address, path.socket_id, path.endpoint))
         self._probe(peer, now)
 
+    def _window(self, peer: Peer, now: float) -> float:
+        """How long a silent path counts as alive: short while probing every second."""
+        active = now - peer.last_traffic < ACTIVE_WINDOW_S
+        return PATH_ALIVE_S if active else IDLE_PATH_ALIVE_S
+
     def _mark_traffic(self, peer: Peer, now: float) -> None:
-        if now - peer.last_traffic >= ACTIVE_WINDOW_S:
-            # Waking from idle: start fast probing now, not at the next idle probe.
-            peer.next_probe = min(peer.next_probe, now + ACTIVE_PROBE_INTERVAL_S)
+        waking = now - peer.last_traffic >= ACTIVE_WINDOW_S
         peer.last_traffic = now
+        if waking and peer.current is not None:
+            # Paths were checked every 20 s while idle; traffic wants them proven now.
+            peer.next_probe = now + ACTIVE_PROBE_INTERVAL_S
+            self._probe(peer, now)
 
     def _reselect(self, peer: Peer, now: float) -> None:
-        chosen = choose_path(peer.paths.values(), peer.preferred, now)
+        chosen = choose_path(peer.paths.values(), peer.preferred, now, self._window(peer, now))
         if chosen is not peer.preferred:
             peer.preferred = chosen
             self._events.append(PathChanged(
@@ -823,7 +841,11 @@ class NodeCore:
                 del peer.paths[key]
                 if peer.preferred is path:
                     peer.preferred = None
-        if peer.preferred is None or not peer.preferred.alive(now) or peer.current is None:
+        if (
+            peer.preferred is None
+            or not peer.preferred.alive(now, self._window(peer, now))
+            or peer.current is None
+        ):
             self._reselect(peer, now)
         if peer.current is not None and now >= peer.next_probe:
             active = now - peer.last_traffic < ACTIVE_WINDOW_S
@@ -856,7 +878,7 @@ class NodeCore:
                     {
                         "socket": path.socket_id,
                         "address": f"{path.endpoint[0]}/{path.endpoint[1]}",
-                        "alive": path.alive(now),
+                        "alive": path.alive(now, self._window(peer, now)),
                         "preferred": path is peer.preferred,
                         "rtt_ms": None if path.rtt is None else round(path.rtt * 1000, 2),
                         "lastReceiveAgo": None

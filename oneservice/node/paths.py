@@ -11,6 +11,8 @@ Endpoint = tuple[str, int]
 # every ACTIVE_PROBE_INTERVAL_S on every path of a peer with traffic, so a working path is
 # never close to this, and a silently dead one is dropped in ~3 s. (ZeroTier: 19 s.)
 PATH_ALIVE_S = 3.0
+# An idle peer is probed every 20 s; its paths stay alive across two missed probes.
+IDLE_PATH_ALIVE_S = 50.0
 # A probe unanswered this long (or 4 RTTs, if longer), with nothing else heard since it left,
 # means the path is gone now: do not wait for PATH_ALIVE_S, and never switch back to it.
 PROBE_TIMEOUT_S = 0.5
@@ -34,8 +36,8 @@ class Path:
         self.probe_id = 0
         self.probe_sent = -math.inf
 
-    def alive(self, now: float) -> bool:
-        if now - self.last_received > PATH_ALIVE_S:
+    def alive(self, now: float, window: float = PATH_ALIVE_S) -> bool:
+        if now - self.last_received > window:
             return False
         if self.probe_sent > self.last_received:
             timeout = max(PROBE_TIMEOUT_S, PROBE_TIMEOUT_RTTS * (self.rtt or 0.0))
@@ -53,9 +55,11 @@ class Path:
         return f"Path(socket {self.socket_id} -> {self.endpoint[0]}/{self.endpoint[1]})"
 
 
-def choose_path(paths: Iterable[Path], current: Path | None, now: float) -> Path | None:
+def choose_path(
+    paths: Iterable[Path], current: Path | None, now: float, window: float = PATH_ALIVE_S
+) -> Path | None:
     """The alive path with the lowest RTT; the current one stays unless clearly beaten."""
-    alive = [p for p in paths if p.alive(now)]
+    alive = [p for p in paths if p.alive(now, window)]
     if not alive:
         return None
     # Never switch to a path whose latest probe is unanswered: right after a peer moves, its

@@ -63,3 +63,25 @@ class Node:
         wait_until(lambda: any("oneservice stopped" in l for l in self.log) or code != 0,  # noqa: E741
                    timeout=5, what="the stop message")  # fmt: skip
         return code
+
+
+def write_local_conf(home: Path, document: dict) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "local.conf").write_text(json.dumps(document))
+
+
+def api(host: Host, home: Path, method: str, path: str, body: dict | None = None,
+        token: str | None = None, port: int = 9993) -> tuple[int, object]:  # fmt: skip
+    """Call a node's local API from inside its namespace with curl; (status, JSON body)."""
+    if token is None:
+        token = (home / "authtoken.secret").read_text().strip()
+    argv = ["curl", "-s", "-X", method, "-H", f"X-ZT1-Auth: {token}", "-w", "\n%{http_code}"]
+    if body is not None:
+        argv += ["-H", "Content-Type: application/json", "-d", json.dumps(body)]
+    result = host.run(*argv, f"http://127.0.0.1:{port}{path}")
+    text, _, status = result.stdout.rpartition("\n")
+    try:
+        payload = json.loads(text) if text else None
+    except json.JSONDecodeError:
+        payload = text
+    return int(status), payload

@@ -22,7 +22,9 @@ def test_full_settings(tmp_path):
     ("document", "message"),
     [
         ([], "must be a JSON object, got list"),
-        ({"setings": {}}, "unknown key setings; known keys: settings"),
+        ({"setings": {}}, "unknown key setings; known keys: roots, settings"),
+        ({"roots": [{"identity": "x", "endpoints": ["192.0.2.1/9993"]}]}, r"roots\[0\]: identity"),
+        ({"roots": [{"identity": "x"}]}, "roots"),
         ({"settings": {"primaryport": 1}}, "unknown key settings.primaryport"),
         ({"settings": {"primaryPort": 70000}}, "settings.primaryPort must be 0-65535"),
         ({"settings": {"primaryPort": True}}, "settings.primaryPort must be 0-65535"),

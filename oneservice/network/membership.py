@@ -1,0 +1,138 @@
+"""Networks this node joined through a controller: their status and their last good config.
+
+Each joined network has a file `networks.d/<network id>.conf` (JSON) holding the controller's
+public identity and the last signed config it sent, so the node restarts into its networks
+without the controller, and re-checks the signature on load. Deleting the file is leaving.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..identity import Identity, IdentityError
+from .config import NETWORKS_DIR, NetworkConfig, NetworkConfigError, is_network_id
+from .signed import ERROR_STATUSES, controller_address, verify_config
+
+STATUS_REQUESTING = "REQUESTING_CONFIGURATION"
+STATUS_OK = "OK"
+# Ask again this often once configured (pushes bring changes at once; this catches the rest),
+# and this often while waiting for a first answer.
+CONFIG_REFRESH_S = 30.0
+CONFIG_RETRY_S = 2.0
+
+
+@dataclass
+class JoinedNetwork:
+    id: str
+    status: str = STATUS_REQUESTING
+    config: NetworkConfig | None = None
+    controller: Identity | None = None
+    last_request: float = -math.inf
+    rejected_configs: int = 0
+    last_rejection: str = ""
+
+
+class Memberships:
+    def __init__(self, home: Path) -> None:
+        self.directory = home / NETWORKS_DIR
+        self.networks: dict[str, JoinedNetwork] = {}
+
+    def load(self) -> list[str]:
+        """Read every joined network; returns warnings (a damaged saved config is set aside as
+        unconfigured, never deleted: the controller will send a fresh one)."""
+        warnings = []
+        if not self.directory.is_dir():
+            return warnings
+        for path in sorted(self.directory.glob("*.conf")):
+            network_id = path.stem
+            if not is_network_id(network_id):
+                warnings.append(f"{path}: not named <16 hex digit network id>.conf; ignored")
+                continue
+            joined = JoinedNetwork(network_id)
+            try:
+                saved = json.loads(path.read_text(encoding="utf-8") or "{}")
+                if saved.get("controller"):
+                    joined.controller = Identity.parse(saved["controller"]).public()
+                if saved.get("config"):
+                    message = {"c": base64.b64decode(saved["config"]),
+                               "s": base64.b64decode(saved["signature"])}  # fmt: skip
+                    joined.config = verify_config(message, joined.controller, network_id)
+                    joined.status = STATUS_OK
+            except (OSError, ValueError, KeyError, TypeError, IdentityError,
+                    NetworkConfigError) as exc:  # fmt: skip
+                warnings.append(f"{path}: saved config unusable ({exc}); asking the controller")
+                joined.config, joined.status = None, STATUS_REQUESTING
+            self.networks[network_id] = joined
+        return warnings
+
+    def join(self, network_id: str) -> JoinedNetwork:
+        joined = self.networks.get(network_id)
+        if joined is None:
+            joined = self.networks[network_id] = JoinedNetwork(network_id)
+            self._save(joined, None)
+        return joined
+
+    def leave(self, network_id: str) -> bool:
+        if self.networks.pop(network_id, None) is None:
+            return False
+        path = self.directory / f"{network_id}.conf"
+        path.unlink(missing_ok=True)
+        return True
+
+    def requests_due(self, now: float) -> list[JoinedNetwork]:
+        due = []
+        for joined in self.networks.values():
+            interval = CONFIG_REFRESH_S if joined.status == STATUS_OK else CONFIG_RETRY_S
+            if now - joined.last_request >= interval:
+                joined.last_request = now
+                due.append(joined)
+        return due
+
+    def on_config_message(self, message: dict, sender: Identity) -> JoinedNetwork | None:
+        """Apply an "nc" message; returns the network if its usable config changed."""
+        network_id = message.get("n")
+        joined = self.networks.get(network_id) if isinstance(network_id, str) else None
+        if joined is None or sender.address != controller_address(joined.id):
+            return None  # not joined, or not from that network's controller: ignored
+        error = message.get("err")
+        if error in ERROR_STATUSES:
+            had_config = joined.config is not None
+            joined.status, joined.config, joined.controller = error, None, sender
+            if had_config:
+                self._save(joined, None)
+            return joined if had_config else None
+        try:
+            config = verify_config(message, sender, joined.id)
+        except NetworkConfigError as exc:
+            joined.rejected_configs += 1
+            joined.last_rejection = str(exc)
+            return None
+        if joined.config is not None and config.revision < joined.config.revision:
+            joined.rejected_configs += 1
+            joined.last_rejection = (
+                f"stale revision {config.revision} (have {joined.config.revision})"
+            )
+            return None
+        changed = joined.config != config
+        joined.status, joined.config, joined.controller = STATUS_OK, config, sender
+        if changed:
+            self._save(joined, message)
+        return joined if changed else None
+
+    def _save(self, joined: JoinedNetwork, message: dict | None) -> None:
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        document = {"id": joined.id}
+        if joined.controller is not None:
+            document["controller"] = joined.controller.public_text()
+        if message is not None:
+            document["config"] = base64.b64encode(message["c"]).decode()
+            document["signature"] = base64.b64encode(message["s"]).decode()
+        path = self.directory / f"{joined.id}.conf"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(document, indent=1), encoding="utf-8")
+        os.replace(tmp, path)

@@ -1,0 +1,127 @@
+"""Controller and roots in namespaces: join by network id, authorization, restarts."""
+
+from __future__ import annotations
+
+import pytest
+
+from oneservice.identity import Identity
+from tests.integration.nodes import Node, api, write_home, write_local_conf
+from tests.testbed import Host, Testbed, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+class Lab:
+    """ctrl (controller + root) 192.0.2.10, gw 198.51.100.10, client 203.0.113.10, all behind
+    one router; gw and client know only the root."""
+
+    def __init__(self, bed: Testbed, tmp_path) -> None:
+        self.bed = bed
+        self.router = bed.host("router", forwarding=True)
+        self.hosts: dict[str, Host] = {}
+        self.homes = {}
+        self.identities = {name: Identity.generate() for name in ("ctrl", "gw", "client")}
+        for name, net in (("ctrl", "192.0.2"), ("gw", "198.51.100"), ("client", "203.0.113")):
+            host = self.hosts[name] = bed.host(name)
+            bed.link(host, "eth0", self.router, f"r-{name}", [f"{net}.10/24"], [f"{net}.1/24"])
+            host.ip("route", "add", "default", "via", f"{net}.1")
+            home = self.homes[name] = write_home(tmp_path / name, self.identities[name], [])
+            if name != "ctrl":
+                write_local_conf(home, {"roots": [{
+                    "identity": self.identities["ctrl"].public_text(),
+                    "endpoints": ["192.0.2.10/9993"],
+                }]})  # fmt: skip
+        self.nodes = {name: self.start(name) for name in ("ctrl", "gw", "client")}
+
+    def start(self, name: str) -> Node:
+        node = Node(self.hosts[name], self.homes[name])
+        node.wait_log("oneservice started")
+        return node
+
+    def api(self, name: str, method: str, path: str, body: dict | None = None):
+        return api(self.hosts[name], self.homes[name], method, path, body)
+
+    def status(self, name: str, network_id: str) -> str:
+        code, body = self.api(name, "GET", f"/network/{network_id}")
+        return body["status"] if code == 200 else f"HTTP {code}"
+
+    def wait_status(self, name: str, network_id: str, wanted: str, timeout: float = 15) -> None:
+        wait_until(lambda: self.status(name, network_id) == wanted, timeout,
+                   interval=0.2, what=f"{name} to reach {wanted}")  # fmt: skip
+
+    def ping(self, name: str, target: str) -> bool:
+        result = self.hosts[name].run("ping", "-c", "2", "-i", "0.2", "-W", "1", target,
+                                      check=False)  # fmt: skip
+        return result.returncode == 0
+
+
+def create_network(lab: Lab) -> str:
+    ctrl = lab.identities["ctrl"].address
+    code, network = lab.api("ctrl", "POST", f"/controller/network/{ctrl}______", {
+        "name": "lab", "routes": [{"target": "10.147.17.0/24"}],
+        "ipAssignmentPools": [{"ipRangeStart": "10.147.17.10", "ipRangeEnd": "10.147.17.200"}],
+    })  # fmt: skip
+    assert code == 200, network
+    return network["id"]
+
+
+def authorize(lab: Lab, network_id: str, name: str, authorized: bool = True) -> None:
+    address = lab.identities[name].address
+    code, body = lab.api("ctrl", "POST", f"/controller/network/{network_id}/member/{address}",
+                         {"authorized": authorized})  # fmt: skip
+    assert code == 200, body
+
+
+def test_join_by_network_id_authorize_restart_and_deauthorize(testbed, tmp_path):
+    lab = Lab(testbed, tmp_path)
+    network_id = create_network(lab)
+    for name in ("gw", "client"):
+        code, body = lab.api(name, "POST", f"/network/{network_id}", {})
+        assert code == 200 and body["status"] == "REQUESTING_CONFIGURATION", body
+    lab.wait_status("client", network_id, "ACCESS_DENIED")
+    code, members = lab.api("ctrl", "GET", f"/controller/network/{network_id}/member")
+    assert {m["address"] for m in members} == {lab.identities[n].address for n in ("gw", "client")}
+    assert not any(m["authorized"] for m in members)
+
+    for name in ("gw", "client"):
+        authorize(lab, network_id, name)
+    lab.wait_status("client", network_id, "OK")
+    lab.wait_status("gw", network_id, "OK")
+    _, gw_network = lab.api("gw", "GET", f"/network/{network_id}")
+    _, client_network = lab.api("client", "GET", f"/network/{network_id}")
+    gw_ip = gw_network["assignedAddresses"][0].split("/")[0]
+    client_ip = client_network["assignedAddresses"][0].split("/")[0]
+    assert gw_ip.startswith("10.147.17.") and client_ip.startswith("10.147.17.")
+    wait_until(lambda: lab.ping("client", gw_ip), timeout=10, what="client -> gw ping")
+
+    # The controller goes away: members keep working from what they have.
+    assert lab.nodes["ctrl"].stop() == 0
+    assert lab.ping("client", gw_ip)
+    # Members restart without it too: the saved, signed config is enough.
+    assert lab.nodes["client"].stop() == 0
+    lab.nodes["client"] = lab.start("client")
+    assert lab.status("client", network_id) == "OK"
+    wait_until(lambda: lab.ping("client", gw_ip), timeout=10, what="ping after client restart")
+    # The controller comes back with its networks.
+    lab.nodes["ctrl"] = lab.start("ctrl")
+    code, network = lab.api("ctrl", "GET", f"/controller/network/{network_id}")
+    assert code == 200 and network["name"] == "lab"
+
+    # Deauthorized: the client is told, and the gateway stops talking to it.
+    client = lab.identities["client"].address
+    wait_until(lambda: (lab.api("ctrl", "GET", f"/peer/{client}")[1] or {}).get("connected"),
+               timeout=20, interval=0.3, what="the client back in touch with the controller")
+    authorize(lab, network_id, "client", authorized=False)
+    lab.wait_status("client", network_id, "ACCESS_DENIED")
+    wait_until(lambda: not lab.ping("gw", client_ip), timeout=15, what="gw to drop the client")
+
+
+def test_corrupt_controller_database_stops_the_node_untouched(testbed, tmp_path):
+    host = testbed.host("solo")
+    home = write_home(tmp_path / "solo", Identity.generate(), [])
+    (home / "controller.db").write_bytes(b"garbage" * 50)
+    node = Node(host, home)
+    assert node.process.wait(timeout=15) != 0
+    wait_until(lambda: any("controller.db" in line for line in node.log), what="the error")
+    assert any("left untouched" in line for line in node.log)
+    assert (home / "controller.db").read_bytes() == b"garbage" * 50
