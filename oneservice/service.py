@@ -54,7 +54,9 @@ class Service:
             self.controller = Controller(self.identity, SQLiteStore(home / CONTROLLER_DB))
         self.loop = asyncio.get_running_loop()
         self.started_at = time.time()
-        self.core = NodeCore(self.identity, now=self.loop.time(), wall_time=time.time())
+        self.core = NodeCore(
+            self.identity, now=self.loop.time(), wall_time=time.time(), relay=settings.relay
+        )
         self.taps: dict = {}
         self._tap_configs: dict[str, NetworkConfig] = {}
         self.binder = Binder(

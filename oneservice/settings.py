@@ -32,6 +32,8 @@ class Settings:
     interface_prefix_blacklist: tuple[str, ...] = ()
     # Interface names bound even if the classification calls them virtual.
     interface_allowlist: tuple[str, ...] = ()
+    # Relay datagrams between nodes that cannot reach each other directly (roots do).
+    relay: bool = False
     # Roots: (public identity text, ("ip/port", ...)) pairs, checked when loaded.
     roots: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
@@ -76,7 +78,7 @@ def load_local_conf(home: Path) -> Settings:
 
 
 _TOP_LEVEL_KEYS = {"settings", "roots"}
-_SETTINGS_KEYS = {"primaryPort", "interfacePrefixBlacklist", "interfaceAllowlist"}
+_SETTINGS_KEYS = {"primaryPort", "interfacePrefixBlacklist", "interfaceAllowlist", "relay"}
 
 
 def parse_local_conf(document: Any, source: str = LOCAL_CONF_NAME) -> Settings:
@@ -92,8 +94,12 @@ def parse_local_conf(document: Any, source: str = LOCAL_CONF_NAME) -> Settings:
     port = raw.get("primaryPort", DEFAULT_PRIMARY_PORT)
     validate_port(port, f"{source}: settings.primaryPort")
     roots = _roots(document.get("roots", []), f"{source}: roots")
+    relay = raw.get("relay", False)
+    if not isinstance(relay, bool):
+        raise SettingsError(f"{source}: settings.relay must be true or false, got {relay!r}")
     return Settings(
         roots=roots,
+        relay=relay,
         primary_port=port,
         interface_prefix_blacklist=_name_list(
             raw.get("interfacePrefixBlacklist", []), f"{source}: settings.interfacePrefixBlacklist"

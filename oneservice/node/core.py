@@ -24,7 +24,7 @@ from ..identity import Identity, IdentityError, derive_address
 from ..network.config import NetworkConfig, NetworkConfigError, parse_endpoint
 from . import wire
 from .noise import HandshakeError, Initiator, Responder
-from .paths import IDLE_PATH_ALIVE_S, PATH_ALIVE_S, Endpoint, Path, choose_path
+from .paths import IDLE_PATH_ALIVE_S, PATH_ALIVE_S, RELAY_SOCKET, Endpoint, Path, choose_path
 from .session import Session
 
 # Handshakes: retried quickly (a lost initiation should not cost a user seconds), abandoned
@@ -64,6 +64,9 @@ MAX_PENDING_CONTROL = 64
 _INDEX = struct.Struct("<I")
 _RESPONSE_INDEXES = struct.Struct("<II")
 _DATA_FIELDS = struct.Struct("<IQ")
+_TRANSPORT_TYPES = frozenset(
+    {wire.TYPE_DATA, wire.TYPE_CONTROL, wire.TYPE_RELAY, wire.TYPE_RELAYED}
+)
 
 
 @dataclass(frozen=True)
@@ -147,8 +150,12 @@ class _TokenBucket:
 
 
 class NodeCore:
-    def __init__(self, identity: Identity, *, now: float, wall_time: float) -> None:
+    def __init__(
+        self, identity: Identity, *, now: float, wall_time: float, relay: bool = False
+    ) -> None:
         self.identity = identity
+        # Relay for others (roots do): forward their datagrams to peers we have sessions with.
+        self.relay = relay
         self._static = identity.x25519_private_key()
         # Initiation timestamps must grow across restarts: wall time, advanced by our clock.
         self._wall_offset = wall_time - now
@@ -303,6 +310,16 @@ class NodeCore:
             if peer.current is not None:
                 self._probe(peer, now)
 
+    def _add_relay_paths(self, peer: Peer) -> None:
+        """Every peer that is not a root can also be reached through each connected root."""
+        if peer.root:
+            return
+        for root in self.peers.values():
+            if root.root and root.current is not None:
+                key = (RELAY_SOCKET, (root.address, 0))
+                if key not in peer.paths:
+                    peer.paths[key] = Path(RELAY_SOCKET, (root.address, 0), to=peer.address)
+
     def _add_candidate_paths(self, peer: Peer) -> None:
         known = peer.hints | {path.endpoint for path in peer.paths.values()}
         for endpoint in known:
@@ -325,7 +342,7 @@ class NodeCore:
             self.drops["unsupported_version"] += 1
             return
         kind = data[1]
-        if kind == wire.TYPE_DATA or kind == wire.TYPE_CONTROL:
+        if kind in _TRANSPORT_TYPES:
             self._receive_transport(data, kind, socket_id, address, now)
         elif kind == wire.TYPE_HANDSHAKE_INIT:
             self._receive_initiation(data, socket_id, address, now)
@@ -358,13 +375,20 @@ class NodeCore:
         if not session.replay.mark(counter):
             self.drops["replayed"] += 1
             return
-        self.accepted += 1
         peer = session.peer
         session.last_received = now
         if not session.confirmed:
             self._confirm(peer, session, now)
         path = self._path_heard(peer, socket_id, address, now)
-        if kind == wire.TYPE_DATA:
+        if kind == wire.TYPE_RELAYED:
+            # Counted by what the datagram inside turns out to be, so that every datagram
+            # received is still accepted or dropped exactly once.
+            self._receive_relayed(peer, payload, now)
+            return
+        self.accepted += 1
+        if kind == wire.TYPE_RELAY:
+            self._forward(peer, payload, now)
+        elif kind == wire.TYPE_DATA:
             if payload:
                 self._mark_traffic(peer, now)
                 if path is not None and path is not peer.preferred:
@@ -372,6 +396,26 @@ class NodeCore:
                 self._deliver(peer, payload)
         else:
             self._receive_control(peer, payload, path, now)
+
+    def _forward(self, source: Peer, payload: bytes, now: float) -> None:
+        """As a root: pass a datagram on to the peer it is for (we cannot read it)."""
+        if not self.relay:
+            self.packet_drops["relay_refused"] += 1
+            return
+        destination = self.peers.get(payload[: wire.ADDRESS_LEN].hex())
+        if destination is None or destination.current is None or destination is source:
+            self.packet_drops["relay_no_destination"] += 1
+            return
+        source_address = bytes.fromhex(source.address)
+        self._send(destination, wire.TYPE_RELAYED, source_address + payload[wire.ADDRESS_LEN :],
+                   now)  # fmt: skip
+
+    def _receive_relayed(self, root: Peer, payload: bytes, now: float) -> None:
+        if not root.root or len(payload) < wire.ADDRESS_LEN:
+            self.drops["relayed_not_from_root"] += 1
+            return
+        # The inner datagram is handled as if it came over the path "via this root".
+        self.receive_datagram(payload[wire.ADDRESS_LEN :], RELAY_SOCKET, (root.address, 0), now)
 
     def _deliver(self, peer: Peer, packet: bytes) -> None:
         source_bytes = _address_bytes(packet, source=True)
@@ -643,6 +687,9 @@ class NodeCore:
         """An authenticated packet came over (socket, address): that path works."""
         endpoint = _endpoint(address)
         path = peer.paths.get((socket_id, endpoint))
+        if path is None and socket_id == RELAY_SOCKET:
+            path = Path(socket_id, endpoint, to=peer.address)
+            peer.paths[(socket_id, endpoint)] = path
         if path is None:
             if socket_id not in self.sockets or self._inside_virtual_network(endpoint):
                 # The datagram itself was fine (and counted as accepted); only the path is not
@@ -659,6 +706,8 @@ class NodeCore:
 
     def _inside_virtual_network(self, endpoint: Endpoint) -> bool:
         """No path may run through one of our own networks: it would tunnel the tunnel."""
+        if endpoint[1] == 0 and endpoint[0] in self.peers and self.peers[endpoint[0]].root:
+            return False  # a relay path: the root's own path was checked
         try:
             ip = ipaddress.ip_address(endpoint[0])
         except ValueError:
@@ -718,7 +767,15 @@ class NodeCore:
 
     def _emit(self, path: Path, datagram: bytes, now: float) -> None:
         path.last_sent = now
-        self._datagrams.append((path.socket_id, path.endpoint, datagram))
+        if path.via is None:
+            self._datagrams.append((path.socket_id, path.endpoint, datagram))
+            return
+        root = self.peers.get(path.via)
+        if root is None or root.current is None or root.preferred is None:
+            self.packet_drops["relay_unavailable"] += 1
+            return
+        destination = bytes.fromhex(path.to or "")
+        self._send_on(root, root.preferred, wire.TYPE_RELAY, destination + datagram, now)
 
     def _flush_queue(self, peer: Peer, now: float) -> None:
         if peer.current is None or peer.preferred is None:
@@ -821,6 +878,7 @@ class NodeCore:
                 return
             if peer.current is None and peer.handshake is None:
                 return  # it reached us once; it can reach us again
+        self._add_relay_paths(peer)
         if peer.handshake is not None or peer.current is None:
             # Keep trying to reach every member: quickly at first, then every few seconds,
             # dropping what waited for it (counted) once it is clearly unreachable.

@@ -6,6 +6,7 @@ import math
 from collections.abc import Iterable
 
 Endpoint = tuple[str, int]
+RELAY_SOCKET = -1
 
 # A path counts as alive this long after it last delivered an authenticated packet. Probes go
 # every ACTIVE_PROBE_INTERVAL_S on every path of a peer with traffic, so a working path is
@@ -24,9 +25,11 @@ RTT_SMOOTHING = 0.25
 
 class Path:
     __slots__ = ("endpoint", "last_received", "last_sent", "learned", "probe_id", "probe_sent",
-                 "rtt", "socket_id")  # fmt: skip
+                 "rtt", "socket_id", "to", "via")  # fmt: skip
 
-    def __init__(self, socket_id: int, endpoint: Endpoint, learned: bool = False) -> None:
+    def __init__(
+        self, socket_id: int, endpoint: Endpoint, learned: bool = False, to: str | None = None
+    ) -> None:
         self.socket_id = socket_id
         self.endpoint = endpoint
         self.learned = learned  # seen from the peer (roaming); hints come from the network
@@ -35,6 +38,10 @@ class Path:
         self.rtt: float | None = None
         self.probe_id = 0
         self.probe_sent = -math.inf
+        # Relay paths go through a root (its address here); socket and endpoint are then
+        # RELAY_SOCKET and (root address, 0).
+        self.via: str | None = endpoint[0] if socket_id == RELAY_SOCKET else None
+        self.to = to  # relay paths: the address of the peer at the far end
 
     def alive(self, now: float, window: float = PATH_ALIVE_S) -> bool:
         if now - self.last_received > window:
@@ -65,9 +72,13 @@ def choose_path(
     # Never switch to a path whose latest probe is unanswered: right after a peer moves, its
     # old path still looks alive (recently heard, good RTT) but is already dead.
     eligible = [p for p in alive if p is current or not p.probe_outstanding()] or alive
-    best = min(eligible, key=lambda p: (p.rtt if p.rtt is not None else math.inf,
+    # Direct paths first, whatever the relay's RTT: a relay costs the root's bandwidth.
+    best = min(eligible, key=lambda p: (p.via is not None,
+                                        p.rtt if p.rtt is not None else math.inf,
                                         -p.last_received))  # fmt: skip
     if current is not None and current in alive and current is not best:
+        if current.via is not None and best.via is None:
+            return best  # a direct path works again: leave the relay
         if best.rtt is None or current.rtt is None:
             return current
         if best.rtt > current.rtt * SWITCH_RTT_RATIO:

@@ -19,6 +19,9 @@ TYPE_HANDSHAKE_INIT = 1
 TYPE_HANDSHAKE_RESPONSE = 2
 TYPE_DATA = 3  # payload: one IP packet
 TYPE_CONTROL = 4  # payload: one msgpack control message
+TYPE_RELAY = 5  # to a root: payload = destination address (5 bytes) + a datagram for it
+TYPE_RELAYED = 6  # from a root: payload = source address (5 bytes) + a datagram from it
+ADDRESS_LEN = 5
 
 PROLOGUE = b"oneservice protocol 1"
 HANDSHAKE_INIT_HEADER = struct.Struct("<BBHI")

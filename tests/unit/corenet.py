@@ -35,14 +35,15 @@ class Sim:
         self.endpoints: dict[tuple[str, int], tuple[str, int]] = {}  # endpoint -> (node, sid)
         self.sockets: dict[tuple[str, int], tuple[str, int]] = {}  # (node, sid) -> endpoint
         self.dead: set[tuple[str, int]] = set()  # endpoints that neither send nor receive
+        self.blocked: set[frozenset] = set()  # endpoint pairs that cannot reach each other
         self.loss = loss
         self.random = random.Random(seed)
         self.in_flight: deque = deque()
         self.delivered: dict[str, list[tuple[str, bytes]]] = {}
         self.wire_log: list[tuple[str, tuple, bytes]] = []
 
-    def add_node(self, name: str, n: int) -> NodeCore:
-        core = NodeCore(identity(n), now=self.now, wall_time=1.7e9 + self.now)
+    def add_node(self, name: str, n: int, relay: bool = False) -> NodeCore:
+        core = NodeCore(identity(n), now=self.now, wall_time=1.7e9 + self.now, relay=relay)
         self.nodes[name] = core
         self.delivered[name] = []
         return core
@@ -63,6 +64,8 @@ class Sim:
             for socket_id, destination, data in core.datagrams_to_send():
                 source = self.sockets.get((name, socket_id))
                 if source is None or source in self.dead or destination in self.dead:
+                    continue
+                if frozenset((source, destination)) in self.blocked:
                     continue
                 if self.loss and self.random.random() < self.loss:
                     continue

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+from ipaddress import ip_interface
 
 from oneservice.identity import Identity
+from oneservice.network.config import Member, NetworkConfig
 from oneservice.node import core as core_module
 from oneservice.node.core import ControlReceived
 from oneservice.node.noise import Initiator
 from oneservice.node.wire import PROLOGUE, encode_timestamp, handshake_init
-from tests.unit.corenet import Sim, identity
+from tests.unit.corenet import Sim, identity, ipv4_packet
 
 
 def events(node) -> list:
@@ -90,3 +92,42 @@ def test_garbage_whois_and_introductions_are_counted():
     a._receive_introduction(root, {"t": "intro", "id": "junk", "e": ["1.2.3.4/5"]}, sim.now)
     a._receive_introduction(root, {"t": "intro", "id": os.urandom(3).hex()}, sim.now)
     assert a.packet_drops["introduction_invalid"] == 2
+
+
+def test_relay_through_the_root_while_the_direct_path_is_blocked():
+    sim = Sim()
+    sim.add_node("r", 3, relay=True)
+    a, b = sim.add_node("a", 1), sim.add_node("b", 2)
+    sim.add_socket("r", 1, ("203.0.113.1", 9993))
+    sim.add_socket("a", 1, ("198.51.100.1", 9993))
+    sim.add_socket("b", 1, ("192.0.2.2", 9993))
+    sim.blocked.add(frozenset({("198.51.100.1", 9993), ("192.0.2.2", 9993)}))
+    network = NetworkConfig("8056c2e21c000001", "test", (
+        Member(identity(1).public(), (ip_interface("10.1.0.1/24"),), (("198.51.100.1", 9993),)),
+        Member(identity(2).public(), (ip_interface("10.1.0.2/24"),), (("192.0.2.2", 9993),)),
+    ))  # fmt: skip
+    for node in (a, b):
+        node.set_roots([(identity(3).public(), [("203.0.113.1", 9993)])], sim.now)
+        node.set_networks([network], sim.now)
+    for _ in range(30):
+        a.send_packet(network.id, ipv4_packet("10.1.0.1", "10.1.0.2"), sim.now)
+        sim.run(0.1)
+    assert len(sim.delivered["b"]) >= 25, "traffic flows through the root"
+    assert a.peers[b.identity.address].preferred.via == identity(3).address
+    assert a.accepted + sum(a.drops.values()) > 0
+
+    sim.blocked.clear()  # the direct path opens: traffic leaves the relay by itself
+    for _ in range(40):
+        a.send_packet(network.id, ipv4_packet("10.1.0.1", "10.1.0.2"), sim.now)
+        sim.run(0.1)
+    assert a.peers[b.identity.address].preferred.via is None
+    assert b.peers[a.identity.address].preferred.via is None
+
+
+def test_nodes_that_are_not_roots_refuse_to_relay():
+    sim = rooted()  # r was created without relay=True
+    a, b, r = sim.nodes["a"], sim.nodes["b"], sim.nodes["r"]
+    root = a.peers[r.identity.address]
+    a._send_on(root, root.preferred, 5, bytes.fromhex(b.identity.address) + b"x" * 40, sim.now)
+    sim.step()
+    assert r.packet_drops["relay_refused"] == 1
