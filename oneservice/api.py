@@ -183,6 +183,8 @@ class Routes:
             ],
             "netconfRevision": config.revision if config else 0,
             "source": "file" if static else "controller",
+            "rejectedConfigs": joined.rejected_configs if joined else 0,
+            "lastRejection": joined.last_rejection if joined else "",
         }
 
     async def networks(self, request: web.Request) -> web.Response:

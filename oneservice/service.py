@@ -253,11 +253,11 @@ class Service:
                 reply = self.controller.handle_request(network_id, sender, endpoints, time.time())
             self._deliver_control(address, reply)
         elif kind == "nc":
-            changed = self.memberships.on_config_message(message, sender)
             joined = self.memberships.networks.get(network_id)
-            if joined is not None and joined.last_rejection:
+            rejected_before = joined.rejected_configs if joined else 0
+            changed = self.memberships.on_config_message(message, sender)
+            if joined is not None and joined.rejected_configs > rejected_before:
                 log.warning("network %s: config rejected: %s", network_id, joined.last_rejection)
-                joined.last_rejection = ""
             if changed is not None:
                 log.info("network %s: %s, revision %s", network_id, changed.status,
                          changed.config.revision if changed.config else "-")  # fmt: skip

@@ -97,8 +97,10 @@ class Memberships:
         """Apply an "nc" message; returns the network if its usable config changed."""
         network_id = message.get("n")
         joined = self.networks.get(network_id) if isinstance(network_id, str) else None
-        if joined is None or sender.address != controller_address(joined.id):
-            return None  # not joined, or not from that network's controller: ignored
+        if joined is None:
+            return None  # not a network of ours: nothing to reject
+        if sender.address != controller_address(joined.id):
+            return self._reject(joined, f"config sent by {sender.address}, not the controller")
         error = message.get("err")
         if error in ERROR_STATUSES:
             had_config = joined.config is not None
@@ -109,20 +111,22 @@ class Memberships:
         try:
             config = verify_config(message, sender, joined.id)
         except NetworkConfigError as exc:
-            joined.rejected_configs += 1
-            joined.last_rejection = str(exc)
-            return None
+            return self._reject(joined, str(exc))
         if joined.config is not None and config.revision < joined.config.revision:
-            joined.rejected_configs += 1
-            joined.last_rejection = (
-                f"stale revision {config.revision} (have {joined.config.revision})"
+            return self._reject(
+                joined, f"stale revision {config.revision} (have {joined.config.revision})"
             )
-            return None
         changed = joined.config != config
         joined.status, joined.config, joined.controller = STATUS_OK, config, sender
         if changed:
             self._save(joined, message)
         return joined if changed else None
+
+    @staticmethod
+    def _reject(joined: JoinedNetwork, reason: str) -> None:
+        """Counted and kept for the status; the last good config stays in force."""
+        joined.rejected_configs += 1
+        joined.last_rejection = reason
 
     def _save(self, joined: JoinedNetwork, message: dict | None) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
