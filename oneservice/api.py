@@ -209,12 +209,23 @@ class Routes:
             raise ApiError(404, f"not a member of network {network_id}")
         return web.json_response({"id": network_id, "left": True})
 
+    def _peers_json(self) -> list[dict]:
+        """The core's view of its peers, with the interface each path leaves through."""
+        interfaces = {b["id"]: b["interface"] for b in self.service.binder.state()["bound"]}
+        peers = self.service.core.peer_state(self.service.loop.time())
+        for peer in peers:
+            for path in peer["paths"]:
+                path["interface"] = (
+                    f"via {path['via']}" if path["via"] else interfaces.get(path["localSocket"])
+                )
+        return peers
+
     async def peers(self, request: web.Request) -> web.Response:
-        return web.json_response(self.service.core.peer_state(self.service.loop.time()))
+        return web.json_response(self._peers_json())
 
     async def peer(self, request: web.Request) -> web.Response:
         address = request.match_info["address"]
-        for entry in self.service.core.peer_state(self.service.loop.time()):
+        for entry in self._peers_json():
             if entry["address"] == address:
                 return web.json_response(entry)
         raise ApiError(404, f"no peer {address}")

@@ -92,15 +92,22 @@ class Controller:
         found = self.store.get_member(network_id, address)
         if found is None:
             raise ControllerError(f"member {address} of {network_id} not found", 404)
-        identity, document = found
-        return {"id": address, "address": address, "nwid": network_id,
-                "identity": identity or None, **document}  # fmt: skip
+        identity, document, last_seen = found
+        return {
+            "id": address, "address": address, "nwid": network_id,
+            "identity": identity or None, "lastSeen": int(last_seen * 1000), **document,
+        }  # fmt: skip
 
     def members(self, network_id: str) -> list[dict]:
         self.network(network_id)
         return [
-            {"address": a, "authorized": bool(d.get("authorized")), "name": d.get("name", "")}
-            for a, _, d, _ in self.store.members(network_id)
+            {
+                "address": a,
+                "authorized": bool(d.get("authorized")),
+                "name": d.get("name", ""),
+                "lastSeen": int(seen * 1000),
+            }
+            for a, _, d, seen in self.store.members(network_id)
         ]
 
     def update_member(self, network_id: str, address: str, changes: dict) -> dict:
@@ -110,8 +117,8 @@ class Controller:
         if not _is_address(address):
             raise ControllerError(f"member address must be 10 hex digits, got {address!r}")
         found = self.store.get_member(network_id, address)
-        identity, document = found if found else ("", {"authorized": False, "ipAssignments": [],
-                                                        "name": ""})  # fmt: skip
+        new = {"authorized": False, "ipAssignments": [], "name": ""}
+        identity, document, _ = found if found else ("", new, 0.0)
         document = _validated_member(document, changes, network)
         if document["authorized"] and not document["ipAssignments"]:
             document["ipAssignments"] = self._assign(network_id, network)
@@ -145,7 +152,7 @@ class Controller:
                 document["ipAssignments"] = self._assign(network_id, self.network(network_id))
             identity_text = ""
         else:
-            identity_text, document = existing
+            identity_text, document, _ = existing
         changed = identity_text != requester.public_text() or sorted(
             document.get("endpoints", [])
         ) != sorted(endpoints)

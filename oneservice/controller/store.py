@@ -32,7 +32,7 @@ class ControllerStore(Protocol):
     def get_network(self, network_id: str) -> tuple[dict, int] | None: ...
     def put_network(self, network_id: str, document: dict, revision: int) -> None: ...
     def delete_network(self, network_id: str) -> None: ...
-    def get_member(self, network_id: str, address: str) -> tuple[str, dict] | None: ...
+    def get_member(self, network_id: str, address: str) -> tuple[str, dict, float] | None: ...
     def put_member(
         self,
         network_id: str,
@@ -101,12 +101,13 @@ class SQLiteStore:
             self._db.execute("DELETE FROM members WHERE network_id=?", (network_id,))
             self._db.execute("DELETE FROM networks WHERE id=?", (network_id,))
 
-    def get_member(self, network_id: str, address: str) -> tuple[str, dict] | None:
+    def get_member(self, network_id: str, address: str) -> tuple[str, dict, float] | None:
+        """(identity text, document, last seen as epoch seconds or 0.0 for never)."""
         row = self._db.execute(
-            "SELECT identity, document FROM members WHERE network_id=? AND address=?",
+            "SELECT identity, document, last_seen FROM members WHERE network_id=? AND address=?",
             (network_id, address),
         ).fetchone()
-        return (row[0], json.loads(row[1])) if row else None
+        return (row[0], json.loads(row[1]), row[2] or 0.0) if row else None
 
     def put_member(
         self,

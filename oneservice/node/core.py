@@ -927,27 +927,37 @@ class NodeCore:
         return self._total_bucket.take(now, HANDSHAKES_TOTAL_RATE, HANDSHAKES_TOTAL_RATE)
 
     def peer_state(self, now: float) -> list[dict]:
-        """For the API and logs: every peer with its paths."""
+        """For the API and logs: every peer with its paths (field names as ZeroTier's; times
+        in milliseconds since the epoch, 0 for never)."""
         return [
             {
                 "address": peer.address,
                 "connected": peer.current is not None,
+                "role": "ROOT" if peer.root else "LEAF",
+                "latency": _milliseconds(peer.preferred.rtt) if peer.preferred else -1,
                 "paths": [
                     {
-                        "socket": path.socket_id,
                         "address": f"{path.endpoint[0]}/{path.endpoint[1]}",
-                        "alive": path.alive(now, self._window(peer, now)),
+                        "localSocket": path.socket_id,
+                        "via": path.via,
+                        "active": path.alive(now, self._window(peer, now)),
                         "preferred": path is peer.preferred,
-                        "rtt_ms": None if path.rtt is None else round(path.rtt * 1000, 2),
-                        "lastReceiveAgo": None
-                        if path.last_received == -math.inf
-                        else round(now - path.last_received, 3),
+                        "latency": _milliseconds(path.rtt),
+                        "lastSend": self._epoch_ms(path.last_sent),
+                        "lastReceive": self._epoch_ms(path.last_received),
                     }
                     for path in peer.paths.values()
                 ],
             }
             for peer in self.peers.values()
         ]
+
+    def _epoch_ms(self, when: float) -> int:
+        return 0 if when == -math.inf else int((when + self._wall_offset) * 1000)
+
+
+def _milliseconds(seconds: float | None) -> float:
+    return -1 if seconds is None else round(seconds * 1000, 2)
 
 
 def _control(kind: str, probe_id: int, preferred: bool = False) -> bytes:

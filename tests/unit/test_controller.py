@@ -34,7 +34,8 @@ def test_private_network_denies_until_authorized_then_signs_a_config(controller)
     assert nwid.startswith(CONTROLLER.address)
     denied = controller.handle_request(nwid, MEMBER.public(), ["192.0.2.2/9993"], 100.0)
     assert denied == {"t": "nc", "n": nwid, "err": "ACCESS_DENIED"}
-    assert controller.member(nwid, MEMBER.address)["authorized"] is False  # visible to the admin
+    seen = controller.member(nwid, MEMBER.address)  # visible to the admin, with its last visit
+    assert seen["authorized"] is False and seen["lastSeen"] == 100_000
     controller.update_member(nwid, MEMBER.address, {"authorized": True})
     message = controller.handle_request(nwid, MEMBER.public(), ["192.0.2.2/9993"], 101.0)
     config = verify_config(message, CONTROLLER.public(), nwid)
