@@ -20,6 +20,7 @@ from aiohttp import web
 from . import __version__
 from .controller.controller import ControllerError
 from .network.config import is_network_id
+from .routing.flags import FlagsError
 from .tap import tap_name
 
 if TYPE_CHECKING:
@@ -91,6 +92,7 @@ async def start_api(service: Service) -> web.AppRunner:
         web.get("/peer", routes.peers),
         web.get("/peer/{address}", routes.peer),
         web.get("/binder", routes.binder),
+        web.get("/routes", routes.routes),
         web.get("/controller", routes.controller_status),
         web.get("/controller/network", routes.controller_networks),
         web.get("/controller/network/{nwid}", routes.controller_network),
@@ -185,6 +187,7 @@ class Routes:
             "source": "file" if static else "controller",
             "rejectedConfigs": joined.rejected_configs if joined else 0,
             "lastRejection": joined.last_rejection if joined else "",
+            **s.routing.network_document(network_id),
         }
 
     async def networks(self, request: web.Request) -> web.Response:
@@ -196,11 +199,19 @@ class Routes:
         return web.json_response(self._network_json(_network_id(request)))
 
     async def join(self, request: web.Request) -> web.Response:
+        """Join (if not yet a member) and set flags: {"allowDefault": true, ...}."""
         network_id = _network_id(request)
-        await _body(request)
-        if any(n.id == network_id for n in self.service.static_networks):
-            raise ApiError(409, f"network {network_id} is defined by a file in networks.d")
-        self.service.join(network_id)
+        body = await _body(request)
+        static = any(n.id == network_id for n in self.service.static_networks)
+        if body:
+            try:  # checked before joining: a bad request changes nothing
+                self.service.routing.flags_for(network_id).changed(body)
+            except FlagsError as exc:
+                raise ApiError(400, str(exc)) from None
+        if not static and network_id not in self.service.memberships.networks:
+            self.service.join(network_id)
+        if body:
+            self.service.set_network_flags(network_id, body)
         return web.json_response(self._network_json(network_id))
 
     async def leave(self, request: web.Request) -> web.Response:
@@ -229,6 +240,9 @@ class Routes:
             if entry["address"] == address:
                 return web.json_response(entry)
         raise ApiError(404, f"no peer {address}")
+
+    async def routes(self, request: web.Request) -> web.Response:
+        return web.json_response(self.service.routing.document())
 
     async def binder(self, request: web.Request) -> web.Response:
         return web.json_response(self.service.binder.state())

@@ -8,6 +8,7 @@ It also carries control messages between the core and the controller and members
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import signal
@@ -33,6 +34,7 @@ from .network.config import NetworkConfig, load_network_files, parse_endpoint
 from .network.membership import Memberships
 from .network.signed import STATUS_NOT_FOUND, controller_address
 from .node.core import ControlReceived, NodeCore, PathChanged, PeerConnected
+from .routing.manager import RoutingInputs, RoutingManager
 from .settings import Settings
 from .tap import tap_name
 
@@ -57,6 +59,7 @@ class Service:
         self.core = NodeCore(
             self.identity, now=self.loop.time(), wall_time=time.time(), relay=settings.relay
         )
+        self.routing = RoutingManager(home, settings, self.identity.address)
         self.taps: dict = {}
         self._tap_configs: dict[str, NetworkConfig] = {}
         self.binder = Binder(
@@ -99,6 +102,7 @@ class Service:
 
     async def start(self) -> None:
         log.info("oneservice %s, node %s, home %s", __version__, self.identity.address, self.home)
+        await self.routing.remove_leftovers()
         await self.binder.start()
         self.core.set_roots(
             [(Identity.parse(text), [parse_endpoint(e, "root") for e in endpoints])
@@ -135,6 +139,7 @@ class Service:
             await self.api.cleanup()
         for task in list(self._background):
             task.cancel()
+        await self.routing.stop()
         await self.binder.stop()
         for tap in self.taps.values():
             tap.close()  # non-persistent: the kernel removes the device and its routes
@@ -171,7 +176,35 @@ class Service:
                 self._tap_configs[network_id] = config
             self.core.set_networks(list(wanted.values()), self.loop.time())
             self.binder.set_policy(self._bind_policy())
+            self._update_routing()
             self._schedule_flush()
+
+    def _routing_inputs(self) -> RoutingInputs:
+        uplinks = self.binder.uplinks
+        physical = [ipaddress.ip_interface(f"{a.address}/{a.prefixlen}")
+                    for u in uplinks for a in u.addresses]  # fmt: skip
+        virtual = [a.ip for config in self._tap_configs.values()
+                   for m in config.members if m.address == self.identity.address
+                   for a in m.addresses]  # fmt: skip
+        return RoutingInputs(
+            networks=[(self._tap_configs[nid], tap.name) for nid, tap in self.taps.items()],
+            live_members=frozenset(self.core.live_peers(self.loop.time())),
+            local_addresses=frozenset([*(a.ip for a in physical), *virtual]),
+            lan_subnets=tuple(dict.fromkeys(a.network for a in physical)),
+            uplinks=tuple(u.name for u in uplinks),
+        )
+
+    def _update_routing(self, force: bool = False) -> None:
+        inputs = self._routing_inputs()
+        now = self.loop.time()
+        for gateway in self.routing.gateways_to_watch(inputs.networks):
+            self.core.keep_watching(gateway, now)
+        self.routing.update(inputs, force)
+
+    def set_network_flags(self, network_id: str, changes: dict) -> None:
+        """FlagsError if a change is wrong (nothing changed then); applied at once."""
+        self.routing.set_flags(network_id, changes)
+        self._update_routing()
 
     def _schedule_apply(self) -> None:
         task = self.loop.create_task(self.apply_networks())
@@ -206,6 +239,7 @@ class Service:
     async def leave(self, network_id: str) -> bool:
         left = self.memberships.leave(network_id)
         if left:
+            self.routing.forget(network_id)
             await self.apply_networks()
         return left
 
@@ -283,6 +317,9 @@ class Service:
             self.core.socket_readdressed(event.socket.id, now)
         elif isinstance(event, RoutesChanged):
             self.core.routes_changed(now)
+        # Uplinks and LAN subnets may have changed; a route event may mean someone removed
+        # one of ours: the kernel is compared again, not just the plan.
+        self._update_routing(force=isinstance(event, RoutesChanged))
         self._schedule_flush()
 
     def _schedule_flush(self) -> None:
@@ -308,17 +345,20 @@ class Service:
                     self._on_control(event.address, event.message, peer.identity)
             elif isinstance(event, PeerConnected):
                 log.info("peer %s: session established", event.address)
+                self._update_routing()
             elif isinstance(event, PathChanged):
                 where = (
                     f"socket {event.socket_id} -> {event.endpoint[0]}/{event.endpoint[1]}"
                     if event.endpoint else "no working path"
                 )  # fmt: skip
                 log.info("peer %s: now via %s", event.address, where)
+                self._update_routing()
         if self.core.datagrams_pending():
             self._schedule_flush()  # control handling above queued more
 
     def _on_timer(self) -> None:
         self.core.handle_timer(self.loop.time())
+        self._update_routing()  # a gateway may have gone quiet without any event
         self._request_configs()
         self._flush()
         self._timer = self.loop.call_at(self.core.next_timer(), self._on_timer)

@@ -34,6 +34,10 @@ class Settings:
     interface_allowlist: tuple[str, ...] = ()
     # Relay datagrams between nodes that cannot reach each other directly (roots do).
     relay: bool = False
+    # Serve as the exit of networks that route their default route via this node.
+    allow_exit_node: bool = False
+    # When the full tunnel's gateway goes silent, hold traffic rather than use the local uplink.
+    full_tunnel_fail_closed: bool = False
     # Roots: (public identity text, ("ip/port", ...)) pairs, checked when loaded.
     roots: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
@@ -78,7 +82,13 @@ def load_local_conf(home: Path) -> Settings:
 
 
 _TOP_LEVEL_KEYS = {"settings", "roots"}
-_SETTINGS_KEYS = {"primaryPort", "interfacePrefixBlacklist", "interfaceAllowlist", "relay"}
+_BOOLEAN_SETTINGS = {
+    "relay": "relay",
+    "allowExitNode": "allow_exit_node",
+    "fullTunnelFailClosed": "full_tunnel_fail_closed",
+}
+_SETTINGS_KEYS = {"primaryPort", "interfacePrefixBlacklist", "interfaceAllowlist",
+                  *_BOOLEAN_SETTINGS}  # fmt: skip
 
 
 def parse_local_conf(document: Any, source: str = LOCAL_CONF_NAME) -> Settings:
@@ -94,12 +104,14 @@ def parse_local_conf(document: Any, source: str = LOCAL_CONF_NAME) -> Settings:
     port = raw.get("primaryPort", DEFAULT_PRIMARY_PORT)
     validate_port(port, f"{source}: settings.primaryPort")
     roots = _roots(document.get("roots", []), f"{source}: roots")
-    relay = raw.get("relay", False)
-    if not isinstance(relay, bool):
-        raise SettingsError(f"{source}: settings.relay must be true or false, got {relay!r}")
+    booleans = {}
+    for key, attribute in _BOOLEAN_SETTINGS.items():
+        value = booleans[attribute] = raw.get(key, False)
+        if not isinstance(value, bool):
+            raise SettingsError(f"{source}: settings.{key} must be true or false, got {value!r}")
     return Settings(
         roots=roots,
-        relay=relay,
+        **booleans,
         primary_port=port,
         interface_prefix_blacklist=_name_list(
             raw.get("interfacePrefixBlacklist", []), f"{source}: settings.interfacePrefixBlacklist"

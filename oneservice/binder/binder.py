@@ -116,6 +116,8 @@ class Binder:
         self._by_id: dict[int, _Bound] = {}
         self._next_id = 1
         self._skipped: list[Verdict] = []
+        # The physical interfaces in use, as last read (their subnets are the "LAN").
+        self.uplinks: tuple[Interface, ...] = ()
         self._bind_failures: dict[SocketKey, str] = {}
         self._subscribers: list[Callable[[BinderEvent], None]] = []
         self._deleted_indexes: set[int] = set()
@@ -266,6 +268,8 @@ class Binder:
         loop = asyncio.get_running_loop()
         interfaces = await loop.run_in_executor(self._executor, self._backend.enumerate_interfaces)
         verdicts = classify_interfaces(interfaces, self._policy)
+        usable = {v.index for v in verdicts if v.usable}
+        self.uplinks = tuple(i for i in interfaces if i.index in usable)
         self.counters["reconciles"] += 1
         self._skipped = [v for v in verdicts if not v.usable]
         plan = plan_sockets(

@@ -49,6 +49,8 @@ class Memberships:
         if not self.directory.is_dir():
             return warnings
         for path in sorted(self.directory.glob("*.conf")):
+            if path.name.endswith(".local.conf"):
+                continue  # the user's flags for a network (routing/flags.py)
             network_id = path.stem
             if not is_network_id(network_id):
                 warnings.append(f"{path}: not named <16 hex digit network id>.conf; ignored")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import msgpack
 
 from ..identity import Identity, IdentityError, derive_address
-from ..network.config import NetworkConfig, NetworkConfigError, parse_endpoint
+from ..network.config import Member, NetworkConfig, NetworkConfigError, parse_endpoint
 from . import wire
 from .noise import HandshakeError, Initiator, Responder
 from .paths import IDLE_PATH_ALIVE_S, PATH_ALIVE_S, RELAY_SOCKET, Endpoint, Path, choose_path
@@ -122,16 +122,40 @@ class Peer:
 
 
 class _Network:
-    """Routing for one network: destination address -> peer, source checks per peer."""
+    """Routing for one network: destination address -> peer (members' own addresses first,
+    then the routes via gateways, most specific first)."""
 
     def __init__(self, config: NetworkConfig, own_address: str) -> None:
         self.config = config
         self.by_destination: dict[bytes, str] = {}
+        holders: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, str] = {}
         for member in config.members:
-            if member.address == own_address:
-                continue
             for interface in member.addresses:
-                self.by_destination[interface.ip.packed] = member.address
+                holders[interface.ip] = member.address
+                if member.address != own_address:
+                    self.by_destination[interface.ip.packed] = member.address
+        # Only the packets the kernel routed into the tap reach these (the route planner
+        # decides which routes exist), so every gateway route of the config can be here.
+        self.gateways = sorted(
+            ((route.target, holders[route.via]) for route in config.routes
+             if route.via in holders and holders[route.via] != own_address),
+            key=lambda entry: -entry[0].prefixlen,
+        )  # fmt: skip
+
+    def gateway_for(self, destination: bytes) -> str | None:
+        if not self.gateways:
+            return None
+        address = ipaddress.ip_address(destination)
+        for target, gateway in self.gateways:
+            if address.version == target.version and address in target:
+                return gateway
+        return None
+
+    def sources_of(self, member: Member) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """What a member may send from: its own addresses, and for a gateway the targets it
+        is the gateway for (the internet, for an exit node)."""
+        own = [ipaddress.ip_network(a.ip) for a in member.addresses]
+        return own + [target for target, gateway in self.gateways if gateway == member.address]
 
 
 class _TokenBucket:
@@ -202,10 +226,9 @@ class NodeCore:
                     peer = Peer(member.identity)
                 peer.keep = True
                 wanted[member.address] = peer
-                # A member may send only from its own addresses (never its neighbours').
-                peer.networks[network.config.id] = [
-                    ipaddress.ip_network(a.ip) for a in member.addresses
-                ]
+                # A member may send only from its own addresses (never its neighbours'), and a
+                # gateway from what it is the gateway for.
+                peer.networks[network.config.id] = network.sources_of(member)
                 peer.hints.update(member.endpoints)
         for address, peer in list(self.peers.items()):
             if address not in wanted:
@@ -726,7 +749,7 @@ class NodeCore:
         if destination is None:
             self.packet_drops["outbound_malformed"] += 1
             return
-        peer_address = network.by_destination.get(destination)
+        peer_address = network.by_destination.get(destination) or network.gateway_for(destination)
         if peer_address is None:
             self.packet_drops["no_route"] += 1
             return
@@ -925,6 +948,24 @@ class NodeCore:
         if not bucket.take(now, HANDSHAKES_PER_SOURCE_RATE, HANDSHAKES_PER_SOURCE_BURST):
             return False
         return self._total_bucket.take(now, HANDSHAKES_TOTAL_RATE, HANDSHAKES_TOTAL_RATE)
+
+    def keep_watching(self, address: str, now: float) -> None:
+        """Check this peer's paths every second as if it carried traffic (a full tunnel's
+        gateway: its silence must be noticed in seconds, not in the idle window)."""
+        peer = self.peers.get(address)
+        if peer is not None:
+            self._mark_traffic(peer, now)
+
+    def live_peers(self, now: float) -> set[str]:
+        """Peers with a session and a path that works now (a gateway must be one of these
+        for the full tunnel to go through it)."""
+        return {
+            address
+            for address, peer in self.peers.items()
+            if peer.current is not None
+            and peer.preferred is not None
+            and peer.preferred.alive(now, self._window(peer, now))
+        }
 
     def peer_state(self, now: float) -> list[dict]:
         """For the API and logs: every peer with its paths (field names as ZeroTier's; times

@@ -1,0 +1,129 @@
+"""Make the kernel's routes and rules match a routing plan (Linux, pyroute2).
+
+Everything we add carries route protocol ROUTE_PROTOCOL or a rule priority in
+planner.RULE_PRIORITIES, so what is ours can be found again: after a crash, ``remove_all``
+deletes exactly that, and nothing of anyone else's. Blocking calls: run in an executor.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Iterable
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from .planner import RULE_PRIORITIES, KernelRoute, KernelRule
+
+log = logging.getLogger(__name__)
+
+# Our route protocol number ("proto 165" in `ip route`); unused by the well-known daemons.
+ROUTE_PROTOCOL = 165
+_FAMILIES = {4: socket.AF_INET, 6: socket.AF_INET6}
+_VERSIONS = {socket.AF_INET: 4, socket.AF_INET6: 6}
+_ANY = {4: "0.0.0.0", 6: "::"}
+
+
+class LinuxRoutes:
+    def __init__(self) -> None:
+        self._ipr = IPRoute()
+
+    def close(self) -> None:
+        self._ipr.close()
+
+    def apply(self, routes: Iterable[KernelRoute], rules: Iterable[KernelRule]) -> list[str]:
+        """Add what is missing, delete what is ours and no longer wanted; returns errors
+        (one line each; what failed is retried at the next call)."""
+        errors: list[str] = []
+        wanted = set(routes)
+        present = self._our_routes()
+        for route, message in present.items():
+            if route not in wanted:
+                self._try(errors, f"delete route {_describe(route)}", self._ipr.route, "del",
+                          **message)  # fmt: skip
+        for route in sorted(wanted - set(present)):
+            self._add_route(route, errors)
+        wanted_rules = set(rules)
+        present_rules = self._our_rules()
+        for rule, message in present_rules.items():
+            if rule not in wanted_rules:
+                self._try(errors, f"delete rule {rule}", self._ipr.rule, "del", **message)
+        for rule in sorted(wanted_rules - set(present_rules)):
+            target, _, length = rule.target.partition("/")
+            self._try(errors, f"add rule to {rule.target} lookup {rule.table}", self._ipr.rule,
+                      "add", family=_FAMILIES[rule.family], dst=target, dst_len=int(length),
+                      table=rule.table, priority=rule.priority)  # fmt: skip
+        return errors
+
+    def remove_all(self) -> int:
+        """Delete every route and rule of ours (a crash's leftovers, or at a clean stop)."""
+        errors: list[str] = []
+        present, rules = self._our_routes(), self._our_rules()
+        for route, message in present.items():
+            self._try(errors, f"delete route {_describe(route)}", self._ipr.route, "del",
+                      **message)  # fmt: skip
+        for rule, message in rules.items():
+            self._try(errors, f"delete rule {rule}", self._ipr.rule, "del", **message)
+        for error in errors:
+            log.warning("%s", error)
+        return len(present) + len(rules) - len(errors)
+
+    def _add_route(self, route: KernelRoute, errors: list[str]) -> None:
+        index = self._ipr.link_lookup(ifname=route.device)
+        if not index:
+            errors.append(f"add route {_describe(route)}: no device {route.device}")
+            return
+        arguments = {"family": _FAMILIES[route.family], "dst": route.target,
+                     "oif": index[0], "proto": ROUTE_PROTOCOL, "table": route.table}  # fmt: skip
+        if route.via is not None:
+            arguments["gateway"] = route.via
+        self._try(errors, f"add route {_describe(route)}", self._ipr.route, "add", **arguments)
+
+    def _our_routes(self) -> dict[KernelRoute, dict]:
+        """Our routes in every table, each with what deleting it takes."""
+        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in self._ipr.get_links()}
+        found: dict[KernelRoute, dict] = {}
+        for family in _FAMILIES.values():
+            for message in self._ipr.get_routes(family=family):
+                if message["proto"] != ROUTE_PROTOCOL:
+                    continue
+                version = _VERSIONS[family]
+                destination = message.get_attr("RTA_DST") or _ANY[version]
+                table = message.get_attr("RTA_TABLE") or message["table"]
+                oif = message.get_attr("RTA_OIF")
+                route = KernelRoute(version, f"{destination}/{message['dst_len']}",
+                                    message.get_attr("RTA_GATEWAY"), names.get(oif, str(oif)),
+                                    table)  # fmt: skip
+                found[route] = {"family": family, "dst": destination,
+                                "dst_len": message["dst_len"], "table": table,
+                                "proto": ROUTE_PROTOCOL, "oif": oif}  # fmt: skip
+        return found
+
+    def _our_rules(self) -> dict[KernelRule, dict]:
+        found: dict[KernelRule, dict] = {}
+        for family in _FAMILIES.values():
+            for message in self._ipr.get_rules(family=family):
+                priority = message.get_attr("FRA_PRIORITY")
+                if priority not in RULE_PRIORITIES:
+                    continue
+                version = _VERSIONS[family]
+                destination = message.get_attr("FRA_DST") or _ANY[version]
+                table = message.get_attr("FRA_TABLE") or message["table"]
+                rule = KernelRule(version, f"{destination}/{message['dst_len']}", table, priority)
+                found[rule] = {"family": family, "priority": priority, "table": table,
+                               "dst": destination, "dst_len": message["dst_len"]}  # fmt: skip
+        return found
+
+    @staticmethod
+    def _try(errors: list[str], what: str, call, *args, **kwargs) -> None:
+        try:
+            call(*args, **kwargs)
+        except NetlinkError as exc:
+            errors.append(f"{what}: {exc.args[1] if len(exc.args) > 1 else exc}")
+
+
+def _describe(route: KernelRoute) -> str:
+    via = f" via {route.via}" if route.via else ""
+    table = "" if route.table == 254 else f" table {route.table}"
+    return f"{route.target}{via} dev {route.device}{table}"

@@ -1,0 +1,211 @@
+"""Keeps the kernel's routes, rules and exit-node table in step with what the planners want.
+
+The service calls ``update()`` whenever an input may have changed (a config, a flag, a
+gateway's liveness, an interface, a route event); planning is pure and cheap, and the kernel
+is touched only when the plan differs from what was applied (or when a route event says the
+kernel may have been changed behind our back). Kernel work runs in one worker thread, one
+pass at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import ipaddress
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..network.config import NetworkConfig
+from ..settings import Settings
+from .exit_node import ExitPlan, plan_exit_node
+from .flags import FlagsError, NetworkFlags, delete_flags, load_flags, save_flags
+from .planner import NetworkRouting, RoutingPlan, full_tunnel_gateways, plan_routing
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RoutingInputs:
+    networks: Sequence[tuple[NetworkConfig, str]]  # (config, device name) for each open tap
+    live_members: frozenset[str]
+    local_addresses: frozenset[ipaddress.IPv4Address | ipaddress.IPv6Address]
+    lan_subnets: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    uplinks: tuple[str, ...]
+
+
+class RoutingManager:
+    def __init__(self, home: Path, settings: Settings, own_address: str) -> None:
+        self.home = home
+        self.settings = settings
+        self.own_address = own_address
+        self.flags: dict[str, NetworkFlags] = {}
+        self.flag_errors: dict[str, str] = {}
+        self.plan = RoutingPlan(frozenset(), frozenset(), (), {})
+        self.exit_plan = ExitPlan()
+        self.errors: list[str] = []
+        self.exit_error = ""
+        self._kernel = None
+        self._exit = None
+        if sys.platform.startswith("linux"):
+            from .exit_linux import LinuxExitNode
+            from .linux import LinuxRoutes
+
+            self._kernel = LinuxRoutes()
+            self._exit = LinuxExitNode(home)
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, "oneservice-routes")
+        self._applied: RoutingPlan | None = None
+        self._wanted: RoutingInputs | None = None
+        self._force = False
+        self._task: asyncio.Task | None = None
+        self._stopped = False
+
+    @property
+    def managed(self) -> bool:
+        return self._kernel is not None
+
+    # --- flags ---------------------------------------------------------------------------------
+
+    def flags_for(self, network_id: str) -> NetworkFlags:
+        if network_id not in self.flags:
+            try:
+                self.flags[network_id] = load_flags(self.home, network_id)
+                self.flag_errors.pop(network_id, None)
+            except FlagsError as exc:
+                # The defaults are the safe side (no default route); the file stays as it is.
+                log.error("%s; using the default flags", exc)
+                self.flag_errors[network_id] = str(exc)
+                self.flags[network_id] = NetworkFlags()
+        return self.flags[network_id]
+
+    def set_flags(self, network_id: str, changes: dict) -> NetworkFlags:
+        """FlagsError if a change is wrong; nothing is then changed."""
+        flags = self.flags_for(network_id).changed(changes)
+        save_flags(self.home, network_id, flags)
+        self.flags[network_id] = flags
+        self.flag_errors.pop(network_id, None)
+        return flags
+
+    def forget(self, network_id: str) -> None:
+        self.flags.pop(network_id, None)
+        self.flag_errors.pop(network_id, None)
+        delete_flags(self.home, network_id)
+
+    # --- keeping the kernel in step ------------------------------------------------------------
+
+    def document(self) -> dict:
+        """For the API: every route of every network with why it is or is not installed."""
+        return {
+            "managed": self.managed,
+            "routes": [{"nwid": s.network_id, **s.document()} for s in self.plan.status],
+            "kernel": [
+                {"target": r.target, "via": r.via, "device": r.device, "table": r.table}
+                for r in sorted(self.plan.routes)
+            ],
+            "rules": [
+                {"to": r.target, "table": r.table, "priority": r.priority}
+                for r in sorted(self.plan.rules)
+            ],
+            "fullTunnel": dict(self.plan.full_tunnel),
+            "exitNode": dict(self.exit_plan.status),
+            "errors": self.errors + ([self.exit_error] if self.exit_error else []),
+        }
+
+    def network_document(self, network_id: str) -> dict:
+        """What the network's API object says about routing."""
+        return {
+            **self.flags_for(network_id).document(),
+            "flagsError": self.flag_errors.get(network_id, ""),
+            "routeStatus": self.plan.for_network(network_id),
+            "fullTunnel": self.plan.full_tunnel.get(network_id, "off"),
+            "exitNode": self.exit_plan.status.get(network_id, ""),
+        }
+
+    async def remove_leftovers(self) -> None:
+        """Before anything else at start: whatever a crashed run of ours left behind."""
+        if self._kernel is None or self._exit is None:
+            return
+        loop = asyncio.get_running_loop()
+        removed = await loop.run_in_executor(self._executor, self._kernel.remove_all)
+        if removed:
+            log.warning("removed %d route(s)/rule(s) left by an earlier run", removed)
+        await loop.run_in_executor(self._executor, self._exit.restore)
+
+    def gateways_to_watch(self, networks: Sequence[tuple[NetworkConfig, str]]) -> set[str]:
+        """Members whose liveness decides a full tunnel: probed every second."""
+        routing = [NetworkRouting(c, d, self.flags_for(c.id)) for c, d in networks]
+        return full_tunnel_gateways(routing, self.own_address)
+
+    def update(self, inputs: RoutingInputs, force: bool = False) -> None:
+        if self._stopped:
+            return  # everything was removed; nothing may come back during shutdown
+        self._wanted = inputs
+        self._force |= force
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._wanted is not None:
+            inputs, self._wanted = self._wanted, None
+            force, self._force = self._force, False
+            routing = [NetworkRouting(c, d, self.flags_for(c.id)) for c, d in inputs.networks]
+            self.plan = plan_routing(
+                routing, self.own_address, inputs.live_members, inputs.local_addresses,
+                inputs.lan_subnets, self.settings.full_tunnel_fail_closed,
+            )  # fmt: skip
+            self.exit_plan = plan_exit_node(
+                routing, self.own_address, self.settings.allow_exit_node
+            )
+            if self._kernel is None or self._exit is None:
+                continue
+            applied = self._applied
+            if (
+                force
+                or applied is None
+                or (applied.routes, applied.rules) != (self.plan.routes, self.plan.rules)
+            ):
+                errors = await loop.run_in_executor(
+                    self._executor, self._kernel.apply, self.plan.routes, self.plan.rules
+                )
+                if errors != self.errors:
+                    for error in errors:
+                        log.warning("routes: %s", error)
+                self.errors = errors
+                self._applied = self.plan if not errors else None
+                self._log_tunnels(applied)
+            try:
+                await loop.run_in_executor(
+                    self._executor, self._exit.apply, self.exit_plan, inputs.uplinks
+                )
+                self.exit_error = ""
+            except Exception as exc:  # ExitNodeError, OSError: shown in the status, retried
+                if str(exc) != self.exit_error:
+                    log.error("exit node: %s", exc)
+                self.exit_error = str(exc)
+
+    def _log_tunnels(self, before: RoutingPlan | None) -> None:
+        for network_id, state in self.plan.full_tunnel.items():
+            if before is None or before.full_tunnel.get(network_id) != state:
+                log.info("network %s: full tunnel %s", network_id, state)
+
+    async def stop(self) -> None:
+        """Remove every route, rule and table of ours and restore the sysctls."""
+        self._stopped = True
+        if self._task is not None:
+            self._wanted = None
+            try:
+                await self._task
+            except Exception:
+                log.exception("routing update failed during stop")
+        if self._kernel is not None and self._exit is not None:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._executor, self._kernel.remove_all)
+            try:
+                await loop.run_in_executor(self._executor, self._exit.restore)
+            except Exception as exc:
+                log.error("exit node: %s", exc)
+            self._kernel.close()
+        self._executor.shutdown(wait=True)

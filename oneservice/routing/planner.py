@@ -1,0 +1,261 @@
+"""Which routes and rules this node wants in the kernel, and why.
+
+A pure function of the network configs, the user's flags, which members have a live
+authenticated path, and this machine's own addresses and LAN subnets; the kernel applier
+(routing/linux.py) only makes the kernel match what this returns. Every route in a config gets
+a status with the reason it is or is not installed, for the API.
+
+Full tunnel: a default route becomes the halves 0.0.0.0/1 + 128.0.0.0/1 (::/1 + 8000::/1) via
+the gateway, more specific than the machine's own default route, which stays untouched. The
+node's UDP sockets are pinned to their physical interfaces, so these routes never catch the
+tunnel's own traffic. The halves are there only while the gateway has a live path, unless the
+user chose fail-closed: then they stay and traffic waits in the tunnel instead of leaking. A
+family the gateway offers no default for is blocked (routed into the tunnel, where nothing
+carries it) rather than leaked around it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from ..network.config import NetworkConfig, Route
+from .flags import NetworkFlags
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+MAIN_TABLE = 254
+# allowLanAccess=false: rules send the LAN subnets to this table, which holds the full tunnel.
+FULL_TUNNEL_TABLE = 52100
+LAN_RULE_PRIORITY = 5210
+# Every rule we own lies in this range (the crash clean-up removes exactly these).
+RULE_PRIORITIES = range(5210, 5220)
+
+_net = ipaddress.ip_network
+DEFAULT_HALVES = {
+    4: (_net("0.0.0.0/1"), _net("128.0.0.0/1")),
+    6: (_net("::/1"), _net("8000::/1")),
+}
+FAMILY_NAMES = {4: "IPv4", 6: "IPv6"}
+# Never routed anywhere by a network: loopback, "this host", link-local, multicast, reserved.
+FORBIDDEN_TARGETS = tuple(_net(n) for n in (
+    "0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4",
+    "::/128", "::1/128", "fe80::/10", "ff00::/8",
+))  # fmt: skip
+# Address space that is not the public internet: routes inside it need only allowManaged.
+PRIVATE_SPACE = tuple(_net(n) for n in (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "198.18.0.0/15",
+    "192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "fc00::/7", "2001:db8::/32",
+))  # fmt: skip
+
+
+@dataclass(frozen=True, order=True)
+class KernelRoute:
+    family: int  # 4 or 6
+    target: str  # CIDR
+    via: str | None  # None: straight onto the device
+    device: str
+    table: int = MAIN_TABLE
+
+
+@dataclass(frozen=True, order=True)
+class KernelRule:
+    family: int
+    target: str  # "to" CIDR
+    table: int
+    priority: int
+
+
+@dataclass(frozen=True)
+class RouteStatus:
+    network_id: str
+    target: str
+    via: str | None
+    installed: bool
+    reason: str
+
+    def document(self) -> dict:
+        return {"target": self.target, "via": self.via, "installed": self.installed,
+                "reason": self.reason}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class NetworkRouting:
+    config: NetworkConfig
+    device: str
+    flags: NetworkFlags
+
+
+# Full tunnel states, per network (shown in its status).
+TUNNEL_OFF = "off"
+TUNNEL_ON = "on"
+TUNNEL_HELD = "held"  # fail-closed, gateway silent: traffic waits in the tunnel
+TUNNEL_WITHDRAWN = "withdrawn"  # gateway silent: the machine uses its own connection
+
+
+@dataclass(frozen=True)
+class RoutingPlan:
+    routes: frozenset[KernelRoute]
+    rules: frozenset[KernelRule]
+    status: tuple[RouteStatus, ...]
+    full_tunnel: dict[str, str]
+
+    def for_network(self, network_id: str) -> list[dict]:
+        return [s.document() for s in self.status if s.network_id == network_id]
+
+
+def plan_routing(
+    networks: Sequence[NetworkRouting],
+    own_address: str,
+    live_members: Iterable[str],
+    local_addresses: Iterable[IPAddress],
+    lan_subnets: Iterable[IPNetwork],
+    fail_closed: bool = False,
+) -> RoutingPlan:
+    live = frozenset(live_members)
+    local = frozenset(local_addresses)
+    lan = [s for s in lan_subnets if not s.is_link_local]
+    routes: set[KernelRoute] = set()
+    rules: set[KernelRule] = set()
+    status: list[RouteStatus] = []
+    tunnels: dict[str, str] = {}
+    tunnel_owner: str | None = None
+    for network in sorted(networks, key=lambda n: n.config.id):
+        config = network.config
+        own = config.member(own_address)
+        if own is None:
+            continue
+        ours = local | {a.ip for a in own.addresses}
+        holders = {a.ip: m.address for m in config.members for a in m.addresses}
+        on_link = [*config.subnets(), *(r.target for r in config.routes if r.via is None)]
+        defaults: dict[int, str | None] = {}  # family -> gateway ip (None: blocked)
+        state = TUNNEL_OFF
+        for route in config.routes:
+
+            def verdict(installed: bool, reason: str, route: Route = route, nwid: str = config.id):
+                via = str(route.via) if route.via else None
+                status.append(RouteStatus(nwid, str(route.target), via, installed, reason))
+
+            refusal = _refusal(route, on_link, ours, network.flags)
+            if refusal:
+                verdict(False, refusal)
+                continue
+            family = route.target.version
+            if route.via is None:
+                if any(route.target == a.network for a in own.addresses):
+                    verdict(True, "the network's own subnet, on its device")
+                    continue
+                routes.add(KernelRoute(family, str(route.target), None, network.device))
+                verdict(True, "on the network's device")
+                continue
+            gateway = holders.get(route.via)
+            if gateway is None:
+                verdict(False, f"no member has the address {route.via}")
+                continue
+            if route.target.prefixlen > 0:
+                routes.add(KernelRoute(family, str(route.target), str(route.via), network.device))
+                verdict(True, f"via member {gateway}")
+                continue
+            if tunnel_owner not in (None, config.id):
+                verdict(False, f"network {tunnel_owner} already carries the full tunnel")
+                continue
+            if gateway in live:
+                state = TUNNEL_ON
+                reason = f"full tunnel via member {gateway}"
+            elif fail_closed:
+                state = TUNNEL_ON if state == TUNNEL_ON else TUNNEL_HELD
+                reason = (f"gateway {gateway} has no live path: traffic held in the tunnel "
+                          "(fullTunnelFailClosed)")  # fmt: skip
+            else:
+                if state == TUNNEL_OFF:
+                    state = TUNNEL_WITHDRAWN
+                verdict(False, f"gateway {gateway} has no live path: withdrawn until it answers")
+                continue
+            tunnel_owner = config.id
+            defaults[family] = str(route.via)
+            for half in DEFAULT_HALVES[family]:
+                routes.add(KernelRoute(family, str(half), str(route.via), network.device))
+            verdict(True, reason)
+        if defaults:
+            for family in (4, 6):
+                if family not in defaults:
+                    defaults[family] = None
+                    for half in DEFAULT_HALVES[family]:
+                        routes.add(KernelRoute(family, str(half), None, network.device))
+                    status.append(RouteStatus(
+                        config.id, str(_net("::/0" if family == 6 else "0.0.0.0/0")), None, True,
+                        f"{FAMILY_NAMES[family]} blocked: the gateway offers no "
+                        f"{FAMILY_NAMES[family]} default route, so it may not leak around the "
+                        "tunnel",
+                    ))  # fmt: skip
+            if not network.flags.allow_lan_access:
+                _send_lan_through_tunnel(lan, defaults, network.device, routes, rules)
+        tunnels[config.id] = state
+    return RoutingPlan(frozenset(routes), frozenset(rules), tuple(status), tunnels)
+
+
+def full_tunnel_gateways(networks: Sequence[NetworkRouting], own_address: str) -> set[str]:
+    """The members a full tunnel would go through (where the user allowed the default)."""
+    gateways = set()
+    for network in networks:
+        if not network.flags.allow_default:
+            continue
+        holders = {a.ip: m.address for m in network.config.members for a in m.addresses}
+        for route in network.config.routes:
+            gateway = holders.get(route.via) if route.via is not None else None
+            if route.target.prefixlen == 0 and gateway not in (None, own_address):
+                gateways.add(gateway)
+    return gateways
+
+
+def _send_lan_through_tunnel(
+    lan: list[IPNetwork],
+    defaults: dict[int, str | None],
+    device: str,
+    routes: set[KernelRoute],
+    rules: set[KernelRule],
+) -> None:
+    """LAN subnets are more specific than the halves, so rules send them to a table of ours
+    that holds the tunnel (the node's pinned sockets fall through it: no route on their
+    device there)."""
+    for family, via in defaults.items():
+        default = "0.0.0.0/0" if family == 4 else "::/0"
+        routes.add(KernelRoute(family, default, via, device, FULL_TUNNEL_TABLE))
+    for subnet in lan:
+        rules.add(KernelRule(subnet.version, str(subnet), FULL_TUNNEL_TABLE, LAN_RULE_PRIORITY))
+
+
+def _refusal(
+    route: Route, on_link: list[IPNetwork], ours: frozenset[IPAddress], flags: NetworkFlags
+) -> str:
+    """Why a route may not be installed at all ("" if it may)."""
+    target, via = route.target, route.via
+    for forbidden in FORBIDDEN_TARGETS:
+        if target.version == forbidden.version and target.subnet_of(forbidden):  # type: ignore[arg-type]
+            return f"refused: {target} is inside {forbidden}, which no network may route"
+    if via is not None:
+        if via.version != target.version:
+            return f"refused: gateway {via} is not an {FAMILY_NAMES[target.version]} address"
+        if via in ours:
+            if target.prefixlen == 0:
+                return "this node is the gateway for it (see exitNode)"
+            return f"refused: {via} is this node's own address"
+        if not any(via in subnet for subnet in on_link if subnet.version == via.version):
+            return f"refused: gateway {via} is outside the network's subnets"
+    if target.prefixlen == 0:
+        return "" if flags.allow_default else "needs allowDefault"
+    if not any(
+        target.version == space.version and target.subnet_of(space)  # type: ignore[arg-type]
+        for space in PRIVATE_SPACE
+    ):
+        return "" if flags.allow_global else "public address space: needs allowGlobal"
+    managed = flags.allow_managed
+    if managed is True:
+        return ""
+    if managed is False:
+        return "needs allowManaged"
+    if any(target.version == n.version and target.subnet_of(n) for n in managed):  # type: ignore[arg-type]
+        return ""
+    return "outside the CIDRs allowManaged lists"

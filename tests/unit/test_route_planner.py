@@ -1,0 +1,150 @@
+"""The route planner: flags in ZeroTier's order, the full tunnel only while the gateway lives
+(or held, fail-closed), IPv6 blocked rather than leaked, and bad routes refused with a reason."""
+
+from __future__ import annotations
+
+from ipaddress import ip_address, ip_interface, ip_network
+
+import pytest
+
+from oneservice.network.config import Member, NetworkConfig, Route
+from oneservice.routing.flags import FlagsError, NetworkFlags, parse_flags
+from oneservice.routing.planner import (
+    FULL_TUNNEL_TABLE,
+    TUNNEL_HELD,
+    TUNNEL_ON,
+    TUNNEL_WITHDRAWN,
+    KernelRoute,
+    NetworkRouting,
+    plan_routing,
+)
+from tests.unit.corenet import identity
+
+CLIENT, GATEWAY = identity(1), identity(2)
+DEV = "onet21c000001"
+
+
+def network(*routes: Route, gateway_v6: bool = False) -> NetworkConfig:
+    gateway_addresses = [ip_interface("10.147.17.1/24")]
+    if gateway_v6:
+        gateway_addresses.append(ip_interface("fd00::1/64"))
+    return NetworkConfig("8056c2e21c000001", "lab", (
+        Member(CLIENT.public(), (ip_interface("10.147.17.2/24"), ip_interface("fd00::2/64"))),
+        Member(GATEWAY.public(), tuple(gateway_addresses)),
+    ), routes=(Route(ip_network("10.147.17.0/24")), *routes))  # fmt: skip
+
+
+DEFAULT_FLAGS = NetworkFlags()
+DEFAULT_V4 = Route(ip_network("0.0.0.0/0"), ip_address("10.147.17.1"))
+DEFAULT_V6 = Route(ip_network("::/0"), ip_address("fd00::1"))
+
+
+def plan(config, flags=DEFAULT_FLAGS, live=(GATEWAY.address,), fail_closed=False, lan=()):
+    return plan_routing([NetworkRouting(config, DEV, flags)], CLIENT.address, live,
+                        [ip_address("192.168.1.20")], lan, fail_closed)  # fmt: skip
+
+
+def reasons(result) -> dict:
+    return {(s.target, s.via): (s.installed, s.reason) for s in result.status}
+
+
+def test_default_route_needs_allow_default_then_becomes_two_halves_and_blocks_ipv6():
+    config = network(DEFAULT_V4)
+    off = plan(config)
+    assert off.routes == frozenset()
+    assert reasons(off)[("0.0.0.0/0", "10.147.17.1")] == (False, "needs allowDefault")
+
+    on = plan(config, NetworkFlags(allow_default=True))
+    assert on.full_tunnel == {config.id: TUNNEL_ON}
+    assert on.routes == {
+        KernelRoute(4, "0.0.0.0/1", "10.147.17.1", DEV),
+        KernelRoute(4, "128.0.0.0/1", "10.147.17.1", DEV),
+        # The gateway offers no IPv6 default: IPv6 goes into the tunnel and no further.
+        KernelRoute(6, "::/1", None, DEV),
+        KernelRoute(6, "8000::/1", None, DEV),
+    }
+    assert "IPv6 blocked" in reasons(on)[("::/0", None)][1]
+
+
+def test_ipv6_default_from_the_gateway_is_routed_not_blocked():
+    on = plan(network(DEFAULT_V4, DEFAULT_V6, gateway_v6=True), NetworkFlags(allow_default=True))
+    assert KernelRoute(6, "::/1", "fd00::1", DEV) in on.routes
+    assert KernelRoute(6, "::/1", None, DEV) not in on.routes
+
+
+def test_silent_gateway_withdraws_the_tunnel_unless_fail_closed():
+    config, flags = network(DEFAULT_V4), NetworkFlags(allow_default=True)
+    withdrawn = plan(config, flags, live=())
+    assert withdrawn.routes == frozenset()
+    assert withdrawn.full_tunnel[config.id] == TUNNEL_WITHDRAWN
+    held = plan(config, flags, live=(), fail_closed=True)
+    assert held.full_tunnel[config.id] == TUNNEL_HELD
+    assert KernelRoute(4, "0.0.0.0/1", "10.147.17.1", DEV) in held.routes
+
+
+def test_flags_in_zerotiers_order():
+    private = Route(ip_network("10.20.0.0/16"), ip_address("10.147.17.1"))
+    public = Route(ip_network("8.8.8.0/24"), ip_address("10.147.17.1"))
+    config = network(private, public)
+    default = reasons(plan(config))
+    assert default[("10.20.0.0/16", "10.147.17.1")][0] is True
+    assert default[("8.8.8.0/24", "10.147.17.1")] == (
+        False,
+        "public address space: needs allowGlobal",
+    )
+    assert reasons(plan(config, NetworkFlags(allow_global=True)))[("8.8.8.0/24", "10.147.17.1")][0]
+    unmanaged = reasons(plan(config, NetworkFlags(allow_managed=False)))
+    assert unmanaged[("10.20.0.0/16", "10.147.17.1")] == (False, "needs allowManaged")
+    listed = NetworkFlags(allow_managed=(ip_network("10.20.0.0/15"),))
+    assert reasons(plan(config, listed))[("10.20.0.0/16", "10.147.17.1")][0] is True
+    assert not reasons(plan(network(Route(ip_network("10.30.0.0/16"), ip_address(
+        "10.147.17.1"))), listed))[("10.30.0.0/16", "10.147.17.1")][0]  # fmt: skip
+
+
+@pytest.mark.parametrize("route, reason", [
+    (Route(ip_network("0.0.0.0/0"), ip_address("10.147.17.2")), "this node is the gateway"),
+    (Route(ip_network("10.9.0.0/16"), ip_address("10.147.17.2")), "this node's own address"),
+    (Route(ip_network("10.9.0.0/16"), ip_address("192.168.1.20")), "this node's own address"),
+    (Route(ip_network("0.0.0.0/0"), ip_address("172.16.0.1")), "outside the network's subnets"),
+    (Route(ip_network("127.0.0.0/8"), ip_address("10.147.17.1")), "inside 127.0.0.0/8"),
+    (Route(ip_network("224.0.0.0/4"), ip_address("10.147.17.1")), "inside 224.0.0.0/4"),
+    (Route(ip_network("ff02::/16")), "inside ff00::/8"),
+    (Route(ip_network("::/0"), ip_address("10.147.17.1")), "not an IPv6 address"),
+])  # fmt: skip
+def test_bad_routes_are_refused_with_a_reason_and_nothing_is_installed(route, reason):
+    flags = NetworkFlags(allow_default=True, allow_global=True)
+    result = plan(network(route), flags)
+    installed, why = reasons(result)[(str(route.target), str(route.via) if route.via else None)]
+    assert not installed and reason in why
+    assert result.routes == frozenset()
+
+
+def test_without_lan_access_the_lan_goes_through_the_tunnel_by_rule():
+    lan = [ip_network("192.168.1.0/24"), ip_network("fe80::/64")]
+    result = plan(network(DEFAULT_V4), NetworkFlags(allow_default=True, allow_lan_access=False),
+                  lan=lan)  # fmt: skip
+    [rule] = result.rules  # link-local stays on the link
+    assert (rule.target, rule.table) == ("192.168.1.0/24", FULL_TUNNEL_TABLE)
+    assert KernelRoute(4, "0.0.0.0/0", "10.147.17.1", DEV, FULL_TUNNEL_TABLE) in result.routes
+    assert plan(network(DEFAULT_V4), NetworkFlags(allow_default=True), lan=lan).rules == set()
+
+
+def test_only_one_network_carries_the_full_tunnel():
+    first = network(DEFAULT_V4)
+    second = NetworkConfig("8056c2e21c000002", "other", first.members, routes=first.routes)
+    flags = NetworkFlags(allow_default=True)
+    result = plan_routing([NetworkRouting(second, "onet2", flags),
+                           NetworkRouting(first, DEV, flags)],
+                          CLIENT.address, [GATEWAY.address], [], [])  # fmt: skip
+    assert {r.device for r in result.routes} == {DEV}
+    assert "already carries the full tunnel" in result.for_network(second.id)[1]["reason"]
+
+
+def test_flags_parse_zerotier_spellings_and_refuse_the_rest():
+    assert parse_flags({"allowDefault": "1", "allowGlobal": 0}) == NetworkFlags(allow_default=True)
+    assert NetworkFlags().changed({"allowManaged": ["10.0.0.0/8"]}).allow_managed == (
+        ip_network("10.0.0.0/8"),
+    )
+    for bad in ({"allowDefault": "yes"}, {"allowDefualt": True}, {"allowManaged": ["x"]}, []):
+        with pytest.raises(FlagsError):
+            parse_flags(bad)
