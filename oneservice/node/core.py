@@ -344,7 +344,8 @@ class NodeCore:
                     peer.paths[key] = Path(RELAY_SOCKET, (root.address, 0), to=peer.address)
 
     def _add_candidate_paths(self, peer: Peer) -> None:
-        known = peer.hints | {path.endpoint for path in peer.paths.values()}
+        # Direct endpoints only: a relay path's "endpoint" is a root's address, not an IP.
+        known = peer.hints | {p.endpoint for p in peer.paths.values() if p.via is None}
         for endpoint in known:
             if self._inside_virtual_network(endpoint):
                 self.refused_hints.add((peer.address, endpoint))

@@ -62,6 +62,9 @@ class Sim:
     def collect(self) -> None:
         for name, core in self.nodes.items():
             for socket_id, destination, data in core.datagrams_to_send():
+                # A core hands out only numeric addresses: anything else would make the OS
+                # resolve a name (a DNS query, blocking the event loop) on every send.
+                ipaddress.ip_address(destination[0])
                 source = self.sockets.get((name, socket_id))
                 if source is None or source in self.dead or destination in self.dead:
                     continue

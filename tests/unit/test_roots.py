@@ -114,6 +114,10 @@ def test_relay_through_the_root_while_the_direct_path_is_blocked():
         sim.run(0.1)
     assert len(sim.delivered["b"]) >= 25, "traffic flows through the root"
     assert a.peers[b.identity.address].preferred.via == identity(3).address
+    # A new config revision re-derives candidate paths: a relay path's "endpoint" (the root's
+    # address) must not become a UDP destination (the Sim refuses non-numeric ones).
+    a.set_networks([network], sim.now)
+    sim.run(2.0)
     assert a.accepted + sum(a.drops.values()) > 0
 
     sim.blocked.clear()  # the direct path opens: traffic leaves the relay by itself
