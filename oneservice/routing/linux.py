@@ -26,11 +26,22 @@ _ANY = {4: "0.0.0.0", 6: "::"}
 
 
 class LinuxRoutes:
+    """Use from one worker thread only: pyroute2's synchronous IPRoute cannot be made, nor
+    run, on a thread whose event loop is running."""
+
     def __init__(self) -> None:
-        self._ipr = IPRoute()
+        self._socket: IPRoute | None = None
+
+    @property
+    def _ipr(self) -> IPRoute:
+        if self._socket is None:
+            self._socket = IPRoute()
+        return self._socket
 
     def close(self) -> None:
-        self._ipr.close()
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
 
     def apply(self, routes: Iterable[KernelRoute], rules: Iterable[KernelRule]) -> list[str]:
         """Add what is missing, delete what is ours and no longer wanted; returns errors

@@ -207,5 +207,5 @@ class RoutingManager:
                 await loop.run_in_executor(self._executor, self._exit.restore)
             except Exception as exc:
                 log.error("exit node: %s", exc)
-            self._kernel.close()
+            await loop.run_in_executor(self._executor, self._kernel.close)
         self._executor.shutdown(wait=True)

@@ -85,3 +85,59 @@ def api(host: Host, home: Path, method: str, path: str, body: dict | None = None
     except json.JSONDecodeError:
         payload = text
     return int(status), payload
+
+
+def capture(host: Host, interface: str, path, outbound: bool = False) -> subprocess.Popen:
+    """tcpdump into ``path`` (only what the host sends, with ``outbound``); ready on return."""
+    direction = ["-Q", "out"] if outbound else []
+    process = host.spawn("tcpdump", "-i", interface, *direction, "-U", "-n", "-w", str(path),
+                         stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert process.stderr is not None
+    assert "listening on" in process.stderr.readline()
+    return process
+
+
+class NodeLab:
+    """Named hosts with a node each; subclasses build the topology and fill ``hosts``,
+    ``homes`` and ``identities``."""
+
+    def __init__(self) -> None:
+        self.hosts: dict[str, Host] = {}
+        self.homes: dict[str, Path] = {}
+        self.identities: dict[str, Identity] = {}
+        self.nodes: dict[str, Node] = {}
+
+    def start(self, name: str) -> Node:
+        node = self.nodes[name] = Node(self.hosts[name], self.homes[name])
+        node.wait_log("oneservice started")
+        return node
+
+    def api(self, name: str, method: str, path: str, body: dict | None = None):
+        return api(self.hosts[name], self.homes[name], method, path, body)
+
+    def status(self, name: str, network_id: str) -> str:
+        code, body = self.api(name, "GET", f"/network/{network_id}")
+        return body["status"] if code == 200 else f"HTTP {code}"
+
+    def wait_status(self, name: str, network_id: str, wanted: str, timeout: float = 15) -> None:
+        wait_until(lambda: self.status(name, network_id) == wanted, timeout,
+                   interval=0.2, what=f"{name} to reach {wanted}")  # fmt: skip
+
+    def ping(self, name: str, target: str) -> bool:
+        result = self.hosts[name].run("ping", "-c", "2", "-i", "0.2", "-W", "1", target,
+                                      check=False)  # fmt: skip
+        return result.returncode == 0
+
+    def create_network(self, controller: str, settings: dict) -> str:
+        address = self.identities[controller].address
+        code, network = self.api(controller, "POST", f"/controller/network/{address}______",
+                                 settings)  # fmt: skip
+        assert code == 200, network
+        return network["id"]
+
+    def authorize(self, controller: str, network_id: str, name: str, **fields) -> None:
+        address = self.identities[name].address
+        code, body = self.api(controller, "POST",
+                              f"/controller/network/{network_id}/member/{address}",
+                              {"authorized": True, **fields})  # fmt: skip
+        assert code == 200, body

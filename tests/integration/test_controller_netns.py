@@ -7,21 +7,20 @@ import re
 import pytest
 
 from oneservice.identity import Identity
-from tests.integration.nodes import Node, api, write_home, write_local_conf
+from tests.integration.nodes import Node, NodeLab, write_home, write_local_conf
 from tests.testbed import Host, Testbed, wait_until
 
 pytestmark = pytest.mark.integration
 
 
-class Lab:
+class Lab(NodeLab):
     """ctrl (controller + root) 192.0.2.10, gw 198.51.100.10, client 203.0.113.10, all behind
     one router; gw and client know only the root."""
 
     def __init__(self, bed: Testbed, tmp_path) -> None:
+        super().__init__()
         self.bed = bed
         self.router = bed.host("router", forwarding=True)
-        self.hosts: dict[str, Host] = {}
-        self.homes = {}
         self.identities = {name: Identity.generate() for name in ("ctrl", "gw", "client")}
         for name, net in (("ctrl", "192.0.2"), ("gw", "198.51.100"), ("client", "203.0.113")):
             host = self.hosts[name] = bed.host(name)
@@ -35,45 +34,19 @@ class Lab:
                     "identity": self.identities["ctrl"].public_text(),
                     "endpoints": ["192.0.2.10/9993"],
                 }]})  # fmt: skip
-        self.nodes = {name: self.start(name) for name in ("ctrl", "gw", "client")}
-
-    def start(self, name: str) -> Node:
-        node = Node(self.hosts[name], self.homes[name])
-        node.wait_log("oneservice started")
-        return node
-
-    def api(self, name: str, method: str, path: str, body: dict | None = None):
-        return api(self.hosts[name], self.homes[name], method, path, body)
-
-    def status(self, name: str, network_id: str) -> str:
-        code, body = self.api(name, "GET", f"/network/{network_id}")
-        return body["status"] if code == 200 else f"HTTP {code}"
-
-    def wait_status(self, name: str, network_id: str, wanted: str, timeout: float = 15) -> None:
-        wait_until(lambda: self.status(name, network_id) == wanted, timeout,
-                   interval=0.2, what=f"{name} to reach {wanted}")  # fmt: skip
-
-    def ping(self, name: str, target: str) -> bool:
-        result = self.hosts[name].run("ping", "-c", "2", "-i", "0.2", "-W", "1", target,
-                                      check=False)  # fmt: skip
-        return result.returncode == 0
+        for name in ("ctrl", "gw", "client"):
+            self.start(name)
 
 
 def create_network(lab: Lab) -> str:
-    ctrl = lab.identities["ctrl"].address
-    code, network = lab.api("ctrl", "POST", f"/controller/network/{ctrl}______", {
+    return lab.create_network("ctrl", {
         "name": "lab", "routes": [{"target": "10.147.17.0/24"}],
         "ipAssignmentPools": [{"ipRangeStart": "10.147.17.10", "ipRangeEnd": "10.147.17.200"}],
     })  # fmt: skip
-    assert code == 200, network
-    return network["id"]
 
 
 def authorize(lab: Lab, network_id: str, name: str, authorized: bool = True) -> None:
-    address = lab.identities[name].address
-    code, body = lab.api("ctrl", "POST", f"/controller/network/{network_id}/member/{address}",
-                         {"authorized": authorized})  # fmt: skip
-    assert code == 200, body
+    lab.authorize("ctrl", network_id, name, authorized=authorized)
 
 
 def test_join_by_network_id_authorize_restart_and_deauthorize(testbed, tmp_path):
@@ -103,11 +76,11 @@ def test_join_by_network_id_authorize_restart_and_deauthorize(testbed, tmp_path)
     assert lab.ping("client", gw_ip)
     # Members restart without it too: the saved, signed config is enough.
     assert lab.nodes["client"].stop() == 0
-    lab.nodes["client"] = lab.start("client")
+    lab.start("client")
     assert lab.status("client", network_id) == "OK"
     wait_until(lambda: lab.ping("client", gw_ip), timeout=10, what="ping after client restart")
     # The controller comes back with its networks.
-    lab.nodes["ctrl"] = lab.start("ctrl")
+    lab.start("ctrl")
     code, network = lab.api("ctrl", "GET", f"/controller/network/{network_id}")
     assert code == 200 and network["name"] == "lab"
 

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from oneservice.identity import Identity
-from tests.integration.nodes import NETWORK_ID, Node, member, write_home
+from tests.integration.nodes import NETWORK_ID, Node, capture, member, write_home
 from tests.testbed import Host, Testbed
 
 pytestmark = pytest.mark.integration
@@ -45,14 +45,6 @@ def build(bed: Testbed, tmp_path) -> tuple[Host, Host, Host, Node, Node]:
     node_a.wait_log("session established")
     node_b.wait_log("session established")
     return router, a, b, node_a, node_b
-
-
-def capture(host: Host, interface: str, path) -> subprocess.Popen:
-    process = host.spawn("tcpdump", "-i", interface, "-U", "-n", "-w", str(path),
-                         stderr=subprocess.PIPE, text=True)  # fmt: skip
-    assert process.stderr is not None
-    assert "listening on" in process.stderr.readline()
-    return process
 
 
 def test_ping_through_the_tunnel_and_the_wire_sees_only_encrypted_udp(testbed, tmp_path):

@@ -1,0 +1,336 @@
+"""Full tunnel through a gateway on the virtual network, proven in namespaces.
+
+    server 198.51.100.10 (HTTP "whoami", iperf3), 2001:db8:100::10
+        |
+      inet (router) ---- ctrl 192.0.2.10 (controller + root)
+        |   \\---------- gw 203.0.113.10 (exit node)
+        |
+      wifi 10.0.1.10, 2001:db8:1::10 / cell 10.0.2.10: client
+
+The network routes 0.0.0.0/0 via the gateway (10.147.17.1) and offers no IPv6 default.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import subprocess
+import time
+
+import pytest
+
+from oneservice.identity import Identity
+from tests.integration.nodes import NodeLab, capture, write_home, write_local_conf
+from tests.testbed import Testbed, wait_until
+
+pytestmark = pytest.mark.integration
+
+SERVER, SERVER6 = "198.51.100.10", "2001:db8:100::10"
+GW_UPLINK, GW_VIRTUAL = "203.0.113.10", "10.147.17.1"
+CLIENT_WIFI, CLIENT_CELL = "10.0.1.10", "10.0.2.10"
+# What the client sends on an uplink (captured outbound only: an ICMP "port unreachable"
+# arriving from a stopped gateway is no leak) must be the tunnel's UDP. Link-scope IPv6
+# (neighbour discovery, MLD) is the link's business, not traffic that could leak.
+NOT_OURS = (
+    "not arp and not (udp port 9993)"
+    " and not (ip6 and (src host :: or src net fe80::/10 or dst net ff00::/8))"
+    " and not (icmp6 and ip6[40] >= 133 and ip6[40] <= 137)"
+)
+
+
+class TunnelLab(NodeLab):
+    def __init__(self, bed: Testbed, tmp_path, client_settings: dict | None = None) -> None:
+        super().__init__()
+        self.tmp_path = tmp_path
+        inet = self.inet = bed.host("inet", forwarding=True)
+        self.server = bed.host("server")
+        bed.link(self.server, "eth0", inet, "r-server", [f"{SERVER}/24", f"{SERVER6}/64"],
+                 ["198.51.100.1/24", "2001:db8:100::1/64"])  # fmt: skip
+        self.server.ip("route", "add", "default", "via", "198.51.100.1")
+        self.server.ip("-6", "route", "add", "default", "via", "2001:db8:100::1")
+        self.identities = {name: Identity.generate() for name in ("ctrl", "gw", "client")}
+        for name, net in (("ctrl", "192.0.2"), ("gw", "203.0.113")):
+            host = self.hosts[name] = bed.host(name)
+            bed.link(host, "eth0", inet, f"r-{name}", [f"{net}.10/24"], [f"{net}.1/24"])
+            host.ip("route", "add", "default", "via", f"{net}.1")
+        client = self.hosts["client"] = bed.host("client")
+        bed.link(client, "wifi", inet, "r-wifi", [f"{CLIENT_WIFI}/24", "2001:db8:1::10/64"],
+                 ["10.0.1.1/24", "2001:db8:1::1/64"])  # fmt: skip
+        bed.link(client, "cell", inet, "r-cell", [f"{CLIENT_CELL}/24"], ["10.0.2.1/24"])
+        client.ip("route", "add", "default", "via", "10.0.1.1", "dev", "wifi", "metric", "100")
+        client.ip("route", "add", "default", "via", "10.0.2.1", "dev", "cell", "metric", "200")
+        client.ip("-6", "route", "add", "default", "via", "2001:db8:1::1", "dev", "wifi")
+        roots = [{"identity": self.identities["ctrl"].public_text(),
+                  "endpoints": ["192.0.2.10/9993"]}]  # fmt: skip
+        settings = {"ctrl": {"relay": True}, "gw": {"allowExitNode": True},
+                    "client": client_settings or {}}  # fmt: skip
+        for name, identity in self.identities.items():
+            home = self.homes[name] = write_home(tmp_path / name, identity, [])
+            write_local_conf(home, {"settings": settings[name],
+                                    "roots": [] if name == "ctrl" else roots})  # fmt: skip
+        self.server.python("tests/integration/whoami_server.py", "8080", stdout=subprocess.PIPE)
+        self.server.spawn("iperf3", "-s", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def build_network(self) -> str:
+        """Controller, gateway and client up; the client is a member with allowDefault off."""
+        for name in ("ctrl", "gw", "client"):
+            if name not in self.nodes or self.nodes[name].process.poll() is not None:
+                self.start(name)
+        network_id = self.create_network("ctrl", {
+            "name": "exit", "routes": [{"target": "10.147.17.0/24"},
+                                       {"target": "0.0.0.0/0", "via": GW_VIRTUAL}],
+            "ipAssignmentPools": [{"ipRangeStart": "10.147.17.10", "ipRangeEnd": "10.147.17.99"}],
+        })  # fmt: skip
+        for name in ("gw", "client"):
+            code, body = self.api(name, "POST", f"/network/{network_id}", {})
+            assert code == 200, body
+        self.authorize("ctrl", network_id, "gw", ipAssignments=[GW_VIRTUAL])
+        self.authorize("ctrl", network_id, "client")
+        for name in ("gw", "client"):
+            self.wait_status(name, network_id, "OK")
+        return network_id
+
+    def network(self, name: str, network_id: str) -> dict:
+        code, body = self.api(name, "GET", f"/network/{network_id}")
+        assert code == 200, body
+        return body
+
+    def set_flags(self, network_id: str, **flags) -> None:
+        code, body = self.api("client", "POST", f"/network/{network_id}", flags)
+        assert code == 200, body
+
+    def wait_tunnel(self, network_id: str, state: str, timeout: float = 15) -> None:
+        wait_until(lambda: self.network("client", network_id)["fullTunnel"] == state, timeout,
+                   interval=0.2, what=f"full tunnel {state}")  # fmt: skip
+
+    def whoami(self, url: str = f"http://{SERVER}:8080/", timeout: float = 3) -> str | None:
+        """Who the server thinks the client is (None: no answer)."""
+        result = self.hosts["client"].run("curl", "-s", "-m", str(timeout), url, check=False,
+                                          timeout=timeout + 5)  # fmt: skip
+        return result.stdout if result.returncode == 0 else None
+
+    def our_routes(self, name: str = "client") -> str:
+        host = self.hosts[name]
+        return "".join(host.ip(*family, "route", "show", "table", "all", "proto", "165").stdout
+                       for family in ((), ("-6",)))  # fmt: skip
+
+
+def routing_state(host) -> dict:
+    """Everything the node may touch: routes and rules of both families, the nft ruleset
+    (the egress guard included: it must be left alone too), forwarding sysctls."""
+    # New links get their link-local addresses (and local routes) once DAD is through.
+    wait_until(lambda: not host.ip("-6", "addr", "show", "tentative").stdout.strip(),
+               timeout=5, what="IPv6 duplicate address detection")  # fmt: skip
+    state = {}
+    for family in ("-4", "-6"):
+        state[f"routes{family}"] = host.ip(family, "route", "show", "table", "all").stdout
+        state[f"rules{family}"] = host.ip(family, "rule", "show").stdout
+    state["nft"] = host.run("nft", "list", "ruleset").stdout
+    for key in ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"):
+        state[key] = host.run("sysctl", "-n", key).stdout
+    return state
+
+
+def assert_unchanged(before: dict, after: dict, who: str) -> None:
+    changed = {
+        key: "\n".join(difflib.unified_diff(before[key].splitlines(), after[key].splitlines(),
+                                             "before", "after", lineterm=""))
+        for key in before if before[key] != after[key]
+    }  # fmt: skip
+    assert not changed, f"{who}: routing state differs from before the node ran: {changed}"
+
+
+def tunnel_udp_inside(host, pcap) -> list[str]:
+    """The tunnel's own UDP seen on the TUN device: must be none, or it would tunnel itself."""
+    return host.run("tcpdump", "-r", str(pcap), "-n", "udp port 9993").stdout.splitlines()
+
+
+def stray_packets(host, pcap) -> list[str]:
+    return host.run("tcpdump", "-r", str(pcap), "-n", NOT_OURS).stdout.splitlines()
+
+
+def test_full_tunnel_through_the_gateway_leaks_nothing(testbed, tmp_path):
+    lab = TunnelLab(testbed, tmp_path)
+    client = lab.hosts["client"]
+    before = routing_state(client)
+    network_id = lab.build_network()
+    assert lab.whoami() == CLIENT_WIFI, "without allowDefault the client uses its own uplink"
+    [default] = [r for r in lab.network("client", network_id)["routeStatus"]
+                 if r["target"] == "0.0.0.0/0"]  # fmt: skip
+    assert default == {"target": "0.0.0.0/0", "via": GW_VIRTUAL, "installed": False,
+                       "reason": "needs allowDefault"}  # fmt: skip
+
+    lab.set_flags(network_id, allowDefault=True)
+    lab.wait_tunnel(network_id, "on")
+    tap = lab.network("client", network_id)["portDeviceName"]
+    routes = lab.our_routes()
+    assert f"0.0.0.0/1 via {GW_VIRTUAL} dev {tap}" in routes, routes
+    assert f"128.0.0.0/1 via {GW_VIRTUAL} dev {tap}" in routes, routes
+    assert lab.whoami() == GW_UPLINK, "the server sees the gateway"
+
+    captures = {name: (tmp_path / f"{name}.pcap") for name in ("wifi", "cell", tap)}
+    tcpdumps = [capture(client, name, path, outbound=name != tap)
+                for name, path in captures.items()]  # fmt: skip
+    assert lab.whoami() == GW_UPLINK
+    assert lab.ping("client", SERVER)
+    client.run("python3", "-c", "import socket; s = socket.socket(socket.AF_INET, "
+               f"socket.SOCK_DGRAM); s.sendto(b'dns?', ('{SERVER}', 53))")  # fmt: skip
+    # The gateway offers no IPv6 default: IPv6 to the internet is blocked, not leaked.
+    assert lab.whoami(f"http://[{SERVER6}]:8080/", timeout=2) is None
+    time.sleep(0.3)
+    for tcpdump in tcpdumps:
+        tcpdump.terminate()
+        tcpdump.wait(timeout=5)
+    for uplink in ("wifi", "cell"):
+        assert stray_packets(client, captures[uplink]) == [], f"only tunnel UDP on {uplink}"
+    tunnel_udp = client.run("tcpdump", "-r", str(captures["wifi"]), "-n", "udp port 9993")
+    assert len(tunnel_udp.stdout.splitlines()) >= 10, "the traffic went through the tunnel"
+    inside = client.run("tcpdump", "-r", str(captures[tap]), "-n").stdout
+    assert SERVER in inside and SERVER6 in inside, "the tunnel carried the test traffic"
+    assert tunnel_udp_inside(client, captures[tap]) == []
+    blocked = [r for r in lab.network("client", network_id)["routeStatus"]
+               if r["target"] == "::/0"]  # fmt: skip
+    assert blocked and blocked[0]["installed"] and "IPv6 blocked" in blocked[0]["reason"]
+
+    lab.set_flags(network_id, allowDefault=False)
+    wait_until(lambda: lab.our_routes() == "", what="the full tunnel removed")
+    assert lab.whoami() == CLIENT_WIFI
+    lab.set_flags(network_id, allowDefault=True)
+    lab.wait_tunnel(network_id, "on")
+    code, _ = lab.api("client", "DELETE", f"/network/{network_id}")
+    assert code == 200
+    wait_until(lambda: lab.our_routes() == "", what="routes gone after leave")
+    assert lab.nodes["client"].stop() == 0
+    assert_unchanged(before, routing_state(client), "client")
+
+
+def test_handover_under_full_tunnel(testbed, tmp_path):
+    lab = TunnelLab(testbed, tmp_path)
+    network_id = lab.build_network()
+    lab.set_flags(network_id, allowDefault=True)
+    lab.wait_tunnel(network_id, "on")
+    assert lab.whoami() == GW_UPLINK
+    client = lab.hosts["client"]
+    tap = lab.network("client", network_id)["portDeviceName"]
+    pcap = tmp_path / "tap.pcap"
+    tcpdump = capture(client, tap, pcap)
+    iperf = client.spawn("iperf3", "-c", SERVER, "-t", "8", "-J", stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)  # fmt: skip
+    time.sleep(2.5)
+    client.ip("link", "del", "wifi")
+    out, _ = iperf.communicate(timeout=30)
+    tcpdump.terminate()
+    tcpdump.wait(timeout=5)
+    report = json.loads(out)
+    assert "error" not in report, report.get("error")
+    intervals = [i["sum"]["bytes"] for i in report["intervals"]]
+    assert len(intervals) >= 8 and all(b > 0 for b in intervals[-4:]), intervals
+    assert lab.whoami() == GW_UPLINK, "still through the gateway, now over cell"
+    gw = lab.identities["gw"].address
+    paths = lab.api("client", "GET", f"/peer/{gw}")[1]["paths"]
+    assert [p["interface"] for p in paths if p["preferred"]] == ["cell"], paths
+    assert SERVER in client.run("tcpdump", "-r", str(pcap), "-n").stdout
+    assert tunnel_udp_inside(client, pcap) == []
+
+
+def test_silent_gateway_withdraws_the_tunnel_or_holds_traffic_when_fail_closed(testbed, tmp_path):
+    lab = TunnelLab(testbed, tmp_path)
+    network_id = lab.build_network()
+    lab.set_flags(network_id, allowDefault=True)
+    lab.wait_tunnel(network_id, "on")
+    assert lab.whoami() == GW_UPLINK
+
+    assert lab.nodes["gw"].stop() == 0
+    lab.wait_tunnel(network_id, "withdrawn")
+    assert lab.our_routes() == ""
+    assert lab.whoami() == CLIENT_WIFI, "back on the machine's own connection"
+    lab.start("gw")
+    lab.wait_tunnel(network_id, "on", timeout=20)
+    assert lab.whoami() == GW_UPLINK, "the full tunnel came back by itself"
+
+    # Fail-closed: the same silence holds traffic in the tunnel instead.
+    assert lab.nodes["client"].stop() == 0
+    write_local_conf(
+        lab.homes["client"],
+        {
+            "settings": {"fullTunnelFailClosed": True},
+            "roots": [
+                {"identity": lab.identities["ctrl"].public_text(), "endpoints": ["192.0.2.10/9993"]}
+            ],
+        },
+    )
+    lab.start("client")
+    lab.wait_tunnel(network_id, "on", timeout=20)
+    assert lab.nodes["gw"].stop() == 0
+    lab.wait_tunnel(network_id, "held")
+    client = lab.hosts["client"]
+    pcaps = {uplink: tmp_path / f"held-{uplink}.pcap" for uplink in ("wifi", "cell")}
+    tcpdumps = [capture(client, uplink, path, outbound=True) for uplink, path in pcaps.items()]
+    assert lab.whoami(timeout=2) is None, "blocked, not leaked"
+    for tcpdump in tcpdumps:
+        tcpdump.terminate()
+        tcpdump.wait(timeout=5)
+    for uplink, path in pcaps.items():
+        assert stray_packets(client, path) == [], f"nothing but tunnel UDP on {uplink}"
+    lab.start("gw")
+    lab.wait_tunnel(network_id, "on", timeout=20)
+    assert lab.whoami() == GW_UPLINK
+
+
+def test_sigkill_then_restart_leaves_nothing_behind(testbed, tmp_path):
+    lab = TunnelLab(testbed, tmp_path)
+    client, gw = lab.hosts["client"], lab.hosts["gw"]
+    before = {"client": routing_state(client), "gw": routing_state(gw)}
+    network_id = lab.build_network()
+    # Without LAN access the LAN goes through the tunnel too: rules of ours, which (unlike
+    # routes on the TUN device) outlive the process.
+    lab.set_flags(network_id, allowDefault=True, allowLanAccess=False)
+    lab.wait_tunnel(network_id, "on")
+    assert "lookup 52100" in client.ip("rule", "show").stdout
+    assert "table inet oneservice" in gw.run("nft", "list", "ruleset").stdout
+    assert gw.run("sysctl", "-n", "net.ipv4.ip_forward").stdout.strip() == "1"
+    assert lab.whoami() == GW_UPLINK
+
+    for name in ("client", "gw"):
+        lab.nodes[name].process.kill()
+        lab.nodes[name].process.wait(timeout=5)
+    assert "lookup 52100" in client.ip("rule", "show").stdout, "the crash left its rules"
+    assert "table inet oneservice" in gw.run("nft", "list", "ruleset").stdout
+
+    lab.start("gw").wait_log("restored /proc/sys/net/ipv4/ip_forward = 0")
+    lab.start("client").wait_log("left by an earlier run")
+    lab.wait_tunnel(network_id, "on", timeout=20)
+    assert lab.whoami() == GW_UPLINK, "full tunnel back after the restart"
+    for name in ("client", "gw"):
+        assert lab.nodes[name].stop() == 0
+    assert_unchanged(before["client"], routing_state(client), "client")
+    assert_unchanged(before["gw"], routing_state(gw), "gw")
+
+
+def test_bad_routes_are_refused_with_a_reason_and_nothing_is_installed(testbed, tmp_path):
+    lab = TunnelLab(testbed, tmp_path)
+    for name in ("ctrl", "client"):
+        lab.start(name)
+    network_id = lab.create_network("ctrl", {"name": "bad", "routes": [
+        {"target": "10.147.17.0/24"},
+        {"target": "0.0.0.0/0", "via": "10.147.17.10"},  # the client itself
+        {"target": "0.0.0.0/0", "via": "172.16.0.1"},  # outside the network
+        {"target": "127.0.0.0/8", "via": GW_VIRTUAL},
+        {"target": "224.0.0.0/4", "via": GW_VIRTUAL},
+    ]})  # fmt: skip
+    lab.api("client", "POST", f"/network/{network_id}", {"allowDefault": True,
+                                                         "allowGlobal": True})  # fmt: skip
+    lab.authorize("ctrl", network_id, "client", ipAssignments=["10.147.17.10"])
+    lab.wait_status("client", network_id, "OK")
+    wait_until(lambda: len(lab.network("client", network_id)["routeStatus"]) == 5,
+               what="route statuses")  # fmt: skip
+    reasons = {(r["target"], r["via"]): r["reason"]
+               for r in lab.network("client", network_id)["routeStatus"] if r["via"]}  # fmt: skip
+    assert "this node is the gateway" in reasons[("0.0.0.0/0", "10.147.17.10")]
+    assert "outside the network's subnets" in reasons[("0.0.0.0/0", "172.16.0.1")]
+    assert "refused" in reasons[("127.0.0.0/8", GW_VIRTUAL)]
+    assert "refused" in reasons[("224.0.0.0/4", GW_VIRTUAL)]
+    # Not an exit node either: it was never allowed to be one.
+    assert "allowExitNode" in lab.network("client", network_id)["exitNode"]
+    assert lab.our_routes() == ""
+    assert lab.hosts["client"].run("sysctl", "-n", "net.ipv4.ip_forward").stdout.strip() == "0"
