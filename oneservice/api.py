@@ -8,6 +8,7 @@ with {"error": "..."}; nothing a request carries can crash the service.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import logging
 import os
@@ -21,14 +22,13 @@ from . import __version__
 from .controller.controller import ControllerError
 from .network.config import is_network_id
 from .routing.flags import FlagsError
+from .settings import PORT_FILE, TOKEN_FILE
 from .tap import tap_name
 
 if TYPE_CHECKING:
     from .service import Service
 
 log = logging.getLogger(__name__)
-TOKEN_FILE = "authtoken.secret"
-PORT_FILE = "oneservice.port"
 MAX_BODY_BYTES = 64 * 1024
 
 
@@ -62,6 +62,9 @@ async def start_api(service: Service) -> web.AppRunner:
 
     @web.middleware
     async def guard(request: web.Request, handler):
+        if not _management_allowed(request.remote, service.settings.allow_management_from):
+            return _error(403, f"{request.remote} may not manage this node: only loopback and "
+                               "settings.allowManagementFrom may")  # fmt: skip
         supplied = request.headers.get("X-ZT1-Auth", "")
         bearer = request.headers.get("Authorization", "")
         if bearer.startswith("Bearer "):
@@ -108,7 +111,9 @@ async def start_api(service: Service) -> web.AppRunner:
     await runner.setup()
     port = service.binder.port
     bound = []
-    for host in ("127.0.0.1", "::1"):
+    # Loopback only, unless the user named other networks (the guard then checks each client).
+    hosts = ("0.0.0.0", "::") if service.settings.allow_management_from else ("127.0.0.1", "::1")
+    for host in hosts:
         try:
             site = web.TCPSite(runner, host, port, reuse_address=True)
             await site.start()
@@ -121,6 +126,19 @@ async def start_api(service: Service) -> web.AppRunner:
     (service.home / PORT_FILE).write_text(f"{port}\n", encoding="ascii")
     log.info("local API on %s port %d", " and ".join(bound), port)
     return runner
+
+
+def _management_allowed(remote: str | None, allowed: tuple[str, ...]) -> bool:
+    try:
+        address = ipaddress.ip_address((remote or "").split("%")[0])
+    except ValueError:
+        return False
+    if getattr(address, "ipv4_mapped", None):
+        address = address.ipv4_mapped
+    if address.is_loopback:
+        return True
+    return any(address in ipaddress.ip_network(n) for n in allowed
+               if ipaddress.ip_network(n).version == address.version)  # fmt: skip
 
 
 async def _body(request: web.Request) -> dict:

@@ -8,6 +8,7 @@ It also carries control messages between the core and the controller and members
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import json
 import logging
@@ -34,8 +35,9 @@ from .network.config import NetworkConfig, load_network_files, parse_endpoint
 from .network.membership import Memberships
 from .network.signed import STATUS_NOT_FOUND, controller_address
 from .node.core import ControlReceived, NodeCore, PathChanged, PeerConnected
+from .notify import notify
 from .routing.manager import RoutingInputs, RoutingManager
-from .settings import Settings
+from .settings import Settings, SettingsError, load_local_conf
 from .tap import tap_name
 
 log = logging.getLogger("oneservice")
@@ -104,17 +106,45 @@ class Service:
         log.info("oneservice %s, node %s, home %s", __version__, self.identity.address, self.home)
         await self.routing.remove_leftovers()
         await self.binder.start()
-        self.core.set_roots(
-            [(Identity.parse(text), [parse_endpoint(e, "root") for e in endpoints])
-             for text, endpoints in self.settings.roots],
-            self.loop.time(),
-        )  # fmt: skip
+        self.core.set_roots(self._root_identities(), self.loop.time())
         await self.apply_networks()
         from .api import start_api
 
         self.api = await start_api(self)
         self._log_binder_state()
         self._on_timer()
+        notify(f"READY=1\nSTATUS=node {self.identity.address}, port {self.binder.port}")
+
+    def reload(self) -> None:
+        """SIGHUP: read local.conf again and apply what can change while running. A broken
+        file changes nothing (the error is logged); the port needs a restart."""
+        notify("RELOADING=1")
+        try:
+            settings = load_local_conf(self.home)
+        except SettingsError as exc:
+            log.error("reload: %s; keeping the running settings", exc)
+            notify("READY=1")
+            return
+        if settings.primary_port != self.settings.primary_port:
+            log.warning("reload: primaryPort changes only at restart; still %d",
+                        self.settings.primary_port)  # fmt: skip
+        settings = dataclasses.replace(settings, primary_port=self.settings.primary_port)
+        if settings.allow_management_from != self.settings.allow_management_from:
+            log.warning("reload: allowManagementFrom is checked at once, but the API listens "
+                        "beyond loopback only if it was set at start")  # fmt: skip
+        self.settings = settings
+        self.routing.settings = settings
+        self.core.relay = settings.relay
+        self.core.set_roots(self._root_identities(), self.loop.time())
+        self.binder.set_policy(self._bind_policy())
+        self._update_routing()
+        self._schedule_flush()
+        log.info("reloaded %s", self.home / "local.conf")
+        notify("READY=1")
+
+    def _root_identities(self) -> list:
+        return [(Identity.parse(text), [parse_endpoint(e, "root") for e in endpoints])
+                for text, endpoints in self.settings.roots]  # fmt: skip
 
     def _log_binder_state(self) -> None:
         state = self.binder.state()
@@ -133,6 +163,7 @@ class Service:
         log.info("oneservice started")
 
     async def stop(self) -> None:
+        notify("STOPPING=1")
         if self._timer is not None:
             self._timer.cancel()
         if self.api is not None:
@@ -379,11 +410,15 @@ async def run_until_signalled(home: Path, settings: Settings) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     service = Service(home, settings)
+    started = False
+    # A SIGHUP during start must not kill the process (its default action); it is ignored then.
+    loop.add_signal_handler(signal.SIGHUP, lambda: service.reload() if started else None)
     try:
         await service.start()
     except BaseException:
         await service.stop()
         raise
+    started = True
     try:
         await stop.wait()
     finally:

@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_PRIMARY_PORT = 9993
+# Files in the home directory that the local API and its clients share.
+TOKEN_FILE = "authtoken.secret"
+PORT_FILE = "oneservice.port"
 LOCAL_CONF_NAME = "local.conf"
 
 # Linux interface names are at most 15 bytes (IFNAMSIZ - 1); other systems are similar.
@@ -38,6 +41,8 @@ class Settings:
     allow_exit_node: bool = False
     # When the full tunnel's gateway goes silent, hold traffic rather than use the local uplink.
     full_tunnel_fail_closed: bool = False
+    # Networks (CIDR text) whose clients may use the local API besides loopback.
+    allow_management_from: tuple[str, ...] = ()
     # Roots: (public identity text, ("ip/port", ...)) pairs, checked when loaded.
     roots: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
@@ -88,7 +93,7 @@ _BOOLEAN_SETTINGS = {
     "fullTunnelFailClosed": "full_tunnel_fail_closed",
 }
 _SETTINGS_KEYS = {"primaryPort", "interfacePrefixBlacklist", "interfaceAllowlist",
-                  *_BOOLEAN_SETTINGS}  # fmt: skip
+                  "allowManagementFrom", *_BOOLEAN_SETTINGS}  # fmt: skip
 
 
 def parse_local_conf(document: Any, source: str = LOCAL_CONF_NAME) -> Settings:
@@ -111,6 +116,9 @@ def parse_local_conf(document: Any, source: str = LOCAL_CONF_NAME) -> Settings:
             raise SettingsError(f"{source}: settings.{key} must be true or false, got {value!r}")
     return Settings(
         roots=roots,
+        allow_management_from=_networks(
+            raw.get("allowManagementFrom", []), f"{source}: settings.allowManagementFrom"
+        ),
         **booleans,
         primary_port=port,
         interface_prefix_blacklist=_name_list(
@@ -156,6 +164,20 @@ def _json_type(value: Any) -> str:
     return {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}.get(
         type(value), type(value).__name__
     )
+
+
+def _networks(value: Any, what: str) -> tuple[str, ...]:
+    import ipaddress
+
+    if not isinstance(value, list):
+        raise SettingsError(f"{what} must be a list of CIDRs, got {_json_type(value)}")
+    networks = []
+    for item in value:
+        try:
+            networks.append(str(ipaddress.ip_network(item)))
+        except (TypeError, ValueError):
+            raise SettingsError(f"{what}: {item!r} is not a CIDR like 192.0.2.0/24") from None
+    return tuple(networks)
 
 
 def _roots(value: Any, what: str) -> tuple[tuple[str, tuple[str, ...]], ...]:

@@ -127,8 +127,9 @@ class Host:
         self.bed.processes.append(process)
         return process
 
-    def python(self, *args: str, **kwargs) -> subprocess.Popen:
-        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1")
+    def python(self, *args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
+        """Our Python in this host; ``env`` adds to the inherited environment."""
+        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1", **(env or {}))
         return self.spawn(sys.executable, *args, env=env, **kwargs)
 
     def link_index(self, ifname: str) -> int:

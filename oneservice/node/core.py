@@ -253,7 +253,22 @@ class NodeCore:
                 self._initiate(peer, now)
 
     def set_roots(self, roots: Iterable[tuple[Identity, Iterable[Endpoint]]], now: float) -> None:
-        """Roots answer identity look-ups, introduce peers and relay; we stay connected."""
+        """Roots answer identity look-ups, introduce peers and relay; we stay connected.
+        Replaces the previous set: a root no longer listed becomes an ordinary peer (kept only
+        if a network still lists it)."""
+        roots = list(roots)
+        listed = {identity.address for identity, _ in roots}
+        members = {m.address for n in self.networks.values() for m in n.config.members}
+        for address, peer in self.peers.items():
+            if peer.root and address not in listed:
+                peer.root = False
+                peer.keep = address in members
+            relayed = [k for k, path in peer.paths.items()
+                       if path.via is not None and path.via not in listed]  # fmt: skip
+            for key in relayed:
+                del peer.paths[key]
+            if relayed:
+                self._reselect(peer, now)  # its preferred path may have been one of them
         for identity, endpoints in roots:
             if identity.address == self.identity.address:
                 continue

@@ -30,12 +30,12 @@ def member(identity: Identity, addresses: list[str], endpoints: list[str]) -> di
 class Node:
     """A running node; ``log`` fills with its stderr lines."""
 
-    def __init__(self, host: Host, home: Path, port: int = 9993) -> None:
+    def __init__(self, host: Host, home: Path, port: int = 9993, env: dict | None = None) -> None:
         self.host = host
         self.home = home
         self.process = host.python(
             "-m", "oneservice", "--home", str(home), "--port", str(port),
-            stderr=subprocess.PIPE, text=True,
+            stderr=subprocess.PIPE, text=True, env=env,
         )  # fmt: skip
         self.log: list[str] = []
         threading.Thread(target=self._collect, daemon=True).start()
