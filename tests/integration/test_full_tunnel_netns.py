@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import json
 import subprocess
+import sys
 import time
 
 import pytest
@@ -178,7 +179,7 @@ def test_full_tunnel_through_the_gateway_leaks_nothing(testbed, tmp_path):
                 for name, path in captures.items()]  # fmt: skip
     assert lab.whoami() == GW_UPLINK
     assert lab.ping("client", SERVER)
-    client.run("python3", "-c", "import socket; s = socket.socket(socket.AF_INET, "
+    client.run(sys.executable, "-c", "import socket; s = socket.socket(socket.AF_INET, "
                f"socket.SOCK_DGRAM); s.sendto(b'dns?', ('{SERVER}', 53))")  # fmt: skip
     # The gateway offers no IPv6 default: IPv6 to the internet is blocked, not leaked.
     assert lab.whoami(f"http://[{SERVER6}]:8080/", timeout=2) is None
