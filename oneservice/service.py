@@ -315,7 +315,12 @@ class Service:
                     self._own_endpoints() if address == self.identity.address
                     else self.core.peer_endpoints(address, self.loop.time())
                 )  # fmt: skip
+                before = self.controller.revision(network_id)
                 reply = self.controller.handle_request(network_id, sender, endpoints, time.time())
+                if self.controller.revision(network_id) != before:
+                    # A member arrived (or moved): the others must learn of it now, not at
+                    # their next refresh.
+                    self.push_config(network_id)
             self._deliver_control(address, reply)
         elif kind == "nc":
             joined = self.memberships.networks.get(network_id)

@@ -72,6 +72,10 @@ class Controller:
         document, revision = found
         return {"id": network_id, "nwid": network_id, "revision": revision, **document}
 
+    def revision(self, network_id: str) -> int | None:
+        found = self.store.get_network(network_id)
+        return found[1] if found else None
+
     def networks(self) -> list[str]:
         return self.store.network_ids()
 

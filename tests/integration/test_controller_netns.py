@@ -167,3 +167,18 @@ def test_members_keep_talking_through_the_root_when_the_direct_path_is_blocked(t
         interval=0.3,
         what="back to the direct path",
     )
+
+
+def test_a_member_authorized_before_it_joins_is_announced_to_the_others_at_once(testbed, tmp_path):
+    lab = Lab(testbed, tmp_path)
+    network_id = create_network(lab)
+    lab.api("gw", "POST", f"/network/{network_id}", {})
+    authorize(lab, network_id, "gw")
+    authorize(lab, network_id, "client")  # prepared by address: no identity known yet
+    lab.wait_status("gw", network_id, "OK")
+    lab.api("client", "POST", f"/network/{network_id}", {})
+    lab.wait_status("client", network_id, "OK")
+    _, client_network = lab.api("client", "GET", f"/network/{network_id}")
+    client_ip = client_network["assignedAddresses"][0].split("/")[0]
+    # Well before the 30 s refresh: the controller pushed the new member to gw.
+    wait_until(lambda: lab.ping("gw", client_ip), timeout=5, what="gw reaching the new member")
