@@ -1,0 +1,65 @@
+#!/usr/bin/env python3
+"""Many peers in one process, for the memory benchmark: one NodeCore and one UDP socket per
+peer, all on one address. Reads a JSON file {"address": ip, "base_port": n, "secrets": [...],
+"network": {...}}; runs until killed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
+
+from oneservice.identity import Identity
+from oneservice.network.config import parse_network
+from oneservice.node.core import NodeCore
+
+
+class Peer(asyncio.DatagramProtocol):
+    def __init__(self, core: NodeCore, loop: asyncio.AbstractEventLoop) -> None:
+        self.core, self.loop = core, loop
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, address) -> None:
+        self.core.receive_datagram(data, 1, address, self.loop.time())
+        self.flush()
+
+    def flush(self) -> None:
+        for _, endpoint, datagram in self.core.datagrams_to_send():
+            assert self.transport is not None
+            self.transport.sendto(datagram, endpoint)
+        self.core.packets_for_tap()
+        while self.core.next_event() is not None:
+            pass
+
+
+async def main(spec_path: str) -> None:
+    spec = json.loads(Path(spec_path).read_text())
+    network = parse_network(spec["network"], "farm network")
+    loop = asyncio.get_running_loop()
+    peers = []
+    for n, secret in enumerate(spec["secrets"]):
+        core = NodeCore(Identity.parse(secret), now=loop.time(), wall_time=time.time())
+        core.socket_up(1, socket.AF_INET, loop.time())
+        core.set_networks([network], loop.time())
+        _, peer = await loop.create_datagram_endpoint(
+            lambda core=core: Peer(core, loop), local_addr=(spec["address"], spec["base_port"] + n)
+        )
+        peers.append(peer)
+    print("farm ready", flush=True)
+    while True:
+        await asyncio.sleep(0.1)
+        for peer in peers:
+            peer.core.handle_timer(loop.time())
+            peer.flush()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1]))
