@@ -155,25 +155,23 @@ def flag_value(text: str) -> Any:
     return text.split(",") if "/" in text else text
 
 
+# Read-only commands: the API path and how to print its answer without -j.
+VIEWS = {
+    "info": ("/status", info_line),
+    "listnetworks": ("/network", network_lines),
+    "listpeers": ("/peer", peer_lines),
+    "peers": ("/peer", peer_table),
+    "interfaces": ("/binder", interface_table),
+    "routes": ("/routes", route_table),
+}
+
+
 def run(args: argparse.Namespace, client: Client) -> str:
     c, command, rest = client, args.command, args.arguments
-    if command == "info":
-        status = c.call("GET", "/status")
-        return json.dumps(status, indent=2) if args.json else info_line(status)
-    if command == "listnetworks":
-        networks = c.call("GET", "/network")
-        return json.dumps(networks, indent=2) if args.json else network_lines(networks)
-    if command in ("listpeers", "peers"):
-        peers = c.call("GET", "/peer")
-        if args.json:
-            return json.dumps(peers, indent=2)
-        return peer_lines(peers) if command == "listpeers" else peer_table(peers)
-    if command == "interfaces":
-        binder = c.call("GET", "/binder")
-        return json.dumps(binder, indent=2) if args.json else interface_table(binder)
-    if command == "routes":
-        routes = c.call("GET", "/routes")
-        return json.dumps(routes, indent=2) if args.json else route_table(routes)
+    if command in VIEWS:
+        path, show = VIEWS[command]
+        answer = c.call("GET", path)
+        return json.dumps(answer, indent=2) if args.json else show(answer)
     if command == "join":
         nwid = _one(rest, "join <network id>")
         network = c.call("POST", f"/network/{nwid}", {})

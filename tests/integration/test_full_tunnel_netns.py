@@ -116,6 +116,16 @@ class TunnelLab(NodeLab):
                        for family in ((), ("-6",)))  # fmt: skip
 
 
+def full_tunnel(bed: Testbed, tmp_path) -> tuple[TunnelLab, str]:
+    """The lab with the client's full tunnel on and proven (the server sees the gateway)."""
+    lab = TunnelLab(bed, tmp_path)
+    network_id = lab.build_network()
+    lab.set_flags(network_id, allowDefault=True)
+    lab.wait_tunnel(network_id, "on")
+    assert lab.whoami() == GW_UPLINK
+    return lab, network_id
+
+
 def routing_state(host) -> dict:
     """Everything the node may touch: routes and rules of both families, the nft ruleset
     (the egress guard included: it must be left alone too), forwarding sysctls."""
@@ -215,11 +225,7 @@ def test_full_tunnel_through_the_gateway_leaks_nothing(testbed, tmp_path):
 
 
 def test_handover_under_full_tunnel(testbed, tmp_path):
-    lab = TunnelLab(testbed, tmp_path)
-    network_id = lab.build_network()
-    lab.set_flags(network_id, allowDefault=True)
-    lab.wait_tunnel(network_id, "on")
-    assert lab.whoami() == GW_UPLINK
+    lab, network_id = full_tunnel(testbed, tmp_path)
     client = lab.hosts["client"]
     tap = lab.network("client", network_id)["portDeviceName"]
     pcap = tmp_path / "tap.pcap"
@@ -244,11 +250,7 @@ def test_handover_under_full_tunnel(testbed, tmp_path):
 
 
 def test_silent_gateway_withdraws_the_tunnel_or_holds_traffic_when_fail_closed(testbed, tmp_path):
-    lab = TunnelLab(testbed, tmp_path)
-    network_id = lab.build_network()
-    lab.set_flags(network_id, allowDefault=True)
-    lab.wait_tunnel(network_id, "on")
-    assert lab.whoami() == GW_UPLINK
+    lab, network_id = full_tunnel(testbed, tmp_path)
 
     assert lab.nodes["gw"].stop() == 0
     lab.wait_tunnel(network_id, "withdrawn")
