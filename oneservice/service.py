@@ -26,6 +26,7 @@ from .binder.binder import (
     InterfaceUp,
     LocalSocket,
     RoutesChanged,
+    gso_batches,
 )
 from .binder.interfaces import BindPolicy
 from .controller.controller import Controller
@@ -366,9 +367,9 @@ class Service:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        send = self.binder.send
-        for socket_id, endpoint, datagram in self.core.datagrams_to_send():
-            send(socket_id, datagram, endpoint)
+        send_many = self.binder.send_many
+        for socket_id, endpoint, batch in gso_batches(self.core.datagrams_to_send()):
+            send_many(socket_id, batch, endpoint)
         taps = self.taps
         for network_id, packet in self.core.packets_for_tap():
             tap = taps.get(network_id)

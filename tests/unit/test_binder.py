@@ -237,3 +237,27 @@ def test_a_failing_subscriber_does_not_stop_the_others():
         await h.binder.stop()
 
     run(scenario())
+
+
+def test_gso_batches_group_what_one_send_can_carry():
+    from oneservice.binder.binder import MAX_GSO_SEGMENTS, gso_batches
+
+    to_b, to_c = ("192.0.2.2", 9993), ("192.0.2.3", 9993)
+    full, short = b"x" * 1452, b"y" * 100
+    batches = gso_batches([
+        (1, to_b, full), (1, to_b, full), (1, to_b, short),  # a shorter one closes the batch
+        (1, to_b, full),  # so this starts the next
+        (2, to_b, full),  # another socket
+        (2, to_c, full), (2, to_c, full),  # another destination
+        (2, to_c, full + b"z"),  # a longer one cannot join
+    ])  # fmt: skip
+    assert [(s, a, [len(d) for d in items]) for s, a, items in batches] == [
+        (1, to_b, [1452, 1452, 100]),
+        (1, to_b, [1452]),
+        (2, to_b, [1452]),
+        (2, to_c, [1452, 1452]),
+        (2, to_c, [1453]),
+    ]
+    many = gso_batches([(1, to_b, full)] * 100)
+    assert [len(items) for _, _, items in many] == [44, 44, 12]  # 64 KB per send at most
+    assert all(len(items) <= MAX_GSO_SEGMENTS for _, _, items in many)
