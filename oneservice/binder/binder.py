@@ -42,6 +42,10 @@ SOL_UDP = 17
 UDP_SEGMENT = 103
 MAX_GSO_SEGMENTS = 64
 MAX_GSO_BYTES = 65000
+# UDP GRO: the kernel hands several datagrams from one sender in one read, with their size.
+UDP_GRO = 104
+_GRO_ANCILLARY = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0
+_INT = struct.Struct("=i")
 
 
 class Backend(Protocol):
@@ -98,13 +102,14 @@ DatagramHandler = Callable[[bytes, LocalSocket, tuple], None]
 
 
 class _Bound:
-    __slots__ = ("addresses", "gso", "local", "sock")
+    __slots__ = ("addresses", "gro", "gso", "local", "sock")
 
     def __init__(self, local: LocalSocket, sock: socket.socket, addresses: tuple[str, ...]):
         self.local = local
         self.sock = sock
         self.addresses = addresses
         self.gso = sys.platform.startswith("linux")  # off for good after the first refusal
+        self.gro = False  # set once the socket accepted UDP_GRO
 
 
 def gso_batches(datagrams: Iterable[tuple[int, tuple, bytes]]) -> list[tuple[int, tuple, list]]:
@@ -367,6 +372,12 @@ class Binder:
         local = LocalSocket(self._next_id, verdict.index, verdict.name, verdict.family, self.port)
         self._next_id += 1
         bound = _Bound(local, sock, verdict.addresses)
+        if bound.gso:
+            try:
+                sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+                bound.gro = True
+            except OSError:
+                pass  # an older kernel: one datagram per read
         self._bound[key] = bound
         self._by_id[local.id] = bound
         asyncio.get_running_loop().add_reader(sock.fileno(), self._read, bound)
@@ -410,6 +421,9 @@ class Binder:
     # --- the receive path (per datagram: no allocation beyond the datagram, no logging) ------
 
     def _read(self, bound: _Bound) -> None:
+        if bound.gro:
+            self._read_coalesced(bound)
+            return
         recvfrom = bound.sock.recvfrom
         local = bound.local
         deliver = self._on_datagram
@@ -426,3 +440,33 @@ class Binder:
             received += 1
             deliver(data, local, address)
         self.counters["datagrams_received"] += received
+
+    def _read_coalesced(self, bound: _Bound) -> None:
+        """With UDP GRO: each read may hold several datagrams of the size the kernel says."""
+        recvmsg = bound.sock.recvmsg
+        local = bound.local
+        deliver = self._on_datagram
+        received = 0
+        for _ in range(MAX_READS_PER_WAKEUP):
+            try:
+                data, ancillary, _, address = recvmsg(MAX_DATAGRAM_BYTES, _GRO_ANCILLARY)
+            except BlockingIOError:
+                break
+            except OSError:
+                self.counters["receive_errors"] += 1
+                continue
+            size = 0
+            for level, kind, value in ancillary:
+                if level == SOL_UDP and kind == UDP_GRO and len(value) >= 4:
+                    size = _INT.unpack_from(value)[0]
+            for datagram in split_coalesced(data, size):
+                received += 1
+                deliver(datagram, local, address)
+        self.counters["datagrams_received"] += received
+
+
+def split_coalesced(data: bytes, size: int) -> list[bytes]:
+    """The datagrams in one GRO read: ``size`` bytes each, the last maybe shorter."""
+    if size <= 0 or len(data) <= size:
+        return [data]
+    return [data[offset : offset + size] for offset in range(0, len(data), size)]

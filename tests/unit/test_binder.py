@@ -261,3 +261,11 @@ def test_gso_batches_group_what_one_send_can_carry():
     many = gso_batches([(1, to_b, full)] * 100)
     assert [len(items) for _, _, items in many] == [44, 44, 12]  # 64 KB per send at most
     assert all(len(items) <= MAX_GSO_SEGMENTS for _, _, items in many)
+
+
+def test_a_coalesced_read_splits_into_the_datagrams_the_kernel_merged():
+    from oneservice.binder.binder import split_coalesced
+
+    assert split_coalesced(b"a" * 10 + b"b" * 10 + b"c" * 4, 10) == [b"a" * 10, b"b" * 10, b"c" * 4]
+    assert split_coalesced(b"one datagram", 0) == [b"one datagram"]  # no GRO size given
+    assert split_coalesced(b"short", 10) == [b"short"]
