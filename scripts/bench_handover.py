@@ -3,7 +3,8 @@
 
 Topology (network namespaces): a --eth0-- router --wifi0/cell0-- b, both nodes members of one
 network. a pings b's virtual address every 50 ms; then b's active uplink is deleted, set down,
-or readdressed (with its default route re-added, as a DHCP client would). Recovery is the time
+readdressed (with its default route re-added, as a DHCP client would), or its default route
+moved to a gateway that does not answer. Recovery is the time
 from the change to the first reply after the longest silence that follows it (0 when no reply
 was missed). Several trials per case, a fresh topology each time.
 
@@ -47,6 +48,13 @@ def change(case: str, b, uplink: str) -> None:
             f"addr del {old} dev {uplink}\naddr add {new} dev {uplink}\n"
             f"route replace default via {gateway} dev {uplink} metric {metric}\n"
         ))  # fmt: skip
+    elif case == "gateway changed":
+        # The uplink stays up with its address, but its default route now points at a
+        # gateway that does not answer (a captive or broken network): only the route event
+        # and the unanswered probes tell.
+        gateway, metric = {"wifi0": ("198.51.100.254", "100"),
+                           "cell0": ("203.0.113.254", "200")}[uplink]  # fmt: skip
+        b.ip("route", "replace", "default", "via", gateway, "dev", uplink, "metric", metric)
 
 
 def outage_after(replies: list[float], event: float) -> tuple[float, float]:
@@ -98,7 +106,7 @@ def main() -> int:
         print(f"cannot run: {reason}", file=sys.stderr)
         return 1
     results: dict[str, list[tuple[float, float]]] = {}
-    for case in ("uplink deleted", "uplink down", "address changed"):
+    for case in ("uplink deleted", "uplink down", "address changed", "gateway changed"):
         for _ in range(args.trials):
             results.setdefault(case, []).append(trial(case))
     print(f"{'case':<18}{'recovery median s':>19}{'worst s':>9}{'longest silence ms':>20}")

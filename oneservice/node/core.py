@@ -344,9 +344,11 @@ class NodeCore:
             self._probe(peer, now, only_socket=socket_id)
 
     def routes_changed(self, now: float) -> None:
+        """Routes moved: a path may now fail one way only (our packets go to a dead gateway
+        while the peer's still arrive), so only answered probes count as proof."""
         for peer in self.peers.values():
             if peer.current is not None:
-                self._probe(peer, now)
+                self._probe(peer, now, strict=True)
 
     def _add_relay_paths(self, peer: Peer) -> None:
         """Every peer that is not a root can also be reached through each connected root."""
@@ -514,6 +516,7 @@ class NodeCore:
         ):
             path.record_rtt(now - path.probe_sent)
             path.probe_sent = -math.inf
+            path.strict = False
             self._reselect(peer, now)
 
     # --- identity look-ups and introductions (what roots are for) ------------------------------
@@ -847,13 +850,16 @@ class NodeCore:
             for path in peer.paths.values():
                 self._emit(path, datagram, now)
 
-    def _probe(self, peer: Peer, now: float, only_socket: int | None = None) -> None:
+    def _probe(
+        self, peer: Peer, now: float, only_socket: int | None = None, strict: bool = False
+    ) -> None:
         if peer.current is None:
             self._initiate(peer, now)
             return
         for path in peer.paths.values():
             if only_socket is not None and path.socket_id != only_socket:
                 continue
+            path.strict = path.strict or strict
             peer.probe_counter = (peer.probe_counter + 1) & 0x7FFFFFFF
             path.probe_id = peer.probe_counter
             path.probe_sent = now
@@ -865,6 +871,8 @@ class NodeCore:
     def _follow(self, peer: Peer, path: Path, now: float) -> None:
         """Use the path the peer uses: it knows first when its side of a path changed. The
         path we leave may be dead: probe the others now so none is switched back to blindly."""
+        if path.strict and not path.alive(now, self._window(peer, now)):
+            return  # its packets reach us, but ours were shown not to leave over it
         peer.preferred = path
         self._events.append(PathChanged(peer.address, path.socket_id, path.endpoint))
         self._probe(peer, now)

@@ -25,7 +25,7 @@ RTT_SMOOTHING = 0.25
 
 class Path:
     __slots__ = ("endpoint", "last_received", "last_sent", "learned", "probe_id", "probe_sent",
-                 "rtt", "socket_id", "to", "via")  # fmt: skip
+                 "rtt", "socket_id", "strict", "to", "via")  # fmt: skip
 
     def __init__(
         self, socket_id: int, endpoint: Endpoint, learned: bool = False, to: str | None = None
@@ -38,6 +38,9 @@ class Path:
         self.rtt: float | None = None
         self.probe_id = 0
         self.probe_sent = -math.inf
+        # After a route change only the probe's answer proves the path: packets still
+        # arriving over it say nothing about whether ours still leave (one-way failure).
+        self.strict = False
         # Relay paths go through a root (its address here); socket and endpoint are then
         # RELAY_SOCKET and (root address, 0).
         self.via: str | None = endpoint[0] if socket_id == RELAY_SOCKET else None
@@ -46,13 +49,16 @@ class Path:
     def alive(self, now: float, window: float = PATH_ALIVE_S) -> bool:
         if now - self.last_received > window:
             return False
-        if self.probe_sent > self.last_received:
+        if self.probe_outstanding():
             timeout = max(PROBE_TIMEOUT_S, PROBE_TIMEOUT_RTTS * (self.rtt or 0.0))
             return now - self.probe_sent <= timeout
         return True
 
     def probe_outstanding(self) -> bool:
-        """A probe left after the last thing we heard: unproven until it is answered."""
+        """A probe left after the last thing we heard (or, strict, is simply unanswered):
+        unproven until it is answered."""
+        if self.strict:
+            return self.probe_sent > -math.inf
         return self.probe_sent > self.last_received
 
     def record_rtt(self, sample: float) -> None:

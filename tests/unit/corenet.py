@@ -36,6 +36,7 @@ class Sim:
         self.sockets: dict[tuple[str, int], tuple[str, int]] = {}  # (node, sid) -> endpoint
         self.dead: set[tuple[str, int]] = set()  # endpoints that neither send nor receive
         self.blocked: set[frozenset] = set()  # endpoint pairs that cannot reach each other
+        self.one_way: set[tuple] = set()  # (source, destination) endpoints: that way only lost
         self.loss = loss
         self.random = random.Random(seed)
         self.in_flight: deque = deque()
@@ -69,6 +70,8 @@ class Sim:
                 if source is None or source in self.dead or destination in self.dead:
                     continue
                 if frozenset((source, destination)) in self.blocked:
+                    continue
+                if (source, destination) in self.one_way:
                     continue
                 if self.loss and self.random.random() < self.loss:
                     continue

@@ -12,7 +12,7 @@ from oneservice.node.core import (
     REKEY_AFTER_S,
     PeerConnected,
 )
-from tests.unit.corenet import connected_after_one_packet, ipv4_packet, two_nodes
+from tests.unit.corenet import NETWORK_ID, connected_after_one_packet, ipv4_packet, two_nodes
 
 
 def connected(sim) -> bool:
@@ -137,6 +137,26 @@ def test_silently_dead_path_is_abandoned_within_seconds():
         sim.run(0.1)
     assert sim.sockets[("b", peer_a.preferred.socket_id)] != dead
     assert len(sim.delivered["a"]) >= 30 + 50 - 35  # at most ~3.5 s of packets lost
+
+
+def test_a_route_change_that_breaks_only_our_way_out_is_caught_by_strict_probes():
+    sim = two_nodes(b_endpoints=(("192.0.2.2", 9993), ("203.0.113.2", 9993)))
+    a, b = sim.nodes["a"], sim.nodes["b"]
+    for _ in range(30):
+        b.send_packet(NETWORK_ID, ipv4_packet("10.1.0.2", "10.1.0.1"), sim.now)
+        a.send_packet(NETWORK_ID, ipv4_packet("10.1.0.1", "10.1.0.2"), sim.now)
+        sim.run(0.1)
+    peer_a = next(iter(b.peers.values()))
+    broken = sim.sockets[("b", peer_a.preferred.socket_id)]
+    # b's route on that uplink now points at a dead gateway: b's datagrams are lost, a's still
+    # arrive (a keeps sending), and the only hint b gets is the route event.
+    sim.one_way.add((broken, ("198.51.100.1", 9993)))
+    b.routes_changed(sim.now)
+    for _ in range(8):  # 0.8 s
+        b.send_packet(NETWORK_ID, ipv4_packet("10.1.0.2", "10.1.0.1"), sim.now)
+        a.send_packet(NETWORK_ID, ipv4_packet("10.1.0.1", "10.1.0.2"), sim.now)
+        sim.run(0.1)
+    assert sim.sockets[("b", peer_a.preferred.socket_id)] != broken, "b left the path in < 1 s"
 
 
 def test_roaming_peer_is_followed_after_readdressing():
