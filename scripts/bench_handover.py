@@ -2,7 +2,8 @@
 """Handover: how long traffic stops when the uplink carrying it goes away.
 
 Topology (network namespaces): a --eth0-- router --wifi0/cell0-- b, both nodes members of one
-network. a pings b's virtual address every 50 ms; then b's active uplink is deleted, set down,
+network. a pings b's virtual address every 50 ms beside an iperf3 stream to b; then b's active
+uplink is deleted, set down,
 readdressed (with its default route re-added, as a DHCP client would), or its default route
 moved to a gateway that does not answer. Recovery is the time
 from the change to the first reply after the longest silence that follows it (0 when no reply
@@ -79,6 +80,11 @@ def trial(case: str) -> tuple[float, float]:
     try:
         with tempfile.TemporaryDirectory() as home:
             router, a, b, _node_a, _node_b = build(bed, Path(home))
+            # A bulk stream beside the pings, as in real use: the change must not stall it.
+            b.spawn("iperf3", "-s", stdout=subprocess.DEVNULL)
+            time.sleep(0.3)
+            stream = a.spawn("iperf3", "-c", B_VIRTUAL, "-t", "6", "-i", "1",
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
             ping = a.spawn("ping", "-D", "-n", "-i", str(PING_INTERVAL_S), B_VIRTUAL,
                            stdout=subprocess.PIPE, text=True)  # fmt: skip
             time.sleep(2.5)  # traffic flowing, every path probed and warm
@@ -88,6 +94,7 @@ def trial(case: str) -> tuple[float, float]:
             time.sleep(3.0)
             ping.terminate()
             output, _ = ping.communicate(timeout=5)
+            stream.wait(timeout=15)
         replies = [float(m[1]) for line in output.splitlines() if (m := REPLY.match(line))]
         return outage_after(replies, event)
     finally:
