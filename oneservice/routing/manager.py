@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..network.config import NetworkConfig
 from ..settings import Settings
+from .dns import DnsSetting, ResolvectlDns, plan_dns
 from .exit_node import ExitPlan, plan_exit_node
 from .flags import FlagsError, NetworkFlags, delete_flags, load_flags, save_flags
 from .planner import NetworkRouting, RoutingPlan, full_tunnel_gateways, plan_routing
@@ -47,6 +48,8 @@ class RoutingManager:
         self.exit_plan = ExitPlan()
         self.errors: list[str] = []
         self.exit_error = ""
+        self._dns = ResolvectlDns()
+        self.dns_plan: dict[str, DnsSetting] = {}
         self._kernel = None
         self._exit = None
         if sys.platform.startswith("linux"):
@@ -121,6 +124,7 @@ class RoutingManager:
             "routeStatus": self.plan.for_network(network_id),
             "fullTunnel": self.plan.full_tunnel.get(network_id, "off"),
             "exitNode": self.exit_plan.status.get(network_id, ""),
+            "dnsStatus": self._dns_status(network_id),
         }
 
     async def remove_leftovers(self) -> None:
@@ -176,6 +180,7 @@ class RoutingManager:
                 self.errors = errors
                 self._applied = self.plan if not errors else None
                 self._log_tunnels(applied)
+            await self._apply_dns(routing)
             try:
                 await loop.run_in_executor(
                     self._executor, self._exit.apply, self.exit_plan, inputs.uplinks
@@ -185,6 +190,30 @@ class RoutingManager:
                 if str(exc) != self.exit_error:
                     log.error("exit node: %s", exc)
                 self.exit_error = str(exc)
+
+    async def _apply_dns(self, routing: list[NetworkRouting]) -> None:
+        self.dns_plan = plan_dns(routing, self.plan.full_tunnel)
+        if not self._dns.available():
+            return  # the status says why; nothing to undo either
+        if self.dns_plan == self._dns.applied:
+            return
+        loop = asyncio.get_running_loop()
+        errors = await loop.run_in_executor(self._executor, self._dns.apply, self.dns_plan)
+        for error in errors:
+            log.warning("dns: %s", error)
+
+    def _dns_status(self, network_id: str) -> str:
+        flags = self.flags_for(network_id)
+        setting = self.dns_plan.get(network_id)
+        if not flags.allow_dns:
+            return "not applied: allowDNS is off"
+        if setting is None:
+            return "not applied: the network has no DNS servers"
+        if not self._dns.available():
+            return "not applied: no resolvectl (systemd-resolved) on this machine"
+        if self._dns.applied.get(network_id) != setting:
+            return "not applied yet (see the log)"
+        return f"servers {', '.join(setting.servers)}, domains {' '.join(setting.domains) or '-'}"
 
     def _log_tunnels(self, before: RoutingPlan | None) -> None:
         for network_id, state in self.plan.full_tunnel.items():
@@ -203,6 +232,8 @@ class RoutingManager:
         if self._kernel is not None and self._exit is not None:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._executor, self._kernel.remove_all)
+            if self._dns.applied:
+                await loop.run_in_executor(self._executor, self._dns.apply, {})
             try:
                 await loop.run_in_executor(self._executor, self._exit.restore)
             except Exception as exc:

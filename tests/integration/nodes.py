@@ -107,8 +107,8 @@ class NodeLab:
         self.identities: dict[str, Identity] = {}
         self.nodes: dict[str, Node] = {}
 
-    def start(self, name: str) -> Node:
-        node = self.nodes[name] = Node(self.hosts[name], self.homes[name])
+    def start(self, name: str, env: dict | None = None) -> Node:
+        node = self.nodes[name] = Node(self.hosts[name], self.homes[name], env=env)
         node.wait_log("oneservice started")
         return node
 

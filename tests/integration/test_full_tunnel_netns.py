@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -346,3 +347,31 @@ def test_bad_routes_are_refused_with_a_reason_and_nothing_is_installed(testbed, 
     assert "allowExitNode" in lab.network("client", network_id)["exitNode"]
     assert lab.our_routes() == ""
     assert lab.hosts["client"].run("sysctl", "-n", "net.ipv4.ip_forward").stdout.strip() == "0"
+
+
+def test_allow_dns_hands_the_networks_resolvers_to_systemd_resolved(testbed, tmp_path):
+    # No systemd-resolved in a namespace: a stand-in resolvectl records what it is asked.
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    calls = tmp_path / "resolvectl.log"
+    (fake / "resolvectl").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    (fake / "resolvectl").chmod(0o755)
+    lab = TunnelLab(testbed, tmp_path)
+    lab.start("client", env={"PATH": f"{fake}:{os.environ['PATH']}"})
+    network_id = lab.build_network()
+    code, _ = lab.api("ctrl", "POST", f"/controller/network/{network_id}",
+                      {"dns": {"domain": "lab.test", "servers": [GW_VIRTUAL]}})  # fmt: skip
+    assert code == 200
+    tap = lab.network("client", network_id)["portDeviceName"]
+    wait_until(lambda: lab.network("client", network_id)["dnsStatus"]
+               == "not applied: allowDNS is off", what="the DNS config")  # fmt: skip
+    assert not calls.exists(), "nothing touched without allowDNS"
+
+    lab.set_flags(network_id, allowDNS=True, allowDefault=True)
+    lab.wait_tunnel(network_id, "on")
+    wait_until(lambda: calls.exists() and f"domain {tap} lab.test ~." in calls.read_text(),
+               what="DNS applied")  # fmt: skip
+    assert f"dns {tap} {GW_VIRTUAL}" in calls.read_text()
+    assert lab.network("client", network_id)["dnsStatus"].startswith(f"servers {GW_VIRTUAL}")
+    lab.set_flags(network_id, allowDNS=False)
+    wait_until(lambda: f"revert {tap}" in calls.read_text(), what="DNS reverted")

@@ -148,3 +148,19 @@ def test_flags_parse_zerotier_spellings_and_refuse_the_rest():
     for bad in ({"allowDefault": "yes"}, {"allowDefualt": True}, {"allowManaged": ["x"]}, []):
         with pytest.raises(FlagsError):
             parse_flags(bad)
+
+
+def test_dns_only_with_allow_dns_and_through_the_tunnel_while_it_carries_everything():
+    from dataclasses import replace
+
+    from oneservice.routing.dns import DnsSetting, plan_dns
+
+    config = replace(network(DEFAULT_V4), dns_servers=("10.147.17.1",), dns_domain="lab.test")
+    off = NetworkRouting(config, DEV, NetworkFlags())
+    assert plan_dns([off], {}) == {}
+    on = NetworkRouting(config, DEV, NetworkFlags(allow_dns=True))
+    assert plan_dns([on], {config.id: TUNNEL_WITHDRAWN}) == {
+        config.id: DnsSetting(DEV, ("10.147.17.1",), ("lab.test",))
+    }
+    # While the full tunnel is on, every query goes through it (no LAN resolver sees them).
+    assert plan_dns([on], {config.id: TUNNEL_ON})[config.id].domains == ("lab.test", "~.")
