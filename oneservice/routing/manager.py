@@ -21,6 +21,7 @@ from pathlib import Path
 from ..network.config import NetworkConfig
 from ..settings import Settings
 from .dns import DnsSetting, ResolvectlDns, plan_dns
+from .exit_linux import ExitNodeError
 from .exit_node import ExitPlan, plan_exit_node
 from .flags import FlagsError, NetworkFlags, delete_flags, load_flags, save_flags
 from .planner import NetworkRouting, RoutingPlan, full_tunnel_gateways, plan_routing
@@ -135,7 +136,13 @@ class RoutingManager:
         removed = await loop.run_in_executor(self._executor, self._kernel.remove_all)
         if removed:
             log.warning("removed %d route(s)/rule(s) left by an earlier run", removed)
-        await loop.run_in_executor(self._executor, self._exit.restore)
+        try:
+            await loop.run_in_executor(self._executor, self._exit.restore)
+        except ExitNodeError as exc:
+            # The node still runs (as a client); it will not serve as an exit until this is
+            # fixed, and the state file is never overwritten.
+            log.error("exit node: %s", exc)
+            self.exit_error = str(exc)
 
     def gateways_to_watch(self, networks: Sequence[tuple[NetworkConfig, str]]) -> set[str]:
         """Members whose liveness decides a full tunnel: probed every second."""
