@@ -178,9 +178,12 @@ class RoutingManager:
                 or applied is None
                 or (applied.routes, applied.rules) != (self.plan.routes, self.plan.rules)
             ):
-                errors = await loop.run_in_executor(
-                    self._executor, self._kernel.apply, self.plan.routes, self.plan.rules
-                )
+                try:
+                    errors = await loop.run_in_executor(
+                        self._executor, self._kernel.apply, self.plan.routes, self.plan.rules
+                    )
+                except Exception as exc:  # netlink itself failed: retried at the next update
+                    errors = [f"cannot read or change the routing tables: {exc}"]
                 if errors != self.errors:
                     for error in errors:
                         log.warning("routes: %s", error)
