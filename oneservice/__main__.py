@@ -23,7 +23,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m oneservice",
         description="oneservice node: a peer-to-peer virtual network node. Runs in the "
-        "foreground, logs to stderr, stops cleanly on SIGINT or SIGTERM.",
+        "foreground, logs to stderr, stops cleanly on SIGINT or SIGTERM, re-reads local.conf "
+        "on SIGHUP.",
     )
     parser.add_argument(
         "--home",
