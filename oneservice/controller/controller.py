@@ -15,6 +15,7 @@ from ..network.config import (
     MAX_MTU,
     MIN_MTU,
     NetworkConfigError,
+    forbidden_target,
     is_network_id,
     network_document,
     parse_network,
@@ -278,11 +279,22 @@ def _validated_network(document: dict, changes: Any) -> dict:
     if not isinstance(document["routes"], list):
         raise ControllerError('routes must be a list of {"target": ..., "via": ...}')
     routes = []
+    parsed = []
     for n, raw in enumerate(document["routes"]):
         try:
-            route = parse_route(raw, f"routes[{n}]")
+            parsed.append(parse_route(raw, f"routes[{n}]"))
         except NetworkConfigError as exc:
             raise ControllerError(str(exc)) from None
+    on_link = [r.target for r in parsed if r.via is None]
+    for n, route in enumerate(parsed):
+        # Members refuse these too (a controller may be older or hostile); say it here first.
+        if forbidden_target(route.target):
+            raise ControllerError(f"routes[{n}]: {forbidden_target(route.target)}")
+        if route.via is not None and not any(route.via in net for net in on_link):
+            raise ControllerError(
+                f"routes[{n}]: gateway {route.via} is outside the network's subnets; add the "
+                'subnet as a route without "via" first'
+            )
         routes.append(
             {"target": str(route.target), **({"via": str(route.via)} if route.via else {})}
         )

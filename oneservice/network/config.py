@@ -159,6 +159,21 @@ def parse_network(document: Any, source: str) -> NetworkConfig:
 _NETWORK_KEYS = {"id", "name", "mtu", "members", "revision", "private", "routes", "dns"}
 
 
+# Never routed anywhere by a network: loopback, "this host", link-local, multicast, reserved.
+FORBIDDEN_TARGETS = tuple(ipaddress.ip_network(n) for n in (
+    "0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4",
+    "::/128", "::1/128", "fe80::/10", "ff00::/8",
+))  # fmt: skip
+
+
+def forbidden_target(target: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
+    """Why no network may route ``target`` ("" if it may)."""
+    for forbidden in FORBIDDEN_TARGETS:
+        if target.version == forbidden.version and target.subnet_of(forbidden):  # type: ignore[arg-type]
+            return f"{target} is inside {forbidden}, which no network may route"
+    return ""
+
+
 def parse_route(raw: Any, where: str) -> Route:
     if not isinstance(raw, dict) or set(raw) - {"target", "via"} or "target" not in raw:
         raise NetworkConfigError(f'{where}: must be {{"target": "<cidr>", "via": "<ip>"}}')

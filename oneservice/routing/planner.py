@@ -20,7 +20,7 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from ..network.config import NetworkConfig, Route
+from ..network.config import NetworkConfig, Route, forbidden_target
 from .flags import NetworkFlags
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -39,11 +39,6 @@ DEFAULT_HALVES = {
     6: (_net("::/1"), _net("8000::/1")),
 }
 FAMILY_NAMES = {4: "IPv4", 6: "IPv6"}
-# Never routed anywhere by a network: loopback, "this host", link-local, multicast, reserved.
-FORBIDDEN_TARGETS = tuple(_net(n) for n in (
-    "0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4",
-    "::/128", "::1/128", "fe80::/10", "ff00::/8",
-))  # fmt: skip
 # Address space that is not the public internet: routes inside it need only allowManaged.
 PRIVATE_SPACE = tuple(_net(n) for n in (
     "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "198.18.0.0/15",
@@ -232,9 +227,9 @@ def _refusal(
 ) -> str:
     """Why a route may not be installed at all ("" if it may)."""
     target, via = route.target, route.via
-    for forbidden in FORBIDDEN_TARGETS:
-        if target.version == forbidden.version and target.subnet_of(forbidden):  # type: ignore[arg-type]
-            return f"refused: {target} is inside {forbidden}, which no network may route"
+    forbidden = forbidden_target(target)
+    if forbidden:
+        return f"refused: {forbidden}"
     if via is not None:
         if via.version != target.version:
             return f"refused: gateway {via} is not an {FAMILY_NAMES[target.version]} address"

@@ -105,3 +105,17 @@ def test_corrupt_database_is_an_error_and_left_untouched(tmp_path):
     with pytest.raises(StoreError, match="left untouched"):
         SQLiteStore(path)
     assert path.read_bytes() == b"this is not sqlite" * 100
+
+
+@pytest.mark.parametrize("routes, reason", [
+    ([{"target": "127.0.0.0/8"}], "inside 127.0.0.0/8"),
+    ([{"target": "10.147.17.0/24"}, {"target": "224.0.0.0/4", "via": "10.147.17.1"}],
+     "inside 224.0.0.0/4"),
+    ([{"target": "10.147.17.0/24"}, {"target": "0.0.0.0/0", "via": "172.16.0.1"}],
+     "outside the network's subnets"),
+])  # fmt: skip
+def test_routes_no_member_would_take_are_refused_at_the_api(controller, routes, reason):
+    nwid = lab(controller)
+    with pytest.raises(ControllerError, match=reason):
+        controller.update_network(nwid, {"routes": routes})
+    assert controller.network(nwid)["routes"] == [{"target": "10.147.17.0/24"}], "unchanged"
