@@ -421,48 +421,38 @@ class Binder:
     # --- the receive path (per datagram: no allocation beyond the datagram, no logging) ------
 
     def _read(self, bound: _Bound) -> None:
-        if bound.gro:
-            self._read_coalesced(bound)
-            return
-        recvfrom = bound.sock.recvfrom
-        local = bound.local
-        deliver = self._on_datagram
+        """Up to MAX_READS_PER_WAKEUP reads; with UDP GRO a read may hold several datagrams
+        of the size the kernel states."""
+        sock, local, deliver, gro = bound.sock, bound.local, self._on_datagram, bound.gro
         received = 0
         for _ in range(MAX_READS_PER_WAKEUP):
             try:
-                data, address = recvfrom(MAX_DATAGRAM_BYTES)
+                if gro:
+                    data, ancillary, _, address = sock.recvmsg(MAX_DATAGRAM_BYTES, _GRO_ANCILLARY)
+                else:
+                    data, address = sock.recvfrom(MAX_DATAGRAM_BYTES)
+                    ancillary = None
             except BlockingIOError:
                 break
             except OSError:
                 # An ICMP error queued on the socket (e.g. port unreachable) surfaces here.
                 self.counters["receive_errors"] += 1
                 continue
-            received += 1
-            deliver(data, local, address)
+            if ancillary:
+                for datagram in split_coalesced(data, _gro_size(ancillary)):
+                    received += 1
+                    deliver(datagram, local, address)
+            else:
+                received += 1
+                deliver(data, local, address)
         self.counters["datagrams_received"] += received
 
-    def _read_coalesced(self, bound: _Bound) -> None:
-        """With UDP GRO: each read may hold several datagrams of the size the kernel says."""
-        recvmsg = bound.sock.recvmsg
-        local = bound.local
-        deliver = self._on_datagram
-        received = 0
-        for _ in range(MAX_READS_PER_WAKEUP):
-            try:
-                data, ancillary, _, address = recvmsg(MAX_DATAGRAM_BYTES, _GRO_ANCILLARY)
-            except BlockingIOError:
-                break
-            except OSError:
-                self.counters["receive_errors"] += 1
-                continue
-            size = 0
-            for level, kind, value in ancillary:
-                if level == SOL_UDP and kind == UDP_GRO and len(value) >= 4:
-                    size = _INT.unpack_from(value)[0]
-            for datagram in split_coalesced(data, size):
-                received += 1
-                deliver(datagram, local, address)
-        self.counters["datagrams_received"] += received
+
+def _gro_size(ancillary: list) -> int:
+    for level, kind, value in ancillary:
+        if level == SOL_UDP and kind == UDP_GRO and len(value) >= 4:
+            return _INT.unpack_from(value)[0]
+    return 0
 
 
 def split_coalesced(data: bytes, size: int) -> list[bytes]:
