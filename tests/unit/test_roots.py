@@ -135,3 +135,34 @@ def test_nodes_that_are_not_roots_refuse_to_relay():
     a._send_on(root, root.preferred, 5, bytes.fromhex(b.identity.address) + b"x" * 40, sim.now)
     sim.step()
     assert r.packet_drops["relay_refused"] == 1
+
+
+def test_a_silent_block_under_two_way_traffic_moves_to_the_relay_in_about_a_second():
+    sim = Sim()
+    sim.add_node("r", 3, relay=True)
+    a, b = sim.add_node("a", 1), sim.add_node("b", 2)
+    sim.add_socket("r", 1, ("203.0.113.1", 9993))
+    sim.add_socket("a", 1, ("198.51.100.1", 9993))
+    sim.add_socket("b", 1, ("192.0.2.2", 9993))
+    network = NetworkConfig("8056c2e21c000001", "test", (
+        Member(identity(1).public(), (ip_interface("10.1.0.1/24"),), (("198.51.100.1", 9993),)),
+        Member(identity(2).public(), (ip_interface("10.1.0.2/24"),), (("192.0.2.2", 9993),)),
+    ))  # fmt: skip
+    for node in (a, b):
+        node.set_roots([(identity(3).public(), [("203.0.113.1", 9993)])], sim.now)
+        node.set_networks([network], sim.now)
+
+    def exchange() -> None:  # a request and its answer, every 0.2 s
+        a.send_packet(network.id, ipv4_packet("10.1.0.1", "10.1.0.2"), sim.now)
+        sim.run(0.05)
+        b.send_packet(network.id, ipv4_packet("10.1.0.2", "10.1.0.1"), sim.now)
+        sim.run(0.15)
+
+    for _ in range(20):
+        exchange()
+    sim.blocked.add(frozenset({("198.51.100.1", 9993), ("192.0.2.2", 9993)}))
+    blocked_at = sim.now
+    while a.peers[b.identity.address].preferred.via is None and sim.now - blocked_at < 3:
+        exchange()
+    # The answers stop, which earns an early probe instead of waiting for the 1 s schedule.
+    assert sim.now - blocked_at <= 1.3
