@@ -94,14 +94,17 @@ def test_garbage_whois_and_introductions_are_counted():
     assert a.packet_drops["introduction_invalid"] == 2
 
 
-def test_relay_through_the_root_while_the_direct_path_is_blocked():
+DIRECT = frozenset({("198.51.100.1", 9993), ("192.0.2.2", 9993)})  # a <-> b, not via r
+
+
+def behind_a_root() -> tuple[Sim, object, object, NetworkConfig]:
+    """a and b, members of one network, both connected to the relaying root r."""
     sim = Sim()
     sim.add_node("r", 3, relay=True)
     a, b = sim.add_node("a", 1), sim.add_node("b", 2)
     sim.add_socket("r", 1, ("203.0.113.1", 9993))
     sim.add_socket("a", 1, ("198.51.100.1", 9993))
     sim.add_socket("b", 1, ("192.0.2.2", 9993))
-    sim.blocked.add(frozenset({("198.51.100.1", 9993), ("192.0.2.2", 9993)}))
     network = NetworkConfig("8056c2e21c000001", "test", (
         Member(identity(1).public(), (ip_interface("10.1.0.1/24"),), (("198.51.100.1", 9993),)),
         Member(identity(2).public(), (ip_interface("10.1.0.2/24"),), (("192.0.2.2", 9993),)),
@@ -109,6 +112,12 @@ def test_relay_through_the_root_while_the_direct_path_is_blocked():
     for node in (a, b):
         node.set_roots([(identity(3).public(), [("203.0.113.1", 9993)])], sim.now)
         node.set_networks([network], sim.now)
+    return sim, a, b, network
+
+
+def test_relay_through_the_root_while_the_direct_path_is_blocked():
+    sim, a, b, network = behind_a_root()
+    sim.blocked.add(DIRECT)
     for _ in range(30):
         a.send_packet(network.id, ipv4_packet("10.1.0.1", "10.1.0.2"), sim.now)
         sim.run(0.1)
@@ -138,19 +147,7 @@ def test_nodes_that_are_not_roots_refuse_to_relay():
 
 
 def test_a_silent_block_under_two_way_traffic_moves_to_the_relay_in_about_a_second():
-    sim = Sim()
-    sim.add_node("r", 3, relay=True)
-    a, b = sim.add_node("a", 1), sim.add_node("b", 2)
-    sim.add_socket("r", 1, ("203.0.113.1", 9993))
-    sim.add_socket("a", 1, ("198.51.100.1", 9993))
-    sim.add_socket("b", 1, ("192.0.2.2", 9993))
-    network = NetworkConfig("8056c2e21c000001", "test", (
-        Member(identity(1).public(), (ip_interface("10.1.0.1/24"),), (("198.51.100.1", 9993),)),
-        Member(identity(2).public(), (ip_interface("10.1.0.2/24"),), (("192.0.2.2", 9993),)),
-    ))  # fmt: skip
-    for node in (a, b):
-        node.set_roots([(identity(3).public(), [("203.0.113.1", 9993)])], sim.now)
-        node.set_networks([network], sim.now)
+    sim, a, b, network = behind_a_root()
 
     def exchange() -> None:  # a request and its answer, every 0.2 s
         a.send_packet(network.id, ipv4_packet("10.1.0.1", "10.1.0.2"), sim.now)
@@ -160,7 +157,7 @@ def test_a_silent_block_under_two_way_traffic_moves_to_the_relay_in_about_a_seco
 
     for _ in range(20):
         exchange()
-    sim.blocked.add(frozenset({("198.51.100.1", 9993), ("192.0.2.2", 9993)}))
+    sim.blocked.add(DIRECT)
     blocked_at = sim.now
     while a.peers[b.identity.address].preferred.via is None and sim.now - blocked_at < 3:
         exchange()
