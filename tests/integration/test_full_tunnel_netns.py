@@ -380,3 +380,28 @@ def test_allow_dns_hands_the_networks_resolvers_to_systemd_resolved(testbed, tmp
     assert lab.network("client", network_id)["dnsStatus"].startswith(f"servers {GW_VIRTUAL}")
     lab.set_flags(network_id, allowDNS=False)
     wait_until(lambda: f"revert {tap}" in calls.read_text(), what="DNS reverted")
+
+
+def test_lan_access_stays_direct_by_default_and_goes_through_the_tunnel_when_refused(
+    testbed, tmp_path
+):
+    lab, network_id = full_tunnel(testbed, tmp_path)
+    client = lab.hosts["client"]
+    tap = lab.network("client", network_id)["portDeviceName"]
+    lan_router = "10.0.1.1"  # on the client's wifi subnet
+
+    def way_to_lan() -> str:
+        return client.ip("route", "get", lan_router).stdout
+
+    assert "dev wifi" in way_to_lan(), "directly connected subnets stay direct by default"
+    lab.set_flags(network_id, allowLanAccess=False)
+    wait_until(lambda: f"dev {tap}" in way_to_lan(), what="the LAN routed into the tunnel")
+    pcap = tmp_path / "lan.pcap"
+    tcpdump = capture(client, "wifi", pcap, outbound=True)
+    assert lab.ping("client", lan_router), "the LAN answers, through the gateway"
+    time.sleep(0.3)
+    tcpdump.terminate()
+    tcpdump.wait(timeout=5)
+    assert stray_packets(client, pcap) == [], "nothing to the LAN in the clear"
+    lab.set_flags(network_id, allowLanAccess=True)
+    wait_until(lambda: "dev wifi" in way_to_lan(), what="the LAN direct again")
