@@ -167,6 +167,8 @@ class Service:
         notify("STOPPING=1")
         if self._timer is not None:
             self._timer.cancel()
+        self.core.say_goodbye(self.loop.time())
+        self._flush()
         if self.api is not None:
             await self.api.cleanup()
         for task in list(self._background):

@@ -297,6 +297,26 @@ class NodeCore:
         self.peers.pop(peer.address, None)
         self._peers_by_static.pop(peer.identity.x25519_public, None)
 
+    def say_goodbye(self, now: float) -> None:
+        """Stopping: tell every connected peer, so that whoever routes through us (a full
+        tunnel) stops at once instead of after the probe timeout."""
+        for peer in self.peers.values():
+            if peer.current is not None and peer.preferred is not None:
+                self._send(peer, wire.TYPE_CONTROL, msgpack.packb({"t": "bye"}), now)
+
+    def _peer_left(self, peer: Peer) -> None:
+        """A peer said goodbye (authenticated): its sessions end and no path is trusted until
+        it comes back with a new handshake."""
+        for session in (peer.current, peer.previous, peer.unconfirmed):
+            if session is not None:
+                self._sessions.pop(session.local_index, None)
+        peer.current = peer.previous = peer.unconfirmed = None
+        for path in peer.paths.values():
+            path.last_received = -math.inf
+        if peer.preferred is not None:
+            peer.preferred = None
+            self._events.append(PathChanged(peer.address, None, None))
+
     # --- outputs -------------------------------------------------------------------------------
 
     def datagrams_to_send(self) -> list[tuple[int, Endpoint, bytes]]:
@@ -502,6 +522,8 @@ class NodeCore:
             self._receive_whois_answer(peer, message, now)
         elif kind == "intro":
             self._receive_introduction(peer, message, now)
+        elif kind == "bye":
+            self._peer_left(peer)
         else:
             self._events.append(ControlReceived(peer.address, message))
 

@@ -212,3 +212,14 @@ def test_endpoint_inside_a_virtual_network_is_refused():
     b_address = sim.nodes["b"].identity.address
     assert sim.nodes["a"].refused_hints == {(b_address, ("10.1.0.2", 9993))}
     assert not any(destination[0] == "10.1.0.2" for _, destination, _ in sim.wire_log)
+
+
+def test_a_goodbye_ends_the_peer_at_once_and_a_new_handshake_brings_it_back():
+    sim = connected_after_one_packet()
+    a, b = sim.nodes["a"], sim.nodes["b"]
+    assert b.identity.address in a.live_peers(sim.now)
+    b.say_goodbye(sim.now)
+    sim.step(0.001)
+    assert b.identity.address not in a.live_peers(sim.now), "gone without waiting for probes"
+    sim.run(2.0)  # b did not really stop here: a's handshake retries find it again
+    assert b.identity.address in a.live_peers(sim.now)
