@@ -234,6 +234,9 @@ class Routes:
 
     async def leave(self, request: web.Request) -> web.Response:
         network_id = _network_id(request)
+        if any(n.id == network_id for n in self.service.static_networks):
+            raise ApiError(409, f"network {network_id} is defined by a file in networks.d: "
+                                "remove the file and restart to leave it")  # fmt: skip
         if not await self.service.leave(network_id):
             raise ApiError(404, f"not a member of network {network_id}")
         return web.json_response({"id": network_id, "left": True})

@@ -352,6 +352,8 @@ def test_bad_routes_are_refused_with_a_reason_and_nothing_is_installed(testbed, 
     assert "allowExitNode" in lab.network("client", network_id)["exitNode"]
     assert lab.our_routes() == ""
     assert lab.hosts["client"].run("sysctl", "-n", "net.ipv4.ip_forward").stdout.strip() == "0"
+    code, body = lab.api("client", "DELETE", f"/network/{network_id}")
+    assert code == 409 and "defined by a file" in body["error"]
 
 
 def test_allow_dns_hands_the_networks_resolvers_to_systemd_resolved(testbed, tmp_path):
