@@ -90,8 +90,11 @@ def api(host: Host, home: Path, method: str, path: str, body: dict | None = None
 def capture(host: Host, interface: str, path, outbound: bool = False) -> subprocess.Popen:
     """tcpdump into ``path`` (only what the host sends, with ``outbound``); ready on return."""
     direction = ["-Q", "out"] if outbound else []
-    process = host.spawn("tcpdump", "-i", interface, *direction, "-U", "-n", "-w", str(path),
-                         stderr=subprocess.PIPE, text=True)  # fmt: skip
+    # --immediate-mode: without it libpcap hands packets over in blocks (up to 1 s late), and
+    # a capture stopped sooner than that writes nothing, which would make "nothing leaked"
+    # pass vacuously.
+    process = host.spawn("tcpdump", "-i", interface, *direction, "--immediate-mode", "-U", "-n",
+                         "-w", str(path), stderr=subprocess.PIPE, text=True)  # fmt: skip
     assert process.stderr is not None
     assert "listening on" in process.stderr.readline()
     return process

@@ -29,6 +29,7 @@ pytestmark = pytest.mark.integration
 
 SERVER, SERVER6 = "198.51.100.10", "2001:db8:100::10"
 GW_UPLINK, GW_VIRTUAL = "203.0.113.10", "10.147.17.1"
+GW_UPLINK6 = "2001:db8:203::10"
 CLIENT_WIFI, CLIENT_CELL = "10.0.1.10", "10.0.2.10"
 # What the client sends on an uplink (captured outbound only: an ICMP "port unreachable"
 # arriving from a stopped gateway is no leak) must be the tunnel's UDP. Link-scope IPv6
@@ -55,6 +56,10 @@ class TunnelLab(NodeLab):
             host = self.hosts[name] = bed.host(name)
             bed.link(host, "eth0", inet, f"r-{name}", [f"{net}.10/24"], [f"{net}.1/24"])
             host.ip("route", "add", "default", "via", f"{net}.1")
+        # The gateway also has IPv6, for the test whose tunnel runs over IPv6.
+        self.hosts["gw"].ip("addr", "add", f"{GW_UPLINK6}/64", "dev", "eth0", "nodad")
+        inet.ip("addr", "add", "2001:db8:203::1/64", "dev", "r-gw", "nodad")
+        self.hosts["gw"].ip("-6", "route", "add", "default", "via", "2001:db8:203::1")
         client = self.hosts["client"] = bed.host("client")
         bed.link(client, "wifi", inet, "r-wifi", [f"{CLIENT_WIFI}/24", "2001:db8:1::10/64"],
                  ["10.0.1.1/24", "2001:db8:1::1/64"])  # fmt: skip
@@ -285,6 +290,9 @@ def test_silent_gateway_withdraws_the_tunnel_or_holds_traffic_when_fail_closed(t
         tcpdump.wait(timeout=5)
     for uplink, path in pcaps.items():
         assert stray_packets(client, path) == [], f"nothing but tunnel UDP on {uplink}"
+    held_udp = sum(len(client.run("tcpdump", "-r", str(path), "-n", "udp port 9993")
+                       .stdout.splitlines()) for path in pcaps.values())  # fmt: skip
+    assert held_udp > 0, "the captures worked: the node kept looking for its gateway"
     lab.start("gw")
     lab.wait_tunnel(network_id, "on", timeout=20)
     assert lab.whoami() == GW_UPLINK
@@ -407,3 +415,35 @@ def test_lan_access_stays_direct_by_default_and_goes_through_the_tunnel_when_ref
     assert stray_packets(client, pcap) == [], "nothing to the LAN in the clear"
     lab.set_flags(network_id, allowLanAccess=True)
     wait_until(lambda: "dev wifi" in way_to_lan(), what="the LAN direct again")
+
+
+def test_a_tunnel_over_ipv6_keeps_running_while_ipv6_to_the_internet_is_blocked(testbed, tmp_path):
+    """The IPv6 block (the gateway offers no ::/0) must not catch the tunnel's own IPv6 UDP:
+    its sockets are pinned to the uplinks, whose lookups skip routes into the TUN."""
+    lab = TunnelLab(testbed, tmp_path)
+    network_id = "8056c2e21c0000b6"
+    network = {"id": network_id, "name": "over6", "members": [
+        member(lab.identities["client"], ["10.147.17.10/24"], ["2001:db8:1::10/9993"]),
+        member(lab.identities["gw"], [f"{GW_VIRTUAL}/24"], [f"{GW_UPLINK6}/9993"]),
+    ], "routes": [{"target": "10.147.17.0/24"},
+                  {"target": "0.0.0.0/0", "via": GW_VIRTUAL}]}  # fmt: skip
+    for name in ("gw", "client"):
+        write_home(lab.homes[name], lab.identities[name], [network])
+        lab.start(name)
+    lab.set_flags(network_id, allowDefault=True)
+    lab.wait_tunnel(network_id, "on")
+    assert "::/1 dev" in lab.our_routes(), "IPv6 to the internet is blocked"
+    client = lab.hosts["client"]
+    pcap = tmp_path / "wifi6.pcap"
+    tcpdump = capture(client, "wifi", pcap)
+    assert lab.whoami() == GW_UPLINK, "through the gateway, over an IPv6 tunnel"
+    assert lab.ping("client", SERVER)
+    time.sleep(0.5)
+    tcpdump.terminate()
+    tcpdump.wait(timeout=5)
+    sent6 = client.run("tcpdump", "-r", str(pcap), "-n",
+                       "ip6 and src host 2001:db8:1::10 and udp port 9993").stdout  # fmt: skip
+    assert f"> {GW_UPLINK6}.9993" in sent6, client.run("tcpdump", "-r", str(pcap), "-n").stdout
+    ours = f"src host {CLIENT_WIFI} or src host {CLIENT_CELL} or src net 2001:db8:1::/64"
+    leaked = client.run("tcpdump", "-r", str(pcap), "-n", f"({ours}) and {NOT_OURS}").stdout
+    assert leaked == "", "nothing but tunnel UDP leaves the client"
