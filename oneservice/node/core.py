@@ -122,6 +122,9 @@ class Peer:
         self.last_heard = -math.inf
         # Its own addresses as packed bytes -> network id: one dict look-up per packet.
         self.source_networks: dict[bytes, str] = {}
+        # A gateway of a default route (in its only network) may send from anywhere in that
+        # family: packed address length (4 or 16) -> network id, again without address objects.
+        self.any_source: dict[int, str] = {}
 
 
 class _Network:
@@ -144,15 +147,21 @@ class _Network:
              if route.via in holders and holders[route.via] != own_address),
             key=lambda entry: -entry[0].prefixlen,
         )  # fmt: skip
+        # The full tunnel sends everything here: default routes are found by the packed
+        # address's length alone (4 or 16 bytes), no per-packet address object.
+        self._specific = [(t, g) for t, g in self.gateways if t.prefixlen > 0]
+        self._defaults: dict[int, str] = {}
+        for target, gateway in self.gateways:
+            if target.prefixlen == 0:
+                self._defaults.setdefault(4 if target.version == 4 else 16, gateway)
 
     def gateway_for(self, destination: bytes) -> str | None:
-        if not self.gateways:
-            return None
-        address = ipaddress.ip_address(destination)
-        for target, gateway in self.gateways:
-            if address.version == target.version and address in target:
-                return gateway
-        return None
+        if self._specific:
+            address = ipaddress.ip_address(destination)
+            for target, gateway in self._specific:
+                if address.version == target.version and address in target:
+                    return gateway
+        return self._defaults.get(len(destination))
 
     def sources_of(self, member: Member) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         """What a member may send from: its own addresses, and for a gateway the targets it
@@ -237,6 +246,7 @@ class NodeCore:
             if address not in wanted:
                 peer.networks = {}
                 peer.source_networks = {}
+                peer.any_source = {}
                 if not peer.root and address not in self._pending_control:
                     peer.keep = False  # no longer a member: transient until it goes quiet
         for address, peer in wanted.items():
@@ -248,6 +258,12 @@ class NodeCore:
                 for nid, nets in peer.networks.items()
                 for net in nets
                 if net.prefixlen == net.max_prefixlen
+            }
+            peer.any_source = {
+                4 if net.version == 4 else 16: nid
+                for nid, nets in peer.networks.items()
+                for net in nets
+                if net.prefixlen == 0 and len(peer.networks) == 1
             }
             self.peers[address] = peer
             self._peers_by_static[peer.identity.x25519_public] = peer
@@ -290,12 +306,16 @@ class NodeCore:
         return peer
 
     def _forget(self, peer: Peer) -> None:
-        for session in (peer.current, peer.previous, peer.unconfirmed):
-            if session is not None:
-                self._sessions.pop(session.local_index, None)
+        self._end_sessions(peer)
         self._handshakes.pop(peer.handshake_index, None)
         self.peers.pop(peer.address, None)
         self._peers_by_static.pop(peer.identity.x25519_public, None)
+
+    def _end_sessions(self, peer: Peer) -> None:
+        for session in (peer.current, peer.previous, peer.unconfirmed):
+            if session is not None:
+                self._sessions.pop(session.local_index, None)
+        peer.current = peer.previous = peer.unconfirmed = None
 
     def say_goodbye(self, now: float) -> None:
         """Stopping: tell every connected peer, so that whoever routes through us (a full
@@ -307,10 +327,7 @@ class NodeCore:
     def _peer_left(self, peer: Peer) -> None:
         """A peer said goodbye (authenticated): its sessions end and no path is trusted until
         it comes back with a new handshake."""
-        for session in (peer.current, peer.previous, peer.unconfirmed):
-            if session is not None:
-                self._sessions.pop(session.local_index, None)
-        peer.current = peer.previous = peer.unconfirmed = None
+        self._end_sessions(peer)
         for path in peer.paths.values():
             path.last_received = -math.inf
         if peer.preferred is not None:
@@ -487,7 +504,9 @@ class NodeCore:
         if source_bytes is None:
             self.packet_drops["inner_malformed"] += 1
             return
-        network_id = peer.source_networks.get(source_bytes)
+        network_id = peer.source_networks.get(source_bytes) or peer.any_source.get(
+            len(source_bytes)
+        )
         if network_id is not None:
             self._packets.append((network_id, packet))
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 
 from oneservice.node import wire
@@ -12,7 +13,13 @@ from oneservice.node.core import (
     REKEY_AFTER_S,
     PeerConnected,
 )
-from tests.unit.corenet import NETWORK_ID, connected_after_one_packet, ipv4_packet, two_nodes
+from tests.unit.corenet import (
+    NETWORK_ID,
+    connected_after_one_packet,
+    identity,
+    ipv4_packet,
+    two_nodes,
+)
 
 
 def connected(sim) -> bool:
@@ -223,3 +230,21 @@ def test_a_goodbye_ends_the_peer_at_once_and_a_new_handshake_brings_it_back():
     assert b.identity.address not in a.live_peers(sim.now), "gone without waiting for probes"
     sim.run(2.0)  # b did not really stop here: a's handshake retries find it again
     assert b.identity.address in a.live_peers(sim.now)
+
+
+def test_packets_for_other_destinations_go_to_the_gateway_of_the_most_specific_route():
+    from oneservice.network.config import Member, NetworkConfig, Route
+    from oneservice.node.core import _Network
+
+    members = tuple(Member(identity(n).public(), (ipaddress.ip_interface(f"10.1.0.{n}/24"),))
+                    for n in (1, 2, 3))  # fmt: skip
+    config = NetworkConfig(NETWORK_ID, "test", members, routes=(
+        Route(ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_address("10.1.0.2")),
+        Route(ipaddress.ip_network("192.168.5.0/24"), ipaddress.ip_address("10.1.0.3")),
+    ))  # fmt: skip
+    network = _Network(config, identity(1).address)
+    packed = ipaddress.ip_address
+    assert network.gateway_for(packed("192.168.5.7").packed) == identity(3).address
+    assert network.gateway_for(packed("198.51.100.10").packed) == identity(2).address
+    assert network.gateway_for(packed("2001:db8::1").packed) is None  # no IPv6 default
+    assert network.sources_of(members[1])[-1] == ipaddress.ip_network("0.0.0.0/0")
