@@ -43,6 +43,8 @@ from .tap import tap_name
 
 log = logging.getLogger("oneservice")
 CONTROLLER_DB = "controller.db"
+# Routing is re-planned on every change; without one, this often anyway (a retry).
+ROUTING_RETRY_S = 5.0
 
 
 class Service:
@@ -64,6 +66,8 @@ class Service:
         )
         self.routing = RoutingManager(home, settings, self.identity.address)
         self.taps: dict = {}
+        self._watched: set[str] = set()  # full-tunnel gateways, probed every second
+        self._routing_seen: tuple[frozenset[str], float] = (frozenset(), float("-inf"))
         self._tap_configs: dict[str, NetworkConfig] = {}
         self.binder = Binder(
             port=settings.primary_port,
@@ -230,10 +234,15 @@ class Service:
 
     def _update_routing(self, force: bool = False) -> None:
         inputs = self._routing_inputs()
-        now = self.loop.time()
-        for gateway in self.routing.gateways_to_watch(inputs.networks):
-            self.core.keep_watching(gateway, now)
+        self._routing_seen = (inputs.live_members, self.loop.time())
+        self._watched = self.routing.gateways_to_watch(inputs.networks)
+        self._watch_gateways()
         self.routing.update(inputs, force)
+
+    def _watch_gateways(self) -> None:
+        now = self.loop.time()
+        for gateway in self._watched:
+            self.core.keep_watching(gateway, now)
 
     def set_network_flags(self, network_id: str, changes: dict) -> None:
         """FlagsError if a change is wrong (nothing changed then); applied at once."""
@@ -396,8 +405,14 @@ class Service:
             self._schedule_flush()  # control handling above queued more
 
     def _on_timer(self) -> None:
-        self.core.handle_timer(self.loop.time())
-        self._update_routing()  # a gateway may have gone quiet without any event
+        now = self.loop.time()
+        self.core.handle_timer(now)
+        self._watch_gateways()
+        live, planned_at = self._routing_seen
+        # A gateway may go quiet (or come back) without any event; what failed in the kernel
+        # is retried now and then. Otherwise there is nothing new to plan.
+        if self.core.live_peers(now) != live or now - planned_at > ROUTING_RETRY_S:
+            self._update_routing()
         self._request_configs()
         self._flush()
         self._timer = self.loop.call_at(self.core.next_timer(), self._on_timer)
