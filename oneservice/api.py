@@ -137,8 +137,8 @@ def _management_allowed(remote: str | None, allowed: tuple[str, ...]) -> bool:
         address = address.ipv4_mapped
     if address.is_loopback:
         return True
-    return any(address in ipaddress.ip_network(n) for n in allowed
-               if ipaddress.ip_network(n).version == address.version)  # fmt: skip
+    networks = [ipaddress.ip_network(n) for n in allowed]
+    return any(address.version == n.version and address in n for n in networks)
 
 
 async def _body(request: web.Request) -> dict:

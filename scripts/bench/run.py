@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -27,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import footprint
 import vpns
 
 from tests.testbed import Testbed, missing_requirements
@@ -115,12 +118,7 @@ def main() -> int:
     if args.what == "throughput":
         result = throughput(args)
     else:
-        import footprint
-
         result = footprint.memory(args) if args.what == "memory" else footprint.join(args)
-    import os
-    import platform
-
     result["measured"] = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
                           "machine": platform.node(), "cpus": os.cpu_count(),
                           "kernel": platform.release()}  # fmt: skip
