@@ -73,6 +73,10 @@ class NetworkConfig:
     def member(self, address: str) -> Member | None:
         return next((m for m in self.members if m.address == address), None)
 
+    def holders(self) -> dict[ipaddress.IPv4Address | ipaddress.IPv6Address, str]:
+        """Virtual address -> the member that has it (how a route's "via" names a gateway)."""
+        return {a.ip: m.address for m in self.members for a in m.addresses}
+
     def subnets(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         return tuple(dict.fromkeys(a.network for m in self.members for a in m.addresses))
 

@@ -133,13 +133,10 @@ class _Network:
 
     def __init__(self, config: NetworkConfig, own_address: str) -> None:
         self.config = config
-        self.by_destination: dict[bytes, str] = {}
-        holders: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, str] = {}
-        for member in config.members:
-            for interface in member.addresses:
-                holders[interface.ip] = member.address
-                if member.address != own_address:
-                    self.by_destination[interface.ip.packed] = member.address
+        holders = config.holders()
+        self.by_destination: dict[bytes, str] = {
+            ip.packed: address for ip, address in holders.items() if address != own_address
+        }
         # Only the packets the kernel routed into the tap reach these (the route planner
         # decides which routes exist), so every gateway route of the config can be here.
         self.gateways = sorted(

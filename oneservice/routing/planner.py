@@ -123,7 +123,7 @@ def plan_routing(
         if own is None:
             continue
         ours = local | {a.ip for a in own.addresses}
-        holders = {a.ip: m.address for m in config.members for a in m.addresses}
+        holders = config.holders()
         on_link = [*config.subnets(), *(r.target for r in config.routes if r.via is None)]
         defaults: dict[int, str | None] = {}  # family -> gateway ip (None: blocked)
         state = TUNNEL_OFF
@@ -197,7 +197,7 @@ def full_tunnel_gateways(networks: Sequence[NetworkRouting], own_address: str) -
     for network in networks:
         if not network.flags.allow_default:
             continue
-        holders = {a.ip: m.address for m in network.config.members for a in m.addresses}
+        holders = network.config.holders()
         for route in network.config.routes:
             gateway = holders.get(route.via) if route.via is not None else None
             if route.target.prefixlen == 0 and gateway not in (None, own_address):
