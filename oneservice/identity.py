@@ -24,8 +24,9 @@ IDENTITY_FORMAT = "1"
 ADDRESS_HEX_DIGITS = 10
 SECRET_FILE = "identity.secret"
 PUBLIC_FILE = "identity.public"
-# scrypt with N=2^14, r=8: 16 MiB and ~50 ms per address. Finding keys for a chosen 40-bit
-# address takes ~2^40 of these: out of reach, while checking one identity stays cheap.
+# scrypt with N=2^14, r=8: 16 MiB and ~40 ms per address (our 2-core machine, 2026-11-25).
+# Finding keys for a chosen 40-bit address takes ~2^40 of these: out of reach, while
+# checking one identity stays cheap.
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
 _SCRYPT_SALT = b"oneservice address v1"
 # Like ZeroTier: 0xff.. addresses are reserved, and 00.. would read as "no address".
