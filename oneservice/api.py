@@ -196,6 +196,7 @@ class Routes:
             "type": ("PRIVATE" if config.private else "PUBLIC") if config else "PRIVATE",
             "mtu": config.mtu if config else 0,
             "portDeviceName": tap.name if tap else tap_name(network_id),
+            "device": tap.stats() if tap else None,
             "assignedAddresses": [str(a) for a in own.addresses] if own else [],
             "routes": [
                 {"target": str(r.target), "via": str(r.via) if r.via else None}

@@ -137,12 +137,15 @@ class Service:
         if settings.allow_management_from != self.settings.allow_management_from:
             log.warning("reload: allowManagementFrom is checked at once, but the API listens "
                         "beyond loopback only if it was set at start")  # fmt: skip
+        offload_changed = settings.tun_offload != self.settings.tun_offload
         self.settings = settings
         self.routing.settings = settings
         self.core.relay = settings.relay
         self.core.set_roots(self._root_identities(), self.loop.time())
         self.binder.set_policy(self._bind_policy())
         self._update_routing()
+        if offload_changed:
+            self._schedule_apply()  # the devices are rebuilt with or without offloads
         self._schedule_flush()
         log.info("reloaded %s", self.home / "local.conf")
         notify("READY=1")
@@ -202,8 +205,10 @@ class Service:
             for network_id in list(self.taps):
                 config = wanted.get(network_id)
                 previous = self._tap_configs.get(network_id)
-                if config is None or _device_settings(config, self) != _device_settings(
-                    previous, self
+                if (
+                    config is None
+                    or _device_settings(config, self) != _device_settings(previous, self)
+                    or self.taps[network_id].offload != self.settings.tun_offload
                 ):
                     self.taps.pop(network_id).close()
                     self._tap_configs.pop(network_id, None)
@@ -259,7 +264,7 @@ class Service:
 
         own = network.member(self.identity.address)
         assert own is not None
-        tap = TunDevice(tap_name(network.id))
+        tap = TunDevice(tap_name(network.id), offload=self.settings.tun_offload)
         try:
             await self.loop.run_in_executor(None, tap.configure, network.mtu, own.addresses)
         except Exception:
@@ -267,7 +272,7 @@ class Service:
             raise
         self.taps[network.id] = tap
         network_id = network.id
-        tap.start_reading(lambda packet: self._on_tap_packet(network_id, packet))
+        tap.start_reading(lambda packets: self._on_tap_packets(network_id, packets))
         log.info(
             "network %s (%s): device %s, mtu %d, addresses %s",
             network.id, network.name, tap.name, network.mtu,
@@ -351,8 +356,10 @@ class Service:
         self.core.receive_datagram(data, local.id, address, self.loop.time())
         self._schedule_flush()
 
-    def _on_tap_packet(self, network_id: str, packet: bytes) -> None:
-        self.core.send_packet(network_id, packet, self.loop.time())
+    def _on_tap_packets(self, network_id: str, packets: list[tuple[bytes, int]]) -> None:
+        send, now = self.core.send_packet, self.loop.time()
+        for packet, hint in packets:
+            send(network_id, packet, now, hint)
         self._schedule_flush()
 
     def _on_binder_event(self, event: BinderEvent) -> None:
@@ -381,11 +388,13 @@ class Service:
         send_many = self.binder.send_many
         for socket_id, endpoint, batch in gso_batches(self.core.datagrams_to_send()):
             send_many(socket_id, batch, endpoint)
-        taps = self.taps
-        for network_id, packet in self.core.packets_for_tap():
-            tap = taps.get(network_id)
+        by_network: dict[str, list[tuple[bytes, int]]] = {}
+        for network_id, packet, hint in self.core.packets_for_tap():
+            by_network.setdefault(network_id, []).append((packet, hint))
+        for network_id, packets in by_network.items():
+            tap = self.taps.get(network_id)
             if tap is not None:
-                tap.write(packet)
+                tap.write_many(packets)
         while (event := self.core.next_event()) is not None:
             if isinstance(event, ControlReceived):
                 peer = self.core.peers.get(event.address)

@@ -43,6 +43,8 @@ class Settings:
     full_tunnel_fail_closed: bool = False
     # Networks (CIDR text) whose clients may use the local API besides loopback.
     allow_management_from: tuple[str, ...] = ()
+    # Linux TUN offloads: TCP read and written 64 KiB at a time (off: packet by packet).
+    tun_offload: bool = True
     # Roots: (public identity text, ("ip/port", ...)) pairs, checked when loaded.
     roots: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
@@ -91,9 +93,13 @@ _BOOLEAN_SETTINGS = {
     "relay": "relay",
     "allowExitNode": "allow_exit_node",
     "fullTunnelFailClosed": "full_tunnel_fail_closed",
+    "tunOffload": "tun_offload",
 }
 _SETTINGS_KEYS = {"primaryPort", "interfacePrefixBlacklist", "interfaceAllowlist",
                   "allowManagementFrom", *_BOOLEAN_SETTINGS}  # fmt: skip
+
+
+_DEFAULTS = Settings()
 
 
 def parse_local_conf(document: Any, source: str = LOCAL_CONF_NAME) -> Settings:
@@ -111,7 +117,7 @@ def parse_local_conf(document: Any, source: str = LOCAL_CONF_NAME) -> Settings:
     roots = _roots(document.get("roots", []), f"{source}: roots")
     booleans = {}
     for key, attribute in _BOOLEAN_SETTINGS.items():
-        value = booleans[attribute] = raw.get(key, False)
+        value = booleans[attribute] = raw.get(key, getattr(_DEFAULTS, attribute))
         if not isinstance(value, bool):
             raise SettingsError(f"{source}: settings.{key} must be true or false, got {value!r}")
     return Settings(

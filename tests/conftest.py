@@ -36,3 +36,23 @@ def testbed():
         complaints = bed.cleanup()
     if complaints:
         pytest.fail("; ".join(complaints))
+
+
+@pytest.fixture(autouse=True)
+def _forget_nodes():
+    from tests.integration.nodes import Node
+
+    Node.started.clear()
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test's report ends with the logs of the nodes it started."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and call.when == "call":
+        from tests.integration.nodes import Node
+
+        for node in Node.started:
+            report.sections.append((f"node log: {node.home}", "\n".join(node.log[-60:])))

@@ -109,7 +109,7 @@ class Peer:
         self.handshake_sent = -math.inf
         self.handshake_started = -math.inf
         self.last_initiation_timestamp = b""
-        self.queue: deque[tuple[int, bytes]] = deque()
+        self.queue: deque[tuple[int, bytes, int]] = deque()  # kind, payload, hint
         self.last_traffic = -math.inf
         self.last_data_received = -math.inf  # the peer's own packets (not our probes' answers)
         self.next_probe = -math.inf
@@ -200,7 +200,7 @@ class NodeCore:
         self.networks: dict[str, _Network] = {}
         self._virtual_subnets: tuple = ()
         self._datagrams: list[tuple[int, Endpoint, bytes]] = []
-        self._packets: list[tuple[str, bytes]] = []
+        self._packets: list[tuple[str, bytes, int]] = []  # network, packet, hint
         self._events: deque[NodeEvent] = deque()
         # Received datagrams refused, by reason. Every datagram received is either accepted
         # (authenticated) or counted here once, so the two add up to what the binder delivered.
@@ -337,7 +337,8 @@ class NodeCore:
         out, self._datagrams = self._datagrams, []
         return out
 
-    def packets_for_tap(self) -> list[tuple[str, bytes]]:
+    def packets_for_tap(self) -> list[tuple[str, bytes, int]]:
+        """(network id, IP packet, partial-checksum hint) for each packet to deliver."""
         out, self._packets = self._packets, []
         return out
 
@@ -472,7 +473,7 @@ class NodeCore:
                 peer.last_data_received = now
                 if path is not None and path is not peer.preferred:
                     self._follow(peer, path, now)
-                self._deliver(peer, payload)
+                self._deliver(peer, payload, data[2] | data[3] << 8)
         else:
             self._receive_control(peer, payload, path, now)
 
@@ -496,22 +497,22 @@ class NodeCore:
         # The inner datagram is handled as if it came over the path "via this root".
         self.receive_datagram(payload[wire.ADDRESS_LEN :], RELAY_SOCKET, (root.address, 0), now)
 
-    def _deliver(self, peer: Peer, packet: bytes) -> None:
+    def _deliver(self, peer: Peer, packet: bytes, hint: int) -> None:
         source_bytes = _address_bytes(packet, source=True)
-        if source_bytes is None:
+        if source_bytes is None or (hint and not wire.hint_fits(packet, hint)):
             self.packet_drops["inner_malformed"] += 1
             return
         network_id = peer.source_networks.get(source_bytes) or peer.any_source.get(
             len(source_bytes)
         )
         if network_id is not None:
-            self._packets.append((network_id, packet))
+            self._packets.append((network_id, packet, hint))
             return
         source = ipaddress.ip_address(source_bytes)
         for network_id, allowed in peer.networks.items():
             for subnet in allowed:
                 if source in subnet:
-                    self._packets.append((network_id, packet))
+                    self._packets.append((network_id, packet, hint))
                     return
         self.packet_drops["source_not_allowed"] += 1
 
@@ -800,8 +801,8 @@ class NodeCore:
 
     # --- sending ---------------------------------------------------------------------------------
 
-    def send_packet(self, network_id: str, packet: bytes, now: float) -> None:
-        """An IP packet from a network's tap."""
+    def send_packet(self, network_id: str, packet: bytes, now: float, hint: int = 0) -> None:
+        """An IP packet from a network's tap; ``hint`` says where a partial checksum is."""
         network = self.networks.get(network_id)
         if network is None:
             self.packet_drops["unknown_network"] += 1
@@ -819,30 +820,32 @@ class NodeCore:
             return
         peer = self.peers[peer_address]
         self._mark_traffic(peer, now)
-        self._send(peer, wire.TYPE_DATA, packet, now)
+        self._send(peer, wire.TYPE_DATA, packet, now, hint)
 
-    def _send(self, peer: Peer, kind: int, payload: bytes, now: float) -> None:
+    def _send(self, peer: Peer, kind: int, payload: bytes, now: float, hint: int = 0) -> None:
         session = peer.current
         path = peer.preferred
         if session is None or now - session.created_at > REJECT_AFTER_S or path is None:
             if len(peer.queue) >= MAX_QUEUED_PACKETS:
                 self.packet_drops["queue_full"] += 1
             else:
-                peer.queue.append((kind, payload))
+                peer.queue.append((kind, payload, hint))
             if session is None or now - session.created_at > REJECT_AFTER_S:
                 self._initiate(peer, now)
             else:
                 self._probe(peer, now)
             return
-        self._send_on(peer, path, kind, payload, now)
+        self._send_on(peer, path, kind, payload, now, hint)
         if now - session.created_at > REKEY_AFTER_S and peer.handshake is None:
             self._initiate(peer, now)
 
-    def _send_on(self, peer: Peer, path: Path, kind: int, payload: bytes, now: float) -> None:
+    def _send_on(
+        self, peer: Peer, path: Path, kind: int, payload: bytes, now: float, hint: int = 0
+    ) -> None:
         session = peer.current
         if session is None:
             return
-        datagram = session.seal(kind, payload)
+        datagram = session.seal(kind, payload, hint)
         if datagram is None:
             self._initiate(peer, now)
             return
@@ -865,8 +868,8 @@ class NodeCore:
         if peer.current is None or peer.preferred is None:
             return
         while peer.queue:
-            kind, payload = peer.queue.popleft()
-            self._send_on(peer, peer.preferred, kind, payload, now)
+            kind, payload, hint = peer.queue.popleft()
+            self._send_on(peer, peer.preferred, kind, payload, now, hint)
 
     def _initiate(self, peer: Peer, now: float) -> None:
         if peer.handshake is not None and now - peer.handshake_sent < HANDSHAKE_RETRY_S:

@@ -77,13 +77,14 @@ class Session:
         self.last_received = now
         self.last_sent = now
 
-    def seal(self, packet_type: int, payload: bytes) -> bytes | None:
-        """Encrypt one payload into a datagram; None when the counter is exhausted."""
+    def seal(self, packet_type: int, payload: bytes, hint: int = 0) -> bytes | None:
+        """Encrypt one payload into a datagram; None when the counter is exhausted. ``hint``
+        (data only) says where the payload's partial checksum is (tap/offload.py)."""
         counter = self.send_counter
         if counter >= REJECT_AFTER_MESSAGES:
             return None
         self.send_counter = counter + 1
-        header = DATA_HEADER.pack(PROTOCOL_VERSION, packet_type, 0, self.remote_index, counter)
+        header = DATA_HEADER.pack(PROTOCOL_VERSION, packet_type, hint, self.remote_index, counter)
         return header + self.send_aead.encrypt(_ZERO_NONCE_PREFIX + header[8:16], payload, header)
 
     def decrypt(self, datagram: bytes) -> bytes | None:

@@ -2,7 +2,12 @@
 
     handshake initiation  : ver type 00 00 | sender index (4) | Noise message 1
     handshake response    : ver type 00 00 | sender index (4) | receiver index (4) | message 2
-    data / control        : ver type 00 00 | receiver index (4) | counter (8) | AEAD ciphertext
+    data / control        : ver type hint (2) | receiver index (4) | counter (8) | AEAD ciphertext
+
+A data packet's hint is 0 when its checksums are complete; otherwise its TCP or UDP checksum
+field holds only the pseudo-header sum (a TUN offload, oneservice/tap/offload.py): the low
+byte is the field's offset in the transport header (16 or 6), the high byte the transport
+header's start in 2-byte units. Control messages carry 0.
 
 Integers are little-endian. The 16-byte data header is the AEAD's associated data, so the
 type, index and counter are authenticated with the payload.
@@ -41,6 +46,27 @@ MAX_DATAGRAM_LEN = 65535
 # Tunnel MTU: a 1500-byte path minus IPv6 (40) and UDP (8) headers and our 32 bytes of
 # overhead. IPv6 is the worst case, so one MTU fits both families: 1500 - 48 - 32 = 1420.
 DEFAULT_TUNNEL_MTU = 1420
+
+TCP_CHECKSUM_OFFSET = 16
+UDP_CHECKSUM_OFFSET = 6
+CHECKSUM_OFFSETS = (TCP_CHECKSUM_OFFSET, UDP_CHECKSUM_OFFSET)
+
+
+def partial_hint(start: int, offset: int) -> int:
+    """The hint for a checksum field at ``start + offset``; 0 if it cannot be expressed."""
+    if start & 1 or start > 510 or offset not in CHECKSUM_OFFSETS:
+        return 0
+    return (start >> 1) << 8 | offset
+
+
+def hint_fits(packet: bytes, hint: int) -> bool:
+    """Whether a hint from the wire points at a transport header inside this IP packet.
+    Peers are not trusted blindly: a start inside the IP header would let the kernel's
+    checksum overwrite the source address after we checked it."""
+    start, offset = (hint >> 8) * 2, hint & 0xFF
+    if offset not in CHECKSUM_OFFSETS or start + offset + 2 > len(packet):
+        return False
+    return start == (packet[0] & 0x0F) * 4 if packet[0] >> 4 == 4 else start >= 40
 
 
 def encode_timestamp(seconds: float) -> bytes:

@@ -6,6 +6,7 @@ import json
 import subprocess
 import threading
 from pathlib import Path
+from typing import ClassVar
 
 from oneservice.identity import Identity
 from tests.testbed import Host, wait_until
@@ -30,7 +31,11 @@ def member(identity: Identity, addresses: list[str], endpoints: list[str]) -> di
 class Node:
     """A running node; ``log`` fills with its stderr lines."""
 
+    # Nodes of the test now running: their logs are attached to its report if it fails.
+    started: ClassVar[list[Node]] = []
+
     def __init__(self, host: Host, home: Path, port: int = 9993, env: dict | None = None) -> None:
+        Node.started.append(self)
         self.host = host
         self.home = home
         self.process = host.python(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import subprocess
 import time
@@ -10,7 +12,15 @@ import time
 import pytest
 
 from oneservice.identity import Identity
-from tests.integration.nodes import NETWORK_ID, Node, capture, member, write_home
+from tests.integration.nodes import (
+    NETWORK_ID,
+    Node,
+    api,
+    capture,
+    member,
+    write_home,
+    write_local_conf,
+)
 from tests.testbed import Host, Testbed
 
 pytestmark = pytest.mark.integration
@@ -19,7 +29,9 @@ A_VIRTUAL, B_VIRTUAL = "10.147.17.1", "10.147.17.2"
 A_VIRTUAL6, B_VIRTUAL6 = "2001:db8:147::1", "2001:db8:147::2"
 
 
-def build(bed: Testbed, tmp_path) -> tuple[Host, Host, Host, Node, Node]:
+def build(
+    bed: Testbed, tmp_path, b_settings: dict | None = None
+) -> tuple[Host, Host, Host, Node, Node]:
     """a --eth0-- router --wifi0/cell0-- b; a network with both as members."""
     router = bed.host("router", forwarding=True)
     a, b = bed.host("a"), bed.host("b")
@@ -40,6 +52,8 @@ def build(bed: Testbed, tmp_path) -> tuple[Host, Host, Host, Node, Node]:
                    ["198.51.100.2/9993", "203.0.113.2/9993"]),
         ],
     }  # fmt: skip
+    if b_settings:
+        write_local_conf(tmp_path / "b", {"settings": b_settings})
     node_a = Node(a, write_home(tmp_path / "a", ida, [network]))
     node_b = Node(b, write_home(tmp_path / "b", idb, [network]))
     node_a.wait_log("session established")
@@ -82,6 +96,61 @@ def test_iperf3_tcp_through_the_tunnel(testbed, tmp_path):
     received = report["end"]["sum_received"]
     assert received["bytes"] > 1_000_000
     print(f"\ntunnel throughput: {received['bits_per_second'] / 1e6:.0f} Mbit/s")
+
+
+def serve_file(host: Host, directory, size: int) -> str:
+    """A file of random bytes served over HTTP on every address of the host; its SHA-256."""
+    directory.mkdir()
+    data = os.urandom(size)
+    (directory / "blob").write_bytes(data)
+    host.python("-m", "http.server", "8000", "--bind", "::", "--directory", str(directory),
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    return hashlib.sha256(data).hexdigest()
+
+
+def download(host: Host, url: str, path) -> str:
+    host.run("curl", "-sf", "--retry", "5", "--retry-connrefused", "--retry-delay", "0",
+             "-m", "30", "-o", str(path), url, timeout=40)  # fmt: skip
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("b_offload", [True, False], ids=["both-offload", "b-packet-by-packet"])
+def test_bulk_tcp_arrives_intact_through_tun_offloads(testbed, tmp_path, b_offload):
+    """Super-packets cut into segments with partial checksums, merged again on arrival; a
+    node without offloads finishes the checksums itself. TCP drops a segment whose checksum
+    is wrong, so intact downloads (both ways, both IP versions) prove every checksum."""
+    _router, a, b, _node_a, _node_b = build(testbed, tmp_path, {"tunOffload": b_offload})
+    sums = {"a": serve_file(a, tmp_path / "a-files", 8_000_000),
+            "b": serve_file(b, tmp_path / "b-files", 8_000_000)}  # fmt: skip
+    for server, client, address in (
+        ("b", a, B_VIRTUAL),
+        ("a", b, A_VIRTUAL),
+        ("b", a, f"[{B_VIRTUAL6}]"),
+        ("a", b, f"[{A_VIRTUAL6}]"),
+    ):
+        got = download(client, f"http://{address}:8000/blob", tmp_path / "got")
+        assert got == sums[server], f"download from {server} over {address} is intact"
+
+    devices = {}
+    for name, host in (("a", a), ("b", b)):
+        code, network = api(host, tmp_path / name, "GET", f"/network/{NETWORK_ID}")
+        assert code == 200
+        devices[name] = network["device"]
+    for device in devices.values():
+        assert device["writeErrors"] == 0 and device["offloadErrors"] == 0, device
+    a_device, b_device = devices["a"], devices["b"]
+    assert a_device["offload"]
+    assert a_device["packetsRead"] > 2 * a_device["framesRead"], "a read super-packets"
+    if b_offload:
+        assert a_device["packetsWritten"] > 2 * a_device["framesWritten"], "a merged segments"
+        assert b_device["packetsRead"] > 2 * b_device["framesRead"]
+        assert b_device["packetsWritten"] > 2 * b_device["framesWritten"]
+    else:
+        assert not b_device["offload"]
+        assert b_device["packetsRead"] == b_device["framesRead"] > 0
+        assert b_device["packetsWritten"] == b_device["framesWritten"] > 0
+        # a still merges b's plain segments (their checksums are complete).
+        assert a_device["packetsWritten"] > 2 * a_device["framesWritten"]
 
 
 def tx_bytes(host: Host, name: str) -> int:

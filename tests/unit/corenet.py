@@ -40,7 +40,7 @@ class Sim:
         self.loss = loss
         self.random = random.Random(seed)
         self.in_flight: deque = deque()
-        self.delivered: dict[str, list[tuple[str, bytes]]] = {}
+        self.delivered: dict[str, list[tuple[str, bytes, int]]] = {}  # network, packet, hint
         self.wire_log: list[tuple[str, tuple, bytes]] = []
 
     def add_node(self, name: str, n: int, relay: bool = False) -> NodeCore:

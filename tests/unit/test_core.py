@@ -34,8 +34,8 @@ def test_handshake_then_packets_flow_both_ways():
     a.send_packet("8056c2e21c000001", ipv4_packet("10.1.0.1", "10.1.0.2", b"hello"), sim.now)
     b.send_packet("8056c2e21c000001", ipv4_packet("10.1.0.2", "10.1.0.1", b"back"), sim.now)
     sim.step()
-    assert [p[-5:] for _, p in sim.delivered["b"]] == [b"hello"]
-    assert [p[-4:] for _, p in sim.delivered["a"]] == [b"back"]
+    assert [p[-5:] for _, p, _ in sim.delivered["b"]] == [b"hello"]
+    assert [p[-4:] for _, p, _ in sim.delivered["a"]] == [b"back"]
     events = []
     while (event := a.next_event()) is not None:
         events.append(event)
@@ -49,7 +49,23 @@ def test_packets_sent_before_the_handshake_are_queued_not_lost():
         a.send_packet("8056c2e21c000001", ipv4_packet("10.1.0.1", "10.1.0.2", bytes([n]) * 20),
                       sim.now)  # fmt: skip
     sim.run(0.1)
-    assert [p[-1] for _, p in sim.delivered["b"]] == [0, 1, 2, 3, 4]
+    assert [p[-1] for _, p, _ in sim.delivered["b"]] == [0, 1, 2, 3, 4]
+
+
+def test_a_partial_checksum_hint_travels_with_its_packet_and_a_bad_one_is_dropped():
+    sim = two_nodes()
+    sim.run(0.1)
+    a, b = sim.nodes["a"], sim.nodes["b"]
+    tcp = ipv4_packet("10.1.0.1", "10.1.0.2", bytes(20))
+    hint = wire.partial_hint(20, wire.TCP_CHECKSUM_OFFSET)
+    a.send_packet(NETWORK_ID, tcp, sim.now, hint)
+    sim.step()
+    assert sim.delivered["b"] == [(NETWORK_ID, tcp, hint)]
+    # A hint that would make b's kernel write into the IP header (the source address).
+    a.send_packet(NETWORK_ID, tcp, sim.now, wire.partial_hint(6, wire.UDP_CHECKSUM_OFFSET))
+    sim.step()
+    assert len(sim.delivered["b"]) == 1
+    assert b.packet_drops["inner_malformed"] == 1
 
 
 def test_nothing_is_sent_in_the_clear():

@@ -1,0 +1,276 @@
+"""TUN offloads (Linux ``IFF_VNET_HDR``), as pure functions over bytes.
+
+With offloads on, the kernel hands a TUN reader TCP "super-packets" of up to 64 KiB (one read
+instead of ~45) and leaves TCP/UDP checksums unfinished; a writer may hand it super-packets
+back (one write instead of ~45) whose checksum it need not verify. Every frame on the device
+starts with a 10-byte ``virtio_net_hdr`` saying which of this applies.
+
+Sending, we cut super-packets into MTU-sized TCP segments and leave their checksums partial:
+the pseudo-header sum is in the checksum field and the wire header says where that field is
+(a *partial hint*, see ``docs/PROTOCOL.md``), so no Python code sums payload bytes. The
+receiver's kernel finishes or skips the sum; a receiver without offloads finishes it here.
+Receiving, consecutive segments of one TCP flow are merged again (as the kernel's GRO does)
+and written as one super-packet.
+
+A partial hint (node/wire.py) is an int that fits the two bytes the data header has for it:
+``(checksum_start // 2) << 8 | checksum_offset``, 0 when the checksum is complete.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from ..node.wire import (
+    CHECKSUM_OFFSETS,
+    TCP_CHECKSUM_OFFSET,
+    UDP_CHECKSUM_OFFSET,
+    hint_fits,
+    partial_hint,
+)
+
+__all__ = ["OffloadError", "finish_checksum", "hint_fits", "merge", "partial_hint", "split_frame"]
+
+VNET_HDR = struct.Struct("=BBHHHH")  # flags, gso_type, hdr_len, gso_size, csum_start, csum_offset
+VNET_HDR_LEN = VNET_HDR.size
+NEEDS_CSUM = 0x01
+GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_ECN = 0, 1, 4, 0x80
+# One IP packet's length field is 16 bits: a merged packet must fit.
+MAX_MERGED_BYTES = 65535
+
+_FIN, _PSH, _ACK, _CWR = 0x01, 0x08, 0x10, 0x80
+_PLAIN_HEADER = VNET_HDR.pack(0, GSO_NONE, 0, 0, 0, 0)
+_U16 = struct.Struct("!H")
+_U32 = struct.Struct("!I")
+
+
+class OffloadError(ValueError):
+    """A frame from the kernel that we cannot cut into packets (counted, then dropped)."""
+
+
+def _ones_sum(data: bytes) -> int:
+    """The 16-bit ones' complement sum, mod 0xffff: 2**16 is 1 mod 0xffff, so the number the
+    bytes spell is congruent to the sum of their 16-bit words (one C loop instead of many)."""
+    if len(data) & 1:
+        data = bytes(data) + b"\0"
+    return int.from_bytes(data, "big") % 0xFFFF
+
+
+def finish_checksum(packet: bytes, hint: int) -> bytes:
+    """Complete a partial checksum in software (for a device without offloads)."""
+    return _finish(packet, (hint >> 8) * 2, hint & 0xFF)
+
+
+def _finish(packet: bytes, start: int, offset: int) -> bytes:
+    remainder = _ones_sum(packet[start:])  # the field holds the pseudo-header sum
+    checksum = 0xFFFF - remainder if remainder else 0
+    if checksum == 0 and offset == UDP_CHECKSUM_OFFSET:
+        checksum = 0xFFFF  # in UDP, 0 means "no checksum"
+    at = start + offset
+    return packet[:at] + _U16.pack(checksum) + packet[at + 2 :]
+
+
+def split_frame(frame: bytes) -> list[tuple[bytes, int]]:
+    """A frame read from the device: its IP packets, each with its partial hint."""
+    if len(frame) < VNET_HDR_LEN:
+        raise OffloadError("frame shorter than its header")
+    flags, gso_type, _, gso_size, start, offset = VNET_HDR.unpack_from(frame)
+    packet = frame[VNET_HDR_LEN:]
+    if not flags & NEEDS_CSUM:
+        if gso_type != GSO_NONE:
+            raise OffloadError("super-packet without a partial checksum")
+        return [(packet, 0)]
+    if offset not in CHECKSUM_OFFSETS or start + offset + 2 > len(packet):
+        raise OffloadError(f"checksum field at {start}+{offset} is not one we know")
+    if gso_type == GSO_NONE:
+        packets = [(packet, partial_hint(start, offset))]
+    elif gso_type & ~GSO_ECN in (GSO_TCPV4, GSO_TCPV6) and gso_size and offset == 16:
+        packets = _segment(packet, start, gso_size, gso_type & GSO_ECN != 0)
+    else:
+        raise OffloadError(f"unsupported segmentation type {gso_type}")
+    if packets[0][1]:
+        return packets
+    # A start our wire header cannot carry (long IPv6 extension headers): finish it here.
+    return [(_finish(packet, start, offset), 0) for packet, _ in packets]
+
+
+def _segment(packet: bytes, start: int, size: int, ecn: bool) -> list[tuple[bytes, int]]:
+    """Cut a TCP super-packet into segments of ``size`` payload bytes, as the NIC would."""
+    version = packet[0] >> 4
+    expected_start = (packet[0] & 0x0F) * 4 if version == 4 else 40
+    if (
+        start + 20 > len(packet)
+        or start < expected_start
+        or (version == 4 and start != expected_start)
+    ):
+        raise OffloadError("TCP header not where the super-packet says")
+    header_len = start + (packet[start + 12] >> 4) * 4
+    header = bytearray(packet[:header_len])
+    payload = memoryview(packet)[header_len:]
+    if version == 4:
+        pseudo = _ones_sum(packet[12:20]) + 6
+        first_id = _U16.unpack_from(packet, 4)[0]
+    else:
+        pseudo = _ones_sum(packet[8:40]) + 6
+    seq = _U32.unpack_from(packet, start + 4)[0]
+    flags = packet[start + 13]
+    hint = partial_hint(start, TCP_CHECKSUM_OFFSET)
+    total = len(payload)
+    segments = []
+    for number, at in enumerate(range(0, total, size)):
+        chunk = payload[at : at + size]
+        tcp_len = header_len - start + len(chunk)
+        if version == 4:
+            _U16.pack_into(header, 2, header_len + len(chunk))
+            _U16.pack_into(header, 4, (first_id + number) & 0xFFFF)
+            header[10:12] = b"\0\0"
+            _U16.pack_into(header, 10, 0xFFFF - (_ones_sum(header[:start]) or 0xFFFF))
+        else:
+            _U16.pack_into(header, 4, header_len - 40 + len(chunk))
+        _U32.pack_into(header, start + 4, (seq + at) & 0xFFFFFFFF)
+        segment_flags = flags if at + size >= total else flags & ~(_FIN | _PSH)
+        header[start + 13] = segment_flags & ~_CWR if ecn and number else segment_flags
+        _U16.pack_into(header, start + 16, (pseudo + tcp_len) % 0xFFFF)
+        segments.append((bytes(header) + chunk, hint))
+    return segments
+
+
+def merge(packets: list[tuple[bytes, int]]) -> list[list[bytes]]:
+    """Packets for the device (in order) as frames, each a list of buffers for one writev.
+
+    Consecutive full-sized segments of one TCP flow become one super-packet whose checksum
+    the kernel is told not to verify: they came through an authenticated tunnel, and a TCP
+    sender's kernel made them. Order within each flow is kept; flows may interleave."""
+    frames: list[list[bytes]] = []
+    open_flows: dict[bytes, _Flow] = {}
+    merged: list[_Flow] = []
+    for packet, hint in packets:
+        parsed = _tcp_segment(packet)
+        if parsed is None:
+            frames.append(_single(packet, hint))
+            continue
+        key, signature, start, header_len, seq, flags = parsed
+        flow = open_flows.get(key)
+        size = len(packet) - header_len
+        if flow is not None:
+            if flow.takes(signature, seq, size, flags):
+                if flow.count == 1:
+                    merged.append(flow)
+                flow.add(packet, header_len, size, flags)
+                if flow.closed:
+                    del open_flows[key]
+                continue
+            del open_flows[key]  # a later segment must not pass this packet
+        if not size or flags & ~(_ACK | _PSH) or not flags & _ACK:
+            frames.append(_single(packet, hint))
+            continue
+        flow = _Flow(packet, hint, signature, start, header_len, seq, size, flags)
+        frames.append(flow.buffers)
+        if not flow.closed:
+            open_flows[key] = flow
+    for flow in merged:
+        flow.write_headers()
+    return frames
+
+
+def _single(packet: bytes, hint: int) -> list[bytes]:
+    if not hint:
+        return [_PLAIN_HEADER, packet]
+    return [VNET_HDR.pack(NEEDS_CSUM, GSO_NONE, 0, 0, (hint >> 8) * 2, hint & 0xFF), packet]
+
+
+def _tcp_segment(packet: bytes) -> tuple[bytes, bytes, int, int, int, int] | None:
+    """(flow key, what must match to merge, TCP start, header length, seq, flags) of a plain
+    TCP packet (no IPv4 options or fragments, no IPv6 extension headers); None otherwise."""
+    length = len(packet)
+    if length < 40:
+        return None
+    first = packet[0]
+    if first == 0x45:
+        if (
+            packet[9] != 6
+            or packet[6] & 0x3F
+            or packet[7]
+            or _U16.unpack_from(packet, 2)[0] != length
+        ):
+            return None
+        start, key = 20, packet[12:24]
+        outer = bytes((packet[1], packet[6], packet[8]))  # TOS, DF, TTL
+    elif first >> 4 == 6:
+        if length < 60 or packet[6] != 6 or _U16.unpack_from(packet, 4)[0] != length - 40:
+            return None
+        start, key = 40, packet[8:44]
+        outer = packet[:4] + packet[7:8]  # traffic class, flow label, hop limit
+    else:
+        return None
+    header_len = start + (packet[start + 12] >> 4) * 4
+    if header_len > length or header_len < start + 20:
+        return None
+    # Acknowledgement, header length and options must be the same in every merged segment.
+    signature = outer + packet[start + 8 : start + 13] + packet[start + 20 : header_len]
+    return (
+        key,
+        signature,
+        start,
+        header_len,
+        _U32.unpack_from(packet, start + 4)[0],
+        packet[start + 13],
+    )
+
+
+class _Flow:
+    """A super-packet being built from consecutive segments of one flow."""
+
+    __slots__ = ("buffers", "closed", "count", "first", "header_len", "next_seq", "push",
+                 "signature", "size", "start", "total")  # fmt: skip
+
+    def __init__(self, packet, hint, signature, start, header_len, seq, size, flags) -> None:
+        self.first = packet
+        self.signature = signature
+        self.start = start
+        self.header_len = header_len
+        self.size = size
+        self.next_seq = (seq + size) & 0xFFFFFFFF
+        self.total = len(packet)
+        self.count = 1
+        self.push = flags & _PSH
+        self.closed = bool(self.push)
+        # Until a second segment comes this is the packet as it arrived.
+        self.buffers = _single(packet, hint)
+
+    def takes(self, signature: bytes, seq: int, size: int, flags: int) -> bool:
+        return (
+            seq == self.next_seq and 0 < size <= self.size and not flags & ~(_ACK | _PSH)
+            and signature == self.signature and self.total + size <= MAX_MERGED_BYTES
+        )  # fmt: skip
+
+    def add(self, packet: bytes, header_len: int, size: int, flags: int) -> None:
+        if self.count == 1:
+            self.buffers[1:] = [b"", memoryview(self.first)[self.header_len :]]
+        self.buffers.append(memoryview(packet)[header_len:])
+        self.count += 1
+        self.total += size
+        self.next_seq = (self.next_seq + size) & 0xFFFFFFFF
+        self.push = flags & _PSH
+        self.closed = bool(self.push) or size < self.size
+
+    def write_headers(self) -> None:
+        """Once every segment is in: the headers of the merged packet."""
+        start, header_len, first = self.start, self.header_len, self.first
+        header = bytearray(first[:header_len])
+        tcp_len = self.total - start
+        if first[0] >> 4 == 4:
+            _U16.pack_into(header, 2, self.total)
+            header[10:12] = b"\0\0"
+            _U16.pack_into(header, 10, 0xFFFF - (_ones_sum(header[:start]) or 0xFFFF))
+            pseudo = _ones_sum(first[12:20]) + 6 + tcp_len
+            gso_type = GSO_TCPV4
+        else:
+            _U16.pack_into(header, 4, self.total - 40)
+            pseudo = _ones_sum(first[8:40]) + 6 + tcp_len
+            gso_type = GSO_TCPV6
+        header[start + 13] |= self.push
+        _U16.pack_into(header, start + 16, pseudo % 0xFFFF)
+        self.buffers[0] = VNET_HDR.pack(
+            NEEDS_CSUM, gso_type, header_len, self.size, start, TCP_CHECKSUM_OFFSET
+        )
+        self.buffers[1] = bytes(header)
