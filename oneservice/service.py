@@ -357,9 +357,7 @@ class Service:
         self._schedule_flush()
 
     def _on_tap_packets(self, network_id: str, packets: list[tuple[bytes, int]]) -> None:
-        send, now = self.core.send_packet, self.loop.time()
-        for packet, hint in packets:
-            send(network_id, packet, now, hint)
+        self.core.send_packets(network_id, packets, self.loop.time())
         self._schedule_flush()
 
     def _on_binder_event(self, event: BinderEvent) -> None:

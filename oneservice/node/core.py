@@ -785,6 +785,8 @@ class NodeCore:
             peer.paths[(socket_id, endpoint)] = path
         path.last_received = now
         peer.last_heard = now
+        if path is peer.preferred and not path.strict:
+            return path  # just heard from, so alive: the common case, once per packet
         if peer.preferred is None or not peer.preferred.alive(now, self._window(peer, now)):
             self._reselect(peer, now)
         return path
@@ -803,24 +805,34 @@ class NodeCore:
 
     def send_packet(self, network_id: str, packet: bytes, now: float, hint: int = 0) -> None:
         """An IP packet from a network's tap; ``hint`` says where a partial checksum is."""
+        self.send_packets(network_id, [(packet, hint)], now)
+
+    def send_packets(self, network_id: str, packets: list[tuple[bytes, int]], now: float) -> None:
+        """IP packets from a network's tap, each with its partial-checksum hint. The segments
+        of one super-packet share a destination: it is looked up once."""
         network = self.networks.get(network_id)
         if network is None:
-            self.packet_drops["unknown_network"] += 1
+            self.packet_drops["unknown_network"] += len(packets)
             return
-        destination = _address_bytes(packet, source=False)
-        if destination is None:
-            self.packet_drops["outbound_malformed"] += 1
-            return
-        peer_address = network.by_destination.get(destination) or network.gateway_for(destination)
-        if peer_address is None:
-            self.packet_drops["no_route"] += 1
-            return
-        if len(packet) > network.config.mtu:
-            self.packet_drops["oversize"] += 1
-            return
-        peer = self.peers[peer_address]
-        self._mark_traffic(peer, now)
-        self._send(peer, wire.TYPE_DATA, packet, now, hint)
+        mtu, routed, peer = network.config.mtu, None, None
+        for packet, hint in packets:
+            destination = _address_bytes(packet, source=False)
+            if destination is None:
+                self.packet_drops["outbound_malformed"] += 1
+                continue
+            if destination != routed:
+                peer_address = network.by_destination.get(destination) or network.gateway_for(
+                    destination
+                )
+                if peer_address is None:
+                    self.packet_drops["no_route"] += 1
+                    continue
+                routed, peer = destination, self.peers[peer_address]
+                self._mark_traffic(peer, now)
+            if len(packet) > mtu:
+                self.packet_drops["oversize"] += 1
+                continue
+            self._send(peer, wire.TYPE_DATA, packet, now, hint)
 
     def _send(self, peer: Peer, kind: int, payload: bytes, now: float, hint: int = 0) -> None:
         session = peer.current

@@ -41,6 +41,7 @@ _FIN, _PSH, _ACK, _CWR = 0x01, 0x08, 0x10, 0x80
 _PLAIN_HEADER = VNET_HDR.pack(0, GSO_NONE, 0, 0, 0, 0)
 _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
+_LENGTH_AND_ID = struct.Struct("!HH")
 
 
 class OffloadError(ValueError):
@@ -104,6 +105,8 @@ def _segment(packet: bytes, start: int, size: int, ecn: bool) -> list[tuple[byte
     ):
         raise OffloadError("TCP header not where the super-packet says")
     header_len = start + (packet[start + 12] >> 4) * 4
+    if header_len >= len(packet):
+        raise OffloadError("TCP super-packet without payload")
     header = bytearray(packet[:header_len])
     payload = memoryview(packet)[header_len:]
     if version == 4:
@@ -115,22 +118,28 @@ def _segment(packet: bytes, start: int, size: int, ecn: bool) -> list[tuple[byte
     flags = packet[start + 13]
     hint = partial_hint(start, TCP_CHECKSUM_OFFSET)
     total = len(payload)
+    if version == 4:
+        # Only the length and the ID change from segment to segment: the header's checksum
+        # is the sum of the rest, taken once, plus those two.
+        header[2:6] = b"\0\0\0\0"
+        header[10:12] = b"\0\0"
+        rest = _ones_sum(header[:start])
+    last_at = (total - 1) // size * size
     segments = []
     for number, at in enumerate(range(0, total, size)):
-        chunk = payload[at : at + size]
-        tcp_len = header_len - start + len(chunk)
+        last = at == last_at
+        length = header_len + (total - at if last else size)
         if version == 4:
-            _U16.pack_into(header, 2, header_len + len(chunk))
-            _U16.pack_into(header, 4, (first_id + number) & 0xFFFF)
-            header[10:12] = b"\0\0"
-            _U16.pack_into(header, 10, 0xFFFF - (_ones_sum(header[:start]) or 0xFFFF))
+            ip_id = (first_id + number) & 0xFFFF
+            _LENGTH_AND_ID.pack_into(header, 2, length, ip_id)
+            _U16.pack_into(header, 10, 0xFFFF - ((rest + length + ip_id) % 0xFFFF or 0xFFFF))
         else:
-            _U16.pack_into(header, 4, header_len - 40 + len(chunk))
+            _U16.pack_into(header, 4, length - 40)
         _U32.pack_into(header, start + 4, (seq + at) & 0xFFFFFFFF)
-        segment_flags = flags if at + size >= total else flags & ~(_FIN | _PSH)
+        segment_flags = flags if last else flags & ~(_FIN | _PSH)
         header[start + 13] = segment_flags & ~_CWR if ecn and number else segment_flags
-        _U16.pack_into(header, start + 16, (pseudo + tcp_len) % 0xFFFF)
-        segments.append((bytes(header) + chunk, hint))
+        _U16.pack_into(header, start + 16, (pseudo + length - start) % 0xFFFF)
+        segments.append((b"".join((header, payload[at : at + size])), hint))
     return segments
 
 
@@ -245,8 +254,8 @@ class _Flow:
 
     def add(self, packet: bytes, header_len: int, size: int, flags: int) -> None:
         if self.count == 1:
-            self.buffers[1:] = [b"", memoryview(self.first)[self.header_len :]]
-        self.buffers.append(memoryview(packet)[header_len:])
+            self.buffers[1:] = [b"", self.first[self.header_len :]]
+        self.buffers.append(packet[header_len:])
         self.count += 1
         self.total += size
         self.next_seq = (self.next_seq + size) & 0xFFFFFFFF

@@ -139,6 +139,7 @@ def test_a_checksum_start_the_wire_cannot_carry_is_finished_before_sending() -> 
         VNET_HDR.pack(NEEDS_CSUM, 3, 0, 1000, 20, 6) + bytes(60),  # UDP fragmentation
         VNET_HDR.pack(0, GSO_TCPV4, 40, 1000, 20, 16) + bytes(60),  # TSO, checksum complete
         VNET_HDR.pack(NEEDS_CSUM, GSO_TCPV4, 40, 1000, 24, 16) + tcp_packet(4, bytes(3000)),
+        VNET_HDR.pack(NEEDS_CSUM, GSO_TCPV4, 40, 1000, 20, 16) + tcp_packet(4, b""),  # no data
     ],
 )
 def test_frames_we_cannot_cut_are_refused(frame: bytes) -> None:
