@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import subprocess
 import time
 
@@ -21,7 +22,7 @@ from tests.integration.nodes import (
     write_home,
     write_local_conf,
 )
-from tests.testbed import Host, Testbed
+from tests.testbed import Host, Testbed, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -119,7 +120,7 @@ def test_bulk_tcp_arrives_intact_through_tun_offloads(testbed, tmp_path, b_offlo
     """Super-packets cut into segments with partial checksums, merged again on arrival; a
     node without offloads finishes the checksums itself. TCP drops a segment whose checksum
     is wrong, so intact downloads (both ways, both IP versions) prove every checksum."""
-    _router, a, b, _node_a, _node_b = build(testbed, tmp_path, {"tunOffload": b_offload})
+    _router, a, b, _node_a, node_b = build(testbed, tmp_path, {"tunOffload": b_offload})
     sums = {"a": serve_file(a, tmp_path / "a-files", 8_000_000),
             "b": serve_file(b, tmp_path / "b-files", 8_000_000)}  # fmt: skip
     for server, client, address in (
@@ -151,6 +152,18 @@ def test_bulk_tcp_arrives_intact_through_tun_offloads(testbed, tmp_path, b_offlo
         assert b_device["packetsWritten"] == b_device["framesWritten"] > 0
         # a still merges b's plain segments (their checksums are complete).
         assert a_device["packetsWritten"] > 2 * a_device["framesWritten"]
+
+    # SIGHUP with the setting flipped rebuilds b's device; traffic carries on.
+    write_local_conf(tmp_path / "b", {"settings": {"tunOffload": not b_offload}})
+    node_b.process.send_signal(signal.SIGHUP)
+
+    def b_offload_now() -> bool | None:
+        device = api(b, tmp_path / "b", "GET", f"/network/{NETWORK_ID}")[1]["device"]
+        return device["offload"] if device else None
+
+    wait_until(lambda: b_offload_now() is (not b_offload), what="b's device rebuilt")
+    got = download(a, f"http://{B_VIRTUAL}:8000/blob", tmp_path / "again")
+    assert got == sums["b"]
 
 
 def tx_bytes(host: Host, name: str) -> int:

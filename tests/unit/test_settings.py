@@ -18,6 +18,12 @@ def test_full_settings(tmp_path):
     assert load_local_conf(tmp_path) == Settings(0, ("vpn",), ("tun7",))
 
 
+def test_booleans_default_as_documented_and_can_be_turned_either_way():
+    assert Settings().tun_offload and not Settings().relay
+    turned = parse_local_conf({"settings": {"tunOffload": False, "relay": True}})
+    assert (turned.tun_offload, turned.relay) == (False, True)
+
+
 @pytest.mark.parametrize(
     ("document", "message"),
     [
@@ -33,6 +39,7 @@ def test_full_settings(tmp_path):
         ({"settings": {"interfaceAllowlist": "eth0"}}, "must be a list of interface names"),
         ({"settings": {"interfacePrefixBlacklist": [""]}}, "non-empty strings"),
         ({"settings": {"interfaceAllowlist": ["x" * 16]}}, "at most 15 characters"),
+        ({"settings": {"tunOffload": "no"}}, "settings.tunOffload must be true or false"),
     ],
 )
 def test_mistakes_are_named(document, message):
