@@ -12,6 +12,7 @@ from pathlib import Path
 from . import __version__
 from .binder.sockets import BindError
 from .identity import IdentityError
+from .memory import pin_mmap_threshold
 from .network.config import NetworkConfigError
 from .settings import SettingsError, default_home, ensure_home, load_local_conf, validate_port
 
@@ -56,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    pin_mmap_threshold()  # before the first identity check allocates scrypt's 16 MiB
     try:
         home = ensure_home(args.home)
         settings = load_local_conf(home)

@@ -1,0 +1,34 @@
+"""Freed scrypt blocks must not stay resident (glibc's moving mmap threshold)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.testbed import REPO_ROOT
+
+PROBE = """
+import hashlib, re, sys
+from oneservice.memory import pin_mmap_threshold
+if sys.argv[1] == "pin":
+    assert pin_mmap_threshold()
+rss = lambda: int(re.search(r"VmRSS:\\s+(\\d+)", open("/proc/self/status").read()).group(1))
+before = rss()
+for _ in range(3):  # as when a node checks the identities of a network's members
+    hashlib.scrypt(b"x", salt=b"s", n=2**14, r=8, p=1, maxmem=64 * 2**20, dklen=32)
+print(rss() - before)
+"""
+
+
+def resident_growth_kib(mode: str) -> int:
+    result = subprocess.run([sys.executable, "-c", PROBE, mode], cwd=REPO_ROOT, check=True,
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    return int(result.stdout)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_pinned_threshold_gives_scrypt_memory_back():
+    assert resident_growth_kib("plain") > 12 * 1024, "the probe shows the problem unpinned"
+    assert resident_growth_kib("pin") < 4 * 1024
