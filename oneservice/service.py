@@ -73,7 +73,7 @@ class Service:
             port=settings.primary_port,
             policy=self._bind_policy(),
             backend=platform_backend(),
-            on_datagram=self._on_datagram,
+            on_datagram=self._on_datagrams,
         )
         self.binder.subscribe(self._on_binder_event)
         self._flush_scheduled = False
@@ -352,8 +352,10 @@ class Service:
 
     # --- moving bytes and time -------------------------------------------------------------------
 
-    def _on_datagram(self, data: bytes, local: LocalSocket, address: tuple) -> None:
-        self.core.receive_datagram(data, local.id, address, self.loop.time())
+    def _on_datagrams(self, datagrams: list[bytes], local: LocalSocket, address: tuple) -> None:
+        receive, socket_id, now = self.core.receive_datagram, local.id, self.loop.time()
+        for data in datagrams:
+            receive(data, socket_id, address, now)
         self._schedule_flush()
 
     def _on_tap_packets(self, network_id: str, packets: list[tuple[bytes, int]]) -> None:

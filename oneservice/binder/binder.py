@@ -98,7 +98,8 @@ class RoutesChanged:
 
 
 BinderEvent = InterfaceUp | InterfaceDown | AddressChanged | RoutesChanged
-DatagramHandler = Callable[[bytes, LocalSocket, tuple], None]
+# Datagrams that arrived together from one address, in order (one GRO read, or one datagram).
+DatagramHandler = Callable[[list[bytes], LocalSocket, tuple], None]
 
 
 class _Bound:
@@ -439,13 +440,9 @@ class Binder:
                 # An ICMP error queued on the socket (e.g. port unreachable) surfaces here.
                 self.counters["receive_errors"] += 1
                 continue
-            if ancillary:
-                for datagram in split_coalesced(data, _gro_size(ancillary)):
-                    received += 1
-                    deliver(datagram, local, address)
-            else:
-                received += 1
-                deliver(data, local, address)
+            datagrams = split_coalesced(data, _gro_size(ancillary)) if ancillary else [data]
+            received += len(datagrams)
+            deliver(datagrams, local, address)
         self.counters["datagrams_received"] += received
 
 

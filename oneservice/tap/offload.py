@@ -148,20 +148,36 @@ def merge(packets: list[tuple[bytes, int]]) -> list[list[bytes]]:
 
     Consecutive full-sized segments of one TCP flow become one super-packet whose checksum
     the kernel is told not to verify: they came through an authenticated tunnel, and a TCP
-    sender's kernel made them. Order within each flow is kept; flows may interleave."""
+    sender's kernel made them. Order within each flow is kept; flows may interleave. Only
+    plain TCP merges: no IPv4 options or fragments, no IPv6 extension headers."""
     frames: list[list[bytes]] = []
     open_flows: dict[bytes, _Flow] = {}
     merged: list[_Flow] = []
     for packet, hint in packets:
-        parsed = _tcp_segment(packet)
-        if parsed is None:
+        length = len(packet)
+        version = packet[0] if length >= 40 else 0
+        if (
+            version == 0x45 and packet[9] == 6 and not (packet[6] & 0x3F or packet[7])
+            and _U16.unpack_from(packet, 2)[0] == length
+        ):  # fmt: skip
+            start, key = 20, packet[12:24]
+        elif (
+            version >> 4 == 6 and length >= 60 and packet[6] == 6
+            and _U16.unpack_from(packet, 4)[0] == length - 40
+        ):  # fmt: skip
+            start, key = 40, packet[8:44]
+        else:
             frames.append(_single(packet, hint))
             continue
-        key, signature, start, header_len, seq, flags = parsed
+        header_len = start + (packet[start + 12] >> 4) * 4
+        size = length - header_len
+        if size < 0 or header_len < start + 20:
+            frames.append(_single(packet, hint))
+            continue
+        seq, flags = _U32.unpack_from(packet, start + 4)[0], packet[start + 13]
         flow = open_flows.get(key)
-        size = len(packet) - header_len
         if flow is not None:
-            if flow.takes(signature, seq, size, flags):
+            if flow.takes(packet, header_len, seq, size, flags):
                 if flow.count == 1:
                     merged.append(flow)
                 flow.add(packet, header_len, size, flags)
@@ -172,7 +188,7 @@ def merge(packets: list[tuple[bytes, int]]) -> list[list[bytes]]:
         if not size or flags & ~(_ACK | _PSH) or not flags & _ACK:
             frames.append(_single(packet, hint))
             continue
-        flow = _Flow(packet, hint, signature, start, header_len, seq, size, flags)
+        flow = _Flow(packet, hint, start, header_len, seq, size, flags)
         frames.append(flow.buffers)
         if not flow.closed:
             open_flows[key] = flow
@@ -187,56 +203,19 @@ def _single(packet: bytes, hint: int) -> list[bytes]:
     return [VNET_HDR.pack(NEEDS_CSUM, GSO_NONE, 0, 0, (hint >> 8) * 2, hint & 0xFF), packet]
 
 
-def _tcp_segment(packet: bytes) -> tuple[bytes, bytes, int, int, int, int] | None:
-    """(flow key, what must match to merge, TCP start, header length, seq, flags) of a plain
-    TCP packet (no IPv4 options or fragments, no IPv6 extension headers); None otherwise."""
-    length = len(packet)
-    if length < 40:
-        return None
-    first = packet[0]
-    if first == 0x45:
-        if (
-            packet[9] != 6
-            or packet[6] & 0x3F
-            or packet[7]
-            or _U16.unpack_from(packet, 2)[0] != length
-        ):
-            return None
-        start, key = 20, packet[12:24]
-        outer = bytes((packet[1], packet[6], packet[8]))  # TOS, DF, TTL
-    elif first >> 4 == 6:
-        if length < 60 or packet[6] != 6 or _U16.unpack_from(packet, 4)[0] != length - 40:
-            return None
-        start, key = 40, packet[8:44]
-        outer = packet[:4] + packet[7:8]  # traffic class, flow label, hop limit
-    else:
-        return None
-    header_len = start + (packet[start + 12] >> 4) * 4
-    if header_len > length or header_len < start + 20:
-        return None
-    # Acknowledgement, header length and options must be the same in every merged segment.
-    signature = outer + packet[start + 8 : start + 13] + packet[start + 20 : header_len]
-    return (
-        key,
-        signature,
-        start,
-        header_len,
-        _U32.unpack_from(packet, start + 4)[0],
-        packet[start + 13],
-    )
-
-
 class _Flow:
     """A super-packet being built from consecutive segments of one flow."""
 
-    __slots__ = ("buffers", "closed", "count", "first", "header_len", "next_seq", "push",
-                 "signature", "size", "start", "total")  # fmt: skip
+    __slots__ = ("ack", "buffers", "closed", "count", "first", "header_len", "next_seq",
+                 "options", "push", "size", "start", "total")  # fmt: skip
 
-    def __init__(self, packet, hint, signature, start, header_len, seq, size, flags) -> None:
+    def __init__(self, packet, hint, start, header_len, seq, size, flags) -> None:
         self.first = packet
-        self.signature = signature
         self.start = start
         self.header_len = header_len
+        # Acknowledgement and options must be the same in every merged segment.
+        self.ack = packet[start + 8 : start + 12]
+        self.options = packet[start + 20 : header_len]
         self.size = size
         self.next_seq = (seq + size) & 0xFFFFFFFF
         self.total = len(packet)
@@ -246,10 +225,20 @@ class _Flow:
         # Until a second segment comes this is the packet as it arrived.
         self.buffers = _single(packet, hint)
 
-    def takes(self, signature: bytes, seq: int, size: int, flags: int) -> bool:
+    def takes(self, packet: bytes, header_len: int, seq: int, size: int, flags: int) -> bool:
+        if (
+            seq != self.next_seq or not 0 < size <= self.size or flags & ~(_ACK | _PSH)
+            or header_len != self.header_len or self.total + size > MAX_MERGED_BYTES
+        ):  # fmt: skip
+            return False
+        first, start = self.first, self.start
+        if start == 20:  # IPv4: TOS, DF and TTL
+            same_outer = packet[1] == first[1] and packet[6] == first[6] and packet[8] == first[8]
+        else:  # IPv6: traffic class and flow label, hop limit
+            same_outer = packet[7] == first[7] and packet[:4] == first[:4]
         return (
-            seq == self.next_seq and 0 < size <= self.size and not flags & ~(_ACK | _PSH)
-            and signature == self.signature and self.total + size <= MAX_MERGED_BYTES
+            same_outer and packet[start + 8 : start + 12] == self.ack
+            and (header_len == start + 20 or packet[start + 20 : header_len] == self.options)
         )  # fmt: skip
 
     def add(self, packet: bytes, header_len: int, size: int, flags: int) -> None:

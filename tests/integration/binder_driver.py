@@ -54,9 +54,10 @@ async def main() -> int:
     parser.add_argument("--virtual-subnet", action="append", default=[])
     args = parser.parse_args()
 
-    def on_datagram(data: bytes, local: LocalSocket, address: tuple) -> None:
-        emit({"datagram": data.decode(errors="replace"), "socket": local.id,
-              "from": [address[0], address[1]]})  # fmt: skip
+    def on_datagrams(datagrams: list[bytes], local: LocalSocket, address: tuple) -> None:
+        for data in datagrams:
+            emit({"datagram": data.decode(errors="replace"), "socket": local.id,
+                  "from": [address[0], address[1]]})  # fmt: skip
 
     binder = Binder(
         port=args.port,
@@ -66,7 +67,7 @@ async def main() -> int:
             virtual_subnets=[ipaddress.ip_network(s) for s in args.virtual_subnet],
         ),
         backend=platform_backend(),
-        on_datagram=on_datagram,
+        on_datagram=on_datagrams,
     )
     # CLOCK_MONOTONIC is shared by all processes on the machine: benchmarks compare it with
     # the moment they made the change.

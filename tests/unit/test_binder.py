@@ -67,7 +67,9 @@ class Harness:
         self.datagrams: list = []
         self.binder = Binder(
             port=port, policy=BindPolicy(), backend=backend,
-            on_datagram=lambda data, local, addr: self.datagrams.append((data, local)),
+            on_datagram=lambda datagrams, local, addr: self.datagrams.extend(
+                (data, local) for data in datagrams
+            ),
         )  # fmt: skip
         self.binder.subscribe(self.events.append)
 

@@ -186,6 +186,23 @@ def test_merging_stops_where_the_kernel_would() -> None:
     assert counts == [3, 2, 0, 0, 0]
 
 
+@pytest.mark.parametrize("family", [4, 6])
+@pytest.mark.parametrize("field", ["ttl", "tos", "options"])
+def test_segments_whose_headers_differ_do_not_merge(family: int, field: str) -> None:
+    timestamps = bytes.fromhex("0101080a00000001000000aa")
+    first, second = segments(family, 2, options=timestamps)
+    packet = bytearray(second[0])
+    start = 20 if family == 4 else 40
+    if field == "options":
+        packet[start + 31] ^= 1  # another timestamp echo
+    elif family == 4:
+        packet[8 if field == "ttl" else 1] ^= 1
+    else:
+        packet[7 if field == "ttl" else 1] ^= 1
+    assert len(merge([first, (bytes(packet), second[1])])) == 2
+    assert len(merge([first, second])) == 1, "unchanged, they merge"
+
+
 def test_interleaved_flows_merge_separately_and_keep_their_order() -> None:
     a = segments(4, 4)
     b = segments(4, 4, ports=(40001, 5201))
