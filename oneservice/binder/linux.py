@@ -34,6 +34,8 @@ RTMGRP_IPV4_IFADDR = 0x10
 RTMGRP_IPV4_ROUTE = 0x40
 RTMGRP_IPV6_IFADDR = 0x100
 RTMGRP_IPV6_ROUTE = 0x400
+RTM_DELLINK, RTM_NEWROUTE, RTM_DELROUTE = 17, 24, 25
+ROUTE_MESSAGES = (RTM_NEWROUTE, RTM_DELROUTE)
 EVENT_GROUPS = (
     RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE
 )
@@ -101,6 +103,22 @@ def enumerate_interfaces() -> list[Interface]:
     return interfaces
 
 
+def note_message(message: dict, deleted: set[int]) -> str:
+    """What one parsed rtnetlink message hints at: "routes", "links" (links and addresses) or
+    "unknown" (re-read everything); a deleted link's index goes into ``deleted``. By the
+    kernel's type number: pyroute2's "event" name is not always there (seen: an int for the
+    RTM_NEWLINK of a TUN device whose offloads were just set)."""
+    kind = message.get("header", {}).get("type")
+    if kind in ROUTE_MESSAGES:
+        return "routes"
+    if kind == RTM_DELLINK:
+        index = message.get("index")
+        if not index:
+            return "unknown"
+        deleted.add(index)
+    return "links"
+
+
 class NetlinkMonitor:
     """Subscribes to link, address and route changes and reports each burst as a hint.
 
@@ -137,18 +155,21 @@ class NetlinkMonitor:
             except OSError as exc:
                 # ENOBUFS: the kernel dropped events. Nothing is lost for us: a full re-read
                 # follows, which is what every event leads to anyway.
-                overflow = exc.errno == errno.ENOBUFS
-                if not overflow:
+                if exc.errno == errno.ENOBUFS:
+                    overflow = True
+                else:
                     log.warning("netlink receive failed: %s", exc)
                 continue
-            for message in self._marshal.parse(data):
-                event = message.get("event", "")
-                if event == "RTM_DELLINK":
-                    deleted.add(message["index"])
-                if event.endswith("ROUTE"):
-                    routes = True
-                else:
-                    links = True
+            try:
+                messages = self._marshal.parse(data)
+            except Exception:  # a message pyroute2 cannot read: re-read everything
+                overflow = True
+                continue
+            for message in messages:
+                kind = note_message(message, deleted)
+                routes |= kind == "routes"
+                links |= kind == "links"
+                overflow |= kind == "unknown"
         if deleted or links or routes or overflow:
             self._on_change(
                 ChangeHint(

@@ -163,24 +163,25 @@ class RoutingManager:
             inputs, self._wanted = self._wanted, None
             force, self._force = self._force, False
             routing = [NetworkRouting(c, d, self.flags_for(c.id)) for c, d in inputs.networks]
-            self.plan = plan_routing(
+            plan = plan_routing(
                 routing, self.own_address, inputs.live_members, inputs.local_addresses,
                 inputs.lan_subnets, self.settings.full_tunnel_fail_closed,
             )  # fmt: skip
-            self.exit_plan = plan_exit_node(
-                routing, self.own_address, self.settings.allow_exit_node
-            )
+            exit_plan = plan_exit_node(routing, self.own_address, self.settings.allow_exit_node)
             if self._kernel is None or self._exit is None:
+                self.plan, self.exit_plan = plan, exit_plan
                 continue
+            # self.plan (what the API shows) changes only once the kernel has it: a client
+            # that sees "fullTunnel": "on" may rely on the routes being there.
             applied = self._applied
             if (
                 force
                 or applied is None
-                or (applied.routes, applied.rules) != (self.plan.routes, self.plan.rules)
+                or (applied.routes, applied.rules) != (plan.routes, plan.rules)
             ):
                 try:
                     errors = await loop.run_in_executor(
-                        self._executor, self._kernel.apply, self.plan.routes, self.plan.rules
+                        self._executor, self._kernel.apply, plan.routes, plan.rules
                     )
                 except Exception as exc:  # netlink itself failed: retried at the next update
                     errors = [f"cannot read or change the routing tables: {exc}"]
@@ -188,18 +189,20 @@ class RoutingManager:
                     for error in errors:
                         log.warning("routes: %s", error)
                 self.errors = errors
-                self._applied = self.plan if not errors else None
-                self._log_tunnels(applied)
+                self._applied = plan if not errors else None
+                _log_tunnels(applied, plan)
+            self.plan = plan
             await self._apply_dns(routing)
             try:
                 await loop.run_in_executor(
-                    self._executor, self._exit.apply, self.exit_plan, inputs.uplinks
+                    self._executor, self._exit.apply, exit_plan, inputs.uplinks
                 )
                 self.exit_error = ""
             except Exception as exc:  # ExitNodeError, OSError: shown in the status, retried
                 if str(exc) != self.exit_error:
                     log.error("exit node: %s", exc)
                 self.exit_error = str(exc)
+            self.exit_plan = exit_plan
 
     async def _apply_dns(self, routing: list[NetworkRouting]) -> None:
         self.dns_plan = plan_dns(routing, self.plan.full_tunnel)
@@ -225,11 +228,6 @@ class RoutingManager:
             return "not applied yet (see the log)"
         return f"servers {', '.join(setting.servers)}, domains {' '.join(setting.domains) or '-'}"
 
-    def _log_tunnels(self, before: RoutingPlan | None) -> None:
-        for network_id, state in self.plan.full_tunnel.items():
-            if before is None or before.full_tunnel.get(network_id) != state:
-                log.info("network %s: full tunnel %s", network_id, state)
-
     async def stop(self) -> None:
         """Remove every route, rule and table of ours and restore the sysctls."""
         self._stopped = True
@@ -250,3 +248,9 @@ class RoutingManager:
                 log.error("exit node: %s", exc)
             await loop.run_in_executor(self._executor, self._kernel.close)
         self._executor.shutdown(wait=True)
+
+
+def _log_tunnels(before: RoutingPlan | None, after: RoutingPlan) -> None:
+    for network_id, state in after.full_tunnel.items():
+        if before is None or before.full_tunnel.get(network_id) != state:
+            log.info("network %s: full tunnel %s", network_id, state)

@@ -271,3 +271,17 @@ def test_a_coalesced_read_splits_into_the_datagrams_the_kernel_merged():
     assert split_coalesced(b"a" * 10 + b"b" * 10 + b"c" * 4, 10) == [b"a" * 10, b"b" * 10, b"c" * 4]
     assert split_coalesced(b"one datagram", 0) == [b"one datagram"]  # no GRO size given
     assert split_coalesced(b"short", 10) == [b"short"]
+
+
+def test_netlink_messages_are_read_by_type_number_not_by_pyroute2_event_name():
+    from oneservice.binder.linux import note_message
+
+    deleted: set[int] = set()
+    # A TUN device's RTM_NEWLINK right after its offloads were set: pyroute2 gave "event" 2.
+    assert note_message({"header": {"type": 16}, "event": 2}, deleted) == "links"
+    assert note_message({"header": {"type": 24}, "event": "RTM_NEWROUTE"}, deleted) == "routes"
+    assert note_message({"header": {"type": 25}}, deleted) == "routes"
+    assert note_message({"header": {"type": 17}, "index": 7}, deleted) == "links"
+    assert deleted == {7}
+    assert note_message({"header": {"type": 17}}, deleted) == "unknown", "which link? re-read all"
+    assert note_message({}, deleted) == "links"
