@@ -125,6 +125,8 @@ class Peer:
         # A gateway of a default route (in its only network) may send from anywhere in that
         # family: packed address length (4 or 16) -> network id, again without address objects.
         self.any_source: dict[int, str] = {}
+        # Everything else it may send from (routed subnets), matched on integers.
+        self.source_prefixes: list[tuple[Prefix, str]] = []
 
 
 class _Network:
@@ -146,7 +148,7 @@ class _Network:
         )  # fmt: skip
         # The full tunnel sends everything here: default routes are found by the packed
         # address's length alone (4 or 16 bytes), no per-packet address object.
-        self._specific = [(t, g) for t, g in self.gateways if t.prefixlen > 0]
+        self._specific = [(prefix(t), g) for t, g in self.gateways if t.prefixlen > 0]
         self._defaults: dict[int, str] = {}
         for target, gateway in self.gateways:
             if target.prefixlen == 0:
@@ -154,10 +156,9 @@ class _Network:
 
     def gateway_for(self, destination: bytes) -> str | None:
         if self._specific:
-            address = ipaddress.ip_address(destination)
-            for target, gateway in self._specific:
-                if address.version == target.version and address in target:
-                    return gateway
+            gateway = first_match(destination, self._specific)
+            if gateway is not None:
+                return gateway
         return self._defaults.get(len(destination))
 
     def sources_of(self, member: Member) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
@@ -244,6 +245,7 @@ class NodeCore:
                 peer.networks = {}
                 peer.source_networks = {}
                 peer.any_source = {}
+                peer.source_prefixes = []
                 if not peer.root and address not in self._pending_control:
                     peer.keep = False  # no longer a member: transient until it goes quiet
         for address, peer in wanted.items():
@@ -262,6 +264,9 @@ class NodeCore:
                 for net in nets
                 if net.prefixlen == 0 and len(peer.networks) == 1
             }
+            peer.source_prefixes = [
+                (prefix(net), nid) for nid, nets in peer.networks.items() for net in nets
+            ]
             self.peers[address] = peer
             self._peers_by_static[peer.identity.x25519_public] = peer
             self._add_candidate_paths(peer)
@@ -508,12 +513,10 @@ class NodeCore:
         if network_id is not None:
             self._packets.append((network_id, packet, hint))
             return
-        source = ipaddress.ip_address(source_bytes)
-        for network_id, allowed in peer.networks.items():
-            for subnet in allowed:
-                if source in subnet:
-                    self._packets.append((network_id, packet, hint))
-                    return
+        network_id = first_match(source_bytes, peer.source_prefixes)
+        if network_id is not None:
+            self._packets.append((network_id, packet, hint))
+            return
         self.packet_drops["source_not_allowed"] += 1
 
     def _receive_control(self, peer: Peer, payload: bytes, path: Path | None, now: float) -> None:
@@ -1104,6 +1107,24 @@ def _control(kind: str, probe_id: int, preferred: bool = False) -> bytes:
     if preferred:
         message["p"] = 1
     return msgpack.packb(message)
+
+
+# A network as integers: (packed address length: 4 or 16, network address, mask). Matching a
+# packed address against it costs one int.from_bytes, not an ipaddress object per packet.
+Prefix = tuple[int, int, int]
+
+
+def prefix(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> Prefix:
+    return (4 if network.version == 4 else 16, int(network.network_address), int(network.netmask))
+
+
+def first_match(packed: bytes, entries: list[tuple[Prefix, str]]) -> str | None:
+    """The value of the first entry whose network holds the packed address."""
+    size, value = len(packed), int.from_bytes(packed, "big")
+    for (length, network, mask), found in entries:
+        if length == size and value & mask == network:
+            return found
+    return None
 
 
 def _endpoint(address: tuple) -> Endpoint:

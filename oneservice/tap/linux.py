@@ -32,7 +32,8 @@ Packets = list[tuple[bytes, int]]
 
 class TunDevice:
     """With ``offload`` (the default), TCP comes and goes as 64 KiB super-packets with partial
-    checksums; where the kernel refuses, the device works packet by packet instead."""
+    checksums (``IFF_VNET_HDR``, in Linux since 2.6.27). If the kernel refuses the offloads
+    themselves, reads come packet by packet; merged writes still work."""
 
     def __init__(self, name: str, offload: bool = True) -> None:
         try:

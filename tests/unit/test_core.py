@@ -264,3 +264,37 @@ def test_packets_for_other_destinations_go_to_the_gateway_of_the_most_specific_r
     assert network.gateway_for(packed("198.51.100.10").packed) == identity(2).address
     assert network.gateway_for(packed("2001:db8::1").packed) is None  # no IPv6 default
     assert network.sources_of(members[1])[-1] == ipaddress.ip_network("0.0.0.0/0")
+
+
+def test_a_gateway_may_send_from_the_subnets_it_routes_and_from_nothing_else():
+    import dataclasses
+
+    from oneservice.network.config import Route
+
+    sim = two_nodes()
+    a, b = sim.nodes["a"], sim.nodes["b"]
+    config = a.networks[NETWORK_ID].config
+    routed = dataclasses.replace(config, routes=(
+        Route(ipaddress.ip_network("192.168.5.0/24"), ipaddress.ip_address("10.1.0.2")),
+    ))  # fmt: skip
+    a.set_networks([routed], sim.now)
+    b.set_networks([routed], sim.now)
+    sim.run(0.1)
+    for source in ("192.168.5.0", "192.168.5.255", "192.168.6.0", "192.168.4.255"):
+        b.send_packet(NETWORK_ID, ipv4_packet(source, "10.1.0.1"), sim.now)
+    sim.step()
+    delivered = [p[12:16] for _, p, _ in sim.delivered["a"]]
+    assert delivered == [ipaddress.ip_address(s).packed for s in ("192.168.5.0", "192.168.5.255")]
+    assert a.packet_drops["source_not_allowed"] == 2
+
+
+def test_prefixes_match_packed_addresses_of_their_own_family_only():
+    from oneservice.node.core import first_match, prefix
+
+    entries = [(prefix(ipaddress.ip_network(n)), n) for n in
+               ("2001:db8:5::/48", "10.0.0.0/8", "0.0.0.0/0")]  # fmt: skip
+    packed = lambda text: ipaddress.ip_address(text).packed  # noqa: E731
+    assert first_match(packed("2001:db8:5:ffff::1"), entries) == "2001:db8:5::/48"
+    assert first_match(packed("2001:db8:6::1"), entries) is None
+    assert first_match(packed("10.255.255.255"), entries) == "10.0.0.0/8"
+    assert first_match(packed("11.0.0.0"), entries) == "0.0.0.0/0"
