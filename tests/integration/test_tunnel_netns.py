@@ -115,6 +115,30 @@ def download(host: Host, url: str, path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+UDP_PAYLOAD = bytes(range(256)) * 4
+UDP_RECEIVER = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 7000))
+s.settimeout(10)
+print(s.recv(4096).hex(), flush=True)
+"""
+UDP_SENDER = """
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(20):  # until the receiver has bound (it keeps the first)
+    s.sendto(bytes(range(256)) * 4, (sys.argv[1], 7000))
+    time.sleep(0.1)
+"""
+
+
+def udp_exchange(sender: Host, receiver: Host, address: str) -> bytes:
+    listening = receiver.python("-c", UDP_RECEIVER, address, stdout=subprocess.PIPE, text=True)
+    sender.python("-c", UDP_SENDER, address).wait(timeout=15)
+    out, _ = listening.communicate(timeout=15)
+    return bytes.fromhex(out.strip())
+
+
 @pytest.mark.parametrize("b_offload", [True, False], ids=["both-offload", "b-packet-by-packet"])
 def test_bulk_tcp_arrives_intact_through_tun_offloads(testbed, tmp_path, b_offload):
     """Super-packets cut into segments with partial checksums, merged again on arrival; a
@@ -131,6 +155,10 @@ def test_bulk_tcp_arrives_intact_through_tun_offloads(testbed, tmp_path, b_offlo
     ):
         got = download(client, f"http://{address}:8000/blob", tmp_path / "got")
         assert got == sums[server], f"download from {server} over {address} is intact"
+
+    # UDP too: its checksum is left partial as well (offset 6), and a node without offloads
+    # must finish it (0 becomes 0xffff): b's kernel checks it and drops the datagram if not.
+    assert udp_exchange(a, b, B_VIRTUAL) == UDP_PAYLOAD
 
     devices = {}
     for name, host in (("a", a), ("b", b)):
