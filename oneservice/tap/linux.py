@@ -48,11 +48,13 @@ class TunDevice:
         except OSError as exc:
             os.close(fd)
             raise TapError(f"cannot create TUN device {name}: {exc.strerror}") from exc
+        # Whether the kernel hands us super-packets. If it refuses: headers on, offloads off;
+        # frames still carry (empty) headers and merged writes need no permission.
+        self.tso = False
         if offload:
-            # If refused: headers on, offloads off. Frames still carry (empty) headers and
-            # writing merged packets needs no permission, so only the reading side loses.
             with contextlib.suppress(OSError):
                 fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
+                self.tso = True
         self.fd = fd
         self.offload = offload
         # Frames are what crosses the device (a super-packet is one frame); packets are what
@@ -131,7 +133,7 @@ class TunDevice:
 
     def stats(self) -> dict[str, int | bool]:
         return {
-            "offload": self.offload, "framesRead": self.frames_read,
+            "offload": self.offload, "tso": self.tso, "framesRead": self.frames_read,
             "packetsRead": self.packets_read, "framesWritten": self.frames_written,
             "packetsWritten": self.packets_written, "writeErrors": self.write_errors,
             "offloadErrors": self.offload_errors,
