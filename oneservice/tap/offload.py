@@ -56,14 +56,23 @@ def _ones_sum(data: bytes) -> int:
     return int.from_bytes(data, "big") % 0xFFFF
 
 
+def _checksum(ones_sum: int) -> int:
+    """The checksum field for data whose ones' complement sum (mod 0xffff) is given."""
+    return 0xFFFF - (ones_sum % 0xFFFF or 0xFFFF)
+
+
+def _pseudo_sum(packet: bytes) -> int:
+    """The TCP pseudo-header's addresses and protocol; the caller adds the TCP length."""
+    return _ones_sum(packet[12:20] if packet[0] >> 4 == 4 else packet[8:40]) + 6
+
+
 def finish_checksum(packet: bytes, hint: int) -> bytes:
     """Complete a partial checksum in software (for a device without offloads)."""
     return _finish(packet, (hint >> 8) * 2, hint & 0xFF)
 
 
 def _finish(packet: bytes, start: int, offset: int) -> bytes:
-    remainder = _ones_sum(packet[start:])  # the field holds the pseudo-header sum
-    checksum = 0xFFFF - remainder if remainder else 0
+    checksum = _checksum(_ones_sum(packet[start:]))  # the field holds the pseudo-header sum
     if checksum == 0 and offset == UDP_CHECKSUM_OFFSET:
         checksum = 0xFFFF  # in UDP, 0 means "no checksum"
     at = start + offset
@@ -109,11 +118,7 @@ def _segment(packet: bytes, start: int, size: int, ecn: bool) -> list[tuple[byte
         raise OffloadError("TCP super-packet without payload")
     header = bytearray(packet[:header_len])
     payload = memoryview(packet)[header_len:]
-    if version == 4:
-        pseudo = _ones_sum(packet[12:20]) + 6
-        first_id = _U16.unpack_from(packet, 4)[0]
-    else:
-        pseudo = _ones_sum(packet[8:40]) + 6
+    pseudo = _pseudo_sum(packet)
     seq = _U32.unpack_from(packet, start + 4)[0]
     flags = packet[start + 13]
     hint = partial_hint(start, TCP_CHECKSUM_OFFSET)
@@ -121,6 +126,7 @@ def _segment(packet: bytes, start: int, size: int, ecn: bool) -> list[tuple[byte
     if version == 4:
         # Only the length and the ID change from segment to segment: the header's checksum
         # is the sum of the rest, taken once, plus those two.
+        first_id = _U16.unpack_from(packet, 4)[0]
         header[2:6] = b"\0\0\0\0"
         header[10:12] = b"\0\0"
         rest = _ones_sum(header[:start])
@@ -132,7 +138,7 @@ def _segment(packet: bytes, start: int, size: int, ecn: bool) -> list[tuple[byte
         if version == 4:
             ip_id = (first_id + number) & 0xFFFF
             _LENGTH_AND_ID.pack_into(header, 2, length, ip_id)
-            _U16.pack_into(header, 10, 0xFFFF - ((rest + length + ip_id) % 0xFFFF or 0xFFFF))
+            _U16.pack_into(header, 10, _checksum(rest + length + ip_id))
         else:
             _U16.pack_into(header, 4, length - 40)
         _U32.pack_into(header, start + 4, (seq + at) & 0xFFFFFFFF)
@@ -255,19 +261,16 @@ class _Flow:
         """Once every segment is in: the headers of the merged packet."""
         start, header_len, first = self.start, self.header_len, self.first
         header = bytearray(first[:header_len])
-        tcp_len = self.total - start
         if first[0] >> 4 == 4:
             _U16.pack_into(header, 2, self.total)
             header[10:12] = b"\0\0"
-            _U16.pack_into(header, 10, 0xFFFF - (_ones_sum(header[:start]) or 0xFFFF))
-            pseudo = _ones_sum(first[12:20]) + 6 + tcp_len
+            _U16.pack_into(header, 10, _checksum(_ones_sum(header[:start])))
             gso_type = GSO_TCPV4
         else:
             _U16.pack_into(header, 4, self.total - 40)
-            pseudo = _ones_sum(first[8:40]) + 6 + tcp_len
             gso_type = GSO_TCPV6
         header[start + 13] |= self.push
-        _U16.pack_into(header, start + 16, pseudo % 0xFFFF)
+        _U16.pack_into(header, start + 16, (_pseudo_sum(first) + self.total - start) % 0xFFFF)
         self.buffers[0] = VNET_HDR.pack(
             NEEDS_CSUM, gso_type, header_len, self.size, start, TCP_CHECKSUM_OFFSET
         )
