@@ -388,10 +388,7 @@ class Service:
         send_many = self.binder.send_many
         for socket_id, endpoint, batch in gso_batches(self.core.datagrams_to_send()):
             send_many(socket_id, batch, endpoint)
-        by_network: dict[str, list[tuple[bytes, int]]] = {}
-        for network_id, packet, hint in self.core.packets_for_tap():
-            by_network.setdefault(network_id, []).append((packet, hint))
-        for network_id, packets in by_network.items():
+        for network_id, packets in self.core.packets_for_tap().items():
             tap = self.taps.get(network_id)
             if tap is not None:
                 tap.write_many(packets)

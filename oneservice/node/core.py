@@ -201,7 +201,9 @@ class NodeCore:
         self.networks: dict[str, _Network] = {}
         self._virtual_subnets: tuple = ()
         self._datagrams: list[tuple[int, Endpoint, bytes]] = []
-        self._packets: list[tuple[str, bytes, int]] = []  # network, packet, hint
+        # Per network, in arrival order: (IP packet, partial-checksum hint). Grouped here
+        # because each network's tap writes its own batch.
+        self._packets: dict[str, list[tuple[bytes, int]]] = {}
         self._events: deque[NodeEvent] = deque()
         # Received datagrams refused, by reason. Every datagram received is either accepted
         # (authenticated) or counted here once, so the two add up to what the binder delivered.
@@ -342,9 +344,9 @@ class NodeCore:
         out, self._datagrams = self._datagrams, []
         return out
 
-    def packets_for_tap(self) -> list[tuple[str, bytes, int]]:
-        """(network id, IP packet, partial-checksum hint) for each packet to deliver."""
-        out, self._packets = self._packets, []
+    def packets_for_tap(self) -> dict[str, list[tuple[bytes, int]]]:
+        """Network id -> the (IP packet, partial-checksum hint) pairs to deliver, in order."""
+        out, self._packets = self._packets, {}
         return out
 
     def datagrams_pending(self) -> bool:
@@ -510,14 +512,15 @@ class NodeCore:
         network_id = peer.source_networks.get(source_bytes) or peer.any_source.get(
             len(source_bytes)
         )
-        if network_id is not None:
-            self._packets.append((network_id, packet, hint))
-            return
-        network_id = first_match(source_bytes, peer.source_prefixes)
-        if network_id is not None:
-            self._packets.append((network_id, packet, hint))
-            return
-        self.packet_drops["source_not_allowed"] += 1
+        if network_id is None:
+            network_id = first_match(source_bytes, peer.source_prefixes)
+            if network_id is None:
+                self.packet_drops["source_not_allowed"] += 1
+                return
+        batch = self._packets.get(network_id)
+        if batch is None:
+            batch = self._packets[network_id] = []
+        batch.append((packet, hint))
 
     def _receive_control(self, peer: Peer, payload: bytes, path: Path | None, now: float) -> None:
         try:

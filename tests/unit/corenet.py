@@ -77,7 +77,8 @@ class Sim:
                     continue
                 self.wire_log.append((name, destination, data))
                 self.in_flight.append((source, destination, data))
-            self.delivered[name].extend(core.packets_for_tap())
+            for network_id, packets in core.packets_for_tap().items():
+                self.delivered[name].extend((network_id, p, hint) for p, hint in packets)
 
     def step(self, seconds: float = 0.01) -> None:
         """Deliver everything in flight (with zero latency), then advance the clock."""
