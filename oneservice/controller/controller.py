@@ -7,7 +7,9 @@ verified identity) and sends back what this returns; the API calls the admin met
 from __future__ import annotations
 
 import ipaddress
+import json
 import secrets
+import time
 from typing import Any
 
 from ..identity import Identity
@@ -31,6 +33,21 @@ MAX_UNAUTHORIZED_MEMBERS = 1000
 # A member that asked within this window gets pushed every change.
 ONLINE_WINDOW_S = 180.0
 MAX_NAME_LEN = 128
+# ZeroTier's flow rules reduced to what a layer-3 network of ours does: accept everything.
+ACCEPT_ALL_RULES = [{"type": "ACTION_ACCEPT"}]
+# Fields of ZeroTier's network and member objects that are read-only there: a tool may post an
+# object back as it got it, and these are then ignored, as ZeroTier does.
+READ_ONLY_NETWORK_FIELDS = {
+    "id", "nwid", "objtype", "revision", "creationTime", "clock", "authTokens",
+    "authorizationEndpoint", "ssoEnabled", "remoteTraceTarget", "remoteTraceLevel",
+}  # fmt: skip
+READ_ONLY_MEMBER_FIELDS = {
+    "id", "address", "nwid", "objtype", "revision", "identity", "creationTime", "lastSeen",
+    "lastAuthorizedTime", "lastDeauthorizedTime", "lastAuthorizedCredential",
+    "lastAuthorizedCredentialType", "vMajor", "vMinor", "vRev", "vProto", "physicalAddress",
+    "endpoints", "remoteTraceTarget", "remoteTraceLevel", "ssoExempt",
+    "authenticationExpiryTime",
+}  # fmt: skip
 
 
 class ControllerError(Exception):
@@ -62,16 +79,36 @@ class Controller:
         if self.store.get_network(network_id) is not None:
             raise ControllerError(f"network {network_id} already exists", 409)
         document = {"name": "", "private": True, "mtu": DEFAULT_TUNNEL_MTU, "routes": [],
-                    "ipAssignmentPools": [], "dns": {"domain": "", "servers": []}}  # fmt: skip
+                    "ipAssignmentPools": [], "dns": {"domain": "", "servers": []},
+                    "v4AssignMode": {"zt": True}, "v6AssignMode": {"zt": True},
+                    "creationTime": _now_ms()}  # fmt: skip
         self.store.put_network(network_id, _validated_network(document, changes or {}), 1)
         return self.network(network_id)
 
-    def network(self, network_id: str) -> dict:
+    def _stored_network(self, network_id: str) -> tuple[dict, int]:
         found = self.store.get_network(network_id)
         if found is None:
             raise ControllerError(f"network {network_id} not found", 404)
-        document, revision = found
-        return {"id": network_id, "nwid": network_id, "revision": revision, **document}
+        return found
+
+    def network(self, network_id: str) -> dict:
+        """The network in ZeroTier's shape (docs/API.md lists what each field does here)."""
+        document, revision = self._stored_network(network_id)
+        v4 = document.get("v4AssignMode", {"zt": True})
+        v6 = document.get("v6AssignMode", {"zt": True})
+        return {
+            "id": network_id, "nwid": network_id, "objtype": "network",
+            "name": document["name"], "creationTime": document.get("creationTime", 0),
+            "private": document["private"], "enableBroadcast": False,
+            "v4AssignMode": {"zt": v4["zt"]},
+            "v6AssignMode": {"zt": v6["zt"], "6plane": False, "rfc4193": False},
+            "mtu": document["mtu"], "multicastLimit": 0, "revision": revision,
+            "routes": [{"target": r["target"], "via": r.get("via")} for r in document["routes"]],
+            "ipAssignmentPools": document["ipAssignmentPools"],
+            "rules": ACCEPT_ALL_RULES, "capabilities": [], "tags": [],
+            "dns": document["dns"],
+            "remoteTraceTarget": None, "remoteTraceLevel": 0,
+        }  # fmt: skip
 
     def revision(self, network_id: str) -> int | None:
         found = self.store.get_network(network_id)
@@ -81,11 +118,8 @@ class Controller:
         return self.store.network_ids()
 
     def update_network(self, network_id: str, changes: dict) -> dict:
-        current = self.network(network_id)
-        document = {k: v for k, v in current.items() if k not in ("id", "nwid", "revision")}
-        self.store.put_network(
-            network_id, _validated_network(document, changes), current["revision"] + 1
-        )
+        document, revision = self._stored_network(network_id)
+        self.store.put_network(network_id, _validated_network(document, changes), revision + 1)
         return self.network(network_id)
 
     def delete_network(self, network_id: str) -> None:
@@ -99,21 +133,27 @@ class Controller:
             raise ControllerError(f"member {address} of {network_id} not found", 404)
         identity, document, last_seen = found
         return {
-            "id": address, "address": address, "nwid": network_id,
-            "identity": identity or None, "lastSeen": int(last_seen * 1000), **document,
+            "id": address, "address": address, "nwid": network_id, "objtype": "member",
+            "authorized": bool(document.get("authorized")), "activeBridge": False,
+            "identity": identity or None,
+            "ipAssignments": document.get("ipAssignments", []),
+            "noAutoAssignIps": bool(document.get("noAutoAssignIps")),
+            "name": document.get("name", ""),
+            "revision": document.get("revision", 1),
+            "creationTime": document.get("creationTime", 0),
+            "lastAuthorizedTime": document.get("lastAuthorizedTime", 0),
+            "lastDeauthorizedTime": document.get("lastDeauthorizedTime", 0),
+            "lastSeen": int(last_seen * 1000),
+            # The member's software version is not known to the controller.
+            "vMajor": -1, "vMinor": -1, "vRev": -1, "vProto": -1,
+            "capabilities": [], "tags": [],
+            "endpoints": document.get("endpoints", []),
         }  # fmt: skip
 
-    def members(self, network_id: str) -> list[dict]:
+    def member_revisions(self, network_id: str) -> dict[str, int]:
+        """ZeroTier's member list: {"<address>": <member revision>}."""
         self.network(network_id)
-        return [
-            {
-                "address": a,
-                "authorized": bool(d.get("authorized")),
-                "name": d.get("name", ""),
-                "lastSeen": int(seen * 1000),
-            }
-            for a, _, d, seen in self.store.members(network_id)
-        ]
+        return {a: d.get("revision", 1) for a, _, d, _ in self.store.members(network_id)}
 
     def update_member(self, network_id: str, address: str, changes: dict) -> dict:
         """Authorize, assign addresses, name. A member may be prepared by address before it
@@ -122,10 +162,15 @@ class Controller:
         if not _is_address(address):
             raise ControllerError(f"member address must be 10 hex digits, got {address!r}")
         found = self.store.get_member(network_id, address)
-        new = {"authorized": False, "ipAssignments": [], "name": ""}
-        identity, document, _ = found if found else ("", new, 0.0)
+        identity, document, _ = found if found else ("", _new_member(False), 0.0)
+        was_authorized = bool(document.get("authorized"))
         document = _validated_member(document, changes, network)
-        if document["authorized"] and not document["ipAssignments"]:
+        document["revision"] = document.get("revision", 1) + 1
+        if document["authorized"] != was_authorized:
+            key = "lastAuthorizedTime" if document["authorized"] else "lastDeauthorizedTime"
+            document[key] = _now_ms()
+        if (document["authorized"] and not document["ipAssignments"]
+                and not document.get("noAutoAssignIps")):  # fmt: skip
             document["ipAssignments"] = self._assign(network_id, network)
         self.store.put_member(network_id, address, identity, document, None)
         self._bump(network_id)
@@ -152,7 +197,7 @@ class Controller:
             if private and self.store.count_unauthorized(network_id) >= MAX_UNAUTHORIZED_MEMBERS:
                 self.refused_joiners += 1
                 return {"t": "nc", "n": network_id, "err": STATUS_ACCESS_DENIED}
-            document = {"authorized": not private, "ipAssignments": [], "name": ""}
+            document = _new_member(not private)
             if document["authorized"]:
                 document["ipAssignments"] = self._assign(network_id, self.network(network_id))
             identity_text = ""
@@ -235,10 +280,11 @@ class Controller:
             ip for _, _, d, _ in self.store.members(network_id) for ip in d.get("ipAssignments", [])
         }
         assigned, families = [], set()
+        automatic = {4: network["v4AssignMode"]["zt"], 6: network["v6AssignMode"]["zt"]}
         for pool in network.get("ipAssignmentPools", []):
             start = ipaddress.ip_address(pool["ipRangeStart"])
             end = ipaddress.ip_address(pool["ipRangeEnd"])
-            if start.version in families:
+            if start.version in families or not automatic[start.version]:
                 continue
             candidate = start
             while candidate <= end:
@@ -248,6 +294,16 @@ class Controller:
                     break
                 candidate += 1
         return assigned
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _new_member(authorized: bool) -> dict:
+    return {"authorized": authorized, "ipAssignments": [], "name": "", "revision": 1,
+            "creationTime": _now_ms(),
+            **({"lastAuthorizedTime": _now_ms()} if authorized else {})}  # fmt: skip
 
 
 def _is_address(text: Any) -> bool:
@@ -264,11 +320,25 @@ def _with_prefix(ip: str, local_routes: list) -> str:
 def _validated_network(document: dict, changes: Any) -> dict:
     if not isinstance(changes, dict):
         raise ControllerError("network settings must be a JSON object")
-    allowed = {"name", "private", "mtu", "routes", "ipAssignmentPools", "dns"}
+    changes = {k: v for k, v in changes.items() if k not in READ_ONLY_NETWORK_FIELDS}
+    _only_what_layer3_does(changes, "network")
+    allowed = {"name", "private", "mtu", "routes", "ipAssignmentPools", "dns", "v4AssignMode",
+               "v6AssignMode"}  # fmt: skip
     unknown = sorted(set(changes) - allowed)
     if unknown:
-        raise ControllerError(f"unknown network field {unknown[0]!r}; known: {sorted(allowed)}")
+        raise ControllerError(f"unknown network field {unknown[0]!r}; known: "
+                              + ", ".join(sorted(allowed)))
     document = {**document, **changes}
+    for key, modes in (("v4AssignMode", {"zt"}), ("v6AssignMode", {"zt", "6plane", "rfc4193"})):
+        mode = document.setdefault(key, {"zt": True})
+        if (not isinstance(mode, dict) or set(mode) - modes
+                or not all(isinstance(v, bool) for v in mode.values())):  # fmt: skip
+            names = ", ".join(sorted(modes))
+            raise ControllerError(f"{key} must be an object of booleans ({names})")
+        if mode.get("6plane") or mode.get("rfc4193"):
+            raise ControllerError(f"{key}: 6plane and rfc4193 are not supported; assign IPv6 "
+                                  "from ipAssignmentPools with zt")  # fmt: skip
+        document[key] = {"zt": mode.get("zt", document.get(key, {}).get("zt", True))}
     if not isinstance(document["name"], str) or len(document["name"]) > MAX_NAME_LEN:
         raise ControllerError(f"name must be a string of at most {MAX_NAME_LEN} characters")
     if not isinstance(document["private"], bool):
@@ -321,13 +391,18 @@ def _validated_network(document: dict, changes: Any) -> dict:
 def _validated_member(document: dict, changes: Any, network: dict) -> dict:
     if not isinstance(changes, dict):
         raise ControllerError("member settings must be a JSON object")
-    allowed = {"authorized", "ipAssignments", "name"}
+    changes = {k: v for k, v in changes.items() if k not in READ_ONLY_MEMBER_FIELDS}
+    _only_what_layer3_does(changes, "member")
+    allowed = {"authorized", "ipAssignments", "name", "noAutoAssignIps"}
     unknown = sorted(set(changes) - allowed)
     if unknown:
-        raise ControllerError(f"unknown member field {unknown[0]!r}; known: {sorted(allowed)}")
+        raise ControllerError(f"unknown member field {unknown[0]!r}; known: "
+                              + ", ".join(sorted(allowed)))
     document = {**document, **changes}
     if not isinstance(document["authorized"], bool):
         raise ControllerError("authorized must be true or false")
+    if not isinstance(document.get("noAutoAssignIps", False), bool):
+        raise ControllerError("noAutoAssignIps must be true or false")
     if not isinstance(document["name"], str) or len(document["name"]) > MAX_NAME_LEN:
         raise ControllerError(f"name must be a string of at most {MAX_NAME_LEN} characters")
     if not isinstance(document["ipAssignments"], list):
@@ -340,3 +415,24 @@ def _validated_member(document: dict, changes: Any, network: dict) -> dict:
             raise ControllerError(f"ipAssignments: {text!r} is not an address") from None
     document["ipAssignments"] = addresses
     return document
+
+
+def _only_what_layer3_does(changes: dict, what: str) -> None:
+    """ZeroTier fields that only have a meaning on an Ethernet network with flow rules: their
+    do-nothing values are accepted (tools send them), anything else is refused, not ignored.
+    Removes them from ``changes``."""
+    limit = changes.pop("multicastLimit", 0)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ControllerError("multicastLimit must be a whole number")  # no multicast: any holds
+    trivial = {"enableBroadcast": [False], "activeBridge": [False],
+               "rules": [[], ACCEPT_ALL_RULES], "capabilities": [[]], "tags": [[]]}  # fmt: skip
+    for key, accepted in trivial.items():
+        if key not in changes:
+            continue
+        value = changes.pop(key)
+        if not any(json.dumps(value) == json.dumps(a) for a in accepted):
+            raise ControllerError(
+                f"{what} field {key}={json.dumps(value)[:200]} is not supported: networks here "
+                "carry IP (layer 3) with every packet accepted; accepted: "
+                + " or ".join(json.dumps(a) for a in accepted)
+            )

@@ -70,7 +70,7 @@ def test_unknown_joiners_cannot_grow_the_database_without_bound(controller, monk
     nwid = lab(controller)
     for n in range(6):
         controller.handle_request(nwid, identity(20 + n).public(), [], 1.0)
-    assert len(controller.members(nwid)) == 3
+    assert len(controller.member_revisions(nwid)) == 3
     assert controller.refused_joiners == 3
 
 
@@ -118,4 +118,93 @@ def test_routes_no_member_would_take_are_refused_at_the_api(controller, routes, 
     nwid = lab(controller)
     with pytest.raises(ControllerError, match=reason):
         controller.update_network(nwid, {"routes": routes})
-    assert controller.network(nwid)["routes"] == [{"target": "10.147.17.0/24"}], "unchanged"
+    assert controller.network(nwid)["routes"] == [{"target": "10.147.17.0/24", "via": None}], (
+        "unchanged"
+    )
+
+
+# --- ZeroTier's controller API shape -------------------------------------------------------------
+
+
+def test_member_list_is_zerotiers_map_of_revisions(controller):
+    nwid = lab(controller)
+    controller.update_member(nwid, MEMBER.address, {"authorized": True})
+    controller.handle_request(nwid, identity(12).public(), [], 1.0)  # asks, not authorized
+    revisions = controller.member_revisions(nwid)
+    assert set(revisions) == {MEMBER.address, identity(12).address}
+    assert all(isinstance(r, int) for r in revisions.values())
+    before = revisions[MEMBER.address]
+    controller.update_member(nwid, MEMBER.address, {"name": "laptop"})
+    assert controller.member_revisions(nwid)[MEMBER.address] == before + 1
+
+
+def test_network_and_member_objects_carry_zerotiers_field_names(controller):
+    nwid = lab(controller)
+    network = controller.network(nwid)
+    for field in ("id", "nwid", "objtype", "name", "creationTime", "private", "enableBroadcast",
+                  "v4AssignMode", "v6AssignMode", "mtu", "multicastLimit", "revision", "routes",
+                  "ipAssignmentPools", "rules", "capabilities", "tags", "dns"):  # fmt: skip
+        assert field in network, field
+    assert network["objtype"] == "network" and network["rules"] == [{"type": "ACTION_ACCEPT"}]
+    assert network["routes"] == [{"target": "10.147.17.0/24", "via": None}]
+    member = controller.update_member(nwid, MEMBER.address, {"authorized": True})
+    for field in ("id", "address", "nwid", "objtype", "authorized", "activeBridge", "identity",
+                  "ipAssignments", "revision", "noAutoAssignIps", "creationTime",
+                  "lastAuthorizedTime", "vMajor", "capabilities", "tags", "name"):  # fmt: skip
+        assert field in member, field
+    assert member["objtype"] == "member" and member["lastAuthorizedTime"] > 0
+
+
+def test_objects_posted_back_as_they_came_are_accepted(controller):
+    """Controller UIs post an object back with its read-only fields; ZeroTier ignores them."""
+    nwid = lab(controller)
+    network = controller.network(nwid)
+    again = controller.update_network(nwid, {**network, "name": "renamed"})
+    assert again["name"] == "renamed" and again["revision"] == network["revision"] + 1
+    member = controller.update_member(nwid, MEMBER.address, {"authorized": True})
+    again = controller.update_member(nwid, MEMBER.address, {**member, "name": "laptop"})
+    assert again["name"] == "laptop" and again["ipAssignments"] == member["ipAssignments"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"enableBroadcast": True}, "enableBroadcast=true is not supported"),
+        ({"rules": [{"type": "ACTION_DROP"}]}, "rules="),
+        ({"tags": [{"id": 1}]}, "tags="),
+        ({"multicastLimit": "32"}, "multicastLimit must be a whole number"),
+        ({"v6AssignMode": {"6plane": True}}, "6plane and rfc4193 are not supported"),
+        ({"v4AssignMode": {"zt": "yes"}}, "v4AssignMode must be an object of booleans"),
+        ({"everything": 1}, "unknown network field 'everything'"),
+    ],
+)
+def test_zerotier_fields_without_a_meaning_here_are_refused_not_ignored(
+    controller, changes, message
+):
+    nwid = lab(controller)
+    with pytest.raises(ControllerError, match=message):
+        controller.update_network(nwid, changes)
+
+
+def test_the_do_nothing_values_of_zerotier_fields_are_accepted(controller):
+    nwid = lab(controller)
+    network = controller.update_network(nwid, {
+        "enableBroadcast": False, "multicastLimit": 32, "rules": [{"type": "ACTION_ACCEPT"}],
+        "capabilities": [], "tags": [], "v6AssignMode": {"zt": False, "6plane": False},
+    })  # fmt: skip
+    assert network["v6AssignMode"] == {"zt": False, "6plane": False, "rfc4193": False}
+    with pytest.raises(ControllerError, match="activeBridge=true is not supported"):
+        controller.update_member(nwid, MEMBER.address, {"activeBridge": True})
+
+
+def test_automatic_addresses_follow_v4_assign_mode_and_no_auto_assign_ips(controller):
+    nwid = lab(controller)
+    controller.update_network(nwid, {"v4AssignMode": {"zt": False}})
+    member = controller.update_member(nwid, MEMBER.address, {"authorized": True})
+    assert member["ipAssignments"] == []
+    controller.update_network(nwid, {"v4AssignMode": {"zt": True}})
+    other = identity(13).address
+    member = controller.update_member(nwid, other, {"authorized": True, "noAutoAssignIps": True})
+    assert member["ipAssignments"] == [] and member["noAutoAssignIps"] is True
+    member = controller.update_member(nwid, identity(14).address, {"authorized": True})
+    assert member["ipAssignments"] == ["10.147.17.10"]
