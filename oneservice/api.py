@@ -1,8 +1,9 @@
 """The local JSON API, shaped like ZeroTier's service API (docs/API.md).
 
-HTTP on loopback (127.0.0.1 and ::1) at the primary port. Every request needs the token from
-`authtoken.secret`, as header `X-ZT1-Auth` or `Authorization: Bearer`. Bad requests get a 4xx
-with {"error": "..."}; nothing a request carries can crash the service.
+HTTP on loopback (127.0.0.1 and ::1) at the primary port, served by `httpserver.py` (which,
+like ZeroTier's, needs no Host header: zerotier-cli sends none). Every request needs the token
+from `authtoken.secret`, as header `X-ZT1-Auth` or `Authorization: Bearer`. Bad requests get a
+4xx with {"error": "..."}; nothing a request carries can crash the service.
 """
 
 from __future__ import annotations
@@ -16,20 +17,19 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
-
 from . import __version__
 from .controller.controller import ControllerError
+from .httpserver import HttpError, HttpServer, Request, Router
 from .network.config import is_network_id
+from .network.signed import STATUS_ACCESS_DENIED, STATUS_NOT_FOUND, controller_address
 from .routing.flags import FlagsError
-from .settings import PORT_FILE, TOKEN_FILE
+from .settings import PORT_FILES, TOKEN_FILE
 from .tap import tap_name
 
 if TYPE_CHECKING:
     from .service import Service
 
 log = logging.getLogger(__name__)
-MAX_BODY_BYTES = 64 * 1024
 
 
 def load_or_create_token(home) -> str:
@@ -47,85 +47,83 @@ def load_or_create_token(home) -> str:
     return token
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+class ApiError(HttpError):
+    """A request the API refuses: answered as {"error": message} with this status."""
 
 
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
-
-
-async def start_api(service: Service) -> web.AppRunner:
+async def start_api(service: Service) -> HttpServer:
     token = load_or_create_token(service.home)
 
-    @web.middleware
-    async def guard(request: web.Request, handler):
+    def guard(request: Request) -> HttpError | None:
         if not _management_allowed(request.remote, service.settings.allow_management_from):
-            return _error(403, f"{request.remote} may not manage this node: only loopback and "
-                               "settings.allowManagementFrom may")  # fmt: skip
-        supplied = request.headers.get("X-ZT1-Auth", "")
-        bearer = request.headers.get("Authorization", "")
+            return ApiError(403, f"{request.remote} may not manage this node: only loopback "
+                                 "and settings.allowManagementFrom may")  # fmt: skip
+        supplied = request.header("X-ZT1-Auth")
+        bearer = request.header("Authorization")
         if bearer.startswith("Bearer "):
             supplied = supplied or bearer[7:]
-        if not hmac.compare_digest(supplied.encode(), token.encode()):
-            return _error(401, f"missing or wrong token: send the contents of {TOKEN_FILE} as "
-                               "header X-ZT1-Auth or Authorization: Bearer")  # fmt: skip
-        try:
-            return await handler(request)
-        except web.HTTPException:
-            raise
-        except ApiError as exc:
-            return _error(exc.status, str(exc))
-        except ControllerError as exc:
-            return _error(exc.status, str(exc))
-        except Exception:
-            log.exception("API %s %s failed", request.method, request.path)
-            return _error(500, "internal error (logged by the service)")
+        # Compared as bytes: a header may carry any octet, and none of them may raise.
+        if not hmac.compare_digest(supplied.encode("latin-1"), token.encode()):
+            return ApiError(401, f"missing or wrong token: send the contents of {TOKEN_FILE} "
+                                 "as header X-ZT1-Auth or Authorization: Bearer")  # fmt: skip
+        return None
 
-    app = web.Application(middlewares=[guard], client_max_size=MAX_BODY_BYTES)
     routes = Routes(service)
-    app.add_routes([
-        web.get("/status", routes.status),
-        web.get("/network", routes.networks),
-        web.get("/network/{nwid}", routes.network),
-        web.post("/network/{nwid}", routes.join),
-        web.delete("/network/{nwid}", routes.leave),
-        web.get("/peer", routes.peers),
-        web.get("/peer/{address}", routes.peer),
-        web.get("/binder", routes.binder),
-        web.get("/routes", routes.routes),
-        web.get("/controller", routes.controller_status),
-        web.get("/controller/network", routes.controller_networks),
-        web.get("/controller/network/{nwid}", routes.controller_network),
-        web.post("/controller/network/{nwid}", routes.controller_network_post),
-        web.delete("/controller/network/{nwid}", routes.controller_network_delete),
-        web.get("/controller/network/{nwid}/member", routes.controller_members),
-        web.get("/controller/network/{nwid}/member/{address}", routes.controller_member),
-        web.post("/controller/network/{nwid}/member/{address}", routes.controller_member_post),
-        web.delete("/controller/network/{nwid}/member/{address}",
-                   routes.controller_member_delete),
-    ])  # fmt: skip
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
+    router = Router()
+    for method, pattern, handler in [
+        ("GET", "/status", routes.status),
+        ("GET", "/network", routes.networks),
+        ("GET", "/network/{nwid}", routes.network),
+        ("POST", "/network/{nwid}", routes.join),
+        ("DELETE", "/network/{nwid}", routes.leave),
+        ("GET", "/peer", routes.peers),
+        ("GET", "/peer/{address}", routes.peer),
+        ("GET", "/moon", routes.moons),
+        ("GET", "/moon/{id}", routes.moon),
+        ("POST", "/moon/{id}", routes.moon),
+        ("DELETE", "/moon/{id}", routes.moon),
+        ("GET", "/binder", routes.binder),
+        ("GET", "/routes", routes.routes),
+        ("GET", "/controller", routes.controller_status),
+        ("GET", "/controller/network", routes.controller_networks),
+        ("GET", "/controller/network/{nwid}", routes.controller_network),
+        ("POST", "/controller/network/{nwid}", routes.controller_network_post),
+        ("DELETE", "/controller/network/{nwid}", routes.controller_network_delete),
+        ("GET", "/controller/network/{nwid}/member", routes.controller_members),
+        ("GET", "/controller/network/{nwid}/member/{address}", routes.controller_member),
+        ("POST", "/controller/network/{nwid}/member/{address}", routes.controller_member_post),
+        ("DELETE", "/controller/network/{nwid}/member/{address}",
+         routes.controller_member_delete),
+    ]:  # fmt: skip
+        router.add(method, pattern, _controller_errors_answered(handler))
+    server = HttpServer(router, guard)
     port = service.binder.port
     bound = []
     # Loopback only, unless the user named other networks (the guard then checks each client).
     hosts = ("0.0.0.0", "::") if service.settings.allow_management_from else ("127.0.0.1", "::1")
     for host in hosts:
         try:
-            site = web.TCPSite(runner, host, port, reuse_address=True)
-            await site.start()
+            await server.listen(host, port)
             bound.append(host)
         except OSError as exc:
             log.warning("local API not on %s port %d: %s", host, port, exc.strerror or exc)
     if not bound:
-        await runner.cleanup()
+        await server.close()
         raise OSError(f"local API could not listen on 127.0.0.1 or ::1 port {port}")
-    (service.home / PORT_FILE).write_text(f"{port}\n", encoding="ascii")
+    for name in PORT_FILES:  # ours, and the one zerotier-cli -D<home> reads
+        (service.home / name).write_text(f"{port}\n", encoding="ascii")
     log.info("local API on %s port %d", " and ".join(bound), port)
-    return runner
+    return server
+
+
+def _controller_errors_answered(handler):
+    async def answered(request: Request):
+        try:
+            return await handler(request)
+        except ControllerError as exc:
+            raise ApiError(exc.status, str(exc)) from None
+
+    return answered
 
 
 def _management_allowed(remote: str | None, allowed: tuple[str, ...]) -> bool:
@@ -141,43 +139,64 @@ def _management_allowed(remote: str | None, allowed: tuple[str, ...]) -> bool:
     return any(address.version == n.version and address in n for n in networks)
 
 
-async def _body(request: web.Request) -> dict:
-    if not request.can_read_body:
+def _body(request: Request) -> dict:
+    if not request.body.strip():
         return {}
     try:
-        body = json.loads(await request.read() or b"{}")
-    except (ValueError, UnicodeDecodeError) as exc:
+        body = json.loads(request.body)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ApiError(400, f"request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise ApiError(400, "request body must be a JSON object")
     return body
 
 
-def _network_id(request: web.Request) -> str:
-    network_id = request.match_info["nwid"]
+def _network_id(request: Request) -> str:
+    network_id = request.params["nwid"]
     if not is_network_id(network_id):
         raise ApiError(400, f"network id must be 16 lowercase hex digits, got {network_id!r}")
     return network_id
+
+
+VERSION_NUMBERS = tuple(int(part) for part in __version__.split(".")[:3])
+# ZeroTier's /peer shows a peer's software version; our handshake does not carry it.
+UNKNOWN_VERSION = {"version": "-", "versionMajor": -1, "versionMinor": -1, "versionRev": -1}
 
 
 class Routes:
     def __init__(self, service: Service) -> None:
         self.service = service
 
-    async def status(self, request: web.Request) -> web.Response:
+    async def status(self, request: Request) -> dict:
         s = self.service
         bound = s.binder.state()["bound"]
-        return web.json_response({
+        major, minor, revision = VERSION_NUMBERS
+        return {
             "address": s.identity.address,
             "publicIdentity": s.identity.public_text(),
             "online": any(p.current is not None for p in s.core.peers.values()),
             "version": __version__,
+            "versionMajor": major, "versionMinor": minor, "versionRev": revision,
+            "versionBuild": 0,
+            # No TCP relay fallback and no planet here: roots come from local.conf.
+            "tcpFallbackActive": False,
+            "planetWorldId": 0, "planetWorldTimestamp": 0,
             "clock": int(time.time() * 1000),
             "config": {"settings": {
                 "primaryPort": s.binder.port,
                 "listeningOn": [f"{b['address']}/{b['port']}" for b in bound],
+                "homeDir": str(s.home),
+                "allowTcpFallbackRelay": False,
+                "portMappingEnabled": False,
+                "softwareUpdate": "disable",
+                "relay": s.settings.relay,
+                "allowExitNode": s.settings.allow_exit_node,
+                "fullTunnelFailClosed": s.settings.full_tunnel_fail_closed,
+                "allowManagementFrom": list(s.settings.allow_management_from),
+                "interfacePrefixBlacklist": list(s.settings.interface_prefix_blacklist),
+                "tunOffload": s.settings.tun_offload,
             }},
-        })  # fmt: skip
+        }  # fmt: skip
 
     def _network_json(self, network_id: str) -> dict[str, Any]:
         s = self.service
@@ -188,144 +207,221 @@ class Routes:
         config = static or (joined.config if joined else None)
         own = config.member(s.identity.address) if config else None
         tap = s.taps.get(network_id)
+        port_error = s.tap_errors.get(network_id, 0)
+        status = "OK" if static else joined.status
+        if port_error:
+            status = "PORT_ERROR"
+        routing = s.routing.network_document(network_id)
         return {
             "id": network_id,
             "nwid": network_id,
             "name": config.name if config else "",
-            "status": "OK" if static else joined.status,
+            "status": status,
+            "statusDetail": self._status_detail(network_id, joined, port_error),
             "type": ("PRIVATE" if config.private else "PUBLIC") if config else "PRIVATE",
             "mtu": config.mtu if config else 0,
             "portDeviceName": tap.name if tap else tap_name(network_id),
+            "portError": port_error,
+            # A TUN device carries IP, not Ethernet: no MAC, no bridging, no broadcast.
+            "bridge": False,
+            "broadcastEnabled": False,
             "device": tap.stats() if tap else None,
             "assignedAddresses": [str(a) for a in own.addresses] if own else [],
             "routes": [
-                {"target": str(r.target), "via": str(r.via) if r.via else None}
+                {"target": str(r.target), "via": str(r.via) if r.via else None, "flags": 0,
+                 "metric": 0}
                 for r in (config.routes if config else ())
             ],
+            "dns": {
+                "domain": config.dns_domain if config else "",
+                "servers": list(config.dns_servers) if config else [],
+            },
             "netconfRevision": config.revision if config else 0,
             "source": "file" if static else "controller",
             "rejectedConfigs": joined.rejected_configs if joined else 0,
             "lastRejection": joined.last_rejection if joined else "",
-            **s.routing.network_document(network_id),
+            **routing,
+            "fullTunnelReason": _full_tunnel_reason(config, routing),
         }
 
-    async def networks(self, request: web.Request) -> web.Response:
+    def _status_detail(self, network_id: str, joined, port_error: int) -> str:
+        """What a newcomer needs to know when the status alone does not say it."""
+        if port_error:
+            return f"the device could not be created: {os.strerror(port_error)}"
+        if joined is None:
+            return ""
+        if joined.status == STATUS_NOT_FOUND:
+            return f"controller {controller_address(network_id)} has no network {network_id}"
+        if joined.status == STATUS_ACCESS_DENIED:
+            return (f"controller {controller_address(network_id)} has not authorized this "
+                    f"node ({self.service.identity.address}) yet")  # fmt: skip
+        return joined.waiting_hint(self.service.loop.time())
+
+    async def networks(self, request: Request) -> list:
         s = self.service
         ids = [n.id for n in s.static_networks] + list(s.memberships.networks)
-        return web.json_response([self._network_json(i) for i in dict.fromkeys(ids)])
+        return [self._network_json(i) for i in dict.fromkeys(ids)]
 
-    async def network(self, request: web.Request) -> web.Response:
-        return web.json_response(self._network_json(_network_id(request)))
+    async def network(self, request: Request) -> dict:
+        return self._network_json(_network_id(request))
 
-    async def join(self, request: web.Request) -> web.Response:
-        """Join (if not yet a member) and set flags: {"allowDefault": true, ...}."""
+    async def join(self, request: Request) -> dict:
+        """Join with an empty body; set flags ({"allowDefault": true, ...}) of a network this
+        node is in. Flags for a network not joined are refused: a typo in a network id must
+        not join a stranger's network with the full tunnel armed."""
         network_id = _network_id(request)
-        body = await _body(request)
-        static = any(n.id == network_id for n in self.service.static_networks)
+        body = _body(request)
+        member = any(n.id == network_id for n in self.service.static_networks) or (
+            network_id in self.service.memberships.networks
+        )
         if body:
-            try:  # checked before joining: a bad request changes nothing
+            try:  # checked before anything changes: a bad request changes nothing
                 self.service.routing.flags_for(network_id).changed(body)
             except FlagsError as exc:
                 raise ApiError(400, str(exc)) from None
-        if not static and network_id not in self.service.memberships.networks:
-            self.service.join(network_id)
-        if body:
+            if not member:
+                raise ApiError(404, f"not a member of {network_id}: join it first (POST {{}} "
+                                    f"or `oneservice-cli join {network_id}`), then set flags")
             self.service.set_network_flags(network_id, body)
-        return web.json_response(self._network_json(network_id))
+        elif not member:
+            self.service.join(network_id)
+        return self._network_json(network_id)
 
-    async def leave(self, request: web.Request) -> web.Response:
+    async def leave(self, request: Request) -> dict:
         network_id = _network_id(request)
         if any(n.id == network_id for n in self.service.static_networks):
             raise ApiError(409, f"network {network_id} is defined by a file in networks.d: "
                                 "remove the file and restart to leave it")  # fmt: skip
         if not await self.service.leave(network_id):
             raise ApiError(404, f"not a member of network {network_id}")
-        return web.json_response({"id": network_id, "left": True})
+        return {"id": network_id, "left": True}
 
     def _peers_json(self) -> list[dict]:
-        """The core's view of its peers, with the interface each path leaves through."""
-        interfaces = {b["id"]: b["interface"] for b in self.service.binder.state()["bound"]}
-        peers = self.service.core.peer_state(self.service.loop.time())
+        """The core's view of its peers in ZeroTier's shape, with the interface each path
+        leaves through."""
+        s = self.service
+        interfaces = {b["id"]: b["interface"] for b in s.binder.state()["bound"]}
+        peers = s.core.peer_state(s.loop.time())
         for peer in peers:
+            peer.update(UNKNOWN_VERSION, isBonded=False, tunneled=False,
+                        latency=_whole_ms(peer["latency"]))  # fmt: skip
             for path in peer["paths"]:
-                path["interface"] = (
-                    f"via {path['via']}" if path["via"] else interfaces.get(path["localSocket"])
-                )
+                path.update(
+                    interface=(f"via {path['via']}" if path["via"]
+                               else interfaces.get(path["localSocket"])),
+                    latency=_whole_ms(path["latency"]),
+                    # Paths are forgotten when they die rather than kept as expired.
+                    expired=False, localPort=s.binder.port, trustedPathId=0,
+                )  # fmt: skip
         return peers
 
-    async def peers(self, request: web.Request) -> web.Response:
-        return web.json_response(self._peers_json())
+    async def peers(self, request: Request) -> list:
+        return self._peers_json()
 
-    async def peer(self, request: web.Request) -> web.Response:
-        address = request.match_info["address"]
+    async def peer(self, request: Request) -> dict:
+        address = request.params["address"]
         for entry in self._peers_json():
             if entry["address"] == address:
-                return web.json_response(entry)
+                return entry
         raise ApiError(404, f"no peer {address}")
 
-    async def routes(self, request: web.Request) -> web.Response:
-        return web.json_response(self.service.routing.document())
+    async def moons(self, request: Request) -> list:
+        return []  # no moons: roots are listed in local.conf
 
-    async def binder(self, request: web.Request) -> web.Response:
-        return web.json_response(self.service.binder.state())
+    async def moon(self, request: Request) -> dict:
+        raise ApiError(404, "moons are not supported: list roots in local.conf "
+                            '("roots": [{"identity": ..., "endpoints": [...]}])')  # fmt: skip
 
-    async def controller_status(self, request: web.Request) -> web.Response:
-        return web.json_response({"controller": True, "apiVersion": 1,
-                                  "address": self.service.identity.address})  # fmt: skip
+    async def routes(self, request: Request) -> dict:
+        return self.service.routing.document()
 
-    async def controller_networks(self, request: web.Request) -> web.Response:
+    async def binder(self, request: Request) -> dict:
+        return self.service.binder.state()
+
+    async def controller_status(self, request: Request) -> dict:
+        return {"controller": True, "apiVersion": 4, "clock": int(time.time() * 1000),
+                "address": self.service.identity.address}  # fmt: skip
+
+    async def controller_networks(self, request: Request) -> list:
         controller = self.service.controller
-        return web.json_response(controller.networks() if controller else [])
+        return controller.networks() if controller else []
 
-    async def controller_network(self, request: web.Request) -> web.Response:
-        controller = self.service.ensure_controller()
-        return web.json_response(controller.network(_network_id(request)))
+    def _existing_controller(self, network_id: str):
+        """Reads never create controller.db: a node that was only asked about a network does
+        not become a controller."""
+        controller = self.service.controller
+        if controller is None:
+            raise ApiError(404, f"network {network_id} not found: this node controls no "
+                                "networks yet")  # fmt: skip
+        return controller
 
-    async def controller_network_post(self, request: web.Request) -> web.Response:
-        """Create (also as <controller address>______ for a random id) or update."""
-        controller = self.service.ensure_controller()
-        raw_id = request.match_info["nwid"]
-        body = await _body(request)
-        if raw_id == self.service.identity.address + "______":
-            return web.json_response(controller.create_network(None, body))
+    async def controller_network(self, request: Request) -> dict:
         network_id = _network_id(request)
+        return self._existing_controller(network_id).network(network_id)
+
+    async def controller_network_post(self, request: Request) -> dict:
+        """Create (also as <controller address>______ for a random id) or update."""
+        raw_id = request.params["nwid"]
+        body = _body(request)
+        if raw_id == self.service.identity.address + "______":
+            return self.service.ensure_controller().create_network(None, body)
+        network_id = _network_id(request)
+        controller = self.service.ensure_controller()
         if network_id not in controller.networks():
-            return web.json_response(controller.create_network(network_id, body))
+            return controller.create_network(network_id, body)
         result = controller.update_network(network_id, body)
         self.service.push_config(network_id)
-        return web.json_response(result)
+        return result
 
-    async def controller_network_delete(self, request: web.Request) -> web.Response:
-        controller = self.service.ensure_controller()
+    async def controller_network_delete(self, request: Request) -> dict:
         network_id = _network_id(request)
+        controller = self._existing_controller(network_id)
         members = controller.online_members(network_id, time.time())
         controller.delete_network(network_id)
         self.service.push_config(network_id, also=members)
-        return web.json_response({"id": network_id, "deleted": True})
+        return {"id": network_id, "deleted": True}
 
-    async def controller_members(self, request: web.Request) -> web.Response:
-        controller = self.service.ensure_controller()
-        members = controller.members(_network_id(request))
-        return web.json_response(members)
+    async def controller_members(self, request: Request) -> dict:
+        """ZeroTier's shape: {"<member address>": <member revision>}."""
+        network_id = _network_id(request)
+        return self._existing_controller(network_id).member_revisions(network_id)
 
-    async def controller_member(self, request: web.Request) -> web.Response:
-        controller = self.service.ensure_controller()
-        return web.json_response(
-            controller.member(_network_id(request), request.match_info["address"])
+    async def controller_member(self, request: Request) -> dict:
+        network_id = _network_id(request)
+        return self._existing_controller(network_id).member(
+            network_id, request.params["address"]
         )
 
-    async def controller_member_post(self, request: web.Request) -> web.Response:
-        controller = self.service.ensure_controller()
+    async def controller_member_post(self, request: Request) -> dict:
         network_id = _network_id(request)
-        body = await _body(request)
-        result = controller.update_member(network_id, request.match_info["address"], body)
+        body = _body(request)
+        controller = self._existing_controller(network_id)
+        result = controller.update_member(network_id, request.params["address"], body)
         self.service.push_config(network_id)
-        return web.json_response(result)
+        return result
 
-    async def controller_member_delete(self, request: web.Request) -> web.Response:
-        controller = self.service.ensure_controller()
+    async def controller_member_delete(self, request: Request) -> dict:
         network_id = _network_id(request)
-        address = request.match_info["address"]
+        controller = self._existing_controller(network_id)
+        address = request.params["address"]
         controller.delete_member(network_id, address)
         self.service.push_config(network_id, also=[address])
-        return web.json_response({"deleted": True})
+        return {"deleted": True}
+
+
+def _whole_ms(value: float) -> int:
+    return -1 if value < 0 else round(value)
+
+
+def _full_tunnel_reason(config, routing: dict) -> str:
+    """Why the full tunnel is off although allowDefault is on."""
+    if not routing.get("allowDefault") or routing.get("fullTunnel") != "off":
+        return ""
+    if config is None:
+        return "no config from the controller yet"
+    if not any(r.target.prefixlen == 0 for r in config.routes):
+        return ("the network routes no default (0.0.0.0/0 or ::/0) via a member: ask its "
+                "controller for one")  # fmt: skip
+    reasons = [r["reason"] for r in routing.get("routeStatus", [])
+               if r.get("target") in ("0.0.0.0/0", "::/0") and not r.get("installed")]
+    return "; ".join(reasons)

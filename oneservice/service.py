@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import ipaddress
 import json
 import logging
@@ -39,7 +40,7 @@ from .node.core import ControlReceived, NodeCore, PathChanged, PeerConnected
 from .notify import notify
 from .routing.manager import RoutingInputs, RoutingManager
 from .settings import Settings, SettingsError, load_local_conf
-from .tap import tap_name
+from .tap import TapError, tap_name
 
 log = logging.getLogger("oneservice")
 CONTROLLER_DB = "controller.db"
@@ -66,6 +67,8 @@ class Service:
         )
         self.routing = RoutingManager(home, settings, self.identity.address)
         self.taps: dict = {}
+        # Networks whose device could not be created: the errno (their status is PORT_ERROR).
+        self.tap_errors: dict[str, int] = {}
         self._watched: set[str] = set()  # full-tunnel gateways, probed every second
         self._routing_seen: tuple[frozenset[str], float] = (frozenset(), float("-inf"))
         self._tap_configs: dict[str, NetworkConfig] = {}
@@ -177,7 +180,7 @@ class Service:
         self.core.say_goodbye(self.loop.time())
         self._flush()
         if self.api is not None:
-            await self.api.cleanup()
+            await self.api.close()
         for task in list(self._background):
             task.cancel()
         await self.routing.stop()
@@ -213,9 +216,11 @@ class Service:
                     self.taps.pop(network_id).close()
                     self._tap_configs.pop(network_id, None)
                     log.info("network %s: device removed", network_id)
+            for network_id in set(self.tap_errors) - set(wanted):
+                del self.tap_errors[network_id]
             for network_id, config in wanted.items():
-                if network_id not in self.taps:
-                    await self._open_tap(config)
+                if network_id not in self.taps and not await self._open_tap(config):
+                    continue
                 self._tap_configs[network_id] = config
             self.core.set_networks(list(wanted.values()), self.loop.time())
             self.binder.set_policy(self._bind_policy())
@@ -259,17 +264,26 @@ class Service:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _open_tap(self, network: NetworkConfig) -> None:
+    async def _open_tap(self, network: NetworkConfig) -> bool:
+        """False if the device could not be made: that network alone is PORT_ERROR (the
+        errno in its status), the others carry on; tried again at the next apply."""
         from .tap.linux import TunDevice
 
         own = network.member(self.identity.address)
         assert own is not None
-        tap = TunDevice(tap_name(network.id), offload=self.settings.tun_offload)
+        try:
+            tap = TunDevice(tap_name(network.id), offload=self.settings.tun_offload)
+        except TapError as exc:
+            return self._tap_failed(network.id, exc)
         try:
             await self.loop.run_in_executor(None, tap.configure, network.mtu, own.addresses)
+        except TapError as exc:
+            tap.close()
+            return self._tap_failed(network.id, exc)
         except Exception:
             tap.close()
             raise
+        self.tap_errors.pop(network.id, None)
         self.taps[network.id] = tap
         network_id = network.id
         tap.start_reading(lambda packets: self._on_tap_packets(network_id, packets))
@@ -278,6 +292,15 @@ class Service:
             network.id, network.name, tap.name, network.mtu,
             ", ".join(str(a) for a in own.addresses) or "none",
         )  # fmt: skip
+        return True
+
+    def _tap_failed(self, network_id: str, exc: TapError) -> bool:
+        cause = exc.__cause__
+        errno_ = getattr(cause, "errno", None) or errno.EIO
+        if self.tap_errors.get(network_id) != errno_:
+            log.error("network %s: %s", network_id, exc)
+        self.tap_errors[network_id] = errno_
+        return False
 
     def join(self, network_id: str) -> None:
         joined = self.memberships.join(network_id)
@@ -308,6 +331,11 @@ class Service:
             revision = joined.config.revision if joined.config else -1
             message = {"t": "ncr", "n": joined.id, "r": revision}
             self._deliver_control(controller_address(joined.id), message)
+        for joined in self.memberships.networks.values():
+            hint = joined.waiting_hint(now)
+            if hint and not joined.slow_reported:
+                joined.slow_reported = True
+                log.warning("network %s: %s", joined.id, hint)
         self._schedule_flush()
 
     def _deliver_control(self, address: str, message: dict) -> None:

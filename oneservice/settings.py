@@ -18,6 +18,8 @@ DEFAULT_PRIMARY_PORT = 9993
 # Files in the home directory that the local API and its clients share.
 TOKEN_FILE = "authtoken.secret"
 PORT_FILE = "oneservice.port"
+# Both are written: zerotier-cli -D<home> looks for its own name.
+PORT_FILES = (PORT_FILE, "zerotier-one.port")
 LOCAL_CONF_NAME = "local.conf"
 
 # Linux interface names are at most 15 bytes (IFNAMSIZ - 1); other systems are similar.
@@ -106,6 +108,11 @@ def parse_local_conf(document: Any, source: str = LOCAL_CONF_NAME) -> Settings:
     """Validate a decoded local.conf document and return Settings."""
     if not isinstance(document, dict):
         raise SettingsError(f"{source}: must be a JSON object, got {_json_type(document)}")
+    misplaced = sorted(set(document) & _SETTINGS_KEYS)
+    if misplaced:
+        key = misplaced[0]
+        raise SettingsError(f"{source}: unknown top-level key {key}; did you mean settings.{key}? "
+                            f'(it goes inside "settings": {{"{key}": ...}})')  # fmt: skip
     _reject_unknown(document, _TOP_LEVEL_KEYS, source, "")
     raw = document.get("settings", {})
     if not isinstance(raw, dict):

@@ -24,6 +24,9 @@ STATUS_OK = "OK"
 # and this often while waiting for a first answer.
 CONFIG_REFRESH_S = 30.0
 CONFIG_RETRY_S = 2.0
+# A network still without an answer this long after its first request is said to be waiting
+# (status detail and one log line): a join usually takes well under a second.
+SLOW_CONFIG_S = 5.0
 
 
 @dataclass
@@ -35,6 +38,18 @@ class JoinedNetwork:
     last_request: float = -math.inf
     rejected_configs: int = 0
     last_rejection: str = ""
+    # When the first unanswered request went out (inf: none is waiting for an answer).
+    requested_since: float = math.inf
+    slow_reported: bool = False
+
+    def waiting_hint(self, now: float) -> str:
+        """For a newcomer whose join seems stuck: what must be true for it to work."""
+        waited = now - self.requested_since
+        if self.status != STATUS_REQUESTING or waited < SLOW_CONFIG_S:
+            return ""
+        return (f"no answer from controller {controller_address(self.id)} after {waited:.0f} s: "
+                "it must be reachable from here, through an endpoint this node knows or a root "
+                "listed in local.conf (roots)")  # fmt: skip
 
 
 class Memberships:
@@ -92,6 +107,7 @@ class Memberships:
             interval = CONFIG_REFRESH_S if joined.status == STATUS_OK else CONFIG_RETRY_S
             if now - joined.last_request >= interval:
                 joined.last_request = now
+                joined.requested_since = min(joined.requested_since, now)
                 due.append(joined)
         return due
 
@@ -103,6 +119,7 @@ class Memberships:
             return None  # not a network of ours: nothing to reject
         if sender.address != controller_address(joined.id):
             return self._reject(joined, f"config sent by {sender.address}, not the controller")
+        joined.requested_since, joined.slow_reported = math.inf, False  # answered
         error = message.get("err")
         if error in ERROR_STATUSES:
             had_config = joined.config is not None

@@ -29,6 +29,8 @@ def test_booleans_default_as_documented_and_can_be_turned_either_way():
     [
         ([], "must be a JSON object, got list"),
         ({"setings": {}}, "unknown key setings; known keys: roots, settings"),
+        ({"allowExitNode": True}, "did you mean settings.allowExitNode?"),
+        ({"settings": {}, "primaryPort": 1}, "did you mean settings.primaryPort?"),
         ({"roots": [{"identity": "x", "endpoints": ["192.0.2.1/9993"]}]}, r"roots\[0\]: identity"),
         ({"roots": [{"identity": "x"}]}, "roots"),
         ({"settings": {"primaryport": 1}}, "unknown key settings.primaryport"),
