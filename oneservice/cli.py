@@ -2,9 +2,10 @@
 
     oneservice-cli [-D<home>] [-p<port>] [-T<token>] [-j] <command> [arguments]
 
-The plain lines of `info`, `listnetworks` and `listpeers` match zerotier-cli's, so scripts
-written for it keep working; the other commands print aligned tables; -j prints the API's
-JSON. Controller commands create networks, add routes and gateways and authorize members.
+The commands zerotier-cli has (info, listnetworks, listpeers, peers, listmoons, join, leave,
+set, get) print what it prints, so scripts written for it keep working; -j prints JSON as it
+does. The other commands print aligned tables. Controller commands create networks, add
+routes and gateways and authorize members.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -24,6 +26,15 @@ from .settings import DEFAULT_PRIMARY_PORT, PORT_FILE, TOKEN_FILE, default_home
 
 class CliError(Exception):
     """What went wrong, said so that the user knows what to do."""
+
+
+class ApiAnswer(Exception):
+    """The node answered with an error status; printed as zerotier-cli prints it."""
+
+    def __init__(self, status: int, body: str) -> None:
+        super().__init__(f"{status} {body}")
+        self.status = status
+        self.body = body
 
 
 # --- talking to the node ---------------------------------------------------------------------
@@ -43,13 +54,9 @@ class Client:
         )  # fmt: skip
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
-                return json.loads(response.read() or b"null")
+                text = response.read()
         except urllib.error.HTTPError as exc:
-            try:
-                message = json.loads(exc.read())["error"]
-            except (ValueError, KeyError, TypeError):
-                message = exc.reason
-            raise CliError(f"{exc.code} {message}") from None
+            raise ApiAnswer(exc.code, _one_line(exc.read())) from None
         except urllib.error.URLError as exc:
             if isinstance(exc.reason, ConnectionRefusedError):
                 raise CliError(
@@ -57,8 +64,20 @@ class Client:
                     "`python -m oneservice` (or `systemctl start oneservice`)"
                 ) from None
             raise CliError(f"cannot reach the service on port {self.port}: {exc.reason}") from None
-        except TimeoutError:
-            raise CliError(f"the service on port {self.port} did not answer in 10 s") from None
+        except (TimeoutError, OSError) as exc:
+            raise CliError(f"the service on port {self.port} did not answer: {exc}") from None
+        try:
+            return json.loads(text or b"null")
+        except ValueError:
+            raise CliError(f"invalid JSON response from port {self.port} to {path}") from None
+
+
+def _one_line(body: bytes) -> str:
+    """An error body as one line of text (compact JSON when it is JSON)."""
+    try:
+        return json.dumps(json.loads(body), separators=(",", ":"), ensure_ascii=False)
+    except ValueError:
+        return body.decode("utf-8", "replace").strip().replace("\n", " ")
 
 
 def _saved_port(home: Path) -> int:
@@ -85,8 +104,7 @@ def _read_token(home: Path) -> str:
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """Columns padded to their widest cell."""
-    cells = [[str(c) for c in headers], *[["-" if c in (None, "") else str(c) for c in row]
-                                           for row in rows]]  # fmt: skip
+    cells = [[str(c) for c in headers], *[[_cell(c) for c in row] for row in rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
@@ -94,40 +112,102 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     )
 
 
+def json_dump(document: Any) -> str:
+    """As zerotier-cli's -j prints: keys sorted, one space per level."""
+    return json.dumps(document, indent=1, sort_keys=True, ensure_ascii=False)
+
+
+def json_string(value: Any, default: str = "-") -> str:
+    """A JSON value as zerotier-cli prints one: strings raw, booleans 1/0, numbers whole;
+    lists and objects (which zerotier-cli cannot print) as compact JSON."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return str(int(value))
+    if isinstance(value, list | dict):
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return default
+
+
+def _objects(answer: Any) -> list[dict]:
+    return [item for item in answer if isinstance(item, dict)] if isinstance(answer, list) else []
+
+
+def _cell(value: Any) -> str:
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return value if isinstance(value, str) else json_string(value)
+
+
 def info_line(status: dict) -> str:
-    state = "ONLINE" if status.get("online") else "OFFLINE"
-    return f"200 info {status['address']} {status['version']} {state}"
+    state = ("TUNNELED" if status.get("tcpFallbackActive")
+             else "ONLINE" if status.get("online") else "OFFLINE")  # fmt: skip
+    return (f"200 info {json_string(status.get('address'))} {json_string(status.get('version'))} "
+            f"{state}")  # fmt: skip
 
 
 def network_lines(networks: list[dict]) -> str:
     lines = ["200 listnetworks <nwid> <name> <mac> <status> <type> <dev> <ZT assigned ips>"]
-    for n in networks:
-        addresses = ",".join(n.get("assignedAddresses", [])) or "-"
-        lines.append(f"200 listnetworks {n['id']} {n.get('name') or '-'} - {n['status']} "
-                     f"{n['type']} {n['portDeviceName']} {addresses}")  # fmt: skip
+    for n in _objects(networks):
+        addresses = ",".join(a for a in n.get("assignedAddresses", []) if isinstance(a, str))
+        fields = [json_string(n.get(key)) for key in
+                  ("nwid", "name", "mac", "status", "type", "portDeviceName")]  # fmt: skip
+        lines.append(f"200 listnetworks {' '.join(fields)} {addresses or '-'}")
     return "\n".join(lines)
 
 
-def peer_lines(peers: list[dict]) -> str:
+def _preferred_path(peer: dict) -> dict | None:
+    paths = peer.get("paths")
+    return next((p for p in _objects(paths) if p.get("preferred")), None)
+
+
+def _since_ms(path: dict, key: str, now_ms: int) -> int:
+    when = path.get(key)
+    return now_ms - int(when) if isinstance(when, int | float) else -1
+
+
+def _peer_version(peer: dict) -> str:
+    major = peer.get("versionMajor", -1)
+    if not isinstance(major, int) or major < 0:
+        return "-"
+    return f"{major}.{peer.get('versionMinor', 0)}.{peer.get('versionRev', 0)}"
+
+
+def _latency(peer: dict) -> int:
+    latency = peer.get("latency", 0)
+    return int(latency) if isinstance(latency, int | float) else 0
+
+
+def peer_lines(peers: list[dict], now_ms: int) -> str:
     lines = ["200 listpeers <ztaddr> <path> <latency> <version> <role>"]
-    for p in peers:
-        preferred = next((path for path in p["paths"] if path["preferred"]), None)
-        where = preferred["address"] if preferred else "-"
-        lines.append(f"200 listpeers {p['address']} {where} {p['latency']} - {p['role']}")
+    for p in _objects(peers):
+        path = _preferred_path(p)
+        where = "-"
+        if path is not None:
+            where = (f"{json_string(path.get('address'))};{_since_ms(path, 'lastSend', now_ms)};"
+                     f"{_since_ms(path, 'lastReceive', now_ms)}")  # fmt: skip
+        lines.append(f"200 listpeers {json_string(p.get('address'))} {where} {_latency(p)} "
+                     f"{_peer_version(p)} {json_string(p.get('role'))}")  # fmt: skip
     return "\n".join(lines)
 
 
-def peer_table(peers: list[dict]) -> str:
-    rows = []
-    for p in peers:
-        preferred = next((path for path in p["paths"] if path["preferred"]), None)
-        rows.append([p["address"], p["role"], "yes" if p["connected"] else "no",
-                     preferred["address"] if preferred else None,
-                     preferred["interface"] if preferred else None,
-                     p["latency"] if p["latency"] >= 0 else None,
-                     sum(1 for path in p["paths"] if path["active"])])  # fmt: skip
-    return table(["ADDRESS", "ROLE", "CONNECTED", "PATH", "INTERFACE", "LATENCY_MS", "ACTIVE"],
-                 rows)  # fmt: skip
+def peer_table(peers: list[dict], now_ms: int) -> str:
+    """zerotier-cli's `peers`: a relay path (through one of our roots) shows as RELAY."""
+    lines = ["200 peers", "<ztaddr>   <ver>  <role> <lat> <link> <lastTX> <lastRX> <path>"]
+    for p in _objects(peers):
+        path = _preferred_path(p)
+        link = "RELAY"
+        if path is not None and not path.get("via"):
+            link = (f"DIRECT {_since_ms(path, 'lastSend', now_ms):<8} "
+                    f"{_since_ms(path, 'lastReceive', now_ms):<8} "
+                    f"{json_string(path.get('address'))}")  # fmt: skip
+        lines.append(f"{json_string(p.get('address'))} {_peer_version(p):<6} "
+                     f"{json_string(p.get('role')):<6} {_latency(p):>5} {link}")  # fmt: skip
+    return "\n".join(lines)
 
 
 def interface_table(binder: dict) -> str:
@@ -148,19 +228,60 @@ def route_table(routes: dict) -> str:
 
 # --- commands --------------------------------------------------------------------------------
 
+# Flags that are true or false; zerotier-cli sends them as JSON booleans, and so do we.
+BOOLEAN_FLAGS = ("allowManaged", "allowGlobal", "allowDefault", "allowDNS", "allowLanAccess")
+TRUE_WORDS, FALSE_WORDS = ("1", "true", "t", "yes", "on"), ("0", "false", "f", "no", "off")
 
-def flag_value(text: str) -> Any:
-    """`allowManaged=10.0.0.0/8,192.168.0.0/16` is a list; everything else goes as written
-    (the node accepts 1/0/true/false and says what is wrong otherwise)."""
-    return text.split(",") if "/" in text else text
+
+def flag_value(key: str, text: str) -> Any:
+    """`allowDefault=1` is JSON true (zerotier-one ignores the string "1");
+    `allowManaged=10.0.0.0/8,192.168.0.0/16` is a list of CIDRs."""
+    if key == "allowManaged" and "/" in text:
+        return text.split(",")
+    if key in BOOLEAN_FLAGS:
+        if text.lower() in TRUE_WORDS:
+            return True
+        if text.lower() in FALSE_WORDS:
+            return False
+        raise CliError(f"{key} takes 1 or 0 (true/false), got {text!r}")
+    raise CliError(f"unknown flag {key!r}; known: {', '.join(BOOLEAN_FLAGS)}")
+
+
+# zerotier-cli's `get` pseudo-fields: the assigned addresses without their prefix length.
+ADDRESS_FIELDS = {
+    "ip": lambda a: True,
+    "ip4": lambda a: "." in a,
+    "ip6": lambda a: ":" in a,
+    "ip6plane": lambda a: a.startswith("fc"),
+    "ip6prefix": lambda a: a.startswith("fc"),
+}
+
+
+def get_value(network: dict, field: str) -> str:
+    if field in ADDRESS_FIELDS:
+        chosen = [a.split("/")[0] for a in network.get("assignedAddresses", [])
+                  if isinstance(a, str) and ADDRESS_FIELDS[field](a)]  # fmt: skip
+        if field == "ip6prefix":
+            chosen = [a[:24] for a in chosen]
+        return "\n".join(chosen)
+    if field not in network:
+        raise CliError(f"error, unknown property name {field!r}; known: "
+                       f"{', '.join(sorted(network))}, ip, ip4, ip6")  # fmt: skip
+    return json_string(network[field])
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 # Read-only commands: the API path and how to print its answer without -j.
 VIEWS = {
     "info": ("/status", info_line),
+    "status": ("/status", info_line),
     "listnetworks": ("/network", network_lines),
-    "listpeers": ("/peer", peer_lines),
-    "peers": ("/peer", peer_table),
+    "listpeers": ("/peer", lambda answer: peer_lines(answer, _now_ms())),
+    "peers": ("/peer", lambda answer: peer_table(answer, _now_ms())),
+    "listmoons": ("/moon", json_dump),
     "interfaces": ("/binder", interface_table),
     "routes": ("/routes", route_table),
 }
@@ -171,30 +292,38 @@ def run(args: argparse.Namespace, client: Client) -> str:
     if command in VIEWS:
         path, show = VIEWS[command]
         answer = c.call("GET", path)
-        return json.dumps(answer, indent=2) if args.json else show(answer)
+        return json_dump(answer) if args.json else show(answer)
     if command == "join":
-        nwid = _one(rest, "join <network id>")
-        network = c.call("POST", f"/network/{nwid}", {})
-        return json.dumps(network, indent=2) if args.json else f"200 join OK ({network['status']})"
+        network = c.call("POST", f"/network/{_network_argument(rest, 'join <network id>')}", {})
+        return json_dump(network) if args.json else "200 join OK"
     if command == "leave":
-        nwid = _one(rest, "leave <network id>")
-        c.call("DELETE", f"/network/{nwid}")
-        return "200 leave OK"
+        answer = c.call("DELETE", f"/network/{_network_argument(rest, 'leave <network id>')}")
+        return json_dump(answer) if args.json else "200 leave OK"
     if command == "set":
         if len(rest) != 2 or "=" not in rest[1]:
             raise CliError("usage: set <network id> <flag>=<value>, e.g. allowDefault=1")
         key, _, value = rest[1].partition("=")
-        network = c.call("POST", f"/network/{rest[0]}", {key: flag_value(value)})
-        return json.dumps(network, indent=2) if args.json else f"200 set {key}={network[key]}"
+        network = c.call("POST", f"/network/{rest[0]}", {key: flag_value(key, value)})
+        return json_dump(network)  # zerotier-cli prints the network as the node answers it
     if command == "get":
         if len(rest) != 2:
             raise CliError("usage: get <network id> <field>")
-        network = c.call("GET", f"/network/{rest[0]}")
-        if rest[1] not in network:
-            raise CliError(f"network {rest[0]} has no field {rest[1]!r}; "
-                           f"known: {', '.join(sorted(network))}")  # fmt: skip
-        return json.dumps(network[rest[1]])
+        try:
+            network = c.call("GET", f"/network/{rest[0]}")
+        except ApiAnswer as exc:
+            if exc.status == 404:
+                raise CliError("unknown network ID, check that you are a member of the "
+                               "network") from None  # fmt: skip
+            raise
+        return get_value(network, rest[1])
     return run_controller(args, client)
+
+
+def _network_argument(rest: list[str], usage: str) -> str:
+    network_id = _one(rest, usage)
+    if len(network_id) != 16:
+        raise CliError(f"invalid network id {network_id!r}: 16 hex digits")
+    return network_id
 
 
 def run_controller(args: argparse.Namespace, c: Client) -> str:
@@ -208,7 +337,7 @@ def run_controller(args: argparse.Namespace, c: Client) -> str:
             start, _, end = args.pool.partition("-")
             body["ipAssignmentPools"] = [{"ipRangeStart": start, "ipRangeEnd": end}]
         network = c.call("POST", f"/controller/network/{address}______", body)
-        return json.dumps(network, indent=2) if args.json else network["id"]
+        return json_dump(network) if args.json else network["id"]
     if command == "network-route":
         if len(rest) not in (2, 3):
             raise CliError("usage: network-route <network id> <target CIDR> [<via address>]")
@@ -216,16 +345,23 @@ def run_controller(args: argparse.Namespace, c: Client) -> str:
         route = {"target": rest[1], **({"via": rest[2]} if len(rest) == 3 else {})}
         routes = [r for r in network["routes"] if r["target"] != rest[1]] + [route]
         network = c.call("POST", f"/controller/network/{rest[0]}", {"routes": routes})
-        return json.dumps(network, indent=2) if args.json else f"200 routes {network['routes']}"
-    if command == "network-show":
-        return json.dumps(c.call("GET", f"/controller/network/{_one(rest, 'network-show <id>')}"),
-                          indent=2)  # fmt: skip
-    if command == "members":
-        members = c.call("GET", f"/controller/network/{_one(rest, 'members <network id>')}/member")
         if args.json:
-            return json.dumps(members, indent=2)
-        return table(["ADDRESS", "AUTHORIZED", "NAME"],
-                     [[m["address"], m["authorized"], m["name"]] for m in members])  # fmt: skip
+            return json_dump(network)
+        return "\n".join(["200 network-route OK"] + [
+            f"{r['target']} via {r['via']}" if r.get("via") else r["target"]
+            for r in network["routes"]])  # fmt: skip
+    if command == "network-show":
+        return json_dump(c.call("GET", f"/controller/network/{_one(rest, 'network-show <id>')}"))
+    if command == "members":
+        nwid = _one(rest, "members <network id>")
+        revisions = c.call("GET", f"/controller/network/{nwid}/member")
+        members = [c.call("GET", f"/controller/network/{nwid}/member/{address}")
+                   for address in (revisions if isinstance(revisions, dict) else {})]  # fmt: skip
+        if args.json:
+            return json_dump(members)
+        return table(["ADDRESS", "AUTHORIZED", "NAME", "IPS"],
+                     [[m.get("address"), m.get("authorized"), m.get("name"),
+                       ",".join(m.get("ipAssignments") or [])] for m in members])  # fmt: skip
     if command in ("authorize", "deauthorize"):
         if len(rest) != 2:
             raise CliError(f"usage: {command} <network id> <member address>")
@@ -234,7 +370,7 @@ def run_controller(args: argparse.Namespace, c: Client) -> str:
             body["ipAssignments"] = args.ip
         member = c.call("POST", f"/controller/network/{rest[0]}/member/{rest[1]}", body)
         return (
-            json.dumps(member, indent=2)
+            json_dump(member)
             if args.json
             else (f"200 {command} {rest[1]} {','.join(member.get('ipAssignments', [])) or '-'}")
         )
@@ -247,13 +383,14 @@ def _one(rest: list[str], usage: str) -> str:
     return rest[0]
 
 
-COMMANDS = """commands:
-  info                          address, version, online
-  listnetworks                  joined networks (zerotier-cli lines)
-  listpeers | peers             peers (zerotier-cli lines | a table)
+COMMANDS = """commands (the first ones answer as zerotier-cli does):
+  info | status                 address, version, online
+  listnetworks                  joined networks
+  listpeers | peers             peers (lines | zerotier-cli's table)
+  listmoons                     [] (no moons: roots are listed in local.conf)
   join <nwid> | leave <nwid>
-  set <nwid> <flag>=<value>     allowManaged, allowGlobal, allowDefault, allowDNS, allowLanAccess
-  get <nwid> <field>            any field of the network, e.g. status or fullTunnel
+  set <nwid> <flag>=<1|0>       allowManaged, allowGlobal, allowDefault, allowDNS, allowLanAccess
+  get <nwid> <field>            a field raw (status, allowDefault, fullTunnel, ...), or ip/ip4/ip6
   interfaces                    bound and skipped interfaces, with reasons
   routes                        every managed route and why it is or is not installed
 controller (networks whose id starts with this node's address):
@@ -288,8 +425,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         print(run(args, Client(args.home, args.port, args.token)))
+    except ApiAnswer as exc:
+        print(f"{exc.status} {args.command} {exc.body}")  # as zerotier-cli prints it
+        return 1
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        print(f"error: the node's answer to {args.command} lacks what this command reads "
+              f"({type(exc).__name__}: {exc}); -j shows it whole", file=sys.stderr)  # fmt: skip
         return 1
     return 0
 

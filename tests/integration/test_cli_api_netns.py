@@ -127,13 +127,16 @@ def test_full_tunnel_driven_through_the_cli(testbed, tmp_path):
     assert cli(lab, "client", "join", nwid).startswith("200 join OK")
     cli(lab, "ctrl", "authorize", nwid, address["gw"], "--ip", GW_VIRTUAL)
     assert cli(lab, "ctrl", "authorize", nwid, address["client"]).endswith("10.147.17.10")
-    wait_until(lambda: cli(lab, "client", "get", nwid, "status") == '"OK"', timeout=15,
+    wait_until(lambda: cli(lab, "client", "get", nwid, "status") == "OK", timeout=15,
                interval=0.3, what="the client configured")  # fmt: skip
     networks = cli(lab, "client", "listnetworks").splitlines()
     assert networks[1].startswith(f"200 listnetworks {nwid} exit - OK PRIVATE onet")
 
-    assert cli(lab, "client", "set", nwid, "allowDefault=1") == "200 set allowDefault=True"
-    wait_until(lambda: cli(lab, "client", "get", nwid, "fullTunnel") == '"on"', timeout=15,
+    # As zerotier-cli: set prints the network as the node answers it, get prints raw values.
+    assert json.loads(cli(lab, "client", "set", nwid, "allowDefault=1"))["allowDefault"] is True
+    assert cli(lab, "client", "get", nwid, "allowDefault") == "1"
+    assert cli(lab, "client", "get", nwid, "ip4") == "10.147.17.10"
+    wait_until(lambda: cli(lab, "client", "get", nwid, "fullTunnel") == "on", timeout=15,
                interval=0.3, what="full tunnel on")  # fmt: skip
     assert lab.whoami() == GW_UPLINK
     routes = cli(lab, "client", "routes")
