@@ -12,6 +12,7 @@ from pathlib import Path
 from . import __version__
 from .binder.sockets import BindError
 from .identity import IdentityError
+from .instance import AlreadyRunning, InstanceLock
 from .memory import pin_mmap_threshold
 from .network.config import NetworkConfigError
 from .settings import SettingsError, default_home, ensure_home, load_local_conf, validate_port
@@ -68,6 +69,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"oneservice: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
 
+    # Before anything touches the kernel or the home's state: a second node changes nothing.
+    lock = InstanceLock(home)
+    try:
+        lock.acquire()
+    except AlreadyRunning as exc:
+        print(f"oneservice: error: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME_ERROR
+
     from .service import run_until_signalled
     from .tap import TapError
 
@@ -79,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     except (BindError, IdentityError, TapError) as exc:
         print(f"oneservice: error: {exc}", file=sys.stderr)
         return EXIT_RUNTIME_ERROR
+    finally:
+        lock.release()
     return 0
 
 
