@@ -114,6 +114,7 @@ class Service:
         log.info("oneservice %s, node %s, home %s", __version__, self.identity.address, self.home)
         await self.routing.remove_leftovers()
         await self.binder.start()
+        self._tell_core_own_addresses()
         self.core.set_roots(self._root_identities(), self.loop.time())
         await self.apply_networks()
         from .api import start_api
@@ -390,8 +391,15 @@ class Service:
         self.core.send_packets(network_id, packets, self.loop.time())
         self._schedule_flush()
 
+    def _tell_core_own_addresses(self) -> None:
+        self.core.set_own_addresses(
+            [a.address for u in self.binder.uplinks for a in u.addresses], self.loop.time()
+        )
+
     def _on_binder_event(self, event: BinderEvent) -> None:
         now = self.loop.time()
+        if isinstance(event, InterfaceUp | AddressChanged):
+            self._tell_core_own_addresses()
         if isinstance(event, InterfaceUp):
             self.core.socket_up(event.socket.id, event.socket.family, now)
         elif isinstance(event, InterfaceDown):

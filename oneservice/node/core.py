@@ -213,6 +213,9 @@ class NodeCore:
         # accepted datagrams (source not allowed, malformed control, ...).
         self.packet_drops: Counter[str] = Counter()
         self.refused_hints: set[tuple[str, Endpoint]] = set()
+        # This node's own physical addresses: never a peer's endpoint (a member left over from
+        # an earlier install of this machine would have it send initiations to itself forever).
+        self.own_ips: frozenset[str] = frozenset()
         self._source_buckets: dict[str, _TokenBucket] = {}
         self._total_bucket = _TokenBucket(HANDSHAKES_TOTAL_RATE, now)
         self._unknown_bucket = _TokenBucket(UNKNOWN_PEERS_PER_S, now)
@@ -388,6 +391,27 @@ class NodeCore:
         for peer in self.peers.values():
             self._probe(peer, now, only_socket=socket_id)
 
+    def set_own_addresses(self, addresses: Iterable[str], now: float) -> None:
+        """The addresses of this node's uplinks (as the binder sees them): paths to them go."""
+        self.own_ips = frozenset(
+            ipaddress.ip_address(a.split("%")[0]).compressed for a in addresses
+        )
+        for peer in self.peers.values():
+            stale = [k for k, p in peer.paths.items() if p.via is None and self._own(p.endpoint)]
+            for key in stale:
+                if peer.preferred is peer.paths[key]:
+                    peer.preferred = None
+                del peer.paths[key]
+            if stale and peer.preferred is None:
+                self._reselect(peer, now)
+
+    def _own(self, endpoint: Endpoint) -> bool:
+        try:
+            ip = ipaddress.ip_address(endpoint[0])
+        except ValueError:
+            return False
+        return ip.is_loopback or ip.compressed in self.own_ips
+
     def routes_changed(self, now: float) -> None:
         """Routes moved: a path may now fail one way only (our packets go to a dead gateway
         while the peer's still arrive), so only answered probes count as proof."""
@@ -409,7 +433,7 @@ class NodeCore:
         # Direct endpoints only: a relay path's "endpoint" is a root's address, not an IP.
         known = peer.hints | {p.endpoint for p in peer.paths.values() if p.via is None}
         for endpoint in known:
-            if self._inside_virtual_network(endpoint):
+            if self._inside_virtual_network(endpoint) or self._own(endpoint):
                 self.refused_hints.add((peer.address, endpoint))
                 continue
             family = socket.AF_INET6 if ":" in endpoint[0] else socket.AF_INET

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import subprocess
+import time
 
 import pytest
 
 from oneservice.identity import Identity
-from tests.integration.nodes import write_home
+from tests.integration.nodes import Node, api, capture, member, write_home
 from tests.integration.test_full_tunnel_netns import (
     GW_UPLINK,
     assert_unchanged,
@@ -49,3 +50,33 @@ def test_a_second_start_changes_nothing_and_names_the_running_node(testbed, tmp_
     assert not any("left by an earlier run" in line for line in lab.nodes["client"].log)
     assert lab.network("client", network_id)["fullTunnel"] == "on"
     assert lab.whoami() == GW_UPLINK, "traffic still goes through the gateway"
+
+
+def test_a_member_listed_at_this_nodes_own_address_gets_no_handshakes(testbed, tmp_path):
+    """A member of an earlier install of this machine, with its old endpoint hint."""
+    host = testbed.host("solo")
+    testbed.link(host, "eth0", testbed.host("peer"), "eth0", ["192.0.2.10/24"],
+                 ["192.0.2.1/24"])  # fmt: skip
+    ours, old_install = Identity.generate(), Identity.generate()
+    network = {"id": "8056c2e21c000007", "name": "lab", "members": [
+        member(ours, ["10.147.17.1/24"], []),
+        member(old_install, ["10.147.17.2/24"], ["192.0.2.10/9993", "192.0.2.10/9994"]),
+    ]}  # fmt: skip
+    home = write_home(tmp_path / "solo", ours, [network])
+    # Sent to its own address, a datagram would loop back (lo) or leave on the pinned uplink.
+    captures = {name: (tmp_path / f"{name}.pcap") for name in ("lo", "eth0")}
+    tcpdumps = [capture(host, name, path) for name, path in captures.items()]
+    node = Node(host, home)
+    node.wait_log("oneservice started")
+    time.sleep(3)
+    for tcpdump in tcpdumps:
+        tcpdump.terminate()
+        tcpdump.wait(timeout=5)
+    for name, path in captures.items():
+        to_itself = host.run("tcpdump", "-r", str(path), "-n",
+                             "udp and dst host 192.0.2.10").stdout  # fmt: skip
+        assert to_itself == "", f"initiations to the node's own address on {name}:\n{to_itself}"
+    code, peers = api(host, home, "GET", "/peer")
+    assert code == 200
+    [stale] = [p for p in peers if p["address"] == old_install.address]
+    assert stale["paths"] == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 
+from oneservice.network.config import Member, NetworkConfig
 from oneservice.node import wire
 from oneservice.node.core import (
     ACTIVE_PROBE_INTERVAL_S,
@@ -298,3 +299,41 @@ def test_prefixes_match_packed_addresses_of_their_own_family_only():
     assert first_match(packed("2001:db8:6::1"), entries) is None
     assert first_match(packed("10.255.255.255"), entries) == "10.0.0.0/8"
     assert first_match(packed("11.0.0.0"), entries) == "0.0.0.0/0"
+
+
+def _b_also_listed_at(sim, endpoint) -> NetworkConfig:
+    """The network again, with b's hints including ``endpoint`` (a stale one of an old install)."""
+    config = next(iter(sim.nodes["a"].networks.values())).config
+    members = tuple(
+        Member(m.identity, m.addresses, (*m.endpoints, endpoint))
+        if m.address == sim.nodes["b"].identity.address else m
+        for m in config.members
+    )
+    return NetworkConfig(config.id, config.name, members)
+
+
+def test_the_nodes_own_addresses_are_never_a_peers_endpoint():
+    sim = two_nodes()
+    a = sim.nodes["a"]
+    own = ("198.51.100.1", 9993)  # a's own socket
+    a.set_own_addresses(["198.51.100.1"], sim.now)
+    a.set_networks([_b_also_listed_at(sim, own)], sim.now)
+    sim.run(2)
+    assert connected(sim)
+    assert (sim.nodes["b"].identity.address, own) in a.refused_hints
+    assert not any(name == "a" and destination == own for name, destination, _ in sim.wire_log)
+
+
+def test_a_path_to_an_address_that_becomes_ours_is_dropped():
+    sim = two_nodes()
+    a = sim.nodes["a"]
+    stale = ("192.0.2.77", 9993)
+    a.set_networks([_b_also_listed_at(sim, stale)], sim.now)
+    sim.run(0.5)
+    assert any(p.endpoint == stale for p in next(iter(a.peers.values())).paths.values())
+    a.set_own_addresses(["192.0.2.77"], sim.now)  # e.g. DHCP gave this machine that address
+    sent = len(sim.wire_log)
+    sim.run(5)
+    assert connected(sim)
+    assert not any(p.endpoint == stale for p in next(iter(a.peers.values())).paths.values())
+    assert not any(destination == stale for _, destination, _ in sim.wire_log[sent:])
