@@ -182,6 +182,7 @@ class Routes:
             "tcpFallbackActive": False,
             "planetWorldId": 0, "planetWorldTimestamp": 0,
             "clock": int(time.time() * 1000),
+            "counters": s.counters(),
             "config": {"settings": {
                 "primaryPort": s.binder.port,
                 "listeningOn": [f"{b['address']}/{b['port']}" for b in bound],

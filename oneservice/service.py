@@ -191,13 +191,24 @@ class Service:
         self.taps.clear()
         if self.controller is not None:
             self.controller.store.close()
+        counters = self.counters()
         log.info(
             "datagrams received %d: accepted %d, dropped %s; packets dropped %s",
-            self.binder.counters["datagrams_received"], self.core.accepted,
-            json.dumps(dict(sorted(self.core.drops.items()))),
-            json.dumps(dict(sorted(self.core.packet_drops.items()))),
+            counters["datagramsReceived"], counters["datagramsAccepted"],
+            json.dumps(counters["datagramDrops"]), json.dumps(counters["packetDrops"]),
         )  # fmt: skip
         log.info("oneservice stopped")
+
+    def counters(self) -> dict:
+        """What arrived and what was dropped, by reason (docs/PROTOCOL.md names each): shown
+        by the API while running and logged at stop."""
+        return {
+            "datagramsReceived": self.binder.counters["datagrams_received"],
+            "datagramsAccepted": self.core.accepted,
+            "datagramDrops": dict(sorted(self.core.drops.items())),
+            "packetDrops": dict(sorted(self.core.packet_drops.items())),
+            "refusedEndpointHints": len(self.core.refused_hints),
+        }
 
     # --- networks ----------------------------------------------------------------------------
 

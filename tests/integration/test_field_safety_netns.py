@@ -15,6 +15,7 @@ from tests.integration.test_full_tunnel_netns import (
     full_tunnel,
     routing_state,
 )
+from tests.testbed import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -80,3 +81,25 @@ def test_a_member_listed_at_this_nodes_own_address_gets_no_handshakes(testbed, t
     assert code == 200
     [stale] = [p for p in peers if p["address"] == old_install.address]
     assert stale["paths"] == []
+
+
+def test_drop_counters_by_reason_are_visible_while_running(testbed, tmp_path):
+    host, peer = testbed.host("solo"), testbed.host("peer")
+    testbed.link(host, "eth0", peer, "eth0", ["192.0.2.10/24"], ["192.0.2.1/24"])
+    home = write_home(tmp_path / "solo", Identity.generate(), [])
+    node = Node(host, home)
+    node.wait_log("oneservice started")
+    peer.run("python3", "-c", "import socket\n"
+             "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+             "for _ in range(5): s.sendto(b'ab', ('192.0.2.10', 9993))\n"
+             "for _ in range(3): s.sendto(bytes([1, 99, 0, 0]) + bytes(40), ('192.0.2.10', 9993))")
+
+    def counters() -> dict:
+        code, status = api(host, home, "GET", "/status")
+        assert code == 200
+        return status["counters"]
+
+    wait_until(lambda: counters()["datagramsReceived"] >= 8, timeout=5, what="8 datagrams")
+    drops = counters()["datagramDrops"]
+    assert drops.get("truncated") == 5 and sum(drops.values()) == 8, drops
+    assert counters()["datagramsAccepted"] == 0
