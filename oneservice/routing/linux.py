@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from .planner import RULE_PRIORITIES, KernelRoute, KernelRule
+from .planner import RULE_PRIORITIES, UNREACHABLE, KernelRoute, KernelRule
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +23,7 @@ ROUTE_PROTOCOL = 165
 _FAMILIES = {4: socket.AF_INET, 6: socket.AF_INET6}
 _VERSIONS = {socket.AF_INET: 4, socket.AF_INET6: 6}
 _ANY = {4: "0.0.0.0", 6: "::"}
+RTN_UNREACHABLE = 7  # rtm_type of an unreachable route (linux/rtnetlink.h)
 
 
 class LinuxRoutes:
@@ -81,6 +82,11 @@ class LinuxRoutes:
         return len(present) + len(rules) - len(errors)
 
     def _add_route(self, route: KernelRoute, errors: list[str]) -> None:
+        if route.kind == UNREACHABLE:
+            self._try(errors, f"add route {_describe(route)}", self._ipr.route, "add",
+                      family=_FAMILIES[route.family], dst=route.target, type=UNREACHABLE,
+                      proto=ROUTE_PROTOCOL, table=route.table)  # fmt: skip
+            return
         index = self._ipr.link_lookup(ifname=route.device)
         if not index:
             errors.append(f"add route {_describe(route)}: no device {route.device}")
@@ -102,13 +108,17 @@ class LinuxRoutes:
                 version = _VERSIONS[family]
                 destination = message.get_attr("RTA_DST") or _ANY[version]
                 table = message.get_attr("RTA_TABLE") or message["table"]
+                target = f"{destination}/{message['dst_len']}"
+                delete = {"family": family, "dst": destination, "dst_len": message["dst_len"],
+                          "table": table, "proto": ROUTE_PROTOCOL}  # fmt: skip
+                if message["type"] == RTN_UNREACHABLE:
+                    found[KernelRoute(version, target, None, "", table, UNREACHABLE)] = {
+                        **delete, "type": UNREACHABLE}  # fmt: skip
+                    continue
                 oif = message.get_attr("RTA_OIF")
-                route = KernelRoute(version, f"{destination}/{message['dst_len']}",
-                                    message.get_attr("RTA_GATEWAY"), names.get(oif, str(oif)),
-                                    table)  # fmt: skip
-                found[route] = {"family": family, "dst": destination,
-                                "dst_len": message["dst_len"], "table": table,
-                                "proto": ROUTE_PROTOCOL, "oif": oif}  # fmt: skip
+                route = KernelRoute(version, target, message.get_attr("RTA_GATEWAY"),
+                                    names.get(oif, str(oif)), table)  # fmt: skip
+                found[route] = {**delete, "oif": oif}
         return found
 
     def _our_rules(self) -> dict[KernelRule, dict]:
@@ -135,6 +145,8 @@ class LinuxRoutes:
 
 
 def _describe(route: KernelRoute) -> str:
-    via = f" via {route.via}" if route.via else ""
     table = "" if route.table == 254 else f" table {route.table}"
+    if route.kind == UNREACHABLE:
+        return f"unreachable {route.target}{table}"
+    via = f" via {route.via}" if route.via else ""
     return f"{route.target}{via} dev {route.device}{table}"

@@ -105,7 +105,8 @@ class RoutingManager:
             "managed": self.managed,
             "routes": [{"nwid": s.network_id, **s.document()} for s in self.plan.status],
             "kernel": [
-                {"target": r.target, "via": r.via, "device": r.device, "table": r.table}
+                {"target": r.target, "via": r.via, "device": r.device, "table": r.table,
+                 "kind": r.kind}
                 for r in sorted(self.plan.routes)
             ],
             "rules": [

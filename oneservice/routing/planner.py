@@ -10,8 +10,8 @@ the gateway, more specific than the machine's own default route, which stays unt
 node's UDP sockets are pinned to their physical interfaces, so these routes never catch the
 tunnel's own traffic. The halves are there only while the gateway has a live path, unless the
 user chose fail-closed: then they stay and traffic waits in the tunnel instead of leaking. A
-family the gateway offers no default for is blocked (routed into the tunnel, where nothing
-carries it) rather than leaked around it.
+family the gateway offers no default for is blocked with unreachable routes (applications
+fail at once and fall back to the other family) rather than leaked around the tunnel.
 """
 
 from __future__ import annotations
@@ -46,13 +46,24 @@ PRIVATE_SPACE = tuple(_net(n) for n in (
 ))  # fmt: skip
 
 
+# A route kind that answers at once: applications get "no route to host" and fall back (to
+# IPv4, say) instead of waiting for a timeout. The node's own sockets are pinned to their
+# uplinks, and device-bound lookups pass it by, so the tunnel's own UDP is not caught.
+UNREACHABLE = "unreachable"
+
+
 @dataclass(frozen=True, order=True)
 class KernelRoute:
     family: int  # 4 or 6
     target: str  # CIDR
     via: str | None  # None: straight onto the device
-    device: str
+    device: str  # "" for an unreachable route
     table: int = MAIN_TABLE
+    kind: str = "unicast"  # or UNREACHABLE
+
+
+def blocked(family: int, target: str, table: int = MAIN_TABLE) -> KernelRoute:
+    return KernelRoute(family, target, None, "", table, UNREACHABLE)
 
 
 @dataclass(frozen=True, order=True)
@@ -178,7 +189,7 @@ def plan_routing(
                 if family not in defaults:
                     defaults[family] = None
                     for half in DEFAULT_HALVES[family]:
-                        routes.add(KernelRoute(family, str(half), None, network.device))
+                        routes.add(blocked(family, str(half)))
                     status.append(RouteStatus(
                         config.id, str(_net("::/0" if family == 6 else "0.0.0.0/0")), None, True,
                         f"{FAMILY_NAMES[family]} blocked: the gateway offers no "
@@ -217,7 +228,8 @@ def _send_lan_through_tunnel(
     device there)."""
     for family, via in defaults.items():
         default = "0.0.0.0/0" if family == 4 else "::/0"
-        routes.add(KernelRoute(family, default, via, device, FULL_TUNNEL_TABLE))
+        routes.add(KernelRoute(family, default, via, device, FULL_TUNNEL_TABLE) if via
+                   else blocked(family, default, FULL_TUNNEL_TABLE))  # fmt: skip
     for subnet in lan:
         rules.add(KernelRule(subnet.version, str(subnet), FULL_TUNNEL_TABLE, LAN_RULE_PRIORITY))
 

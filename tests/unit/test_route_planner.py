@@ -14,6 +14,7 @@ from oneservice.routing.planner import (
     TUNNEL_HELD,
     TUNNEL_ON,
     TUNNEL_WITHDRAWN,
+    UNREACHABLE,
     KernelRoute,
     NetworkRouting,
     plan_routing,
@@ -59,9 +60,9 @@ def test_default_route_needs_allow_default_then_becomes_two_halves_and_blocks_ip
     assert on.routes == {
         KernelRoute(4, "0.0.0.0/1", "10.147.17.1", DEV),
         KernelRoute(4, "128.0.0.0/1", "10.147.17.1", DEV),
-        # The gateway offers no IPv6 default: IPv6 goes into the tunnel and no further.
-        KernelRoute(6, "::/1", None, DEV),
-        KernelRoute(6, "8000::/1", None, DEV),
+        # The gateway offers no IPv6 default: IPv6 is unreachable (fails at once, no leak).
+        KernelRoute(6, "::/1", None, "", kind=UNREACHABLE),
+        KernelRoute(6, "8000::/1", None, "", kind=UNREACHABLE),
     }
     assert "IPv6 blocked" in reasons(on)[("::/0", None)][1]
 
@@ -69,7 +70,7 @@ def test_default_route_needs_allow_default_then_becomes_two_halves_and_blocks_ip
 def test_ipv6_default_from_the_gateway_is_routed_not_blocked():
     on = plan(network(DEFAULT_V4, DEFAULT_V6, gateway_v6=True), NetworkFlags(allow_default=True))
     assert KernelRoute(6, "::/1", "fd00::1", DEV) in on.routes
-    assert KernelRoute(6, "::/1", None, DEV) not in on.routes
+    assert not any(r.kind == UNREACHABLE for r in on.routes)
 
 
 def test_silent_gateway_withdraws_the_tunnel_unless_fail_closed():
@@ -136,7 +137,7 @@ def test_only_one_network_carries_the_full_tunnel():
     result = plan_routing([NetworkRouting(second, "onet2", flags),
                            NetworkRouting(first, DEV, flags)],
                           CLIENT.address, [GATEWAY.address], [], [])  # fmt: skip
-    assert {r.device for r in result.routes} == {DEV}
+    assert {r.device for r in result.routes if r.kind != UNREACHABLE} == {DEV}
     assert "already carries the full tunnel" in result.for_network(second.id)[1]["reason"]
 
 
