@@ -948,8 +948,7 @@ class NodeCore:
                 continue
             path.strict = path.strict or strict
             peer.probe_counter = (peer.probe_counter + 1) & 0x7FFFFFFF
-            path.probe_id = peer.probe_counter
-            path.probe_sent = now
+            path.probe_leaving(peer.probe_counter, now)
             # "p": sent on our preferred path. The peer then answers on it too, so both
             # directions move together when we change uplink or address.
             ping = _control("ping", path.probe_id, preferred=path is peer.preferred)

@@ -25,7 +25,7 @@ RTT_SMOOTHING = 0.25
 
 class Path:
     __slots__ = ("endpoint", "last_received", "last_sent", "learned", "probe_id", "probe_sent",
-                 "rtt", "socket_id", "strict", "to", "via")  # fmt: skip
+                 "rtt", "socket_id", "strict", "to", "unanswered_since", "via")  # fmt: skip
 
     def __init__(
         self, socket_id: int, endpoint: Endpoint, learned: bool = False, to: str | None = None
@@ -38,6 +38,10 @@ class Path:
         self.rtt: float | None = None
         self.probe_id = 0
         self.probe_sent = -math.inf
+        # When the oldest probe still unanswered left. Later probes do not move it: a path
+        # whose probe timed out stays dead until something is heard over it, instead of
+        # coming back to life for a probe timeout with every new probe (a flapping tunnel).
+        self.unanswered_since = -math.inf
         # After a route change only the probe's answer proves the path: packets still
         # arriving over it say nothing about whether ours still leave (one-way failure).
         self.strict = False
@@ -51,8 +55,14 @@ class Path:
             return False
         if self.probe_outstanding():
             timeout = max(PROBE_TIMEOUT_S, PROBE_TIMEOUT_RTTS * (self.rtt or 0.0))
-            return now - self.probe_sent <= timeout
+            return now - self.unanswered_since <= timeout
         return True
+
+    def probe_leaving(self, probe_id: int, now: float) -> None:
+        if not self.probe_outstanding():
+            self.unanswered_since = now
+        self.probe_id = probe_id
+        self.probe_sent = now
 
     def probe_outstanding(self) -> bool:
         """A probe left after the last thing we heard (or, strict, is simply unanswered):

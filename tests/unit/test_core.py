@@ -337,3 +337,34 @@ def test_a_path_to_an_address_that_becomes_ours_is_dropped():
     assert connected(sim)
     assert not any(p.endpoint == stale for p in next(iter(a.peers.values())).paths.values())
     assert not any(destination == stale for _, destination, _ in sim.wire_log[sent:])
+
+
+def _liveness_changes(sim, watcher, gateway_address: str, seconds: float) -> list[float]:
+    """Times at which the gateway's liveness (as routing sees it) flipped, with a full
+    tunnel's traffic going to it and the service's once-a-second watch."""
+    changes, live, end = [], gateway_address in watcher.live_peers(sim.now), sim.now + seconds
+    while sim.now < end:
+        watcher.keep_watching(gateway_address, sim.now)
+        watcher.send_packet(NETWORK_ID, ipv4_packet("10.1.0.1", "10.1.0.2"), sim.now)
+        sim.run(0.05)
+        now_live = gateway_address in watcher.live_peers(sim.now)
+        if now_live != live:
+            changes.append(round(sim.now, 2))
+            live = now_live
+    return changes
+
+
+def test_a_dead_gateway_is_withdrawn_once_and_stays_withdrawn_until_it_answers():
+    sim = two_nodes()
+    a, b = sim.nodes["a"], sim.nodes["b"]
+    gateway = b.identity.address
+    _liveness_changes(sim, a, gateway, 2)  # connected, traffic flowing
+    assert gateway in a.live_peers(sim.now)
+    killed_at = sim.now
+    sim.dead.add(("192.0.2.2", 9993))  # SIGKILL: no goodbye, nothing answers any more
+    changes = _liveness_changes(sim, a, gateway, 8)
+    assert len(changes) == 1, f"liveness flipped at {changes} (killed at {killed_at:.2f})"
+    assert changes[0] - killed_at <= 1.0 + 0.05
+    sim.dead.discard(("192.0.2.2", 9993))  # back: live again once a probe is answered
+    changes = _liveness_changes(sim, a, gateway, 3)
+    assert len(changes) == 1 and gateway in a.live_peers(sim.now)
