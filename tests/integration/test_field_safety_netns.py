@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
+import sys
 import time
 
 import pytest
@@ -12,11 +15,12 @@ from tests.integration.nodes import Node, api, capture, member, write_home
 from tests.integration.test_full_tunnel_netns import (
     GW_UPLINK,
     SERVER,
+    TunnelLab,
     assert_unchanged,
     full_tunnel,
     routing_state,
 )
-from tests.testbed import wait_until
+from tests.testbed import REPO_ROOT, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -146,3 +150,32 @@ def test_a_dead_gateway_withdraws_the_tunnel_once_without_flapping(testbed, tmp_
         gw.run("nft", "delete", "table", "inet", "silence")
         lab.wait_tunnel(network_id, "on", timeout=10)
         assert _tunnel_changes_after(client, network_id, mark) == ["on"]
+
+
+def cli(lab, name: str, *argv: str):
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    return lab.hosts[name].run(sys.executable, "-m", "oneservice.cli", f"-D{lab.homes[name]}",
+                               *argv, env=env, check=False)  # fmt: skip
+
+
+def test_commands_that_would_arm_a_tunnel_by_mistake_say_why_not(testbed, tmp_path):
+    lab = TunnelLab(testbed, tmp_path)
+    lab.build_network()
+    stranger = "0123456789abcdef"
+    result = cli(lab, "client", "set", stranger, "allowDefault=1")
+    assert result.returncode == 1
+    assert result.stdout.startswith("404 set ") and "join it first" in result.stdout
+    assert stranger not in cli(lab, "client", "listnetworks").stdout, "nothing joined"
+    assert not (lab.homes["client"] / "networks.d" / f"{stranger}.local.conf").exists()
+
+    plain = lab.create_network("ctrl", {"name": "plain", "routes": [{"target": "10.147.19.0/24"}],
+                                        "ipAssignmentPools": [{"ipRangeStart": "10.147.19.10",
+                                                               "ipRangeEnd": "10.147.19.20"}]})
+    assert cli(lab, "client", "join", plain).stdout.strip() == "200 join OK"
+    lab.authorize("ctrl", plain, "client")
+    lab.wait_status("client", plain, "OK")
+    result = cli(lab, "client", "set", plain, "allowDefault=1")
+    assert result.returncode == 0, result.stdout
+    network = json.loads(result.stdout)
+    assert network["allowDefault"] is True and network["fullTunnel"] == "off"
+    assert "routes no default" in network["fullTunnelReason"]
