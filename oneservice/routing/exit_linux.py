@@ -1,20 +1,20 @@
 """Apply an exit-node plan on Linux: forwarding sysctls and one nftables table of ours.
 
 Before the first sysctl is changed, its previous value is written to `exit-node.state` in the
-home directory; a clean stop, and the next start after a crash, put those values back and
-delete the table. Blocking calls (nft runs as a subprocess): run in an executor.
+home directory (sysctls.py); a clean stop, and the next start after a crash, put those values
+back and delete the table. Blocking calls (nft runs as a subprocess): run in an executor.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
 from .exit_node import ExitPlan, nft_delete, nft_ruleset
+from .sysctls import SysctlError, SysctlJournal
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,8 @@ class ExitNodeError(Exception):
 
 class LinuxExitNode:
     def __init__(self, home: Path) -> None:
-        self.state_path = home / STATE_FILE
+        forwarding = set(FORWARDING_SYSCTLS.values())
+        self.journal = SysctlJournal(home / STATE_FILE, forwarding.__contains__)
         self._applied: tuple | None = None
 
     def apply(self, plan: ExitPlan, uplinks: Iterable[str]) -> None:
@@ -44,13 +45,11 @@ class LinuxExitNode:
             self.restore()
             self._applied = key
             return
-        saved = self._saved()
-        for family in sorted(plan.families):
-            path = FORWARDING_SYSCTLS[family]
-            if path not in saved:
-                saved[path] = _read(path)
-                self._save(saved)  # before the change: a crash right after can still undo it
-            _write(path, "1")
+        try:
+            for family in sorted(plan.families):
+                self.journal.set(FORWARDING_SYSCTLS[family], "1")
+        except SysctlError as exc:
+            raise ExitNodeError(str(exc)) from None
         _nft(nft_ruleset(plan, key[2]))
         self._applied = key
 
@@ -61,45 +60,14 @@ class LinuxExitNode:
             _nft(nft_delete(), missing_ok=True)  # without nft there is no table of ours
         except ExitNodeError as exc:
             errors.append(str(exc))
-        for path, value in self._saved().items():
-            try:
-                _write(path, value)
-                log.info("restored %s = %s", path, value)
-            except OSError as exc:
-                errors.append(f"cannot restore {path} to {value}: {exc.strerror or exc}")
+        try:
+            for line in self.journal.restore():
+                log.info("restored %s", line)
+        except SysctlError as exc:
+            errors.append(str(exc))
         if errors:
             raise ExitNodeError("; ".join(errors))
-        self.state_path.unlink(missing_ok=True)
         self._applied = None
-
-    def _saved(self) -> dict[str, str]:
-        try:
-            saved = json.loads(self.state_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            raise ExitNodeError(
-                f"{self.state_path} is unreadable ({exc}); it holds the sysctl values to "
-                "restore: fix or remove it"
-            ) from None
-        if not isinstance(saved, dict) or not all(k in FORWARDING_SYSCTLS.values() for k in saved):
-            raise ExitNodeError(f"{self.state_path}: unexpected content; fix or remove it")
-        return {k: str(v) for k, v in saved.items()}
-
-    def _save(self, saved: dict[str, str]) -> None:
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(saved), encoding="utf-8")
-        os.replace(tmp, self.state_path)
-
-
-def _read(path: str) -> str:
-    with open(path, encoding="ascii") as handle:
-        return handle.read().strip()
-
-
-def _write(path: str, value: str) -> None:
-    with open(path, "w", encoding="ascii") as handle:
-        handle.write(value)
 
 
 def _nft(document: dict, missing_ok: bool = False) -> None:

@@ -24,7 +24,14 @@ from .dns import DnsSetting, ResolvectlDns, plan_dns
 from .exit_linux import ExitNodeError
 from .exit_node import ExitPlan, plan_exit_node
 from .flags import FlagsError, NetworkFlags, delete_flags, load_flags, save_flags
-from .planner import NetworkRouting, RoutingPlan, full_tunnel_gateways, plan_routing
+from .planner import (
+    DEFAULT_HALVES,
+    NetworkRouting,
+    RoutingPlan,
+    full_tunnel_gateways,
+    plan_routing,
+)
+from .sysctls import SysctlError
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +60,16 @@ class RoutingManager:
         self.dns_plan: dict[str, DnsSetting] = {}
         self._kernel = None
         self._exit = None
+        self._rp_filter = None
+        self.rp_filter_error = ""
         if sys.platform.startswith("linux"):
             from .exit_linux import LinuxExitNode
             from .linux import LinuxRoutes
+            from .rp_filter import ReversePathFilter
 
             self._kernel = LinuxRoutes()
             self._exit = LinuxExitNode(home)
+            self._rp_filter = ReversePathFilter(home)
         self._executor = concurrent.futures.ThreadPoolExecutor(1, "oneservice-routes")
         self._applied: RoutingPlan | None = None
         self._wanted: RoutingInputs | None = None
@@ -115,16 +126,19 @@ class RoutingManager:
             ],
             "fullTunnel": dict(self.plan.full_tunnel),
             "exitNode": dict(self.exit_plan.status),
-            "errors": self.errors + ([self.exit_error] if self.exit_error else []),
+            "errors": self.errors + [e for e in (self.exit_error, self.rp_filter_error) if e],
         }
 
     def network_document(self, network_id: str) -> dict:
         """What the network's API object says about routing."""
+        tunnel = self.plan.full_tunnel.get(network_id, "off")
         return {
             **self.flags_for(network_id).document(),
             "flagsError": self.flag_errors.get(network_id, ""),
             "routeStatus": self.plan.for_network(network_id),
-            "fullTunnel": self.plan.full_tunnel.get(network_id, "off"),
+            "fullTunnel": tunnel,
+            # What may stop a full tunnel that is "on" from carrying anything.
+            "fullTunnelWarning": self.rp_filter_error if tunnel in ("on", "held") else "",
             "exitNode": self.exit_plan.status.get(network_id, ""),
             "dnsStatus": self._dns_status(network_id),
         }
@@ -144,6 +158,7 @@ class RoutingManager:
             # fixed, and the state file is never overwritten.
             log.error("exit node: %s", exc)
             self.exit_error = str(exc)
+        await self._apply_rp_filter(())
 
     def gateways_to_watch(self, networks: Sequence[tuple[NetworkConfig, str]]) -> set[str]:
         """Members whose liveness decides a full tunnel: probed every second."""
@@ -193,6 +208,7 @@ class RoutingManager:
                 self._applied = plan if not errors else None
                 _log_tunnels(applied, plan)
             self.plan = plan
+            await self._apply_rp_filter(inputs.uplinks if _has_ipv4_halves(plan) else ())
             await self._apply_dns(routing)
             try:
                 await loop.run_in_executor(
@@ -204,6 +220,22 @@ class RoutingManager:
                     log.error("exit node: %s", exc)
                 self.exit_error = str(exc)
             self.exit_plan = exit_plan
+
+    async def _apply_rp_filter(self, uplinks: Sequence[str]) -> None:
+        if self._rp_filter is None:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            changes = await loop.run_in_executor(self._executor, self._rp_filter.apply, uplinks)
+            self.rp_filter_error = ""
+        except (SysctlError, ValueError) as exc:
+            if str(exc) != self.rp_filter_error:
+                log.error("reverse-path filter: %s", exc)
+            self.rp_filter_error = (f"strict reverse-path filtering may drop the tunnel's own "
+                                    f"UDP: {exc}")  # fmt: skip
+            return
+        for change in changes:
+            log.info("%s", change)
 
     async def _apply_dns(self, routing: list[NetworkRouting]) -> None:
         self.dns_plan = plan_dns(routing, self.plan.full_tunnel)
@@ -241,6 +273,7 @@ class RoutingManager:
         if self._kernel is not None and self._exit is not None:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._executor, self._kernel.remove_all)
+            await self._apply_rp_filter(())
             if self._dns.applied:
                 await loop.run_in_executor(self._executor, self._dns.apply, {})
             try:
@@ -249,6 +282,13 @@ class RoutingManager:
                 log.error("exit node: %s", exc)
             await loop.run_in_executor(self._executor, self._kernel.close)
         self._executor.shutdown(wait=True)
+
+
+def _has_ipv4_halves(plan: RoutingPlan) -> bool:
+    """Whether the IPv4 halves are in the table (through the tunnel, or blocked): then the
+    reverse-path check of arriving datagrams finds them instead of the uplink."""
+    halves = {str(half) for half in DEFAULT_HALVES[4]}
+    return any(r.family == 4 and r.target in halves for r in plan.routes)
 
 
 def _log_tunnels(before: RoutingPlan | None, after: RoutingPlan) -> None:

@@ -179,3 +179,52 @@ def test_commands_that_would_arm_a_tunnel_by_mistake_say_why_not(testbed, tmp_pa
     network = json.loads(result.stdout)
     assert network["allowDefault"] is True and network["fullTunnel"] == "off"
     assert "routes no default" in network["fullTunnelReason"]
+
+
+def strict_reverse_path_filtering(host) -> None:
+    """RHEL's default: rp_filter=1 everywhere (all, default, every device there is)."""
+    for device in ("all", "default", *host.run("ls", "/proc/sys/net/ipv4/conf").stdout.split()):
+        host.run("sysctl", "-qw", f"net.ipv4.conf.{device}.rp_filter=1")
+
+
+def rp_filter(host, device: str) -> str:
+    return host.run("sysctl", "-n", f"net.ipv4.conf.{device}.rp_filter").stdout.strip()
+
+
+def reverse_path_drops(host) -> int:
+    line = host.run("nstat", "-az", "TcpExtIPReversePathFilter").stdout.splitlines()[-1]
+    return int(line.split()[1])
+
+
+def test_the_full_tunnel_works_under_strict_reverse_path_filtering(testbed, tmp_path):
+    lab = TunnelLab(testbed, tmp_path)
+    client = lab.hosts["client"]
+    for name in ("client", "gw"):
+        strict_reverse_path_filtering(lab.hosts[name])
+    network_id = lab.build_network()
+    lab.set_flags(network_id, allowDefault=True)
+    lab.wait_tunnel(network_id, "on")
+    assert lab.whoami() == GW_UPLINK, "the tunnel carries traffic under rp_filter=1"
+    dropped = reverse_path_drops(client)
+    assert lab.ping("client", SERVER)
+    assert lab.whoami() == GW_UPLINK
+    assert reverse_path_drops(client) == dropped, "no datagram failed the reverse-path check"
+    assert [rp_filter(client, d) for d in ("all", "wifi", "cell")] == ["1", "2", "2"]
+    assert lab.network("client", network_id)["fullTunnelWarning"] == ""
+
+    # A crash leaves the uplinks loosened; the next start takes over and a clean stop (or
+    # the tunnel going off) puts strict mode back.
+    lab.nodes["client"].process.kill()
+    lab.nodes["client"].process.wait(timeout=5)
+    assert rp_filter(client, "wifi") == "2"
+    lab.start("client")
+    lab.wait_tunnel(network_id, "on", timeout=20)
+    assert lab.whoami() == GW_UPLINK
+    lab.set_flags(network_id, allowDefault=False)
+    wait_until(lambda: rp_filter(client, "wifi") == "1", timeout=5, what="strict mode back")
+    lab.set_flags(network_id, allowDefault=True)
+    lab.wait_tunnel(network_id, "on")
+    wait_until(lambda: rp_filter(client, "cell") == "2", timeout=5, what="loosened again")
+    assert lab.nodes["client"].stop() == 0
+    assert [rp_filter(client, d) for d in ("all", "wifi", "cell")] == ["1", "1", "1"]
+    assert not (lab.homes["client"] / "rp-filter.state").exists()
