@@ -337,7 +337,11 @@ class Routes:
         return self.service.routing.document()
 
     async def binder(self, request: Request) -> dict:
-        return self.service.binder.state()
+        state = self.service.binder.state()
+        ranks = self.service.uplink_ranks()
+        for bound in state["bound"]:
+            bound["rank"] = ranks.get(bound["id"])  # lower carries the tunnel
+        return state
 
     async def controller_status(self, request: Request) -> dict:
         return {"controller": True, "apiVersion": 4, "clock": int(time.time() * 1000),

@@ -46,6 +46,8 @@ log = logging.getLogger("oneservice")
 CONTROLLER_DB = "controller.db"
 # Routing is re-planned on every change; without one, this often anyway (a retry).
 ROUTING_RETRY_S = 5.0
+# An uplink without a default route (a LAN-only interface) is used when nothing better works.
+NO_DEFAULT_ROUTE_RANK = 2**32
 
 
 class Service:
@@ -114,7 +116,7 @@ class Service:
         log.info("oneservice %s, node %s, home %s", __version__, self.identity.address, self.home)
         await self.routing.remove_leftovers()
         await self.binder.start()
-        self._tell_core_own_addresses()
+        self._tell_core_uplinks()
         self.core.set_roots(self._root_identities(), self.loop.time())
         await self.apply_networks()
         from .api import start_api
@@ -147,6 +149,7 @@ class Service:
         self.core.relay = settings.relay
         self.core.set_roots(self._root_identities(), self.loop.time())
         self.binder.set_policy(self._bind_policy())
+        self._tell_core_uplinks()
         self._update_routing()
         if offload_changed:
             self._schedule_apply()  # the devices are rebuilt with or without offloads
@@ -402,15 +405,27 @@ class Service:
         self.core.send_packets(network_id, packets, self.loop.time())
         self._schedule_flush()
 
-    def _tell_core_own_addresses(self) -> None:
-        self.core.set_own_addresses(
-            [a.address for u in self.binder.uplinks for a in u.addresses], self.loop.time()
-        )
+    def _tell_core_uplinks(self) -> None:
+        """The uplinks' addresses (never a peer's endpoint) and which uplink to prefer."""
+        now = self.loop.time()
+        self.core.set_own_addresses([a.address for u in self.binder.uplinks for a in u.addresses],
+                                    now)  # fmt: skip
+        self.core.set_socket_ranks(self.uplink_ranks(), now)
+
+    def uplink_ranks(self) -> dict[int, int]:
+        """Binder socket id -> rank: the user's metric for the interface (settings.uplinkMetrics),
+        else its default route's metric; an uplink without a default route comes last."""
+        chosen = dict(self.settings.uplink_metrics)
+        metrics = {u.index: u.default_metric for u in self.binder.uplinks}
+        ranks = {}
+        for bound in self.binder.state()["bound"]:
+            metric = chosen.get(bound["interface"], metrics.get(bound["index"]))
+            ranks[bound["id"]] = NO_DEFAULT_ROUTE_RANK if metric is None else metric
+        return ranks
 
     def _on_binder_event(self, event: BinderEvent) -> None:
         now = self.loop.time()
-        if isinstance(event, InterfaceUp | AddressChanged):
-            self._tell_core_own_addresses()
+        self._tell_core_uplinks()  # addresses or default routes may have changed
         if isinstance(event, InterfaceUp):
             self.core.socket_up(event.socket.id, event.socket.family, now)
         elif isinstance(event, InterfaceDown):

@@ -49,6 +49,8 @@ class Settings:
     tun_offload: bool = True
     # Roots: (public identity text, ("ip/port", ...)) pairs, checked when loaded.
     roots: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # Interface name -> metric, instead of its default route's: lower carries the tunnel.
+    uplink_metrics: tuple[tuple[str, int], ...] = ()
 
 
 def default_home() -> Path:
@@ -98,7 +100,8 @@ _BOOLEAN_SETTINGS = {
     "tunOffload": "tun_offload",
 }
 _SETTINGS_KEYS = {"primaryPort", "interfacePrefixBlacklist", "interfaceAllowlist",
-                  "allowManagementFrom", *_BOOLEAN_SETTINGS}  # fmt: skip
+                  "allowManagementFrom", "uplinkMetrics", *_BOOLEAN_SETTINGS}  # fmt: skip
+MAX_METRIC = 2**32 - 1
 
 
 _DEFAULTS = Settings()
@@ -140,7 +143,20 @@ def parse_local_conf(document: Any, source: str = LOCAL_CONF_NAME) -> Settings:
         interface_allowlist=_name_list(
             raw.get("interfaceAllowlist", []), f"{source}: settings.interfaceAllowlist"
         ),
+        uplink_metrics=_metrics(raw.get("uplinkMetrics", {}), f"{source}: settings.uplinkMetrics"),
     )
+
+
+def _metrics(value: Any, what: str) -> tuple[tuple[str, int], ...]:
+    if not isinstance(value, dict):
+        raise SettingsError(f'{what} must be an object like {{"wlan0": 100}}, got '
+                            f"{_json_type(value)}")  # fmt: skip
+    _name_list(list(value), what)
+    for name, metric in value.items():
+        if isinstance(metric, bool) or not isinstance(metric, int) or not 0 <= metric <= MAX_METRIC:
+            raise SettingsError(f"{what}.{name} must be a whole number 0-{MAX_METRIC} (lower "
+                                f"is preferred), got {json.dumps(metric)}")  # fmt: skip
+    return tuple(sorted(value.items()))
 
 
 def validate_port(port: Any, what: str) -> int:

@@ -56,6 +56,9 @@ class Interface:
     running: bool = True  # has carrier / is operational
     loopback: bool = False
     addresses: tuple[InterfaceAddress, ...] = ()
+    # The lowest metric of a default route through it (None: none, or the OS did not say):
+    # which uplink the OS prefers, and so should the tunnel.
+    default_metric: int | None = None
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,8 @@ RTMGRP_IPV4_ROUTE = 0x40
 RTMGRP_IPV6_IFADDR = 0x100
 RTMGRP_IPV6_ROUTE = 0x400
 RTM_DELLINK, RTM_NEWROUTE, RTM_DELROUTE = 17, 24, 25
+RTN_UNICAST = 1
+MAIN_TABLE = 254
 ROUTE_MESSAGES = (RTM_NEWROUTE, RTM_DELROUTE)
 EVENT_GROUPS = (
     RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE
@@ -64,6 +66,10 @@ def enumerate_interfaces() -> list[Interface]:
     with IPRoute() as ipr:
         links = list(ipr.get_links())
         addresses = list(ipr.get_addr())
+        metrics = default_route_metrics(
+            [*ipr.get_routes(family=socket.AF_INET, table=MAIN_TABLE),
+             *ipr.get_routes(family=socket.AF_INET6, table=MAIN_TABLE)]
+        )  # fmt: skip
     by_index: dict[int, list[InterfaceAddress]] = {}
     for message in addresses:
         family = message["family"]
@@ -98,9 +104,26 @@ def enumerate_interfaces() -> list[Interface]:
                 running=bool(flags & IFF_RUNNING),
                 loopback=bool(flags & IFF_LOOPBACK),
                 addresses=tuple(by_index.get(link["index"], ())),
+                default_metric=metrics.get(link["index"]),
             )
         )
     return interfaces
+
+
+def default_route_metrics(routes: list) -> dict[int, int]:
+    """Interface index -> the lowest metric of a default route (either family) through it.
+    Only plain unicast defaults count: our own routes are /1 halves, never /0 in main."""
+    metrics: dict[int, int] = {}
+    for route in routes:
+        if route["dst_len"] != 0 or route["type"] != RTN_UNICAST:
+            continue
+        metric = route.get_attr("RTA_PRIORITY") or 0
+        nexthops = route.get_attr("RTA_MULTIPATH") or []
+        indexes = [route.get_attr("RTA_OIF")] + [hop["oif"] for hop in nexthops]
+        for index in indexes:
+            if index:
+                metrics[index] = min(metric, metrics.get(index, metric))
+    return metrics
 
 
 def note_message(message: dict, deleted: set[int]) -> str:

@@ -216,6 +216,8 @@ class NodeCore:
         # This node's own physical addresses: never a peer's endpoint (a member left over from
         # an earlier install of this machine would have it send initiations to itself forever).
         self.own_ips: frozenset[str] = frozenset()
+        # Binder socket id -> rank (lower first): the metric of its uplink's default route.
+        self.socket_ranks: dict[int, int] = {}
         self._source_buckets: dict[str, _TokenBucket] = {}
         self._total_bucket = _TokenBucket(HANDSHAKES_TOTAL_RATE, now)
         self._unknown_bucket = _TokenBucket(UNKNOWN_PEERS_PER_S, now)
@@ -405,6 +407,15 @@ class NodeCore:
             if stale and peer.preferred is None:
                 self._reselect(peer, now)
 
+    def set_socket_ranks(self, ranks: dict[int, int], now: float) -> None:
+        """Which uplinks the OS prefers (the default routes' metrics, or the user's): paths
+        through a better one are taken as soon as it works, RTT decides between equals."""
+        if ranks == self.socket_ranks:
+            return
+        self.socket_ranks = dict(ranks)
+        for peer in self.peers.values():
+            self._reselect(peer, now)
+
     def _own(self, endpoint: Endpoint) -> bool:
         try:
             ip = ipaddress.ip_address(endpoint[0])
@@ -503,6 +514,7 @@ class NodeCore:
                 self._mark_traffic(peer, now)
                 peer.last_data_received = now
                 if path is not None and path is not peer.preferred:
+                    self._peer_prefers(peer, path)  # it sends data on its preferred path
                     self._follow(peer, path, now)
                 self._deliver(peer, payload, data[2] | data[3] << 8)
         else:
@@ -578,8 +590,10 @@ class NodeCore:
         self, peer: Peer, kind: str, probe_id: int, message: dict, path: Path | None, now: float
     ) -> None:
         if kind == "ping" and path is not None:
-            if message.get("p") and path is not peer.preferred:
-                self._follow(peer, path, now)  # the peer moved (new uplink or new address)
+            if message.get("p"):
+                self._peer_prefers(peer, path)
+                if path is not peer.preferred:
+                    self._follow(peer, path, now)  # the peer moved (new uplink or address)
             self._send_on(peer, path, wire.TYPE_CONTROL, _control("pong", probe_id), now)
         elif (
             kind == "pong"
@@ -946,19 +960,31 @@ class NodeCore:
         for path in peer.paths.values():
             if only_socket is not None and path.socket_id != only_socket:
                 continue
-            path.strict = path.strict or strict
-            peer.probe_counter = (peer.probe_counter + 1) & 0x7FFFFFFF
-            path.probe_leaving(peer.probe_counter, now)
-            # "p": sent on our preferred path. The peer then answers on it too, so both
-            # directions move together when we change uplink or address.
-            ping = _control("ping", path.probe_id, preferred=path is peer.preferred)
-            self._send_on(peer, path, wire.TYPE_CONTROL, ping, now)
+            self._probe_path(peer, path, now, strict)
+
+    def _probe_path(self, peer: Peer, path: Path, now: float, strict: bool = False) -> None:
+        path.strict = path.strict or strict
+        peer.probe_counter = (peer.probe_counter + 1) & 0x7FFFFFFF
+        path.probe_leaving(peer.probe_counter, now)
+        # "p": sent on our preferred path. The peer then answers on it too, so both
+        # directions move together when we change uplink or address.
+        ping = _control("ping", path.probe_id, preferred=path is peer.preferred)
+        self._send_on(peer, path, wire.TYPE_CONTROL, ping, now)
+
+    @staticmethod
+    def _peer_prefers(peer: Peer, path: Path) -> None:
+        for other in peer.paths.values():
+            other.peer_prefers = other is path
 
     def _follow(self, peer: Peer, path: Path, now: float) -> None:
         """Use the path the peer uses: it knows first when its side of a path changed. The
         path we leave may be dead: probe the others now so none is switched back to blindly."""
         if path.strict and not path.alive(now, self._window(peer, now)):
             return  # its packets reach us, but ours were shown not to leave over it
+        window = self._window(peer, now)
+        if choose_path(peer.paths.values(), peer.preferred, now, window,
+                       self.socket_ranks) is not path:  # fmt: skip
+            return  # ours is better placed (the uplink this OS prefers): the peer follows us
         peer.preferred = path
         self._events.append(PathChanged(peer.address, path.socket_id, path.endpoint))
         self._probe(peer, now)
@@ -977,7 +1003,8 @@ class NodeCore:
             self._probe(peer, now)
 
     def _reselect(self, peer: Peer, now: float) -> None:
-        chosen = choose_path(peer.paths.values(), peer.preferred, now, self._window(peer, now))
+        chosen = choose_path(peer.paths.values(), peer.preferred, now, self._window(peer, now),
+                             self.socket_ranks)  # fmt: skip
         if chosen is not peer.preferred:
             peer.preferred = chosen
             self._events.append(PathChanged(
@@ -985,8 +1012,12 @@ class NodeCore:
                 chosen.socket_id if chosen else None,
                 chosen.endpoint if chosen else None,
             ))  # fmt: skip
-            if chosen is not None and peer.queue and peer.current is not None:
-                self._flush_queue(peer, now)
+            if chosen is not None and peer.current is not None:
+                # Said at once on the new path, so the peer's traffic to us moves over too
+                # instead of at its next probe.
+                self._probe_path(peer, chosen, now)
+                if peer.queue:
+                    self._flush_queue(peer, now)
 
     # --- time ----------------------------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 Endpoint = tuple[str, int]
 RELAY_SOCKET = -1
@@ -24,8 +24,9 @@ RTT_SMOOTHING = 0.25
 
 
 class Path:
-    __slots__ = ("endpoint", "last_received", "last_sent", "learned", "probe_id", "probe_sent",
-                 "rtt", "socket_id", "strict", "to", "unanswered_since", "via")  # fmt: skip
+    __slots__ = ("endpoint", "last_received", "last_sent", "learned", "peer_prefers", "probe_id",
+                 "probe_sent", "rtt", "socket_id", "strict", "to", "unanswered_since",
+                 "via")  # fmt: skip
 
     def __init__(
         self, socket_id: int, endpoint: Endpoint, learned: bool = False, to: str | None = None
@@ -49,6 +50,9 @@ class Path:
         # RELAY_SOCKET and (root address, 0).
         self.via: str | None = endpoint[0] if socket_id == RELAY_SOCKET else None
         self.to = to  # relay paths: the address of the peer at the far end
+        # The peer's latest ping marked this path as its preferred one: of the paths that
+        # leave through the same uplink of ours, the one the peer's own uplink choice favours.
+        self.peer_prefers = False
 
     def alive(self, now: float, window: float = PATH_ALIVE_S) -> bool:
         if now - self.last_received > window:
@@ -79,22 +83,33 @@ class Path:
 
 
 def choose_path(
-    paths: Iterable[Path], current: Path | None, now: float, window: float = PATH_ALIVE_S
+    paths: Iterable[Path],
+    current: Path | None,
+    now: float,
+    window: float = PATH_ALIVE_S,
+    socket_rank: Mapping[int, int] | None = None,
 ) -> Path | None:
-    """The alive path with the lowest RTT; the current one stays unless clearly beaten."""
+    """The alive path through the uplink the OS prefers (lowest ``socket_rank``: the default
+    route's metric), then the one the peer prefers, then the lowest RTT; the current one
+    stays unless beaten on rank or clearly on RTT."""
+    rank = (lambda p: socket_rank.get(p.socket_id, 0)) if socket_rank else (lambda p: 0)
     alive = [p for p in paths if p.alive(now, window)]
     if not alive:
         return None
     # Never switch to a path whose latest probe is unanswered: right after a peer moves, its
     # old path still looks alive (recently heard, good RTT) but is already dead.
     eligible = [p for p in alive if p is current or not p.probe_outstanding()] or alive
-    # Direct paths first, whatever the relay's RTT: a relay costs the root's bandwidth.
-    best = min(eligible, key=lambda p: (p.via is not None,
+
+    def preference(p: Path) -> tuple:
+        # Direct paths first, whatever the relay's RTT: a relay costs the root's bandwidth.
+        return (p.via is not None, rank(p), not p.peer_prefers)
+
+    best = min(eligible, key=lambda p: (*preference(p),
                                         p.rtt if p.rtt is not None else math.inf,
                                         -p.last_received))  # fmt: skip
     if current is not None and current in alive and current is not best:
-        if current.via is not None and best.via is None:
-            return best  # a direct path works again: leave the relay
+        if preference(best) != preference(current):
+            return best if preference(best) < preference(current) else current
         if best.rtt is None or current.rtt is None:
             return current
         if best.rtt > current.rtt * SWITCH_RTT_RATIO:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -11,7 +12,7 @@ import time
 import pytest
 
 from oneservice.identity import Identity
-from tests.integration.nodes import Node, api, capture, member, write_home
+from tests.integration.nodes import Node, api, capture, member, write_home, write_local_conf
 from tests.integration.test_full_tunnel_netns import (
     GW_UPLINK,
     SERVER,
@@ -228,3 +229,58 @@ def test_the_full_tunnel_works_under_strict_reverse_path_filtering(testbed, tmp_
     assert lab.nodes["client"].stop() == 0
     assert [rp_filter(client, d) for d in ("all", "wifi", "cell")] == ["1", "1", "1"]
     assert not (lab.homes["client"] / "rp-filter.state").exists()
+
+
+def uplink_bytes(host, device: str) -> int:
+    [link] = json.loads(host.ip("-s", "-j", "link", "show", "dev", device).stdout)
+    return link["stats64"]["rx"]["bytes"] + link["stats64"]["tx"]["bytes"]
+
+
+def tunnel_share(lab, traffic) -> dict[str, float]:
+    """How the tunnel's bytes split between the client's uplinks while ``traffic`` runs."""
+    client = lab.hosts["client"]
+    before = {d: uplink_bytes(client, d) for d in ("wifi", "cell")}
+    traffic()
+    moved = {d: uplink_bytes(client, d) - before[d] for d in before}
+    total = sum(moved.values()) or 1
+    return {d: moved[d] / total for d in moved}
+
+
+def test_the_tunnel_rides_the_uplink_the_os_prefers(testbed, tmp_path):
+    """wifi's default route has metric 100, cell's 200: the tunnel goes over wifi, whatever
+    the round-trip times say, and comes back to it within a second of its return."""
+    lab, _ = full_tunnel(testbed, tmp_path)
+    client = lab.hosts["client"]
+
+    def pings() -> None:
+        client.run("ping", "-q", "-c", "100", "-i", "0.01", "-s", "1000", SERVER, check=False)
+
+    def preferred_interface() -> str:
+        _, peers = lab.api("client", "GET", "/peer")
+        gateway = next(p for p in peers if p["address"] == lab.identities["gw"].address)
+        return next((p["interface"] for p in gateway["paths"] if p["preferred"]), "")
+
+    wait_until(lambda: preferred_interface() == "wifi", timeout=5, what="the tunnel on wifi")
+    assert tunnel_share(lab, pings)["wifi"] > 0.9
+    _, binder = lab.api("client", "GET", "/binder")
+    ranks = {b["interface"]: b["rank"] for b in binder["bound"] if b["family"] == "IPv4"}
+    assert ranks == {"wifi": 100, "cell": 200}
+
+    client.ip("link", "set", "wifi", "down")
+    wait_until(lambda: preferred_interface() == "cell", timeout=3, what="the tunnel on cell")
+    assert lab.whoami() == GW_UPLINK
+    client.ip("link", "set", "wifi", "up")
+    client.ip("route", "replace", "default", "via", "10.0.1.1", "dev", "wifi", "metric", "100")
+    back = time.monotonic()
+    wait_until(lambda: preferred_interface() == "wifi", timeout=3, interval=0.05,
+               what="back on wifi")  # fmt: skip
+    assert time.monotonic() - back < 1.5
+    assert tunnel_share(lab, pings)["wifi"] > 0.9
+
+    # The user's word beats the routes: cell preferred from local.conf, applied on SIGHUP.
+    root = {"identity": lab.identities["ctrl"].public_text(), "endpoints": ["192.0.2.10/9993"]}
+    write_local_conf(lab.homes["client"],
+                     {"settings": {"uplinkMetrics": {"cell": 50}}, "roots": [root]})
+    lab.nodes["client"].process.send_signal(signal.SIGHUP)
+    wait_until(lambda: preferred_interface() == "cell", timeout=3, what="cell by local.conf")
+    assert tunnel_share(lab, pings)["cell"] > 0.9

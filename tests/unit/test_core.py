@@ -368,3 +368,30 @@ def test_a_dead_gateway_is_withdrawn_once_and_stays_withdrawn_until_it_answers()
     sim.dead.discard(("192.0.2.2", 9993))  # back: live again once a probe is answered
     changes = _liveness_changes(sim, a, gateway, 3)
     assert len(changes) == 1 and gateway in a.live_peers(sim.now)
+
+
+def test_the_uplink_the_os_prefers_carries_the_traffic_both_ways_and_gets_it_back():
+    sim = two_nodes()
+    a, b = sim.nodes["a"], sim.nodes["b"]
+    sim.add_socket("a", 2, ("198.51.100.2", 9993))  # a's second uplink, "wifi"
+    a.set_socket_ranks({1: 200, 2: 100}, sim.now)  # default routes: cell metric 200, wifi 100
+
+    def wires() -> tuple[int, str]:
+        [to_b], [to_a] = a.peers.values(), b.peers.values()
+        return to_b.preferred.socket_id, to_a.preferred.endpoint[0]
+
+    for _ in range(20):
+        a.send_packet(NETWORK_ID, ipv4_packet("10.1.0.1", "10.1.0.2"), sim.now)
+        sim.run(0.1)
+    assert wires() == (2, "198.51.100.2"), "both directions ride wifi"
+
+    sim.remove_socket("a", 2)  # wifi gone: cell at once
+    sim.run(0.3)
+    assert wires()[0] == 1
+    sim.add_socket("a", 3, ("198.51.100.2", 9993))  # wifi back (a new socket)
+    a.set_socket_ranks({1: 200, 3: 100}, sim.now)
+    back = sim.now
+    while wires() != (3, "198.51.100.2"):
+        a.send_packet(NETWORK_ID, ipv4_packet("10.1.0.1", "10.1.0.2"), sim.now)
+        sim.run(0.05)
+        assert sim.now - back < 1.0, "back on the preferred uplink within 1 s"

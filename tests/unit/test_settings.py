@@ -18,6 +18,11 @@ def test_full_settings(tmp_path):
     assert load_local_conf(tmp_path) == Settings(0, ("vpn",), ("tun7",))
 
 
+def test_uplink_metrics_are_read_as_interface_name_and_metric():
+    settings = parse_local_conf({"settings": {"uplinkMetrics": {"wlan0": 100, "wwan0": 900}}})
+    assert settings.uplink_metrics == (("wlan0", 100), ("wwan0", 900))
+
+
 def test_booleans_default_as_documented_and_can_be_turned_either_way():
     assert Settings().tun_offload and not Settings().relay
     turned = parse_local_conf({"settings": {"tunOffload": False, "relay": True}})
@@ -42,6 +47,10 @@ def test_booleans_default_as_documented_and_can_be_turned_either_way():
         ({"settings": {"interfacePrefixBlacklist": [""]}}, "non-empty strings"),
         ({"settings": {"interfaceAllowlist": ["x" * 16]}}, "at most 15 characters"),
         ({"settings": {"tunOffload": "no"}}, "settings.tunOffload must be true or false"),
+        ({"settings": {"uplinkMetrics": ["wlan0"]}}, "uplinkMetrics must be an object"),
+        ({"settings": {"uplinkMetrics": {"wlan0": -1}}}, "uplinkMetrics.wlan0 must be a whole"),
+        ({"settings": {"uplinkMetrics": {"wlan0": True}}}, "got true"),
+        ({"settings": {"uplinkMetrics": {"x" * 16: 1}}}, "at most 15 characters"),
     ],
 )
 def test_mistakes_are_named(document, message):
