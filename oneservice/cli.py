@@ -319,6 +319,36 @@ def run(args: argparse.Namespace, client: Client) -> str:
     return run_controller(args, client)
 
 
+def kill_switch(args: argparse.Namespace) -> str:
+    """`killswitch [status|off]`, also while no node runs: that is when it matters most (the
+    block outlives the node; a node that runs keeps it armed and lifts it on a clean stop)."""
+    from .routing import killswitch
+
+    action = _one(args.arguments or ["status"], "killswitch [status|off]")
+    if action not in ("status", "off"):
+        raise CliError("usage: killswitch [status|off]")
+    running = True
+    try:
+        routes = Client(args.home, args.port, args.token).call("GET", "/routes")
+    except CliError:
+        running, routes = False, {}
+    if running and action == "off":
+        raise CliError("the node is running and keeps its kill switch while a fail-closed full "
+                       "tunnel is on: lift it with `set <nwid> allowDefault=0`, `leave <nwid>`, "
+                       "or stop the node")  # fmt: skip
+    if running:
+        armed = routes.get("killSwitch", {}).get("armed", False)
+        return f"200 killswitch {'ARMED' if armed else 'OFF'}"
+    if action == "off":
+        try:
+            killswitch.lift()
+        except killswitch.NftError as exc:
+            raise CliError(f"cannot lift the kill switch: {exc} (run as root)") from None
+        return "200 killswitch OFF (lifted; no node is running)"
+    armed = killswitch.table_exists("inet", killswitch.TABLE_NAME)
+    return f"200 killswitch {'ARMED' if armed else 'OFF'} (no node is running)"
+
+
 def _network_argument(rest: list[str], usage: str) -> str:
     network_id = _one(rest, usage)
     if len(network_id) != 16:
@@ -393,6 +423,8 @@ COMMANDS = """commands (the first ones answer as zerotier-cli does):
   get <nwid> <field>            a field raw (status, allowDefault, fullTunnel, ...), or ip/ip4/ip6
   interfaces                    bound and skipped interfaces, with reasons
   routes                        every managed route and why it is or is not installed
+  killswitch [status|off]       the fail-closed block in the kernel; off lifts it while no
+                                node runs (after a crash)
 controller (networks whose id starts with this node's address):
   network-create [name] [--subnet CIDR] [--pool START-END]
   network-route <nwid> <target> [via]   add a route; a via makes that member a gateway
@@ -424,6 +456,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        if args.command == "killswitch":  # works without a running node (and its token)
+            print(kill_switch(args))
+            return 0
         print(run(args, Client(args.home, args.port, args.token)))
     except ApiAnswer as exc:
         print(f"{exc.status} {args.command} {exc.body}")  # as zerotier-cli prints it

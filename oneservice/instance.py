@@ -8,10 +8,10 @@ on SIGKILL, so a crash never leaves a stale lock):
 
 - the home: ``flock`` on ``<home>/oneservice.lock``, which holds the owner's PID;
 - the kernel marks of this network namespace (route protocol 165, rule priorities 5210-5219,
-  table 52100, the nft table ``inet oneservice``): a listening Unix socket with an abstract
-  name. Abstract names live per network namespace, exactly the scope of those marks, and the
-  kernel tells a newcomer the owner's PID (``SO_PEERCRED``). Linux only; elsewhere the home
-  lock alone.
+  table 52100, the nft tables ``inet oneservice`` and ``inet oneservice-killswitch``): a
+  listening Unix socket with an abstract name. Abstract names live per network namespace,
+  exactly the scope of those marks, and the kernel tells a newcomer the owner's PID
+  (``SO_PEERCRED``). Linux only; elsewhere the home lock alone.
 """
 
 from __future__ import annotations
@@ -82,8 +82,8 @@ class InstanceLock:
             holder = _listener_pid(NAMESPACE_LOCK_NAME)
             raise AlreadyRunning(
                 f"another oneservice (PID {holder}) already manages this network namespace's "
-                "routes, rules and firewall table (route protocol 165, rules 5210-5219, table "
-                "52100, nft table inet oneservice): one node per host; stop it first (nothing "
+                "routes, rules and firewall tables (route protocol 165, rules 5210-5219, table "
+                "52100, nft tables inet oneservice*): one node per host; stop it first (nothing "
                 "was changed)"
             ) from None
         lock.listen(1)

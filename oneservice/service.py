@@ -177,7 +177,9 @@ class Service:
             )  # fmt: skip
         log.info("oneservice started")
 
-    async def stop(self) -> None:
+    async def stop(self, keep_kill_switch: bool = False) -> None:
+        """A clean stop removes everything of ours; a start that failed keeps the kill
+        switch (if one was armed): no clean stop was asked for."""
         notify("STOPPING=1")
         if self._timer is not None:
             self._timer.cancel()
@@ -187,7 +189,7 @@ class Service:
             await self.api.close()
         for task in list(self._background):
             task.cancel()
-        await self.routing.stop()
+        await self.routing.stop(keep_kill_switch)
         await self.binder.stop()
         for tap in self.taps.values():
             tap.close()  # non-persistent: the kernel removes the device and its routes
@@ -239,6 +241,7 @@ class Service:
                 self._tap_configs[network_id] = config
             self.core.set_networks(list(wanted.values()), self.loop.time())
             self.binder.set_policy(self._bind_policy())
+            self.routing.networks_applied = True
             self._update_routing()
             self._schedule_flush()
 
@@ -255,6 +258,7 @@ class Service:
             local_addresses=frozenset([*(a.ip for a in physical), *virtual]),
             lan_subnets=tuple(dict.fromkeys(a.network for a in physical)),
             uplinks=tuple(u.name for u in uplinks),
+            port=self.binder.port,
         )
 
     def _update_routing(self, force: bool = False) -> None:
@@ -507,7 +511,7 @@ async def run_until_signalled(home: Path, settings: Settings) -> None:
     try:
         await service.start()
     except BaseException:
-        await service.stop()
+        await service.stop(keep_kill_switch=True)
         raise
     started = True
     try:

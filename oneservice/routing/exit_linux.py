@@ -7,13 +7,12 @@ back and delete the table. Blocking calls (nft runs as a subprocess): run in an 
 
 from __future__ import annotations
 
-import json
 import logging
-import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
 from .exit_node import ExitPlan, nft_delete, nft_ruleset
+from .nft import NftError, run_nft
 from .sysctls import SysctlError, SysctlJournal
 
 log = logging.getLogger(__name__)
@@ -72,13 +71,6 @@ class LinuxExitNode:
 
 def _nft(document: dict, missing_ok: bool = False) -> None:
     try:
-        result = subprocess.run(["nft", "-j", "-f", "-"], input=json.dumps(document),
-                                capture_output=True, text=True, timeout=10)  # fmt: skip
-    except FileNotFoundError:
-        if missing_ok:
-            return
-        raise ExitNodeError("nft not found: install the nftables package") from None
-    except subprocess.TimeoutExpired:
-        raise ExitNodeError("nft did not answer within 10 s") from None
-    if result.returncode != 0:
-        raise ExitNodeError(f"nft failed: {result.stderr.strip() or result.returncode}")
+        run_nft(document, missing_ok)
+    except NftError as exc:
+        raise ExitNodeError(str(exc)) from None

@@ -12,6 +12,8 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from .nft import delete_table, match, replace_table
+from .nft import prefixes as prefix_set
 from .planner import FAMILY_NAMES, NetworkRouting
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -60,39 +62,29 @@ def plan_exit_node(networks: Sequence[NetworkRouting], own_address: str, allowed
 def nft_ruleset(plan: ExitPlan, uplinks: Iterable[str]) -> dict:
     """The whole table, replaced in one transaction (`nft -j -f -`): masquerade traffic from
     the networks' subnets leaving through the physical interfaces."""
-    table = {"family": "inet", "name": TABLE_NAME}
     commands: list[dict] = [
-        {"add": {"table": table}},  # so that the delete below cannot fail
-        {"delete": {"table": table}},
-        {"add": {"table": table}},
+        *replace_table(TABLE_NAME),
         {"add": {"chain": {**_in_table(), "name": "postrouting", "type": "nat",
                            "hook": "postrouting", "prio": 100, "policy": "accept"}}},
     ]  # fmt: skip
     devices = sorted(set(uplinks))
     for version, protocol in ((4, "ip"), (6, "ip6")):
-        prefixes = [n for n in plan.sources if n.version == version]
-        if not prefixes or not devices:
+        sources = [n for n in plan.sources if n.version == version]
+        if not sources or not devices:
             continue
         expression = [
-            _match({"payload": {"protocol": protocol, "field": "saddr"}},
-                   {"set": [{"prefix": {"addr": str(n.network_address), "len": n.prefixlen}}
-                            for n in prefixes]}),
-            _match({"meta": {"key": "oifname"}}, {"set": devices}),
+            match({"payload": {"protocol": protocol, "field": "saddr"}}, prefix_set(sources)),
+            match({"meta": {"key": "oifname"}}, {"set": devices}),
             {"masquerade": None},
-        ]  # fmt: skip
+        ]
         commands.append({"add": {"rule": {**_in_table(), "chain": "postrouting",
                                           "expr": expression}}})  # fmt: skip
     return {"nftables": commands}
 
 
 def nft_delete() -> dict:
-    table = {"family": "inet", "name": TABLE_NAME}
-    return {"nftables": [{"add": {"table": table}}, {"delete": {"table": table}}]}
+    return delete_table(TABLE_NAME)
 
 
 def _in_table() -> dict:
     return {"family": "inet", "table": TABLE_NAME}
-
-
-def _match(left: dict, right: object) -> dict:
-    return {"match": {"op": "==", "left": left, "right": right}}

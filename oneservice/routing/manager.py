@@ -24,6 +24,8 @@ from .dns import DnsSetting, ResolvectlDns, plan_dns
 from .exit_linux import ExitNodeError
 from .exit_node import ExitPlan, plan_exit_node
 from .flags import FlagsError, NetworkFlags, delete_flags, load_flags, save_flags
+from .killswitch import KillSwitch, plan_kill_switch
+from .nft import NftError
 from .planner import (
     DEFAULT_HALVES,
     NetworkRouting,
@@ -43,6 +45,7 @@ class RoutingInputs:
     local_addresses: frozenset[ipaddress.IPv4Address | ipaddress.IPv6Address]
     lan_subnets: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     uplinks: tuple[str, ...]
+    port: int = 0  # the node's UDP port (the kill switch lets it through)
 
 
 class RoutingManager:
@@ -62,14 +65,22 @@ class RoutingManager:
         self._exit = None
         self._rp_filter = None
         self.rp_filter_error = ""
+        self._kill_switch = None
+        self.kill_switch: KillSwitch | None = None
+        self.kill_switch_error = ""
+        # Until the node has applied its networks once, a plan without them says nothing: a
+        # kill switch left by a crash stays until then (taken over, or lifted if unwanted).
+        self.networks_applied = False
         if sys.platform.startswith("linux"):
             from .exit_linux import LinuxExitNode
+            from .killswitch import LinuxKillSwitch
             from .linux import LinuxRoutes
             from .rp_filter import ReversePathFilter
 
             self._kernel = LinuxRoutes()
             self._exit = LinuxExitNode(home)
             self._rp_filter = ReversePathFilter(home)
+            self._kill_switch = LinuxKillSwitch()
         self._executor = concurrent.futures.ThreadPoolExecutor(1, "oneservice-routes")
         self._applied: RoutingPlan | None = None
         self._wanted: RoutingInputs | None = None
@@ -126,7 +137,9 @@ class RoutingManager:
             ],
             "fullTunnel": dict(self.plan.full_tunnel),
             "exitNode": dict(self.exit_plan.status),
-            "errors": self.errors + [e for e in (self.exit_error, self.rp_filter_error) if e],
+            "killSwitch": _kill_switch_document(self.kill_switch),
+            "errors": [*self.errors, *filter(None, (self.exit_error, self.rp_filter_error,
+                                                    self.kill_switch_error))],
         }
 
     def network_document(self, network_id: str) -> dict:
@@ -208,6 +221,10 @@ class RoutingManager:
                 self._applied = plan if not errors else None
                 _log_tunnels(applied, plan)
             self.plan = plan
+            if self.networks_applied:
+                await self._apply_kill_switch(plan_kill_switch(
+                    routing, plan, self.settings.full_tunnel_fail_closed, inputs.port,
+                    inputs.lan_subnets))  # fmt: skip
             await self._apply_rp_filter(inputs.uplinks if _has_ipv4_halves(plan) else ())
             await self._apply_dns(routing)
             try:
@@ -220,6 +237,23 @@ class RoutingManager:
                     log.error("exit node: %s", exc)
                 self.exit_error = str(exc)
             self.exit_plan = exit_plan
+
+    async def _apply_kill_switch(self, switch: KillSwitch | None) -> None:
+        if self._kill_switch is None:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self._kill_switch.apply, switch)
+        except NftError as exc:
+            message = f"kill switch {'not armed' if switch else 'not lifted'}: {exc}"
+            if message != self.kill_switch_error:
+                log.error("%s", message)
+            self.kill_switch_error = message
+            return
+        if switch != self.kill_switch:
+            log.info("kill switch %s", "armed: only the tunnel may carry traffic" if switch
+                     else "lifted")  # fmt: skip
+        self.kill_switch, self.kill_switch_error = switch, ""
 
     async def _apply_rp_filter(self, uplinks: Sequence[str]) -> None:
         if self._rp_filter is None:
@@ -261,8 +295,9 @@ class RoutingManager:
             return "not applied yet (see the log)"
         return f"servers {', '.join(setting.servers)}, domains {' '.join(setting.domains) or '-'}"
 
-    async def stop(self) -> None:
-        """Remove every route, rule and table of ours and restore the sysctls."""
+    async def stop(self, keep_kill_switch: bool = False) -> None:
+        """Remove every route, rule and table of ours and restore the sysctls; the kill
+        switch too, unless ``keep_kill_switch`` (a start that failed: no clean stop)."""
         self._stopped = True
         if self._task is not None:
             self._wanted = None
@@ -274,6 +309,8 @@ class RoutingManager:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._executor, self._kernel.remove_all)
             await self._apply_rp_filter(())
+            if not keep_kill_switch:
+                await self._apply_kill_switch(None)
             if self._dns.applied:
                 await loop.run_in_executor(self._executor, self._dns.apply, {})
             try:
@@ -282,6 +319,13 @@ class RoutingManager:
                 log.error("exit node: %s", exc)
             await loop.run_in_executor(self._executor, self._kernel.close)
         self._executor.shutdown(wait=True)
+
+
+def _kill_switch_document(switch: KillSwitch | None) -> dict:
+    if switch is None:
+        return {"armed": False}
+    return {"armed": True, "devices": list(switch.devices), "port": switch.port,
+            "lan": [str(n) for n in switch.lan]}  # fmt: skip
 
 
 def _has_ipv4_halves(plan: RoutingPlan) -> bool:

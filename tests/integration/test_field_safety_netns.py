@@ -14,12 +14,14 @@ import pytest
 from oneservice.identity import Identity
 from tests.integration.nodes import Node, api, capture, member, write_home, write_local_conf
 from tests.integration.test_full_tunnel_netns import (
+    CLIENT_WIFI,
     GW_UPLINK,
     SERVER,
     TunnelLab,
     assert_unchanged,
     full_tunnel,
     routing_state,
+    stray_packets,
 )
 from tests.testbed import REPO_ROOT, wait_until
 
@@ -284,3 +286,67 @@ def test_the_tunnel_rides_the_uplink_the_os_prefers(testbed, tmp_path):
     lab.nodes["client"].process.send_signal(signal.SIGHUP)
     wait_until(lambda: preferred_interface() == "cell", timeout=3, what="cell by local.conf")
     assert tunnel_share(lab, pings)["cell"] > 0.9
+
+
+def test_the_kill_switch_outlives_the_process_and_is_lifted_only_when_asked(testbed, tmp_path):
+    lab = TunnelLab(testbed, tmp_path)
+    client = lab.hosts["client"]
+    root = {"identity": lab.identities["ctrl"].public_text(), "endpoints": ["192.0.2.10/9993"]}
+    write_local_conf(lab.homes["client"],
+                     {"settings": {"fullTunnelFailClosed": True}, "roots": [root]})
+    network_id = lab.build_network()
+    lab.set_flags(network_id, allowDefault=True)
+    lab.wait_tunnel(network_id, "on")
+    assert lab.whoami() == GW_UPLINK
+    wait_until(lambda: lab.api("client", "GET", "/routes")[1]["killSwitch"]["armed"],
+               timeout=5, what="the kill switch armed")  # fmt: skip
+    assert cli(lab, "client", "killswitch").stdout.strip() == "200 killswitch ARMED"
+    refused = cli(lab, "client", "killswitch", "off")
+    assert refused.returncode == 1 and "the node is running" in refused.stderr
+
+    # SIGKILL: the routes go with the device, the block stays in the kernel.
+    lab.nodes["client"].process.kill()
+    lab.nodes["client"].process.wait(timeout=5)
+    pcaps = {uplink: tmp_path / f"dead-{uplink}.pcap" for uplink in ("wifi", "cell")}
+    tcpdumps = [capture(client, uplink, path, outbound=True) for uplink, path in pcaps.items()]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # an application keeps trying for 10 s
+        assert lab.whoami(timeout=1) is None, "blocked, not leaked"
+        client.run("ping", "-c", "1", "-W", "1", SERVER, check=False)
+        client.run("ping", "-6", "-c", "1", "-W", "1", "2001:db8:100::10", check=False)
+    for tcpdump in tcpdumps:
+        tcpdump.terminate()
+        tcpdump.wait(timeout=5)
+    for uplink, path in pcaps.items():
+        assert stray_packets(client, path) == [], f"nothing in the clear on {uplink}"
+    status = cli(lab, "client", "killswitch")
+    assert status.stdout.strip() == "200 killswitch ARMED (no node is running)"
+
+    # The next start takes it over without a gap, and the tunnel comes back.
+    lab.start("client")
+    lab.wait_tunnel(network_id, "on", timeout=20)
+    assert lab.whoami() == GW_UPLINK
+    assert "oneservice-killswitch" in client.run("nft", "list", "tables").stdout
+
+    # allowDefault=0 lifts it (the machine's own connection again), =1 arms it again.
+    lab.set_flags(network_id, allowDefault=False)
+    wait_until(lambda: lab.whoami(timeout=2) == CLIENT_WIFI, timeout=10, what="direct again")
+    lab.set_flags(network_id, allowDefault=True)
+    lab.wait_tunnel(network_id, "on")
+    wait_until(lambda: "oneservice-killswitch" in client.run("nft", "list", "tables").stdout,
+               timeout=5, what="armed again")  # fmt: skip
+
+    # After a crash, the user may lift it by hand while no node runs.
+    lab.nodes["client"].process.kill()
+    lab.nodes["client"].process.wait(timeout=5)
+    assert lab.whoami(timeout=2) is None
+    lifted = cli(lab, "client", "killswitch", "off")
+    assert lifted.returncode == 0 and "lifted" in lifted.stdout, lifted.stderr
+    assert lab.whoami() == CLIENT_WIFI, "the machine's own connection, as asked"
+
+    # A clean stop removes it too.
+    lab.start("client")
+    lab.wait_tunnel(network_id, "on", timeout=20)
+    assert lab.nodes["client"].stop() == 0
+    assert "oneservice-killswitch" not in client.run("nft", "list", "tables").stdout
+    assert lab.whoami() == CLIENT_WIFI
