@@ -61,11 +61,14 @@ def plan_exit_node(networks: Sequence[NetworkRouting], own_address: str, allowed
 
 def nft_ruleset(plan: ExitPlan, uplinks: Iterable[str]) -> dict:
     """The whole table, replaced in one transaction (`nft -j -f -`): masquerade traffic from
-    the networks' subnets leaving through the physical interfaces."""
+    the networks' subnets leaving through the physical interfaces, and clamp the TCP MSS of
+    the connections it forwards to the route's MTU."""
     commands: list[dict] = [
         *replace_table(TABLE_NAME),
         {"add": {"chain": {**_in_table(), "name": "postrouting", "type": "nat",
                            "hook": "postrouting", "prio": 100, "policy": "accept"}}},
+        {"add": {"chain": {**_in_table(), "name": "forward", "type": "filter",
+                           "hook": "forward", "prio": -150, "policy": "accept"}}},
     ]  # fmt: skip
     devices = sorted(set(uplinks))
     for version, protocol in ((4, "ip"), (6, "ip6")):
@@ -79,6 +82,17 @@ def nft_ruleset(plan: ExitPlan, uplinks: Iterable[str]) -> dict:
         ]
         commands.append({"add": {"rule": {**_in_table(), "chain": "postrouting",
                                           "expr": expression}}})  # fmt: skip
+        # PMTU black holes: connections set up through us announce at most what the route
+        # they take next carries (the tunnel one way, the uplink's path the other), so a
+        # smaller MTU behind either side never depends on ICMP getting back.
+        for direction in ("saddr", "daddr"):
+            commands.append({"add": {"rule": {**_in_table(), "chain": "forward", "expr": [
+                match({"payload": {"protocol": protocol, "field": direction}}, prefix_set(sources)),
+                {"match": {"op": "in", "left": {"payload": {"protocol": "tcp", "field": "flags"}},
+                           "right": "syn"}},
+                {"mangle": {"key": {"tcp option": {"name": "maxseg", "field": "size"}},
+                            "value": {"rt": {"key": "mtu"}}}},
+            ]}}})  # fmt: skip
     return {"nftables": commands}
 
 

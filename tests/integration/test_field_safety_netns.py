@@ -350,3 +350,25 @@ def test_the_kill_switch_outlives_the_process_and_is_lifted_only_when_asked(test
     assert lab.nodes["client"].stop() == 0
     assert "oneservice-killswitch" not in client.run("nft", "list", "tables").stdout
     assert lab.whoami() == CLIENT_WIFI
+
+
+def test_a_download_crosses_a_smaller_mtu_behind_the_gateway_without_icmp(testbed, tmp_path):
+    """The server's side of the internet carries 1280 bytes and drops bigger packets without
+    a word (a PMTU black hole): the gateway, which knows that path's MTU, clamps the MSS of
+    the connections it forwards, so the download still completes."""
+    lab, _ = full_tunnel(testbed, tmp_path)
+    # The black hole: bigger packets from the server die on the router's side of its link
+    # (sent one by one: a segmentation-offloaded burst would pass the veth whole).
+    lab.server.run("ethtool", "-K", "eth0", "tso", "off", "gso", "off")
+    lab.inet.ip("link", "set", "r-server", "mtu", "1280")
+    # What the gateway knows of the path to the server (a PMTU route, as learned or set).
+    lab.hosts["gw"].ip("route", "add", "198.51.100.0/24", "via", "203.0.113.1", "mtu", "1280")
+    try:
+        result = lab.hosts["client"].run("iperf3", "-c", SERVER, "-R", "-n", "1M", "-J",
+                                         "--connect-timeout", "3000", check=False,
+                                         timeout=30)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        pytest.fail("the 1 MB download stalled for 30 s: a PMTU black hole")
+    assert result.returncode == 0, result.stdout[-500:] + result.stderr[-500:]
+    received = json.loads(result.stdout)["end"]["sum_received"]["bytes"]
+    assert received >= 1024 * 1024
