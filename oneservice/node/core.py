@@ -44,6 +44,8 @@ LEARNED_PATH_EXPIRY_S = 120.0
 TIMER_TICK_S = 0.25
 # Sending while the preferred path has been silent this long earns it an early probe.
 QUIET_PROBE_S = 0.3
+# Woken this much after a deadline, so that it has passed (float time, loop granularity).
+DEADLINE_SLACK_S = 0.002
 # Packets waiting for a session: enough for a TCP window's first burst, bounded for memory.
 MAX_QUEUED_PACKETS = 256
 # Handshake initiations cost a DH computation each: per source address a burst of 10, then
@@ -1078,6 +1080,21 @@ class NodeCore:
             # the next scheduled probe (a silent failure costs ~0.8 s instead of ~1.5 s).
             # One-way flows (nothing comes back anyway) keep the one-per-second probes.
             self._probe(peer, now)
+        self._wake_for_silence(peer, now)
+
+    def _wake_for_silence(self, peer: Peer, now: float) -> None:
+        """A peer carrying traffic is looked at again exactly when its path may have gone
+        quiet or its probe timed out, not at the next tick: a dead gateway is withdrawn in
+        well under a second."""
+        path = peer.preferred
+        if path is None or peer.current is None or now - peer.last_traffic >= ACTIVE_WINDOW_S:
+            return
+        if path.probe_outstanding():
+            deadline = path.unanswered_since + path.probe_timeout()
+        else:
+            deadline = max(path.last_received, path.probe_sent) + QUIET_PROBE_S
+        if deadline > now:
+            self._next_tick = min(self._next_tick, deadline + DEADLINE_SLACK_S)
 
     def _gone_quiet(self, peer: Peer, now: float) -> bool:
         """Traffic both ways until just now, and then the path fell silent."""

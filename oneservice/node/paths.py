@@ -58,9 +58,11 @@ class Path:
         if now - self.last_received > window:
             return False
         if self.probe_outstanding():
-            timeout = max(PROBE_TIMEOUT_S, PROBE_TIMEOUT_RTTS * (self.rtt or 0.0))
-            return now - self.unanswered_since <= timeout
+            return now - self.unanswered_since <= self.probe_timeout()
         return True
+
+    def probe_timeout(self) -> float:
+        return max(PROBE_TIMEOUT_S, PROBE_TIMEOUT_RTTS * (self.rtt or 0.0))
 
     def probe_leaving(self, probe_id: int, now: float) -> None:
         if not self.probe_outstanding():
