@@ -85,6 +85,9 @@ class Service:
         self._timer: asyncio.TimerHandle | None = None
         self._apply_lock = asyncio.Lock()
         self._background: set[asyncio.Task] = set()
+        # Exceptions in what the loop runs for us (timer rounds, background tasks): logged
+        # with their traceback and counted here (GET /status counters).
+        self.callback_failures = 0
         self.api = None
 
     def _bind_policy(self) -> BindPolicy:
@@ -213,6 +216,7 @@ class Service:
             "datagramDrops": dict(sorted(self.core.drops.items())),
             "packetDrops": dict(sorted(self.core.packet_drops.items())),
             "refusedEndpointHints": len(self.core.refused_hints),
+            "callbackFailures": self.callback_failures,
         }
 
     # --- networks ----------------------------------------------------------------------------
@@ -281,7 +285,14 @@ class Service:
     def _schedule_apply(self) -> None:
         task = self.loop.create_task(self.apply_networks())
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task) -> None:
+        """A background task's failure is logged with its traceback and counted, not lost."""
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.callback_failures += 1
+            log.error("background task failed", exc_info=task.exception())
 
     async def _open_tap(self, network: NetworkConfig) -> bool:
         """False if the device could not be made: that network alone is PORT_ERROR (the
@@ -477,6 +488,17 @@ class Service:
             self._schedule_flush()  # control handling above queued more
 
     def _on_timer(self) -> None:
+        """One timer round; whatever goes wrong in it is logged and counted, and the timer is
+        armed again anyway: without it there would be no probes, rekeys or retries."""
+        try:
+            self._timer_round()
+        except Exception:
+            self.callback_failures += 1
+            log.exception("timer round failed (the timer goes on)")
+        finally:
+            self._timer = self.loop.call_at(self.core.next_timer(), self._on_timer)
+
+    def _timer_round(self) -> None:
         now = self.loop.time()
         self.core.handle_timer(now)
         self._watch_gateways()
@@ -487,7 +509,6 @@ class Service:
             self._update_routing()
         self._request_configs()
         self._flush()
-        self._timer = self.loop.call_at(self.core.next_timer(), self._on_timer)
 
 
 def _device_settings(config: NetworkConfig | None, service: Service) -> tuple | None:

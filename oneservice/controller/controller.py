@@ -20,6 +20,7 @@ from ..network.config import (
     forbidden_target,
     is_network_id,
     network_document,
+    parse_endpoint,
     parse_network,
     parse_route,
 )
@@ -203,6 +204,9 @@ class Controller:
             identity_text = ""
         else:
             identity_text, document, _ = existing
+        # Hints only: one that does not parse is dropped here, never stored (every member's
+        # config is built from them).
+        endpoints = [e for e in endpoints if _usable_endpoint(e)][:8]
         changed = identity_text != requester.public_text() or sorted(
             document.get("endpoints", [])
         ) != sorted(endpoints)
@@ -238,7 +242,10 @@ class Controller:
             members.append({
                 "identity": identity,
                 "addresses": [_with_prefix(ip, local) for ip in document.get("ipAssignments", [])],
-                "endpoints": document.get("endpoints", [])[:8],
+                # Filtered again: a database written before hints were checked may hold
+                # one that would make every member's config fail to parse.
+                "endpoints": [e for e in document.get("endpoints", [])
+                              if _usable_endpoint(e)][:8],
             })  # fmt: skip
         document = {
             "id": network_id, "name": network["name"], "mtu": network["mtu"],
@@ -294,6 +301,14 @@ class Controller:
                     break
                 candidate += 1
         return assigned
+
+
+def _usable_endpoint(text: Any) -> bool:
+    try:
+        parse_endpoint(text, "endpoint")
+    except NetworkConfigError:
+        return False
+    return True
 
 
 def _now_ms() -> int:

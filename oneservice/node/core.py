@@ -62,6 +62,8 @@ MAX_TRANSIENT_PEERS = 4096
 TRANSIENT_IDLE_S = 300.0
 # Whois look-ups are retried this often while unanswered, and abandoned after a while.
 LOOKUP_RETRY_S = 1.0
+# Endpoints told about a peer (whois answers, introductions, to its controller).
+MAX_ADVERTISED_ENDPOINTS = 8
 LOOKUP_GIVE_UP_S = 30.0
 MAX_PENDING_CONTROL = 64
 
@@ -622,10 +624,13 @@ class NodeCore:
                            now)  # fmt: skip
 
     def _endpoints_of(self, peer: Peer, now: float) -> list[str]:
+        """Where a peer is reachable directly ("ip/port"): each address once (several of our
+        sockets may reach it), at most MAX_ADVERTISED_ENDPOINTS, never a relay path (a root
+        is not an IP address, and a controller or another peer could not use it)."""
         window = self._window(peer, now)
-        return [
-            f"{p.endpoint[0]}/{p.endpoint[1]}" for p in peer.paths.values() if p.alive(now, window)
-        ]
+        found = dict.fromkeys(f"{p.endpoint[0]}/{p.endpoint[1]}" for p in peer.paths.values()
+                              if p.via is None and p.alive(now, window))  # fmt: skip
+        return list(found)[:MAX_ADVERTISED_ENDPOINTS]
 
     def _answer_whois(self, asker: Peer, message: dict, now: float) -> None:
         address = message.get("a")

@@ -208,3 +208,20 @@ def test_automatic_addresses_follow_v4_assign_mode_and_no_auto_assign_ips(contro
     assert member["ipAssignments"] == [] and member["noAutoAssignIps"] is True
     member = controller.update_member(nwid, identity(14).address, {"authorized": True})
     assert member["ipAssignments"] == ["10.147.17.10"]
+
+
+def test_an_endpoint_hint_that_does_not_parse_is_dropped_not_stored(controller):
+    """A relay path's "<root address>/0" once reached the controller: stored, it made every
+    member's config fail to build."""
+    nwid = lab(controller)
+    controller.update_member(nwid, MEMBER.address, {"authorized": True})
+    controller.update_member(nwid, identity(12).address, {"authorized": True})
+    controller.handle_request(nwid, MEMBER.public(), ["3f00000001/0", "192.0.2.2/9993"], 1.0)
+    assert controller.member(nwid, MEMBER.address)["endpoints"] == ["192.0.2.2/9993"]
+    # One stored by an older version is left out of the configs, which still build.
+    identity_text, document, seen = controller.store.get_member(nwid, MEMBER.address)
+    document["endpoints"] = ["3f00000001/0"]
+    controller.store.put_member(nwid, MEMBER.address, identity_text, document, seen)
+    message = controller.handle_request(nwid, identity(12).public(), [], 2.0)
+    config = verify_config(message, CONTROLLER.public(), nwid)
+    assert all(m.endpoints == () for m in config.members if m.address == MEMBER.address)

@@ -14,6 +14,7 @@ from oneservice.node.core import (
     REKEY_AFTER_S,
     PeerConnected,
 )
+from oneservice.node.paths import RELAY_SOCKET, Path
 from tests.unit.corenet import (
     NETWORK_ID,
     connected_after_one_packet,
@@ -395,3 +396,17 @@ def test_the_uplink_the_os_prefers_carries_the_traffic_both_ways_and_gets_it_bac
         a.send_packet(NETWORK_ID, ipv4_packet("10.1.0.1", "10.1.0.2"), sim.now)
         sim.run(0.05)
         assert sim.now - back < 1.0, "back on the preferred uplink within 1 s"
+
+
+def test_a_peers_advertised_endpoints_are_direct_addresses_each_once():
+    sim = two_nodes()
+    a, b = sim.nodes["a"], sim.nodes["b"]
+    sim.add_socket("a", 2, ("198.51.100.2", 9993))  # a second socket reaches b's address too
+    for _ in range(10):
+        a.send_packet(NETWORK_ID, ipv4_packet("10.1.0.1", "10.1.0.2"), sim.now)
+        sim.run(0.1)
+    [peer_b] = a.peers.values()
+    relay = Path(RELAY_SOCKET, ("3f00000001", 0), to=b.identity.address)
+    relay.last_received = sim.now
+    peer_b.paths[(RELAY_SOCKET, relay.endpoint)] = relay
+    assert a.peer_endpoints(b.identity.address, sim.now) == ["192.0.2.2/9993"]

@@ -1,0 +1,42 @@
+"""The service's timer can never die: a failing round is logged and counted, and the next
+round comes anyway (without it there would be no probes, rekeys or retries)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from oneservice.service import Service
+
+
+class FailingOnceCore:
+    def __init__(self, loop) -> None:
+        self.loop = loop
+        self.rounds = 0
+
+    def handle_timer(self, now: float) -> None:
+        self.rounds += 1
+        if self.rounds == 1:
+            raise ValueError("a config that does not parse")  # e.g. a bad stored endpoint
+
+    def next_timer(self) -> float:
+        return self.loop.time() + 0.01
+
+
+def test_a_failing_timer_round_does_not_stop_the_timer(caplog):
+    async def main() -> Service:
+        service = Service.__new__(Service)  # only what a timer round touches
+        service.loop = asyncio.get_running_loop()
+        service.core = FailingOnceCore(service.loop)
+        service.callback_failures = 0
+        service._timer_round = lambda: service.core.handle_timer(0.0)
+        service._on_timer()
+        await asyncio.sleep(0.1)
+        service._timer.cancel()
+        return service
+
+    with caplog.at_level(logging.ERROR):
+        service = asyncio.run(main())
+    assert service.core.rounds >= 3, "rounds went on after the failure"
+    assert service.callback_failures == 1
+    assert "timer round failed" in caplog.text and "a config that does not parse" in caplog.text
