@@ -31,6 +31,8 @@ DEBOUNCE_S = 0.02
 POLL_INTERVAL_WITH_EVENTS_S = 30.0
 # Without an event source (Windows for now) polling is all there is.
 POLL_INTERVAL_WITHOUT_EVENTS_S = 5.0
+# A socket that could not be opened is tried again this soon (each failure re-arms it).
+BIND_RETRY_S = 0.5
 # Reads per wake-up per socket: enough to drain a burst, bounded so one busy socket cannot
 # starve the rest of the loop.
 MAX_READS_PER_WAKEUP = 64
@@ -155,6 +157,9 @@ class Binder:
         # The physical interfaces in use, as last read (their subnets are the "LAN").
         self.uplinks: tuple[Interface, ...] = ()
         self._bind_failures: dict[SocketKey, str] = {}
+        self._previous_failures: dict[SocketKey, str] = {}
+        self._retry: asyncio.TimerHandle | None = None
+        self._retry_delay = BIND_RETRY_S
         self._subscribers: list[Callable[[BinderEvent], None]] = []
         self._deleted_indexes: set[int] = set()
         self._routes_changed = False
@@ -201,6 +206,9 @@ class Binder:
         ]
 
     async def stop(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -318,6 +326,19 @@ class Binder:
             except Exception:
                 log.exception("binder reconcile failed; retrying on the next change or poll")
 
+    def _retry_soon(self) -> None:
+        """A socket could not be opened (out of file descriptors, say): try again shortly
+        rather than at the next poll, tens of seconds away; less often while it keeps
+        failing (another program may hold the port for good)."""
+        if self._retry is None:
+            self._retry = asyncio.get_running_loop().call_later(self._retry_delay,
+                                                                self._fire_retry)  # fmt: skip
+            self._retry_delay = min(self._retry_delay * 2, POLL_INTERVAL_WITH_EVENTS_S)
+
+    def _fire_retry(self) -> None:
+        self._retry = None
+        self._wake.set()
+
     async def _poll(self, interval_s: float) -> None:
         while True:
             await asyncio.sleep(interval_s)
@@ -343,9 +364,11 @@ class Binder:
             self._close(key, reason)
         for verdict in plan.readdress:
             self._readdress(verdict)
-        self._bind_failures = {}
+        self._previous_failures, self._bind_failures = self._bind_failures, {}
         for verdict in plan.open:
             self._open(verdict, fail_on_port_in_use)
+        if not self._bind_failures:
+            self._retry_delay = BIND_RETRY_S
         if routes_changed:
             self._publish(RoutesChanged())
 
@@ -365,8 +388,10 @@ class Binder:
         except BindError as exc:
             if exc.port_in_use and fail_on_port_in_use:
                 raise
+            if self._previous_failures.get(key) != str(exc):
+                log.warning("%s", exc)  # once, not at every retry
             self._bind_failures[key] = str(exc)
-            log.warning("%s", exc)
+            self._retry_soon()
             return
         if self.port == 0:
             # Port 0 picks a free port once; every later socket shares it.

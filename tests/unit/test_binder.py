@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 
 import pytest
@@ -285,3 +286,33 @@ def test_netlink_messages_are_read_by_type_number_not_by_pyroute2_event_name():
     assert deleted == {7}
     assert note_message({"header": {"type": 17}}, deleted) == "unknown", "which link? re-read all"
     assert note_message({}, deleted) == "links"
+
+
+def test_a_socket_that_could_not_be_opened_is_retried_within_a_second():
+    """Out of file descriptors when an uplink appears: bound as soon as one is free again,
+    not at the next poll (30 s), with no further netlink event needed."""
+
+    class ExhaustedOnce(FakeBackend):
+        failures = 1
+
+        def pin_socket(self, sock, family, index, name) -> None:
+            if index == 3 and ExhaustedOnce.failures:
+                ExhaustedOnce.failures -= 1
+                raise OSError(errno.EMFILE, "Too many open files")
+            super().pin_socket(sock, family, index, name)
+
+    async def scenario():
+        backend = ExhaustedOnce([nic(2, "eth0", 2)])
+        h = Harness(backend, port=free_port())
+        await h.binder.start()
+        backend.interfaces.append(nic(3, "wlan0", 3))
+        backend.notify(ChangeHint())  # the one event: wlan0 appeared
+        await h.until(lambda: any(s["interface"] == "wlan0" and "Too many open files" in
+                                  s["reason"] for s in h.binder.state()["skipped"]))  # fmt: skip
+        started = asyncio.get_running_loop().time()
+        await h.until(lambda: "wlan0" in [b["interface"] for b in h.binder.state()["bound"]],
+                      timeout=1.0)  # fmt: skip
+        assert asyncio.get_running_loop().time() - started < 1.0
+        await h.binder.stop()
+
+    run(scenario())
