@@ -216,6 +216,7 @@ class Service:
             "datagramDrops": dict(sorted(self.core.drops.items())),
             "packetDrops": dict(sorted(self.core.packet_drops.items())),
             "refusedEndpointHints": len(self.core.refused_hints),
+            "evictedTransientPeers": self.core.evicted_transient_peers,
             "callbackFailures": self.callback_failures,
         }
 

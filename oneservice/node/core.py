@@ -60,6 +60,9 @@ UNKNOWN_PEERS_PER_S = 20.0
 MAX_TRANSIENT_PEERS = 4096
 # A transient peer (not a member, root or anyone we asked for) is forgotten when idle this long.
 TRANSIENT_IDLE_S = 300.0
+# With MAX_TRANSIENT_PEERS kept, the one idle longest makes room for a newcomer if it has been
+# idle at least this long (one that is talking now is never pushed out).
+TRANSIENT_EVICT_IDLE_S = 10.0
 # Whois look-ups are retried this often while unanswered, and abandoned after a while.
 LOOKUP_RETRY_S = 1.0
 # Endpoints told about a peer (whois answers, introductions, to its controller).
@@ -220,6 +223,7 @@ class NodeCore:
         # This node's own physical addresses: never a peer's endpoint (a member left over from
         # an earlier install of this machine would have it send initiations to itself forever).
         self.own_ips: frozenset[str] = frozenset()
+        self.evicted_transient_peers = 0
         # Binder socket id -> rank (lower first): the metric of its uplink's default route.
         self.socket_ranks: dict[int, int] = {}
         self._source_buckets: dict[str, _TokenBucket] = {}
@@ -754,8 +758,10 @@ class NodeCore:
     def _accept_unknown(self, x25519_public: bytes, ed25519_public: bytes, now: float):
         """A node we never heard of, with a valid handshake: derive its address (scrypt,
         rate-limited and cached) and keep it as a transient peer, within bounds."""
-        transient = sum(1 for p in self.peers.values() if not p.keep)
-        if transient >= MAX_TRANSIENT_PEERS:
+        transient = [p for p in self.peers.values() if not p.keep]
+        if len(transient) >= MAX_TRANSIENT_PEERS and not self._evict_idle_transient(
+            transient, now
+        ):
             self.drops["too_many_peers"] += 1
             return None
         key = x25519_public + ed25519_public
@@ -773,6 +779,16 @@ class NodeCore:
             self.drops["identity_mismatch"] += 1
             return None
         return self._add_peer(Identity(address, x25519_public, ed25519_public))
+
+    def _evict_idle_transient(self, transient: list[Peer], now: float) -> bool:
+        """Make room by forgetting the transient peer idle the longest, if it has been idle a
+        while: newcomers are not locked out by yesterday's visitors (or a flood's)."""
+        oldest = min(transient, key=lambda p: max(p.last_heard, p.handshake_sent))
+        if now - max(oldest.last_heard, oldest.handshake_sent) < TRANSIENT_EVICT_IDLE_S:
+            return False
+        self._forget(oldest)
+        self.evicted_transient_peers += 1
+        return True
 
     def _receive_response(self, data: bytes, socket_id: int, address: tuple, now: float) -> None:
         if len(data) != wire.HANDSHAKE_RESPONSE_LEN:

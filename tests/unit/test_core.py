@@ -6,6 +6,7 @@ import ipaddress
 import os
 
 from oneservice.network.config import Member, NetworkConfig
+from oneservice.node import core as core_module
 from oneservice.node import wire
 from oneservice.node.core import (
     ACTIVE_PROBE_INTERVAL_S,
@@ -410,3 +411,35 @@ def test_a_peers_advertised_endpoints_are_direct_addresses_each_once():
     relay.last_received = sim.now
     peer_b.paths[(RELAY_SOCKET, relay.endpoint)] = relay
     assert a.peer_endpoints(b.identity.address, sim.now) == ["192.0.2.2/9993"]
+
+
+def test_a_full_table_of_transient_peers_makes_room_by_evicting_the_idlest(monkeypatch):
+    """Strangers (not members of any network of ours) are kept as transient peers, up to a
+    cap; at the cap a newcomer replaces the one idle longest instead of being refused."""
+    monkeypatch.setattr(core_module, "MAX_TRANSIENT_PEERS", 2)
+    sim = two_nodes()
+    a = sim.nodes["a"]
+
+    def stranger(n: int) -> str:
+        name = f"s{n}"
+        s = sim.add_node(name, 20 + n)
+        sim.add_socket(name, 1, (f"203.0.113.{n}", 9993))
+        s.set_networks([NetworkConfig("8056c2e21c0000ee", "theirs", (
+            Member(identity(1).public(), (ipaddress.ip_interface("10.9.0.1/24"),),
+                   (("198.51.100.1", 9993),)),
+            Member(identity(20 + n).public(), (ipaddress.ip_interface(f"10.9.0.{10 + n}/24"),),
+                   ()),
+        ))], sim.now)  # fmt: skip
+        return s.identity.address
+
+    first, second = stranger(1), stranger(2)
+    sim.run(1)
+    assert {first, second} <= set(a.peers)
+    for name in ("s1", "s2"):
+        sim.remove_socket(name, 1)  # they go away without a word
+    sim.run(15)
+    third = stranger(3)
+    sim.run(1)
+    assert third in a.peers, "the newcomer is let in"
+    assert first not in a.peers and a.evicted_transient_peers == 1
+    assert a.drops["too_many_peers"] == 0
