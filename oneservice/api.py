@@ -154,7 +154,8 @@ def _body(request: Request) -> dict:
 def _network_id(request: Request) -> str:
     network_id = request.params["nwid"]
     if not is_network_id(network_id):
-        raise ApiError(400, f"network id must be 16 lowercase hex digits, got {network_id!r}")
+        raise ApiError(400, "network id must be 16 lowercase hex digits, got "
+                            + json.dumps(network_id))
     return network_id
 
 

@@ -243,8 +243,8 @@ def flag_value(key: str, text: str) -> Any:
             return True
         if text.lower() in FALSE_WORDS:
             return False
-        raise CliError(f"{key} takes 1 or 0 (true/false), got {text!r}")
-    raise CliError(f"unknown flag {key!r}; known: {', '.join(BOOLEAN_FLAGS)}")
+        raise CliError(f"{key} takes 1 or 0 (true/false), got {json.dumps(text)}")
+    raise CliError(f"unknown flag {json.dumps(key)}; known: {', '.join(BOOLEAN_FLAGS)}")
 
 
 # zerotier-cli's `get` pseudo-fields: the assigned addresses without their prefix length.
@@ -265,7 +265,7 @@ def get_value(network: dict, field: str) -> str:
             chosen = [a[:24] for a in chosen]
         return "\n".join(chosen)
     if field not in network:
-        raise CliError(f"error, unknown property name {field!r}; known: "
+        raise CliError(f"error, unknown property name {json.dumps(field)}; known: "
                        f"{', '.join(sorted(network))}, ip, ip4, ip6")  # fmt: skip
     return json_string(network[field])
 
@@ -352,7 +352,7 @@ def kill_switch(args: argparse.Namespace) -> str:
 def _network_argument(rest: list[str], usage: str) -> str:
     network_id = _one(rest, usage)
     if len(network_id) != 16:
-        raise CliError(f"invalid network id {network_id!r}: 16 hex digits")
+        raise CliError(f"invalid network id {json.dumps(network_id)}: 16 hex digits")
     return network_id
 
 
@@ -404,7 +404,7 @@ def run_controller(args: argparse.Namespace, c: Client) -> str:
             if args.json
             else (f"200 {command} {rest[1]} {','.join(member.get('ipAssignments', [])) or '-'}")
         )
-    raise CliError(f"unknown command {command!r}; see --help")
+    raise CliError(f"unknown command {json.dumps(command)}; see --help")
 
 
 def _one(rest: list[str], usage: str) -> str:

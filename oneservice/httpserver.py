@@ -107,20 +107,20 @@ def parse_head(data: bytes) -> RequestHead:
         raise HttpError(431, f"more than {MAX_HEADER_LINES} header lines")
     parts = lines[0].split(" ")
     if len(parts) != 3 or not _TOKEN.match(parts[0]):
-        raise HttpError(400, f"malformed request line {lines[0][:80]!r}: "
+        raise HttpError(400, f"malformed request line {json.dumps(lines[0][:80])}: "
                              "expected 'METHOD /path HTTP/1.1'")  # fmt: skip
     method, target, version = parts
     if version not in ("HTTP/1.0", "HTTP/1.1"):
-        raise HttpError(505, f"{version[:20]!r} is not supported: use HTTP/1.1")
+        raise HttpError(505, f"{json.dumps(version[:20])} is not supported: use HTTP/1.1")
     if not target.startswith("/"):
         raise HttpError(400, f"request target must be a path starting with '/', got "
-                             f"{target[:80]!r}")  # fmt: skip
+                             f"{json.dumps(target[:80])}")  # fmt: skip
     path, _, query = target.partition("?")
     headers: dict[str, str] = {}
     for line in lines[1:]:
         name, colon, value = line.partition(":")
         if not colon or not _TOKEN.match(name):
-            raise HttpError(400, f"malformed header line {line[:80]!r}")
+            raise HttpError(400, f"malformed header line {json.dumps(line[:80])}")
         name, value = name.lower(), value.strip(" \t")
         if name in headers and name in ("content-length", "transfer-encoding", "host"):
             raise HttpError(400, f"header {name} sent twice")
@@ -130,7 +130,7 @@ def parse_head(data: bytes) -> RequestHead:
                              "Content-Length")  # fmt: skip
     length_text = headers.get("content-length", "0")
     if not length_text.isdigit() or len(length_text) > 12:
-        raise HttpError(400, f"Content-Length must be a number, got {length_text[:20]!r}")
+        raise HttpError(400, f"Content-Length must be a number, got {json.dumps(length_text[:20])}")
     length = int(length_text)
     if length > MAX_BODY_BYTES:
         raise HttpError(413, f"body of {length} bytes is over the limit of {MAX_BODY_BYTES}")

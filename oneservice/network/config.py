@@ -145,19 +145,40 @@ def parse_network(document: Any, source: str) -> NetworkConfig:
         parse_route(raw, f"{source}: routes[{n}]")
         for n, raw in enumerate(_list(document.get("routes", []), f"{source}: routes"))
     )
-    dns = document.get("dns", {})
-    if not isinstance(dns, dict) or not isinstance(dns.get("domain", ""), str):
-        raise NetworkConfigError(f'{source}: dns must be {{"domain": ..., "servers": [...]}}')
+    domain, servers = parse_dns(document.get("dns", {}), source)
+    return NetworkConfig(
+        network_id, name, tuple(members), mtu, revision, private, routes, domain, servers,
+    )  # fmt: skip
+
+
+MAX_DNS_SERVERS = 8
+MAX_DOMAIN_LEN = 253
+
+
+def parse_dns(dns: Any, source: str) -> tuple[str, tuple[str, ...]]:
+    """{"domain": "lab.example", "servers": ["10.147.17.1", ...]}: (domain, servers)."""
+    shape = f'{source}: dns must be {{"domain": "<search domain>", "servers": ["<address>"]}}'
+    if not isinstance(dns, dict) or set(dns) - {"domain", "servers"}:
+        raise NetworkConfigError(shape)
+    domain = dns.get("domain", "")
+    if not isinstance(domain, str) or len(domain) > MAX_DOMAIN_LEN or any(
+        c.isspace() for c in domain
+    ):
+        raise NetworkConfigError(f"{source}: dns.domain must be a domain name, got "
+                                 f"{json.dumps(domain)[:80]}")  # fmt: skip
+    raw = _list(dns.get("servers", []), f"{source}: dns.servers")
+    if len(raw) > MAX_DNS_SERVERS:
+        raise NetworkConfigError(f"{source}: dns.servers: at most {MAX_DNS_SERVERS}")
     servers = []
-    for text in _list(dns.get("servers", []), f"{source}: dns.servers"):
+    for text in raw:
         try:
+            if not isinstance(text, str):
+                raise ValueError
             servers.append(str(ipaddress.ip_address(text)))
         except ValueError:
-            raise NetworkConfigError(f"{source}: dns server {text!r} is not an address") from None
-    return NetworkConfig(
-        network_id, name, tuple(members), mtu, revision, private, routes,
-        dns.get("domain", ""), tuple(servers),
-    )  # fmt: skip
+            raise NetworkConfigError(f"{source}: dns server {json.dumps(text)[:80]} is not an "
+                                     "address") from None  # fmt: skip
+    return domain, tuple(servers)
 
 
 _NETWORK_KEYS = {"id", "name", "mtu", "members", "revision", "private", "routes", "dns"}

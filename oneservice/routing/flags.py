@@ -72,7 +72,12 @@ def _boolean(name: str, value: Any) -> bool:
         return bool(value)
     if isinstance(value, str) and value.lower() in ("0", "1", "true", "false"):
         return value.lower() in ("1", "true")
-    raise FlagsError(f"{name} must be true or false (or 1/0), got {value!r}")
+    raise FlagsError(f"{name} must be true or false (or 1/0), got {_shown(value)}")
+
+
+def _shown(value: Any) -> str:
+    """A value as the user wrote it (JSON), shortened."""
+    return json.dumps(value, default=str)[:80]
 
 
 def parse_flags(document: Any) -> NetworkFlags:
@@ -80,7 +85,7 @@ def parse_flags(document: Any) -> NetworkFlags:
         raise FlagsError("network flags must be a JSON object")
     unknown = sorted(set(document) - set(_NAMES))
     if unknown:
-        raise FlagsError(f"unknown flag {unknown[0]!r}; known: {', '.join(FLAG_NAMES)}")
+        raise FlagsError(f"unknown flag {json.dumps(unknown[0])}; known: {', '.join(FLAG_NAMES)}")
     values: dict[str, Any] = {}
     for name, attribute in _NAMES.items():
         if name not in document:
@@ -88,10 +93,12 @@ def parse_flags(document: Any) -> NetworkFlags:
         value = document[name]
         if name == "allowManaged" and isinstance(value, list):
             try:
+                if not all(isinstance(v, str) for v in value):
+                    raise ValueError
                 values[attribute] = tuple(ipaddress.ip_network(v) for v in value)
             except (TypeError, ValueError):
                 raise FlagsError(
-                    f"allowManaged must be true/false or a list of CIDRs, got {value!r}"
+                    f"allowManaged must be true/false or a list of CIDRs, got {_shown(value)}"
                 ) from None
         else:
             values[attribute] = _boolean(name, value)

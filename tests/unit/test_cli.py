@@ -83,7 +83,7 @@ def test_get_of_zerotier_addresses_splits_families():
     network = answer("zerotier-1.14.1-network")[0]
     assert cli.get_value(network, "ip6") == "fd80:56c2:e21c:0:199:9300:0:1"
     assert cli.get_value(network, "ip") == "10.147.17.5\nfd80:56c2:e21c:0:199:9300:0:1"
-    with pytest.raises(cli.CliError, match="unknown property name 'nothing'"):
+    with pytest.raises(cli.CliError, match='unknown property name "nothing"'):
         cli.get_value(network, "nothing")
 
 
@@ -95,7 +95,7 @@ def test_set_sends_json_booleans_and_refuses_unclear_values():
         "10.0.0.0/8", "192.168.0.0/16"]  # fmt: skip
     with pytest.raises(cli.CliError, match="allowDefault takes 1 or 0"):
         cli.flag_value("allowDefault", "maybe")
-    with pytest.raises(cli.CliError, match="unknown flag 'allowEverything'"):
+    with pytest.raises(cli.CliError, match='unknown flag "allowEverything"'):
         cli.flag_value("allowEverything", "1")
 
 
