@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import msgpack
 
 from ..identity import Identity, IdentityError, derive_address
-from ..network.config import Member, NetworkConfig, NetworkConfigError, parse_endpoint
+from ..network.config import NetworkConfig, NetworkConfigError, parse_endpoint
 from . import wire
 from .noise import HandshakeError, Initiator, Responder
 from .paths import IDLE_PATH_ALIVE_S, PATH_ALIVE_S, RELAY_SOCKET, Endpoint, Path, choose_path
@@ -129,11 +129,8 @@ class Peer:
         self.last_heard = -math.inf
         # Its own addresses as packed bytes -> network id: one dict look-up per packet.
         self.source_networks: dict[bytes, str] = {}
-        # A gateway of a default route (in its only network) may send from anywhere in that
-        # family: packed address length (4 or 16) -> network id, again without address objects.
-        self.any_source: dict[int, str] = {}
-        # Everything else it may send from (routed subnets), matched on integers.
-        self.source_prefixes: list[tuple[Prefix, str]] = []
+        # The networks in which it is the gateway of a route: other sources are checked there.
+        self.routed_networks: tuple[str, ...] = ()
 
 
 class _Network:
@@ -160,6 +157,19 @@ class _Network:
         for target, gateway in self.gateways:
             if target.prefixlen == 0:
                 self._defaults.setdefault(4 if target.version == 4 else 16, gateway)
+        # Who may send from a source address (WireGuard's rule, longest prefix wins): a
+        # member's own address is that member's alone; else the most specific route covering
+        # it names its gateway; the network's own subnets belong to their members only, so
+        # a gateway of a wider route cannot speak for an address in them.
+        self.member_sources: dict[bytes, str] = {ip.packed: a for ip, a in holders.items()}
+        owners: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str | None]] = [
+            (route.target, holders[route.via]) for route in config.routes if route.via in holders
+        ]
+        owners += [(subnet, None) for subnet in config.subnets()]
+        owners += [(route.target, None) for route in config.routes if route.via is None]
+        self.routers = frozenset(owner for _, owner in owners if owner is not None)
+        self.source_owners = [(prefix(target), owner) for target, owner in
+                              sorted(owners, key=lambda entry: -entry[0].prefixlen)]  # fmt: skip
 
     def gateway_for(self, destination: bytes) -> str | None:
         if self._specific:
@@ -168,11 +178,12 @@ class _Network:
                 return gateway
         return self._defaults.get(len(destination))
 
-    def sources_of(self, member: Member) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-        """What a member may send from: its own addresses, and for a gateway the targets it
-        is the gateway for (the internet, for an exit node)."""
-        own = [ipaddress.ip_network(a.ip) for a in member.addresses]
-        return own + [target for target, gateway in self.gateways if gateway == member.address]
+    def source_owner(self, source: bytes) -> str | None:
+        """The member that may send from this packed address (None: nobody may)."""
+        member = self.member_sources.get(source)
+        if member is not None:
+            return member
+        return first_match(source, self.source_owners)
 
 
 class _TokenBucket:
@@ -252,15 +263,15 @@ class NodeCore:
                 peer.keep = True
                 wanted[member.address] = peer
                 # A member may send only from its own addresses (never its neighbours'), and a
-                # gateway from what it is the gateway for.
-                peer.networks[network.config.id] = network.sources_of(member)
+                # gateway from what it is the gateway for (network.source_owner).
+                peer.networks[network.config.id] = [ipaddress.ip_network(a.ip)
+                                                    for a in member.addresses]  # fmt: skip
                 peer.hints.update(member.endpoints)
         for address, peer in list(self.peers.items()):
             if address not in wanted:
                 peer.networks = {}
                 peer.source_networks = {}
-                peer.any_source = {}
-                peer.source_prefixes = []
+                peer.routed_networks = ()
                 if not peer.root and address not in self._pending_control:
                     peer.keep = False  # no longer a member: transient until it goes quiet
         for address, peer in wanted.items():
@@ -273,15 +284,9 @@ class NodeCore:
                 for net in nets
                 if net.prefixlen == net.max_prefixlen
             }
-            peer.any_source = {
-                4 if net.version == 4 else 16: nid
-                for nid, nets in peer.networks.items()
-                for net in nets
-                if net.prefixlen == 0 and len(peer.networks) == 1
-            }
-            peer.source_prefixes = [
-                (prefix(net), nid) for nid, nets in peer.networks.items() for net in nets
-            ]
+            peer.routed_networks = tuple(
+                nid for nid in peer.networks if address in self.networks[nid].routers
+            )
             self.peers[address] = peer
             self._peers_by_static[peer.identity.x25519_public] = peer
             self._add_candidate_paths(peer)
@@ -553,12 +558,14 @@ class NodeCore:
         if source_bytes is None or (hint and not wire.hint_fits(packet, hint)):
             self.packet_drops["inner_malformed"] += 1
             return
-        network_id = peer.source_networks.get(source_bytes) or peer.any_source.get(
-            len(source_bytes)
-        )
+        network_id = peer.source_networks.get(source_bytes)
         if network_id is None:
-            network_id = first_match(source_bytes, peer.source_prefixes)
-            if network_id is None:
+            networks = self.networks
+            for routed in peer.routed_networks:
+                if networks[routed].source_owner(source_bytes) == peer.address:
+                    network_id = routed
+                    break
+            else:
                 self.packet_drops["source_not_allowed"] += 1
                 return
         batch = self._packets.get(network_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 
@@ -266,7 +267,51 @@ def test_packets_for_other_destinations_go_to_the_gateway_of_the_most_specific_r
     assert network.gateway_for(packed("192.168.5.7").packed) == identity(3).address
     assert network.gateway_for(packed("198.51.100.10").packed) == identity(2).address
     assert network.gateway_for(packed("2001:db8::1").packed) is None  # no IPv6 default
-    assert network.sources_of(members[1])[-1] == ipaddress.ip_network("0.0.0.0/0")
+    # The gateway of the default may send from the internet (longest prefix: only there).
+    assert network.source_owner(packed("198.51.100.10").packed) == identity(2).address
+
+
+def test_a_gateway_cannot_speak_for_other_members_or_their_subnets():
+    """A member that is the via of the default route used to be allowed any source address,
+    other members' virtual addresses included; now the longest prefix decides (WireGuard)."""
+    from oneservice.network.config import Member, NetworkConfig, Route
+    from oneservice.node.core import _Network
+
+    members = tuple(Member(identity(n).public(), (ipaddress.ip_interface(f"10.1.0.{n}/24"),))
+                    for n in (1, 2, 3))  # fmt: skip
+    config = NetworkConfig(NETWORK_ID, "test", members, routes=(
+        Route(ipaddress.ip_network("10.1.0.0/24")),
+        Route(ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_address("10.1.0.2")),
+        Route(ipaddress.ip_network("192.168.5.0/24"), ipaddress.ip_address("10.1.0.3")),
+    ))  # fmt: skip
+    network = _Network(config, identity(1).address)
+    owner = lambda text: network.source_owner(ipaddress.ip_address(text).packed)  # noqa: E731
+    assert owner("10.1.0.3") == identity(3).address, "a member's own address is its alone"
+    assert owner("10.1.0.1") == identity(1).address, "ours too: nobody may send as us"
+    assert owner("10.1.0.77") is None, "the network's own subnet: members only"
+    assert owner("192.168.5.7") == identity(3).address, "the more specific route wins"
+    assert owner("198.51.100.10") == identity(2).address, "the rest: the default's gateway"
+
+
+def test_impersonation_by_the_default_gateway_is_dropped_and_counted():
+    sim = connected_after_one_packet()
+    a, b = sim.nodes["a"], sim.nodes["b"]
+    from oneservice.network.config import Route
+
+    config = next(iter(a.networks.values())).config
+    third = Member(identity(3).public(), (ipaddress.ip_interface("10.1.0.3/24"),), ())
+    routed = dataclasses.replace(config, members=(*config.members, third), routes=(
+        Route(ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_address("10.1.0.2")),))  # fmt: skip
+    a.set_networks([routed], sim.now)
+    b.set_networks([routed], sim.now)
+    sim.run(0.2)
+    before = len(sim.delivered["a"])
+    for source in ("198.51.100.10", "10.1.0.3", "10.1.0.1", "10.1.0.99"):
+        b.send_packet(NETWORK_ID, ipv4_packet(source, "10.1.0.1"), sim.now)
+    sim.step()
+    delivered = [p[12:16] for _, p, _ in sim.delivered["a"][before:]]
+    assert delivered == [ipaddress.ip_address("198.51.100.10").packed]
+    assert a.packet_drops["source_not_allowed"] == 3
 
 
 def test_a_gateway_may_send_from_the_subnets_it_routes_and_from_nothing_else():
