@@ -269,11 +269,20 @@ class NodeCore:
                 peer.hints.update(member.endpoints)
         for address, peer in list(self.peers.items()):
             if address not in wanted:
+                was_member = bool(peer.networks)
                 peer.networks = {}
                 peer.source_networks = {}
                 peer.routed_networks = ()
-                if not peer.root and address not in self._pending_control:
-                    peer.keep = False  # no longer a member: transient until it goes quiet
+                if peer.root or address in self._pending_control:
+                    continue
+                peer.keep = False  # transient: kept while it talks to us, then forgotten
+                if was_member:
+                    # Removed or deauthorized: its sessions end at the revision that says so
+                    # (told, so that its side ends too), not once it goes quiet, which two
+                    # peers probing each other never do.
+                    if peer.current is not None and peer.preferred is not None:
+                        self._send(peer, wire.TYPE_CONTROL, msgpack.packb({"t": "bye"}), now)
+                    self._forget(peer)
         for address, peer in wanted.items():
             peer.networks = {
                 nid: nets for nid, nets in peer.networks.items() if nid in self.networks

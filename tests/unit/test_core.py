@@ -488,3 +488,23 @@ def test_a_full_table_of_transient_peers_makes_room_by_evicting_the_idlest(monke
     assert third in a.peers, "the newcomer is let in"
     assert first not in a.peers and a.evicted_transient_peers == 1
     assert a.drops["too_many_peers"] == 0
+
+
+def test_a_member_removed_from_the_network_loses_its_sessions_at_that_revision():
+    sim = connected_after_one_packet()
+    a, b = sim.nodes["a"], sim.nodes["b"]
+    config = next(iter(a.networks.values())).config
+    without_b = dataclasses.replace(
+        config, revision=config.revision + 1,
+        members=tuple(m for m in config.members if m.address != b.identity.address),
+    )  # fmt: skip
+    a.set_networks([without_b], sim.now)
+    sim.step()
+    assert b.identity.address not in a.peers, "its sessions ended at once"
+    assert next(iter(b.peers.values())).current is None, "and it was told"
+    sim.run(10)
+    # b keeps its old config and knocks again: a stranger now, whose traffic gets nowhere.
+    before = len(sim.delivered["a"])
+    b.send_packet(NETWORK_ID, ipv4_packet("10.1.0.2", "10.1.0.1"), sim.now)
+    sim.run(1)
+    assert len(sim.delivered["a"]) == before
