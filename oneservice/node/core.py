@@ -44,6 +44,8 @@ LEARNED_PATH_EXPIRY_S = 120.0
 TIMER_TICK_S = 0.25
 # Sending while the preferred path has been silent this long earns it an early probe.
 QUIET_PROBE_S = 0.3
+# Sending while no path works probes the peer's paths at most this often.
+NO_PATH_PROBE_INTERVAL_S = 0.25
 # Woken this much after a deadline, so that it has passed (float time, loop granularity).
 DEADLINE_SLACK_S = 0.002
 # Packets waiting for a session: enough for a TCP window's first burst, bounded for memory.
@@ -120,6 +122,7 @@ class Peer:
         self.last_traffic = -math.inf
         self.last_data_received = -math.inf  # the peer's own packets (not our probes' answers)
         self.next_probe = -math.inf
+        self.no_path_probed = -math.inf  # when sending found no working path and probed
         self.probe_counter = 0
         self.networks: dict[str, list] = {}  # network id -> networks it may send from
         # keep: we maintain a session (member, root, or someone we asked for). Otherwise the
@@ -927,7 +930,10 @@ class NodeCore:
                 peer.queue.append((kind, payload, hint))
             if session is None or now - session.created_at > REJECT_AFTER_S:
                 self._initiate(peer, now)
-            else:
+            elif now - peer.no_path_probed >= NO_PATH_PROBE_INTERVAL_S:
+                # Not once per packet: held traffic (fail-closed) would make every packet a
+                # probe on every path, towards a gateway that is gone.
+                peer.no_path_probed = now
                 self._probe(peer, now)
             return
         self._send_on(peer, path, kind, payload, now, hint)

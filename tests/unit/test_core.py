@@ -508,3 +508,18 @@ def test_a_member_removed_from_the_network_loses_its_sessions_at_that_revision()
     b.send_packet(NETWORK_ID, ipv4_packet("10.1.0.2", "10.1.0.1"), sim.now)
     sim.run(1)
     assert len(sim.delivered["a"]) == before
+
+
+def test_traffic_held_for_a_dead_gateway_does_not_turn_every_packet_into_probes():
+    sim = connected_after_one_packet()
+    a, b = sim.nodes["a"], sim.nodes["b"]
+    sim.dead.add(("192.0.2.2", 9993))
+    sim.run(3.5)  # the path is dead
+    assert b.identity.address not in a.live_peers(sim.now)
+    peer = a.peers[b.identity.address]
+    before = peer.probe_counter  # counts every probe sent, lost or not
+    for _ in range(100):  # a busy application, 100 packets in 0.5 s
+        a.send_packet(NETWORK_ID, ipv4_packet("10.1.0.1", "10.1.0.2"), sim.now)
+        sim.run(0.005, step=0.005)
+    probes = peer.probe_counter - before
+    assert probes <= 6, f"{probes} probes for 100 held packets"
