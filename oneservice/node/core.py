@@ -1136,7 +1136,9 @@ class NodeCore:
             deadline = path.unanswered_since + path.probe_timeout()
         else:
             deadline = max(path.last_received, path.probe_sent) + QUIET_PROBE_S
-        if deadline > now:
+        # With the slack, also when the clock reads the deadline itself (the loop's clock has
+        # millisecond steps, and the path is still alive at that very instant).
+        if deadline + DEADLINE_SLACK_S > now:
             self._next_tick = min(self._next_tick, deadline + DEADLINE_SLACK_S)
 
     def _gone_quiet(self, peer: Peer, now: float) -> bool:

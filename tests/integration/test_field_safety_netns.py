@@ -144,9 +144,9 @@ def test_a_dead_gateway_withdraws_the_tunnel_once_without_flapping(testbed, tmp_
     assert _tunnel_changes_after(client, network_id, mark) == ["withdrawn"], (
         "withdrawn once, then no flapping for 6 s"
     )
-    # A bound, not a benchmark (0.99-1.09 s measured): the old code withdrew about as fast,
-    # then flapped; what matters here is the single change.
-    assert withdrawn_after <= 2.0, f"withdrawn after {withdrawn_after:.2f} s"
+    # A loose bound, not a benchmark (0.59-0.83 s measured, docs/PERFORMANCE.md): the old
+    # code withdrew in about a second too, then flapped; the single change is the point.
+    assert withdrawn_after <= 1.5, f"withdrawn after {withdrawn_after:.2f} s"
     assert lab.network("client", network_id)["fullTunnel"] == "withdrawn"
     if how == "silent":  # it answers again: back on, once
         mark = len(client.log)
