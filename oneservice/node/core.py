@@ -129,6 +129,8 @@ class Peer:
         # peer is transient: it reached us, and is forgotten when it goes quiet.
         self.keep = False
         self.root = False
+        # It reached us while in none of our networks (we are its root): a whois may find it.
+        self.findable = False
         self.last_heard = -math.inf
         # Its own addresses as packed bytes -> network id: one dict look-up per packet.
         self.source_networks: dict[bytes, str] = {}
@@ -656,8 +658,18 @@ class NodeCore:
         return list(found)[:MAX_ADVERTISED_ENDPOINTS]
 
     def _answer_whois(self, asker: Peer, message: dict, now: float) -> None:
+        """Only a root (``relay``) answers, and only about a node that shares a network with
+        the asker or that reached us to be found through us: nobody learns members'
+        identities and endpoints by asking a node that merely knows them."""
         address = message.get("a")
+        if not self.relay:
+            self.packet_drops["whois_refused"] += 1
+            return
         target = self.peers.get(address) if isinstance(address, str) else None
+        shared = target is not None and set(asker.networks) & set(target.networks)
+        if target is not None and not (target.findable or shared):
+            self.packet_drops["whois_refused"] += 1
+            target = None  # answered as if unknown: the answer says nothing either way
         if target is None:
             self._send(asker, wire.TYPE_CONTROL, msgpack.packb({"t": "whoisr", "a": address}),
                        now)  # fmt: skip
@@ -756,6 +768,10 @@ class NodeCore:
         if timestamp <= peer.last_initiation_timestamp:
             self.drops["handshake_replayed"] += 1
             return
+        if not peer.networks and not peer.root:
+            # Reached us while in none of our networks: uses us as its root, and may be
+            # found through us.
+            peer.findable = True
         endpoint = _endpoint(address)
         if self._inside_virtual_network(endpoint):
             self.drops["endpoint_in_virtual_network"] += 1

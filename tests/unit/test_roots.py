@@ -21,10 +21,11 @@ def events(node) -> list:
     return out
 
 
-def rooted() -> Sim:
+def rooted(relay: bool = True) -> Sim:
     """a and b know only the root r; nobody shares a network."""
     sim = Sim()
-    for name, n in (("r", 3), ("a", 1), ("b", 2)):
+    sim.add_node("r", 3, relay=relay)
+    for name, n in (("a", 1), ("b", 2)):
         sim.add_node(name, n)
     sim.add_socket("r", 1, ("203.0.113.1", 9993))
     sim.add_socket("a", 1, ("198.51.100.1", 9993))
@@ -138,7 +139,7 @@ def test_relay_through_the_root_while_the_direct_path_is_blocked():
 
 
 def test_nodes_that_are_not_roots_refuse_to_relay():
-    sim = rooted()  # r was created without relay=True
+    sim = rooted(relay=False)
     a, b, r = sim.nodes["a"], sim.nodes["b"], sim.nodes["r"]
     root = a.peers[r.identity.address]
     a._send_on(root, root.preferred, 5, bytes.fromhex(b.identity.address) + b"x" * 40, sim.now)
@@ -163,3 +164,35 @@ def test_a_silent_block_under_two_way_traffic_moves_to_the_relay_in_about_a_seco
         exchange()
     # The answers stop, which earns an early probe instead of waiting for the 1 s schedule.
     assert sim.now - blocked_at <= 1.3
+
+
+def test_only_roots_answer_whois():
+    sim = rooted(relay=False)  # r is an ordinary node that a and b happen to know
+    a, b, r = sim.nodes["a"], sim.nodes["b"], sim.nodes["r"]
+    a.send_control(b.identity.address, {"t": "hello"}, sim.now)
+    sim.run(3)
+    assert b.identity.address not in a.peers
+    assert r.packet_drops["whois_refused"] >= 1
+
+
+def test_a_root_tells_a_stranger_nothing_about_the_members_of_its_networks():
+    """r is a root and a member of a network with m; s, a stranger using r as its root, asks
+    who m is: it learns nothing (no identity, no endpoints), and r counts the refusal."""
+    sim = Sim()
+    r, m, s = sim.add_node("r", 3, relay=True), sim.add_node("m", 4), sim.add_node("s", 5)
+    sim.add_socket("r", 1, ("203.0.113.1", 9993))
+    sim.add_socket("m", 1, ("192.0.2.4", 9993))
+    sim.add_socket("s", 1, ("198.51.100.5", 9993))
+    network = NetworkConfig("8056c2e21c0000aa", "private", (
+        Member(identity(3).public(), (ip_interface("10.3.0.3/24"),), (("203.0.113.1", 9993),)),
+        Member(identity(4).public(), (ip_interface("10.3.0.4/24"),), (("192.0.2.4", 9993),)),
+    ))  # fmt: skip
+    for node in (r, m):
+        node.set_networks([network], sim.now)
+    s.set_roots([(identity(3).public(), [("203.0.113.1", 9993)])], sim.now)
+    sim.run(1)
+    assert m.identity.address in r.peers
+    s.send_control(m.identity.address, {"t": "hello"}, sim.now)
+    sim.run(3)
+    assert m.identity.address not in s.peers
+    assert r.packet_drops["whois_refused"] >= 1
