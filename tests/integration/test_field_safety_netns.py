@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -372,3 +373,57 @@ def test_a_download_crosses_a_smaller_mtu_behind_the_gateway_without_icmp(testbe
     assert result.returncode == 0, result.stdout[-500:] + result.stderr[-500:]
     received = json.loads(result.stdout)["end"]["sum_received"]["bytes"]
     assert received >= 1024 * 1024
+
+
+def test_a_local_user_holding_a_thousand_connections_starves_nothing(testbed, tmp_path):
+    host, peer = testbed.host("solo"), testbed.host("peer")
+    testbed.link(host, "eth0", peer, "eth0", ["192.0.2.10/24"], ["192.0.2.1/24"])
+    home = write_home(tmp_path / "solo", Identity.generate(), [])
+    # The node runs with the common default of 1024 file descriptors (children inherit it).
+    limits = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, limits[1]))
+    try:
+        node = Node(host, home)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+    node.wait_log("oneservice started")
+    hog = host.python("tests/integration/hold_connections.py", "9993", "1000",
+                      stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert hog.stdout is not None and hog.stdout.readline().startswith("holding 1000")
+    started = time.monotonic()
+    code, _ = api(host, home, "GET", "/status")
+    assert code == 200 and time.monotonic() - started < 1.0, "a legitimate request answered"
+    testbed.link(host, "eth1", testbed.host("other"), "eth0", ["198.51.100.10/24"],
+                 ["198.51.100.1/24"])  # fmt: skip
+    appeared = time.monotonic()
+
+    def bound() -> bool:
+        _, binder = api(host, home, "GET", "/binder")
+        return any(b["interface"] == "eth1" for b in binder["bound"])
+
+    wait_until(bound, timeout=3, interval=0.05, what="the new uplink bound")
+    assert time.monotonic() - appeared < 1.0
+    assert node.process.poll() is None
+
+
+def test_a_stranger_learns_nothing_about_members_from_a_node_that_knows_them(testbed, tmp_path):
+    """The stranger lists the gateway (a member, not a root) as its root and asks who the
+    client is, by joining a network whose controller address is the client's."""
+    lab = TunnelLab(testbed, tmp_path)
+    network_id = lab.build_network()
+    stranger = lab.hosts["stranger"] = testbed.host("stranger")
+    testbed.link(stranger, "eth0", lab.inet, "r-stranger", ["10.0.3.10/24"], ["10.0.3.1/24"])
+    stranger.ip("route", "add", "default", "via", "10.0.3.1")
+    identity = lab.identities["stranger"] = Identity.generate()
+    lab.homes["stranger"] = write_home(tmp_path / "stranger", identity, [])
+    gw_root = {"identity": lab.identities["gw"].public_text(), "endpoints": ["203.0.113.10/9993"]}
+    write_local_conf(lab.homes["stranger"], {"roots": [gw_root]})
+    lab.start("stranger")
+    wanted = lab.identities["client"].address + "000001"
+    assert lab.api("stranger", "POST", f"/network/{wanted}", {})[0] == 200
+    time.sleep(3)
+    _, peers = lab.api("stranger", "GET", "/peer")
+    assert lab.identities["client"].address not in {p["address"] for p in peers}
+    _, status = lab.api("gw", "GET", "/status")
+    assert status["counters"]["packetDrops"].get("whois_refused", 0) >= 1
+    assert lab.network("client", network_id)["status"] == "OK"
