@@ -427,3 +427,40 @@ def test_a_stranger_learns_nothing_about_members_from_a_node_that_knows_them(tes
     _, status = lab.api("gw", "GET", "/status")
     assert status["counters"]["packetDrops"].get("whois_refused", 0) >= 1
     assert lab.network("client", network_id)["status"] == "OK"
+
+
+SPOOF = """
+import socket, struct, sys
+source, destination = sys.argv[1], sys.argv[2]
+payload = b"impersonated"
+udp = struct.pack("!HHHH", 4000, 9, 8 + len(payload), 0) + payload
+header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
+                     socket.inet_aton(source), socket.inet_aton(destination))
+total = sum(struct.unpack("!10H", header))
+while total >> 16:
+    total = (total & 0xFFFF) + (total >> 16)
+header = header[:10] + struct.pack("!H", ~total & 0xFFFF) + header[12:]
+raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+for _ in range(5):
+    raw.sendto(header + udp, (destination, 0))
+"""
+
+
+def test_the_gateway_cannot_send_as_another_address_of_the_network(testbed, tmp_path):
+    """The exit node may send from the internet (it is the default's gateway), not from the
+    network's own subnet: a packet it forges from 10.147.17.50 never reaches the client."""
+    lab, network_id = full_tunnel(testbed, tmp_path)
+    client, gw = lab.hosts["client"], lab.hosts["gw"]
+    tap = lab.network("client", network_id)["portDeviceName"]
+    pcap = tmp_path / "client-tap.pcap"
+    tcpdump = capture(client, tap, pcap)
+    gw.run("python3", "-c", SPOOF, "10.147.17.50", "10.147.17.10")
+    gw.run("python3", "-c", SPOOF, SERVER, "10.147.17.10")  # from the internet: allowed
+    time.sleep(0.5)
+    tcpdump.terminate()
+    tcpdump.wait(timeout=5)
+    seen = client.run("tcpdump", "-r", str(pcap), "-n", "udp port 9").stdout
+    assert "10.147.17.50" not in seen, f"a forged member address reached the client:\n{seen}"
+    assert SERVER in seen, "the capture worked: the gateway's own kind of traffic arrived"
+    _, status = lab.api("client", "GET", "/status")
+    assert status["counters"]["packetDrops"].get("source_not_allowed", 0) >= 5
