@@ -24,6 +24,7 @@ from ..network.config import (
     parse_endpoint,
     parse_network,
     parse_route,
+    shown,
 )
 from ..network.signed import STATUS_ACCESS_DENIED, STATUS_NOT_FOUND, sign_config
 from ..node.wire import DEFAULT_TUNNEL_MTU
@@ -162,7 +163,7 @@ class Controller:
         ever joins (its identity is then learned at the first request)."""
         network = self.network(network_id)
         if not _is_address(address):
-            raise ControllerError(f"member address must be 10 hex digits, got {_shown(address)}")
+            raise ControllerError(f"member address must be 10 hex digits, got {shown(address)}")
         found = self.store.get_member(network_id, address)
         identity, document, _ = found if found else ("", _new_member(False), 0.0)
         was_authorized = bool(document.get("authorized"))
@@ -271,7 +272,7 @@ class Controller:
 
     def _check_owned(self, network_id: str) -> None:
         if not is_network_id(network_id):
-            raise ControllerError(f"network id must be 16 hex digits, got {_shown(network_id)}")
+            raise ControllerError(f"network id must be 16 hex digits, got {shown(network_id)}")
         if not self.owns(network_id):
             raise ControllerError(
                 f"network {network_id} belongs to controller {network_id[:10]}, not this node "
@@ -303,10 +304,6 @@ class Controller:
                 candidate += 1
         return assigned
 
-
-def _shown(value: Any) -> str:
-    """A value as the user wrote it (JSON), shortened."""
-    return json.dumps(value, default=str)[:80]
 
 
 def _usable_endpoint(text: Any) -> bool:
@@ -347,7 +344,7 @@ def _validated_network(document: dict, changes: Any) -> dict:
                "v6AssignMode"}  # fmt: skip
     unknown = sorted(set(changes) - allowed)
     if unknown:
-        raise ControllerError(f"unknown network field {_shown(unknown[0])}; known: "
+        raise ControllerError(f"unknown network field {shown(unknown[0])}; known: "
                               + ", ".join(sorted(allowed)))
     document = {**document, **changes}
     for key, modes in (("v4AssignMode", {"zt"}), ("v6AssignMode", {"zt", "6plane", "rfc4193"})):
@@ -366,7 +363,7 @@ def _validated_network(document: dict, changes: Any) -> dict:
         raise ControllerError("private must be true or false")
     mtu = document["mtu"]
     if isinstance(mtu, bool) or not isinstance(mtu, int) or not MIN_MTU <= mtu <= MAX_MTU:
-        raise ControllerError(f"mtu must be {MIN_MTU}-{MAX_MTU}, got {_shown(mtu)}")
+        raise ControllerError(f"mtu must be {MIN_MTU}-{MAX_MTU}, got {shown(mtu)}")
     if not isinstance(document["routes"], list):
         raise ControllerError('routes must be a list of {"target": ..., "via": ...}')
     routes = []
@@ -419,7 +416,7 @@ def _validated_member(document: dict, changes: Any, network: dict) -> dict:
     allowed = {"authorized", "ipAssignments", "name", "noAutoAssignIps"}
     unknown = sorted(set(changes) - allowed)
     if unknown:
-        raise ControllerError(f"unknown member field {_shown(unknown[0])}; known: "
+        raise ControllerError(f"unknown member field {shown(unknown[0])}; known: "
                               + ", ".join(sorted(allowed)))
     document = {**document, **changes}
     if not isinstance(document["authorized"], bool):
@@ -437,7 +434,7 @@ def _validated_member(document: dict, changes: Any, network: dict) -> dict:
                 raise ValueError
             addresses.append(str(ipaddress.ip_address(text)))
         except (TypeError, ValueError):
-            raise ControllerError(f"ipAssignments: {_shown(text)} is not an address") from None
+            raise ControllerError(f"ipAssignments: {shown(text)} is not an address") from None
     document["ipAssignments"] = addresses
     return document
 

@@ -151,6 +151,11 @@ def parse_network(document: Any, source: str) -> NetworkConfig:
     )  # fmt: skip
 
 
+def shown(value: Any) -> str:
+    """A value as the user wrote it (JSON, shortened): for messages, never a Python repr."""
+    return json.dumps(value, default=str)[:80]
+
+
 MAX_DNS_SERVERS = 8
 MAX_DOMAIN_LEN = 253
 
@@ -165,7 +170,7 @@ def parse_dns(dns: Any, source: str) -> tuple[str, tuple[str, ...]]:
         c.isspace() for c in domain
     ):
         raise NetworkConfigError(f"{source}: dns.domain must be a domain name, got "
-                                 f"{json.dumps(domain)[:80]}")  # fmt: skip
+                                 f"{shown(domain)}")  # fmt: skip
     raw = _list(dns.get("servers", []), f"{source}: dns.servers")
     if len(raw) > MAX_DNS_SERVERS:
         raise NetworkConfigError(f"{source}: dns.servers: at most {MAX_DNS_SERVERS}")
@@ -176,7 +181,7 @@ def parse_dns(dns: Any, source: str) -> tuple[str, tuple[str, ...]]:
                 raise ValueError
             servers.append(str(ipaddress.ip_address(text)))
         except ValueError:
-            raise NetworkConfigError(f"{source}: dns server {json.dumps(text)[:80]} is not an "
+            raise NetworkConfigError(f"{source}: dns server {shown(text)} is not an "
                                      "address") from None  # fmt: skip
     return domain, tuple(servers)
 

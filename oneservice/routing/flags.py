@@ -21,7 +21,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from ..network.config import NETWORKS_DIR
+from ..network.config import NETWORKS_DIR, shown
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -72,12 +72,8 @@ def _boolean(name: str, value: Any) -> bool:
         return bool(value)
     if isinstance(value, str) and value.lower() in ("0", "1", "true", "false"):
         return value.lower() in ("1", "true")
-    raise FlagsError(f"{name} must be true or false (or 1/0), got {_shown(value)}")
+    raise FlagsError(f"{name} must be true or false (or 1/0), got {shown(value)}")
 
-
-def _shown(value: Any) -> str:
-    """A value as the user wrote it (JSON), shortened."""
-    return json.dumps(value, default=str)[:80]
 
 
 def parse_flags(document: Any) -> NetworkFlags:
@@ -98,7 +94,7 @@ def parse_flags(document: Any) -> NetworkFlags:
                 values[attribute] = tuple(ipaddress.ip_network(v) for v in value)
             except (TypeError, ValueError):
                 raise FlagsError(
-                    f"allowManaged must be true/false or a list of CIDRs, got {_shown(value)}"
+                    f"allowManaged must be true/false or a list of CIDRs, got {shown(value)}"
                 ) from None
         else:
             values[attribute] = _boolean(name, value)

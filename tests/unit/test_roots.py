@@ -21,15 +21,29 @@ def events(node) -> list:
     return out
 
 
+def nodes_at(sim: Sim, *nodes: tuple[str, int, str], relay: str = "") -> list:
+    """(name, identity number, IP) each with one socket on port 9993; ``relay`` names the
+    node that relays (a root)."""
+    cores = []
+    for name, n, ip in nodes:
+        cores.append(sim.add_node(name, n, relay=name == relay))
+        sim.add_socket(name, 1, (ip, 9993))
+    return cores
+
+
+def network_of(network_id: str, *members: tuple[int, str, str]) -> NetworkConfig:
+    """Members as (identity number, virtual address/prefix, IP reached on port 9993)."""
+    return NetworkConfig(network_id, "test", tuple(
+        Member(identity(n).public(), (ip_interface(virtual),), ((ip, 9993),))
+        for n, virtual, ip in members
+    ))  # fmt: skip
+
+
 def rooted(relay: bool = True) -> Sim:
     """a and b know only the root r; nobody shares a network."""
     sim = Sim()
-    sim.add_node("r", 3, relay=relay)
-    for name, n in (("a", 1), ("b", 2)):
-        sim.add_node(name, n)
-    sim.add_socket("r", 1, ("203.0.113.1", 9993))
-    sim.add_socket("a", 1, ("198.51.100.1", 9993))
-    sim.add_socket("b", 1, ("192.0.2.2", 9993))
+    nodes_at(sim, ("r", 3, "203.0.113.1"), ("a", 1, "198.51.100.1"), ("b", 2, "192.0.2.2"),
+             relay="r" if relay else "")  # fmt: skip
     for name in ("a", "b"):
         sim.nodes[name].set_roots([(identity(3).public(), [("203.0.113.1", 9993)])], sim.now)
     sim.run(0.2)
@@ -101,15 +115,10 @@ DIRECT = frozenset({("198.51.100.1", 9993), ("192.0.2.2", 9993)})  # a <-> b, no
 def behind_a_root() -> tuple[Sim, object, object, NetworkConfig]:
     """a and b, members of one network, both connected to the relaying root r."""
     sim = Sim()
-    sim.add_node("r", 3, relay=True)
-    a, b = sim.add_node("a", 1), sim.add_node("b", 2)
-    sim.add_socket("r", 1, ("203.0.113.1", 9993))
-    sim.add_socket("a", 1, ("198.51.100.1", 9993))
-    sim.add_socket("b", 1, ("192.0.2.2", 9993))
-    network = NetworkConfig("8056c2e21c000001", "test", (
-        Member(identity(1).public(), (ip_interface("10.1.0.1/24"),), (("198.51.100.1", 9993),)),
-        Member(identity(2).public(), (ip_interface("10.1.0.2/24"),), (("192.0.2.2", 9993),)),
-    ))  # fmt: skip
+    _, a, b = nodes_at(sim, ("r", 3, "203.0.113.1"), ("a", 1, "198.51.100.1"),
+                       ("b", 2, "192.0.2.2"), relay="r")  # fmt: skip
+    network = network_of("8056c2e21c000001", (1, "10.1.0.1/24", "198.51.100.1"),
+                         (2, "10.1.0.2/24", "192.0.2.2"))  # fmt: skip
     for node in (a, b):
         node.set_roots([(identity(3).public(), [("203.0.113.1", 9993)])], sim.now)
         node.set_networks([network], sim.now)
@@ -179,14 +188,10 @@ def test_a_root_tells_a_stranger_nothing_about_the_members_of_its_networks():
     """r is a root and a member of a network with m; s, a stranger using r as its root, asks
     who m is: it learns nothing (no identity, no endpoints), and r counts the refusal."""
     sim = Sim()
-    r, m, s = sim.add_node("r", 3, relay=True), sim.add_node("m", 4), sim.add_node("s", 5)
-    sim.add_socket("r", 1, ("203.0.113.1", 9993))
-    sim.add_socket("m", 1, ("192.0.2.4", 9993))
-    sim.add_socket("s", 1, ("198.51.100.5", 9993))
-    network = NetworkConfig("8056c2e21c0000aa", "private", (
-        Member(identity(3).public(), (ip_interface("10.3.0.3/24"),), (("203.0.113.1", 9993),)),
-        Member(identity(4).public(), (ip_interface("10.3.0.4/24"),), (("192.0.2.4", 9993),)),
-    ))  # fmt: skip
+    r, m, s = nodes_at(sim, ("r", 3, "203.0.113.1"), ("m", 4, "192.0.2.4"),
+                       ("s", 5, "198.51.100.5"), relay="r")  # fmt: skip
+    network = network_of("8056c2e21c0000aa", (3, "10.3.0.3/24", "203.0.113.1"),
+                         (4, "10.3.0.4/24", "192.0.2.4"))  # fmt: skip
     for node in (r, m):
         node.set_networks([network], sim.now)
     s.set_roots([(identity(3).public(), [("203.0.113.1", 9993)])], sim.now)
