@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import errno
+import functools
 import ipaddress
 import json
 import logging
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from . import __version__
@@ -32,7 +34,7 @@ from .binder.binder import (
 from .binder.interfaces import BindPolicy
 from .controller.controller import Controller
 from .controller.store import SQLiteStore
-from .identity import Identity, load_or_create_identity
+from .identity import Identity, derive_address, load_or_create_identity
 from .network.config import NetworkConfig, load_network_files, parse_endpoint
 from .network.membership import Memberships
 from .network.signed import STATUS_NOT_FOUND, controller_address
@@ -89,6 +91,9 @@ class Service:
         # with their traceback and counted here (GET /status counters).
         self.callback_failures = 0
         self.api = None
+        # Address checks of unknown identities (scrypt, ~40 ms and 16 MiB each): one thread,
+        # started at the first, never on the event loop (node/admission.py).
+        self._identity_worker: ThreadPoolExecutor | None = None
 
     def _bind_policy(self) -> BindPolicy:
         base = BindPolicy.from_settings(
@@ -194,6 +199,8 @@ class Service:
             task.cancel()
         await self.routing.stop(keep_kill_switch)
         await self.binder.stop()
+        if self._identity_worker is not None:
+            self._identity_worker.shutdown(wait=False, cancel_futures=True)
         for tap in self.taps.values():
             tap.close()  # non-persistent: the kernel removes the device and its routes
         self.taps.clear()
@@ -217,6 +224,8 @@ class Service:
             "packetDrops": dict(sorted(self.core.packet_drops.items())),
             "refusedEndpointHints": len(self.core.refused_hints),
             "evictedTransientPeers": self.core.evicted_transient_peers,
+            "cookieRepliesSent": self.core.cookie_replies_sent,
+            "initiationsWaiting": self.core.initiations_waiting(),
             "callbackFailures": self.callback_failures,
         }
 
@@ -463,6 +472,10 @@ class Service:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        # Initiations after the transport datagrams every reader of this round delivered.
+        self.core.process_handshakes(self.loop.time())
+        for key in self.core.identity_requests():
+            self._check_identity(key)
         send_many = self.binder.send_many
         for socket_id, endpoint, batch in gso_batches(self.core.datagrams_to_send()):
             send_many(socket_id, batch, endpoint)
@@ -487,6 +500,23 @@ class Service:
                 self._update_routing()
         if self.core.datagrams_pending():
             self._schedule_flush()  # control handling above queued more
+
+    def _check_identity(self, key: bytes) -> None:
+        if self._identity_worker is None:
+            self._identity_worker = ThreadPoolExecutor(1, thread_name_prefix="identity-check")
+        future = self.loop.run_in_executor(
+            self._identity_worker, derive_address, key[:32], key[32:]
+        )
+        future.add_done_callback(functools.partial(self._identity_checked, key))
+
+    def _identity_checked(self, key: bytes, future: asyncio.Future) -> None:
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is not None:
+            log.error("identity check failed: %s", error)
+        self.core.identity_derived(key, None if error else future.result(), self.loop.time())
+        self._schedule_flush()
 
     def _on_timer(self) -> None:
         """One timer round; whatever goes wrong in it is logged and counted, and the timer is

@@ -20,9 +20,15 @@ from dataclasses import dataclass
 
 import msgpack
 
-from ..identity import Identity, IdentityError, derive_address
+from ..identity import Identity, IdentityError
 from ..network.config import NetworkConfig, NetworkConfigError, parse_endpoint
-from . import wire
+from . import cookies, wire
+from .admission import (
+    MAX_QUEUED_INITIATIONS,
+    HandshakeLimits,
+    IdentityChecks,
+    IdentityKey,
+)
 from .noise import HandshakeError, Initiator, Responder
 from .paths import IDLE_PATH_ALIVE_S, PATH_ALIVE_S, RELAY_SOCKET, Endpoint, Path, choose_path
 from .session import Session
@@ -50,15 +56,8 @@ NO_PATH_PROBE_INTERVAL_S = 0.25
 DEADLINE_SLACK_S = 0.002
 # Packets waiting for a session: enough for a TCP window's first burst, bounded for memory.
 MAX_QUEUED_PACKETS = 256
-# Handshake initiations cost a DH computation each: per source address a burst of 10, then
-# 5 per second; 500 per second in all.
-HANDSHAKES_PER_SOURCE_BURST = 10
-HANDSHAKES_PER_SOURCE_RATE = 5.0
-HANDSHAKES_TOTAL_RATE = 500.0
-MAX_RATE_LIMITED_SOURCES = 4096
-# Nodes we never heard of (joiners at a controller, clients of a root) cost a scrypt run to
-# check their address: at most this many new ones per second, and this many kept at once.
-UNKNOWN_PEERS_PER_S = 20.0
+# Nodes we never heard of (joiners at a controller, clients of a root): at most this many kept
+# at once (what an initiation may cost before that: node/admission.py).
 MAX_TRANSIENT_PEERS = 4096
 # A transient peer (not a member, root or anyone we asked for) is forgotten when idle this long.
 TRANSIENT_IDLE_S = 300.0
@@ -116,6 +115,12 @@ class Peer:
         self.handshake: Initiator | None = None
         self.handshake_index = 0
         self.handshake_sent = -math.inf
+        # The initiation in flight without its MACs, and its mac1: a cookie reply is bound to
+        # it, and the same initiation goes again with a mac2 at once.
+        self.handshake_body = b""
+        self.handshake_mac1 = b""
+        self.cookie_answered: set[Endpoint] = set()
+        self.cookies: dict[Endpoint, tuple[bytes, float]] = {}  # endpoint -> (cookie, since)
         self.handshake_started = -math.inf
         self.last_initiation_timestamp = b""
         self.queue: deque[tuple[int, bytes, int]] = deque()  # kind, payload, hint
@@ -191,19 +196,24 @@ class _Network:
         return first_match(source, self.source_owners)
 
 
-class _TokenBucket:
-    __slots__ = ("tokens", "updated")
+@dataclass(frozen=True)
+class _Initiation:
+    """A handshake initiation that passed the cheap checks, waiting for its turn."""
 
-    def __init__(self, tokens: float, now: float) -> None:
-        self.tokens, self.updated = tokens, now
+    data: bytes
+    socket_id: int
+    address: tuple
 
-    def take(self, now: float, rate: float, burst: float) -> bool:
-        self.tokens = min(burst, self.tokens + (now - self.updated) * rate)
-        self.updated = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
+
+@dataclass(frozen=True)
+class _Read:
+    """An initiation whose Noise message is read, waiting for its initiator's identity check."""
+
+    responder: Responder
+    sender_index: int
+    timestamp: bytes
+    socket_id: int
+    address: tuple
 
 
 class NodeCore:
@@ -242,13 +252,14 @@ class NodeCore:
         self.evicted_transient_peers = 0
         # Binder socket id -> rank (lower first): the metric of its uplink's default route.
         self.socket_ranks: dict[int, int] = {}
-        self._source_buckets: dict[str, _TokenBucket] = {}
-        self._total_bucket = _TokenBucket(HANDSHAKES_TOTAL_RATE, now)
-        self._unknown_bucket = _TokenBucket(UNKNOWN_PEERS_PER_S, now)
+        self._limits = HandshakeLimits(now)
+        self._cookie_issuer = cookies.CookieIssuer(identity.x25519_public, now)
+        self._initiations: deque[_Initiation] = deque()
+        self._identities = IdentityChecks(now, self.drops)
+        self.cookie_replies_sent = 0
         self._lookups: dict[str, float] = {}  # address -> when the look-up started
         self._lookup_sent: dict[str, float] = {}
         self._pending_control: dict[str, list[dict]] = {}
-        self._ed25519_by_static: dict[bytes, str] = {}  # verified identities (scrypt is slow)
         self._next_tick = now
 
     # --- configuration -----------------------------------------------------------------------
@@ -496,6 +507,8 @@ class NodeCore:
             self._receive_initiation(data, socket_id, address, now)
         elif kind == wire.TYPE_HANDSHAKE_RESPONSE:
             self._receive_response(data, socket_id, address, now)
+        elif kind == wire.TYPE_COOKIE_REPLY:
+            self._receive_cookie_reply(data, socket_id, address, now)
         else:
             self.drops["unknown_type"] += 1
 
@@ -743,77 +756,131 @@ class NodeCore:
         self.lookup(address, now)
 
     def _receive_initiation(self, data: bytes, socket_id: int, address: tuple, now: float) -> None:
+        """Only cheap checks here (node/admission.py): what passes waits for
+        process_handshakes, after the transport datagrams of this wake-up."""
         if len(data) != wire.HANDSHAKE_INIT_LEN:
             self.drops["handshake_malformed"] += 1
             return
-        if not self._handshake_allowed(address[0], now):
+        if not self._cookie_issuer.mac1_valid(data):
+            self.drops["handshake_bad_mac"] += 1
+            return
+        # A relayed initiation comes over a root's session: its source is proven.
+        if (
+            socket_id != RELAY_SOCKET
+            and self._limits.under_load(now, len(self._initiations))
+            and not self._cookie_issuer.mac2_valid(data, address, now)
+        ):
+            self._send_cookie_reply(data, socket_id, address, now)
+            return
+        if not self._limits.allowed(address[0], now):
             self.drops["handshake_rate_limited"] += 1
             return
+        if len(self._initiations) >= MAX_QUEUED_INITIATIONS:
+            self.drops["handshake_queue_full"] += 1
+            return
+        self._initiations.append(_Initiation(data, socket_id, address))
+
+    def _send_cookie_reply(self, data: bytes, socket_id: int, address: tuple, now: float) -> None:
+        self.drops["cookie_required"] += 1
+        if socket_id not in self.sockets:
+            return
+        (sender_index,) = _INDEX.unpack_from(data, 4)
+        nonce, sealed = self._cookie_issuer.reply(data, address, now)
+        self._datagrams.append(
+            (socket_id, _endpoint(address), wire.cookie_reply(sender_index, nonce, sealed))
+        )
+        self.cookie_replies_sent += 1
+
+    def process_handshakes(self, now: float) -> None:
+        """Handle the initiations that passed the cheap checks (one DH computation each)."""
+        while self._initiations:
+            self._read_initiation(self._initiations.popleft(), now)
+
+    def initiations_waiting(self) -> int:
+        """Initiations queued or waiting for an identity check: a flood's backlog."""
+        return len(self._initiations) + self._identities.pending()
+
+    def _read_initiation(self, initiation: _Initiation, now: float) -> None:
+        data, socket_id, address = initiation.data, initiation.socket_id, initiation.address
         (sender_index,) = _INDEX.unpack_from(data, 4)
         responder = Responder(self._static, wire.PROLOGUE)
         try:
-            payload = responder.read_message_1(data[8:])
+            payload = responder.read_message_1(data[8 : wire.HANDSHAKE_INIT_BODY_LEN])
         except HandshakeError:
             self.drops["handshake_failed"] += 1
             return
         timestamp, ed25519_public = payload[: wire.TIMESTAMP_LEN], payload[wire.TIMESTAMP_LEN :]
+        read = _Read(responder, sender_index, timestamp, socket_id, address)
         peer = self._peers_by_static.get(responder.remote_static)
         if peer is None:
-            peer = self._accept_unknown(responder.remote_static, ed25519_public, now)
+            key = responder.remote_static + ed25519_public
+            known = self._identities.known(key)
+            if known is None:
+                # Its address takes a scrypt run: off the event loop (identity_requests).
+                self._identities.wait(key, address[0], read, now)
+                return
+            peer = self._accept_unknown(key, known, now)
             if peer is None:
                 return
         elif peer.identity.ed25519_public != ed25519_public:
             self.drops["identity_mismatch"] += 1
             return
-        if timestamp <= peer.last_initiation_timestamp:
+        self._answer_initiation(peer, read, now)
+
+    def identity_requests(self) -> list[IdentityKey]:
+        """Identities (X25519 + Ed25519 public key) whose address the service should derive,
+        off the event loop (``identity.derive_address``), and report with identity_derived."""
+        return self._identities.take_requests()
+
+    def identity_derived(self, key: IdentityKey, address: str | None, now: float) -> None:
+        """The address of an identity asked for (None: the check failed)."""
+        for read in self._identities.derived(key, address, now):
+            peer = self._peers_by_static.get(key[:32])
+            if peer is None:
+                peer = self._accept_unknown(key, address, now)
+            if peer is not None:
+                self._answer_initiation(peer, read, now)
+
+    def _answer_initiation(self, peer: Peer, read: _Read, now: float) -> None:
+        if read.timestamp <= peer.last_initiation_timestamp:
             self.drops["handshake_replayed"] += 1
             return
         if not peer.networks and not peer.root:
             # Reached us while in none of our networks: uses us as its root, and may be
             # found through us.
             peer.findable = True
-        endpoint = _endpoint(address)
+        endpoint = _endpoint(read.address)
         if self._inside_virtual_network(endpoint):
             self.drops["endpoint_in_virtual_network"] += 1
             return
         self.accepted += 1
-        peer.last_initiation_timestamp = timestamp
+        peer.last_initiation_timestamp = read.timestamp
         local_index = self._new_index()
+        responder = read.responder
         response = responder.write_message_2(b"")
         send_key, receive_key = responder.split()
-        session = Session(peer, local_index, sender_index, send_key, receive_key, False, now)
+        session = Session(peer, local_index, read.sender_index, send_key, receive_key, False, now)
         if peer.unconfirmed is not None:
             self._sessions.pop(peer.unconfirmed.local_index, None)
         peer.unconfirmed = session
         self._sessions[local_index] = session
-        path = self._path_heard(peer, socket_id, address, now)
+        path = self._path_heard(peer, read.socket_id, read.address, now)
         if path is not None:
-            self._emit(path, wire.handshake_response(local_index, sender_index, response), now)
+            self._emit(path, wire.handshake_response(local_index, read.sender_index, response),
+                       now)  # fmt: skip
 
-    def _accept_unknown(self, x25519_public: bytes, ed25519_public: bytes, now: float):
-        """A node we never heard of, with a valid handshake: derive its address (scrypt,
-        rate-limited and cached) and keep it as a transient peer, within bounds."""
+    def _accept_unknown(self, key: IdentityKey, address: str, now: float) -> Peer | None:
+        """A node we never heard of, with a valid handshake and a checked address: kept as a
+        transient peer, within bounds."""
         transient = [p for p in self.peers.values() if not p.keep]
-        if len(transient) >= MAX_TRANSIENT_PEERS and not self._evict_idle_transient(
-            transient, now
-        ):
+        if len(transient) >= MAX_TRANSIENT_PEERS and not self._evict_idle_transient(transient, now):
             self.drops["too_many_peers"] += 1
             return None
-        key = x25519_public + ed25519_public
-        address = self._ed25519_by_static.get(key)
-        if address is None:
-            if not self._unknown_bucket.take(now, UNKNOWN_PEERS_PER_S, UNKNOWN_PEERS_PER_S):
-                self.drops["unknown_peer_rate_limited"] += 1
-                return None
-            address = derive_address(x25519_public, ed25519_public)
-            if len(self._ed25519_by_static) > MAX_TRANSIENT_PEERS * 2:
-                self._ed25519_by_static.clear()
-            self._ed25519_by_static[key] = address
         if address in self.peers or address == self.identity.address:
             # Same address, other keys: a collision or a forgery. The known one stays.
             self.drops["identity_mismatch"] += 1
             return None
-        return self._add_peer(Identity(address, x25519_public, ed25519_public))
+        return self._add_peer(Identity(address, key[:32], key[32:]))
 
     def _evict_idle_transient(self, transient: list[Peer], now: float) -> bool:
         """Make room by forgetting the transient peer idle the longest, if it has been idle a
@@ -1003,14 +1070,59 @@ class NodeCore:
         message = peer.handshake.write_message_1(
             wire.encode_timestamp(self._wall_offset + now) + self.identity.ed25519_public
         )
-        datagram = wire.handshake_init(peer.handshake_index, message)
+        peer.handshake_body = wire.handshake_init(peer.handshake_index, message)
+        peer.handshake_mac1 = cookies.mac(
+            cookies.mac1_key(peer.identity.x25519_public), peer.handshake_body
+        )
+        peer.cookie_answered.clear()
         # On the working path if there is one (a rekey); on every path otherwise: the answer
         # tells which paths work.
         if peer.preferred is not None and peer.preferred.alive(now, self._window(peer, now)):
-            self._emit(peer.preferred, datagram, now)
+            self._emit_initiation(peer, peer.preferred, now)
         else:
             for path in peer.paths.values():
-                self._emit(path, datagram, now)
+                self._emit_initiation(peer, path, now)
+
+    def _emit_initiation(self, peer: Peer, path: Path, now: float) -> None:
+        """The initiation in flight, with a mac2 if we hold a fresh cookie for this path."""
+        cookie = None
+        held = peer.cookies.get(path.endpoint)
+        if held is not None:
+            if now - held[1] < cookies.COOKIE_LIFETIME_S:
+                cookie = held[0]
+            else:
+                del peer.cookies[path.endpoint]
+        datagram = cookies.with_macs(peer.handshake_body, peer.handshake_mac1, cookie)
+        self._emit(path, datagram, now)
+
+    def _receive_cookie_reply(self, data: bytes, socket_id: int, address: tuple, now: float):
+        """The peer is under load and wants proof of our address: keep its cookie and send
+        the same initiation again over that path, with a mac2 (once per initiation and path)."""
+        if len(data) != wire.COOKIE_REPLY_LEN:
+            self.drops["cookie_reply_malformed"] += 1
+            return
+        (receiver_index,) = _INDEX.unpack_from(data, 4)
+        peer = self._handshakes.get(receiver_index)
+        endpoint = _endpoint(address)
+        path = None if peer is None else peer.paths.get((socket_id, endpoint))
+        if peer is None or peer.handshake is None or path is None:
+            self.drops["unknown_session"] += 1
+            return
+        nonce_end = 8 + cookies.NONCE_LEN
+        cookie = cookies.open_cookie(
+            cookies.cookie_key(peer.identity.x25519_public),
+            peer.handshake_mac1, data[8:nonce_end], data[nonce_end:],
+        )  # fmt: skip
+        if cookie is None:
+            self.drops["cookie_reply_invalid"] += 1
+            return
+        self.accepted += 1
+        if len(peer.cookies) >= 2 * len(peer.paths) + 2:
+            peer.cookies.clear()
+        peer.cookies[endpoint] = (cookie, now)
+        if endpoint not in peer.cookie_answered:
+            peer.cookie_answered.add(endpoint)
+            self._emit_initiation(peer, path, now)
 
     def _probe(
         self, peer: Peer, now: float, only_socket: int | None = None, strict: bool = False
@@ -1093,8 +1205,7 @@ class NodeCore:
                 self.packet_drops["queue_dropped_unreachable"] += len(dropped)
             elif now - self._lookup_sent.get(address, -math.inf) >= LOOKUP_RETRY_S:
                 self.lookup(address, now)
-        if len(self._source_buckets) > MAX_RATE_LIMITED_SOURCES:
-            self._source_buckets.clear()
+        self._identities.expire(now)
 
     def _tick_peer(self, peer: Peer, now: float) -> None:
         if not peer.keep:
@@ -1176,14 +1287,6 @@ class NodeCore:
             index = secrets.randbits(32)
             if index and index not in self._sessions and index not in self._handshakes:
                 return index
-
-    def _handshake_allowed(self, source: str, now: float) -> bool:
-        bucket = self._source_buckets.get(source)
-        if bucket is None:
-            bucket = self._source_buckets[source] = _TokenBucket(HANDSHAKES_PER_SOURCE_BURST, now)
-        if not bucket.take(now, HANDSHAKES_PER_SOURCE_RATE, HANDSHAKES_PER_SOURCE_BURST):
-            return False
-        return self._total_bucket.take(now, HANDSHAKES_TOTAL_RATE, HANDSHAKES_TOTAL_RATE)
 
     def keep_watching(self, address: str, now: float) -> None:
         """Check this peer's paths every second as if it carried traffic (a full tunnel's

@@ -1,7 +1,8 @@
 """The UDP wire format (docs/PROTOCOL.md). Every datagram starts with version and type.
 
-    handshake initiation  : ver type 00 00 | sender index (4) | Noise message 1
+    handshake initiation  : ver type 00 00 | sender index (4) | Noise message 1 | mac1 | mac2
     handshake response    : ver type 00 00 | sender index (4) | receiver index (4) | message 2
+    cookie reply          : ver type 00 00 | receiver index (4) | nonce (12) | sealed cookie
     data / control        : ver type hint (2) | receiver index (4) | counter (8) | AEAD ciphertext
 
 A data packet's hint is 0 when its checksums are complete; otherwise its TCP or UDP checksum
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import struct
 
+from .cookies import COOKIE_LEN, MACS_LEN, NONCE_LEN
 from .noise import MESSAGE_1_OVERHEAD, MESSAGE_2_OVERHEAD, TAG_LEN
 
 PROTOCOL_VERSION = 1
@@ -26,6 +28,7 @@ TYPE_DATA = 3  # payload: one IP packet
 TYPE_CONTROL = 4  # payload: one msgpack control message
 TYPE_RELAY = 5  # to a root: payload = destination address (5 bytes) + a datagram for it
 TYPE_RELAYED = 6  # from a root: payload = source address (5 bytes) + a datagram from it
+TYPE_COOKIE_REPLY = 7  # "prove your address first": node/cookies.py
 ADDRESS_LEN = 5
 
 PROLOGUE = b"oneservice protocol 1"
@@ -38,7 +41,10 @@ TIMESTAMP_LEN = 12  # seconds (8) + nanoseconds (4), big-endian like TAI64N: sor
 # X25519 key from the handshake that is its whole public identity, so a root or controller can
 # accept a node it has never heard of (and derive its address).
 INITIATION_PAYLOAD_LEN = TIMESTAMP_LEN + 32
-HANDSHAKE_INIT_LEN = HANDSHAKE_INIT_HEADER.size + MESSAGE_1_OVERHEAD + INITIATION_PAYLOAD_LEN
+HANDSHAKE_INIT_BODY_LEN = HANDSHAKE_INIT_HEADER.size + MESSAGE_1_OVERHEAD + INITIATION_PAYLOAD_LEN
+HANDSHAKE_INIT_LEN = HANDSHAKE_INIT_BODY_LEN + MACS_LEN
+COOKIE_REPLY_HEADER = struct.Struct("<BBHI")
+COOKIE_REPLY_LEN = COOKIE_REPLY_HEADER.size + NONCE_LEN + COOKIE_LEN + TAG_LEN
 HANDSHAKE_RESPONSE_LEN = HANDSHAKE_RESPONSE_HEADER.size + MESSAGE_2_OVERHEAD
 DATA_OVERHEAD = DATA_HEADER_LEN + TAG_LEN  # 32 bytes per tunnelled packet
 MAX_DATAGRAM_LEN = 65535
@@ -86,4 +92,12 @@ def handshake_response(sender_index: int, receiver_index: int, message: bytes) -
             PROTOCOL_VERSION, TYPE_HANDSHAKE_RESPONSE, 0, sender_index, receiver_index
         )
         + message
+    )
+
+
+def cookie_reply(receiver_index: int, nonce: bytes, sealed_cookie: bytes) -> bytes:
+    return (
+        COOKIE_REPLY_HEADER.pack(PROTOCOL_VERSION, TYPE_COOKIE_REPLY, 0, receiver_index)
+        + nonce
+        + sealed_cookie
     )

@@ -9,9 +9,11 @@ import random
 import socket
 from collections import deque
 
-from oneservice.identity import Identity
+from oneservice.identity import Identity, derive_address
 from oneservice.network.config import Member, NetworkConfig
+from oneservice.node import cookies, wire
 from oneservice.node.core import NodeCore
+from oneservice.node.noise import Initiator
 
 NETWORK_ID = "8056c2e21c000001"
 
@@ -26,6 +28,21 @@ def ipv4_packet(source: str, destination: str, body: bytes = b"x" * 20) -> bytes
     return (bytes([0x45, 0]) + total.to_bytes(2, "big") + bytes(8)
             + ipaddress.IPv4Address(source).packed + ipaddress.IPv4Address(destination).packed
             + body)  # fmt: skip
+
+
+def initiation(
+    initiator: Identity,
+    responder_public: bytes,
+    index: int = 1,
+    wall_time: float = 1.7e9,
+    cookie: bytes | None = None,
+) -> bytes:
+    """A valid handshake initiation on the wire, MACs included (a mac2 only with a cookie)."""
+    noise = Initiator(initiator.x25519_private_key(), responder_public, wire.PROLOGUE)
+    body = wire.handshake_init(
+        index, noise.write_message_1(wire.encode_timestamp(wall_time) + initiator.ed25519_public)
+    )
+    return cookies.with_macs(body, cookies.mac(cookies.mac1_key(responder_public), body), cookie)
 
 
 class Sim:
@@ -62,6 +79,11 @@ class Sim:
 
     def collect(self) -> None:
         for name, core in self.nodes.items():
+            # As the service does: initiations after transport, identity checks aside.
+            core.process_handshakes(self.now)
+            for key in core.identity_requests():
+                core.identity_derived(key, derive_address(key[:32], key[32:]), self.now)
+            core.process_handshakes(self.now)
             for socket_id, destination, data in core.datagrams_to_send():
                 # A core hands out only numeric addresses: anything else would make the OS
                 # resolve a name (a DNS query, blocking the event loop) on every send.

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import os
 
 from oneservice.network.config import Member, NetworkConfig
 from oneservice.node import core as core_module
 from oneservice.node import wire
 from oneservice.node.core import (
     ACTIVE_PROBE_INTERVAL_S,
-    HANDSHAKES_PER_SOURCE_BURST,
     IDLE_PROBE_INTERVAL_S,
     REKEY_AFTER_S,
     PeerConnected,
@@ -218,18 +216,6 @@ def test_keepalive_probe_timing():
     active = [e for e in sim.wire_log if e[0] == "a" and e[2][1] == wire.TYPE_CONTROL]
     expected = 5.0 / ACTIVE_PROBE_INTERVAL_S
     assert expected * 0.8 <= len(active) <= expected * 2.5
-
-
-def test_initiation_flood_is_rate_limited_per_source():
-    sim = two_nodes()
-    b = sim.nodes["b"]
-    junk = bytes([wire.PROTOCOL_VERSION, wire.TYPE_HANDSHAKE_INIT]) + os.urandom(
-        wire.HANDSHAKE_INIT_LEN - 2
-    )
-    for _ in range(1000):
-        b.receive_datagram(junk, 1, ("203.0.113.50", 4000), sim.now)
-    assert b.drops["handshake_failed"] == HANDSHAKES_PER_SOURCE_BURST
-    assert b.drops["handshake_rate_limited"] == 1000 - HANDSHAKES_PER_SOURCE_BURST
 
 
 def test_endpoint_inside_a_virtual_network_is_refused():

@@ -31,11 +31,14 @@ def test_fuzzed_datagrams_are_all_accounted_for_and_harmless():
             data = base[: rng.randrange(len(base))] + rng.randbytes(rng.randrange(0, 3))
         else:  # well-formed headers of every type with random bodies
             kind = rng.choice([wire.TYPE_HANDSHAKE_INIT, wire.TYPE_HANDSHAKE_RESPONSE,
-                               wire.TYPE_DATA, wire.TYPE_CONTROL, 0, 9])  # fmt: skip
-            size = rng.choice([wire.HANDSHAKE_INIT_LEN, wire.HANDSHAKE_RESPONSE_LEN, 48, 200])
+                               wire.TYPE_DATA, wire.TYPE_CONTROL, wire.TYPE_COOKIE_REPLY,
+                               0, 9])  # fmt: skip
+            size = rng.choice([wire.HANDSHAKE_INIT_LEN, wire.HANDSHAKE_RESPONSE_LEN,
+                               wire.COOKIE_REPLY_LEN, 48, 200])  # fmt: skip
             data = bytes([wire.PROTOCOL_VERSION, kind]) + rng.randbytes(size - 2)
         source = (f"203.0.113.{rng.randrange(1, 255)}", rng.randrange(1, 65536))
         b.receive_datagram(data, 1, source, sim.now)
+    b.process_handshakes(sim.now)
     accepted = b.accepted - accepted_before
     dropped = sum(b.drops.values()) - dropped_before
     assert accepted + dropped == TOTAL

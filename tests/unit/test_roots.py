@@ -8,10 +8,9 @@ from ipaddress import ip_interface
 from oneservice.identity import Identity
 from oneservice.network.config import Member, NetworkConfig
 from oneservice.node import core as core_module
+from oneservice.node.admission import UNKNOWN_PEERS_PER_S
 from oneservice.node.core import ControlReceived
-from oneservice.node.noise import Initiator
-from oneservice.node.wire import PROLOGUE, encode_timestamp, handshake_init
-from tests.unit.corenet import Sim, identity, ipv4_packet
+from tests.unit.corenet import Sim, identity, initiation, ipv4_packet
 
 
 def events(node) -> list:
@@ -90,13 +89,12 @@ def test_strangers_are_accepted_at_a_bounded_rate():
     r = sim.nodes["r"]
     root_public = identity(3).x25519_public
     accepted_before = len(r.peers)
-    strangers = [Identity.generate() for _ in range(core_module.UNKNOWN_PEERS_PER_S.__int__() + 5)]
+    strangers = [Identity.generate() for _ in range(int(UNKNOWN_PEERS_PER_S) + 5)]
     for n, stranger in enumerate(strangers):
-        initiator = Initiator(stranger.x25519_private_key(), root_public, PROLOGUE)
-        message = initiator.write_message_1(encode_timestamp(1.7e9) + stranger.ed25519_public)
-        r.receive_datagram(handshake_init(n + 1, message), 1, (f"192.0.2.{n + 10}", 9993),
-                           sim.now)  # fmt: skip
-    assert len(r.peers) - accepted_before == int(core_module.UNKNOWN_PEERS_PER_S)
+        r.receive_datagram(initiation(stranger, root_public, n + 1), 1,
+                           (f"192.0.2.{n + 10}", 9993), sim.now)  # fmt: skip
+        sim.collect()  # its turn, and its identity check
+    assert len(r.peers) - accepted_before == int(UNKNOWN_PEERS_PER_S)
     assert r.drops["unknown_peer_rate_limited"] == 5
 
 
