@@ -11,6 +11,7 @@ from pathlib import Path
 
 from . import __version__
 from .binder.sockets import BindError
+from .files import DamagedFile, FileError
 from .identity import IdentityError
 from .instance import AlreadyRunning, InstanceLock
 from .memory import pin_mmap_threshold
@@ -82,10 +83,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         _run(run_until_signalled(home, settings))
-    except NetworkConfigError as exc:
+    except (NetworkConfigError, DamagedFile) as exc:
+        # A node-wide file (identity, token, controller database, saved sysctls) is damaged:
+        # it was left as it is, and nothing was changed.
         print(f"oneservice: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
-    except (BindError, IdentityError, TapError) as exc:
+    except (BindError, IdentityError, TapError, FileError) as exc:
         print(f"oneservice: error: {exc}", file=sys.stderr)
         return EXIT_RUNTIME_ERROR
     finally:

@@ -13,14 +13,16 @@ import ipaddress
 import json
 import logging
 import os
-import secrets
+import sqlite3
 import time
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .controller.controller import ControllerError
+from .files import WriteFailed, write_atomically
 from .httpserver import HttpError, HttpServer, Request, Router
 from .network.config import is_network_id
+from .network.membership import STATUS_FILE_ERROR
 from .network.signed import STATUS_ACCESS_DENIED, STATUS_NOT_FOUND, controller_address
 from .routing.flags import FlagsError
 from .settings import PORT_FILES, TOKEN_FILE
@@ -32,27 +34,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def load_or_create_token(home) -> str:
-    path = home / TOKEN_FILE
-    try:
-        token = path.read_text(encoding="ascii").strip()
-        if token:
-            return token
-    except FileNotFoundError:
-        pass
-    token = secrets.token_urlsafe(24)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as handle:
-        handle.write(token)
-    return token
-
-
 class ApiError(HttpError):
     """A request the API refuses: answered as {"error": message} with this status."""
 
 
 async def start_api(service: Service) -> HttpServer:
-    token = load_or_create_token(service.home)
+    token = service.api_token
 
     def guard(request: Request) -> HttpError | None:
         if not _management_allowed(request.remote, service.settings.allow_management_from):
@@ -95,7 +82,7 @@ async def start_api(service: Service) -> HttpServer:
         ("DELETE", "/controller/network/{nwid}/member/{address}",
          routes.controller_member_delete),
     ]:  # fmt: skip
-        router.add(method, pattern, _controller_errors_answered(handler))
+        router.add(method, pattern, _errors_answered(handler))
     server = HttpServer(router, guard)
     port = service.binder.port
     bound = []
@@ -111,17 +98,28 @@ async def start_api(service: Service) -> HttpServer:
         await server.close()
         raise OSError(f"local API could not listen on 127.0.0.1 or ::1 port {port}")
     for name in PORT_FILES:  # ours, and the one zerotier-cli -D<home> reads
-        (service.home / name).write_text(f"{port}\n", encoding="ascii")
+        try:
+            write_atomically(service.home / name, f"{port}\n", mode=0o644)
+        except WriteFailed as exc:
+            log.error("%s: oneservice-cli and zerotier-cli must be given --port %d", exc, port)
     log.info("local API on %s port %d", " and ".join(bound), port)
     return server
 
 
-def _controller_errors_answered(handler):
+def _errors_answered(handler):
+    """Errors below the API as JSON errors: a full disk is 507 (nothing was changed)."""
+
     async def answered(request: Request):
         try:
             return await handler(request)
         except ControllerError as exc:
             raise ApiError(exc.status, str(exc)) from None
+        except WriteFailed as exc:
+            raise ApiError(507, f"{exc}; nothing was changed") from None
+        except sqlite3.OperationalError as exc:
+            full = "full" in str(exc)
+            raise ApiError(507 if full else 503, f"controller database: {exc}; nothing was "
+                                                 "changed") from None  # fmt: skip
 
     return answered
 
@@ -204,22 +202,25 @@ class Routes:
         s = self.service
         joined = s.memberships.networks.get(network_id)
         static = next((n for n in s.static_networks if n.id == network_id), None)
-        if joined is None and static is None:
+        down = s.down_reason(network_id)
+        if joined is None and static is None and not down:
             raise ApiError(404, f"not a member of network {network_id}")
         config = static or (joined.config if joined else None)
         own = config.member(s.identity.address) if config else None
         tap = s.taps.get(network_id)
         port_error = s.tap_errors.get(network_id, 0)
-        status = "OK" if static else joined.status
+        status = "OK" if static else joined.status if joined else STATUS_FILE_ERROR
         if port_error:
             status = "PORT_ERROR"
+        if down:
+            status = STATUS_FILE_ERROR
         routing = s.routing.network_document(network_id)
         return {
             "id": network_id,
             "nwid": network_id,
             "name": config.name if config else "",
             "status": status,
-            "statusDetail": self._status_detail(network_id, joined, port_error),
+            "statusDetail": down or self._status_detail(network_id, joined, port_error),
             "type": ("PRIVATE" if config.private else "PUBLIC") if config else "PRIVATE",
             "mtu": config.mtu if config else 0,
             "portDeviceName": tap.name if tap else tap_name(network_id),
@@ -261,8 +262,7 @@ class Routes:
 
     async def networks(self, request: Request) -> list:
         s = self.service
-        ids = [n.id for n in s.static_networks] + list(s.memberships.networks)
-        return [self._network_json(i) for i in dict.fromkeys(ids)]
+        return [self._network_json(i) for i in s.network_ids()]
 
     async def network(self, request: Request) -> dict:
         return self._network_json(_network_id(request))

@@ -20,6 +20,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PrivateFormat, PublicFormat
 
+from .files import damaged, read_text, write_atomically
+
 IDENTITY_FORMAT = "1"
 ADDRESS_HEX_DIGITS = 10
 SECRET_FILE = "identity.secret"
@@ -168,45 +170,34 @@ def load_or_create_identity(home: Path) -> Identity:
     """Load the node's identity, creating it on first start. A damaged identity file stops the
     service with an error: replacing it would silently turn this node into a stranger."""
     secret_path, public_path = home / SECRET_FILE, home / PUBLIC_FILE
-    if secret_path.exists():
+    text = read_text(secret_path, encoding="ascii")
+    if text is not None:
+        advice = ("; it was left untouched: restore it from a backup, or move it away to start "
+                  "as a new node")  # fmt: skip
+        if not text.strip():
+            raise damaged(secret_path, "is empty" + advice)
         try:
-            identity = Identity.parse(secret_path.read_text(encoding="ascii"))
-        except (OSError, UnicodeDecodeError, IdentityError) as exc:
-            raise IdentityError(
-                f"{secret_path} is unreadable or damaged ({exc}); it was left untouched. "
-                "Restore it from a backup, or move it away to start as a new node."
-            ) from exc
+            identity = Identity.parse(text)
+        except IdentityError as exc:
+            raise damaged(secret_path, f"{exc}{advice}") from None
         if not identity.has_secret:
-            raise IdentityError(f"{secret_path} holds no secret keys; it was left untouched")
+            raise damaged(secret_path, "holds no secret keys" + advice)
         if secret_path.stat().st_mode & 0o077:
             os.chmod(secret_path, 0o600)
         _write_public(public_path, identity)
         return identity
     identity = Identity.generate()
-    _write_private(secret_path, identity.secret_text() + "\n")
+    write_atomically(secret_path, identity.secret_text() + "\n", mode=0o600)
     _write_public(public_path, identity)
     return identity
 
 
 def _write_public(path: Path, identity: Identity) -> None:
+    """identity.public is written from the secret, never read: one that differs is replaced."""
     text = identity.public_text() + "\n"
     try:
         if path.read_text(encoding="ascii") == text:
             return
     except (OSError, UnicodeDecodeError):
         pass
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text, encoding="ascii")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Create with mode 0600 from the start (no window where others can read it)."""
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    write_atomically(path, text, mode=0o644)

@@ -68,7 +68,8 @@ class InstanceLock:
                 "first (nothing was changed)"
             ) from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        with contextlib.suppress(OSError):  # a full disk: the lock holds, only the PID is unsaid
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._file = fd
 
     def _lock_namespace(self) -> None:

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from . import __version__
+from .authtoken import load_or_create_token
 from .binder import platform_backend
 from .binder.binder import (
     AddressChanged,
@@ -35,7 +36,7 @@ from .binder.interfaces import BindPolicy
 from .controller.controller import Controller
 from .controller.store import SQLiteStore
 from .identity import Identity, derive_address, load_or_create_identity
-from .network.config import NetworkConfig, load_network_files, parse_endpoint
+from .network.config import NetworkConfig, is_network_id, load_network_files, parse_endpoint
 from .network.membership import Memberships
 from .network.signed import STATUS_NOT_FOUND, controller_address
 from .node.core import ControlReceived, NodeCore, PathChanged, PeerConnected
@@ -56,11 +57,16 @@ class Service:
     def __init__(self, home: Path, settings: Settings) -> None:
         self.home = home
         self.settings = settings
+        # Every file of the home is read here, before anything touches the kernel: a damaged
+        # node-wide file stops the start (DamagedFile: exit 2); a damaged per-network file
+        # takes down that network only (down_reason).
         self.identity = load_or_create_identity(home)
-        self.static_networks = load_network_files(home)
+        self.static_networks, self.network_file_errors = load_network_files(home)
+        for error in self.network_file_errors.values():
+            log.error("%s", error)
         self.memberships = Memberships(home)
         for warning in self.memberships.load():
-            log.warning("%s", warning)
+            log.error("%s", warning)
         self.controller: Controller | None = None
         if (home / CONTROLLER_DB).exists():
             self.controller = Controller(self.identity, SQLiteStore(home / CONTROLLER_DB))
@@ -70,6 +76,10 @@ class Service:
             self.identity, now=self.loop.time(), wall_time=time.time(), relay=settings.relay
         )
         self.routing = RoutingManager(home, settings, self.identity.address)
+        self.routing.check_state_files()
+        for network_id in self.network_ids():
+            self.routing.flags_error(network_id)  # read now: a damaged one is logged at start
+        self.api_token = load_or_create_token(home)
         self.taps: dict = {}
         # Networks whose device could not be created: the errno (their status is PORT_ERROR).
         self.tap_errors: dict[str, int] = {}
@@ -111,7 +121,20 @@ class Service:
 
     def active_networks(self) -> list[NetworkConfig]:
         joined = [j.config for j in self.memberships.networks.values() if j.config is not None]
-        return self.static_networks + joined
+        return [n for n in self.static_networks + joined if not self.down_reason(n.id)]
+
+    def network_ids(self) -> list[str]:
+        """Every network this node is in, working or not (files in networks.d)."""
+        ids = [n.id for n in self.static_networks] + list(self.memberships.networks)
+        return list(dict.fromkeys([*ids, *(i for i in self.network_file_errors
+                                          if is_network_id(i))]))  # fmt: skip
+
+    def down_reason(self, network_id: str) -> str:
+        """Why a network of ours is down because of a damaged file ("" if it is not)."""
+        joined = self.memberships.networks.get(network_id)
+        return (self.network_file_errors.get(network_id, "")
+                or (joined.file_error if joined else "")
+                or self.routing.flags_error(network_id))  # fmt: skip
 
     def ensure_controller(self) -> Controller:
         if self.controller is None:

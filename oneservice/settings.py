@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .files import DamagedFile, json_type, read_json_object
+
 DEFAULT_PRIMARY_PORT = 9993
 # Files in the home directory that the local API and its clients share.
 TOKEN_FILE = "authtoken.secret"
@@ -78,17 +80,11 @@ def load_local_conf(home: Path) -> Settings:
     """Read ``<home>/local.conf``; a missing file means defaults."""
     path = home / LOCAL_CONF_NAME
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+        document = read_json_object(path)
+    except DamagedFile as exc:
+        raise SettingsError(str(exc)) from None
+    if document is None:
         return Settings()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SettingsError(f"{path}: cannot read: {exc}") from exc
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise SettingsError(
-            f"{path}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
-        ) from exc
     return parse_local_conf(document, source=str(path))
 
 
@@ -110,7 +106,7 @@ _DEFAULTS = Settings()
 def parse_local_conf(document: Any, source: str = LOCAL_CONF_NAME) -> Settings:
     """Validate a decoded local.conf document and return Settings."""
     if not isinstance(document, dict):
-        raise SettingsError(f"{source}: must be a JSON object, got {_json_type(document)}")
+        raise SettingsError(f"{source}: must be a JSON object, got {json_type(document)}")
     misplaced = sorted(set(document) & _SETTINGS_KEYS)
     if misplaced:
         key = misplaced[0]
@@ -119,7 +115,7 @@ def parse_local_conf(document: Any, source: str = LOCAL_CONF_NAME) -> Settings:
     _reject_unknown(document, _TOP_LEVEL_KEYS, source, "")
     raw = document.get("settings", {})
     if not isinstance(raw, dict):
-        raise SettingsError(f"{source}: settings must be an object, got {_json_type(raw)}")
+        raise SettingsError(f"{source}: settings must be an object, got {json_type(raw)}")
     _reject_unknown(raw, _SETTINGS_KEYS, source, "settings.")
 
     port = raw.get("primaryPort", DEFAULT_PRIMARY_PORT)
@@ -150,7 +146,7 @@ def parse_local_conf(document: Any, source: str = LOCAL_CONF_NAME) -> Settings:
 def _metrics(value: Any, what: str) -> tuple[tuple[str, int], ...]:
     if not isinstance(value, dict):
         raise SettingsError(f'{what} must be an object like {{"wlan0": 100}}, got '
-                            f"{_json_type(value)}")  # fmt: skip
+                            f"{json_type(value)}")  # fmt: skip
     _name_list(list(value), what)
     for name, metric in value.items():
         if isinstance(metric, bool) or not isinstance(metric, int) or not 0 <= metric <= MAX_METRIC:
@@ -168,7 +164,7 @@ def validate_port(port: Any, what: str) -> int:
 
 def _name_list(value: Any, what: str) -> tuple[str, ...]:
     if not isinstance(value, list):
-        raise SettingsError(f"{what} must be a list of interface names, got {_json_type(value)}")
+        raise SettingsError(f"{what} must be a list of interface names, got {json_type(value)}")
     names = []
     for item in value:
         if not isinstance(item, str) or not item or len(item) > MAX_INTERFACE_NAME_LEN:
@@ -189,17 +185,11 @@ def _reject_unknown(obj: dict, known: set[str], source: str, prefix: str) -> Non
         )
 
 
-def _json_type(value: Any) -> str:
-    return {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}.get(
-        type(value), type(value).__name__
-    )
-
-
 def _networks(value: Any, what: str) -> tuple[str, ...]:
     import ipaddress
 
     if not isinstance(value, list):
-        raise SettingsError(f"{what} must be a list of CIDRs, got {_json_type(value)}")
+        raise SettingsError(f"{what} must be a list of CIDRs, got {json_type(value)}")
     networks = []
     for item in value:
         try:

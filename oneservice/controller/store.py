@@ -10,6 +10,8 @@ import sqlite3
 from pathlib import Path
 from typing import Protocol
 
+from ..files import DamagedFile
+
 SCHEMA_VERSION = 1
 _MIGRATIONS = {
     1: [
@@ -23,8 +25,32 @@ _MIGRATIONS = {
 }
 
 
-class StoreError(Exception):
+class StoreError(DamagedFile):
     """The controller's database cannot be used; the message says which file and why."""
+
+
+# Every SQLite database starts with a 100-byte header: a shorter file is not one (an empty
+# file would silently become a new, empty database).
+SQLITE_HEADER_LEN = 100
+_ADVICE = ("; it was left untouched: restore it from a backup, or move it away to start with "
+           "no networks")  # fmt: skip
+
+
+def _check_readonly(path: Path) -> None:
+    """Read every page of an existing database without writing to it: a garbage or truncated
+    file is refused before anything could change it. Without a -wal file beside it the main
+    file is the whole database, and it is read as immutable: even a read-only open of a WAL
+    database would create -wal and -shm files. With one (a crash, or a full disk at the last
+    close) the database is the two together, read as such."""
+    wal = path.with_name(path.name + "-wal")
+    options = "mode=ro" if wal.exists() else "mode=ro&immutable=1"
+    db = sqlite3.connect(f"file:{path}?{options}", uri=True)
+    try:
+        result = db.execute("PRAGMA quick_check").fetchone()
+    finally:
+        db.close()
+    if result is None or result[0] != "ok":
+        raise sqlite3.DatabaseError(f"integrity check: {result[0] if result else 'no answer'}")
 
 
 class ControllerStore(Protocol):
@@ -50,14 +76,21 @@ class SQLiteStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            size = None
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot read: {exc.strerror or exc}{_ADVICE}") from None
+        if size is not None and size < SQLITE_HEADER_LEN:
+            raise StoreError(f"{path}: {size} bytes, too short to be a database{_ADVICE}")
+        try:
+            if size is not None:
+                _check_readonly(path)
             self._db = sqlite3.connect(path, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._migrate()
         except sqlite3.DatabaseError as exc:
-            raise StoreError(
-                f"{path} is not a usable controller database ({exc}); it was left untouched. "
-                "Restore it from a backup, or move it away to start with no networks."
-            ) from exc
+            raise StoreError(f"{path}: not a usable controller database ({exc}){_ADVICE}") from None
 
     def _migrate(self) -> None:
         self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")

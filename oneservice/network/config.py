@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..files import DamagedFile, network_down, read_json_object
 from ..identity import Identity, IdentityError
 from ..node.wire import DEFAULT_TUNNEL_MTU
 
@@ -284,23 +285,22 @@ def _list(value: Any, where: str) -> list:
     return value
 
 
-def load_network_files(home: Path) -> list[NetworkConfig]:
-    """Every `networks.d/<id>.json`; a broken file is an error naming it, not a skip."""
+def load_network_files(home: Path) -> tuple[list[NetworkConfig], dict[str, str]]:
+    """Every `networks.d/<id>.json`, and for each file that cannot be used, by its name's
+    network id, the one-line reason (that network stays down; the file is left as it is)."""
     directory = home / NETWORKS_DIR
     if not directory.is_dir():
-        return []
-    networks = []
+        return [], {}
+    networks, errors = [], {}
     for path in sorted(directory.glob("*.json")):
         try:
-            document = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise NetworkConfigError(f"{path}: cannot read: {exc}") from exc
-        except json.JSONDecodeError as exc:
-            raise NetworkConfigError(
-                f"{path}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
-            ) from exc
-        network = parse_network(document, str(path))
-        if path.stem != network.id:
-            raise NetworkConfigError(f"{path}: file name must be the network id {network.id}.json")
+            network = parse_network(read_json_object(path), str(path))
+            if path.stem != network.id:
+                raise NetworkConfigError(
+                    f"{path}: file name must be the network id {network.id}.json"
+                )
+        except (DamagedFile, NetworkConfigError) as exc:
+            errors[path.stem] = network_down(exc, path.stem)
+            continue
         networks.append(network)
-    return networks
+    return networks, errors

@@ -3,23 +3,35 @@
 Each joined network has a file `networks.d/<network id>.conf` (JSON) holding the controller's
 public identity and the last signed config it sent, so the node restarts into its networks
 without the controller, and re-checks the signature on load. Deleting the file is leaving.
+A file that cannot be used takes its network down (status FILE_ERROR, saying why) and is left
+as it is: the node neither asks the controller for that network nor writes over the file.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..files import (
+    DamagedFile,
+    WriteFailed,
+    damaged,
+    json_type,
+    network_down,
+    read_json_object,
+    write_atomically,
+)
 from ..identity import Identity, IdentityError
 from .config import NETWORKS_DIR, NetworkConfig, NetworkConfigError, is_network_id
 from .signed import ERROR_STATUSES, controller_address, verify_config
 
 STATUS_REQUESTING = "REQUESTING_CONFIGURATION"
 STATUS_OK = "OK"
+STATUS_FILE_ERROR = "FILE_ERROR"
 # Ask again this often once configured (pushes bring changes at once; this catches the rest),
 # and this often while waiting for a first answer.
 CONFIG_REFRESH_S = 30.0
@@ -38,6 +50,7 @@ class JoinedNetwork:
     last_request: float = -math.inf
     rejected_configs: int = 0
     last_rejection: str = ""
+    file_error: str = ""  # why its file cannot be used (then it is down)
     # When the first unanswered request went out (inf: none is waiting for an answer).
     requested_since: float = math.inf
     slow_reported: bool = False
@@ -70,28 +83,21 @@ class Memberships:
             if not is_network_id(network_id):
                 warnings.append(f"{path}: not named <16 hex digit network id>.conf; ignored")
                 continue
-            joined = JoinedNetwork(network_id)
             try:
-                saved = json.loads(path.read_text(encoding="utf-8") or "{}")
-                if saved.get("controller"):
-                    joined.controller = Identity.parse(saved["controller"]).public()
-                if saved.get("config"):
-                    message = {"c": base64.b64decode(saved["config"]),
-                               "s": base64.b64decode(saved["signature"])}  # fmt: skip
-                    joined.config = verify_config(message, joined.controller, network_id)
-                    joined.status = STATUS_OK
-            except (OSError, ValueError, KeyError, TypeError, IdentityError,
-                    NetworkConfigError) as exc:  # fmt: skip
-                warnings.append(f"{path}: saved config unusable ({exc}); asking the controller")
-                joined.config, joined.status = None, STATUS_REQUESTING
+                joined = _load_saved(path, network_id)
+            except DamagedFile as exc:
+                reason = network_down(exc, network_id)
+                warnings.append(reason)
+                joined = JoinedNetwork(network_id, STATUS_FILE_ERROR, file_error=reason)
             self.networks[network_id] = joined
         return warnings
 
     def join(self, network_id: str) -> JoinedNetwork:
+        """WriteFailed if its file cannot be written (then it is not joined)."""
         joined = self.networks.get(network_id)
         if joined is None:
+            self._save(network_id, None, None)
             joined = self.networks[network_id] = JoinedNetwork(network_id)
-            self._save(joined, None)
         return joined
 
     def leave(self, network_id: str) -> bool:
@@ -104,6 +110,8 @@ class Memberships:
     def requests_due(self, now: float) -> list[JoinedNetwork]:
         due = []
         for joined in self.networks.values():
+            if joined.file_error:
+                continue
             interval = CONFIG_REFRESH_S if joined.status == STATUS_OK else CONFIG_RETRY_S
             if now - joined.last_request >= interval:
                 joined.last_request = now
@@ -115,17 +123,17 @@ class Memberships:
         """Apply an "nc" message; returns the network if its usable config changed."""
         network_id = message.get("n")
         joined = self.networks.get(network_id) if isinstance(network_id, str) else None
-        if joined is None:
-            return None  # not a network of ours: nothing to reject
+        if joined is None or joined.file_error:
+            return None  # not a network of ours (or down, its file damaged): nothing to reject
         if sender.address != controller_address(joined.id):
             return self._reject(joined, f"config sent by {sender.address}, not the controller")
         joined.requested_since, joined.slow_reported = math.inf, False  # answered
         error = message.get("err")
         if error in ERROR_STATUSES:
             had_config = joined.config is not None
+            if had_config and not self._saved(joined, sender, None):
+                return None
             joined.status, joined.config, joined.controller = error, None, sender
-            if had_config:
-                self._save(joined, None)
             return joined if had_config else None
         try:
             config = verify_config(message, sender, joined.id)
@@ -136,9 +144,9 @@ class Memberships:
                 joined, f"stale revision {config.revision} (have {joined.config.revision})"
             )
         changed = joined.config != config
+        if changed and not self._saved(joined, sender, message):
+            return None
         joined.status, joined.config, joined.controller = STATUS_OK, config, sender
-        if changed:
-            self._save(joined, message)
         return joined if changed else None
 
     @staticmethod
@@ -147,15 +155,57 @@ class Memberships:
         joined.rejected_configs += 1
         joined.last_rejection = reason
 
-    def _save(self, joined: JoinedNetwork, message: dict | None) -> None:
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        document = {"id": joined.id}
-        if joined.controller is not None:
-            document["controller"] = joined.controller.public_text()
+    def _saved(self, joined: JoinedNetwork, controller: Identity, message: dict | None) -> bool:
+        """Save before applying: what runs is what a restart finds. On a failed write (a full
+        disk) the change is refused, counted, and asked for again at the next refresh."""
+        try:
+            self._save(joined.id, controller, message)
+        except WriteFailed as exc:
+            self._reject(joined, str(exc))
+            return False
+        return True
+
+    def _save(self, network_id: str, controller: Identity | None, message: dict | None) -> None:
+        document: dict = {"id": network_id}
+        if controller is not None:
+            document["controller"] = controller.public_text()
         if message is not None:
             document["config"] = base64.b64encode(message["c"]).decode()
             document["signature"] = base64.b64encode(message["s"]).decode()
-        path = self.directory / f"{joined.id}.conf"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(document, indent=1), encoding="utf-8")
-        os.replace(tmp, path)
+        write_atomically(self.directory / f"{network_id}.conf", json.dumps(document, indent=1))
+
+
+def _load_saved(path: Path, network_id: str) -> JoinedNetwork:
+    """A joined network from its file; DamagedFile says what is wrong with it."""
+    saved = read_json_object(path)
+    if saved is None:
+        raise damaged(path, "vanished while being read")
+    unknown = sorted(set(saved) - {"id", "controller", "config", "signature"})
+    if unknown:
+        raise damaged(path, f"unknown key {json.dumps(unknown[0])}")
+    if saved.get("id", network_id) != network_id:
+        raise damaged(path, f"holds network {json.dumps(saved['id'])}, not {network_id}")
+    joined = JoinedNetwork(network_id)
+    controller = saved.get("controller")
+    if controller is not None:
+        if not isinstance(controller, str):
+            kind = json_type(controller)
+            raise damaged(path, f"controller must be an identity string, not {kind}")
+        try:
+            joined.controller = Identity.parse(controller).public()
+        except IdentityError as exc:
+            raise damaged(path, f"controller: {exc}") from None
+    if "config" in saved or "signature" in saved:
+        if joined.controller is None:
+            raise damaged(path, "has a saved config but no controller to check it against")
+        try:
+            message = {"c": base64.b64decode(saved["config"], validate=True),
+                       "s": base64.b64decode(saved["signature"], validate=True)}  # fmt: skip
+        except (KeyError, TypeError, binascii.Error):
+            raise damaged(path, "config and signature must both be base64 strings") from None
+        try:
+            joined.config = verify_config(message, joined.controller, network_id)
+        except NetworkConfigError as exc:
+            raise damaged(path, f"saved config: {exc}") from None
+        joined.status = STATUS_OK
+    return joined

@@ -49,7 +49,7 @@ def verify_config(message: Any, controller: Identity, network_id: str) -> Networ
         raise NetworkConfigError("config signature does not verify")
     try:
         document = json.loads(blob)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise NetworkConfigError("signed config is not JSON") from None
     config = parse_network(document, f"config of {network_id}")
     if config.id != network_id:

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from ..files import DamagedFile, read_json_object, write_atomically
 from ..network.config import NETWORKS_DIR, shown
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -110,23 +110,15 @@ def load_flags(home: Path, network_id: str) -> NetworkFlags:
     (it is left as it is)."""
     path = flags_path(home, network_id)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return NetworkFlags()
-    except OSError as exc:
-        raise FlagsError(f"{path}: {exc.strerror or exc}") from None
-    try:
-        return parse_flags(json.loads(text))
-    except (ValueError, FlagsError) as exc:
-        raise FlagsError(f"{path}: {exc}") from None
+        document = read_json_object(path)
+        return NetworkFlags() if document is None else parse_flags(document)
+    except (DamagedFile, FlagsError) as exc:
+        raise FlagsError(str(exc) if isinstance(exc, DamagedFile) else f"{path}: {exc}") from None
 
 
 def save_flags(home: Path, network_id: str, flags: NetworkFlags) -> None:
-    path = flags_path(home, network_id)
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(flags.document(), indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    """WriteFailed if the file cannot be written (the old one is then unchanged)."""
+    write_atomically(flags_path(home, network_id), json.dumps(flags.document(), indent=1) + "\n")
 
 
 def delete_flags(home: Path, network_id: str) -> None:

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..files import network_down
 from ..network.config import NetworkConfig
 from ..settings import Settings
 from .dns import DnsSetting, ResolvectlDns, plan_dns
@@ -88,6 +89,13 @@ class RoutingManager:
         self._task: asyncio.Task | None = None
         self._stopped = False
 
+    def check_state_files(self) -> None:
+        """StateFileDamaged if a file of saved sysctl values cannot be read: nothing could be
+        restored from it, so the node must not start and change more."""
+        for user in (self._exit, self._rp_filter):
+            if user is not None:
+                user.journal.saved()
+
     @property
     def managed(self) -> bool:
         return self._kernel is not None
@@ -100,14 +108,25 @@ class RoutingManager:
                 self.flags[network_id] = load_flags(self.home, network_id)
                 self.flag_errors.pop(network_id, None)
             except FlagsError as exc:
-                # The defaults are the safe side (no default route); the file stays as it is.
-                log.error("%s; using the default flags", exc)
-                self.flag_errors[network_id] = str(exc)
+                # The network stays down (Service.down_reason): running it with other flags
+                # than the user saved could route or leak what they meant not to. The file
+                # stays as it is.
+                self.flag_errors[network_id] = network_down(exc, network_id)
+                log.error("%s", self.flag_errors[network_id])
                 self.flags[network_id] = NetworkFlags()
         return self.flags[network_id]
 
+    def flags_error(self, network_id: str) -> str:
+        """Why this network's flags file cannot be used ("" if it can)."""
+        self.flags_for(network_id)
+        return self.flag_errors.get(network_id, "")
+
     def set_flags(self, network_id: str, changes: dict) -> NetworkFlags:
-        """FlagsError if a change is wrong; nothing is then changed."""
+        """FlagsError if a change is wrong, WriteFailed if it cannot be saved; nothing is then
+        changed."""
+        if self.flags_error(network_id):
+            raise FlagsError(f"{self.flag_errors[network_id]}; fix or remove that file first "
+                             "(the node does not write over it)")  # fmt: skip
         flags = self.flags_for(network_id).changed(changes)
         save_flags(self.home, network_id, flags)
         self.flags[network_id] = flags

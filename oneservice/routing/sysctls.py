@@ -8,13 +8,18 @@ start after a crash, put the saved values back. Blocking: run in an executor.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
+
+from ..files import DamagedFile, WriteFailed, read_json_object, write_atomically
 
 
 class SysctlError(Exception):
     """A sysctl could not be read, written or restored, or the state file is damaged."""
+
+
+class StateFileDamaged(SysctlError, DamagedFile):
+    """The state file cannot be used: at start this stops the node (nothing to restore from)."""
 
 
 class SysctlJournal:
@@ -57,20 +62,19 @@ class SysctlJournal:
         self._store(saved)
 
     def saved(self) -> dict[str, str]:
+        """The saved values; StateFileDamaged (left as it is) if the file cannot be used."""
+        advice = "; it holds the sysctl values to restore: fix or remove it"
         try:
-            saved = json.loads(self.state_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
+            saved = read_json_object(self.state_path)
+        except DamagedFile as exc:
+            raise StateFileDamaged(f"{exc}{advice}") from None
+        if saved is None:
             return {}
-        except (OSError, ValueError) as exc:
-            raise SysctlError(
-                f"{self.state_path} is unreadable ({exc}); it holds the sysctl values to "
-                "restore: fix or remove it"
-            ) from None
-        if not isinstance(saved, dict) or not all(
+        if not all(
             isinstance(k, str) and self._allowed(k) and isinstance(v, str | int)
             for k, v in saved.items()
         ):
-            raise SysctlError(f"{self.state_path}: unexpected content; fix or remove it")
+            raise StateFileDamaged(f"{self.state_path}: unexpected content{advice}")
         return {k: str(v) for k, v in saved.items()}
 
     def _store(self, saved: dict[str, str]) -> None:
@@ -80,13 +84,10 @@ class SysctlJournal:
             self.state_path.unlink(missing_ok=True)
 
     def _save(self, saved: dict[str, str]) -> None:
-        tmp = self.state_path.with_suffix(".tmp")
         try:
-            tmp.write_text(json.dumps(saved), encoding="utf-8")
-            os.replace(tmp, self.state_path)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise SysctlError(f"cannot save {self.state_path}: {exc.strerror or exc}") from None
+            write_atomically(self.state_path, json.dumps(saved))
+        except WriteFailed as exc:
+            raise SysctlError(str(exc)) from None
 
 
 def read_sysctl(path: str) -> str:

@@ -10,6 +10,7 @@ and from real addresses that answer cookie replies.
 from __future__ import annotations
 
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -130,6 +131,13 @@ def socket_backlog(host: Host, port: int = 9993) -> int:
     return waiting
 
 
+def cpu_seconds(pid: int, thread: int | None = None) -> float:
+    """CPU time of a process, or of one of its threads (the main thread: its PID)."""
+    stat = Path(f"/proc/{pid}/task/{thread}/stat" if thread else f"/proc/{pid}/stat")
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def newcomer_connected(lab: FloodLab) -> bool:
     victim = lab.identities["victim"].address
     return any(victim in line and "session established" in line
@@ -141,6 +149,9 @@ def run_flood(lab: FloodLab, seconds: float, spoofed_rate: int, real_rate: int) 
     Returns the figures the test and the benchmark look at."""
     pings = start_pings(lab, seconds + 2)
     time.sleep(1)  # a baseline second before the flood
+    victim_pid = lab.nodes["victim"].process.pid
+    cpu_before, flood_started = cpu_seconds(victim_pid), time.monotonic()
+    loop_before = cpu_seconds(victim_pid, thread=victim_pid)
     flood = start_flood(lab, seconds, spoofed_rate, real_rate)
     time.sleep(1)
     started = time.monotonic()
@@ -151,6 +162,8 @@ def run_flood(lab: FloodLab, seconds: float, spoofed_rate: int, real_rate: int) 
     out, err = flood.communicate(timeout=seconds + 60)
     assert flood.returncode == 0, err
     ended = time.monotonic()
+    cpu = (cpu_seconds(victim_pid) - cpu_before) / (ended - flood_started)
+    loop_cpu = (cpu_seconds(victim_pid, thread=victim_pid) - loop_before) / (ended - flood_started)
     time.sleep(max(0.0, ended + 1.0 - time.monotonic()))
     backlog = socket_backlog(lab.hosts["victim"])
     counters = lab.status("victim")["counters"]
@@ -162,6 +175,8 @@ def run_flood(lab: FloodLab, seconds: float, spoofed_rate: int, real_rate: int) 
         "socketBacklogBytesAfter1s": backlog,
         "initiationsWaitingAfter1s": counters.get("initiationsWaiting"),
         "cookieRepliesSent": counters.get("cookieRepliesSent"),
+        "victimCpuPercent": round(100 * cpu, 1),
+        "victimLoopCpuPercent": round(100 * loop_cpu, 1),  # the event loop's thread alone
         "datagramDrops": counters["datagramDrops"],
     }
 

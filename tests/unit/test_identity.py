@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from oneservice.__main__ import main
+from oneservice.files import DamagedFile
 from oneservice.identity import Identity, IdentityError, derive_address, load_or_create_identity
 
 
@@ -56,11 +57,11 @@ def test_damaged_identity_stops_the_node_and_is_never_replaced(tmp_path, capsys)
     secret = tmp_path / "identity.secret"
     damaged = secret.read_text()[:40]  # truncated
     secret.write_text(damaged)
-    with pytest.raises(IdentityError, match="left untouched"):
+    with pytest.raises(DamagedFile, match="left untouched"):
         load_or_create_identity(tmp_path)
     assert secret.read_text() == damaged
-    assert main(["--home", str(tmp_path), "--port", "0"]) == 1
-    assert "identity.secret is unreadable or damaged" in capsys.readouterr().err
+    assert main(["--home", str(tmp_path), "--port", "0"]) == 2
+    assert "identity.secret: " in capsys.readouterr().err
     assert secret.read_text() == damaged
 
 

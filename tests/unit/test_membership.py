@@ -9,7 +9,11 @@ import pytest
 
 from oneservice.controller.controller import Controller
 from oneservice.controller.store import SQLiteStore
-from oneservice.network.membership import STATUS_OK, STATUS_REQUESTING, Memberships
+from oneservice.network.membership import (
+    STATUS_FILE_ERROR,
+    STATUS_OK,
+    Memberships,
+)
 from oneservice.network.signed import sign_config
 from tests.unit.corenet import identity
 
@@ -91,7 +95,7 @@ def test_access_denied_drops_the_saved_config(setup, tmp_path):
     assert again.networks[nwid].config is None
 
 
-def test_a_damaged_saved_config_is_set_aside_with_a_warning(setup, tmp_path):
+def test_a_damaged_saved_config_takes_the_network_down_and_is_left_as_it_was(setup, tmp_path):
     controller, nwid, memberships = setup
     memberships.on_config_message(config_message(controller, nwid), CONTROLLER.public())
     path = tmp_path / "member" / "networks.d" / f"{nwid}.conf"
@@ -100,6 +104,8 @@ def test_a_damaged_saved_config_is_set_aside_with_a_warning(setup, tmp_path):
     path.write_text(json.dumps(saved))
     again = Memberships(tmp_path / "member")
     [warning] = again.load()
-    assert "saved config unusable" in warning
-    assert again.networks[nwid].status == STATUS_REQUESTING
+    assert "saved config: config signature does not verify" in warning
+    assert again.networks[nwid].status == STATUS_FILE_ERROR
+    assert again.networks[nwid].file_error == warning
+    assert again.requests_due(1e9) == [], "the controller is not asked: its answer would be saved"
     assert json.loads(path.read_text()) == saved, "the file is left as it was"

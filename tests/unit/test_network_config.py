@@ -4,7 +4,6 @@ import json
 
 import pytest
 
-from oneservice.__main__ import main
 from oneservice.identity import Identity
 from oneservice.network.config import NetworkConfigError, load_network_files, parse_network
 
@@ -59,13 +58,13 @@ def test_mistakes_are_named(overrides, message):
         parse_network(doc(**overrides), "f")
 
 
-def test_file_name_must_be_the_id_and_broken_json_stops_the_node(tmp_path, capsys):
+def test_a_misnamed_or_broken_network_file_takes_down_that_network_only(tmp_path):
     directory = tmp_path / "networks.d"
     directory.mkdir()
     (directory / "wrong.json").write_text(json.dumps(doc()))
-    with pytest.raises(NetworkConfigError, match="file name must be the network id"):
-        load_network_files(tmp_path)
-    (directory / "wrong.json").unlink()
-    (directory / "8056c2e21c000001.json").write_text("{broken")
-    assert main(["--home", str(tmp_path), "--port", "0"]) == 2
-    assert "not valid JSON at line 1" in capsys.readouterr().err
+    (directory / "8056c2e21c000002.json").write_text("{broken")
+    (directory / "8056c2e21c000001.json").write_text(json.dumps(doc()))
+    networks, errors = load_network_files(tmp_path)
+    assert [n.id for n in networks] == ["8056c2e21c000001"]
+    assert "file name must be the network id" in errors["wrong"]
+    assert "not valid JSON at line 1" in errors["8056c2e21c000002"]
