@@ -284,7 +284,10 @@ class Routes:
             if not member:
                 raise ApiError(404, f"not a member of {network_id}: join it first (POST {{}} "
                                     f"or `oneservice-cli join {network_id}`), then set flags")
-            self.service.set_network_flags(network_id, body)
+            try:
+                self.service.set_network_flags(network_id, body)
+            except FlagsError as exc:  # its flags file is damaged: not written over
+                raise ApiError(409, str(exc)) from None
         elif not member:
             self.service.join(network_id)
         return self._network_json(network_id)

@@ -23,6 +23,7 @@ from oneservice.__main__ import main
 from oneservice.api import Routes
 from oneservice.authtoken import load_or_create_token
 from oneservice.controller.store import SQLiteStore
+from oneservice.httpserver import HttpError, Request, parse_head
 from oneservice.identity import Identity, load_or_create_identity
 from oneservice.network.signed import sign_config
 from oneservice.settings import Settings
@@ -205,8 +206,13 @@ def test_flags_of_a_network_with_a_damaged_flags_file_cannot_be_written_over(tmp
 
     async def run():
         service = service_module.Service(home, Settings())
-        with pytest.raises(Exception, match="fix or remove that file first"):
-            service.routing.set_flags(GOOD_ID, {"allowDefault": True})
+        routes = Routes(service)
+        request = Request(parse_head(f"POST /network/{GOOD_ID} HTTP/1.1\r\n\r\n".encode()),
+                          b'{"allowDefault": true}', "127.0.0.1")  # fmt: skip
+        request.params = {"nwid": GOOD_ID}
+        with pytest.raises(HttpError, match="fix or remove that file first") as refused:
+            await routes.join(request)
+        assert refused.value.status == 409
 
     asyncio.run(run())
     assert flags.read_bytes() == b"{broken"
