@@ -22,7 +22,7 @@ import msgpack
 
 from ..identity import Identity, IdentityError
 from ..network.config import NetworkConfig, NetworkConfigError, parse_endpoint
-from . import cookies, wire
+from . import chunks, cookies, wire
 from .admission import (
     MAX_QUEUED_INITIATIONS,
     HandshakeLimits,
@@ -74,9 +74,10 @@ MAX_PENDING_CONTROL = 64
 _INDEX = struct.Struct("<I")
 _RESPONSE_INDEXES = struct.Struct("<II")
 _DATA_FIELDS = struct.Struct("<IQ")
-_TRANSPORT_TYPES = frozenset(
-    {wire.TYPE_DATA, wire.TYPE_CONTROL, wire.TYPE_RELAY, wire.TYPE_RELAYED}
-)
+_TRANSPORT_TYPES = frozenset({
+    wire.TYPE_DATA, wire.TYPE_CONTROL, wire.TYPE_RELAY, wire.TYPE_RELAYED,
+    wire.TYPE_CONTROL_CHUNK,
+})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -257,9 +258,13 @@ class NodeCore:
         self._initiations: deque[_Initiation] = deque()
         self._identities = IdentityChecks(now, self.drops)
         self.cookie_replies_sent = 0
+        self.chunks_resent = 0
         self._lookups: dict[str, float] = {}  # address -> when the look-up started
         self._lookup_sent: dict[str, float] = {}
         self._pending_control: dict[str, list[dict]] = {}
+        self._reassembly = chunks.Reassembly(self.packet_drops)
+        self._sent_chunks = chunks.SentChunks()
+        self._next_message_id = secrets.randbits(32)
         self._next_tick = now
 
     # --- configuration -----------------------------------------------------------------------
@@ -297,7 +302,7 @@ class NodeCore:
                     # (told, so that its side ends too), not once it goes quiet, which two
                     # peers probing each other never do.
                     if peer.current is not None and peer.preferred is not None:
-                        self._send(peer, wire.TYPE_CONTROL, msgpack.packb({"t": "bye"}), now)
+                        self._send_message(peer, {"t": "bye"}, now)
                     self._forget(peer)
         for address, peer in wanted.items():
             peer.networks = {
@@ -357,6 +362,7 @@ class NodeCore:
         self._handshakes.pop(peer.handshake_index, None)
         self.peers.pop(peer.address, None)
         self._peers_by_static.pop(peer.identity.x25519_public, None)
+        self._reassembly.forget_peer(peer.address)
 
     def _end_sessions(self, peer: Peer) -> None:
         for session in (peer.current, peer.previous, peer.unconfirmed):
@@ -369,7 +375,7 @@ class NodeCore:
         tunnel) stops at once instead of after the probe timeout."""
         for peer in self.peers.values():
             if peer.current is not None and peer.preferred is not None:
-                self._send(peer, wire.TYPE_CONTROL, msgpack.packb({"t": "bye"}), now)
+                self._send_message(peer, {"t": "bye"}, now)
 
     def _peer_left(self, peer: Peer) -> None:
         """A peer said goodbye (authenticated): its sessions end and no path is trusted until
@@ -557,6 +563,10 @@ class NodeCore:
                     self._peer_prefers(peer, path)  # it sends data on its preferred path
                     self._follow(peer, path, now)
                 self._deliver(peer, payload, data[2] | data[3] << 8)
+        elif kind == wire.TYPE_CONTROL_CHUNK:
+            whole = self._reassembly.add(peer.address, payload, now)
+            if whole is not None:
+                self._receive_control(peer, whole, path, now)
         else:
             self._receive_control(peer, payload, path, now)
 
@@ -603,8 +613,8 @@ class NodeCore:
     def _receive_control(self, peer: Peer, payload: bytes, path: Path | None, now: float) -> None:
         try:
             message = msgpack.unpackb(payload, raw=False, max_str_len=4096,
-                                      max_bin_len=wire.MAX_DATAGRAM_LEN, max_array_len=4096,
-                                      max_map_len=64)  # fmt: skip
+                                      max_bin_len=chunks.MAX_CHUNKS * chunks.CHUNK_LEN,
+                                      max_array_len=4096, max_map_len=64)  # fmt: skip
             kind = message["t"]
             if not isinstance(kind, str):
                 raise TypeError(kind)
@@ -625,6 +635,8 @@ class NodeCore:
             self._receive_introduction(peer, message, now)
         elif kind == "bye":
             self._peer_left(peer)
+        elif kind == "chunks":
+            self._resend_chunks(peer, message, now)
         else:
             self._events.append(ControlReceived(peer.address, message))
 
@@ -658,8 +670,7 @@ class NodeCore:
         self._lookup_sent[address] = now
         for root in self.peers.values():
             if root.root and root.current is not None:
-                self._send(root, wire.TYPE_CONTROL, msgpack.packb({"t": "whois", "a": address}),
-                           now)  # fmt: skip
+                self._send_message(root, {"t": "whois", "a": address}, now)
 
     def _endpoints_of(self, peer: Peer, now: float) -> list[str]:
         """Where a peer is reachable directly ("ip/port"): each address once (several of our
@@ -684,17 +695,16 @@ class NodeCore:
             self.packet_drops["whois_refused"] += 1
             target = None  # answered as if unknown: the answer says nothing either way
         if target is None:
-            self._send(asker, wire.TYPE_CONTROL, msgpack.packb({"t": "whoisr", "a": address}),
-                       now)  # fmt: skip
+            self._send_message(asker, {"t": "whoisr", "a": address}, now)
             return
         answer = {"t": "whoisr", "a": address, "id": target.identity.public_text(),
                   "e": self._endpoints_of(target, now)}  # fmt: skip
-        self._send(asker, wire.TYPE_CONTROL, msgpack.packb(answer), now)
+        self._send_message(asker, answer, now)
         if target.current is not None:
             # Tell the target too, so both sides send at once (opens NAT mappings both ways).
             intro = {"t": "intro", "id": asker.identity.public_text(),
                      "e": self._endpoints_of(asker, now)}  # fmt: skip
-            self._send(target, wire.TYPE_CONTROL, msgpack.packb(intro), now)
+            self._send_message(target, intro, now)
 
     def _receive_whois_answer(self, root: Peer, message: dict, now: float) -> None:
         address = message.get("a")
@@ -739,14 +749,46 @@ class NodeCore:
         if peer.current is None:
             self._initiate(peer, now)
         for message in self._pending_control.pop(peer.address, []):
-            self._send(peer, wire.TYPE_CONTROL, msgpack.packb(message), now)
+            self._send_message(peer, message, now)
+
+    def _send_message(self, peer: Peer, message: dict, now: float) -> None:
+        """One control message: in one datagram, or in chunks if it is larger (chunks.py)."""
+        payload = msgpack.packb(message)
+        if len(payload) <= chunks.CHUNK_LEN:
+            self._send(peer, wire.TYPE_CONTROL, payload, now)
+            return
+        message_id = self._next_message_id
+        self._next_message_id = (message_id + 1) & 0xFFFFFFFF
+        try:
+            parts = chunks.split(payload, message_id)
+        except ValueError:
+            self.packet_drops["control_too_large"] += 1
+            return
+        self._sent_chunks.keep(peer.address, message_id, parts, now)
+        for part in parts:
+            self._send(peer, wire.TYPE_CONTROL_CHUNK, part, now)
+
+    def _resend_chunks(self, peer: Peer, message: dict, now: float) -> None:
+        message_id, indexes = message.get("m"), message.get("i")
+        if not isinstance(message_id, int) or not isinstance(indexes, list):
+            self.packet_drops["control_malformed"] += 1
+            return
+        for part in self._sent_chunks.again(peer.address, message_id, indexes, now):
+            self.chunks_resent += 1
+            self._send(peer, wire.TYPE_CONTROL_CHUNK, part, now)
+
+    def _ask_for_missing_chunks(self, now: float) -> None:
+        for address, message_id, missing in self._reassembly.due_requests(now):
+            peer = self.peers.get(address)
+            if peer is not None:
+                self._send_message(peer, {"t": "chunks", "m": message_id, "i": missing}, now)
 
     def send_control(self, address: str, message: dict, now: float) -> None:
         """Send a control message to any node, looking it up through the roots if needed."""
         peer = self.peers.get(address)
         if peer is not None:
             peer.keep = True
-            self._send(peer, wire.TYPE_CONTROL, msgpack.packb(message), now)
+            self._send_message(peer, message, now)
             return
         pending = self._pending_control.setdefault(address, [])
         if len(pending) < MAX_PENDING_CONTROL:
@@ -1206,6 +1248,7 @@ class NodeCore:
             elif now - self._lookup_sent.get(address, -math.inf) >= LOOKUP_RETRY_S:
                 self.lookup(address, now)
         self._identities.expire(now)
+        self._ask_for_missing_chunks(now)
 
     def _tick_peer(self, peer: Peer, now: float) -> None:
         if not peer.keep:

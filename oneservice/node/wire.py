@@ -29,6 +29,7 @@ TYPE_CONTROL = 4  # payload: one msgpack control message
 TYPE_RELAY = 5  # to a root: payload = destination address (5 bytes) + a datagram for it
 TYPE_RELAYED = 6  # from a root: payload = source address (5 bytes) + a datagram from it
 TYPE_COOKIE_REPLY = 7  # "prove your address first": node/cookies.py
+TYPE_CONTROL_CHUNK = 8  # as control; payload: one chunk of a larger message (node/chunks.py)
 ADDRESS_LEN = 5
 
 PROLOGUE = b"oneservice protocol 1"

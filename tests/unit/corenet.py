@@ -55,6 +55,8 @@ class Sim:
         self.blocked: set[frozenset] = set()  # endpoint pairs that cannot reach each other
         self.one_way: set[tuple] = set()  # (source, destination) endpoints: that way only lost
         self.loss = loss
+        # Also lost: datagrams this says so of, called as drop(sender name, destination, data).
+        self.drop = None
         self.random = random.Random(seed)
         self.in_flight: deque = deque()
         self.delivered: dict[str, list[tuple[str, bytes, int]]] = {}  # network, packet, hint
@@ -96,6 +98,8 @@ class Sim:
                 if (source, destination) in self.one_way:
                     continue
                 if self.loss and self.random.random() < self.loss:
+                    continue
+                if self.drop is not None and self.drop(name, destination, data):
                     continue
                 self.wire_log.append((name, destination, data))
                 self.in_flight.append((source, destination, data))
