@@ -78,8 +78,9 @@ class Identity:
                 )  # fmt: skip
 
     @classmethod
-    def parse(cls, text: str) -> Identity:
-        """Parse a public or secret identity and verify it against its address."""
+    def parse(cls, text: str, verify: bool = True) -> Identity:
+        """Parse a public or secret identity and verify it against its address (unless the
+        caller checked it before: an scrypt run per identity)."""
         parts = text.strip().split(":")
         if len(parts) not in (4, 6):
             raise IdentityError(
@@ -95,7 +96,8 @@ class Identity:
             raise IdentityError(f"identity format {version!r} is not supported (expected 1)")
         keys = [_hex32(part, name) for part, name in zip(parts[2:], _KEY_NAMES, strict=False)]
         identity = cls(address, keys[0], keys[1], *(keys[2:] or (None, None)))
-        identity.verify()
+        if verify:
+            identity.verify()
         return identity
 
     def verify(self) -> None:

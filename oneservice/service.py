@@ -37,7 +37,7 @@ from .controller.controller import Controller
 from .controller.store import SQLiteStore
 from .identity import Identity, derive_address, load_or_create_identity
 from .network.config import NetworkConfig, is_network_id, load_network_files, parse_endpoint
-from .network.membership import Memberships
+from .network.membership import Memberships, checked_config
 from .network.signed import STATUS_NOT_FOUND, controller_address
 from .node.core import ControlReceived, NodeCore, PathChanged, PeerConnected
 from .notify import notify
@@ -101,8 +101,9 @@ class Service:
         # with their traceback and counted here (GET /status counters).
         self.callback_failures = 0
         self.api = None
-        # Address checks of unknown identities (scrypt, ~40 ms and 16 MiB each): one thread,
-        # started at the first, never on the event loop (node/admission.py).
+        # Address checks (scrypt, ~40 ms and 16 MiB each) of unknown initiators
+        # (node/admission.py) and of the members in a config: one thread, started at the
+        # first, never on the event loop.
         self._identity_worker: ThreadPoolExecutor | None = None
 
     def _bind_policy(self) -> BindPolicy:
@@ -431,15 +432,33 @@ class Service:
                     self.push_config(network_id)
             self._deliver_control(address, reply)
         elif kind == "nc":
-            joined = self.memberships.networks.get(network_id)
-            rejected_before = joined.rejected_configs if joined else 0
-            changed = self.memberships.on_config_message(message, sender)
-            if joined is not None and joined.rejected_configs > rejected_before:
-                log.warning("network %s: config rejected: %s", network_id, joined.last_rejection)
-            if changed is not None:
-                log.info("network %s: %s, revision %s", network_id, changed.status,
-                         changed.config.revision if changed.config else "-")  # fmt: skip
-                self._schedule_apply()
+            if self.memberships.wants_checking(message, sender):
+                future = self.loop.run_in_executor(
+                    self._worker(), checked_config, message, sender, network_id
+                )
+                future.add_done_callback(
+                    functools.partial(self._config_checked, message, sender)
+                )
+            else:
+                self._apply_config(message, sender, None)
+
+    def _config_checked(self, message: dict, sender: Identity, future: asyncio.Future) -> None:
+        if not future.cancelled():
+            self._apply_config(message, sender, future.result())
+
+    def _apply_config(
+        self, message: dict, sender: Identity, checked: NetworkConfig | str | None
+    ) -> None:
+        network_id = message["n"]
+        joined = self.memberships.networks.get(network_id)
+        rejected_before = joined.rejected_configs if joined else 0
+        changed = self.memberships.on_config_message(message, sender, checked)
+        if joined is not None and joined.rejected_configs > rejected_before:
+            log.warning("network %s: config rejected: %s", network_id, joined.last_rejection)
+        if changed is not None:
+            log.info("network %s: %s, revision %s", network_id, changed.status,
+                     changed.config.revision if changed.config else "-")  # fmt: skip
+            self._schedule_apply()
 
     # --- moving bytes and time -------------------------------------------------------------------
 
@@ -525,12 +544,13 @@ class Service:
             self._schedule_flush()  # control handling above queued more
 
     def _check_identity(self, key: bytes) -> None:
+        future = self.loop.run_in_executor(self._worker(), derive_address, key[:32], key[32:])
+        future.add_done_callback(functools.partial(self._identity_checked, key))
+
+    def _worker(self) -> ThreadPoolExecutor:
         if self._identity_worker is None:
             self._identity_worker = ThreadPoolExecutor(1, thread_name_prefix="identity-check")
-        future = self.loop.run_in_executor(
-            self._identity_worker, derive_address, key[:32], key[32:]
-        )
-        future.add_done_callback(functools.partial(self._identity_checked, key))
+        return self._identity_worker
 
     def _identity_checked(self, key: bytes, future: asyncio.Future) -> None:
         if future.cancelled():

@@ -119,8 +119,19 @@ class Memberships:
                 due.append(joined)
         return due
 
-    def on_config_message(self, message: dict, sender: Identity) -> JoinedNetwork | None:
-        """Apply an "nc" message; returns the network if its usable config changed."""
+    def wants_checking(self, message: dict, sender: Identity) -> bool:
+        """Whether an "nc" message carries a config that on_config_message would check: then
+        its check (checked_config: an scrypt run per member new to this process) may run on
+        a worker thread first."""
+        joined = self.networks.get(message.get("n"))  # type: ignore[arg-type]
+        return (joined is not None and not joined.file_error and "err" not in message
+                and sender.address == controller_address(joined.id))  # fmt: skip
+
+    def on_config_message(
+        self, message: dict, sender: Identity, checked: NetworkConfig | str | None = None
+    ) -> JoinedNetwork | None:
+        """Apply an "nc" message; returns the network if its usable config changed.
+        ``checked``: what checked_config said of it already."""
         network_id = message.get("n")
         joined = self.networks.get(network_id) if isinstance(network_id, str) else None
         if joined is None or joined.file_error:
@@ -135,10 +146,11 @@ class Memberships:
                 return None
             joined.status, joined.config, joined.controller = error, None, sender
             return joined if had_config else None
-        try:
-            config = verify_config(message, sender, joined.id)
-        except NetworkConfigError as exc:
-            return self._reject(joined, str(exc))
+        if checked is None:
+            checked = checked_config(message, sender, joined.id)
+        if isinstance(checked, str):
+            return self._reject(joined, checked)
+        config = checked
         if joined.config is not None and config.revision < joined.config.revision:
             return self._reject(
                 joined, f"stale revision {config.revision} (have {joined.config.revision})"
@@ -173,6 +185,14 @@ class Memberships:
             document["config"] = base64.b64encode(message["c"]).decode()
             document["signature"] = base64.b64encode(message["s"]).decode()
         write_atomically(self.directory / f"{network_id}.conf", json.dumps(document, indent=1))
+
+
+def checked_config(message: dict, sender: Identity, network_id: str) -> NetworkConfig | str:
+    """The config in a message if it verifies, else why not."""
+    try:
+        return verify_config(message, sender, network_id)
+    except NetworkConfigError as exc:
+        return str(exc)
 
 
 def _load_saved(path: Path, network_id: str) -> JoinedNetwork:

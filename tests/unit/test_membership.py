@@ -13,6 +13,7 @@ from oneservice.network.membership import (
     STATUS_FILE_ERROR,
     STATUS_OK,
     Memberships,
+    checked_config,
 )
 from oneservice.network.signed import sign_config
 from tests.unit.corenet import identity
@@ -109,3 +110,18 @@ def test_a_damaged_saved_config_takes_the_network_down_and_is_left_as_it_was(set
     assert again.networks[nwid].file_error == warning
     assert again.requests_due(1e9) == [], "the controller is not asked: its answer would be saved"
     assert json.loads(path.read_text()) == saved, "the file is left as it was"
+
+
+def test_a_configs_check_can_run_apart_and_its_verdict_is_applied_after(setup):
+    """The service checks a config (an scrypt run per member new to it) on a worker thread,
+    then applies the verdict on the event loop."""
+    controller, nwid, memberships = setup
+    message = config_message(controller, nwid)
+    assert memberships.wants_checking(message, CONTROLLER.public())
+    assert not memberships.wants_checking({**message, "n": "8056c2e21c0000ff"},
+                                          CONTROLLER.public())  # fmt: skip
+    assert not memberships.wants_checking(message, STRANGER.public())
+    assert memberships.on_config_message(message, CONTROLLER.public(), "checked: forged") is None
+    assert memberships.networks[nwid].last_rejection == "checked: forged"
+    verdict = checked_config(message, CONTROLLER.public(), nwid)
+    assert memberships.on_config_message(message, CONTROLLER.public(), verdict).status == STATUS_OK
