@@ -61,7 +61,7 @@ def pin_socket(sock: socket.socket, family: int, index: int, name: str) -> None:
 def enumerate_interfaces() -> list[Interface]:
     """Dump links and addresses over netlink. Blocking: the binder runs it in a worker thread
     (pyroute2's synchronous IPRoute cannot run inside our event loop)."""
-    from pyroute2 import IPRoute  # imported here: only Linux has it
+    from ..netlink import IPRoute  # imported here: only Linux has it
 
     with IPRoute() as ipr:
         links = list(ipr.get_links())
@@ -151,7 +151,7 @@ class NetlinkMonitor:
     """
 
     def __init__(self, on_change: Callable[[ChangeHint], None]) -> None:
-        from pyroute2.netlink.rtnl.marshal import MarshalRtnl
+        from ..netlink import MarshalRtnl
 
         self._on_change = on_change
         self._marshal = MarshalRtnl()

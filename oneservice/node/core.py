@@ -2,7 +2,9 @@
 
 Like aioquic's QuicConnection: the service feeds it datagrams (with the binder socket they
 arrived on), IP packets from the taps, socket changes and the time; it reads back datagrams to
-send (on a chosen socket), packets for the taps, events, and when to call it next. Anything
+send (on a chosen socket), packets for the taps, events, and when to call it next. Handshake
+initiations wait in a queue for process_handshakes (call it before reading datagrams out),
+and unknown initiators' identities for identity_derived (node/admission.py). Anything
 malformed, forged, replayed or unknown is dropped and counted in ``drops`` by reason; nothing
 raises out of the receive path.
 """

@@ -11,9 +11,7 @@ import logging
 import socket
 from collections.abc import Iterable
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
+from ..netlink import IPRoute, NetlinkError
 from .planner import RULE_PRIORITIES, UNREACHABLE, KernelRoute, KernelRule
 
 log = logging.getLogger(__name__)

@@ -70,7 +70,7 @@ class TunDevice:
         self, mtu: int, addresses: Iterable[ipaddress.IPv4Interface | ipaddress.IPv6Interface]
     ) -> None:
         """Set MTU and addresses and bring the device up (blocking: netlink round trips)."""
-        from pyroute2 import IPRoute
+        from ..netlink import IPRoute
 
         try:
             with IPRoute() as ipr:

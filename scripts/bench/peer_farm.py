@@ -32,6 +32,9 @@ class Peer(asyncio.DatagramProtocol):
         self.flush()
 
     def flush(self) -> None:
+        # As the service does: handshakes after transport (the farm's peers are all members,
+        # so no identity check is ever asked for).
+        self.core.process_handshakes(self.loop.time())
         for _, endpoint, datagram in self.core.datagrams_to_send():
             assert self.transport is not None
             self.transport.sendto(datagram, endpoint)
