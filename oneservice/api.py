@@ -13,7 +13,7 @@ import ipaddress
 import json
 import logging
 import os
-import sqlite3
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -116,7 +116,10 @@ def _errors_answered(handler):
             raise ApiError(exc.status, str(exc)) from None
         except WriteFailed as exc:
             raise ApiError(507, f"{exc}; nothing was changed") from None
-        except sqlite3.OperationalError as exc:
+        except Exception as exc:
+            sqlite3 = sys.modules.get("sqlite3")  # loaded only on a controller
+            if sqlite3 is None or not isinstance(exc, sqlite3.OperationalError):
+                raise
             full = "full" in str(exc)
             raise ApiError(507 if full else 503, f"controller database: {exc}; nothing was "
                                                  "changed") from None  # fmt: skip

@@ -34,7 +34,6 @@ from .binder.binder import (
 )
 from .binder.interfaces import BindPolicy
 from .controller.controller import Controller
-from .controller.store import SQLiteStore
 from .identity import Identity, derive_address, load_or_create_identity
 from .network.config import NetworkConfig, is_network_id, load_network_files, parse_endpoint
 from .network.membership import Memberships, checked_config
@@ -69,7 +68,7 @@ class Service:
             log.error("%s", warning)
         self.controller: Controller | None = None
         if (home / CONTROLLER_DB).exists():
-            self.controller = Controller(self.identity, SQLiteStore(home / CONTROLLER_DB))
+            self.controller = self._open_controller()
         self.loop = asyncio.get_running_loop()
         self.started_at = time.time()
         self.core = NodeCore(
@@ -137,9 +136,14 @@ class Service:
                 or (joined.file_error if joined else "")
                 or self.routing.flags_error(network_id))  # fmt: skip
 
+    def _open_controller(self) -> Controller:
+        from .controller.store import SQLiteStore  # only controllers load SQLite (~1 MiB)
+
+        return Controller(self.identity, SQLiteStore(self.home / CONTROLLER_DB))
+
     def ensure_controller(self) -> Controller:
         if self.controller is None:
-            self.controller = Controller(self.identity, SQLiteStore(self.home / CONTROLLER_DB))
+            self.controller = self._open_controller()
         return self.controller
 
     # --- lifecycle ---------------------------------------------------------------------------

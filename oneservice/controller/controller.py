@@ -10,7 +10,7 @@ import ipaddress
 import json
 import secrets
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..identity import Identity
 from ..network.config import (
@@ -28,7 +28,9 @@ from ..network.config import (
 )
 from ..network.signed import STATUS_ACCESS_DENIED, STATUS_NOT_FOUND, sign_config
 from ..node.wire import DEFAULT_TUNNEL_MTU
-from .store import ControllerStore
+
+if TYPE_CHECKING:  # the store (SQLite) is loaded only on controllers
+    from .store import ControllerStore
 
 # Joiners nobody authorized yet are recorded so an admin can see and authorize them, up to
 # this many per network; beyond it they are refused without a trace (counted).
