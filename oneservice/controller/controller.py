@@ -67,6 +67,7 @@ class Controller:
     def __init__(self, identity: Identity, store: ControllerStore) -> None:
         self.identity = identity
         self.store = store
+        self._signed: dict[str, tuple[int | None, dict]] = {}  # network id -> (revision, message)
         self.refused_joiners = 0
 
     def owns(self, network_id: str) -> bool:
@@ -233,7 +234,16 @@ class Controller:
         return self.config_message(network_id)
 
     def config_message(self, network_id: str) -> dict:
-        return sign_config(self.identity, self.config_document(network_id))
+        """The signed config, built and signed once per revision: every change that reaches
+        a config bumps the revision, and every member asking at that revision gets the same
+        bytes (300 joins no longer cost 300 builds and signatures). Not to be modified."""
+        revision = self.revision(network_id)
+        cached = self._signed.get(network_id)
+        if cached is not None and cached[0] == revision:
+            return cached[1]
+        message = sign_config(self.identity, self.config_document(network_id))
+        self._signed[network_id] = (revision, message)
+        return message
 
     def config_document(self, network_id: str) -> dict:
         network = self.network(network_id)

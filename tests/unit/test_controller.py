@@ -225,3 +225,23 @@ def test_an_endpoint_hint_that_does_not_parse_is_dropped_not_stored(controller):
     message = controller.handle_request(nwid, identity(12).public(), [], 2.0)
     config = verify_config(message, CONTROLLER.public(), nwid)
     assert all(m.endpoints == () for m in config.members if m.address == MEMBER.address)
+
+
+def test_a_config_is_built_and_signed_once_per_revision(controller, monkeypatch):
+    nwid = lab(controller)
+    controller.update_member(nwid, MEMBER.address, {"authorized": True})
+    other = identity(12)
+    controller.update_member(nwid, other.address, {"authorized": True})
+    controller.handle_request(nwid, MEMBER.public(), ["192.0.2.2/9993"], 100.0)
+    controller.handle_request(nwid, other.public(), ["192.0.2.3/9993"], 100.0)
+    built = []
+    original = controller_module.sign_config
+    monkeypatch.setattr(controller_module, "sign_config",
+                        lambda *a: built.append(1) or original(*a))  # fmt: skip
+    first = controller.handle_request(nwid, MEMBER.public(), ["192.0.2.2/9993"], 101.0)
+    again = [controller.handle_request(nwid, who.public(), [hint], 102.0)
+             for who, hint in ((MEMBER, "192.0.2.2/9993"), (other, "192.0.2.3/9993"))]
+    assert built == [] and all(m is first for m in again), "built once, at the last change"
+    controller.update_network(nwid, {"name": "renamed"})
+    renamed = controller.handle_request(nwid, MEMBER.public(), ["192.0.2.2/9993"], 103.0)
+    assert built == [1] and verify_config(renamed, CONTROLLER.public(), nwid).name == "renamed"
