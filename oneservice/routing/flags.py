@@ -7,6 +7,8 @@ Stored per network in `networks.d/<network id>.local.conf` (JSON), changeable at
     allowDefault    false  the default route: all traffic through the network's gateway
     allowDNS        false  the network's DNS servers and search domain
     allowLanAccess  true   during full tunnel, directly connected subnets stay direct
+    fullTunnelQuarters false  the default as four /2 routes instead of two /1 halves: more
+                           specific than another VPN's /1 halves, so ours win over them
 
 They are checked in ZeroTier's order: a default route needs allowDefault, a route into public
 space allowGlobal, anything else allowManaged.
@@ -37,6 +39,7 @@ class NetworkFlags:
     allow_default: bool = False
     allow_dns: bool = False
     allow_lan_access: bool = True
+    full_tunnel_quarters: bool = False
 
     def document(self) -> dict[str, Any]:
         managed = self.allow_managed
@@ -46,6 +49,7 @@ class NetworkFlags:
             "allowDefault": self.allow_default,
             "allowDNS": self.allow_dns,
             "allowLanAccess": self.allow_lan_access,
+            "fullTunnelQuarters": self.full_tunnel_quarters,
         }
 
     def changed(self, changes: dict[str, Any]) -> NetworkFlags:
@@ -59,6 +63,7 @@ _NAMES = {
     "allowDefault": "allow_default",
     "allowDNS": "allow_dns",
     "allowLanAccess": "allow_lan_access",
+    "fullTunnelQuarters": "full_tunnel_quarters",
 }
 FLAG_NAMES = tuple(_NAMES)
 assert set(_NAMES.values()) == {f.name for f in fields(NetworkFlags)}

@@ -66,6 +66,21 @@ class LinuxRoutes:
                       table=rule.table, priority=rule.priority)  # fmt: skip
         return errors
 
+    def route_devices(self, addresses: Iterable[str]) -> dict[str, str | None]:
+        """Where the kernel would send a packet to each address (as an application's would go:
+        main routing policy, no bound device): the device's name, or None if unreachable."""
+        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in self._ipr.get_links()}
+        devices: dict[str, str | None] = {}
+        for address in addresses:
+            try:
+                [answer] = self._ipr.route("get", dst=address)[:1]
+            except (NetlinkError, ValueError):
+                devices[address] = None  # unreachable (ours, when we block a family)
+                continue
+            index = answer.get_attr("RTA_OIF")
+            devices[address] = names.get(index) if answer["type"] == 1 else None  # RTN_UNICAST
+        return devices
+
     def remove_all(self) -> int:
         """Delete every route and rule of ours (a crash's leftovers, or at a clean stop)."""
         errors: list[str] = []

@@ -28,10 +28,16 @@ from .flags import FlagsError, NetworkFlags, delete_flags, load_flags, save_flag
 from .killswitch import KillSwitch, plan_kill_switch
 from .nft import NftError
 from .planner import (
-    DEFAULT_HALVES,
+    FAMILY_NAMES,
+    TUNNEL_HELD,
+    TUNNEL_ON,
+    UNREACHABLE,
     NetworkRouting,
     RoutingPlan,
+    catch_all,
+    catch_all_samples,
     full_tunnel_gateways,
+    overridden,
     plan_routing,
 )
 from .sysctls import SysctlError
@@ -59,6 +65,8 @@ class RoutingManager:
         self.plan = RoutingPlan(frozenset(), frozenset(), (), {})
         self.exit_plan = ExitPlan()
         self.errors: list[str] = []
+        # Network id -> why the kernel sends (some) traffic elsewhere than its full tunnel.
+        self.overrides: dict[str, str] = {}
         self.exit_error = ""
         self._dns = ResolvectlDns()
         self.dns_plan: dict[str, DnsSetting] = {}
@@ -164,13 +172,16 @@ class RoutingManager:
     def network_document(self, network_id: str) -> dict:
         """What the network's API object says about routing."""
         tunnel = self.plan.full_tunnel.get(network_id, "off")
+        override = self.overrides.get(network_id, "") if tunnel in ("on", "held") else ""
+        warnings = [override, self.rp_filter_error if tunnel in ("on", "held") else ""]
         return {
             **self.flags_for(network_id).document(),
             "flagsError": self.flag_errors.get(network_id, ""),
             "routeStatus": self.plan.for_network(network_id),
-            "fullTunnel": tunnel,
+            # "overridden": our routes are in, but the kernel sends traffic elsewhere.
+            "fullTunnel": "overridden" if override else tunnel,
             # What may stop a full tunnel that is "on" from carrying anything.
-            "fullTunnelWarning": self.rp_filter_error if tunnel in ("on", "held") else "",
+            "fullTunnelWarning": "; ".join(filter(None, warnings)),
             "exitNode": self.exit_plan.status.get(network_id, ""),
             "dnsStatus": self._dns_status(network_id),
         }
@@ -240,6 +251,9 @@ class RoutingManager:
                 self._applied = plan if not errors else None
                 _log_tunnels(applied, plan)
             self.plan = plan
+            self.overrides = await loop.run_in_executor(
+                self._executor, self._find_overrides, routing, plan
+            )
             if self.networks_applied:
                 await self._apply_kill_switch(plan_kill_switch(
                     routing, plan, self.settings.full_tunnel_fail_closed, inputs.port,
@@ -256,6 +270,38 @@ class RoutingManager:
                     log.error("exit node: %s", exc)
                 self.exit_error = str(exc)
             self.exit_plan = exit_plan
+
+    def _find_overrides(self, routing: list[NetworkRouting], plan: RoutingPlan) -> dict:
+        """Ask the kernel where sample addresses go: another VPN's more specific routes or
+        rules may take the traffic our installed tunnel routes are meant for. In the worker."""
+        found = {}
+        for network in routing:
+            network_id = network.config.id
+            state = plan.full_tunnel.get(network_id)
+            if self._kernel is None or state not in (TUNNEL_ON, TUNNEL_HELD):
+                continue
+            reasons = []
+            for family in (4, 6):
+                parts = {str(p) for p in catch_all(family, network.flags.full_tunnel_quarters)}
+                ours = [r for r in plan.routes if r.family == family and r.target in parts]
+                if not ours:
+                    continue
+                device = "" if ours[0].kind == UNREACHABLE else network.device
+                try:
+                    routed = self._kernel.route_devices(catch_all_samples(family))
+                except Exception as exc:  # netlink failed: said, and tried again next time
+                    reasons.append(f"cannot check where {FAMILY_NAMES[family]} traffic goes: "
+                                   f"{exc}")  # fmt: skip
+                    continue
+                reason = overridden(family, device, routed)
+                if reason:
+                    reasons.append(reason)
+            if reasons:
+                found[network_id] = "; ".join(reasons)
+        for network_id, reason in found.items():
+            if self.overrides.get(network_id) != reason:
+                log.warning("network %s: %s", network_id, reason)
+        return found
 
     async def _apply_kill_switch(self, switch: KillSwitch | None) -> None:
         if self._kill_switch is None:
@@ -348,10 +394,10 @@ def _kill_switch_document(switch: KillSwitch | None) -> dict:
 
 
 def _has_ipv4_halves(plan: RoutingPlan) -> bool:
-    """Whether the IPv4 halves are in the table (through the tunnel, or blocked): then the
-    reverse-path check of arriving datagrams finds them instead of the uplink."""
-    halves = {str(half) for half in DEFAULT_HALVES[4]}
-    return any(r.family == 4 and r.target in halves for r in plan.routes)
+    """Whether an IPv4 catch-all (halves or quarters) is in the table (through the tunnel, or
+    blocked): then the reverse-path check of arriving datagrams finds it, not the uplink."""
+    parts = {str(p) for quarters in (False, True) for p in catch_all(4, quarters)}
+    return any(r.family == 4 and r.target in parts for r in plan.routes)
 
 
 def _log_tunnels(before: RoutingPlan | None, after: RoutingPlan) -> None:

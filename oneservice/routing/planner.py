@@ -38,6 +38,40 @@ DEFAULT_HALVES = {
     4: (_net("0.0.0.0/1"), _net("128.0.0.0/1")),
     6: (_net("::/1"), _net("8000::/1")),
 }
+# fullTunnelQuarters: more specific than another VPN's halves, so ours win over them.
+DEFAULT_QUARTERS = {
+    family: tuple(q for half in halves for q in half.subnets(new_prefix=2))
+    for family, halves in DEFAULT_HALVES.items()
+}
+
+
+def catch_all(family: int, quarters: bool) -> tuple[IPNetwork, ...]:
+    """The routes that together stand for a default route of ``family``."""
+    return (DEFAULT_QUARTERS if quarters else DEFAULT_HALVES)[family]
+
+
+def catch_all_samples(family: int) -> list[str]:
+    """Addresses the kernel is asked to route, to check that the full tunnel takes them: two
+    in each quarter (so in each half), at its 1/8 and 1/4 marks, which keeps them clear of
+    loopback, multicast and link-local space (8.0.0.0, 16.0.0.0, ... 200.0.0.0, 208.0.0.0;
+    800::, 1000::, ... c800::, d000::). A route lookup sends nothing anywhere."""
+    return [str(part.network_address + part.num_addresses // divisor)
+            for part in DEFAULT_QUARTERS[family] for divisor in (8, 4)]  # fmt: skip
+
+
+def overridden(family: int, device: str, routed: dict[str, str | None]) -> str:
+    """Why the kernel does not send a family's traffic where the full tunnel wants it ("" if it
+    does): ``device`` is the tunnel's (or "" for a family we block), ``routed`` the device the
+    kernel chose for each sample (None: unreachable)."""
+    elsewhere = {a: d for a, d in routed.items() if d != (device or None)}
+    if not elsewhere:
+        return ""
+    address, other = next(iter(elsewhere.items()))
+    what = f"via {other}" if other else "unreachable"
+    return (f"{FAMILY_NAMES[family]} traffic does not take the tunnel: the kernel routes "
+            f"{address} {what} (and {len(elsewhere) - 1} more of {len(routed)} samples), so a "
+            "more specific route or a rule of another VPN wins; fullTunnelQuarters=1 wins over "
+            "another VPN's /1 halves")  # fmt: skip
 FAMILY_NAMES = {4: "IPv4", 6: "IPv6"}
 # Address space that is not the public internet: routes inside it need only allowManaged.
 PRIVATE_SPACE = tuple(_net(n) for n in (
@@ -181,15 +215,15 @@ def plan_routing(
                 continue
             tunnel_owner = config.id
             defaults[family] = str(route.via)
-            for half in DEFAULT_HALVES[family]:
-                routes.add(KernelRoute(family, str(half), str(route.via), network.device))
+            for part in catch_all(family, network.flags.full_tunnel_quarters):
+                routes.add(KernelRoute(family, str(part), str(route.via), network.device))
             verdict(True, reason)
         if defaults:
             for family in (4, 6):
                 if family not in defaults:
                     defaults[family] = None
-                    for half in DEFAULT_HALVES[family]:
-                        routes.add(blocked(family, str(half)))
+                    for part in catch_all(family, network.flags.full_tunnel_quarters):
+                        routes.add(blocked(family, str(part)))
                     status.append(RouteStatus(
                         config.id, str(_net("::/0" if family == 6 else "0.0.0.0/0")), None, True,
                         f"{FAMILY_NAMES[family]} blocked: the gateway offers no "

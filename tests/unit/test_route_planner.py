@@ -17,6 +17,9 @@ from oneservice.routing.planner import (
     UNREACHABLE,
     KernelRoute,
     NetworkRouting,
+    catch_all,
+    catch_all_samples,
+    overridden,
     plan_routing,
 )
 from tests.unit.corenet import identity
@@ -165,3 +168,33 @@ def test_dns_only_with_allow_dns_and_through_the_tunnel_while_it_carries_everyth
     }
     # While the full tunnel is on, every query goes through it (no LAN resolver sees them).
     assert plan_dns([on], {config.id: TUNNEL_ON})[config.id].domains == ("lab.test", "~.")
+
+
+def test_quarters_make_the_default_four_routes_per_family_more_specific_than_halves():
+    on = plan(network(DEFAULT_V4), NetworkFlags(allow_default=True, full_tunnel_quarters=True))
+    assert on.full_tunnel == {"8056c2e21c000001": TUNNEL_ON}
+    assert on.routes == {
+        *(KernelRoute(4, q, "10.147.17.1", DEV)
+          for q in ("0.0.0.0/2", "64.0.0.0/2", "128.0.0.0/2", "192.0.0.0/2")),
+        *(KernelRoute(6, q, None, "", kind=UNREACHABLE)
+          for q in ("::/2", "4000::/2", "8000::/2", "c000::/2")),
+    }  # fmt: skip
+
+
+def test_samples_for_the_route_check_are_plain_unicast_in_every_quarter():
+    for family in (4, 6):
+        samples = [ip_address(a) for a in catch_all_samples(family)]
+        assert not any(a.is_multicast or a.is_loopback or a.is_link_local or a.is_private
+                       for a in samples)  # fmt: skip
+        for quarter in catch_all(family, quarters=True):
+            assert sum(a in quarter for a in samples) == 2
+
+
+def test_the_tunnel_is_overridden_when_the_kernel_sends_a_sample_elsewhere():
+    assert overridden(4, DEV, dict.fromkeys(catch_all_samples(4), DEV)) == ""
+    assert overridden(6, "", dict.fromkeys(catch_all_samples(6))) == "", "blocked, as meant"
+    routed = {**dict.fromkeys(catch_all_samples(4), DEV), "200.0.0.0": "tun0"}
+    reason = overridden(4, DEV, routed)
+    assert "routes 200.0.0.0 via tun0 (and 0 more of 8 samples)" in reason
+    leaked = overridden(6, "", {**dict.fromkeys(catch_all_samples(6)), "800::": "wg0"})
+    assert "IPv6 traffic does not take the tunnel" in leaked and "via wg0" in leaked
