@@ -235,7 +235,7 @@ class Routes:
             "assignedAddresses": [str(a) for a in own.addresses] if own else [],
             "routes": [
                 {"target": str(r.target), "via": str(r.via) if r.via else None, "flags": 0,
-                 "metric": 0}
+                 "metric": r.metric}
                 for r in (config.routes if config else ())
             ],
             "dns": {

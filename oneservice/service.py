@@ -74,7 +74,8 @@ class Service:
         self.core = NodeCore(
             self.identity, now=self.loop.time(), wall_time=time.time(), relay=settings.relay
         )
-        self.routing = RoutingManager(home, settings, self.identity.address)
+        self.routing = RoutingManager(home, settings, self.identity.address,
+                                      on_gateways=self._gateways_chosen)  # fmt: skip
         self.routing.check_state_files()
         for network_id in self.network_ids():
             self.routing.flags_error(network_id)  # read now: a damaged one is logged at start
@@ -309,6 +310,9 @@ class Service:
         self._watched = self.routing.gateways_to_watch(inputs.networks)
         self._watch_gateways()
         self.routing.update(inputs, force)
+
+    def _gateways_chosen(self, gateways: dict[tuple[str, int], str]) -> None:
+        self.core.set_gateways(gateways)
 
     def _watch_gateways(self) -> None:
         now = self.loop.time()

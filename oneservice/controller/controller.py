@@ -24,6 +24,7 @@ from ..network.config import (
     parse_endpoint,
     parse_network,
     parse_route,
+    route_document,
     shown,
 )
 from ..network.signed import STATUS_ACCESS_DENIED, STATUS_NOT_FOUND, sign_config
@@ -109,7 +110,8 @@ class Controller:
             "v4AssignMode": {"zt": v4["zt"]},
             "v6AssignMode": {"zt": v6["zt"], "6plane": False, "rfc4193": False},
             "mtu": document["mtu"], "multicastLimit": 0, "revision": revision,
-            "routes": [{"target": r["target"], "via": r.get("via")} for r in document["routes"]],
+            "routes": [{"target": r["target"], "via": r.get("via"), "flags": 0,
+                        "metric": r.get("metric", 0)} for r in document["routes"]],
             "ipAssignmentPools": document["ipAssignmentPools"],
             "rules": ACCEPT_ALL_RULES, "capabilities": [], "tags": [],
             "dns": document["dns"],
@@ -399,9 +401,7 @@ def _validated_network(document: dict, changes: Any) -> dict:
                 f"routes[{n}]: gateway {route.via} is outside the network's subnets; add the "
                 'subnet as a route without "via" first'
             )
-        routes.append(
-            {"target": str(route.target), **({"via": str(route.via)} if route.via else {})}
-        )
+        routes.append(route_document(route))
     document["routes"] = routes
     pools = document["ipAssignmentPools"]
     if not isinstance(pools, list):

@@ -57,6 +57,10 @@ class Route:
 
     target: ipaddress.IPv4Network | ipaddress.IPv6Network
     via: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+    # Preference among routes to the same target (lower first): several default routes via
+    # different members are gateways in that order, each taking over when the ones before
+    # it are silent.
+    metric: int = 0
 
 
 @dataclass(frozen=True)
@@ -207,8 +211,18 @@ def forbidden_target(target: ipaddress.IPv4Network | ipaddress.IPv6Network) -> s
 
 
 def parse_route(raw: Any, where: str) -> Route:
-    if not isinstance(raw, dict) or set(raw) - {"target", "via"} or "target" not in raw:
-        raise NetworkConfigError(f'{where}: must be {{"target": "<cidr>", "via": "<ip>"}}')
+    """A route object; ZeroTier's ``flags`` is accepted at 0 (its only value there)."""
+    if (not isinstance(raw, dict) or set(raw) - {"target", "via", "metric", "flags"}
+            or "target" not in raw):  # fmt: skip
+        raise NetworkConfigError(
+            f'{where}: must be {{"target": "<cidr>", "via": "<ip>", "metric": <0-65535>}}'
+        )
+    metric, flags = raw.get("metric", 0), raw.get("flags", 0)
+    if isinstance(metric, bool) or not isinstance(metric, int) or not 0 <= metric <= 65535:
+        raise NetworkConfigError(f"{where}: metric must be a whole number 0-65535, got "
+                                 f"{shown(metric)}")  # fmt: skip
+    if flags != 0 or isinstance(flags, bool):
+        raise NetworkConfigError(f"{where}: flags must be 0, got {shown(flags)}")
     try:
         target = ipaddress.ip_network(raw["target"], strict=False)
     except (ValueError, TypeError):
@@ -221,11 +235,12 @@ def parse_route(raw: Any, where: str) -> Route:
             raise NetworkConfigError(f"{where}: via {via!r} is not an address") from None
         if via.version != target.version:
             raise NetworkConfigError(f"{where}: via {via} and target {target} differ in family")
-    return Route(target, via)
+    return Route(target, via, metric)
 
 
 def route_document(route: Route) -> dict:
-    return {"target": str(route.target), **({"via": str(route.via)} if route.via else {})}
+    return {"target": str(route.target), **({"via": str(route.via)} if route.via else {}),
+            **({"metric": route.metric} if route.metric else {})}  # fmt: skip
 
 
 def network_document(config: NetworkConfig) -> dict:

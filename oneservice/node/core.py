@@ -166,21 +166,30 @@ class _Network:
         # The full tunnel sends everything here: default routes are found by the packed
         # address's length alone (4 or 16 bytes), no per-packet address object.
         self._specific = [(prefix(t), g) for t, g in self.gateways if t.prefixlen > 0]
-        self._defaults: dict[int, str] = {}
-        for target, gateway in self.gateways:
-            if target.prefixlen == 0:
-                self._defaults.setdefault(4 if target.version == 4 else 16, gateway)
+        # Packed address length -> the default's gateways, most preferred first; the one in
+        # use (routing/planner.py chooses it: set_gateways) alone carries and may send
+        # everything that no more specific route covers.
+        self.default_gateways: dict[int, list[str]] = {}
+        for route in sorted(config.routes, key=lambda r: r.metric):
+            if route.target.prefixlen == 0 and route.via in holders:
+                length = 4 if route.target.version == 4 else 16
+                self.default_gateways.setdefault(length, []).append(holders[route.via])
+        self._defaults = {n: gateways[0] for n, gateways in self.default_gateways.items()}
         # Who may send from a source address (WireGuard's rule, longest prefix wins): a
         # member's own address is that member's alone; else the most specific route covering
         # it names its gateway; the network's own subnets belong to their members only, so
         # a gateway of a wider route cannot speak for an address in them.
         self.member_sources: dict[bytes, str] = {ip.packed: a for ip, a in holders.items()}
-        owners: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str | None]] = [
-            (route.target, holders[route.via]) for route in config.routes if route.via in holders
-        ]
-        owners += [(subnet, None) for subnet in config.subnets()]
-        owners += [(route.target, None) for route in config.routes if route.via is None]
-        self.routers = frozenset(owner for _, owner in owners if owner is not None)
+        owners: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]] = [
+            (route.target, holders[route.via]) for route in config.routes
+            if route.via in holders and route.target.prefixlen > 0
+        ]  # fmt: skip
+        owners += [(subnet, "") for subnet in config.subnets()]
+        owners += [(route.target, "") for route in config.routes if route.via is None]
+        self.routers = frozenset(
+            [*(owner for _, owner in owners if owner),
+             *(g for gateways in self.default_gateways.values() for g in gateways)]
+        )  # fmt: skip
         self.source_owners = [(prefix(target), owner) for target, owner in
                               sorted(owners, key=lambda entry: -entry[0].prefixlen)]  # fmt: skip
 
@@ -196,7 +205,16 @@ class _Network:
         member = self.member_sources.get(source)
         if member is not None:
             return member
-        return first_match(source, self.source_owners)
+        owner = first_match(source, self.source_owners)
+        if owner is None:  # no route covers it but a default: the gateway in use
+            return self._defaults.get(len(source))
+        return owner or None  # "": the network's own subnets, where only members may send
+
+    def use_gateway(self, family: int, gateway: str) -> None:
+        """The default route of this family goes through ``gateway`` (one of its gateways)."""
+        length = 4 if family == 4 else 16
+        if gateway in self.default_gateways.get(length, ()):
+            self._defaults[length] = gateway
 
 
 @dataclass(frozen=True)
@@ -264,6 +282,7 @@ class NodeCore:
         self._lookups: dict[str, float] = {}  # address -> when the look-up started
         self._lookup_sent: dict[str, float] = {}
         self._pending_control: dict[str, list[dict]] = {}
+        self._gateway_choices: dict[tuple[str, int], str] = {}
         self._reassembly = chunks.Reassembly(self.packet_drops)
         self._sent_chunks = chunks.SentChunks()
         self._next_message_id = secrets.randbits(32)
@@ -274,6 +293,7 @@ class NodeCore:
     def set_networks(self, configs: Iterable[NetworkConfig], now: float) -> None:
         """Replace the set of networks; peers in none of them are forgotten."""
         self.networks = {c.id: _Network(c, self.identity.address) for c in configs}
+        self.set_gateways(self._gateway_choices)
         self._virtual_subnets = tuple(s for n in self.networks.values() for s in n.config.subnets())
         wanted: dict[str, Peer] = {}
         for network in self.networks.values():
@@ -324,6 +344,16 @@ class NodeCore:
             self._add_candidate_paths(peer)
             if peer.current is None and peer.handshake is None:
                 self._initiate(peer, now)
+
+    def set_gateways(self, choices: dict[tuple[str, int], str]) -> None:
+        """Which member each (network, family)'s default route goes through now: the route
+        planner's choice among several gateways. Packets for the default go there, and only
+        it may send from addresses that no more specific route covers."""
+        self._gateway_choices = dict(choices)
+        for (network_id, family), gateway in choices.items():
+            network = self.networks.get(network_id)
+            if network is not None:
+                network.use_gateway(family, gateway)
 
     def set_roots(self, roots: Iterable[tuple[Identity, Iterable[Endpoint]]], now: float) -> None:
         """Roots answer identity look-ups, introduce peers and relay; we stay connected.

@@ -48,12 +48,23 @@ class LinuxRoutes:
         errors: list[str] = []
         wanted = set(routes)
         present = self._our_routes()
+        # A route that only changes its gateway, device or kind (a full tunnel moving to
+        # another gateway) is replaced in one step: deleted first, its traffic would take the
+        # machine's own default route in between.
+        slots = {(r.family, r.target, r.table): r for r in present if r not in wanted}
+        replaced = set()
+        for route in sorted(wanted - set(present)):
+            old = slots.get((route.family, route.target, route.table))
+            if old is not None:
+                self._add_route(route, errors, "replace")
+                replaced.add(old)
         for route, message in present.items():
-            if route not in wanted:
+            if route not in wanted and route not in replaced:
                 self._try(errors, f"delete route {_describe(route)}", self._ipr.route, "del",
                           **message)  # fmt: skip
         for route in sorted(wanted - set(present)):
-            self._add_route(route, errors)
+            if (route.family, route.target, route.table) not in slots:
+                self._add_route(route, errors)
         wanted_rules = set(rules)
         present_rules = self._our_rules()
         for rule, message in present_rules.items():
@@ -94,21 +105,21 @@ class LinuxRoutes:
             log.warning("%s", error)
         return len(present) + len(rules) - len(errors)
 
-    def _add_route(self, route: KernelRoute, errors: list[str]) -> None:
+    def _add_route(self, route: KernelRoute, errors: list[str], verb: str = "add") -> None:
         if route.kind == UNREACHABLE:
-            self._try(errors, f"add route {_describe(route)}", self._ipr.route, "add",
+            self._try(errors, f"{verb} route {_describe(route)}", self._ipr.route, verb,
                       family=_FAMILIES[route.family], dst=route.target, type=UNREACHABLE,
                       proto=ROUTE_PROTOCOL, table=route.table)  # fmt: skip
             return
         index = self._ipr.link_lookup(ifname=route.device)
         if not index:
-            errors.append(f"add route {_describe(route)}: no device {route.device}")
+            errors.append(f"{verb} route {_describe(route)}: no device {route.device}")
             return
         arguments = {"family": _FAMILIES[route.family], "dst": route.target,
                      "oif": index[0], "proto": ROUTE_PROTOCOL, "table": route.table}  # fmt: skip
         if route.via is not None:
             arguments["gateway"] = route.via
-        self._try(errors, f"add route {_describe(route)}", self._ipr.route, "add", **arguments)
+        self._try(errors, f"{verb} route {_describe(route)}", self._ipr.route, verb, **arguments)
 
     def _our_routes(self) -> dict[KernelRoute, dict]:
         """Our routes in every table, each with what deleting it takes."""

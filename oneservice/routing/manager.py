@@ -14,7 +14,7 @@ import concurrent.futures
 import ipaddress
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,8 +56,14 @@ class RoutingInputs:
 
 
 class RoutingManager:
-    def __init__(self, home: Path, settings: Settings, own_address: str) -> None:
+    def __init__(
+        self, home: Path, settings: Settings, own_address: str,
+        on_gateways: Callable[[dict[tuple[str, int], str]], None] = lambda gateways: None,
+    ) -> None:  # fmt: skip
+        """``on_gateways``: told the chosen full-tunnel gateways whenever they change (the
+        core must send the default's packets to the one the kernel routes through)."""
         self.home = home
+        self._on_gateways = on_gateways
         self.settings = settings
         self.own_address = own_address
         self.flags: dict[str, NetworkFlags] = {}
@@ -65,6 +71,9 @@ class RoutingManager:
         self.plan = RoutingPlan(frozenset(), frozenset(), (), {})
         self.exit_plan = ExitPlan()
         self.errors: list[str] = []
+        # Since when each member has been live (a preferred gateway that comes back takes over
+        # only after answering for a while).
+        self._live_since: dict[str, float] = {}
         # Network id -> why the kernel sends (some) traffic elsewhere than its full tunnel.
         self.overrides: dict[str, str] = {}
         self.exit_error = ""
@@ -182,6 +191,9 @@ class RoutingManager:
             "fullTunnel": "overridden" if override else tunnel,
             # What may stop a full tunnel that is "on" from carrying anything.
             "fullTunnelWarning": "; ".join(filter(None, warnings)),
+            # The member each family's full tunnel goes through now (routeStatus says why).
+            "fullTunnelGateways": {f"ipv{family}": gateway for (nwid, family), gateway
+                                   in sorted(self.plan.gateways.items()) if nwid == network_id},
             "exitNode": self.exit_plan.status.get(network_id, ""),
             "dnsStatus": self._dns_status(network_id),
         }
@@ -222,12 +234,17 @@ class RoutingManager:
             inputs, self._wanted = self._wanted, None
             force, self._force = self._force, False
             routing = [NetworkRouting(c, d, self.flags_for(c.id)) for c, d in inputs.networks]
+            now = loop.time()
+            self._live_since = {m: self._live_since.get(m, now) for m in inputs.live_members}
             plan = plan_routing(
                 routing, self.own_address, inputs.live_members, inputs.local_addresses,
                 inputs.lan_subnets, self.settings.full_tunnel_fail_closed,
+                previous=self.plan.gateways, live_since=self._live_since, now=now,
             )  # fmt: skip
             exit_plan = plan_exit_node(routing, self.own_address, self.settings.allow_exit_node)
             if self._kernel is None or self._exit is None:
+                if plan.gateways != self.plan.gateways:
+                    self._on_gateways(plan.gateways)
                 self.plan, self.exit_plan = plan, exit_plan
                 continue
             # self.plan (what the API shows) changes only once the kernel has it: a client
@@ -250,6 +267,8 @@ class RoutingManager:
                 self.errors = errors
                 self._applied = plan if not errors else None
                 _log_tunnels(applied, plan)
+            if plan.gateways != self.plan.gateways:
+                self._on_gateways(plan.gateways)
             self.plan = plan
             self.overrides = await loop.run_in_executor(
                 self._executor, self._find_overrides, routing, plan

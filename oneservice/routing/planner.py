@@ -17,8 +17,8 @@ fail at once and fall back to the other family) rather than leaked around the tu
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from ..network.config import NetworkConfig, Route, forbidden_target
 from .flags import NetworkFlags
@@ -133,6 +133,10 @@ TUNNEL_OFF = "off"
 TUNNEL_ON = "on"
 TUNNEL_HELD = "held"  # fail-closed, gateway silent: traffic waits in the tunnel
 TUNNEL_WITHDRAWN = "withdrawn"  # gateway silent: the machine uses its own connection
+# A network's state when its families differ: the strongest wins.
+_TUNNEL_STRENGTH = {TUNNEL_OFF: 0, TUNNEL_WITHDRAWN: 1, TUNNEL_HELD: 2, TUNNEL_ON: 3}
+# A more preferred gateway that comes back takes over only after answering this long.
+FAILBACK_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,8 @@ class RoutingPlan:
     rules: frozenset[KernelRule]
     status: tuple[RouteStatus, ...]
     full_tunnel: dict[str, str]
+    # (network id, family) -> the member the full tunnel goes through
+    gateways: dict[tuple[str, int], str] = field(default_factory=dict)
 
     def for_network(self, network_id: str) -> list[dict]:
         return [s.document() for s in self.status if s.network_id == network_id]
@@ -153,7 +159,15 @@ def plan_routing(
     local_addresses: Iterable[IPAddress],
     lan_subnets: Iterable[IPNetwork],
     fail_closed: bool = False,
+    previous: Mapping[tuple[str, int], str] | None = None,
+    live_since: Mapping[str, float] | None = None,
+    now: float = 0.0,
 ) -> RoutingPlan:
+    """``previous``: the gateway each (network, family) used so far; ``live_since``: since
+    when each live member has been live (both for moving back only to a gateway that has
+    answered for a while)."""
+    previous, live_since = previous or {}, live_since or {}
+    gateways: dict[tuple[str, int], str] = {}
     live = frozenset(live_members)
     local = frozenset(local_addresses)
     lan = [s for s in lan_subnets if not s.is_link_local]
@@ -171,6 +185,7 @@ def plan_routing(
         holders = config.holders()
         on_link = [*config.subnets(), *(r.target for r in config.routes if r.via is None)]
         defaults: dict[int, str | None] = {}  # family -> gateway ip (None: blocked)
+        candidates: dict[int, list[tuple[Route, str]]] = {}  # family -> default routes
         state = TUNNEL_OFF
         for route in config.routes:
 
@@ -201,23 +216,28 @@ def plan_routing(
             if tunnel_owner not in (None, config.id):
                 verdict(False, f"network {tunnel_owner} already carries the full tunnel")
                 continue
-            if gateway in live:
-                state = TUNNEL_ON
-                reason = f"full tunnel via member {gateway}"
-            elif fail_closed:
-                state = TUNNEL_ON if state == TUNNEL_ON else TUNNEL_HELD
-                reason = (f"gateway {gateway} has no live path: traffic held in the tunnel "
-                          "(fullTunnelFailClosed)")  # fmt: skip
-            else:
-                if state == TUNNEL_OFF:
-                    state = TUNNEL_WITHDRAWN
-                verdict(False, f"gateway {gateway} has no live path: withdrawn until it answers")
+            candidates.setdefault(family, []).append((route, gateway))
+        for family, offered in candidates.items():
+            choice = choose_gateway(offered, live, previous.get((config.id, family)),
+                                    live_since, now)  # fmt: skip
+            held = choice is None and fail_closed
+            if held:
+                choice = offered_in_order(offered)[0]
+            family_state = TUNNEL_HELD if held else TUNNEL_ON if choice else TUNNEL_WITHDRAWN
+            state = max(state, family_state, key=_TUNNEL_STRENGTH.__getitem__)
+            for route, gateway in offered_in_order(offered):
+                via = str(route.via)
+                chosen = choice is not None and route is choice[0]
+                status.append(RouteStatus(config.id, str(route.target), via, chosen,
+                                          _gateway_reason(route, gateway, chosen, held, live,
+                                                          choice)))  # fmt: skip
+            if choice is None:
                 continue
             tunnel_owner = config.id
-            defaults[family] = str(route.via)
+            defaults[family] = str(choice[0].via)
+            gateways[(config.id, family)] = choice[1]
             for part in catch_all(family, network.flags.full_tunnel_quarters):
-                routes.add(KernelRoute(family, str(part), str(route.via), network.device))
-            verdict(True, reason)
+                routes.add(KernelRoute(family, str(part), str(choice[0].via), network.device))
         if defaults:
             for family in (4, 6):
                 if family not in defaults:
@@ -233,7 +253,45 @@ def plan_routing(
             if not network.flags.allow_lan_access:
                 _send_lan_through_tunnel(lan, defaults, network.device, routes, rules)
         tunnels[config.id] = state
-    return RoutingPlan(frozenset(routes), frozenset(rules), tuple(status), tunnels)
+    return RoutingPlan(frozenset(routes), frozenset(rules), tuple(status), tunnels, gateways)
+
+
+def offered_in_order(offered: list[tuple[Route, str]]) -> list[tuple[Route, str]]:
+    """Default routes by preference: the lowest metric first, then in the config's order."""
+    return sorted(offered, key=lambda candidate: candidate[0].metric)
+
+
+def choose_gateway(
+    offered: list[tuple[Route, str]],
+    live: frozenset[str],
+    previous: str | None,
+    live_since: Mapping[str, float],
+    now: float,
+) -> tuple[Route, str] | None:
+    """The most preferred live gateway; but the one in use stays while it is live until a
+    more preferred one has answered for FAILBACK_S (no flapping). None: none is live."""
+    live_ones = [c for c in offered_in_order(offered) if c[1] in live]
+    if not live_ones:
+        return None
+    best = live_ones[0]
+    current = next((c for c in live_ones if c[1] == previous), None)
+    recent = now - live_since.get(best[1], now) < FAILBACK_S
+    return current if current is not None and current is not best and recent else best
+
+
+def _gateway_reason(route: Route, gateway: str, chosen: bool, held: bool, live: frozenset[str],
+                    choice: tuple[Route, str] | None) -> str:  # fmt: skip
+    metric = f" (metric {route.metric})" if route.metric else ""
+    if held and chosen:
+        return (f"gateway {gateway}{metric} has no live path, nor has any other: traffic held "
+                "in the tunnel (fullTunnelFailClosed)")  # fmt: skip
+    if chosen:
+        return f"full tunnel via member {gateway}{metric}"
+    if gateway not in live:
+        what = "withdrawn until one answers" if choice is None else "not used"
+        return f"gateway {gateway}{metric} has no live path: {what}"
+    in_use = choice[1] if choice else "none"
+    return f"standby{metric}: member {gateway} answers; the tunnel uses member {in_use}"
 
 
 def full_tunnel_gateways(networks: Sequence[NetworkRouting], own_address: str) -> set[str]:

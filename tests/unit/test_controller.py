@@ -118,9 +118,8 @@ def test_routes_no_member_would_take_are_refused_at_the_api(controller, routes, 
     nwid = lab(controller)
     with pytest.raises(ControllerError, match=reason):
         controller.update_network(nwid, {"routes": routes})
-    assert controller.network(nwid)["routes"] == [{"target": "10.147.17.0/24", "via": None}], (
-        "unchanged"
-    )
+    subnet = {"target": "10.147.17.0/24", "via": None, "flags": 0, "metric": 0}
+    assert controller.network(nwid)["routes"] == [subnet], "unchanged"
 
 
 # --- ZeroTier's controller API shape -------------------------------------------------------------
@@ -146,7 +145,7 @@ def test_network_and_member_objects_carry_zerotiers_field_names(controller):
                   "ipAssignmentPools", "rules", "capabilities", "tags", "dns"):  # fmt: skip
         assert field in network, field
     assert network["objtype"] == "network" and network["rules"] == [{"type": "ACTION_ACCEPT"}]
-    assert network["routes"] == [{"target": "10.147.17.0/24", "via": None}]
+    assert network["routes"] == [{"target": "10.147.17.0/24", "via": None, "flags": 0, "metric": 0}]
     member = controller.update_member(nwid, MEMBER.address, {"authorized": True})
     for field in ("id", "address", "nwid", "objtype", "authorized", "activeBridge", "identity",
                   "ipAssignments", "revision", "noAutoAssignIps", "creationTime",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 
-from oneservice.network.config import Member, NetworkConfig
+from oneservice.network.config import Member, NetworkConfig, Route
 from oneservice.node import core as core_module
 from oneservice.node import wire
 from oneservice.node.core import (
@@ -509,3 +509,26 @@ def test_traffic_held_for_a_dead_gateway_does_not_turn_every_packet_into_probes(
         sim.run(0.005, step=0.005)
     probes = peer.probe_counter - before
     assert probes <= 6, f"{probes} probes for 100 held packets"
+
+
+def test_with_several_default_gateways_only_the_one_in_use_carries_and_may_send_from_anywhere():
+    third = identity(3)
+    config = NetworkConfig(NETWORK_ID, "lab", (
+        Member(identity(1).public(), (ipaddress.ip_interface("10.1.0.1/24"),), ()),
+        Member(identity(2).public(), (ipaddress.ip_interface("10.1.0.2/24"),), ()),
+        Member(third.public(), (ipaddress.ip_interface("10.1.0.3/24"),), ()),
+    ), routes=(
+        Route(ipaddress.ip_network("10.1.0.0/24")),
+        Route(ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_address("10.1.0.3"), 10),
+        Route(ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_address("10.1.0.2")),
+    ))  # fmt: skip
+    network = core_module._Network(config, identity(1).address)
+    internet = ipaddress.ip_address("203.0.113.9").packed
+    assert network.gateway_for(internet) == identity(2).address, "the preferred one (metric 0)"
+    assert network.source_owner(internet) == identity(2).address
+    network.use_gateway(4, third.address)
+    assert network.gateway_for(internet) == third.address
+    assert network.source_owner(internet) == third.address, "the other may no longer send"
+    assert network.source_owner(ipaddress.ip_address("10.1.0.77").packed) is None
+    network.use_gateway(4, identity(9).address)  # not one of its gateways: ignored
+    assert network.gateway_for(internet) == third.address

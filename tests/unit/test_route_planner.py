@@ -10,6 +10,7 @@ import pytest
 from oneservice.network.config import Member, NetworkConfig, Route
 from oneservice.routing.flags import FlagsError, NetworkFlags, parse_flags
 from oneservice.routing.planner import (
+    FAILBACK_S,
     FULL_TUNNEL_TABLE,
     TUNNEL_HELD,
     TUNNEL_ON,
@@ -26,6 +27,7 @@ from tests.unit.corenet import identity
 
 CLIENT, GATEWAY = identity(1), identity(2)
 DEV = "onet21c000001"
+NETWORK_ID = "8056c2e21c000001"
 
 
 def network(*routes: Route, gateway_v6: bool = False) -> NetworkConfig:
@@ -198,3 +200,54 @@ def test_the_tunnel_is_overridden_when_the_kernel_sends_a_sample_elsewhere():
     assert "routes 200.0.0.0 via tun0 (and 0 more of 8 samples)" in reason
     leaked = overridden(6, "", {**dict.fromkeys(catch_all_samples(6)), "800::": "wg0"})
     assert "IPv6 traffic does not take the tunnel" in leaked and "via wg0" in leaked
+
+
+SECOND = identity(3)
+
+
+def two_gateways() -> NetworkConfig:
+    return NetworkConfig("8056c2e21c000001", "lab", (
+        Member(CLIENT.public(), (ip_interface("10.147.17.2/24"),)),
+        Member(GATEWAY.public(), (ip_interface("10.147.17.1/24"),)),
+        Member(SECOND.public(), (ip_interface("10.147.17.3/24"),)),
+    ), routes=(Route(ip_network("10.147.17.0/24")),
+               Route(ip_network("0.0.0.0/0"), ip_address("10.147.17.3"), metric=10),
+               Route(ip_network("0.0.0.0/0"), ip_address("10.147.17.1"))))  # fmt: skip
+
+
+def gateway_plan(live, previous=None, live_since=None, now=100.0, fail_closed=False):
+    return plan_routing([NetworkRouting(two_gateways(), DEV, NetworkFlags(allow_default=True))],
+                        CLIENT.address, live, [], [], fail_closed, previous, live_since,
+                        now)  # fmt: skip
+
+
+def via(result) -> set[str]:
+    return {r.via for r in result.routes if r.family == 4 and r.target.endswith("/1")}
+
+
+def test_the_most_preferred_live_gateway_carries_the_tunnel_and_the_next_takes_over():
+    both = gateway_plan({GATEWAY.address, SECOND.address})
+    assert via(both) == {"10.147.17.1"} and both.gateways[(NETWORK_ID, 4)] == GATEWAY.address
+    standby = reasons(both)[("0.0.0.0/0", "10.147.17.3")]
+    assert standby == (False, f"standby (metric 10): member {SECOND.address} answers; the "
+                              f"tunnel uses member {GATEWAY.address}")  # fmt: skip
+    failed_over = gateway_plan({SECOND.address}, previous=both.gateways)
+    assert via(failed_over) == {"10.147.17.3"} and failed_over.full_tunnel[NETWORK_ID] == "on"
+    assert "has no live path: not used" in reasons(failed_over)[("0.0.0.0/0", "10.147.17.1")][1]
+
+
+def test_a_preferred_gateway_that_comes_back_takes_over_only_after_answering_a_while():
+    previous = {(NETWORK_ID, 4): SECOND.address}
+    since = {GATEWAY.address: 95.0, SECOND.address: 10.0}
+    back_soon = gateway_plan({GATEWAY.address, SECOND.address}, previous, since, now=100.0)
+    assert via(back_soon) == {"10.147.17.3"}, "no flapping back at its first answer"
+    later = gateway_plan({GATEWAY.address, SECOND.address}, previous, since,
+                         now=95.0 + FAILBACK_S)  # fmt: skip
+    assert via(later) == {"10.147.17.1"}
+
+
+def test_with_no_gateway_live_the_tunnel_is_withdrawn_or_held_on_the_preferred_one():
+    gone = gateway_plan(set())
+    assert via(gone) == set() and gone.full_tunnel[NETWORK_ID] == TUNNEL_WITHDRAWN
+    held = gateway_plan(set(), fail_closed=True)
+    assert via(held) == {"10.147.17.1"} and held.full_tunnel[NETWORK_ID] == TUNNEL_HELD
