@@ -56,13 +56,19 @@ def test_under_load_spoofed_initiations_get_only_a_cookie_reply():
     assert b.initiations_waiting() <= admission.LOAD_QUEUE_LENGTH  # at most one identity check
 
 
+def flood(b, now: float, count: int = 200) -> None:
+    """Valid initiations from ``count`` spoofed sources: b is under load; its cookie replies
+    (to the spoofed sources) are taken away."""
+    datagram = initiation(Identity.generate(), b.identity.x25519_public)
+    for n in range(count):
+        b.receive_datagram(datagram, 1, spoofed(n), now)
+    b.datagrams_to_send()
+
+
 def test_a_real_initiator_proves_its_address_and_connects_while_the_peer_is_flooded():
     sim = two_nodes()
     a, b = sim.nodes["a"], sim.nodes["b"]
-    flood = initiation(Identity.generate(), b.identity.x25519_public)
-    for n in range(200):
-        b.receive_datagram(flood, 1, spoofed(n), sim.now)
-    b.datagrams_to_send()  # the cookie replies go to the spoofed sources
+    flood(b, sim.now)
     a.send_packet(NETWORK_ID, ipv4_packet("10.1.0.1", "10.1.0.2"), sim.now)
     sim.step()
     assert connected(sim), "the cookie reply made a send the same initiation with a mac2"
@@ -76,19 +82,14 @@ def test_a_real_initiator_proves_its_address_and_connects_while_the_peer_is_floo
 def test_a_cookie_is_kept_for_its_path_and_used_by_the_next_initiation():
     sim = two_nodes()
     a, b = sim.nodes["a"], sim.nodes["b"]
-    flood = initiation(Identity.generate(), b.identity.x25519_public)
-    for n in range(200):
-        b.receive_datagram(flood, 1, spoofed(n), sim.now)
-    b.datagrams_to_send()
+    flood(b, sim.now)
     sim.run(0.1)
     assert connected(sim)
     [peer_b] = a.peers.values()
     assert set(peer_b.cookies) == {("192.0.2.2", 9993)}
     sent_before = b.cookie_replies_sent
     a._initiate(peer_b, sim.now)  # a rekey while b is still under load
-    for n in range(200):
-        b.receive_datagram(flood, 1, spoofed(n), sim.now)
-    b.datagrams_to_send()
+    flood(b, sim.now)
     sim.step()
     assert b.cookie_replies_sent == sent_before + 200, "no cookie needed for a's initiation"
 

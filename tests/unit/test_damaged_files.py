@@ -78,18 +78,6 @@ def node_wide_cases(tmp_path: Path) -> list[tuple[str, str, bytes]]:
     return cases
 
 
-@pytest.fixture
-def tripwires(monkeypatch):
-    async def start(self):
-        raise AssertionError("the node started despite a damaged file")
-
-    async def stop(self, keep_kill_switch: bool = False):
-        return None
-
-    monkeypatch.setattr(service_module.Service, "start", start)
-    monkeypatch.setattr(service_module.Service, "stop", stop)
-
-
 def snapshot(home: Path) -> dict[str, bytes]:
     return {str(p.relative_to(home)): p.read_bytes() for p in home.rglob("*") if p.is_file()}
 

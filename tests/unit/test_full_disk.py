@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from oneservice import service as service_module
 from oneservice.__main__ import main
 from oneservice.api import _errors_answered
 from oneservice.controller.store import SQLiteStore
@@ -106,15 +105,7 @@ def test_flags_that_cannot_be_saved_are_not_applied(disk):
     assert load_flags(disk, "8056c2e21c000001").allow_default is False and stray(disk) == []
 
 
-def test_the_first_start_on_a_full_disk_says_so_and_leaves_no_part(disk, monkeypatch, capsys):
-    async def start(self):
-        raise AssertionError("the node started without its identity on disk")
-
-    async def stop(self, keep_kill_switch: bool = False):
-        return None
-
-    monkeypatch.setattr(service_module.Service, "start", start)
-    monkeypatch.setattr(service_module.Service, "stop", stop)
+def test_the_first_start_on_a_full_disk_says_so_and_leaves_no_part(disk, tripwires, capsys):
     home = disk / "home"
     home.mkdir()
     (home / "oneservice.lock").touch()
