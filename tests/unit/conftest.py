@@ -1,8 +1,8 @@
 """Fixtures of the unit tests.
 
 ``tripwires``: unit tests that run `python -m oneservice`'s main() must never start a node
-(there is no namespace here). Service.start is replaced by a tripwire (a test that gets that far fails instead of
-touching the kernel) and Service.stop by nothing."""
+(there is no namespace here). Service.start is replaced by a tripwire (a test that gets that
+far fails instead of touching the kernel) and Service.stop by nothing."""
 
 from __future__ import annotations
 
