@@ -6,6 +6,7 @@ peer, all on one address. Reads a JSON file {"address": ip, "base_port": n, "sec
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import socket
 import sys
@@ -46,12 +47,17 @@ class Peer(asyncio.DatagramProtocol):
 async def main(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     network = parse_network(spec["network"], "farm network")
+    # The node under test is the first member. Each peer of the farm sees the network as that
+    # node and itself: the peers are the node's, not each other's (a full mesh of 100 would
+    # keep the farm itself busy with 10,000 handshakes a second until it settles).
+    node, *farm_members = network.members
     loop = asyncio.get_running_loop()
     peers = []
     for n, secret in enumerate(spec["secrets"]):
         core = NodeCore(Identity.parse(secret), now=loop.time(), wall_time=time.time())
         core.socket_up(1, socket.AF_INET, loop.time())
-        core.set_networks([network], loop.time())
+        own = next(m for m in farm_members if m.address == core.identity.address)
+        core.set_networks([dataclasses.replace(network, members=(node, own))], loop.time())
         _, peer = await loop.create_datagram_endpoint(
             lambda core=core: Peer(core, loop), local_addr=(spec["address"], spec["base_port"] + n)
         )
