@@ -250,6 +250,12 @@ class RoutingManager:
             # self.plan (what the API shows) changes only once the kernel has it: a client
             # that sees "fullTunnel": "on" may rely on the routes being there.
             applied = self._applied
+            # Loosened before the halves go in, restored only after they are gone: with strict
+            # reverse-path filtering and the halves in place, the gateway's answers arriving on
+            # the uplink would be dropped, and the path declared dead, in between.
+            halves = _has_ipv4_halves(plan)
+            if halves:
+                await self._apply_rp_filter(inputs.uplinks)
             if (
                 force
                 or applied is None
@@ -277,7 +283,8 @@ class RoutingManager:
                 await self._apply_kill_switch(plan_kill_switch(
                     routing, plan, self.settings.full_tunnel_fail_closed, inputs.port,
                     inputs.lan_subnets))  # fmt: skip
-            await self._apply_rp_filter(inputs.uplinks if _has_ipv4_halves(plan) else ())
+            if not halves:
+                await self._apply_rp_filter(())
             await self._apply_dns(routing)
             try:
                 await loop.run_in_executor(

@@ -1,0 +1,56 @@
+"""The order in which the routing manager changes the kernel: under strict reverse-path
+filtering the uplinks are loosened before the full tunnel's halves go in, and made strict
+again only after they are gone (in between, the gateway's answers would be dropped and its
+path declared dead: a tunnel that withdraws itself right after coming up)."""
+
+from __future__ import annotations
+
+import asyncio
+from ipaddress import ip_address, ip_interface, ip_network
+
+from oneservice.network.config import Member, NetworkConfig, Route
+from oneservice.routing.flags import NetworkFlags
+from oneservice.routing.manager import RoutingInputs, RoutingManager
+from oneservice.settings import Settings
+from tests.unit.corenet import identity
+
+CLIENT, GATEWAY = identity(1), identity(2)
+NETWORK = NetworkConfig("8056c2e21c000001", "lab", (
+    Member(CLIENT.public(), (ip_interface("10.147.17.2/24"),)),
+    Member(GATEWAY.public(), (ip_interface("10.147.17.1/24"),)),
+), routes=(Route(ip_network("10.147.17.0/24")),
+           Route(ip_network("0.0.0.0/0"), ip_address("10.147.17.1"))))  # fmt: skip
+
+
+class Recorder:
+    def __init__(self, calls: list) -> None:
+        self.calls = calls
+
+    def apply(self, *args):  # kernel routes (routes, rules), rp_filter (uplinks), exit node
+        if len(args) == 2 and isinstance(args[0], frozenset):
+            halves = any(r.target == "0.0.0.0/1" for r in args[0])
+            self.calls.append("routes with halves" if halves else "routes without halves")
+        elif len(args) == 1:
+            self.calls.append("loosen" if args[0] else "restore")
+        return []
+
+    def route_devices(self, addresses):
+        return {}
+
+
+def test_uplinks_are_loosened_before_the_halves_and_restored_after_them(tmp_path):
+    calls: list[str] = []
+
+    async def run() -> None:
+        manager = RoutingManager(tmp_path, Settings(), CLIENT.address)
+        manager._kernel = manager._exit = manager._rp_filter = Recorder(calls)
+        manager._kill_switch = None
+        manager.flags[NETWORK.id] = NetworkFlags(allow_default=True)
+        for live in ({GATEWAY.address}, set()):
+            manager.update(RoutingInputs([(NETWORK, "onet1")], frozenset(live), frozenset(),
+                                         (), ("wifi",)))  # fmt: skip
+            await manager._task
+
+    asyncio.run(run())
+    order = [c for c in calls if c in ("loosen", "restore") or c.startswith("routes")]
+    assert order == ["loosen", "routes with halves", "routes without halves", "restore"]
