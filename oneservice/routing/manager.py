@@ -315,9 +315,10 @@ class RoutingManager:
                 device = "" if ours[0].kind == UNREACHABLE else network.device
                 try:
                     routed = self._kernel.route_devices(catch_all_samples(family))
-                except Exception as exc:  # netlink failed: said, and tried again next time
-                    reasons.append(f"cannot check where {FAMILY_NAMES[family]} traffic goes: "
-                                   f"{exc}")  # fmt: skip
+                except Exception as exc:  # netlink failed: logged, tried again next pass; a
+                    # check that could not run says nothing about where traffic goes
+                    log.warning("cannot check where %s traffic goes: %s", FAMILY_NAMES[family],
+                                exc)  # fmt: skip
                     continue
                 reason = overridden(family, device, routed)
                 if reason:
