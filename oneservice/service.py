@@ -16,8 +16,10 @@ import json
 import logging
 import signal
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .authtoken import load_or_create_token
@@ -29,6 +31,7 @@ from .binder.binder import (
     InterfaceDown,
     InterfaceUp,
     LocalSocket,
+    OwnRoutingRemoved,
     RoutesChanged,
     gso_batches,
 )
@@ -50,6 +53,22 @@ CONTROLLER_DB = "controller.db"
 ROUTING_RETRY_S = 5.0
 # An uplink without a default route (a LAN-only interface) is used when nothing better works.
 NO_DEFAULT_ROUTE_RANK = 2**32
+
+
+def _guarded(callback: Callable[..., None]) -> Callable[..., None]:
+    """For what the loop runs for us (readers, scheduled calls, done callbacks): a failure is
+    logged with its traceback and counted (``callbackFailures``), and the node goes on,
+    instead of vanishing into the loop's exception handler."""
+
+    @functools.wraps(callback)
+    def run(self: Service, *args: Any) -> None:
+        try:
+            callback(self, *args)
+        except Exception:
+            self.callback_failures += 1
+            log.exception("%s failed (the node goes on)", callback.__name__.strip("_"))
+
+    return run
 
 
 class Service:
@@ -83,7 +102,6 @@ class Service:
         self.taps: dict = {}
         # Networks whose device could not be created: the errno (their status is PORT_ERROR).
         self.tap_errors: dict[str, int] = {}
-        self._watched: set[str] = set()  # full-tunnel gateways, probed every second
         self._routing_seen: tuple[frozenset[str], float] = (frozenset(), float("-inf"))
         self._tap_configs: dict[str, NetworkConfig] = {}
         self.binder = Binder(
@@ -95,6 +113,7 @@ class Service:
         self.binder.subscribe(self._on_binder_event)
         self._flush_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_when = float("inf")
         self._apply_lock = asyncio.Lock()
         self._background: set[asyncio.Task] = set()
         # Exceptions in what the loop runs for us (timer rounds, background tasks): logged
@@ -307,17 +326,11 @@ class Service:
     def _update_routing(self, force: bool = False) -> None:
         inputs = self._routing_inputs()
         self._routing_seen = (inputs.live_members, self.loop.time())
-        self._watched = self.routing.gateways_to_watch(inputs.networks)
-        self._watch_gateways()
+        self.core.set_watched(self.routing.gateways_to_watch(inputs.networks), self.loop.time())
         self.routing.update(inputs, force)
 
     def _gateways_chosen(self, gateways: dict[tuple[str, int], str]) -> None:
         self.core.set_gateways(gateways)
-
-    def _watch_gateways(self) -> None:
-        now = self.loop.time()
-        for gateway in self._watched:
-            self.core.keep_watching(gateway, now)
 
     def set_network_flags(self, network_id: str, changes: dict) -> None:
         """FlagsError if a change is wrong (nothing changed then); applied at once."""
@@ -450,6 +463,7 @@ class Service:
             else:
                 self._apply_config(message, sender, None)
 
+    @_guarded
     def _config_checked(self, message: dict, sender: Identity, future: asyncio.Future) -> None:
         if not future.cancelled():
             self._apply_config(message, sender, future.result())
@@ -470,12 +484,14 @@ class Service:
 
     # --- moving bytes and time -------------------------------------------------------------------
 
+    @_guarded
     def _on_datagrams(self, datagrams: list[bytes], local: LocalSocket, address: tuple) -> None:
         receive, socket_id, now = self.core.receive_datagram, local.id, self.loop.time()
         for data in datagrams:
             receive(data, socket_id, address, now)
         self._schedule_flush()
 
+    @_guarded
     def _on_tap_packets(self, network_id: str, packets: list[tuple[bytes, int]]) -> None:
         self.core.send_packets(network_id, packets, self.loop.time())
         self._schedule_flush()
@@ -498,7 +514,13 @@ class Service:
             ranks[bound["id"]] = NO_DEFAULT_ROUTE_RANK if metric is None else metric
         return ranks
 
+    @_guarded
     def _on_binder_event(self, event: BinderEvent) -> None:
+        if isinstance(event, OwnRoutingRemoved):
+            # Nothing about the uplinks changed: no re-probe. What the plan still wants is put
+            # back (a rule or route of ours deleted behind our back).
+            self._update_routing(force=True)
+            return
         now = self.loop.time()
         self._tell_core_uplinks()  # addresses or default routes may have changed
         if isinstance(event, InterfaceUp):
@@ -520,6 +542,7 @@ class Service:
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
 
+    @_guarded
     def _flush(self) -> None:
         self._flush_scheduled = False
         # Initiations after the transport datagrams every reader of this round delivered.
@@ -550,6 +573,7 @@ class Service:
                 self._update_routing()
         if self.core.datagrams_pending():
             self._schedule_flush()  # control handling above queued more
+        self._rearm()
 
     def _check_identity(self, key: bytes) -> None:
         future = self.loop.run_in_executor(self._worker(), derive_address, key[:32], key[32:])
@@ -560,6 +584,7 @@ class Service:
             self._identity_worker = ThreadPoolExecutor(1, thread_name_prefix="identity-check")
         return self._identity_worker
 
+    @_guarded
     def _identity_checked(self, key: bytes, future: asyncio.Future) -> None:
         if future.cancelled():
             return
@@ -578,16 +603,43 @@ class Service:
             self.callback_failures += 1
             log.exception("timer round failed (the timer goes on)")
         finally:
-            self._timer = self.loop.call_at(self.core.next_timer(), self._on_timer)
+            try:
+                when = self._next_deadline()
+            except Exception:
+                self.callback_failures += 1
+                log.exception("timer deadline failed (the timer goes on)")
+                when = self.loop.time() + 1.0
+            self._arm(when)
+
+    def _next_deadline(self) -> float:
+        """The one timer: the core's next deadline, the next config request, and the
+        now-and-then retry of what failed in the kernel."""
+        soon = self.loop.time() + ROUTING_RETRY_S  # a failing route change is retried then
+        return min(self.core.next_timer(), self.memberships.next_due(), soon)
+
+    def _rearm(self) -> None:
+        """An input gave the core (or a join) an earlier deadline than the timer's."""
+        timer = self._timer
+        if timer is None or timer.cancelled():
+            return  # not started, or stopping
+        when = self._next_deadline()
+        if when < self._timer_when:
+            timer.cancel()
+            self._arm(when)
+
+    def _arm(self, when: float) -> None:
+        # The time is kept here: uvloop's timer handles do not say when they fire.
+        self._timer_when = when
+        self._timer = self.loop.call_at(when, self._on_timer)
 
     def _timer_round(self) -> None:
         now = self.loop.time()
         self.core.handle_timer(now)
-        self._watch_gateways()
         live, planned_at = self._routing_seen
         # A gateway may go quiet (or come back) without any event; what failed in the kernel
         # is retried now and then. Otherwise there is nothing new to plan.
-        if self.core.live_peers(now) != live or now - planned_at > ROUTING_RETRY_S:
+        retry = self.routing.failing() and now - planned_at >= ROUTING_RETRY_S
+        if retry or self.core.live_peers(now) != live:
             self._update_routing()
         self._request_configs()
         self._flush()

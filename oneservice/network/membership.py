@@ -65,6 +65,10 @@ class JoinedNetwork:
                 "listed in local.conf (roots)")  # fmt: skip
 
 
+def _request_interval(joined: JoinedNetwork) -> float:
+    return CONFIG_REFRESH_S if joined.status == STATUS_OK else CONFIG_RETRY_S
+
+
 class Memberships:
     def __init__(self, home: Path) -> None:
         self.directory = home / NETWORKS_DIR
@@ -112,11 +116,21 @@ class Memberships:
         for joined in self.networks.values():
             if joined.file_error:
                 continue
-            interval = CONFIG_REFRESH_S if joined.status == STATUS_OK else CONFIG_RETRY_S
-            if now - joined.last_request >= interval:
+            if now - joined.last_request >= _request_interval(joined):
                 joined.last_request = now
                 joined.requested_since = min(joined.requested_since, now)
                 due.append(joined)
+        return due
+
+    def next_due(self) -> float:
+        """When requests_due next has a request to make, or a join is first slow."""
+        due = math.inf
+        for joined in self.networks.values():
+            if joined.file_error:
+                continue
+            due = min(due, joined.last_request + _request_interval(joined))
+            if joined.status == STATUS_REQUESTING and not joined.slow_reported:
+                due = min(due, joined.requested_since + SLOW_CONFIG_S)
         return due
 
     def wants_checking(self, message: dict, sender: Identity) -> bool:

@@ -163,6 +163,12 @@ class IdentityChecks:
         self._drops["identity_check_late"] += len(check.waiting) - len(fresh)
         return fresh
 
+    def next_due(self) -> float:
+        """When expire next has a check to abandon."""
+        return min((max(since for since, _ in check.waiting) + 10 * IDENTITY_WAIT_S
+                    for check in self._checks.values() if check.waiting),
+                   default=math.inf)  # fmt: skip
+
     def expire(self, now: float) -> None:
         """Checks never answered (the service lost one) do not hold their slot forever."""
         for key, check in list(self._checks.items()):

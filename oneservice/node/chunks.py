@@ -17,6 +17,7 @@ sends those again. Pure: time comes in as ``now``.
 
 from __future__ import annotations
 
+import math
 import struct
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -138,6 +139,15 @@ class Reassembly:
                 partial.asked, partial.asks = now, partial.asks + 1
                 requests.append((key[0], key[1], partial.missing()))
         return requests
+
+    def next_due(self) -> float:
+        """When due_requests next has something to ask for or abandon."""
+        due = math.inf
+        for partial in self._partials.values():
+            due = min(due, partial.progress + GIVE_UP_S)
+            if partial.asks < ASK_ATTEMPTS:
+                due = min(due, max(partial.progress, partial.asked) + ASK_AFTER_S)
+        return due
 
     def pending_bytes(self) -> int:
         return self._bytes

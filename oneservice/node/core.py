@@ -11,7 +11,9 @@ raises out of the receive path.
 
 from __future__ import annotations
 
+import heapq
 import ipaddress
+import itertools
 import math
 import secrets
 import socket
@@ -45,11 +47,20 @@ REKEY_AFTER_S = 120.0
 REJECT_AFTER_S = 180.0
 # Probing: fast while a peer carries traffic (fast, silent-failure detection), slow when idle.
 ACTIVE_PROBE_INTERVAL_S = 1.0
+# A full tunnel's gateway (set_watched) is probed twice as often: its silence is then noticed
+# within a second (a probe interval and a probe timeout) even while nothing comes back.
+WATCHED_PROBE_INTERVAL_S = 0.5
 IDLE_PROBE_INTERVAL_S = 20.0
 ACTIVE_WINDOW_S = 10.0
+# An idle path needs one prober, not two: a side that heard the peer's probe (or anything)
+# within half an idle interval skips its own, and looks again this long after the peer's
+# next one is due, so that the peer's comes first and the two do not stay in step.
+IDLE_PROBE_YIELD_S = 1.0
 # A learned endpoint nobody heard from for this long is forgotten.
 LEARNED_PATH_EXPIRY_S = 120.0
-TIMER_TICK_S = 0.25
+# A peer whose deadline, just after its turn, is still not in the future is looked at again
+# this much later (a safety net: every deadline names work that its turn does).
+OVERDUE_RETRY_S = 0.25
 # Sending while the preferred path has been silent this long earns it an early probe.
 QUIET_PROBE_S = 0.3
 # Sending while no path works probes the peer's paths at most this often.
@@ -144,6 +155,12 @@ class Peer:
         self.source_networks: dict[bytes, str] = {}
         # The networks in which it is the gateway of a route: other sources are checked there.
         self.routed_networks: tuple[str, ...] = ()
+        # When its turn in handle_timer is due (NodeCore._deadline), and the time of its
+        # entry in the timer heap (inf: none). The entry may be earlier than ``due``: the
+        # deadline moved later, and the entry is moved when it comes up.
+        self.due = math.inf
+        self.scheduled = math.inf
+        self.watched = False  # a full tunnel's gateway: always active (set_watched)
 
 
 class _Network:
@@ -286,7 +303,14 @@ class NodeCore:
         self._reassembly = chunks.Reassembly(self.packet_drops)
         self._sent_chunks = chunks.SentChunks()
         self._next_message_id = secrets.randbits(32)
-        self._next_tick = now
+        self._roots: dict[str, Peer] = {}
+        # Timers from deadlines: a heap of (due, order, peer); peers whose deadlines may have
+        # moved earlier wait in _touched until the next next_timer or handle_timer.
+        self._timers: list[tuple[float, int, Peer]] = []
+        self._timer_order = itertools.count()
+        self._touched: set[Peer] = set()
+        self._clock = now  # the latest time any call told us
+        self.peer_turns = 0  # peers handle_timer has looked at: the timer's work
 
     # --- configuration -----------------------------------------------------------------------
 
@@ -342,6 +366,7 @@ class NodeCore:
             self.peers[address] = peer
             self._peers_by_static[peer.identity.x25519_public] = peer
             self._add_candidate_paths(peer)
+            self._touch(peer, now)
             if peer.current is None and peer.handshake is None:
                 self._initiate(peer, now)
 
@@ -363,9 +388,11 @@ class NodeCore:
         listed = {identity.address for identity, _ in roots}
         members = {m.address for n in self.networks.values() for m in n.config.members}
         for address, peer in self.peers.items():
+            self._touch(peer, now)
             if peer.root and address not in listed:
                 peer.root = False
                 peer.keep = address in members
+                self._roots.pop(address, None)
             relayed = [k for k, path in peer.paths.items()
                        if path.via is not None and path.via not in listed]  # fmt: skip
             for key in relayed:
@@ -375,22 +402,29 @@ class NodeCore:
         for identity, endpoints in roots:
             if identity.address == self.identity.address:
                 continue
-            peer = self._add_peer(identity)
+            peer = self._add_peer(identity, now)
             peer.root = peer.keep = True
+            self._roots[identity.address] = peer
+            # A root is reached directly, never through another root.
+            peer.paths = {k: p for k, p in peer.paths.items() if p.via is None}
+            if peer.preferred is not None and peer.preferred.via is not None:
+                peer.preferred = None
             peer.hints.update(endpoints)
             self._add_candidate_paths(peer)
             if peer.current is None:
                 self._initiate(peer, now)
 
-    def _add_peer(self, identity: Identity) -> Peer:
+    def _add_peer(self, identity: Identity, now: float) -> Peer:
         peer = self.peers.get(identity.address)
         if peer is None:
             peer = self.peers[identity.address] = Peer(identity)
             self._peers_by_static[identity.x25519_public] = peer
+            self._touch(peer, now)
         return peer
 
     def _forget(self, peer: Peer) -> None:
         self._end_sessions(peer)
+        self._touched.discard(peer)
         self._handshakes.pop(peer.handshake_index, None)
         self.peers.pop(peer.address, None)
         self._peers_by_static.pop(peer.identity.x25519_public, None)
@@ -409,10 +443,11 @@ class NodeCore:
             if peer.current is not None and peer.preferred is not None:
                 self._send_message(peer, {"t": "bye"}, now)
 
-    def _peer_left(self, peer: Peer) -> None:
+    def _peer_left(self, peer: Peer, now: float) -> None:
         """A peer said goodbye (authenticated): its sessions end and no path is trusted until
         it comes back with a new handshake."""
         self._end_sessions(peer)
+        self._touch(peer, now)
         for path in peer.paths.values():
             path.last_received = -math.inf
         if peer.preferred is not None:
@@ -442,7 +477,21 @@ class NodeCore:
         return self._events.popleft() if self._events else None
 
     def next_timer(self) -> float:
-        return self._next_tick
+        """When handle_timer next has something to do (inf: only an input can give it work)."""
+        self._schedule_touched()
+        timers = self._timers
+        while timers:
+            due, _, peer = timers[0]
+            if due != peer.scheduled or self.peers.get(peer.address) is not peer:
+                heapq.heappop(timers)  # superseded by an earlier entry, or forgotten
+            elif peer.due > due:
+                heapq.heappop(timers)  # its deadline moved later: so does its entry
+                self._push_timer(peer)
+            else:
+                break
+        first = timers[0][0] if timers else math.inf
+        others = min(self._lookups_due(), self._identities.next_due(), self._reassembly.next_due())
+        return min(first, others + DEADLINE_SLACK_S)
 
     # --- the physical side -------------------------------------------------------------------
 
@@ -506,12 +555,15 @@ class NodeCore:
             if peer.current is not None:
                 self._probe(peer, now, strict=True)
 
+    def _connected_root(self) -> bool:
+        return any(root.current is not None for root in self._roots.values())
+
     def _add_relay_paths(self, peer: Peer) -> None:
         """Every peer that is not a root can also be reached through each connected root."""
         if peer.root:
             return
-        for root in self.peers.values():
-            if root.root and root.current is not None:
+        for root in self._roots.values():
+            if root.current is not None:
                 key = (RELAY_SOCKET, (root.address, 0))
                 if key not in peer.paths:
                     peer.paths[key] = Path(RELAY_SOCKET, (root.address, 0), to=peer.address)
@@ -666,7 +718,7 @@ class NodeCore:
         elif kind == "intro":
             self._receive_introduction(peer, message, now)
         elif kind == "bye":
-            self._peer_left(peer)
+            self._peer_left(peer, now)
         elif kind == "chunks":
             self._resend_chunks(peer, message, now)
         else:
@@ -690,6 +742,7 @@ class NodeCore:
             path.record_rtt(now - path.probe_sent)
             path.probe_sent = -math.inf
             path.strict = False
+            self._touch(peer, now)  # no probe timeout to wait for any more
             self._reselect(peer, now)
 
     # --- identity look-ups and introductions (what roots are for) ------------------------------
@@ -742,7 +795,7 @@ class NodeCore:
         address = message.get("a")
         if not root.root or address not in self._lookups or "id" not in message:
             return  # not asked, not from a root, or unknown there (another root may know)
-        peer = self._peer_from_announcement(message)
+        peer = self._peer_from_announcement(message, now)
         if peer is None or peer.address != address:
             self.packet_drops["whois_answer_invalid"] += 1
             return
@@ -754,17 +807,18 @@ class NodeCore:
         if not root.root:
             self.packet_drops["introduction_not_from_root"] += 1
             return
-        peer = self._peer_from_announcement(message)
+        peer = self._peer_from_announcement(message, now)
         if peer is None:
             self.packet_drops["introduction_invalid"] += 1
             return
         self._connect(peer, now)
 
-    def _peer_from_announcement(self, message: dict) -> Peer | None:
+    def _peer_from_announcement(self, message: dict, now: float) -> Peer | None:
         """An identity with endpoints from a root: verified against its address before use."""
         try:
             identity = Identity.parse(message["id"]).public()
-            endpoints = [parse_endpoint(e, "endpoint") for e in message.get("e", [])][:8]
+            endpoints = [parse_endpoint(e, "endpoint")
+                         for e in message.get("e", [])][:MAX_ADVERTISED_ENDPOINTS]
         except (IdentityError, NetworkConfigError, KeyError, TypeError, AttributeError):
             return None
         known = self.peers.get(identity.address)
@@ -772,7 +826,7 @@ class NodeCore:
             return None
         if identity.address == self.identity.address:
             return None
-        peer = self._add_peer(identity)
+        peer = self._add_peer(identity, now)
         peer.hints.update(endpoints)
         self._add_candidate_paths(peer)
         return peer
@@ -938,6 +992,7 @@ class NodeCore:
             self._sessions.pop(peer.unconfirmed.local_index, None)
         peer.unconfirmed = session
         self._sessions[local_index] = session
+        self._touch(peer, now)
         path = self._path_heard(peer, read.socket_id, read.address, now)
         if path is not None:
             self._emit(path, wire.handshake_response(local_index, read.sender_index, response),
@@ -954,7 +1009,7 @@ class NodeCore:
             # Same address, other keys: a collision or a forgery. The known one stays.
             self.drops["identity_mismatch"] += 1
             return None
-        return self._add_peer(Identity(address, key[:32], key[32:]))
+        return self._add_peer(Identity(address, key[:32], key[32:]), now)
 
     def _evict_idle_transient(self, transient: list[Peer], now: float) -> bool:
         """Make room by forgetting the transient peer idle the longest, if it has been idle a
@@ -989,7 +1044,7 @@ class NodeCore:
         peer.handshake = None
         session = Session(peer, receiver_index, sender_index, send_key, receive_key, True, now)
         self._sessions[receiver_index] = session
-        self._promote(peer, session)
+        self._promote(peer, session, now)
         self._path_heard(peer, socket_id, address, now)
         self._events.append(PeerConnected(peer.address))
         if peer.queue:
@@ -1002,14 +1057,21 @@ class NodeCore:
         session.confirmed = True
         if peer.unconfirmed is session:
             peer.unconfirmed = None
-        self._promote(peer, session)
+        self._promote(peer, session, now)
         self._events.append(PeerConnected(peer.address))
         self._flush_queue(peer, now)
 
-    def _promote(self, peer: Peer, session: Session) -> None:
+    def _promote(self, peer: Peer, session: Session, now: float) -> None:
         if peer.previous is not None:
             self._sessions.pop(peer.previous.local_index, None)
         peer.previous, peer.current = peer.current, session
+        self._touch(peer, now)
+        if peer.root:
+            # Every other peer can now also be reached through this root.
+            for other in self.peers.values():
+                if not other.root:
+                    self._add_relay_paths(other)
+                    self._touch(other, now)
 
     def _path_heard(self, peer: Peer, socket_id: int, address: tuple, now: float) -> Path | None:
         """An authenticated packet came over (socket, address): that path works."""
@@ -1030,6 +1092,7 @@ class NodeCore:
         peer.last_heard = now
         if path is peer.preferred and not path.strict:
             return path  # just heard from, so alive: the common case, once per packet
+        self._touch(peer, now)
         if peer.preferred is None or not peer.preferred.alive(now, self._window(peer, now)):
             self._reselect(peer, now)
         return path
@@ -1140,6 +1203,7 @@ class NodeCore:
         peer.handshake = Initiator(self._static, peer.identity.x25519_public, wire.PROLOGUE)
         peer.handshake_index = self._new_index()
         peer.handshake_sent = now
+        self._touch(peer, now)
         self._handshakes[peer.handshake_index] = peer
         message = peer.handshake.write_message_1(
             wire.encode_timestamp(self._wall_offset + now) + self.identity.ed25519_public
@@ -1211,6 +1275,7 @@ class NodeCore:
 
     def _probe_path(self, peer: Peer, path: Path, now: float, strict: bool = False) -> None:
         path.strict = path.strict or strict
+        self._touch(peer, now)
         peer.probe_counter = (peer.probe_counter + 1) & 0x7FFFFFFF
         path.probe_leaving(peer.probe_counter, now)
         # "p": sent on our preferred path. The peer then answers on it too, so both
@@ -1233,20 +1298,24 @@ class NodeCore:
                        self.socket_ranks) is not path:  # fmt: skip
             return  # ours is better placed (the uplink this OS prefers): the peer follows us
         peer.preferred = path
+        self._touch(peer, now)
         self._events.append(PathChanged(peer.address, path.socket_id, path.endpoint))
         self._probe(peer, now)
 
     def _window(self, peer: Peer, now: float) -> float:
         """How long a silent path counts as alive: short while probing every second."""
-        active = now - peer.last_traffic < ACTIVE_WINDOW_S
-        return PATH_ALIVE_S if active else IDLE_PATH_ALIVE_S
+        return PATH_ALIVE_S if _active(peer, now) else IDLE_PATH_ALIVE_S
 
     def _mark_traffic(self, peer: Peer, now: float) -> None:
         waking = now - peer.last_traffic >= ACTIVE_WINDOW_S
+        if now - peer.last_traffic >= QUIET_PROBE_S:
+            # Sending again after a pause: a quiet path may be due a probe sooner. (Not per
+            # packet: a steady flow moves no deadline earlier.)
+            self._touch(peer, now)
         peer.last_traffic = now
         if waking and peer.current is not None:
             # Paths were checked every 20 s while idle; traffic wants them proven now.
-            peer.next_probe = now + ACTIVE_PROBE_INTERVAL_S
+            peer.next_probe = now + _probe_interval(peer, now)
             self._probe(peer, now)
 
     def _reselect(self, peer: Peer, now: float) -> None:
@@ -1254,6 +1323,7 @@ class NodeCore:
                              self.socket_ranks)  # fmt: skip
         if chosen is not peer.preferred:
             peer.preferred = chosen
+            self._touch(peer, now)
             self._events.append(PathChanged(
                 peer.address,
                 chosen.socket_id if chosen else None,
@@ -1269,9 +1339,26 @@ class NodeCore:
     # --- time ----------------------------------------------------------------------------------
 
     def handle_timer(self, now: float) -> None:
-        self._next_tick = now + TIMER_TICK_S
-        for peer in list(self.peers.values()):
+        """Do what is due by ``now``, and nothing else: the peers whose deadline has come
+        (each a few lines of work), then look-ups, identity checks and chunk requests."""
+        self._clock = max(self._clock, now)
+        self._schedule_touched()
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            due, _, peer = heapq.heappop(timers)
+            if due != peer.scheduled or self.peers.get(peer.address) is not peer:
+                continue
+            peer.scheduled = math.inf
+            if peer.due > now:
+                self._push_timer(peer)
+                continue
+            self.peer_turns += 1
             self._tick_peer(peer, now)
+            if self.peers.get(peer.address) is peer:
+                self._touched.discard(peer)
+                due = self._deadline(peer, now)
+                # Its turn did what was due: a deadline still here would spin.
+                self._set_due(peer, due if due > now else now + OVERDUE_RETRY_S)
         for address, started in list(self._lookups.items()):
             if now - started > LOOKUP_GIVE_UP_S:
                 del self._lookups[address]
@@ -1281,6 +1368,61 @@ class NodeCore:
                 self.lookup(address, now)
         self._identities.expire(now)
         self._ask_for_missing_chunks(now)
+
+    def _touch(self, peer: Peer, now: float) -> None:
+        """Something about this peer changed: its deadline is worked out again before the
+        timer is next read."""
+        self._touched.add(peer)
+        if now > self._clock:
+            self._clock = now
+
+    def _schedule_touched(self) -> None:
+        touched, self._touched = self._touched, set()
+        for peer in touched:
+            if self.peers.get(peer.address) is peer:
+                self._set_due(peer, self._deadline(peer, self._clock))
+
+    def _set_due(self, peer: Peer, due: float) -> None:
+        peer.due = due
+        if due < peer.scheduled:
+            self._push_timer(peer)
+
+    def _push_timer(self, peer: Peer) -> None:
+        peer.scheduled = peer.due
+        if peer.due < math.inf:
+            heapq.heappush(self._timers, (peer.due, next(self._timer_order), peer))
+
+    def _deadline(self, peer: Peer, now: float) -> float:
+        """When _tick_peer next has work for this peer, by the same rules it applies."""
+        current = peer.current
+        forget = math.inf
+        if not peer.keep:
+            forget = max(peer.last_heard, peer.handshake_sent) + TRANSIENT_IDLE_S
+            if current is None and peer.handshake is None:
+                return forget + DEADLINE_SLACK_S
+        times = [forget]
+        # Relay paths are added in its turn (direct ones are tried first).
+        reachable = peer.paths or (not peer.root and self._connected_root())
+        if (peer.handshake is not None or current is None) and reachable:
+            waited = peer.handshake_sent + HANDSHAKE_RETRY_S - peer.handshake_started
+            slow = peer.handshake is not None and waited > HANDSHAKE_GIVE_UP_S
+            times.append(peer.handshake_sent + (UNREACHABLE_RETRY_S if slow else HANDSHAKE_RETRY_S))
+        times += [p.last_received + LEARNED_PATH_EXPIRY_S for p in peer.paths.values() if p.learned]
+        if current is not None:
+            times.append(current.created_at + REJECT_AFTER_S)
+            times.append(peer.next_probe)
+            preferred = peer.preferred
+            if preferred is not None:
+                times.append(preferred.dies_at(self._window(peer, now)))
+                silence = self._silence_deadline(peer, now)
+                if silence > now:
+                    times.append(silence)
+        return max(min(times) + DEADLINE_SLACK_S, now)
+
+    def _lookups_due(self) -> float:
+        return min((min(started + LOOKUP_GIVE_UP_S,
+                        self._lookup_sent.get(address, -math.inf) + LOOKUP_RETRY_S)
+                    for address, started in self._lookups.items()), default=math.inf)  # fmt: skip
 
     def _tick_peer(self, peer: Peer, now: float) -> None:
         if not peer.keep:
@@ -1317,31 +1459,37 @@ class NodeCore:
         ):
             self._reselect(peer, now)
         if peer.current is not None and now >= peer.next_probe:
-            active = now - peer.last_traffic < ACTIVE_WINDOW_S
-            peer.next_probe = now + (ACTIVE_PROBE_INTERVAL_S if active else IDLE_PROBE_INTERVAL_S)
-            self._probe(peer, now)
+            interval = _probe_interval(peer, now)
+            heard = self._idle_and_heard(peer, now, interval)
+            if heard is not None:
+                peer.next_probe = heard + interval + IDLE_PROBE_YIELD_S
+            else:
+                peer.next_probe = now + interval
+                self._probe(peer, now)
         elif peer.current is not None and self._gone_quiet(peer, now):
             # The peer was talking and has stopped while we still send: ask now rather than at
             # the next scheduled probe (a silent failure costs ~0.8 s instead of ~1.5 s).
             # One-way flows (nothing comes back anyway) keep the one-per-second probes.
             self._probe(peer, now)
-        self._wake_for_silence(peer, now)
 
-    def _wake_for_silence(self, peer: Peer, now: float) -> None:
-        """A peer carrying traffic is looked at again exactly when its path may have gone
-        quiet or its probe timed out, not at the next tick: a dead gateway is withdrawn in
-        well under a second."""
+    @staticmethod
+    def _idle_and_heard(peer: Peer, now: float, interval: float) -> float | None:
+        """When we last heard over an idle peer's preferred path, if that was recent enough
+        to skip our own probe of it (the peer keeps probing: it is the one that hears less)."""
         path = peer.preferred
-        if path is None or peer.current is None or now - peer.last_traffic >= ACTIVE_WINDOW_S:
-            return
+        if interval != IDLE_PROBE_INTERVAL_S or path is None or path.strict:
+            return None
+        return path.last_received if now - path.last_received < interval / 2 else None
+
+    def _silence_deadline(self, peer: Peer, now: float) -> float:
+        """A peer carrying traffic is looked at again exactly when its path may have gone
+        quiet or its probe timed out: a dead gateway is withdrawn in well under a second."""
+        path = peer.preferred
+        if path is None or peer.current is None or not _active(peer, now):
+            return math.inf
         if path.probe_outstanding():
-            deadline = path.unanswered_since + path.probe_timeout()
-        else:
-            deadline = max(path.last_received, path.probe_sent) + QUIET_PROBE_S
-        # With the slack, also when the clock reads the deadline itself (the loop's clock has
-        # millisecond steps, and the path is still alive at that very instant).
-        if deadline + DEADLINE_SLACK_S > now:
-            self._next_tick = min(self._next_tick, deadline + DEADLINE_SLACK_S)
+            return path.unanswered_since + path.probe_timeout()
+        return max(path.last_received, path.probe_sent) + QUIET_PROBE_S
 
     def _gone_quiet(self, peer: Peer, now: float) -> bool:
         """Traffic both ways until just now, and then the path fell silent."""
@@ -1363,12 +1511,18 @@ class NodeCore:
             if index and index not in self._sessions and index not in self._handshakes:
                 return index
 
-    def keep_watching(self, address: str, now: float) -> None:
-        """Check this peer's paths every second as if it carried traffic (a full tunnel's
-        gateway: its silence must be noticed in seconds, not in the idle window)."""
-        peer = self.peers.get(address)
-        if peer is not None:
-            self._mark_traffic(peer, now)
+    def set_watched(self, addresses: Iterable[str], now: float) -> None:
+        """The peers whose silence must be noticed within a second, traffic or not (a full
+        tunnel's gateways): their paths are checked as if they carried traffic, and more
+        often. Replaces the previous set."""
+        wanted = set(addresses)
+        for address, peer in self.peers.items():
+            watched = address in wanted
+            if watched != peer.watched:
+                peer.watched = watched
+                self._touch(peer, now)
+                if watched:
+                    self._mark_traffic(peer, now)  # its paths proven now, not in 20 s
 
     def live_peers(self, now: float) -> set[str]:
         """Peers with a session and a path that works now (a gateway must be one of these
@@ -1409,6 +1563,16 @@ class NodeCore:
 
     def _epoch_ms(self, when: float) -> int:
         return 0 if when == -math.inf else int((when + self._wall_offset) * 1000)
+
+
+def _active(peer: Peer, now: float) -> bool:
+    return peer.watched or now - peer.last_traffic < ACTIVE_WINDOW_S
+
+
+def _probe_interval(peer: Peer, now: float) -> float:
+    if peer.watched:
+        return WATCHED_PROBE_INTERVAL_S
+    return ACTIVE_PROBE_INTERVAL_S if _active(peer, now) else IDLE_PROBE_INTERVAL_S
 
 
 def _milliseconds(seconds: float | None) -> float:

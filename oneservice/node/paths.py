@@ -61,6 +61,13 @@ class Path:
             return now - self.unanswered_since <= self.probe_timeout()
         return True
 
+    def dies_at(self, window: float = PATH_ALIVE_S) -> float:
+        """After this, alive() is false unless something is heard meanwhile."""
+        end = self.last_received + window
+        if self.probe_outstanding():
+            end = min(end, self.unanswered_since + self.probe_timeout())
+        return end
+
     def probe_timeout(self) -> float:
         return max(PROBE_TIMEOUT_S, PROBE_TIMEOUT_RTTS * (self.rtt or 0.0))
 

@@ -79,6 +79,7 @@ class RoutingManager:
         self.exit_error = ""
         self._dns = ResolvectlDns()
         self.dns_plan: dict[str, DnsSetting] = {}
+        self.dns_errors: list[str] = []
         self._kernel = None
         self._exit = None
         self._rp_filter = None
@@ -132,6 +133,13 @@ class RoutingManager:
                 log.error("%s", self.flag_errors[network_id])
                 self.flags[network_id] = NetworkFlags()
         return self.flags[network_id]
+
+    def failing(self) -> bool:
+        """Something the kernel refused (routes, exit node, kill switch, rp_filter, DNS):
+        the service tries again now and then. Otherwise the kernel changes nothing by itself
+        that a route or link event would not report."""
+        return bool(self.errors or self.exit_error or self.kill_switch_error
+                    or self.rp_filter_error or self.dns_errors)  # fmt: skip
 
     def flags_error(self, network_id: str) -> str:
         """Why this network's flags file cannot be used ("" if it can)."""
@@ -373,6 +381,7 @@ class RoutingManager:
         errors = await loop.run_in_executor(self._executor, self._dns.apply, self.dns_plan)
         for error in errors:
             log.warning("dns: %s", error)
+        self.dns_errors = errors
 
     def _dns_status(self, network_id: str) -> str:
         flags = self.flags_for(network_id)

@@ -377,7 +377,7 @@ def _liveness_changes(sim, watcher, gateway_address: str, seconds: float) -> lis
     tunnel's traffic going to it and the service's once-a-second watch."""
     changes, live, end = [], gateway_address in watcher.live_peers(sim.now), sim.now + seconds
     while sim.now < end:
-        watcher.keep_watching(gateway_address, sim.now)
+        watcher.set_watched({gateway_address}, sim.now)
         watcher.send_packet(NETWORK_ID, ipv4_packet("10.1.0.1", "10.1.0.2"), sim.now)
         sim.run(0.05)
         now_live = gateway_address in watcher.live_peers(sim.now)
