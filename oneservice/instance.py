@@ -7,7 +7,7 @@ home's state, and held for the life of the process (the kernel drops both when i
 on SIGKILL, so a crash never leaves a stale lock):
 
 - the home: ``flock`` on ``<home>/oneservice.lock``, which holds the owner's PID;
-- the kernel marks of this network namespace (route protocol 165, rule priorities 5210-5219,
+- the kernel marks of this network namespace (marks.py: route protocol 165, rules 5210-5219,
   table 52100, the nft tables ``inet oneservice`` and ``inet oneservice-killswitch``): a
   listening Unix socket with an abstract name. Abstract names live per network namespace,
   exactly the scope of those marks, and the kernel tells a newcomer the owner's PID
@@ -23,6 +23,8 @@ import socket
 import struct
 import sys
 from pathlib import Path
+
+from .marks import FULL_TUNNEL_TABLE, ROUTE_PROTOCOL, RULE_PRIORITIES
 
 LOCK_FILE = "oneservice.lock"
 NAMESPACE_LOCK_NAME = b"\0oneservice: kernel marks of this network namespace"
@@ -83,9 +85,10 @@ class InstanceLock:
             holder = _listener_pid(NAMESPACE_LOCK_NAME)
             raise AlreadyRunning(
                 f"another oneservice (PID {holder}) already manages this network namespace's "
-                "routes, rules and firewall tables (route protocol 165, rules 5210-5219, table "
-                "52100, nft tables inet oneservice*): one node per host; stop it first (nothing "
-                "was changed)"
+                f"routes, rules and firewall tables (route protocol {ROUTE_PROTOCOL}, rules "
+                f"{RULE_PRIORITIES[0]}-{RULE_PRIORITIES[-1]}, table {FULL_TUNNEL_TABLE}, nft "
+                "tables inet oneservice*): one node per host; stop it first (nothing was "
+                "changed)"
             ) from None
         lock.listen(1)
         self._socket = lock

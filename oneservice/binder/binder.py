@@ -99,7 +99,12 @@ class RoutesChanged:
     """The routing table changed: paths may now leave differently; worth re-probing."""
 
 
-BinderEvent = InterfaceUp | InterfaceDown | AddressChanged | RoutesChanged
+@dataclass(frozen=True)
+class OwnRoutingRemoved:
+    """A route or rule of ours is gone: routing compares the kernel with its plan again."""
+
+
+BinderEvent = InterfaceUp | InterfaceDown | AddressChanged | RoutesChanged | OwnRoutingRemoved
 # Datagrams that arrived together from one address, in order (one GRO read, or one datagram).
 DatagramHandler = Callable[[list[bytes], LocalSocket, tuple], None]
 
@@ -311,6 +316,10 @@ class Binder:
     # --- keeping in step with the OS -----------------------------------------------------------
 
     def _on_change_hint(self, hint: ChangeHint) -> None:
+        if hint.ours_removed:
+            self._publish(OwnRoutingRemoved())
+        if not (hint.interfaces or hint.routes or hint.deleted_indexes):
+            return  # only our own routing: no interface to re-read
         self._deleted_indexes |= hint.deleted_indexes
         self._routes_changed |= hint.routes
         self._wake.set()

@@ -8,6 +8,7 @@ import logging
 import socket
 from collections.abc import Callable
 
+from ..marks import ROUTE_PROTOCOL, RULE_PRIORITIES
 from .interfaces import Interface, InterfaceAddress
 from .monitor import ChangeHint
 
@@ -34,12 +35,16 @@ RTMGRP_IPV4_IFADDR = 0x10
 RTMGRP_IPV4_ROUTE = 0x40
 RTMGRP_IPV6_IFADDR = 0x100
 RTMGRP_IPV6_ROUTE = 0x400
-RTM_DELLINK, RTM_NEWROUTE, RTM_DELROUTE = 17, 24, 25
+RTMGRP_IPV4_RULE = 1 << (8 - 1)  # RTNLGRP_IPV4_RULE
+RTMGRP_IPV6_RULE = 1 << (19 - 1)  # RTNLGRP_IPV6_RULE
+RTM_DELLINK, RTM_NEWROUTE, RTM_DELROUTE, RTM_NEWRULE, RTM_DELRULE = 17, 24, 25, 32, 33
 RTN_UNICAST = 1
 MAIN_TABLE = 254
 ROUTE_MESSAGES = (RTM_NEWROUTE, RTM_DELROUTE)
+RULE_MESSAGES = (RTM_NEWRULE, RTM_DELRULE)
 EVENT_GROUPS = (
     RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE
+    | RTMGRP_IPV4_RULE | RTMGRP_IPV6_RULE
 )
 NETLINK_RECEIVE_BUFFER_BYTES = 1024 * 1024
 MAX_NETLINK_READS_PER_WAKEUP = 256
@@ -127,13 +132,22 @@ def default_route_metrics(routes: list) -> dict[int, int]:
 
 
 def note_message(message: dict, deleted: set[int]) -> str:
-    """What one parsed rtnetlink message hints at: "routes", "links" (links and addresses) or
-    "unknown" (re-read everything); a deleted link's index goes into ``deleted``. By the
+    """What one parsed rtnetlink message hints at: "routes" (someone else's routes or rules),
+    "ours" (a route or rule of ours appeared: our own write, nothing to do), "ours_removed"
+    (one of ours is gone: put back what the plan still wants), "links" (links and addresses)
+    or "unknown" (re-read everything); a deleted link's index goes into ``deleted``. By the
     kernel's type number: pyroute2's "event" name is not always there (seen: an int for the
     RTM_NEWLINK of a TUN device whose offloads were just set)."""
     kind = message.get("header", {}).get("type")
     if kind in ROUTE_MESSAGES:
+        if message.get("proto") == ROUTE_PROTOCOL:
+            return "ours_removed" if kind == RTM_DELROUTE else "ours"
         return "routes"
+    if kind in RULE_MESSAGES:
+        get_attr = getattr(message, "get_attr", None)
+        if get_attr is not None and get_attr("FRA_PRIORITY") in RULE_PRIORITIES:
+            return "ours_removed" if kind == RTM_DELRULE else "ours"
+        return "routes"  # another program's rule may send the underlay elsewhere
     if kind == RTM_DELLINK:
         index = message.get("index")
         if not index:
@@ -143,11 +157,13 @@ def note_message(message: dict, deleted: set[int]) -> str:
 
 
 class NetlinkMonitor:
-    """Subscribes to link, address and route changes and reports each burst as a hint.
+    """Subscribes to link, address, route and rule changes and reports each burst as a hint.
 
-    The binder re-reads everything on a hint, so messages are only looked at for what a
-    re-read cannot tell: which interfaces were deleted (they may come back with the same name
-    and address, and their sockets must still be replaced).
+    The binder re-reads the interfaces on a hint about links, addresses or others' routes, so
+    messages are only looked at for what a re-read cannot tell: which interfaces were deleted
+    (they may come back with the same name and address, and their sockets must still be
+    replaced), and whether a route or rule is ours (marks.py). Our own writes cause nothing;
+    one of ours removed causes no re-read and no re-probe, only a check of the routing.
     """
 
     def __init__(self, on_change: Callable[[ChangeHint], None]) -> None:
@@ -169,7 +185,7 @@ class NetlinkMonitor:
 
     def _readable(self) -> None:
         deleted: set[int] = set()
-        links = routes = overflow = False
+        links = routes = overflow = ours_removed = False
         for _ in range(MAX_NETLINK_READS_PER_WAKEUP):
             try:
                 data = self._sock.recv(65536)
@@ -193,12 +209,14 @@ class NetlinkMonitor:
                 routes |= kind == "routes"
                 links |= kind == "links"
                 overflow |= kind == "unknown"
-        if deleted or links or routes or overflow:
+                ours_removed |= kind == "ours_removed"
+        if deleted or links or routes or overflow or ours_removed:
             self._on_change(
                 ChangeHint(
                     deleted_indexes=frozenset(deleted),
                     interfaces=links or overflow,
                     routes=routes or overflow,
+                    ours_removed=ours_removed or overflow,
                 )
             )
 

@@ -15,7 +15,10 @@ class ChangeHint:
     # the same index, name and address is already back by the time we look.
     deleted_indexes: frozenset[int] = frozenset()
     interfaces: bool = True  # links or addresses changed: re-read and reconcile
-    routes: bool = False  # routing changed: paths may have to be re-probed
+    routes: bool = False  # others' routing changed: paths may have to be re-probed
+    # A route or rule of ours was deleted (by us or behind our back): routing puts back what
+    # its plan still wants. Nothing else follows from it.
+    ours_removed: bool = False
 
 
 class ReadableMonitor:
@@ -39,7 +42,7 @@ class ReadableMonitor:
                 break
             except OSError:
                 continue
-        self._on_change(ChangeHint(interfaces=True, routes=True))
+        self._on_change(ChangeHint(interfaces=True, routes=True, ours_removed=True))
 
     def close(self) -> None:
         self._loop.remove_reader(self._sock.fileno())

@@ -1,8 +1,9 @@
 """Make the kernel's routes and rules match a routing plan (Linux, pyroute2).
 
 Everything we add carries route protocol ROUTE_PROTOCOL or a rule priority in
-planner.RULE_PRIORITIES, so what is ours can be found again: after a crash, ``remove_all``
-deletes exactly that, and nothing of anyone else's. Blocking calls: run in an executor.
+RULE_PRIORITIES (oneservice/marks.py), so what is ours can be found again: after a crash,
+``remove_all`` deletes exactly that, and nothing of anyone else's. Blocking calls: run in an
+executor.
 """
 
 from __future__ import annotations
@@ -11,13 +12,12 @@ import logging
 import socket
 from collections.abc import Iterable
 
+from ..marks import ROUTE_PROTOCOL, RULE_PRIORITIES
 from ..netlink import IPRoute, NetlinkError
-from .planner import RULE_PRIORITIES, UNREACHABLE, KernelRoute, KernelRule
+from .planner import UNREACHABLE, KernelRoute, KernelRule
 
 log = logging.getLogger(__name__)
 
-# Our route protocol number ("proto 165" in `ip route`); unused by the well-known daemons.
-ROUTE_PROTOCOL = 165
 _FAMILIES = {4: socket.AF_INET, 6: socket.AF_INET6}
 _VERSIONS = {socket.AF_INET: 4, socket.AF_INET6: 6}
 _ANY = {4: "0.0.0.0", 6: "::"}

@@ -20,6 +20,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from ..marks import FULL_TUNNEL_TABLE, RULE_PRIORITIES
 from ..network.config import NetworkConfig, Route, forbidden_target
 from .flags import NetworkFlags
 
@@ -27,11 +28,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 MAIN_TABLE = 254
-# allowLanAccess=false: rules send the LAN subnets to this table, which holds the full tunnel.
-FULL_TUNNEL_TABLE = 52100
-LAN_RULE_PRIORITY = 5210
-# Every rule we own lies in this range (the crash clean-up removes exactly these).
-RULE_PRIORITIES = range(5210, 5220)
+LAN_RULE_PRIORITY = RULE_PRIORITIES[0]
 
 _net = ipaddress.ip_network
 DEFAULT_HALVES = {

@@ -426,6 +426,38 @@ def test_lan_access_stays_direct_by_default_and_goes_through_the_tunnel_when_ref
     wait_until(lambda: "dev wifi" in way_to_lan(), what="the LAN direct again")
 
 
+def test_a_rule_or_route_of_ours_deleted_behind_our_back_is_back_within_a_second(
+    testbed, tmp_path
+):
+    """The change monitor hears rule events too, and knows our own routes and rules by their
+    marks: one of ours deleted by someone else is put back at once; our own writes (putting
+    it back included) cost no interface re-read."""
+    lab, network_id = full_tunnel(testbed, tmp_path)
+    client = lab.hosts["client"]
+    lab.set_flags(network_id, allowLanAccess=False)
+    wait_until(lambda: "lookup 52100" in client.ip("rule", "show").stdout, what="LAN rules")
+    time.sleep(1)  # the routing of that change is done
+
+    def rules_now() -> list[str]:  # rules of one priority come back in any order
+        return sorted(client.ip("rule", "show").stdout.splitlines())
+
+    rules, routes = rules_now(), lab.our_routes()
+    reconciles = lab.api("client", "GET", "/binder")[1]["counters"]["reconciles"]
+
+    client.ip("rule", "del", "priority", "5210")
+    assert rules_now() != rules
+    wait_until(lambda: rules_now() == rules, timeout=1.0, interval=0.02, what="our rule back")
+    client.ip("route", "del", "0.0.0.0/1")
+    assert lab.our_routes() != routes
+    wait_until(lambda: lab.our_routes() == routes, timeout=1.0, interval=0.02,
+               what="our route back")  # fmt: skip
+    assert lab.whoami() == GW_UPLINK, "the full tunnel carries everything again"
+    time.sleep(0.5)
+    assert lab.api("client", "GET", "/binder")[1]["counters"]["reconciles"] == reconciles, (
+        "our own routes and rules made the binder re-read the interfaces"
+    )
+
+
 def test_a_tunnel_over_ipv6_keeps_running_while_ipv6_to_the_internet_is_blocked(testbed, tmp_path):
     """The IPv6 block (the gateway offers no ::/0) must not catch the tunnel's own IPv6 UDP:
     its sockets are pinned to the uplinks, whose lookups skip routes into the TUN."""

@@ -288,6 +288,29 @@ def test_netlink_messages_are_read_by_type_number_not_by_pyroute2_event_name():
     assert note_message({}, deleted) == "links"
 
 
+def test_our_own_routes_and_rules_are_known_by_their_marks():
+    """Our own writes cause nothing; one of ours removed is said so; others' routes and rules
+    are re-read (they may move the underlay)."""
+    from pyroute2.netlink.rtnl.fibmsg import fibmsg
+
+    from oneservice.binder.linux import note_message
+
+    def rule(kind: int, priority: int) -> fibmsg:
+        message = fibmsg()
+        message["header"] = {"type": kind}
+        message["attrs"] = [("FRA_PRIORITY", priority)]
+        return message
+
+    deleted: set[int] = set()
+    assert note_message({"header": {"type": 24}, "proto": 165}, deleted) == "ours"
+    assert note_message({"header": {"type": 25}, "proto": 165}, deleted) == "ours_removed"
+    assert note_message({"header": {"type": 25}, "proto": 4}, deleted) == "routes"
+    assert note_message(rule(32, 5210), deleted) == "ours"
+    assert note_message(rule(33, 5219), deleted) == "ours_removed"
+    assert note_message(rule(33, 5220), deleted) == "routes", "not ours: 5210-5219 only"
+    assert note_message(rule(32, 100), deleted) == "routes"
+
+
 def test_a_socket_that_could_not_be_opened_is_retried_within_a_second():
     """Out of file descriptors when an uplink appears: bound as soon as one is free again,
     not at the next poll (30 s), with no further netlink event needed."""
