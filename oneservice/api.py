@@ -305,23 +305,41 @@ class Routes:
         return {"id": network_id, "left": True}
 
     def _peers_json(self) -> list[dict]:
-        """The core's view of its peers in ZeroTier's shape, with the interface each path
-        leaves through."""
+        """The core's view of its peers in ZeroTier's shape (times in milliseconds since the
+        epoch, 0 for never), with the interface each path leaves through."""
         s = self.service
         interfaces = {b["id"]: b["interface"] for b in s.binder.state()["bound"]}
-        peers = s.core.peer_state(s.loop.time())
-        for peer in peers:
-            peer.update(UNKNOWN_VERSION, isBonded=False, tunneled=False,
-                        latency=_whole_ms(peer["latency"]))  # fmt: skip
-            for path in peer["paths"]:
-                path.update(
-                    interface=(f"via {path['via']}" if path["via"]
-                               else interfaces.get(path["localSocket"])),
-                    latency=_whole_ms(path["latency"]),
-                    # Paths are forgotten when they die rather than kept as expired.
-                    expired=False, localPort=s.binder.port, trustedPathId=0,
-                )  # fmt: skip
-        return peers
+        return [
+            {
+                "address": peer.address,
+                "connected": peer.connected,
+                "role": "ROOT" if peer.root else "LEAF",
+                "latency": _whole_ms(peer.rtt),
+                **UNKNOWN_VERSION,
+                "isBonded": False,
+                "tunneled": False,
+                "paths": [
+                    {
+                        "address": f"{path.endpoint[0]}/{path.endpoint[1]}",
+                        "localSocket": path.socket_id,
+                        "via": path.via,
+                        "interface": (f"via {path.via}" if path.via
+                                      else interfaces.get(path.socket_id)),
+                        "active": path.active,
+                        "preferred": path.preferred,
+                        "latency": _whole_ms(path.rtt),
+                        "lastSend": _epoch_ms(path.last_sent),
+                        "lastReceive": _epoch_ms(path.last_received),
+                        # Paths are forgotten when they die rather than kept as expired.
+                        "expired": False,
+                        "localPort": s.binder.port,
+                        "trustedPathId": 0,
+                    }
+                    for path in peer.paths
+                ],
+            }
+            for peer in s.core.peer_views(s.loop.time())
+        ]
 
     async def peers(self, request: Request) -> list:
         return self._peers_json()
@@ -421,8 +439,12 @@ class Routes:
         return {"deleted": True}
 
 
-def _whole_ms(value: float) -> int:
-    return -1 if value < 0 else round(value)
+def _whole_ms(seconds: float | None) -> int:
+    return -1 if seconds is None else round(seconds * 1000)
+
+
+def _epoch_ms(when: float | None) -> int:
+    return 0 if when is None else int(when * 1000)
 
 
 def _full_tunnel_reason(config, routing: dict) -> str:

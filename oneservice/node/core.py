@@ -33,8 +33,17 @@ from .admission import (
     IdentityChecks,
     IdentityKey,
 )
+from .events import (
+    ControlReceived,
+    NodeEvent,
+    PathChanged,
+    PathView,
+    PeerConnected,
+    PeerView,
+)
 from .noise import HandshakeError, Initiator, Responder
 from .paths import IDLE_PATH_ALIVE_S, PATH_ALIVE_S, RELAY_SOCKET, Endpoint, Path, choose_path
+from .prefixes import PrefixTable
 from .session import Session
 
 # Handshakes: retried quickly (a lost initiation should not cost a user seconds), abandoned
@@ -93,29 +102,6 @@ _TRANSPORT_TYPES = frozenset({
 })  # fmt: skip
 
 
-@dataclass(frozen=True)
-class PeerConnected:
-    address: str
-
-
-@dataclass(frozen=True)
-class ControlReceived:
-    """A control message for the service (network config requests and answers)."""
-
-    address: str
-    message: dict
-
-
-@dataclass(frozen=True)
-class PathChanged:
-    address: str
-    socket_id: int | None
-    endpoint: Endpoint | None
-
-
-NodeEvent = PeerConnected | PathChanged | ControlReceived
-
-
 class Peer:
     def __init__(self, identity: Identity) -> None:
         self.identity = identity
@@ -163,77 +149,6 @@ class Peer:
         self.watched = False  # a full tunnel's gateway: always active (set_watched)
 
 
-class _Network:
-    """Routing for one network: destination address -> peer (members' own addresses first,
-    then the routes via gateways, most specific first)."""
-
-    def __init__(self, config: NetworkConfig, own_address: str) -> None:
-        self.config = config
-        holders = config.holders()
-        self.by_destination: dict[bytes, str] = {
-            ip.packed: address for ip, address in holders.items() if address != own_address
-        }
-        # Only the packets the kernel routed into the tap reach these (the route planner
-        # decides which routes exist), so every gateway route of the config can be here.
-        self.gateways = sorted(
-            ((route.target, holders[route.via]) for route in config.routes
-             if route.via in holders and holders[route.via] != own_address),
-            key=lambda entry: -entry[0].prefixlen,
-        )  # fmt: skip
-        # The full tunnel sends everything here: default routes are found by the packed
-        # address's length alone (4 or 16 bytes), no per-packet address object.
-        self._specific = [(prefix(t), g) for t, g in self.gateways if t.prefixlen > 0]
-        # Packed address length -> the default's gateways, most preferred first; the one in
-        # use (routing/planner.py chooses it: set_gateways) alone carries and may send
-        # everything that no more specific route covers.
-        self.default_gateways: dict[int, list[str]] = {}
-        for route in sorted(config.routes, key=lambda r: r.metric):
-            if route.target.prefixlen == 0 and route.via in holders:
-                length = 4 if route.target.version == 4 else 16
-                self.default_gateways.setdefault(length, []).append(holders[route.via])
-        self._defaults = {n: gateways[0] for n, gateways in self.default_gateways.items()}
-        # Who may send from a source address (WireGuard's rule, longest prefix wins): a
-        # member's own address is that member's alone; else the most specific route covering
-        # it names its gateway; the network's own subnets belong to their members only, so
-        # a gateway of a wider route cannot speak for an address in them.
-        self.member_sources: dict[bytes, str] = {ip.packed: a for ip, a in holders.items()}
-        owners: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]] = [
-            (route.target, holders[route.via]) for route in config.routes
-            if route.via in holders and route.target.prefixlen > 0
-        ]  # fmt: skip
-        owners += [(subnet, "") for subnet in config.subnets()]
-        owners += [(route.target, "") for route in config.routes if route.via is None]
-        self.routers = frozenset(
-            [*(owner for _, owner in owners if owner),
-             *(g for gateways in self.default_gateways.values() for g in gateways)]
-        )  # fmt: skip
-        self.source_owners = [(prefix(target), owner) for target, owner in
-                              sorted(owners, key=lambda entry: -entry[0].prefixlen)]  # fmt: skip
-
-    def gateway_for(self, destination: bytes) -> str | None:
-        if self._specific:
-            gateway = first_match(destination, self._specific)
-            if gateway is not None:
-                return gateway
-        return self._defaults.get(len(destination))
-
-    def source_owner(self, source: bytes) -> str | None:
-        """The member that may send from this packed address (None: nobody may)."""
-        member = self.member_sources.get(source)
-        if member is not None:
-            return member
-        owner = first_match(source, self.source_owners)
-        if owner is None:  # no route covers it but a default: the gateway in use
-            return self._defaults.get(len(source))
-        return owner or None  # "": the network's own subnets, where only members may send
-
-    def use_gateway(self, family: int, gateway: str) -> None:
-        """The default route of this family goes through ``gateway`` (one of its gateways)."""
-        length = 4 if family == 4 else 16
-        if gateway in self.default_gateways.get(length, ()):
-            self._defaults[length] = gateway
-
-
 @dataclass(frozen=True)
 class _Initiation:
     """A handshake initiation that passed the cheap checks, waiting for its turn."""
@@ -269,7 +184,7 @@ class NodeCore:
         self._peers_by_static: dict[bytes, Peer] = {}
         self._sessions: dict[int, Session] = {}
         self._handshakes: dict[int, Peer] = {}
-        self.networks: dict[str, _Network] = {}
+        self.networks: dict[str, PrefixTable] = {}
         self._virtual_subnets: tuple = ()
         self._datagrams: list[tuple[int, Endpoint, bytes]] = []
         # Per network, in arrival order: (IP packet, partial-checksum hint). Grouped here
@@ -316,7 +231,7 @@ class NodeCore:
 
     def set_networks(self, configs: Iterable[NetworkConfig], now: float) -> None:
         """Replace the set of networks; peers in none of them are forgotten."""
-        self.networks = {c.id: _Network(c, self.identity.address) for c in configs}
+        self.networks = {c.id: PrefixTable(c, self.identity.address) for c in configs}
         self.set_gateways(self._gateway_choices)
         self._virtual_subnets = tuple(s for n in self.networks.values() for s in n.config.subnets())
         wanted: dict[str, Peer] = {}
@@ -1535,34 +1450,30 @@ class NodeCore:
             and peer.preferred.alive(now, self._window(peer, now))
         }
 
-    def peer_state(self, now: float) -> list[dict]:
-        """For the API and logs: every peer with its paths (field names as ZeroTier's; times
-        in milliseconds since the epoch, 0 for never)."""
+    def peer_views(self, now: float) -> list[PeerView]:
+        """Every peer with its paths, as they are now (for the API and logs)."""
         return [
-            {
-                "address": peer.address,
-                "connected": peer.current is not None,
-                "role": "ROOT" if peer.root else "LEAF",
-                "latency": _milliseconds(peer.preferred.rtt) if peer.preferred else -1,
-                "paths": [
-                    {
-                        "address": f"{path.endpoint[0]}/{path.endpoint[1]}",
-                        "localSocket": path.socket_id,
-                        "via": path.via,
-                        "active": path.alive(now, self._window(peer, now)),
-                        "preferred": path is peer.preferred,
-                        "latency": _milliseconds(path.rtt),
-                        "lastSend": self._epoch_ms(path.last_sent),
-                        "lastReceive": self._epoch_ms(path.last_received),
-                    }
+            PeerView(
+                address=peer.address,
+                connected=peer.current is not None,
+                root=peer.root,
+                rtt=peer.preferred.rtt if peer.preferred else None,
+                paths=tuple(
+                    PathView(
+                        endpoint=path.endpoint, socket_id=path.socket_id, via=path.via,
+                        active=path.alive(now, self._window(peer, now)),
+                        preferred=path is peer.preferred, rtt=path.rtt,
+                        last_sent=self._wall(path.last_sent),
+                        last_received=self._wall(path.last_received),
+                    )
                     for path in peer.paths.values()
-                ],
-            }
+                ),
+            )
             for peer in self.peers.values()
         ]
 
-    def _epoch_ms(self, when: float) -> int:
-        return 0 if when == -math.inf else int((when + self._wall_offset) * 1000)
+    def _wall(self, when: float) -> float | None:
+        return None if when == -math.inf else when + self._wall_offset
 
 
 def _active(peer: Peer, now: float) -> bool:
@@ -1575,33 +1486,11 @@ def _probe_interval(peer: Peer, now: float) -> float:
     return ACTIVE_PROBE_INTERVAL_S if _active(peer, now) else IDLE_PROBE_INTERVAL_S
 
 
-def _milliseconds(seconds: float | None) -> float:
-    return -1 if seconds is None else round(seconds * 1000, 2)
-
-
 def _control(kind: str, probe_id: int, preferred: bool = False) -> bytes:
     message = {"t": kind, "i": probe_id}
     if preferred:
         message["p"] = 1
     return msgpack.packb(message)
-
-
-# A network as integers: (packed address length: 4 or 16, network address, mask). Matching a
-# packed address against it costs one int.from_bytes, not an ipaddress object per packet.
-Prefix = tuple[int, int, int]
-
-
-def prefix(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> Prefix:
-    return (4 if network.version == 4 else 16, int(network.network_address), int(network.netmask))
-
-
-def first_match(packed: bytes, entries: list[tuple[Prefix, str]]) -> str | None:
-    """The value of the first entry whose network holds the packed address."""
-    size, value = len(packed), int.from_bytes(packed, "big")
-    for (length, network, mask), found in entries:
-        if length == size and value & mask == network:
-            return found
-    return None
 
 
 def _endpoint(address: tuple) -> Endpoint:

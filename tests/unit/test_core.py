@@ -15,6 +15,7 @@ from oneservice.node.core import (
     PeerConnected,
 )
 from oneservice.node.paths import RELAY_SOCKET, Path
+from oneservice.node.prefixes import PrefixTable
 from tests.unit.corenet import (
     NETWORK_ID,
     connected_after_one_packet,
@@ -240,7 +241,6 @@ def test_a_goodbye_ends_the_peer_at_once_and_a_new_handshake_brings_it_back():
 
 def test_packets_for_other_destinations_go_to_the_gateway_of_the_most_specific_route():
     from oneservice.network.config import Member, NetworkConfig, Route
-    from oneservice.node.core import _Network
 
     members = tuple(Member(identity(n).public(), (ipaddress.ip_interface(f"10.1.0.{n}/24"),))
                     for n in (1, 2, 3))  # fmt: skip
@@ -248,7 +248,7 @@ def test_packets_for_other_destinations_go_to_the_gateway_of_the_most_specific_r
         Route(ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_address("10.1.0.2")),
         Route(ipaddress.ip_network("192.168.5.0/24"), ipaddress.ip_address("10.1.0.3")),
     ))  # fmt: skip
-    network = _Network(config, identity(1).address)
+    network = PrefixTable(config, identity(1).address)
     packed = ipaddress.ip_address
     assert network.gateway_for(packed("192.168.5.7").packed) == identity(3).address
     assert network.gateway_for(packed("198.51.100.10").packed) == identity(2).address
@@ -261,7 +261,6 @@ def test_a_gateway_cannot_speak_for_other_members_or_their_subnets():
     """A member that is the via of the default route used to be allowed any source address,
     other members' virtual addresses included; now the longest prefix decides (WireGuard)."""
     from oneservice.network.config import Member, NetworkConfig, Route
-    from oneservice.node.core import _Network
 
     members = tuple(Member(identity(n).public(), (ipaddress.ip_interface(f"10.1.0.{n}/24"),))
                     for n in (1, 2, 3))  # fmt: skip
@@ -270,7 +269,7 @@ def test_a_gateway_cannot_speak_for_other_members_or_their_subnets():
         Route(ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_address("10.1.0.2")),
         Route(ipaddress.ip_network("192.168.5.0/24"), ipaddress.ip_address("10.1.0.3")),
     ))  # fmt: skip
-    network = _Network(config, identity(1).address)
+    network = PrefixTable(config, identity(1).address)
     owner = lambda text: network.source_owner(ipaddress.ip_address(text).packed)  # noqa: E731
     assert owner("10.1.0.3") == identity(3).address, "a member's own address is its alone"
     assert owner("10.1.0.1") == identity(1).address, "ours too: nobody may send as us"
@@ -323,7 +322,7 @@ def test_a_gateway_may_send_from_the_subnets_it_routes_and_from_nothing_else():
 
 
 def test_prefixes_match_packed_addresses_of_their_own_family_only():
-    from oneservice.node.core import first_match, prefix
+    from oneservice.node.prefixes import first_match, prefix
 
     entries = [(prefix(ipaddress.ip_network(n)), n) for n in
                ("2001:db8:5::/48", "10.0.0.0/8", "0.0.0.0/0")]  # fmt: skip
@@ -522,7 +521,7 @@ def test_with_several_default_gateways_only_the_one_in_use_carries_and_may_send_
         Route(ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_address("10.1.0.3"), 10),
         Route(ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_address("10.1.0.2")),
     ))  # fmt: skip
-    network = core_module._Network(config, identity(1).address)
+    network = PrefixTable(config, identity(1).address)
     internet = ipaddress.ip_address("203.0.113.9").packed
     assert network.gateway_for(internet) == identity(2).address, "the preferred one (metric 0)"
     assert network.source_owner(internet) == identity(2).address

@@ -1,0 +1,52 @@
+"""What the core tells its driver: events (drained with next_event) and views of its peers
+(for the API and logs). Plain data; the JSON is built by whoever shows it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .paths import Endpoint
+
+
+@dataclass(frozen=True)
+class PeerConnected:
+    address: str
+
+
+@dataclass(frozen=True)
+class ControlReceived:
+    """A control message for the service (network config requests and answers)."""
+
+    address: str
+    message: dict
+
+
+@dataclass(frozen=True)
+class PathChanged:
+    address: str
+    socket_id: int | None
+    endpoint: Endpoint | None
+
+
+NodeEvent = PeerConnected | PathChanged | ControlReceived
+
+
+@dataclass(frozen=True)
+class PathView:
+    endpoint: Endpoint  # relay paths: (the root's address, 0); see ``via``
+    socket_id: int
+    via: str | None  # the root a relay path goes through
+    active: bool
+    preferred: bool
+    rtt: float | None  # seconds
+    last_sent: float | None  # wall-clock seconds since the epoch; None: never
+    last_received: float | None
+
+
+@dataclass(frozen=True)
+class PeerView:
+    address: str
+    connected: bool
+    root: bool
+    rtt: float | None  # of its preferred path, seconds
+    paths: tuple[PathView, ...]
