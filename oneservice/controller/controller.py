@@ -13,6 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..identity import Identity
+from ..mtu import DEFAULT_TUNNEL_MTU
 from ..network.config import (
     MAX_MTU,
     MIN_MTU,
@@ -28,7 +29,6 @@ from ..network.config import (
     shown,
 )
 from ..network.signed import STATUS_ACCESS_DENIED, STATUS_NOT_FOUND, sign_config
-from ..node.wire import DEFAULT_TUNNEL_MTU
 
 if TYPE_CHECKING:  # the store (SQLite) is loaded only on controllers
     from .store import ControllerStore

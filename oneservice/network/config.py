@@ -27,10 +27,9 @@ from typing import Any
 
 from ..files import DamagedFile, network_down, read_json_object
 from ..identity import Identity, IdentityError
-from ..node.wire import DEFAULT_TUNNEL_MTU
+from ..mtu import DEFAULT_TUNNEL_MTU, MAX_MTU, MIN_MTU
 
 NETWORKS_DIR = "networks.d"
-MIN_MTU, MAX_MTU = 1280, 9000  # IPv6 needs 1280; beyond jumbo frames is a typo
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 Endpoint = tuple[str, int]

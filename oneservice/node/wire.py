@@ -50,9 +50,6 @@ HANDSHAKE_RESPONSE_LEN = HANDSHAKE_RESPONSE_HEADER.size + MESSAGE_2_OVERHEAD
 DATA_OVERHEAD = DATA_HEADER_LEN + TAG_LEN  # 32 bytes per tunnelled packet
 MAX_DATAGRAM_LEN = 65535
 
-# Tunnel MTU: a 1500-byte path minus IPv6 (40) and UDP (8) headers and our 32 bytes of
-# overhead. IPv6 is the worst case, so one MTU fits both families: 1500 - 48 - 32 = 1420.
-DEFAULT_TUNNEL_MTU = 1420
 
 TCP_CHECKSUM_OFFSET = 16
 UDP_CHECKSUM_OFFSET = 6

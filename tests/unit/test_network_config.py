@@ -68,3 +68,11 @@ def test_a_misnamed_or_broken_network_file_takes_down_that_network_only(tmp_path
     assert [n.id for n in networks] == ["8056c2e21c000001"]
     assert "file name must be the network id" in errors["wrong"]
     assert "not valid JSON at line 1" in errors["8056c2e21c000002"]
+
+
+def test_the_default_mtu_leaves_room_for_the_wires_overhead():
+    from oneservice import mtu
+    from oneservice.node import wire
+
+    assert wire.DATA_OVERHEAD == mtu.TUNNEL_OVERHEAD
+    assert mtu.DEFAULT_TUNNEL_MTU + wire.DATA_OVERHEAD + 40 + 8 == 1500
