@@ -103,6 +103,7 @@ class Service:
         # Networks whose device could not be created: the errno (their status is PORT_ERROR).
         self.tap_errors: dict[str, int] = {}
         self._routing_seen: tuple[frozenset[str], float] = (frozenset(), float("-inf"))
+        self._gateways: set[str] = set()  # of the full tunnels wanted now: watched in the core
         self._tap_configs: dict[str, NetworkConfig] = {}
         self.binder = Binder(
             port=settings.primary_port,
@@ -307,7 +308,7 @@ class Service:
             self._update_routing()
             self._schedule_flush()
 
-    def _routing_inputs(self) -> RoutingInputs:
+    def _routing_inputs(self, networks: list[tuple[NetworkConfig, str]]) -> RoutingInputs:
         uplinks = self.binder.uplinks
         physical = [ipaddress.ip_interface(f"{a.address}/{a.prefixlen}")
                     for u in uplinks for a in u.addresses]  # fmt: skip
@@ -315,8 +316,9 @@ class Service:
                    for m in config.members if m.address == self.identity.address
                    for a in m.addresses]  # fmt: skip
         return RoutingInputs(
-            networks=[(self._tap_configs[nid], tap.name) for nid, tap in self.taps.items()],
-            live_members=frozenset(self.core.live_peers(self.loop.time())),
+            networks=networks,
+            # Only gateways' liveness decides anything (full_tunnel_gateways).
+            live_members=frozenset(self.core.live_peers(self.loop.time(), self._gateways)),
             local_addresses=frozenset([*(a.ip for a in physical), *virtual]),
             lan_subnets=tuple(dict.fromkeys(a.network for a in physical)),
             uplinks=tuple(u.name for u in uplinks),
@@ -324,9 +326,11 @@ class Service:
         )
 
     def _update_routing(self, force: bool = False) -> None:
-        inputs = self._routing_inputs()
+        networks = [(self._tap_configs[nid], tap.name) for nid, tap in self.taps.items()]
+        self._gateways = self.routing.gateways_to_watch(networks)
+        inputs = self._routing_inputs(networks)
         self._routing_seen = (inputs.live_members, self.loop.time())
-        self.core.set_watched(self.routing.gateways_to_watch(inputs.networks), self.loop.time())
+        self.core.set_watched(self._gateways, self.loop.time())
         self.routing.update(inputs, force)
 
     def _gateways_chosen(self, gateways: dict[tuple[str, int], str]) -> None:
@@ -639,7 +643,7 @@ class Service:
         # A gateway may go quiet (or come back) without any event; what failed in the kernel
         # is retried now and then. Otherwise there is nothing new to plan.
         retry = self.routing.failing() and now - planned_at >= ROUTING_RETRY_S
-        if retry or self.core.live_peers(now) != live:
+        if retry or self.core.live_peers(now, self._gateways) != live:
             self._update_routing()
         self._request_configs()
         self._flush()

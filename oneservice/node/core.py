@@ -1439,12 +1439,16 @@ class NodeCore:
                 if watched:
                     self._mark_traffic(peer, now)  # its paths proven now, not in 20 s
 
-    def live_peers(self, now: float) -> set[str]:
-        """Peers with a session and a path that works now (a gateway must be one of these
-        for the full tunnel to go through it)."""
+    def live_peers(self, now: float, among: Iterable[str] | None = None) -> set[str]:
+        """Peers (of ``among``, or all) with a session and a path that works now (a gateway
+        must be one of these for the full tunnel to go through it)."""
+        peers = self.peers
+        candidates = peers.items() if among is None else (
+            (address, peers[address]) for address in among if address in peers
+        )  # fmt: skip
         return {
             address
-            for address, peer in self.peers.items()
+            for address, peer in candidates
             if peer.current is not None
             and peer.preferred is not None
             and peer.preferred.alive(now, self._window(peer, now))
