@@ -2,7 +2,7 @@
 
 Like aioquic's asyncio adapter, this mostly moves bytes and time between the event loop and
 the sans-I/O core: binder datagrams and tap packets in, datagrams and packets out, one timer.
-It also carries control messages between the core and the controller and memberships.
+It also carries control messages between the core and the control plane (control.py).
 """
 
 from __future__ import annotations
@@ -36,11 +36,11 @@ from .binder.binder import (
     gso_batches,
 )
 from .binder.interfaces import BindPolicy
+from .control import ControlPlane
 from .controller.controller import Controller
 from .identity import Identity, derive_address, load_or_create_identity
 from .network.config import NetworkConfig, is_network_id, load_network_files, parse_endpoint
 from .network.membership import Memberships, checked_config
-from .network.signed import STATUS_NOT_FOUND, controller_address
 from .node.core import ControlReceived, NodeCore, PathChanged, PeerConnected
 from .notify import notify
 from .routing.manager import RoutingInputs, RoutingManager
@@ -85,14 +85,16 @@ class Service:
         self.memberships = Memberships(home)
         for warning in self.memberships.load():
             log.error("%s", warning)
-        self.controller: Controller | None = None
-        if (home / CONTROLLER_DB).exists():
-            self.controller = self._open_controller()
         self.loop = asyncio.get_running_loop()
         self.started_at = time.time()
         self.core = NodeCore(
             self.identity, now=self.loop.time(), wall_time=time.time(), relay=settings.relay
         )
+        self.control = ControlPlane(self.identity, self.memberships, self.core.peer_endpoints,
+                                    self._own_endpoints)  # fmt: skip
+        self.controller: Controller | None = None
+        if (home / CONTROLLER_DB).exists():
+            self.ensure_controller()
         self.routing = RoutingManager(home, settings, self.identity.address,
                                       on_gateways=self._gateways_chosen)  # fmt: skip
         self.routing.check_state_files()
@@ -164,7 +166,7 @@ class Service:
 
     def ensure_controller(self) -> Controller:
         if self.controller is None:
-            self.controller = self._open_controller()
+            self.controller = self.control.controller = self._open_controller()
         return self.controller
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -392,9 +394,9 @@ class Service:
         return False
 
     def join(self, network_id: str) -> None:
-        joined = self.memberships.join(network_id)
-        joined.last_request = float("-inf")
-        self._request_configs()
+        """WriteFailed if the network's file cannot be written (then it is not joined)."""
+        self.control.join(network_id, self.loop.time(), time.time())
+        self._schedule_flush()
 
     async def leave(self, network_id: str) -> bool:
         left = self.memberships.leave(network_id)
@@ -406,85 +408,34 @@ class Service:
     def push_config(self, network_id: str, also: list[str] | tuple = ()) -> None:
         """After an admin change: every member that asked recently gets its answer now (and
         ``also`` those just removed, so they learn they are out)."""
-        if self.controller is None:
-            return
-        online = self.controller.online_members(network_id, time.time())
-        for address in dict.fromkeys([*online, *also]):
-            message = self.controller.message_for(network_id, address)
-            self._deliver_control(address, message)
+        self.control.push_config(network_id, self.loop.time(), time.time(), also)
         self._schedule_flush()
-
-    def _request_configs(self) -> None:
-        now = self.loop.time()
-        for joined in self.memberships.requests_due(now):
-            revision = joined.config.revision if joined.config else -1
-            message = {"t": "ncr", "n": joined.id, "r": revision}
-            self._deliver_control(controller_address(joined.id), message)
-        for joined in self.memberships.networks.values():
-            hint = joined.waiting_hint(now)
-            if hint and not joined.slow_reported:
-                joined.slow_reported = True
-                log.warning("network %s: %s", joined.id, hint)
-        self._schedule_flush()
-
-    def _deliver_control(self, address: str, message: dict) -> None:
-        if address == self.identity.address:
-            self._on_control(address, message, self.identity.public())
-        else:
-            self.core.send_control(address, message, self.loop.time())
 
     def _own_endpoints(self) -> list[str]:
         return [f"{b['address']}/{b['port']}" for b in self.binder.state()["bound"]]
 
-    def _on_control(self, address: str, message: dict, sender: Identity) -> None:
-        kind = message.get("t")
-        network_id = message.get("n")
-        if not isinstance(network_id, str):
-            return
-        if kind == "ncr":
-            if self.controller is None or not self.controller.owns(network_id):
-                reply = {"t": "nc", "n": network_id, "err": STATUS_NOT_FOUND}
-            else:
-                endpoints = (
-                    self._own_endpoints() if address == self.identity.address
-                    else self.core.peer_endpoints(address, self.loop.time())
-                )  # fmt: skip
-                before = self.controller.revision(network_id)
-                reply = self.controller.handle_request(network_id, sender, endpoints, time.time())
-                if self.controller.revision(network_id) != before:
-                    # A member arrived (or moved): the others must learn of it now, not at
-                    # their next refresh.
-                    self.push_config(network_id)
-            self._deliver_control(address, reply)
-        elif kind == "nc":
-            if self.memberships.wants_checking(message, sender):
-                future = self.loop.run_in_executor(
-                    self._worker(), checked_config, message, sender, network_id
-                )
-                future.add_done_callback(
-                    functools.partial(self._config_checked, message, sender)
-                )
-            else:
-                self._apply_config(message, sender, None)
+    def _drain_control(self) -> None:
+        """What the control plane wants done: messages sent, configs checked off the event
+        loop, devices and routes rebuilt."""
+        control, now = self.control, self.loop.time()
+        outbox, control.outbox = control.outbox, []
+        for address, message in outbox:
+            self.core.send_control(address, message, now)
+        checks, control.checks = control.checks, []
+        for message, sender in checks:
+            future = self.loop.run_in_executor(
+                self._worker(), checked_config, message, sender, message["n"]
+            )
+            future.add_done_callback(functools.partial(self._config_checked, message, sender))
+        if control.networks_changed:
+            control.networks_changed = False
+            self._schedule_apply()
 
     @_guarded
     def _config_checked(self, message: dict, sender: Identity, future: asyncio.Future) -> None:
         if not future.cancelled():
-            self._apply_config(message, sender, future.result())
-
-    def _apply_config(
-        self, message: dict, sender: Identity, checked: NetworkConfig | str | None
-    ) -> None:
-        network_id = message["n"]
-        joined = self.memberships.networks.get(network_id)
-        rejected_before = joined.rejected_configs if joined else 0
-        changed = self.memberships.on_config_message(message, sender, checked)
-        if joined is not None and joined.rejected_configs > rejected_before:
-            log.warning("network %s: config rejected: %s", network_id, joined.last_rejection)
-        if changed is not None:
-            log.info("network %s: %s, revision %s", network_id, changed.status,
-                     changed.config.revision if changed.config else "-")  # fmt: skip
-            self._schedule_apply()
+            self.control.config_checked(message, sender, future.result())
+            self._schedule_flush()
 
     # --- moving bytes and time -------------------------------------------------------------------
 
@@ -564,7 +515,8 @@ class Service:
             if isinstance(event, ControlReceived):
                 peer = self.core.peers.get(event.address)
                 if peer is not None:
-                    self._on_control(event.address, event.message, peer.identity)
+                    self.control.receive(event.address, event.message, peer.identity,
+                                         self.loop.time(), time.time())  # fmt: skip
             elif isinstance(event, PeerConnected):
                 log.info("peer %s: session established", event.address)
                 self._update_routing()
@@ -575,6 +527,7 @@ class Service:
                 )  # fmt: skip
                 log.info("peer %s: now via %s", event.address, where)
                 self._update_routing()
+        self._drain_control()
         if self.core.datagrams_pending():
             self._schedule_flush()  # control handling above queued more
         self._rearm()
@@ -619,7 +572,7 @@ class Service:
         """The one timer: the core's next deadline, the next config request, and the
         now-and-then retry of what failed in the kernel."""
         soon = self.loop.time() + ROUTING_RETRY_S  # a failing route change is retried then
-        return min(self.core.next_timer(), self.memberships.next_due(), soon)
+        return min(self.core.next_timer(), self.control.next_timer(), soon)
 
     def _rearm(self) -> None:
         """An input gave the core (or a join) an earlier deadline than the timer's."""
@@ -645,7 +598,7 @@ class Service:
         retry = self.routing.failing() and now - planned_at >= ROUTING_RETRY_S
         if retry or self.core.live_peers(now, self._gateways) != live:
             self._update_routing()
-        self._request_configs()
+        self.control.handle_timer(now, time.time())
         self._flush()
 
 

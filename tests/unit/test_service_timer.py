@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from oneservice.control import ControlPlane
 from oneservice.network.membership import Memberships
 from oneservice.service import Service
 
@@ -33,7 +34,7 @@ def test_a_failing_timer_round_does_not_stop_the_timer(caplog):
         service.loop = asyncio.get_running_loop()
         service.core = FailingOnceCore(service.loop)
         service.callback_failures = 0
-        service.memberships = Memberships(Path("/nonexistent"))
+        service.control = ControlPlane(None, Memberships(Path("/nonexistent")), None, None)
         service._timer_round = lambda: service.core.handle_timer(0.0)
         service._on_timer()
         await asyncio.sleep(0.1)
@@ -76,7 +77,7 @@ def test_the_timer_runs_on_uvloop_too():
         service.loop = asyncio.get_running_loop()
         service.core = FailingOnceCore(service.loop)
         service.callback_failures = 0
-        service.memberships = Memberships(Path("/nonexistent"))
+        service.control = ControlPlane(None, Memberships(Path("/nonexistent")), None, None)
         service._timer = None
         service._timer_round = lambda: (service.core.handle_timer(0.0), service._rearm())
         service._on_timer()
