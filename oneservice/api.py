@@ -210,8 +210,8 @@ class Routes:
             raise ApiError(404, f"not a member of network {network_id}")
         config = static or (joined.config if joined else None)
         own = config.member(s.identity.address) if config else None
-        tap = s.taps.get(network_id)
-        port_error = s.tap_errors.get(network_id, 0)
+        tap = s.devices.taps.get(network_id)
+        port_error = s.devices.errors.get(network_id, 0)
         status = "OK" if static else joined.status if joined else STATUS_FILE_ERROR
         if port_error:
             status = "PORT_ERROR"

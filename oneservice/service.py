@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import errno
 import functools
 import ipaddress
 import json
@@ -45,7 +44,7 @@ from .node.core import ControlReceived, NodeCore, PathChanged, PeerConnected
 from .notify import notify
 from .routing.manager import RoutingInputs, RoutingManager
 from .settings import Settings, SettingsError, load_local_conf
-from .tap import TapError, tap_name
+from .tap.devices import Devices
 
 log = logging.getLogger("oneservice")
 CONTROLLER_DB = "controller.db"
@@ -101,12 +100,9 @@ class Service:
         for network_id in self.network_ids():
             self.routing.flags_error(network_id)  # read now: a damaged one is logged at start
         self.api_token = load_or_create_token(home)
-        self.taps: dict = {}
-        # Networks whose device could not be created: the errno (their status is PORT_ERROR).
-        self.tap_errors: dict[str, int] = {}
+        self.devices = Devices(self.identity.address, self._on_tap_packets)
         self._routing_seen: tuple[frozenset[str], float] = (frozenset(), float("-inf"))
         self._gateways: set[str] = set()  # of the full tunnels wanted now: watched in the core
-        self._tap_configs: dict[str, NetworkConfig] = {}
         self.binder = Binder(
             port=settings.primary_port,
             policy=self._bind_policy(),
@@ -138,8 +134,8 @@ class Service:
             prefix_blacklist=base.prefix_blacklist,
             allowlist=base.allowlist,
             virtual_subnets=base.virtual_subnets,
-            own_tap_indexes=frozenset(tap.index for tap in self.taps.values()),
-            own_tap_names=frozenset(tap.name for tap in self.taps.values()),
+            own_tap_indexes=frozenset(tap.index for tap in self.devices.taps.values()),
+            own_tap_names=frozenset(tap.name for tap in self.devices.taps.values()),
         )
 
     def active_networks(self) -> list[NetworkConfig]:
@@ -252,9 +248,7 @@ class Service:
         await self.binder.stop()
         if self._identity_worker is not None:
             self._identity_worker.shutdown(wait=False, cancel_futures=True)
-        for tap in self.taps.values():
-            tap.close()  # non-persistent: the kernel removes the device and its routes
-        self.taps.clear()
+        self.devices.close_all()
         if self.controller is not None:
             self.controller.store.close()
         counters = self.counters()
@@ -287,23 +281,7 @@ class Service:
         while a tap is being configured)."""
         async with self._apply_lock:
             wanted = {n.id: n for n in self.active_networks() if n.member(self.identity.address)}
-            for network_id in list(self.taps):
-                config = wanted.get(network_id)
-                previous = self._tap_configs.get(network_id)
-                if (
-                    config is None
-                    or _device_settings(config, self) != _device_settings(previous, self)
-                    or self.taps[network_id].offload != self.settings.tun_offload
-                ):
-                    self.taps.pop(network_id).close()
-                    self._tap_configs.pop(network_id, None)
-                    log.info("network %s: device removed", network_id)
-            for network_id in set(self.tap_errors) - set(wanted):
-                del self.tap_errors[network_id]
-            for network_id, config in wanted.items():
-                if network_id not in self.taps and not await self._open_tap(config):
-                    continue
-                self._tap_configs[network_id] = config
+            await self.devices.apply(wanted, self.settings.tun_offload)
             self.core.set_networks(list(wanted.values()), self.loop.time())
             self.binder.set_policy(self._bind_policy())
             self.routing.networks_applied = True
@@ -314,7 +292,7 @@ class Service:
         uplinks = self.binder.uplinks
         physical = [ipaddress.ip_interface(f"{a.address}/{a.prefixlen}")
                     for u in uplinks for a in u.addresses]  # fmt: skip
-        virtual = [a.ip for config in self._tap_configs.values()
+        virtual = [a.ip for config in self.devices.configs.values()
                    for m in config.members if m.address == self.identity.address
                    for a in m.addresses]  # fmt: skip
         return RoutingInputs(
@@ -328,7 +306,8 @@ class Service:
         )
 
     def _update_routing(self, force: bool = False) -> None:
-        networks = [(self._tap_configs[nid], tap.name) for nid, tap in self.taps.items()]
+        devices = self.devices
+        networks = [(devices.configs[nid], tap.name) for nid, tap in devices.taps.items()]
         self._gateways = self.routing.gateways_to_watch(networks)
         inputs = self._routing_inputs(networks)
         self._routing_seen = (inputs.live_members, self.loop.time())
@@ -354,44 +333,6 @@ class Service:
         if not task.cancelled() and task.exception() is not None:
             self.callback_failures += 1
             log.error("background task failed", exc_info=task.exception())
-
-    async def _open_tap(self, network: NetworkConfig) -> bool:
-        """False if the device could not be made: that network alone is PORT_ERROR (the
-        errno in its status), the others carry on; tried again at the next apply."""
-        from .tap.linux import TunDevice
-
-        own = network.member(self.identity.address)
-        assert own is not None
-        try:
-            tap = TunDevice(tap_name(network.id), offload=self.settings.tun_offload)
-        except TapError as exc:
-            return self._tap_failed(network.id, exc)
-        try:
-            await self.loop.run_in_executor(None, tap.configure, network.mtu, own.addresses)
-        except TapError as exc:
-            tap.close()
-            return self._tap_failed(network.id, exc)
-        except Exception:
-            tap.close()
-            raise
-        self.tap_errors.pop(network.id, None)
-        self.taps[network.id] = tap
-        network_id = network.id
-        tap.start_reading(lambda packets: self._on_tap_packets(network_id, packets))
-        log.info(
-            "network %s (%s): device %s, mtu %d, addresses %s",
-            network.id, network.name, tap.name, network.mtu,
-            ", ".join(str(a) for a in own.addresses) or "none",
-        )  # fmt: skip
-        return True
-
-    def _tap_failed(self, network_id: str, exc: TapError) -> bool:
-        cause = exc.__cause__
-        errno_ = getattr(cause, "errno", None) or errno.EIO
-        if self.tap_errors.get(network_id) != errno_:
-            log.error("network %s: %s", network_id, exc)
-        self.tap_errors[network_id] = errno_
-        return False
 
     def join(self, network_id: str) -> None:
         """WriteFailed if the network's file cannot be written (then it is not joined)."""
@@ -508,7 +449,7 @@ class Service:
         for socket_id, endpoint, batch in gso_batches(self.core.datagrams_to_send()):
             send_many(socket_id, batch, endpoint)
         for network_id, packets in self.core.packets_for_tap().items():
-            tap = self.taps.get(network_id)
+            tap = self.devices.taps.get(network_id)
             if tap is not None:
                 tap.write_many(packets)
         while (event := self.core.next_event()) is not None:
@@ -600,14 +541,6 @@ class Service:
             self._update_routing()
         self.control.handle_timer(now, time.time())
         self._flush()
-
-
-def _device_settings(config: NetworkConfig | None, service: Service) -> tuple | None:
-    """What a tap is made of: when these change, the device is rebuilt."""
-    if config is None:
-        return None
-    own = config.member(service.identity.address)
-    return (config.mtu, own.addresses if own else ())
 
 
 async def run_until_signalled(home: Path, settings: Settings) -> None:

@@ -1,0 +1,99 @@
+"""The TUN lifecycle: one device per joined network, made when the network is configured,
+rebuilt when what it is made of changes (MTU, our addresses, offloads), closed when the
+network goes. A device that cannot be made takes down its network alone (PORT_ERROR)."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+from collections.abc import Callable
+
+from ..network.config import NetworkConfig
+from . import TapError, tap_name
+
+log = logging.getLogger("oneservice")
+
+PacketHandler = Callable[[str, list[tuple[bytes, int]]], None]  # network id, (packet, hint)s
+
+
+class Devices:
+    def __init__(self, own_address: str, on_packets: PacketHandler) -> None:
+        self._own_address = own_address
+        self._on_packets = on_packets
+        self.taps: dict = {}  # network id -> TunDevice
+        self.configs: dict[str, NetworkConfig] = {}  # network id -> the config it was made for
+        # Networks whose device could not be created: the errno (their status is PORT_ERROR).
+        self.errors: dict[str, int] = {}
+
+    async def apply(self, wanted: dict[str, NetworkConfig], offload: bool) -> None:
+        """Make the devices match ``wanted`` (network id -> config); not re-entrant."""
+        for network_id in list(self.taps):
+            config = wanted.get(network_id)
+            if (
+                config is None
+                or self._made_of(config) != self._made_of(self.configs.get(network_id))
+                or self.taps[network_id].offload != offload
+            ):
+                self.taps.pop(network_id).close()
+                self.configs.pop(network_id, None)
+                log.info("network %s: device removed", network_id)
+        for network_id in set(self.errors) - set(wanted):
+            del self.errors[network_id]
+        for network_id, config in wanted.items():
+            if network_id not in self.taps and not await self._open(config, offload):
+                continue
+            self.configs[network_id] = config
+
+    def close_all(self) -> None:
+        for tap in self.taps.values():
+            tap.close()  # non-persistent: the kernel removes the device and its routes
+        self.taps.clear()
+        self.configs.clear()
+
+    def _made_of(self, config: NetworkConfig | None) -> tuple | None:
+        """What a device is made of: when these change, it is rebuilt."""
+        if config is None:
+            return None
+        own = config.member(self._own_address)
+        return (config.mtu, own.addresses if own else ())
+
+    async def _open(self, network: NetworkConfig, offload: bool) -> bool:
+        """False if the device could not be made: that network alone is PORT_ERROR (the
+        errno in its status), the others carry on; tried again at the next apply."""
+        from .linux import TunDevice
+
+        own = network.member(self._own_address)
+        assert own is not None
+        try:
+            tap = TunDevice(tap_name(network.id), offload=offload)
+        except TapError as exc:
+            return self._failed(network.id, exc)
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                None, tap.configure, network.mtu, own.addresses
+            )
+        except TapError as exc:
+            tap.close()
+            return self._failed(network.id, exc)
+        except Exception:
+            tap.close()
+            raise
+        self.errors.pop(network.id, None)
+        self.taps[network.id] = tap
+        network_id, deliver = network.id, self._on_packets
+        tap.start_reading(lambda packets: deliver(network_id, packets))
+        log.info(
+            "network %s (%s): device %s, mtu %d, addresses %s",
+            network.id, network.name, tap.name, network.mtu,
+            ", ".join(str(a) for a in own.addresses) or "none",
+        )  # fmt: skip
+        return True
+
+    def _failed(self, network_id: str, exc: TapError) -> bool:
+        cause = exc.__cause__
+        errno_ = getattr(cause, "errno", None) or errno.EIO
+        if self.errors.get(network_id) != errno_:
+            log.error("network %s: %s", network_id, exc)
+        self.errors[network_id] = errno_
+        return False
