@@ -312,6 +312,7 @@ class Routes:
         return [
             {
                 "address": peer.address,
+                "state": peer.state,
                 "connected": peer.connected,
                 "role": "ROOT" if peer.root else "LEAF",
                 "latency": _whole_ms(peer.rtt),

@@ -41,6 +41,7 @@ from .events import (
     PeerConnected,
     PeerView,
 )
+from .lifecycle import Event, Send, State, transition
 from .noise import HandshakeError, Initiator, Responder
 from .paths import IDLE_PATH_ALIVE_S, PATH_ALIVE_S, RELAY_SOCKET, Endpoint, Path, choose_path
 from .prefixes import PrefixTable
@@ -283,7 +284,7 @@ class NodeCore:
             self._add_candidate_paths(peer)
             self._touch(peer, now)
             if peer.current is None and peer.handshake is None:
-                self._initiate(peer, now)
+                self._lifecycle(peer, Event.NEED, now)  # a member: reached at once
 
     def set_gateways(self, choices: dict[tuple[str, int], str]) -> None:
         """Which member each (network, family)'s default route goes through now: the route
@@ -327,7 +328,7 @@ class NodeCore:
             peer.hints.update(endpoints)
             self._add_candidate_paths(peer)
             if peer.current is None:
-                self._initiate(peer, now)
+                self._lifecycle(peer, Event.NEED, now)
 
     def _add_peer(self, identity: Identity, now: float) -> Peer:
         peer = self.peers.get(identity.address)
@@ -361,8 +362,11 @@ class NodeCore:
     def _peer_left(self, peer: Peer, now: float) -> None:
         """A peer said goodbye (authenticated): its sessions end and no path is trusted until
         it comes back with a new handshake."""
+        self._lifecycle(peer, Event.GOODBYE, now)
+
+    def _distrust(self, peer: Peer) -> None:
+        """Its sessions are over: no path is trusted until it speaks again."""
         self._end_sessions(peer)
-        self._touch(peer, now)
         for path in peer.paths.values():
             path.last_received = -math.inf
         if peer.preferred is not None:
@@ -748,7 +752,7 @@ class NodeCore:
 
     def _connect(self, peer: Peer, now: float) -> None:
         if peer.current is None:
-            self._initiate(peer, now)
+            self._lifecycle(peer, Event.NEED, now)
         for message in self._pending_control.pop(peer.address, []):
             self._send_message(peer, message, now)
 
@@ -954,6 +958,7 @@ class NodeCore:
             self.drops["handshake_failed"] += 1
             return
         self.accepted += 1
+        before = self._state(peer, now)
         send_key, receive_key = peer.handshake.split()
         del self._handshakes[receiver_index]
         peer.handshake = None
@@ -962,19 +967,16 @@ class NodeCore:
         self._promote(peer, session, now)
         self._path_heard(peer, socket_id, address, now)
         self._events.append(PeerConnected(peer.address))
-        if peer.queue:
-            self._flush_queue(peer, now)
-        else:
-            # An empty data packet confirms the session to the responder right away.
-            self._send(peer, wire.TYPE_DATA, b"", now)
+        self._lifecycle(peer, Event.RESPONSE, now, before)
 
     def _confirm(self, peer: Peer, session: Session, now: float) -> None:
+        before = self._state(peer, now)
         session.confirmed = True
         if peer.unconfirmed is session:
             peer.unconfirmed = None
         self._promote(peer, session, now)
         self._events.append(PeerConnected(peer.address))
-        self._flush_queue(peer, now)
+        self._lifecycle(peer, Event.CONFIRMED, now, before)
 
     def _promote(self, peer: Peer, session: Session, now: float) -> None:
         if peer.previous is not None:
@@ -1064,7 +1066,7 @@ class NodeCore:
             else:
                 peer.queue.append((kind, payload, hint))
             if session is None or now - session.created_at > REJECT_AFTER_S:
-                self._initiate(peer, now)
+                self._lifecycle(peer, Event.NEED, now)
             elif now - peer.no_path_probed >= NO_PATH_PROBE_INTERVAL_S:
                 # Not once per packet: held traffic (fail-closed) would make every packet a
                 # probe on every path, towards a gateway that is gone.
@@ -1072,8 +1074,8 @@ class NodeCore:
                 self._probe(peer, now)
             return
         self._send_on(peer, path, kind, payload, now, hint)
-        if now - session.created_at > REKEY_AFTER_S and peer.handshake is None:
-            self._initiate(peer, now)
+        if now - session.created_at > REKEY_AFTER_S:
+            self._lifecycle(peer, Event.REKEY_DUE, now)
 
     def _send_on(
         self, peer: Peer, path: Path, kind: int, payload: bytes, now: float, hint: int = 0
@@ -1082,8 +1084,8 @@ class NodeCore:
         if session is None:
             return
         datagram = session.seal(kind, payload, hint)
-        if datagram is None:
-            self._initiate(peer, now)
+        if datagram is None:  # its counter is used up
+            self._lifecycle(peer, Event.NEED, now)
             return
         session.last_sent = now
         self._emit(path, datagram, now)
@@ -1106,6 +1108,41 @@ class NodeCore:
         while peer.queue:
             kind, payload, hint = peer.queue.popleft()
             self._send_on(peer, peer.preferred, kind, payload, now, hint)
+
+    # --- the peer lifecycle (node/lifecycle.py) -------------------------------------------------
+
+    def _state(self, peer: Peer, now: float) -> State:
+        if peer.current is not None:
+            return State.REKEYING if peer.handshake is not None else State.CONNECTED
+        if peer.handshake is None:
+            return State.IDLE
+        slow = now - peer.handshake_started > HANDSHAKE_GIVE_UP_S
+        return State.UNREACHABLE if slow else State.HANDSHAKING
+
+    def _lifecycle(self, peer: Peer, event: Event, now: float, state: State | None = None) -> None:
+        """Do what the table says for this event in the peer's state (``state``: as it was
+        before the caller changed its sessions)."""
+        _, sends = transition(state or self._state(peer, now), event)
+        for send in sends:
+            if send is Send.INITIATION:
+                self._initiate(peer, now)
+            elif send is Send.DROP_QUEUE:
+                self.packet_drops["queue_dropped_unreachable"] += len(peer.queue)
+                peer.queue.clear()
+            elif send is Send.QUEUE:
+                self._flush_queue(peer, now)
+            elif send is Send.QUEUE_OR_CONFIRM:
+                if peer.queue:
+                    self._flush_queue(peer, now)
+                else:
+                    self._send(peer, wire.TYPE_DATA, b"", now)
+            elif send is Send.END_CURRENT:
+                if peer.current is not None:
+                    self._sessions.pop(peer.current.local_index, None)
+                    peer.current = None
+            elif send is Send.END_SESSIONS:
+                self._distrust(peer)
+        self._touch(peer, now)
 
     def _initiate(self, peer: Peer, now: float) -> None:
         if peer.handshake is not None and now - peer.handshake_sent < HANDSHAKE_RETRY_S:
@@ -1181,7 +1218,7 @@ class NodeCore:
         self, peer: Peer, now: float, only_socket: int | None = None, strict: bool = False
     ) -> None:
         if peer.current is None:
-            self._initiate(peer, now)
+            self._lifecycle(peer, Event.NEED, now)
             return
         for path in peer.paths.values():
             if only_socket is not None and path.socket_id != only_socket:
@@ -1353,15 +1390,10 @@ class NodeCore:
             waited = now - peer.handshake_started if peer.handshake is not None else 0.0
             interval = HANDSHAKE_RETRY_S if waited <= HANDSHAKE_GIVE_UP_S else UNREACHABLE_RETRY_S
             if now - peer.handshake_sent >= interval:
-                if waited > HANDSHAKE_GIVE_UP_S and peer.queue:
-                    self.packet_drops["queue_dropped_unreachable"] += len(peer.queue)
-                    peer.queue.clear()
-                self._initiate(peer, now)
+                self._lifecycle(peer, Event.RETRY_DUE, now)
         session = peer.current
         if session is not None and now - session.created_at > REJECT_AFTER_S:
-            self._sessions.pop(session.local_index, None)
-            peer.current = None
-            self._initiate(peer, now)
+            self._lifecycle(peer, Event.EXPIRED, now)
         for key, path in list(peer.paths.items()):
             if path.learned and now - path.last_received > LEARNED_PATH_EXPIRY_S:
                 del peer.paths[key]
@@ -1459,6 +1491,7 @@ class NodeCore:
         return [
             PeerView(
                 address=peer.address,
+                state=self._state(peer, now).value,
                 connected=peer.current is not None,
                 root=peer.root,
                 rtt=peer.preferred.rtt if peer.preferred else None,

@@ -46,6 +46,7 @@ class PathView:
 @dataclass(frozen=True)
 class PeerView:
     address: str
+    state: str  # node/lifecycle.py: idle, handshaking, unreachable, connected, rekeying
     connected: bool
     root: bool
     rtt: float | None  # of its preferred path, seconds
