@@ -1074,8 +1074,8 @@ class NodeCore:
                 self._probe(peer, now)
             return
         self._send_on(peer, path, kind, payload, now, hint)
-        if now - session.created_at > REKEY_AFTER_S:
-            self._lifecycle(peer, Event.REKEY_DUE, now)
+        if now - session.created_at > REKEY_AFTER_S and peer.handshake is None:
+            self._lifecycle(peer, Event.REKEY_DUE, now)  # (rekeying already: nothing to do)
 
     def _send_on(
         self, peer: Peer, path: Path, kind: int, payload: bytes, now: float, hint: int = 0
