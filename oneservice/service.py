@@ -312,6 +312,7 @@ class Service:
         inputs = self._routing_inputs(networks)
         self._routing_seen = (inputs.live_members, self.loop.time())
         self.core.set_watched(self._gateways, self.loop.time())
+        self._schedule_flush()  # a newly watched gateway's probes go now, not at the next wake
         self.routing.update(inputs, force)
 
     def _gateways_chosen(self, gateways: dict[tuple[str, int], str]) -> None:
