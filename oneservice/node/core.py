@@ -42,6 +42,7 @@ from .events import (
     PeerView,
 )
 from .lifecycle import Event, Send, State, transition
+from .lookups import Lookups
 from .noise import HandshakeError, Initiator, Responder
 from .paths import IDLE_PATH_ALIVE_S, PATH_ALIVE_S, RELAY_SOCKET, Endpoint, Path, choose_path
 from .prefixes import PrefixTable
@@ -87,12 +88,8 @@ TRANSIENT_IDLE_S = 300.0
 # With MAX_TRANSIENT_PEERS kept, the one idle longest makes room for a newcomer if it has been
 # idle at least this long (one that is talking now is never pushed out).
 TRANSIENT_EVICT_IDLE_S = 10.0
-# Whois look-ups are retried this often while unanswered, and abandoned after a while.
-LOOKUP_RETRY_S = 1.0
 # Endpoints told about a peer (whois answers, introductions, to its controller).
 MAX_ADVERTISED_ENDPOINTS = 8
-LOOKUP_GIVE_UP_S = 30.0
-MAX_PENDING_CONTROL = 64
 
 _INDEX = struct.Struct("<I")
 _RESPONSE_INDEXES = struct.Struct("<II")
@@ -212,9 +209,7 @@ class NodeCore:
         self._identities = IdentityChecks(now, self.drops)
         self.cookie_replies_sent = 0
         self.chunks_resent = 0
-        self._lookups: dict[str, float] = {}  # address -> when the look-up started
-        self._lookup_sent: dict[str, float] = {}
-        self._pending_control: dict[str, list[dict]] = {}
+        self._lookups = Lookups(self.packet_drops)
         self._gateway_choices: dict[tuple[str, int], str] = {}
         self._reassembly = chunks.Reassembly(self.packet_drops)
         self._sent_chunks = chunks.SentChunks()
@@ -256,7 +251,7 @@ class NodeCore:
                 peer.networks = {}
                 peer.source_networks = {}
                 peer.routed_networks = ()
-                if peer.root or address in self._pending_control:
+                if peer.root or self._lookups.holds(address):
                     continue
                 peer.keep = False  # transient: kept while it talks to us, then forgotten
                 if was_member:
@@ -409,7 +404,8 @@ class NodeCore:
             else:
                 break
         first = timers[0][0] if timers else math.inf
-        others = min(self._lookups_due(), self._identities.next_due(), self._reassembly.next_due())
+        others = min(self._lookups.next_due(), self._identities.next_due(),
+                     self._reassembly.next_due())  # fmt: skip
         return min(first, others + DEADLINE_SLACK_S)
 
     # --- the physical side -------------------------------------------------------------------
@@ -670,10 +666,9 @@ class NodeCore:
         """Find a node by address through the roots; it becomes a kept peer when found."""
         if address in self.peers or address == self.identity.address:
             return
-        self._lookups.setdefault(address, now)
-        self._lookup_sent[address] = now
-        for root in self.peers.values():
-            if root.root and root.current is not None:
+        self._lookups.start(address, now)
+        for root in self._roots.values():
+            if root.current is not None:
                 self._send_message(root, {"t": "whois", "a": address}, now)
 
     def _endpoints_of(self, peer: Peer, now: float) -> list[str]:
@@ -718,7 +713,6 @@ class NodeCore:
         if peer is None or peer.address != address:
             self.packet_drops["whois_answer_invalid"] += 1
             return
-        del self._lookups[address]
         peer.keep = True
         self._connect(peer, now)
 
@@ -753,7 +747,7 @@ class NodeCore:
     def _connect(self, peer: Peer, now: float) -> None:
         if peer.current is None:
             self._lifecycle(peer, Event.NEED, now)
-        for message in self._pending_control.pop(peer.address, []):
+        for message in self._lookups.found(peer.address):
             self._send_message(peer, message, now)
 
     def _send_message(self, peer: Peer, message: dict, now: float) -> None:
@@ -795,11 +789,7 @@ class NodeCore:
             peer.keep = True
             self._send_message(peer, message, now)
             return
-        pending = self._pending_control.setdefault(address, [])
-        if len(pending) < MAX_PENDING_CONTROL:
-            pending.append(message)
-        else:
-            self.packet_drops["queue_full"] += 1
+        self._lookups.hold(address, message)
         self.lookup(address, now)
 
     def _receive_initiation(self, data: bytes, socket_id: int, address: tuple, now: float) -> None:
@@ -1311,13 +1301,8 @@ class NodeCore:
                 due = self._deadline(peer, now)
                 # Its turn did what was due: a deadline still here would spin.
                 self._set_due(peer, due if due > now else now + OVERDUE_RETRY_S)
-        for address, started in list(self._lookups.items()):
-            if now - started > LOOKUP_GIVE_UP_S:
-                del self._lookups[address]
-                dropped = self._pending_control.pop(address, [])
-                self.packet_drops["queue_dropped_unreachable"] += len(dropped)
-            elif now - self._lookup_sent.get(address, -math.inf) >= LOOKUP_RETRY_S:
-                self.lookup(address, now)
+        for address in self._lookups.due(now):
+            self.lookup(address, now)
         self._identities.expire(now)
         self._ask_for_missing_chunks(now)
 
@@ -1370,11 +1355,6 @@ class NodeCore:
                 if silence > now:
                     times.append(silence)
         return max(min(times) + DEADLINE_SLACK_S, now)
-
-    def _lookups_due(self) -> float:
-        return min((min(started + LOOKUP_GIVE_UP_S,
-                        self._lookup_sent.get(address, -math.inf) + LOOKUP_RETRY_S)
-                    for address, started in self._lookups.items()), default=math.inf)  # fmt: skip
 
     def _tick_peer(self, peer: Peer, now: float) -> None:
         if not peer.keep:

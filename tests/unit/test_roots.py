@@ -7,9 +7,9 @@ from ipaddress import ip_interface
 
 from oneservice.identity import Identity
 from oneservice.network.config import Member, NetworkConfig
-from oneservice.node import core as core_module
 from oneservice.node.admission import UNKNOWN_PEERS_PER_S
 from oneservice.node.core import ControlReceived
+from oneservice.node.lookups import LOOKUP_GIVE_UP_S
 from tests.unit.corenet import Sim, identity, initiation, ipv4_packet
 
 
@@ -65,7 +65,7 @@ def test_lookup_of_an_unknown_address_gives_up_and_counts():
     sim = rooted()
     a = sim.nodes["a"]
     a.send_control("0123456789", {"t": "hello"}, sim.now)
-    sim.run(core_module.LOOKUP_GIVE_UP_S + 2, step=0.25)
+    sim.run(LOOKUP_GIVE_UP_S + 2, step=0.25)
     assert "0123456789" not in a.peers
     assert a.packet_drops["queue_dropped_unreachable"] == 1
 
@@ -78,7 +78,7 @@ def test_a_root_does_not_answer_for_a_node_claiming_someone_elses_address():
     forged = {"t": "whoisr", "a": real.identity.address,
               "id": f"{real.identity.address}:1:{liar.x25519_public.hex()}:"
                     f"{liar.ed25519_public.hex()}"}  # fmt: skip
-    a._lookups[real.identity.address] = sim.now
+    a._lookups.start(real.identity.address, sim.now)
     a._receive_whois_answer(real, forged, sim.now)
     assert a.peers[r.identity.address].identity == real.identity  # unchanged
     assert a.packet_drops["whois_answer_invalid"] == 1
