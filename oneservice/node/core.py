@@ -221,7 +221,6 @@ class NodeCore:
         self._timer_order = itertools.count()
         self._touched: set[Peer] = set()
         self._clock = now  # the latest time any call told us
-        self.peer_turns = 0  # peers handle_timer has looked at: the timer's work
 
     # --- configuration -----------------------------------------------------------------------
 
@@ -254,6 +253,7 @@ class NodeCore:
                 if peer.root or self._lookups.holds(address):
                     continue
                 peer.keep = False  # transient: kept while it talks to us, then forgotten
+                self._touch(peer, now)
                 if was_member:
                     # Removed or deauthorized: its sessions end at the revision that says so
                     # (told, so that its side ends too), not once it goes quiet, which two
@@ -1294,7 +1294,6 @@ class NodeCore:
             if peer.due > now:
                 self._push_timer(peer)
                 continue
-            self.peer_turns += 1
             self._tick_peer(peer, now)
             if self.peers.get(peer.address) is peer:
                 self._touched.discard(peer)
