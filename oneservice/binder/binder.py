@@ -11,8 +11,6 @@ import asyncio
 import concurrent.futures
 import logging
 import socket
-import struct
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -37,24 +35,24 @@ BIND_RETRY_S = 0.5
 # starve the rest of the loop.
 MAX_READS_PER_WAKEUP = 64
 MAX_DATAGRAM_BYTES = 65535
-# UDP GSO (Linux, linux/udp.h): one sendmsg carries several datagrams of one size (the last
-# may be shorter), which the kernel splits; a send of a full-speed burst costs one system call
-# instead of dozens.
-SOL_UDP = 17
-UDP_SEGMENT = 103
+# With UDP segmentation offload (where the backend has it: UDP_OFFLOADS) one send carries up
+# to this many datagrams of one size, so a full-speed burst costs one system call, not dozens.
 MAX_GSO_SEGMENTS = 64
 MAX_GSO_BYTES = 65000
-# UDP GRO: the kernel hands several datagrams from one sender in one read, with their size.
-UDP_GRO = 104
-_GRO_ANCILLARY = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0
-_INT = struct.Struct("=i")
 
 
 class Backend(Protocol):
     """What each per-OS module (linux.py, darwin.py, windows.py) provides."""
 
     REBIND_ON_ADDRESS_CHANGE: bool
+    # UDP segmentation (one send, several datagrams) and receive offload (one read, several):
+    # the socket options and messages are the backend's.
+    UDP_OFFLOADS: bool
+    GRO_ANCILLARY_BYTES: int
 
+    def enable_udp_gro(self, sock: socket.socket) -> bool: ...
+    def gso_ancillary(self, segment_size: int) -> list[tuple[int, int, bytes]]: ...
+    def gro_size(self, ancillary: list) -> int: ...
     def enumerate_interfaces(self) -> list[Interface]: ...
     def bind_host(self, family: int, address: str | None) -> str: ...
 
@@ -112,12 +110,13 @@ DatagramHandler = Callable[[list[bytes], LocalSocket, tuple], None]
 class _Bound:
     __slots__ = ("addresses", "gro", "gso", "local", "sock")
 
-    def __init__(self, local: LocalSocket, sock: socket.socket, addresses: tuple[str, ...]):
+    def __init__(self, local: LocalSocket, sock: socket.socket, addresses: tuple[str, ...],
+                 gso: bool) -> None:  # fmt: skip
         self.local = local
         self.sock = sock
         self.addresses = addresses
-        self.gso = sys.platform.startswith("linux")  # off for good after the first refusal
-        self.gro = False  # set once the socket accepted UDP_GRO
+        self.gso = gso  # off for good after the first refusal
+        self.gro = False  # set once the socket accepted UDP GRO
 
 
 def gso_batches(datagrams: Iterable[tuple[int, tuple, bytes]]) -> list[tuple[int, tuple, list]]:
@@ -257,10 +256,10 @@ class Binder:
             for datagram in datagrams:
                 self.send(socket_id, datagram, address)
             return
-        size = struct.pack("=H", len(datagrams[0]))
+        ancillary = self._backend.gso_ancillary(len(datagrams[0]))
         try:
             # One buffer per datagram: the kernel gathers them, no joined copy is made here.
-            bound.sock.sendmsg(datagrams, [(SOL_UDP, UDP_SEGMENT, size)], 0, address)
+            bound.sock.sendmsg(datagrams, ancillary, 0, address)
         except BlockingIOError:
             self.counters["send_errors"] += len(datagrams)
             return
@@ -407,13 +406,9 @@ class Binder:
             self.port = sock.getsockname()[1]
         local = LocalSocket(self._next_id, verdict.index, verdict.name, verdict.family, self.port)
         self._next_id += 1
-        bound = _Bound(local, sock, verdict.addresses)
+        bound = _Bound(local, sock, verdict.addresses, self._backend.UDP_OFFLOADS)
         if bound.gso:
-            try:
-                sock.setsockopt(SOL_UDP, UDP_GRO, 1)
-                bound.gro = True
-            except OSError:
-                pass  # an older kernel: one datagram per read
+            bound.gro = self._backend.enable_udp_gro(sock)  # else one datagram per read
         self._bound[key] = bound
         self._by_id[local.id] = bound
         asyncio.get_running_loop().add_reader(sock.fileno(), self._read, bound)
@@ -460,11 +455,12 @@ class Binder:
         """Up to MAX_READS_PER_WAKEUP reads; with UDP GRO a read may hold several datagrams
         of the size the kernel states."""
         sock, local, deliver, gro = bound.sock, bound.local, self._on_datagram, bound.gro
+        ancillary_bytes, gro_size = self._backend.GRO_ANCILLARY_BYTES, self._backend.gro_size
         received = 0
         for _ in range(MAX_READS_PER_WAKEUP):
             try:
                 if gro:
-                    data, ancillary, _, address = sock.recvmsg(MAX_DATAGRAM_BYTES, _GRO_ANCILLARY)
+                    data, ancillary, _, address = sock.recvmsg(MAX_DATAGRAM_BYTES, ancillary_bytes)
                 else:
                     data, address = sock.recvfrom(MAX_DATAGRAM_BYTES)
                     ancillary = None
@@ -474,17 +470,10 @@ class Binder:
                 # An ICMP error queued on the socket (e.g. port unreachable) surfaces here.
                 self.counters["receive_errors"] += 1
                 continue
-            datagrams = split_coalesced(data, _gro_size(ancillary)) if ancillary else [data]
+            datagrams = split_coalesced(data, gro_size(ancillary)) if ancillary else [data]
             received += len(datagrams)
             deliver(datagrams, local, address)
         self.counters["datagrams_received"] += received
-
-
-def _gro_size(ancillary: list) -> int:
-    for level, kind, value in ancillary:
-        if level == SOL_UDP and kind == UDP_GRO and len(value) >= 4:
-            return _INT.unpack_from(value)[0]
-    return 0
 
 
 def split_coalesced(data: bytes, size: int) -> list[bytes]:

@@ -6,6 +6,7 @@ import asyncio
 import errno
 import logging
 import socket
+import struct
 from collections.abc import Callable
 
 from ..marks import ROUTE_PROTOCOL, RULE_PRIORITIES
@@ -47,6 +48,16 @@ EVENT_GROUPS = (
     | RTMGRP_IPV4_RULE | RTMGRP_IPV6_RULE
 )
 NETLINK_RECEIVE_BUFFER_BYTES = 1024 * 1024
+# UDP offloads (linux/udp.h). GSO: one sendmsg carries several datagrams of one size (the last
+# may be shorter), which the kernel splits. GRO: the kernel hands several datagrams from one
+# sender in one read, with their size in a control message.
+SOL_UDP = 17
+UDP_SEGMENT = 103
+UDP_GRO = 104
+UDP_OFFLOADS = True
+GRO_ANCILLARY_BYTES = socket.CMSG_SPACE(4)
+_INT = struct.Struct("=i")
+_SEGMENT_SIZE = struct.Struct("=H")
 MAX_NETLINK_READS_PER_WAKEUP = 256
 
 
@@ -61,6 +72,26 @@ def pin_socket(sock: socket.socket, family: int, index: int, name: str) -> None:
         if exc.errno != errno.ENOPROTOOPT:
             raise
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, name.encode() + b"\0")
+
+
+def enable_udp_gro(sock: socket.socket) -> bool:
+    try:
+        sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+    except OSError:
+        return False  # an older kernel
+    return True
+
+
+def gso_ancillary(segment_size: int) -> list[tuple[int, int, bytes]]:
+    return [(SOL_UDP, UDP_SEGMENT, _SEGMENT_SIZE.pack(segment_size))]
+
+
+def gro_size(ancillary: list) -> int:
+    """The size of each datagram in a GRO read (0: not said, one datagram)."""
+    for level, kind, value in ancillary:
+        if level == SOL_UDP and kind == UDP_GRO and len(value) >= 4:
+            return _INT.unpack_from(value)[0]
+    return 0
 
 
 def enumerate_interfaces() -> list[Interface]:

@@ -167,6 +167,9 @@ def test_bulk_tcp_arrives_intact_through_tun_offloads(testbed, tmp_path, b_offlo
         devices[name] = network["device"]
     for device in devices.values():
         assert device["writeErrors"] == 0 and device["offloadErrors"] == 0, device
+    for name, host in (("a", a), ("b", b)):  # the segments of a super-packet: one send
+        counters = api(host, tmp_path / name, "GET", "/binder")[1]["counters"]
+        assert counters["gso_sends"] > 0 and counters["send_errors"] == 0, (name, counters)
     a_device, b_device = devices["a"], devices["b"]
     assert a_device["offload"] and a_device["tso"]
     assert a_device["packetsRead"] > 2 * a_device["framesRead"], "a read super-packets"

@@ -9,6 +9,7 @@ import socket
 import pytest
 
 from oneservice.binder import binder as binder_module
+from oneservice.binder import linux
 from oneservice.binder.binder import AddressChanged, Binder, InterfaceDown, InterfaceUp
 from oneservice.binder.interfaces import BindPolicy, Interface, InterfaceAddress
 from oneservice.binder.monitor import ChangeHint
@@ -19,6 +20,12 @@ class FakeBackend:
     """Interfaces are what the test says; 192.0.2.N binds as 127.0.0.N so sockets are real."""
 
     REBIND_ON_ADDRESS_CHANGE = False
+    # Real loopback sockets: the offloads are Linux's own.
+    UDP_OFFLOADS = linux.UDP_OFFLOADS
+    GRO_ANCILLARY_BYTES = linux.GRO_ANCILLARY_BYTES
+    enable_udp_gro = staticmethod(linux.enable_udp_gro)
+    gso_ancillary = staticmethod(linux.gso_ancillary)
+    gro_size = staticmethod(linux.gro_size)
 
     def __init__(self, interfaces: list[Interface], with_monitor: bool = True) -> None:
         self.interfaces = interfaces
