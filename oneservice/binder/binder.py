@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from .interfaces import FAMILY_NAMES, BindPolicy, Interface, Verdict, classify_interfaces
 from .monitor import ChangeHint
 from .plan import SocketKey, plan_sockets
-from .sockets import BindError, PinFunction, SocketFactory, open_pinned_udp_socket
+from .sockets import BindError, PinFunction, SocketFactory, UdpOffloads, open_pinned_udp_socket
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +45,7 @@ class Backend(Protocol):
     """What each per-OS module (linux.py, darwin.py, windows.py) provides."""
 
     REBIND_ON_ADDRESS_CHANGE: bool
-    # UDP segmentation (one send, several datagrams) and receive offload (one read, several):
-    # the socket options and messages are the backend's.
-    UDP_OFFLOADS: bool
-    GRO_ANCILLARY_BYTES: int
-
-    def enable_udp_gro(self, sock: socket.socket) -> bool: ...
-    def gso_ancillary(self, segment_size: int) -> list[tuple[int, int, bytes]]: ...
-    def gro_size(self, ancillary: list) -> int: ...
+    UDP_OFFLOADS: UdpOffloads  # the socket options and messages are the backend's
     def enumerate_interfaces(self) -> list[Interface]: ...
     def bind_host(self, family: int, address: str | None) -> str: ...
 
@@ -256,7 +249,7 @@ class Binder:
             for datagram in datagrams:
                 self.send(socket_id, datagram, address)
             return
-        ancillary = self._backend.gso_ancillary(len(datagrams[0]))
+        ancillary = self._backend.UDP_OFFLOADS.gso_ancillary(len(datagrams[0]))
         try:
             # One buffer per datagram: the kernel gathers them, no joined copy is made here.
             bound.sock.sendmsg(datagrams, ancillary, 0, address)
@@ -406,9 +399,10 @@ class Binder:
             self.port = sock.getsockname()[1]
         local = LocalSocket(self._next_id, verdict.index, verdict.name, verdict.family, self.port)
         self._next_id += 1
-        bound = _Bound(local, sock, verdict.addresses, self._backend.UDP_OFFLOADS)
+        offloads = self._backend.UDP_OFFLOADS
+        bound = _Bound(local, sock, verdict.addresses, offloads.available)
         if bound.gso:
-            bound.gro = self._backend.enable_udp_gro(sock)  # else one datagram per read
+            bound.gro = offloads.enable_gro(sock)  # else one datagram per read
         self._bound[key] = bound
         self._by_id[local.id] = bound
         asyncio.get_running_loop().add_reader(sock.fileno(), self._read, bound)
@@ -455,7 +449,8 @@ class Binder:
         """Up to MAX_READS_PER_WAKEUP reads; with UDP GRO a read may hold several datagrams
         of the size the kernel states."""
         sock, local, deliver, gro = bound.sock, bound.local, self._on_datagram, bound.gro
-        ancillary_bytes, gro_size = self._backend.GRO_ANCILLARY_BYTES, self._backend.gro_size
+        offloads = self._backend.UDP_OFFLOADS
+        ancillary_bytes, gro_size = offloads.gro_ancillary_bytes, offloads.gro_size
         received = 0
         for _ in range(MAX_READS_PER_WAKEUP):
             try:

@@ -8,15 +8,8 @@ from collections.abc import Callable
 
 from .interfaces import Interface
 from .monitor import ChangeHint, ReadableMonitor
-from .portable import (  # the offload functions: none here
-    GRO_ANCILLARY_BYTES,  # noqa: F401
-    UDP_OFFLOADS,  # noqa: F401
-    enable_udp_gro,  # noqa: F401
-    gro_size,  # noqa: F401
-    gso_ancillary,  # noqa: F401
-    interfaces_from_adapters,
-    read_interface_flags,
-)
+from .portable import interfaces_from_adapters, read_interface_flags
+from .sockets import NO_UDP_OFFLOADS as UDP_OFFLOADS  # noqa: F401 (none here)
 
 # Wildcard bind plus IP_BOUND_IF: the pin picks the interface, readdressing needs no rebind.
 REBIND_ON_ADDRESS_CHANGE = False

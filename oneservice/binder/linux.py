@@ -12,6 +12,7 @@ from collections.abc import Callable
 from ..marks import ROUTE_PROTOCOL, RULE_PRIORITIES
 from .interfaces import Interface, InterfaceAddress
 from .monitor import ChangeHint
+from .sockets import UdpOffloads
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,6 @@ NETLINK_RECEIVE_BUFFER_BYTES = 1024 * 1024
 SOL_UDP = 17
 UDP_SEGMENT = 103
 UDP_GRO = 104
-UDP_OFFLOADS = True
-GRO_ANCILLARY_BYTES = socket.CMSG_SPACE(4)
 _INT = struct.Struct("=i")
 _SEGMENT_SIZE = struct.Struct("=H")
 MAX_NETLINK_READS_PER_WAKEUP = 256
@@ -74,24 +73,28 @@ def pin_socket(sock: socket.socket, family: int, index: int, name: str) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, name.encode() + b"\0")
 
 
-def enable_udp_gro(sock: socket.socket) -> bool:
-    try:
-        sock.setsockopt(SOL_UDP, UDP_GRO, 1)
-    except OSError:
-        return False  # an older kernel
-    return True
+class LinuxUdpOffloads(UdpOffloads):
+    available = True
+    gro_ancillary_bytes = socket.CMSG_SPACE(4)
+
+    def enable_gro(self, sock: socket.socket) -> bool:
+        try:
+            sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+        except OSError:
+            return False  # an older kernel
+        return True
+
+    def gso_ancillary(self, segment_size: int) -> list[tuple[int, int, bytes]]:
+        return [(SOL_UDP, UDP_SEGMENT, _SEGMENT_SIZE.pack(segment_size))]
+
+    def gro_size(self, ancillary: list) -> int:
+        for level, kind, value in ancillary:
+            if level == SOL_UDP and kind == UDP_GRO and len(value) >= 4:
+                return _INT.unpack_from(value)[0]
+        return 0
 
 
-def gso_ancillary(segment_size: int) -> list[tuple[int, int, bytes]]:
-    return [(SOL_UDP, UDP_SEGMENT, _SEGMENT_SIZE.pack(segment_size))]
-
-
-def gro_size(ancillary: list) -> int:
-    """The size of each datagram in a GRO read (0: not said, one datagram)."""
-    for level, kind, value in ancillary:
-        if level == SOL_UDP and kind == UDP_GRO and len(value) >= 4:
-            return _INT.unpack_from(value)[0]
-    return 0
+UDP_OFFLOADS = LinuxUdpOffloads()
 
 
 def enumerate_interfaces() -> list[Interface]:

@@ -9,22 +9,6 @@ from typing import Any
 
 from .interfaces import Interface, InterfaceAddress
 
-# No UDP segmentation or receive offload here: one datagram per send and per read.
-UDP_OFFLOADS = False
-GRO_ANCILLARY_BYTES = 0
-
-
-def enable_udp_gro(sock: socket.socket) -> bool:
-    return False
-
-
-def gso_ancillary(segment_size: int) -> list[tuple[int, int, bytes]]:
-    raise NotImplementedError("no UDP segmentation offload on this system")
-
-
-def gro_size(ancillary: list) -> int:
-    return 0
-
 IFF_UP = 0x1
 IFF_LOOPBACK = 0x8
 IFF_RUNNING = 0x40

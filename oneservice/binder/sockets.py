@@ -30,6 +30,28 @@ class PinFunction(Protocol):
 SocketFactory = Callable[[int, int], socket.socket]
 
 
+class UdpOffloads:
+    """UDP segmentation (one send, several datagrams of one size) and receive offload (one
+    read, several datagrams). This one has neither: one datagram per send and per read; a
+    backend that has them (linux.py) says how."""
+
+    available = False
+    gro_ancillary_bytes = 0  # room for the control message that says a GRO read's size
+
+    def enable_gro(self, sock: socket.socket) -> bool:
+        return False
+
+    def gso_ancillary(self, segment_size: int) -> list[tuple[int, int, bytes]]:
+        raise NotImplementedError("no UDP segmentation offload on this system")
+
+    def gro_size(self, ancillary: list) -> int:
+        """The size of each datagram in a GRO read (0: not said, one datagram)."""
+        return 0
+
+
+NO_UDP_OFFLOADS = UdpOffloads()
+
+
 def open_pinned_udp_socket(
     *,
     family: int,

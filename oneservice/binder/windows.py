@@ -8,14 +8,8 @@ from collections.abc import Callable
 
 from .interfaces import Interface
 from .monitor import ChangeHint
-from .portable import (  # the offload functions: none here
-    GRO_ANCILLARY_BYTES,  # noqa: F401
-    UDP_OFFLOADS,  # noqa: F401
-    enable_udp_gro,  # noqa: F401
-    gro_size,  # noqa: F401
-    gso_ancillary,  # noqa: F401
-    interfaces_from_adapters,
-)
+from .portable import interfaces_from_adapters
+from .sockets import NO_UDP_OFFLOADS as UDP_OFFLOADS  # noqa: F401 (none here)
 
 # Windows routes replies by the bound address as much as by the unicast-interface option, so
 # each socket binds the interface's address: a new address needs a new socket.

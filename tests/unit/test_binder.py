@@ -22,10 +22,6 @@ class FakeBackend:
     REBIND_ON_ADDRESS_CHANGE = False
     # Real loopback sockets: the offloads are Linux's own.
     UDP_OFFLOADS = linux.UDP_OFFLOADS
-    GRO_ANCILLARY_BYTES = linux.GRO_ANCILLARY_BYTES
-    enable_udp_gro = staticmethod(linux.enable_udp_gro)
-    gso_ancillary = staticmethod(linux.gso_ancillary)
-    gro_size = staticmethod(linux.gro_size)
 
     def __init__(self, interfaces: list[Interface], with_monitor: bool = True) -> None:
         self.interfaces = interfaces
