@@ -15,7 +15,8 @@ import logging
 import os
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import __version__
 from .controller.controller import ControllerError
@@ -29,16 +30,60 @@ from .settings import PORT_FILES, TOKEN_FILE
 from .tap import tap_name
 
 if TYPE_CHECKING:
-    from .service import Service
+    from .controller.controller import Controller
+    from .identity import Identity
+    from .network.config import NetworkConfig
+    from .network.membership import Memberships
+    from .node.events import PeerView
+    from .routing.manager import RoutingManager
+    from .settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+class TapView(Protocol):
+    name: str
+
+    def stats(self) -> dict[str, int | bool]: ...
+
+
+class NodeView(Protocol):
+    """All the API may see of the node and do to it. The service provides it; the API
+    imports nothing of the service, and reaches no further in (core, binder, taps)."""
+
+    identity: Identity
+    home: Path
+    settings: Settings
+    api_token: str
+    static_networks: list[NetworkConfig]
+    memberships: Memberships
+    routing: RoutingManager
+    controller: Controller | None
+
+    @property
+    def port(self) -> int: ...
+    def now(self) -> float: ...
+    def online(self) -> bool: ...
+    def peer_views(self) -> list[PeerView]: ...
+    def binder_state(self) -> dict: ...
+    def uplink_ranks(self) -> dict[int, int]: ...
+    def tap(self, network_id: str) -> TapView | None: ...
+    def port_error(self, network_id: str) -> int: ...
+    def counters(self) -> dict: ...
+    def network_ids(self) -> list[str]: ...
+    def down_reason(self, network_id: str) -> str: ...
+    def join(self, network_id: str) -> None: ...
+    async def leave(self, network_id: str) -> bool: ...
+    def set_network_flags(self, network_id: str, changes: dict) -> None: ...
+    def ensure_controller(self) -> Controller: ...
+    def push_config(self, network_id: str, also: list[str] | tuple = ()) -> None: ...
 
 
 class ApiError(HttpError):
     """A request the API refuses: answered as {"error": message} with this status."""
 
 
-async def start_api(service: Service) -> HttpServer:
+async def start_api(service: NodeView) -> HttpServer:
     token = service.api_token
 
     def guard(request: Request) -> HttpError | None:
@@ -84,7 +129,7 @@ async def start_api(service: Service) -> HttpServer:
     ]:  # fmt: skip
         router.add(method, pattern, _errors_answered(handler))
     server = HttpServer(router, guard)
-    port = service.binder.port
+    port = service.port
     bound = []
     # Loopback only, unless the user named other networks (the guard then checks each client).
     hosts = ("0.0.0.0", "::") if service.settings.allow_management_from else ("127.0.0.1", "::1")
@@ -166,17 +211,17 @@ UNKNOWN_VERSION = {"version": "-", "versionMajor": -1, "versionMinor": -1, "vers
 
 
 class Routes:
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: NodeView) -> None:
         self.service = service
 
     async def status(self, request: Request) -> dict:
         s = self.service
-        bound = s.binder.state()["bound"]
+        bound = s.binder_state()["bound"]
         major, minor, revision = VERSION_NUMBERS
         return {
             "address": s.identity.address,
             "publicIdentity": s.identity.public_text(),
-            "online": any(p.current is not None for p in s.core.peers.values()),
+            "online": s.online(),
             "version": __version__,
             "versionMajor": major, "versionMinor": minor, "versionRev": revision,
             "versionBuild": 0,
@@ -186,7 +231,7 @@ class Routes:
             "clock": int(time.time() * 1000),
             "counters": s.counters(),
             "config": {"settings": {
-                "primaryPort": s.binder.port,
+                "primaryPort": s.port,
                 "listeningOn": [f"{b['address']}/{b['port']}" for b in bound],
                 "homeDir": str(s.home),
                 "allowTcpFallbackRelay": False,
@@ -210,8 +255,8 @@ class Routes:
             raise ApiError(404, f"not a member of network {network_id}")
         config = static or (joined.config if joined else None)
         own = config.member(s.identity.address) if config else None
-        tap = s.devices.taps.get(network_id)
-        port_error = s.devices.errors.get(network_id, 0)
+        tap = s.tap(network_id)
+        port_error = s.port_error(network_id)
         status = "OK" if static else joined.status if joined else STATUS_FILE_ERROR
         if port_error:
             status = "PORT_ERROR"
@@ -261,7 +306,7 @@ class Routes:
         if joined.status == STATUS_ACCESS_DENIED:
             return (f"controller {controller_address(network_id)} has not authorized this "
                     f"node ({self.service.identity.address}) yet")  # fmt: skip
-        return joined.waiting_hint(self.service.loop.time())
+        return joined.waiting_hint(self.service.now())
 
     async def networks(self, request: Request) -> list:
         s = self.service
@@ -308,7 +353,7 @@ class Routes:
         """The core's view of its peers in ZeroTier's shape (times in milliseconds since the
         epoch, 0 for never), with the interface each path leaves through."""
         s = self.service
-        interfaces = {b["id"]: b["interface"] for b in s.binder.state()["bound"]}
+        interfaces = {b["id"]: b["interface"] for b in s.binder_state()["bound"]}
         return [
             {
                 "address": peer.address,
@@ -333,13 +378,13 @@ class Routes:
                         "lastReceive": _epoch_ms(path.last_received),
                         # Paths are forgotten when they die rather than kept as expired.
                         "expired": False,
-                        "localPort": s.binder.port,
+                        "localPort": s.port,
                         "trustedPathId": 0,
                     }
                     for path in peer.paths
                 ],
             }
-            for peer in s.core.peer_views(s.loop.time())
+            for peer in s.peer_views()
         ]
 
     async def peers(self, request: Request) -> list:
@@ -363,7 +408,7 @@ class Routes:
         return self.service.routing.document()
 
     async def binder(self, request: Request) -> dict:
-        state = self.service.binder.state()
+        state = self.service.binder_state()
         ranks = self.service.uplink_ranks()
         for bound in state["bound"]:
             bound["rank"] = ranks.get(bound["id"])  # lower carries the tunnel

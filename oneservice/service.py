@@ -41,6 +41,7 @@ from .identity import Identity, derive_address, load_or_create_identity
 from .network.config import NetworkConfig, is_network_id, load_network_files, parse_endpoint
 from .network.membership import Memberships, checked_config
 from .node.core import ControlReceived, NodeCore, PathChanged, PeerConnected
+from .node.events import PeerView
 from .notify import notify
 from .routing.manager import RoutingInputs, RoutingManager
 from .settings import Settings, SettingsError, load_local_conf
@@ -399,6 +400,30 @@ class Service:
         self.core.set_own_addresses([a.address for u in self.binder.uplinks for a in u.addresses],
                                     now)  # fmt: skip
         self.core.set_socket_ranks(self.uplink_ranks(), now)
+
+    # --- what the API sees (api.NodeView) -----------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        return self.binder.port
+
+    def now(self) -> float:
+        return self.loop.time()
+
+    def online(self) -> bool:
+        return any(p.current is not None for p in self.core.peers.values())
+
+    def peer_views(self) -> list[PeerView]:
+        return self.core.peer_views(self.loop.time())
+
+    def binder_state(self) -> dict:
+        return self.binder.state()
+
+    def tap(self, network_id: str) -> Any:
+        return self.devices.taps.get(network_id)
+
+    def port_error(self, network_id: str) -> int:
+        return self.devices.errors.get(network_id, 0)
 
     def uplink_ranks(self) -> dict[int, int]:
         """Binder socket id -> rank: the user's metric for the interface (settings.uplinkMetrics),
