@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from .controller.controller import Controller
 from .identity import Identity
+from .messages import ConfigAnswer, ConfigRequest
 from .network.config import NetworkConfig
 from .network.membership import Memberships
 from .network.signed import STATUS_NOT_FOUND, controller_address
@@ -38,32 +39,28 @@ class ControlPlane:
         # our own endpoints, for our own membership.
         self._endpoints_of = endpoints_of
         self._own_endpoints = own_endpoints
-        self.outbox: list[tuple[str, dict]] = []  # (node address, message) to send
-        self.checks: list[tuple[dict, Identity]] = []  # configs to check, then config_checked
+        self.outbox: list[tuple[str, ConfigRequest | ConfigAnswer]] = []  # (to, message)
+        self.checks: list[tuple[ConfigAnswer, Identity]] = []  # to check, then config_checked
         self.networks_changed = False
 
     # --- inputs --------------------------------------------------------------------------------
 
-    def receive(self, address: str, message: dict, sender: Identity, now: float,
-                wall: float) -> None:  # fmt: skip
+    def receive(self, address: str, message: ConfigRequest | ConfigAnswer, sender: Identity,
+                now: float, wall: float) -> None:  # fmt: skip
         """A control message from ``address`` (authenticated as ``sender``)."""
-        kind = message.get("t")
-        network_id = message.get("n")
-        if not isinstance(network_id, str):
-            return
-        if kind == "ncr":
-            self._answer_request(address, network_id, sender, now, wall)
-        elif kind == "nc":
+        if isinstance(message, ConfigRequest):
+            self._answer_request(address, message.network_id, sender, now, wall)
+        else:
             if self.memberships.wants_checking(message, sender):
                 self.checks.append((message, sender))
             else:
                 self.config_checked(message, sender, None)
 
     def config_checked(
-        self, message: dict, sender: Identity, checked: NetworkConfig | str | None
+        self, message: ConfigAnswer, sender: Identity, checked: NetworkConfig | str | None
     ) -> None:
         """The verdict on a config of ``checks`` (None: it needed no check)."""
-        network_id = message["n"]
+        network_id = message.network_id
         joined = self.memberships.networks.get(network_id)
         rejected_before = joined.rejected_configs if joined else 0
         changed = self.memberships.on_config_message(message, sender, checked)
@@ -94,8 +91,8 @@ class ControlPlane:
         """Ask for the configs that are due; say once when a join seems stuck."""
         for joined in self.memberships.requests_due(now):
             revision = joined.config.revision if joined.config else -1
-            message = {"t": "ncr", "n": joined.id, "r": revision}
-            self._send(controller_address(joined.id), message, now, wall)
+            self._send(controller_address(joined.id), ConfigRequest(joined.id, revision), now,
+                       wall)  # fmt: skip
         for joined in self.memberships.networks.values():
             hint = joined.waiting_hint(now)
             if hint and not joined.slow_reported:
@@ -111,7 +108,7 @@ class ControlPlane:
                         wall: float) -> None:  # fmt: skip
         controller = self.controller
         if controller is None or not controller.owns(network_id):
-            self._send(address, {"t": "nc", "n": network_id, "err": STATUS_NOT_FOUND}, now, wall)
+            self._send(address, ConfigAnswer(network_id, error=STATUS_NOT_FOUND), now, wall)
             return
         own = address == self.identity.address
         endpoints = self._own_endpoints() if own else self._endpoints_of(address, now)
@@ -123,7 +120,8 @@ class ControlPlane:
             self.push_config(network_id, now, wall)
         self._send(address, reply, now, wall)
 
-    def _send(self, address: str, message: dict, now: float, wall: float) -> None:
+    def _send(self, address: str, message: ConfigRequest | ConfigAnswer, now: float,
+              wall: float) -> None:  # fmt: skip
         if address == self.identity.address:
             self.receive(address, message, self.identity.public(), now, wall)
         else:

@@ -38,6 +38,7 @@ from .binder.interfaces import BindPolicy
 from .control import ControlPlane
 from .controller.controller import Controller
 from .identity import Identity, derive_address, load_or_create_identity
+from .messages import ConfigAnswer
 from .network.config import NetworkConfig, is_network_id, load_network_files, parse_endpoint
 from .network.membership import Memberships, checked_config
 from .node.core import ControlReceived, NodeCore, PathChanged, PeerConnected
@@ -367,7 +368,7 @@ class Service:
         checks, control.checks = control.checks, []
         for message, sender in checks:
             future = self.loop.run_in_executor(
-                self._worker(), checked_config, message, sender, message["n"]
+                self._worker(), checked_config, message, sender, message.network_id
             )
             future.add_done_callback(functools.partial(self._config_checked, message, sender))
         if control.networks_changed:
@@ -375,7 +376,8 @@ class Service:
             self._schedule_apply()
 
     @_guarded
-    def _config_checked(self, message: dict, sender: Identity, future: asyncio.Future) -> None:
+    def _config_checked(self, message: ConfigAnswer, sender: Identity,
+                        future: asyncio.Future) -> None:  # fmt: skip
         if not future.cancelled():
             self.control.config_checked(message, sender, future.result())
             self._schedule_flush()

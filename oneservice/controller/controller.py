@@ -13,6 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..identity import Identity
+from ..messages import ConfigAnswer
 from ..mtu import DEFAULT_TUNNEL_MTU
 from ..network.config import (
     MAX_MTU,
@@ -193,18 +194,18 @@ class Controller:
 
     def handle_request(
         self, network_id: str, requester: Identity, endpoints: list[str], now: float
-    ) -> dict:
+    ) -> ConfigAnswer:
         """A member asks for the config: the signed config, or ACCESS_DENIED / NOT_FOUND."""
         found = self.store.get_network(network_id) if self.owns(network_id) else None
         if found is None:
-            return {"t": "nc", "n": network_id, "err": STATUS_NOT_FOUND}
+            return ConfigAnswer(network_id, error=STATUS_NOT_FOUND)
         network_document_, _ = found
         existing = self.store.get_member(network_id, requester.address)
         if existing is None:
             private = network_document_.get("private", True)
             if private and self.store.count_unauthorized(network_id) >= MAX_UNAUTHORIZED_MEMBERS:
                 self.refused_joiners += 1
-                return {"t": "nc", "n": network_id, "err": STATUS_ACCESS_DENIED}
+                return ConfigAnswer(network_id, error=STATUS_ACCESS_DENIED)
             document = _new_member(not private)
             if document["authorized"]:
                 document["ipAssignments"] = self._assign(network_id, self.network(network_id))
@@ -223,19 +224,19 @@ class Controller:
         if changed and document.get("authorized"):
             self._bump(network_id)
         if not document.get("authorized"):
-            return {"t": "nc", "n": network_id, "err": STATUS_ACCESS_DENIED}
+            return ConfigAnswer(network_id, error=STATUS_ACCESS_DENIED)
         return self.config_message(network_id)
 
-    def message_for(self, network_id: str, address: str) -> dict:
+    def message_for(self, network_id: str, address: str) -> ConfigAnswer:
         """What a member gets pushed after a change: its config, or why not."""
         found = self.store.get_member(network_id, address)
         if self.store.get_network(network_id) is None:
-            return {"t": "nc", "n": network_id, "err": STATUS_NOT_FOUND}
+            return ConfigAnswer(network_id, error=STATUS_NOT_FOUND)
         if found is None or not found[1].get("authorized"):
-            return {"t": "nc", "n": network_id, "err": STATUS_ACCESS_DENIED}
+            return ConfigAnswer(network_id, error=STATUS_ACCESS_DENIED)
         return self.config_message(network_id)
 
-    def config_message(self, network_id: str) -> dict:
+    def config_message(self, network_id: str) -> ConfigAnswer:
         """The signed config, built and signed once per revision: every change that reaches
         a config bumps the revision, and every member asking at that revision gets the same
         bytes (300 joins no longer cost 300 builds and signatures). Not to be modified."""

@@ -26,6 +26,7 @@ from ..files import (
     write_atomically,
 )
 from ..identity import Identity, IdentityError
+from ..messages import ConfigAnswer
 from .config import NETWORKS_DIR, NetworkConfig, NetworkConfigError, is_network_id
 from .signed import ERROR_STATUSES, controller_address, verify_config
 
@@ -133,27 +134,26 @@ class Memberships:
                 due = min(due, joined.requested_since + SLOW_CONFIG_S)
         return due
 
-    def wants_checking(self, message: dict, sender: Identity) -> bool:
-        """Whether an "nc" message carries a config that on_config_message would check: then
-        its check (checked_config: an scrypt run per member new to this process) may run on
-        a worker thread first."""
-        joined = self.networks.get(message.get("n"))  # type: ignore[arg-type]
-        return (joined is not None and not joined.file_error and "err" not in message
+    def wants_checking(self, message: ConfigAnswer, sender: Identity) -> bool:
+        """Whether an answer carries a config that on_config_message would check: then its
+        check (checked_config: an scrypt run per member new to this process) may run on a
+        worker thread first."""
+        joined = self.networks.get(message.network_id)
+        return (joined is not None and not joined.file_error and message.error is None
                 and sender.address == controller_address(joined.id))  # fmt: skip
 
     def on_config_message(
-        self, message: dict, sender: Identity, checked: NetworkConfig | str | None = None
+        self, message: ConfigAnswer, sender: Identity, checked: NetworkConfig | str | None = None
     ) -> JoinedNetwork | None:
-        """Apply an "nc" message; returns the network if its usable config changed.
+        """Apply a controller's answer; returns the network if its usable config changed.
         ``checked``: what checked_config said of it already."""
-        network_id = message.get("n")
-        joined = self.networks.get(network_id) if isinstance(network_id, str) else None
+        joined = self.networks.get(message.network_id)
         if joined is None or joined.file_error:
             return None  # not a network of ours (or down, its file damaged): nothing to reject
         if sender.address != controller_address(joined.id):
             return self._reject(joined, f"config sent by {sender.address}, not the controller")
         joined.requested_since, joined.slow_reported = math.inf, False  # answered
-        error = message.get("err")
+        error = message.error
         if error in ERROR_STATUSES:
             had_config = joined.config is not None
             if had_config and not self._saved(joined, sender, None):
@@ -181,7 +181,8 @@ class Memberships:
         joined.rejected_configs += 1
         joined.last_rejection = reason
 
-    def _saved(self, joined: JoinedNetwork, controller: Identity, message: dict | None) -> bool:
+    def _saved(self, joined: JoinedNetwork, controller: Identity,
+               message: ConfigAnswer | None) -> bool:  # fmt: skip
         """Save before applying: what runs is what a restart finds. On a failed write (a full
         disk) the change is refused, counted, and asked for again at the next refresh."""
         try:
@@ -191,17 +192,19 @@ class Memberships:
             return False
         return True
 
-    def _save(self, network_id: str, controller: Identity | None, message: dict | None) -> None:
+    def _save(self, network_id: str, controller: Identity | None,
+              message: ConfigAnswer | None) -> None:  # fmt: skip
         document: dict = {"id": network_id}
         if controller is not None:
             document["controller"] = controller.public_text()
         if message is not None:
-            document["config"] = base64.b64encode(message["c"]).decode()
-            document["signature"] = base64.b64encode(message["s"]).decode()
+            document["config"] = base64.b64encode(message.config or b"").decode()
+            document["signature"] = base64.b64encode(message.signature or b"").decode()
         write_atomically(self.directory / f"{network_id}.conf", json.dumps(document, indent=1))
 
 
-def checked_config(message: dict, sender: Identity, network_id: str) -> NetworkConfig | str:
+def checked_config(message: ConfigAnswer, sender: Identity,
+                   network_id: str) -> NetworkConfig | str:  # fmt: skip
     """The config in a message if it verifies, else why not."""
     try:
         return verify_config(message, sender, network_id)
@@ -233,8 +236,8 @@ def _load_saved(path: Path, network_id: str) -> JoinedNetwork:
         if joined.controller is None:
             raise damaged(path, "has a saved config but no controller to check it against")
         try:
-            message = {"c": base64.b64decode(saved["config"], validate=True),
-                       "s": base64.b64decode(saved["signature"], validate=True)}  # fmt: skip
+            message = ConfigAnswer(network_id, base64.b64decode(saved["config"], validate=True),
+                                   base64.b64decode(saved["signature"], validate=True))
         except (KeyError, TypeError, binascii.Error):
             raise damaged(path, "config and signature must both be base64 strings") from None
         try:

@@ -1,15 +1,15 @@
 """Network configs signed by their controller: one format, one place that signs and checks.
 
-A config message is {"t": "nc", "n": <network id>, "c": <config document, canonical JSON
-bytes>, "s": <Ed25519 signature over CONTEXT + c>}, or {"t": "nc", "n": ..., "err": <status>}.
+A config travels as a ConfigAnswer (messages.py): the config document as canonical JSON
+bytes, and the controller's Ed25519 signature over SIGNATURE_CONTEXT + those bytes.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from ..identity import Identity
+from ..messages import ConfigAnswer
 from .config import NetworkConfig, NetworkConfigError, parse_network
 
 SIGNATURE_CONTEXT = b"oneservice network config v1\0"
@@ -27,22 +27,17 @@ def canonical(document: dict) -> bytes:
     return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
 
 
-def sign_config(controller: Identity, document: dict) -> dict:
+def sign_config(controller: Identity, document: dict) -> ConfigAnswer:
     blob = canonical(document)
-    return {
-        "t": "nc",
-        "n": document["id"],
-        "c": blob,
-        "s": controller.sign(SIGNATURE_CONTEXT + blob),
-    }
+    return ConfigAnswer(document["id"], blob, controller.sign(SIGNATURE_CONTEXT + blob))
 
 
-def verify_config(message: Any, controller: Identity, network_id: str) -> NetworkConfig:
+def verify_config(message: ConfigAnswer, controller: Identity, network_id: str) -> NetworkConfig:
     """The config in a message, if the controller of ``network_id`` signed it; otherwise
     NetworkConfigError saying why."""
     if controller.address != controller_address(network_id):
         raise NetworkConfigError(f"{controller.address} is not the controller of {network_id}")
-    blob, signature = message.get("c"), message.get("s")
+    blob, signature = message.config, message.signature
     if not isinstance(blob, bytes) or not isinstance(signature, bytes):
         raise NetworkConfigError("config message without config or signature")
     if not controller.verify_signature(SIGNATURE_CONTEXT + blob, signature):

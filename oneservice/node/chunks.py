@@ -22,9 +22,11 @@ import struct
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from ..messages import MAX_MESSAGE_BYTES
+
 CHUNK_LEN = 1024
 HEADER = struct.Struct("<IHH")
-MAX_CHUNKS = 4096  # 4 MiB: a config of ~17,000 members
+MAX_CHUNKS = MAX_MESSAGE_BYTES // CHUNK_LEN
 # Reassembly: per peer this many messages at once, in all this many bytes.
 MAX_MESSAGES_PER_PEER = 2
 MAX_REASSEMBLY_BYTES = 16 * 1024 * 1024

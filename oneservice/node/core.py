@@ -22,9 +22,22 @@ from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import msgpack
-
 from ..identity import Identity, IdentityError
+from ..messages import (
+    ChunkRequest,
+    ConfigAnswer,
+    ConfigRequest,
+    Goodbye,
+    Introduction,
+    Message,
+    MessageError,
+    Ping,
+    Pong,
+    Whois,
+    WhoisAnswer,
+    decode,
+    encode,
+)
 from ..network.config import NetworkConfig, NetworkConfigError, parse_endpoint
 from . import chunks, cookies, wire
 from .admission import (
@@ -259,7 +272,7 @@ class NodeCore:
                     # (told, so that its side ends too), not once it goes quiet, which two
                     # peers probing each other never do.
                     if peer.current is not None and peer.preferred is not None:
-                        self._send_message(peer, {"t": "bye"}, now)
+                        self._send_message(peer, Goodbye(), now)
                     self._forget(peer)
         for address, peer in wanted.items():
             peer.networks = {
@@ -352,7 +365,7 @@ class NodeCore:
         tunnel) stops at once instead of after the probe timeout."""
         for peer in self.peers.values():
             if peer.current is not None and peer.preferred is not None:
-                self._send_message(peer, {"t": "bye"}, now)
+                self._send_message(peer, Goodbye(), now)
 
     def _peer_left(self, peer: Peer, now: float) -> None:
         """A peer said goodbye (authenticated): its sessions end and no path is trusted until
@@ -611,49 +624,37 @@ class NodeCore:
 
     def _receive_control(self, peer: Peer, payload: bytes, path: Path | None, now: float) -> None:
         try:
-            message = msgpack.unpackb(payload, raw=False, max_str_len=4096,
-                                      max_bin_len=chunks.MAX_CHUNKS * chunks.CHUNK_LEN,
-                                      max_array_len=4096, max_map_len=64)  # fmt: skip
-            kind = message["t"]
-            if not isinstance(kind, str):
-                raise TypeError(kind)
-        except Exception:
+            message = decode(payload)
+        except MessageError:
             self.packet_drops["control_malformed"] += 1
             return
-        if kind in ("ping", "pong"):
-            probe_id = message.get("i")
-            if isinstance(probe_id, int):
-                self._receive_probe(peer, kind, probe_id, message, path, now)
-            else:
-                self.packet_drops["control_malformed"] += 1
-        elif kind == "whois":
-            self._answer_whois(peer, message, now)
-        elif kind == "whoisr":
-            self._receive_whois_answer(peer, message, now)
-        elif kind == "intro":
-            self._receive_introduction(peer, message, now)
-        elif kind == "bye":
-            self._peer_left(peer, now)
-        elif kind == "chunks":
-            self._resend_chunks(peer, message, now)
-        else:
-            self._events.append(ControlReceived(peer.address, message))
+        match message:
+            case Ping() | Pong():
+                self._receive_probe(peer, message, path, now)
+            case Whois():
+                self._answer_whois(peer, message, now)
+            case WhoisAnswer():
+                self._receive_whois_answer(peer, message, now)
+            case Introduction():
+                self._receive_introduction(peer, message, now)
+            case Goodbye():
+                self._peer_left(peer, now)
+            case ChunkRequest():
+                self._resend_chunks(peer, message, now)
+            case ConfigRequest() | ConfigAnswer():
+                self._events.append(ControlReceived(peer.address, message))
 
-    def _receive_probe(
-        self, peer: Peer, kind: str, probe_id: int, message: dict, path: Path | None, now: float
-    ) -> None:
-        if kind == "ping" and path is not None:
-            if message.get("p"):
+    def _receive_probe(self, peer: Peer, message: Ping | Pong, path: Path | None,
+                       now: float) -> None:  # fmt: skip
+        if path is None:
+            return
+        if isinstance(message, Ping):
+            if message.preferred:
                 self._peer_prefers(peer, path)
                 if path is not peer.preferred:
                     self._follow(peer, path, now)  # the peer moved (new uplink or address)
-            self._send_on(peer, path, wire.TYPE_CONTROL, _control("pong", probe_id), now)
-        elif (
-            kind == "pong"
-            and path is not None
-            and probe_id == path.probe_id
-            and path.probe_sent > -math.inf
-        ):
+            self._send_on(peer, path, wire.TYPE_CONTROL, encode(Pong(message.probe_id)), now)
+        elif message.probe_id == path.probe_id and path.probe_sent > -math.inf:
             path.record_rtt(now - path.probe_sent)
             path.probe_sent = -math.inf
             path.strict = False
@@ -669,7 +670,7 @@ class NodeCore:
         self._lookups.start(address, now)
         for root in self._roots.values():
             if root.current is not None:
-                self._send_message(root, {"t": "whois", "a": address}, now)
+                self._send_message(root, Whois(address), now)
 
     def _endpoints_of(self, peer: Peer, now: float) -> list[str]:
         """Where a peer is reachable directly ("ip/port"): each address once (several of our
@@ -680,59 +681,60 @@ class NodeCore:
                               if p.via is None and p.alive(now, window))  # fmt: skip
         return list(found)[:MAX_ADVERTISED_ENDPOINTS]
 
-    def _answer_whois(self, asker: Peer, message: dict, now: float) -> None:
+    def _answer_whois(self, asker: Peer, message: Whois, now: float) -> None:
         """Only a root (``relay``) answers, and only about a node that shares a network with
         the asker or that reached us to be found through us: nobody learns members'
         identities and endpoints by asking a node that merely knows them."""
-        address = message.get("a")
+        address = message.address
         if not self.relay:
             self.packet_drops["whois_refused"] += 1
             return
-        target = self.peers.get(address) if isinstance(address, str) else None
+        target = self.peers.get(address)
         shared = target is not None and set(asker.networks) & set(target.networks)
         if target is not None and not (target.findable or shared):
             self.packet_drops["whois_refused"] += 1
             target = None  # answered as if unknown: the answer says nothing either way
         if target is None:
-            self._send_message(asker, {"t": "whoisr", "a": address}, now)
+            self._send_message(asker, WhoisAnswer(address), now)
             return
-        answer = {"t": "whoisr", "a": address, "id": target.identity.public_text(),
-                  "e": self._endpoints_of(target, now)}  # fmt: skip
+        answer = WhoisAnswer(address, target.identity.public_text(),
+                             tuple(self._endpoints_of(target, now)))
         self._send_message(asker, answer, now)
         if target.current is not None:
             # Tell the target too, so both sides send at once (opens NAT mappings both ways).
-            intro = {"t": "intro", "id": asker.identity.public_text(),
-                     "e": self._endpoints_of(asker, now)}  # fmt: skip
+            endpoints = tuple(self._endpoints_of(asker, now))
+            intro = Introduction(asker.identity.public_text(), endpoints)
             self._send_message(target, intro, now)
 
-    def _receive_whois_answer(self, root: Peer, message: dict, now: float) -> None:
-        address = message.get("a")
-        if not root.root or address not in self._lookups or "id" not in message:
+    def _receive_whois_answer(self, root: Peer, message: WhoisAnswer, now: float) -> None:
+        address = message.address
+        if not root.root or address not in self._lookups or message.identity is None:
             return  # not asked, not from a root, or unknown there (another root may know)
-        peer = self._peer_from_announcement(message, now)
+        peer = self._peer_from_announcement(message.identity, message.endpoints, now)
         if peer is None or peer.address != address:
             self.packet_drops["whois_answer_invalid"] += 1
             return
         peer.keep = True
         self._connect(peer, now)
 
-    def _receive_introduction(self, root: Peer, message: dict, now: float) -> None:
+    def _receive_introduction(self, root: Peer, message: Introduction, now: float) -> None:
         if not root.root:
             self.packet_drops["introduction_not_from_root"] += 1
             return
-        peer = self._peer_from_announcement(message, now)
+        peer = self._peer_from_announcement(message.identity, message.endpoints, now)
         if peer is None:
             self.packet_drops["introduction_invalid"] += 1
             return
         self._connect(peer, now)
 
-    def _peer_from_announcement(self, message: dict, now: float) -> Peer | None:
+    def _peer_from_announcement(self, identity_text: str, endpoints_text: tuple[str, ...],
+                                now: float) -> Peer | None:  # fmt: skip
         """An identity with endpoints from a root: verified against its address before use."""
         try:
-            identity = Identity.parse(message["id"]).public()
+            identity = Identity.parse(identity_text).public()
             endpoints = [parse_endpoint(e, "endpoint")
-                         for e in message.get("e", [])][:MAX_ADVERTISED_ENDPOINTS]
-        except (IdentityError, NetworkConfigError, KeyError, TypeError, AttributeError):
+                         for e in endpoints_text[:MAX_ADVERTISED_ENDPOINTS]]  # fmt: skip
+        except (IdentityError, NetworkConfigError):
             return None
         known = self.peers.get(identity.address)
         if known is not None and known.identity != identity:
@@ -750,9 +752,9 @@ class NodeCore:
         for message in self._lookups.found(peer.address):
             self._send_message(peer, message, now)
 
-    def _send_message(self, peer: Peer, message: dict, now: float) -> None:
+    def _send_message(self, peer: Peer, message: Message, now: float) -> None:
         """One control message: in one datagram, or in chunks if it is larger (chunks.py)."""
-        payload = msgpack.packb(message)
+        payload = encode(message)
         if len(payload) <= chunks.CHUNK_LEN:
             self._send(peer, wire.TYPE_CONTROL, payload, now)
             return
@@ -767,12 +769,9 @@ class NodeCore:
         for part in parts:
             self._send(peer, wire.TYPE_CONTROL_CHUNK, part, now)
 
-    def _resend_chunks(self, peer: Peer, message: dict, now: float) -> None:
-        message_id, indexes = message.get("m"), message.get("i")
-        if not isinstance(message_id, int) or not isinstance(indexes, list):
-            self.packet_drops["control_malformed"] += 1
-            return
-        for part in self._sent_chunks.again(peer.address, message_id, indexes, now):
+    def _resend_chunks(self, peer: Peer, message: ChunkRequest, now: float) -> None:
+        for part in self._sent_chunks.again(peer.address, message.message_id,
+                                            list(message.indexes), now):  # fmt: skip
             self.chunks_resent += 1
             self._send(peer, wire.TYPE_CONTROL_CHUNK, part, now)
 
@@ -780,9 +779,9 @@ class NodeCore:
         for address, message_id, missing in self._reassembly.due_requests(now):
             peer = self.peers.get(address)
             if peer is not None:
-                self._send_message(peer, {"t": "chunks", "m": message_id, "i": missing}, now)
+                self._send_message(peer, ChunkRequest(message_id, tuple(missing)), now)
 
-    def send_control(self, address: str, message: dict, now: float) -> None:
+    def send_control(self, address: str, message: Message, now: float) -> None:
         """Send a control message to any node, looking it up through the roots if needed."""
         peer = self.peers.get(address)
         if peer is not None:
@@ -1222,7 +1221,7 @@ class NodeCore:
         path.probe_leaving(peer.probe_counter, now)
         # "p": sent on our preferred path. The peer then answers on it too, so both
         # directions move together when we change uplink or address.
-        ping = _control("ping", path.probe_id, preferred=path is peer.preferred)
+        ping = encode(Ping(path.probe_id, preferred=path is peer.preferred))
         self._send_on(peer, path, wire.TYPE_CONTROL, ping, now)
 
     @staticmethod
@@ -1500,13 +1499,6 @@ def _probe_interval(peer: Peer, now: float) -> float:
     if peer.watched:
         return WATCHED_PROBE_INTERVAL_S
     return ACTIVE_PROBE_INTERVAL_S if _active(peer, now) else IDLE_PROBE_INTERVAL_S
-
-
-def _control(kind: str, probe_id: int, preferred: bool = False) -> bytes:
-    message = {"t": kind, "i": probe_id}
-    if preferred:
-        message["p"] = 1
-    return msgpack.packb(message)
 
 
 def _endpoint(address: tuple) -> Endpoint:

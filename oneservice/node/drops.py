@@ -47,7 +47,8 @@ PACKET_DROPS: dict[str, str] = {
     "queue_dropped_unreachable": "waited for a peer that stayed unreachable for 30 s",
     "source_not_allowed": "from an address its sender may not send from",
     "inner_malformed": "inside an accepted datagram, not a well-formed IP packet",
-    "control_malformed": "a control message that does not parse",
+    "control_malformed": "a control message that does not parse, of a kind we do not know, "
+                         "or with a field missing or of the wrong type",
     "control_too_large": "a control message too large even for chunks",
     "path_refused": "accepted, but its path is not kept (unknown socket, or inside a network)",
     "relay_refused": "asked to relay, and we are not a root",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..messages import ConfigAnswer, ConfigRequest
 from .paths import Endpoint
 
 
@@ -18,7 +19,7 @@ class ControlReceived:
     """A control message for the service (network config requests and answers)."""
 
     address: str
-    message: dict
+    message: ConfigRequest | ConfigAnswer
 
 
 @dataclass(frozen=True)

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from collections import Counter
 
-import msgpack
-
+from oneservice.messages import ConfigAnswer, encode
 from oneservice.node import chunks, wire
 from oneservice.node.core import ControlReceived
 from tests.unit.corenet import connected_after_one_packet
 
-BIG = {"t": "nc", "n": "8056c2e21c000001", "c": bytes(range(256)) * 400, "s": b"s" * 64}
+BIG = ConfigAnswer("8056c2e21c000001", bytes(range(256)) * 400, b"s" * 64)
 
 
-def received(core) -> list[dict]:
+def received(core) -> list[ConfigAnswer]:
     out = []
     while (event := core.next_event()) is not None:
         if isinstance(event, ControlReceived):
@@ -33,7 +32,7 @@ def test_a_message_larger_than_a_datagram_arrives_whole_in_chunks_that_need_no_f
     sim.step()
     assert received(b) == [BIG]
     sent = chunk_datagrams(sim, "a")
-    assert len(sent) == -(-len(msgpack.packb(BIG)) // chunks.CHUNK_LEN)
+    assert len(sent) == -(-len(encode(BIG)) // chunks.CHUNK_LEN)
     # IPv6 (40) and UDP (8) headers, and a root's relay wrapping (37): still at most 1200.
     assert max(len(d) for d in sent) + 48 + 37 <= 1200
 

@@ -8,6 +8,7 @@ import pytest
 from oneservice.control import ControlPlane
 from oneservice.controller.controller import Controller
 from oneservice.controller.store import SQLiteStore
+from oneservice.messages import ConfigAnswer, ConfigRequest
 from oneservice.network.membership import CONFIG_RETRY_S, Memberships, checked_config
 from oneservice.node.events import ControlReceived
 from tests.unit.corenet import Sim, identity
@@ -38,7 +39,8 @@ class Node:
         control.handle_timer(now, WALL + now)
         while control.checks:
             message, sender = control.checks.pop(0)
-            control.config_checked(message, sender, checked_config(message, sender, message["n"]))
+            verdict = checked_config(message, sender, message.network_id)
+            control.config_checked(message, sender, verdict)
         for address, message in control.outbox:
             self.core.send_control(address, message, now)
         control.outbox.clear()
@@ -67,14 +69,14 @@ def test_a_join_is_asked_for_at_once_then_again_only_when_due(tmp_path):
     member = ControlPlane(identity(11), Memberships(tmp_path), lambda a, now: [], lambda: [])
     network_id = identity(10).address + "000001"
     member.join(network_id, 100.0, WALL)
-    assert member.outbox == [(identity(10).address, {"t": "ncr", "n": network_id, "r": -1})]
+    assert member.outbox == [(identity(10).address, ConfigRequest(network_id, -1))]
     member.outbox.clear()
     due = member.next_timer()
     assert due == 100.0 + CONFIG_RETRY_S
     member.handle_timer(due - 0.01, WALL)
     assert member.outbox == [], "nothing before it is due"
     member.handle_timer(due, WALL)
-    assert [m["t"] for _, m in member.outbox] == ["ncr"], "asked again when due"
+    assert [type(m) for _, m in member.outbox] == [ConfigRequest], "asked again when due"
 
 
 def test_a_controller_answers_and_the_member_takes_the_config(tmp_path, store):
@@ -91,7 +93,7 @@ def test_a_controller_answers_and_the_member_takes_the_config(tmp_path, store):
     # The answer, and (the member being new: a new revision) a push of it to who is online.
     assert {to for to, _ in controller_node.outbox} == {identity(11).address}
     answer = controller_node.outbox[-1][1]
-    assert answer["t"] == "nc" and "err" not in answer
+    assert isinstance(answer, ConfigAnswer) and answer.error is None
     member.receive(identity(10).address, answer, identity(10).public(), 100.1, WALL)
     [(message, sender)] = member.checks
     member.config_checked(message, sender, checked_config(message, sender, network_id))

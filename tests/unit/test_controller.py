@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from oneservice.controller import controller as controller_module
 from oneservice.controller.controller import Controller, ControllerError
 from oneservice.controller.store import SQLiteStore, StoreError
 from oneservice.identity import Identity
+from oneservice.messages import ConfigAnswer
 from oneservice.network.config import NetworkConfigError
 from oneservice.network.signed import verify_config
 from tests.unit.corenet import identity
@@ -33,7 +36,7 @@ def test_private_network_denies_until_authorized_then_signs_a_config(controller)
     nwid = lab(controller)
     assert nwid.startswith(CONTROLLER.address)
     denied = controller.handle_request(nwid, MEMBER.public(), ["192.0.2.2/9993"], 100.0)
-    assert denied == {"t": "nc", "n": nwid, "err": "ACCESS_DENIED"}
+    assert denied == ConfigAnswer(nwid, error="ACCESS_DENIED")
     seen = controller.member(nwid, MEMBER.address)  # visible to the admin, with its last visit
     assert seen["authorized"] is False and seen["lastSeen"] == 100_000
     controller.update_member(nwid, MEMBER.address, {"authorized": True})
@@ -53,14 +56,14 @@ def test_configs_must_be_signed_by_this_networks_controller(controller):
     impostor = Identity.generate()
     with pytest.raises(NetworkConfigError, match="is not the controller"):
         verify_config(message, impostor.public(), nwid)
-    tampered = {**message, "c": message["c"].replace(b"lab", b"bal")}
+    tampered = dataclasses.replace(message, config=message.config.replace(b"lab", b"bal"))
     with pytest.raises(NetworkConfigError, match="signature does not verify"):
         verify_config(tampered, CONTROLLER.public(), nwid)
 
 
 def test_unknown_network_and_foreign_network(controller):
-    assert controller.handle_request(CONTROLLER.address + "abcdef", MEMBER.public(), [], 1.0)[
-        "err"] == "NOT_FOUND"  # fmt: skip
+    assert controller.handle_request(CONTROLLER.address + "abcdef", MEMBER.public(), [],
+                                     1.0).error == "NOT_FOUND"  # fmt: skip
     with pytest.raises(ControllerError, match="belongs to controller"):
         controller.create_network("0123456789abcdef")
 

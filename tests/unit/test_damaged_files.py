@@ -126,8 +126,8 @@ def per_network_cases(identity: Identity) -> list[tuple[str, str, bytes]]:
     signed = sign_config(controller, {"id": bad_id, "name": "x", "members": []})
 
     without_controller = json.dumps({
-        "id": bad_id, "config": base64.b64encode(signed["c"]).decode(),
-        "signature": base64.b64encode(signed["s"]).decode(),
+        "id": bad_id, "config": base64.b64encode(signed.config).decode(),
+        "signature": base64.b64encode(signed.signature).decode(),
     }).encode()  # fmt: skip
     cases = []
     for suffix in (".json", ".conf", ".local.conf"):

@@ -3,12 +3,14 @@ restart; everything else is counted and leaves the last good config in force."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
 from oneservice.controller.controller import Controller
 from oneservice.controller.store import SQLiteStore
+from oneservice.messages import ConfigAnswer
 from oneservice.network.membership import (
     STATUS_FILE_ERROR,
     STATUS_OK,
@@ -39,7 +41,7 @@ def setup(tmp_path):
     store.close()
 
 
-def config_message(controller: Controller, nwid: str) -> dict:
+def config_message(controller: Controller, nwid: str) -> ConfigAnswer:
     return controller.handle_request(nwid, MEMBER.public(), [], 100.0)
 
 
@@ -60,11 +62,11 @@ def test_forged_configs_are_counted_and_change_nothing(setup):
     joined = memberships.networks[nwid]
     before = joined.config
 
-    tampered = {**good, "c": good["c"].replace(b"lab", b"bal")}
+    tampered = dataclasses.replace(good, config=good.config.replace(b"lab", b"bal"))
     assert memberships.on_config_message(tampered, CONTROLLER.public()) is None
     assert "signature does not verify" in joined.last_rejection
     # Signed by someone else, sent by someone else: both refused.
-    forged = sign_config(STRANGER, json.loads(good["c"]))
+    forged = sign_config(STRANGER, json.loads(good.config))
     assert memberships.on_config_message(forged, CONTROLLER.public()) is None
     assert memberships.on_config_message(good, STRANGER.public()) is None
     assert "not the controller" in joined.last_rejection
@@ -118,8 +120,8 @@ def test_a_configs_check_can_run_apart_and_its_verdict_is_applied_after(setup):
     controller, nwid, memberships = setup
     message = config_message(controller, nwid)
     assert memberships.wants_checking(message, CONTROLLER.public())
-    assert not memberships.wants_checking({**message, "n": "8056c2e21c0000ff"},
-                                          CONTROLLER.public())  # fmt: skip
+    elsewhere = dataclasses.replace(message, network_id="8056c2e21c0000ff")
+    assert not memberships.wants_checking(elsewhere, CONTROLLER.public())
     assert not memberships.wants_checking(message, STRANGER.public())
     assert memberships.on_config_message(message, CONTROLLER.public(), "checked: forged") is None
     assert memberships.networks[nwid].last_rejection == "checked: forged"

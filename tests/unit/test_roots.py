@@ -6,11 +6,15 @@ import os
 from ipaddress import ip_interface
 
 from oneservice.identity import Identity
+from oneservice.messages import ConfigRequest, Introduction, WhoisAnswer
 from oneservice.network.config import Member, NetworkConfig
 from oneservice.node.admission import UNKNOWN_PEERS_PER_S
 from oneservice.node.core import ControlReceived
 from oneservice.node.lookups import LOOKUP_GIVE_UP_S
 from tests.unit.corenet import Sim, identity, initiation, ipv4_packet
+
+# Any control message for the service above the core will do.
+HELLO = ConfigRequest("8056c2e21c0000aa", -1)
 
 
 def events(node) -> list:
@@ -53,10 +57,10 @@ def test_nodes_find_each_other_through_a_root():
     sim = rooted()
     a, b = sim.nodes["a"], sim.nodes["b"]
     assert b.identity.address not in a.peers
-    a.send_control(b.identity.address, {"t": "hello", "x": 1}, sim.now)
+    a.send_control(b.identity.address, HELLO, sim.now)
     sim.run(0.5)
     received = [e for e in events(b) if isinstance(e, ControlReceived)]
-    assert received == [ControlReceived(a.identity.address, {"t": "hello", "x": 1})]
+    assert received == [ControlReceived(a.identity.address, HELLO)]
     # Direct, not through the root: a's path to b is b's own endpoint.
     assert a.peers[b.identity.address].preferred.endpoint == ("192.0.2.2", 9993)
 
@@ -64,7 +68,7 @@ def test_nodes_find_each_other_through_a_root():
 def test_lookup_of_an_unknown_address_gives_up_and_counts():
     sim = rooted()
     a = sim.nodes["a"]
-    a.send_control("0123456789", {"t": "hello"}, sim.now)
+    a.send_control("0123456789", HELLO, sim.now)
     sim.run(LOOKUP_GIVE_UP_S + 2, step=0.25)
     assert "0123456789" not in a.peers
     assert a.packet_drops["queue_dropped_unreachable"] == 1
@@ -75,9 +79,9 @@ def test_a_root_does_not_answer_for_a_node_claiming_someone_elses_address():
     a, r = sim.nodes["a"], sim.nodes["r"]
     real = a.peers[r.identity.address]
     liar = Identity.generate()
-    forged = {"t": "whoisr", "a": real.identity.address,
-              "id": f"{real.identity.address}:1:{liar.x25519_public.hex()}:"
-                    f"{liar.ed25519_public.hex()}"}  # fmt: skip
+    forged = WhoisAnswer(real.identity.address,
+                         f"{real.identity.address}:1:{liar.x25519_public.hex()}:"
+                         f"{liar.ed25519_public.hex()}")  # fmt: skip
     a._lookups.start(real.identity.address, sim.now)
     a._receive_whois_answer(real, forged, sim.now)
     assert a.peers[r.identity.address].identity == real.identity  # unchanged
@@ -102,8 +106,8 @@ def test_garbage_whois_and_introductions_are_counted():
     sim = rooted()
     a, r = sim.nodes["a"], sim.nodes["r"]
     root = a.peers[r.identity.address]
-    a._receive_introduction(root, {"t": "intro", "id": "junk", "e": ["1.2.3.4/5"]}, sim.now)
-    a._receive_introduction(root, {"t": "intro", "id": os.urandom(3).hex()}, sim.now)
+    a._receive_introduction(root, Introduction("junk", ("1.2.3.4/5",)), sim.now)
+    a._receive_introduction(root, Introduction(os.urandom(3).hex()), sim.now)
     assert a.packet_drops["introduction_invalid"] == 2
 
 
@@ -176,7 +180,7 @@ def test_a_silent_block_under_two_way_traffic_moves_to_the_relay_in_about_a_seco
 def test_only_roots_answer_whois():
     sim = rooted(relay=False)  # r is an ordinary node that a and b happen to know
     a, b, r = sim.nodes["a"], sim.nodes["b"], sim.nodes["r"]
-    a.send_control(b.identity.address, {"t": "hello"}, sim.now)
+    a.send_control(b.identity.address, HELLO, sim.now)
     sim.run(3)
     assert b.identity.address not in a.peers
     assert r.packet_drops["whois_refused"] >= 1
@@ -195,7 +199,7 @@ def test_a_root_tells_a_stranger_nothing_about_the_members_of_its_networks():
     s.set_roots([(identity(3).public(), [("203.0.113.1", 9993)])], sim.now)
     sim.run(1)
     assert m.identity.address in r.peers
-    s.send_control(m.identity.address, {"t": "hello"}, sim.now)
+    s.send_control(m.identity.address, HELLO, sim.now)
     sim.run(3)
     assert m.identity.address not in s.peers
     assert r.packet_drops["whois_refused"] >= 1

@@ -1,0 +1,201 @@
+"""Control messages: every kind that travels inside a control datagram, typed, and the one
+place that turns them into bytes and back.
+
+On the wire each is a msgpack map whose "t" names the kind (docs/PROTOCOL.md, "Control
+messages"). decode() checks every field's type, so whoever handles a message never meets a
+missing key or a string where a number belongs: anything else is MessageError, and the
+receiver counts it (``control_malformed``) and drops it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgpack
+
+# Bounds for what decode accepts: a control message is small, except a config (which comes
+# in chunks, node/chunks.py, and is at most MAX_MESSAGE_BYTES whole: ~17,000 members).
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+MAX_STRING = 4096
+MAX_ITEMS = 4096
+MAX_FIELDS = 64
+
+
+class MessageError(ValueError):
+    """Bytes that are no control message we know."""
+
+
+@dataclass(frozen=True)
+class Ping:
+    """A path probe; ``preferred``: the sender sends its traffic over this path."""
+
+    probe_id: int
+    preferred: bool = False
+
+
+@dataclass(frozen=True)
+class Pong:
+    probe_id: int
+
+
+@dataclass(frozen=True)
+class Goodbye:
+    """The sender stops (or dropped us from its networks): its sessions with us are over."""
+
+
+@dataclass(frozen=True)
+class Whois:
+    """To a root: who is ``address``, and where?"""
+
+    address: str
+
+
+@dataclass(frozen=True)
+class WhoisAnswer:
+    """A root's answer; no identity: unknown there (or not to be told)."""
+
+    address: str
+    identity: str | None = None
+    endpoints: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Introduction:
+    """From a root: this node is looking for you, and is reachable here."""
+
+    identity: str
+    endpoints: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ChunkRequest:
+    """The chunks of message ``message_id`` that have not arrived (node/chunks.py)."""
+
+    message_id: int
+    indexes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ConfigRequest:
+    """A member asks a network's controller for its config; ``revision``: the one it has
+    (-1: none)."""
+
+    network_id: str
+    revision: int
+
+
+@dataclass(frozen=True)
+class ConfigAnswer:
+    """The controller's answer: a signed config document (network/signed.py), or an error
+    status (ACCESS_DENIED, NOT_FOUND) and nothing else."""
+
+    network_id: str
+    config: bytes | None = None
+    signature: bytes | None = None
+    error: str | None = None
+
+
+Message = (Ping | Pong | Goodbye | Whois | WhoisAnswer | Introduction | ChunkRequest
+           | ConfigRequest | ConfigAnswer)  # fmt: skip
+
+
+def encode(message: Message) -> bytes:
+    return msgpack.packb(_fields(message))
+
+
+def decode(payload: bytes) -> Message:
+    """The message in ``payload``; MessageError if it is not one."""
+    try:
+        fields = msgpack.unpackb(payload, raw=False, max_str_len=MAX_STRING,
+                                 max_bin_len=MAX_MESSAGE_BYTES, max_array_len=MAX_ITEMS,
+                                 max_map_len=MAX_FIELDS)  # fmt: skip
+    except Exception as exc:  # msgpack raises several kinds, ValueError among them
+        raise MessageError(f"not msgpack: {exc}") from None
+    if not isinstance(fields, dict):
+        raise MessageError("not a map")
+    kind = fields.get("t")
+    build = _DECODERS.get(kind) if isinstance(kind, str) else None
+    if build is None:
+        raise MessageError(f"unknown kind {kind!r:.40}")
+    return build(_Fields(fields))
+
+
+def _fields(message: Message) -> dict:
+    match message:
+        case Ping(probe_id, preferred):
+            return {"t": "ping", "i": probe_id, "p": 1} if preferred else {"t": "ping",
+                                                                             "i": probe_id}
+        case Pong(probe_id):
+            return {"t": "pong", "i": probe_id}
+        case Goodbye():
+            return {"t": "bye"}
+        case Whois(address):
+            return {"t": "whois", "a": address}
+        case WhoisAnswer(address, None, _):
+            return {"t": "whoisr", "a": address}
+        case WhoisAnswer(address, identity, endpoints):
+            return {"t": "whoisr", "a": address, "id": identity, "e": list(endpoints)}
+        case Introduction(identity, endpoints):
+            return {"t": "intro", "id": identity, "e": list(endpoints)}
+        case ChunkRequest(message_id, indexes):
+            return {"t": "chunks", "m": message_id, "i": list(indexes)}
+        case ConfigRequest(network_id, revision):
+            return {"t": "ncr", "n": network_id, "r": revision}
+        case ConfigAnswer(network_id, _, _, str() as error):
+            return {"t": "nc", "n": network_id, "err": error}
+        case ConfigAnswer(network_id, config, signature, None):
+            return {"t": "nc", "n": network_id, "c": config, "s": signature}
+    raise TypeError(f"not a control message: {type(message).__name__}")
+
+
+class _Fields:
+    """A decoded map, read with the type each field must have."""
+
+    def __init__(self, fields: dict) -> None:
+        self._fields = fields
+
+    def get(self, key: str, kind: type, default: object = ...) -> object:
+        value = self._fields.get(key, default)
+        if value is ...:
+            raise MessageError(f"no field {key!r}")
+        # bool is an int to Python, but never a number here.
+        wrong = not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool)
+        if value is not default and wrong:
+            raise MessageError(f"field {key!r} is not {kind.__name__}")
+        return value
+
+    def flag(self, key: str) -> bool:
+        return bool(self._fields.get(key))
+
+    def strings(self, key: str) -> tuple[str, ...]:
+        values = self.get(key, list, [])
+        if not all(isinstance(v, str) for v in values):  # type: ignore[union-attr]
+            raise MessageError(f"field {key!r} is not a list of strings")
+        return tuple(values)  # type: ignore[arg-type]
+
+    def numbers(self, key: str) -> tuple[int, ...]:
+        values = self.get(key, list)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):  # type: ignore[union-attr]
+            raise MessageError(f"field {key!r} is not a list of numbers")
+        return tuple(values)  # type: ignore[arg-type]
+
+
+def _config_answer(f: _Fields) -> ConfigAnswer:
+    network_id = f.get("n", str)
+    error = f.get("err", str, None)
+    if error is not None:
+        return ConfigAnswer(network_id, error=error)  # type: ignore[arg-type]
+    return ConfigAnswer(network_id, f.get("c", bytes), f.get("s", bytes))  # type: ignore[arg-type]
+
+
+_DECODERS = {
+    "ping": lambda f: Ping(f.get("i", int), f.flag("p")),
+    "pong": lambda f: Pong(f.get("i", int)),
+    "bye": lambda f: Goodbye(),
+    "whois": lambda f: Whois(f.get("a", str)),
+    "whoisr": lambda f: WhoisAnswer(f.get("a", str), f.get("id", str, None), f.strings("e")),
+    "intro": lambda f: Introduction(f.get("id", str), f.strings("e")),
+    "chunks": lambda f: ChunkRequest(f.get("m", int), f.numbers("i")),
+    "ncr": lambda f: ConfigRequest(f.get("n", str), f.get("r", int)),
+    "nc": _config_answer,
+}
