@@ -366,8 +366,10 @@ class Routes:
                 "tunneled": False,
                 "paths": [
                     {
-                        "address": f"{path.endpoint[0]}/{path.endpoint[1]}",
-                        "localSocket": path.socket_id,
+                        # zerotier-cli shows ip/port; a relay path has none: its root, port 0.
+                        "address": (f"{path.endpoint[0]}/{path.endpoint[1]}" if path.endpoint
+                                    else f"{path.via}/0"),
+                        "localSocket": path.socket_id if path.socket_id is not None else -1,
                         "via": path.via,
                         "interface": (f"via {path.via}" if path.via
                                       else interfaces.get(path.socket_id)),

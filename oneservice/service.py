@@ -490,10 +490,10 @@ class Service:
                 log.info("peer %s: session established", event.address)
                 self._update_routing()
             elif isinstance(event, PathChanged):
-                where = (
-                    f"socket {event.socket_id} -> {event.endpoint[0]}/{event.endpoint[1]}"
-                    if event.endpoint else "no working path"
-                )  # fmt: skip
+                if event.endpoint is not None:
+                    where = f"socket {event.socket_id} -> {event.endpoint[0]}/{event.endpoint[1]}"
+                else:
+                    where = f"root {event.via} (relayed)" if event.via else "no working path"
                 log.info("peer %s: now via %s", event.address, where)
                 self._update_routing()
         self._drain_control()

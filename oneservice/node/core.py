@@ -57,7 +57,16 @@ from .events import (
 from .lifecycle import Event, Send, State, transition
 from .lookups import Lookups
 from .noise import HandshakeError, Initiator, Responder
-from .paths import IDLE_PATH_ALIVE_S, PATH_ALIVE_S, RELAY_SOCKET, Endpoint, Path, choose_path
+from .paths import (
+    IDLE_PATH_ALIVE_S,
+    PATH_ALIVE_S,
+    DirectPath,
+    Endpoint,
+    Path,
+    PathKey,
+    RelayPath,
+    choose_path,
+)
 from .prefixes import PrefixTable
 from .session import Session
 
@@ -118,7 +127,7 @@ class Peer:
         self.identity = identity
         self.address = identity.address
         self.hints: set[Endpoint] = set()
-        self.paths: dict[tuple[int, Endpoint], Path] = {}
+        self.paths: dict[PathKey, Path] = {}  # by Path.key
         self.preferred: Path | None = None
         self.current: Session | None = None  # what we send on
         self.previous: Session | None = None  # still accepted while the peer switches over
@@ -165,8 +174,9 @@ class _Initiation:
     """A handshake initiation that passed the cheap checks, waiting for its turn."""
 
     data: bytes
-    socket_id: int
-    address: tuple
+    socket_id: int | None  # None: relayed by root ``via``
+    address: tuple | None
+    via: str | None
 
 
 @dataclass(frozen=True)
@@ -176,8 +186,9 @@ class _Read:
     responder: Responder
     sender_index: int
     timestamp: bytes
-    socket_id: int
-    address: tuple
+    socket_id: int | None
+    address: tuple | None
+    via: str | None
 
 
 class NodeCore:
@@ -379,7 +390,7 @@ class NodeCore:
             path.last_received = -math.inf
         if peer.preferred is not None:
             peer.preferred = None
-            self._events.append(PathChanged(peer.address, None, None))
+            self._events.append(_path_changed(peer, None))
 
     # --- outputs -------------------------------------------------------------------------------
 
@@ -434,9 +445,11 @@ class NodeCore:
         """The socket's interface is gone: its paths die now, traffic moves at once."""
         self.sockets.pop(socket_id, None)
         for peer in self.peers.values():
-            for key in [k for k in peer.paths if k[0] == socket_id]:
+            gone = [k for k, p in peer.paths.items()
+                    if isinstance(p, DirectPath) and p.socket_id == socket_id]  # fmt: skip
+            for key in gone:
                 del peer.paths[key]
-            if peer.preferred is not None and peer.preferred.socket_id == socket_id:
+            if peer.preferred is not None and peer.preferred.key in gone:
                 peer.preferred = None
                 self._reselect(peer, now)
                 self._probe(peer, now)
@@ -452,7 +465,8 @@ class NodeCore:
             ipaddress.ip_address(a.split("%")[0]).compressed for a in addresses
         )
         for peer in self.peers.values():
-            stale = [k for k, p in peer.paths.items() if p.via is None and self._own(p.endpoint)]
+            stale = [k for k, p in peer.paths.items()
+                     if isinstance(p, DirectPath) and self._own(p.endpoint)]  # fmt: skip
             for key in stale:
                 if peer.preferred is peer.paths[key]:
                     peer.preferred = None
@@ -491,14 +505,11 @@ class NodeCore:
         if peer.root:
             return
         for root in self._roots.values():
-            if root.current is not None:
-                key = (RELAY_SOCKET, (root.address, 0))
-                if key not in peer.paths:
-                    peer.paths[key] = Path(RELAY_SOCKET, (root.address, 0), to=peer.address)
+            if root.current is not None and root.address not in peer.paths:
+                peer.paths[root.address] = RelayPath(root.address, peer.address)
 
     def _add_candidate_paths(self, peer: Peer) -> None:
-        # Direct endpoints only: a relay path's "endpoint" is a root's address, not an IP.
-        known = peer.hints | {p.endpoint for p in peer.paths.values() if p.via is None}
+        known = peer.hints | {p.endpoint for p in peer.paths.values() if isinstance(p, DirectPath)}
         for endpoint in known:
             if self._inside_virtual_network(endpoint) or self._own(endpoint):
                 self.refused_hints.add((peer.address, endpoint))
@@ -506,11 +517,16 @@ class NodeCore:
             family = socket.AF_INET6 if ":" in endpoint[0] else socket.AF_INET
             for socket_id, socket_family in self.sockets.items():
                 if socket_family == family and (socket_id, endpoint) not in peer.paths:
-                    peer.paths[(socket_id, endpoint)] = Path(socket_id, endpoint)
+                    peer.paths[(socket_id, endpoint)] = DirectPath(socket_id, endpoint)
 
     # --- receiving -----------------------------------------------------------------------------
 
     def receive_datagram(self, data: bytes, socket_id: int, address: tuple, now: float) -> None:
+        self._receive(data, socket_id, address, None, now)
+
+    def _receive(self, data: bytes, socket_id: int | None, address: tuple | None, via: str | None,
+                 now: float) -> None:  # fmt: skip
+        """A datagram from (socket, address), or relayed by root ``via`` (then both None)."""
         length = len(data)
         if length < 4:
             self.drops["truncated"] += 1
@@ -520,19 +536,18 @@ class NodeCore:
             return
         kind = data[1]
         if kind in _TRANSPORT_TYPES:
-            self._receive_transport(data, kind, socket_id, address, now)
+            self._receive_transport(data, kind, socket_id, address, via, now)
         elif kind == wire.TYPE_HANDSHAKE_INIT:
-            self._receive_initiation(data, socket_id, address, now)
+            self._receive_initiation(data, socket_id, address, via, now)
         elif kind == wire.TYPE_HANDSHAKE_RESPONSE:
-            self._receive_response(data, socket_id, address, now)
+            self._receive_response(data, socket_id, address, via, now)
         elif kind == wire.TYPE_COOKIE_REPLY:
             self._receive_cookie_reply(data, socket_id, address, now)
         else:
             self.drops["unknown_type"] += 1
 
-    def _receive_transport(
-        self, data: bytes, kind: int, socket_id: int, address: tuple, now: float
-    ) -> None:
+    def _receive_transport(self, data: bytes, kind: int, socket_id: int | None,
+                           address: tuple | None, via: str | None, now: float) -> None:  # fmt: skip
         if len(data) < wire.DATA_OVERHEAD:
             self.drops["truncated"] += 1
             return
@@ -558,7 +573,7 @@ class NodeCore:
         session.last_received = now
         if not session.confirmed:
             self._confirm(peer, session, now)
-        path = self._path_heard(peer, socket_id, address, now)
+        path = self._path_heard(peer, socket_id, address, via, now)
         if kind == wire.TYPE_RELAYED:
             # Counted by what the datagram inside turns out to be, so that every datagram
             # received is still accepted or dropped exactly once.
@@ -599,8 +614,8 @@ class NodeCore:
         if not root.root or len(payload) < wire.ADDRESS_LEN:
             self.drops["relayed_not_from_root"] += 1
             return
-        # The inner datagram is handled as if it came over the path "via this root".
-        self.receive_datagram(payload[wire.ADDRESS_LEN :], RELAY_SOCKET, (root.address, 0), now)
+        # The inner datagram came over our relay path through this root.
+        self._receive(payload[wire.ADDRESS_LEN :], None, None, root.address, now)
 
     def _deliver(self, peer: Peer, packet: bytes, hint: int) -> None:
         source_bytes = _address_bytes(packet, source=True)
@@ -678,7 +693,7 @@ class NodeCore:
         is not an IP address, and a controller or another peer could not use it)."""
         window = self._window(peer, now)
         found = dict.fromkeys(f"{p.endpoint[0]}/{p.endpoint[1]}" for p in peer.paths.values()
-                              if p.via is None and p.alive(now, window))  # fmt: skip
+                              if isinstance(p, DirectPath) and p.alive(now, window))  # fmt: skip
         return list(found)[:MAX_ADVERTISED_ENDPOINTS]
 
     def _answer_whois(self, asker: Peer, message: Whois, now: float) -> None:
@@ -791,7 +806,8 @@ class NodeCore:
         self._lookups.hold(address, message)
         self.lookup(address, now)
 
-    def _receive_initiation(self, data: bytes, socket_id: int, address: tuple, now: float) -> None:
+    def _receive_initiation(self, data: bytes, socket_id: int | None, address: tuple | None,
+                            via: str | None, now: float) -> None:  # fmt: skip
         """Only cheap checks here (node/admission.py): what passes waits for
         process_handshakes, after the transport datagrams of this wake-up."""
         if len(data) != wire.HANDSHAKE_INIT_LEN:
@@ -802,21 +818,22 @@ class NodeCore:
             return
         # A relayed initiation comes over a root's session: its source is proven.
         if (
-            socket_id != RELAY_SOCKET
+            address is not None
             and self._limits.under_load(now, len(self._initiations))
             and not self._cookie_issuer.mac2_valid(data, address, now)
         ):
             self._send_cookie_reply(data, socket_id, address, now)
             return
-        if not self._limits.allowed(address[0], now):
+        if not self._limits.allowed(address[0] if address is not None else via, now):
             self.drops["handshake_rate_limited"] += 1
             return
         if len(self._initiations) >= MAX_QUEUED_INITIATIONS:
             self.drops["handshake_queue_full"] += 1
             return
-        self._initiations.append(_Initiation(data, socket_id, address))
+        self._initiations.append(_Initiation(data, socket_id, address, via))
 
-    def _send_cookie_reply(self, data: bytes, socket_id: int, address: tuple, now: float) -> None:
+    def _send_cookie_reply(self, data: bytes, socket_id: int | None, address: tuple,
+                           now: float) -> None:  # fmt: skip
         self.drops["cookie_required"] += 1
         if socket_id not in self.sockets:
             return
@@ -837,7 +854,7 @@ class NodeCore:
         return len(self._initiations) + self._identities.pending()
 
     def _read_initiation(self, initiation: _Initiation, now: float) -> None:
-        data, socket_id, address = initiation.data, initiation.socket_id, initiation.address
+        data, address = initiation.data, initiation.address
         (sender_index,) = _INDEX.unpack_from(data, 4)
         responder = Responder(self._static, wire.PROLOGUE)
         try:
@@ -846,14 +863,15 @@ class NodeCore:
             self.drops["handshake_failed"] += 1
             return
         timestamp, ed25519_public = payload[: wire.TIMESTAMP_LEN], payload[wire.TIMESTAMP_LEN :]
-        read = _Read(responder, sender_index, timestamp, socket_id, address)
+        read = _Read(responder, sender_index, timestamp, initiation.socket_id, address,
+                     initiation.via)  # fmt: skip
         peer = self._peers_by_static.get(responder.remote_static)
         if peer is None:
             key = responder.remote_static + ed25519_public
             known = self._identities.known(key)
             if known is None:
                 # Its address takes a scrypt run: off the event loop (identity_requests).
-                self._identities.wait(key, address[0], read, now)
+                self._identities.wait(key, address[0] if address else initiation.via, read, now)
                 return
             peer = self._accept_unknown(key, known, now)
             if peer is None:
@@ -885,8 +903,7 @@ class NodeCore:
             # Reached us while in none of our networks: uses us as its root, and may be
             # found through us.
             peer.findable = True
-        endpoint = _endpoint(read.address)
-        if self._inside_virtual_network(endpoint):
+        if read.address is not None and self._inside_virtual_network(_endpoint(read.address)):
             self.drops["endpoint_in_virtual_network"] += 1
             return
         self.accepted += 1
@@ -901,7 +918,7 @@ class NodeCore:
         peer.unconfirmed = session
         self._sessions[local_index] = session
         self._touch(peer, now)
-        path = self._path_heard(peer, read.socket_id, read.address, now)
+        path = self._path_heard(peer, read.socket_id, read.address, read.via, now)
         if path is not None:
             self._emit(path, wire.handshake_response(local_index, read.sender_index, response),
                        now)  # fmt: skip
@@ -929,11 +946,12 @@ class NodeCore:
         self.evicted_transient_peers += 1
         return True
 
-    def _receive_response(self, data: bytes, socket_id: int, address: tuple, now: float) -> None:
+    def _receive_response(self, data: bytes, socket_id: int | None, address: tuple | None,
+                          via: str | None, now: float) -> None:  # fmt: skip
         if len(data) != wire.HANDSHAKE_RESPONSE_LEN:
             self.drops["handshake_malformed"] += 1
             return
-        if self._inside_virtual_network(_endpoint(address)):
+        if address is not None and self._inside_virtual_network(_endpoint(address)):
             self.drops["endpoint_in_virtual_network"] += 1
             return
         sender_index, receiver_index = _RESPONSE_INDEXES.unpack_from(data, 4)
@@ -954,7 +972,7 @@ class NodeCore:
         session = Session(peer, receiver_index, sender_index, send_key, receive_key, True, now)
         self._sessions[receiver_index] = session
         self._promote(peer, session, now)
-        self._path_heard(peer, socket_id, address, now)
+        self._path_heard(peer, socket_id, address, via, now)
         self._events.append(PeerConnected(peer.address))
         self._lifecycle(peer, Event.RESPONSE, now, before)
 
@@ -979,21 +997,25 @@ class NodeCore:
                     self._add_relay_paths(other)
                     self._touch(other, now)
 
-    def _path_heard(self, peer: Peer, socket_id: int, address: tuple, now: float) -> Path | None:
-        """An authenticated packet came over (socket, address): that path works."""
-        endpoint = _endpoint(address)
-        path = peer.paths.get((socket_id, endpoint))
-        if path is None and socket_id == RELAY_SOCKET:
-            path = Path(socket_id, endpoint, to=peer.address)
-            peer.paths[(socket_id, endpoint)] = path
-        if path is None:
-            if socket_id not in self.sockets or self._inside_virtual_network(endpoint):
-                # The datagram itself was fine (and counted as accepted); only the path is not
-                # kept.
-                self.packet_drops["path_refused"] += 1
-                return None
-            path = Path(socket_id, endpoint, learned=endpoint not in peer.hints)
-            peer.paths[(socket_id, endpoint)] = path
+    def _path_heard(self, peer: Peer, socket_id: int | None, address: tuple | None,
+                    via: str | None, now: float) -> Path | None:  # fmt: skip
+        """An authenticated packet came over (socket, address), or through root ``via``: that
+        path works."""
+        if via is not None:
+            path = peer.paths.get(via)
+            if path is None:
+                path = peer.paths[via] = RelayPath(via, peer.address)
+        else:
+            endpoint = _endpoint(address)
+            path = peer.paths.get((socket_id, endpoint))
+            if path is None:
+                if socket_id not in self.sockets or self._inside_virtual_network(endpoint):
+                    # The datagram itself was fine (and counted as accepted); only the path is
+                    # not kept.
+                    self.packet_drops["path_refused"] += 1
+                    return None
+                path = DirectPath(socket_id, endpoint, learned=endpoint not in peer.hints)
+                peer.paths[path.key] = path
         path.last_received = now
         peer.last_heard = now
         if path is peer.preferred and not path.strict:
@@ -1004,9 +1026,8 @@ class NodeCore:
         return path
 
     def _inside_virtual_network(self, endpoint: Endpoint) -> bool:
-        """No path may run through one of our own networks: it would tunnel the tunnel."""
-        if endpoint[1] == 0 and endpoint[0] in self.peers and self.peers[endpoint[0]].root:
-            return False  # a relay path: the root's own path was checked
+        """No path may run through one of our own networks: it would tunnel the tunnel. (A
+        relay path has no endpoint: the root's own path was checked.)"""
         try:
             ip = ipaddress.ip_address(endpoint[0])
         except ValueError:
@@ -1081,14 +1102,15 @@ class NodeCore:
 
     def _emit(self, path: Path, datagram: bytes, now: float) -> None:
         path.last_sent = now
-        if path.via is None:
+        if isinstance(path, DirectPath):
             self._datagrams.append((path.socket_id, path.endpoint, datagram))
             return
+        assert isinstance(path, RelayPath)
         root = self.peers.get(path.via)
         if root is None or root.current is None or root.preferred is None:
             self.packet_drops["relay_unavailable"] += 1
             return
-        destination = bytes.fromhex(path.to or "")
+        destination = bytes.fromhex(path.to)
         self._send_on(root, root.preferred, wire.TYPE_RELAY, destination + datagram, now)
 
     def _flush_queue(self, peer: Peer, now: float) -> None:
@@ -1165,7 +1187,7 @@ class NodeCore:
     def _emit_initiation(self, peer: Peer, path: Path, now: float) -> None:
         """The initiation in flight, with a mac2 if we hold a fresh cookie for this path."""
         cookie = None
-        held = peer.cookies.get(path.endpoint)
+        held = peer.cookies.get(path.endpoint) if isinstance(path, DirectPath) else None
         if held is not None:
             if now - held[1] < cookies.COOKIE_LIFETIME_S:
                 cookie = held[0]
@@ -1174,9 +1196,14 @@ class NodeCore:
         datagram = cookies.with_macs(peer.handshake_body, peer.handshake_mac1, cookie)
         self._emit(path, datagram, now)
 
-    def _receive_cookie_reply(self, data: bytes, socket_id: int, address: tuple, now: float):
+    def _receive_cookie_reply(self, data: bytes, socket_id: int | None, address: tuple | None,
+                              now: float) -> None:  # fmt: skip
         """The peer is under load and wants proof of our address: keep its cookie and send
-        the same initiation again over that path, with a mac2 (once per initiation and path)."""
+        the same initiation again over that path, with a mac2 (once per initiation and path).
+        Never relayed: a relayed initiation needs no proof (its root's session is one)."""
+        if address is None:
+            self.drops["cookie_reply_malformed"] += 1
+            return
         if len(data) != wire.COOKIE_REPLY_LEN:
             self.drops["cookie_reply_malformed"] += 1
             return
@@ -1210,7 +1237,9 @@ class NodeCore:
             self._lifecycle(peer, Event.NEED, now)
             return
         for path in peer.paths.values():
-            if only_socket is not None and path.socket_id != only_socket:
+            if only_socket is not None and not (
+                isinstance(path, DirectPath) and path.socket_id == only_socket
+            ):
                 continue
             self._probe_path(peer, path, now, strict)
 
@@ -1240,7 +1269,7 @@ class NodeCore:
             return  # ours is better placed (the uplink this OS prefers): the peer follows us
         peer.preferred = path
         self._touch(peer, now)
-        self._events.append(PathChanged(peer.address, path.socket_id, path.endpoint))
+        self._events.append(_path_changed(peer, path))
         self._probe(peer, now)
 
     def _window(self, peer: Peer, now: float) -> float:
@@ -1265,11 +1294,7 @@ class NodeCore:
         if chosen is not peer.preferred:
             peer.preferred = chosen
             self._touch(peer, now)
-            self._events.append(PathChanged(
-                peer.address,
-                chosen.socket_id if chosen else None,
-                chosen.endpoint if chosen else None,
-            ))  # fmt: skip
+            self._events.append(_path_changed(peer, chosen))
             if chosen is not None and peer.current is not None:
                 # Said at once on the new path, so the peer's traffic to us moves over too
                 # instead of at its next probe.
@@ -1475,7 +1500,9 @@ class NodeCore:
                 rtt=peer.preferred.rtt if peer.preferred else None,
                 paths=tuple(
                     PathView(
-                        endpoint=path.endpoint, socket_id=path.socket_id, via=path.via,
+                        endpoint=path.endpoint if isinstance(path, DirectPath) else None,
+                        socket_id=path.socket_id if isinstance(path, DirectPath) else None,
+                        via=path.via,
                         active=path.alive(now, self._window(peer, now)),
                         preferred=path is peer.preferred, rtt=path.rtt,
                         last_sent=self._wall(path.last_sent),
@@ -1499,6 +1526,12 @@ def _probe_interval(peer: Peer, now: float) -> float:
     if peer.watched:
         return WATCHED_PROBE_INTERVAL_S
     return ACTIVE_PROBE_INTERVAL_S if _active(peer, now) else IDLE_PROBE_INTERVAL_S
+
+
+def _path_changed(peer: Peer, path: Path | None) -> PathChanged:
+    if isinstance(path, DirectPath):
+        return PathChanged(peer.address, path.socket_id, path.endpoint)
+    return PathChanged(peer.address, None, None, via=path.via if path else None)
 
 
 def _endpoint(address: tuple) -> Endpoint:

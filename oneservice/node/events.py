@@ -24,9 +24,13 @@ class ControlReceived:
 
 @dataclass(frozen=True)
 class PathChanged:
+    """The peer's traffic now takes another path: direct (socket and endpoint), through root
+    ``via``, or none (all three None)."""
+
     address: str
     socket_id: int | None
     endpoint: Endpoint | None
+    via: str | None = None
 
 
 NodeEvent = PeerConnected | PathChanged | ControlReceived
@@ -34,8 +38,8 @@ NodeEvent = PeerConnected | PathChanged | ControlReceived
 
 @dataclass(frozen=True)
 class PathView:
-    endpoint: Endpoint  # relay paths: (the root's address, 0); see ``via``
-    socket_id: int
+    endpoint: Endpoint | None  # None: a relay path
+    socket_id: int | None
     via: str | None  # the root a relay path goes through
     active: bool
     preferred: bool

@@ -6,7 +6,6 @@ import math
 from collections.abc import Iterable, Mapping
 
 Endpoint = tuple[str, int]
-RELAY_SOCKET = -1
 
 # A path counts as alive this long after it last delivered an authenticated packet. Probes go
 # every ACTIVE_PROBE_INTERVAL_S on every path of a peer with traffic, so a working path is
@@ -23,17 +22,19 @@ SWITCH_RTT_RATIO = 0.7
 RTT_SMOOTHING = 0.25
 
 
-class Path:
-    __slots__ = ("endpoint", "last_received", "last_sent", "learned", "peer_prefers", "probe_id",
-                 "probe_sent", "rtt", "socket_id", "strict", "to", "unanswered_since",
-                 "via")  # fmt: skip
+PathKey = tuple[int, Endpoint] | str  # a direct path's (socket, endpoint); a relay's root
 
-    def __init__(
-        self, socket_id: int, endpoint: Endpoint, learned: bool = False, to: str | None = None
-    ) -> None:
-        self.socket_id = socket_id
-        self.endpoint = endpoint
-        self.learned = learned  # seen from the peer (roaming); hints come from the network
+
+class Path:
+    """What every path has: liveness from what was heard over it, probes and their answers,
+    and an RTT. A path is direct (DirectPath) or through a root (RelayPath)."""
+
+    __slots__ = ("last_received", "last_sent", "peer_prefers", "probe_id", "probe_sent", "rtt",
+                 "strict", "unanswered_since")  # fmt: skip
+    via: str | None = None  # the root a relay path goes through; None: direct
+    learned = False  # seen from the peer (roaming); hints come from the network
+
+    def __init__(self) -> None:
         self.last_received = -math.inf
         self.last_sent = -math.inf
         self.rtt: float | None = None
@@ -46,13 +47,13 @@ class Path:
         # After a route change only the probe's answer proves the path: packets still
         # arriving over it say nothing about whether ours still leave (one-way failure).
         self.strict = False
-        # Relay paths go through a root (its address here); socket and endpoint are then
-        # RELAY_SOCKET and (root address, 0).
-        self.via: str | None = endpoint[0] if socket_id == RELAY_SOCKET else None
-        self.to = to  # relay paths: the address of the peer at the far end
         # The peer's latest ping marked this path as its preferred one: of the paths that
         # leave through the same uplink of ours, the one the peer's own uplink choice favours.
         self.peer_prefers = False
+
+    @property
+    def key(self) -> PathKey:
+        raise NotImplementedError
 
     def alive(self, now: float, window: float = PATH_ALIVE_S) -> bool:
         if now - self.last_received > window:
@@ -87,8 +88,43 @@ class Path:
     def record_rtt(self, sample: float) -> None:
         self.rtt = sample if self.rtt is None else self.rtt + RTT_SMOOTHING * (sample - self.rtt)
 
+
+class DirectPath(Path):
+    """From one of our sockets to one endpoint of the peer."""
+
+    __slots__ = ("endpoint", "learned", "socket_id")
+
+    def __init__(self, socket_id: int, endpoint: Endpoint, learned: bool = False) -> None:
+        super().__init__()
+        self.socket_id = socket_id
+        self.endpoint = endpoint
+        self.learned = learned
+
+    @property
+    def key(self) -> PathKey:
+        return (self.socket_id, self.endpoint)
+
     def __repr__(self) -> str:
-        return f"Path(socket {self.socket_id} -> {self.endpoint[0]}/{self.endpoint[1]})"
+        return f"DirectPath(socket {self.socket_id} -> {self.endpoint[0]}/{self.endpoint[1]})"
+
+
+class RelayPath(Path):
+    """Through a root, which passes our sealed datagrams on to the peer (and its to us): the
+    root's own session and preferred path carry them, so it has no socket or endpoint."""
+
+    __slots__ = ("to", "via")
+
+    def __init__(self, via: str, to: str) -> None:
+        super().__init__()
+        self.via = via  # the root's address
+        self.to = to  # the peer's address, at the far end
+
+    @property
+    def key(self) -> PathKey:
+        return self.via
+
+    def __repr__(self) -> str:
+        return f"RelayPath(via {self.via} -> {self.to})"
 
 
 def choose_path(
@@ -101,7 +137,8 @@ def choose_path(
     """The alive path through the uplink the OS prefers (lowest ``socket_rank``: the default
     route's metric), then the one the peer prefers, then the lowest RTT; the current one
     stays unless beaten on rank or clearly on RTT."""
-    rank = (lambda p: socket_rank.get(p.socket_id, 0)) if socket_rank else (lambda p: 0)
+    def rank(p: Path) -> int:
+        return socket_rank.get(p.socket_id, 0) if socket_rank and isinstance(p, DirectPath) else 0
     alive = [p for p in paths if p.alive(now, window)]
     if not alive:
         return None

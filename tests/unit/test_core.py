@@ -14,7 +14,7 @@ from oneservice.node.core import (
     REKEY_AFTER_S,
     PeerConnected,
 )
-from oneservice.node.paths import RELAY_SOCKET, Path
+from oneservice.node.paths import RelayPath
 from oneservice.node.prefixes import PrefixTable
 from tests.unit.corenet import (
     NETWORK_ID,
@@ -437,9 +437,9 @@ def test_a_peers_advertised_endpoints_are_direct_addresses_each_once():
         a.send_packet(NETWORK_ID, ipv4_packet("10.1.0.1", "10.1.0.2"), sim.now)
         sim.run(0.1)
     [peer_b] = a.peers.values()
-    relay = Path(RELAY_SOCKET, ("3f00000001", 0), to=b.identity.address)
+    relay = RelayPath("3f00000001", b.identity.address)
     relay.last_received = sim.now
-    peer_b.paths[(RELAY_SOCKET, relay.endpoint)] = relay
+    peer_b.paths[relay.key] = relay
     assert a.peer_endpoints(b.identity.address, sim.now) == ["192.0.2.2/9993"]
 
 

@@ -11,6 +11,7 @@ from oneservice.network.config import Member, NetworkConfig
 from oneservice.node.admission import UNKNOWN_PEERS_PER_S
 from oneservice.node.core import ControlReceived
 from oneservice.node.lookups import LOOKUP_GIVE_UP_S
+from oneservice.node.paths import RelayPath
 from tests.unit.corenet import Sim, identity, initiation, ipv4_packet
 
 # Any control message for the service above the core will do.
@@ -147,6 +148,26 @@ def test_relay_through_the_root_while_the_direct_path_is_blocked():
         sim.run(0.1)
     assert a.peers[b.identity.address].preferred.via is None
     assert b.peers[a.identity.address].preferred.via is None
+
+
+def test_a_relay_path_names_its_root_and_has_no_endpoint_to_tell_anyone():
+    """Both directions of a relayed pair see the relay as a path of its own kind: the root it
+    goes through, never a made-up endpoint that a controller or a config could be given."""
+    sim, a, b, network = behind_a_root()
+    sim.blocked.add(DIRECT)
+    for _ in range(30):
+        a.send_packet(network.id, ipv4_packet("10.1.0.1", "10.1.0.2"), sim.now)
+        sim.run(0.1)
+    for near, far in ((a, b), (b, a)):
+        path = near.peers[far.identity.address].preferred
+        assert isinstance(path, RelayPath)
+        assert (path.via, path.to) == (identity(3).address, far.identity.address)
+        assert not hasattr(path, "endpoint") and not hasattr(path, "socket_id")
+        assert near.peer_endpoints(far.identity.address, sim.now) == []
+        [view] = [v for v in near.peer_views(sim.now) if v.address == far.identity.address]
+        [relayed] = [p for p in view.paths if p.preferred]
+        assert (relayed.via, relayed.endpoint, relayed.socket_id) == (identity(3).address, None,
+                                                                      None)  # fmt: skip
 
 
 def test_nodes_that_are_not_roots_refuse_to_relay():
