@@ -20,9 +20,8 @@ import socket
 import struct
 from collections import Counter, deque
 from collections.abc import Iterable
-from dataclasses import dataclass
 
-from ..identity import Identity, IdentityError
+from ..identity import Identity
 from ..messages import (
     ChunkRequest,
     ConfigAnswer,
@@ -38,14 +37,9 @@ from ..messages import (
     decode,
     encode,
 )
-from ..network.config import NetworkConfig, NetworkConfigError, parse_endpoint
+from ..network.config import NetworkConfig
 from . import chunks, cookies, wire
-from .admission import (
-    MAX_QUEUED_INITIATIONS,
-    HandshakeLimits,
-    IdentityChecks,
-    IdentityKey,
-)
+from .admission import IdentityKey
 from .events import (
     ControlReceived,
     NodeEvent,
@@ -54,9 +48,10 @@ from .events import (
     PeerConnected,
     PeerView,
 )
+from .handshakes import Arrival, Initiation, Intake, ReadInitiation, initiation
 from .lifecycle import Event, Send, State, transition
 from .lookups import Lookups
-from .noise import HandshakeError, Initiator, Responder
+from .noise import HandshakeError
 from .paths import (
     IDLE_PATH_ALIVE_S,
     PATH_ALIVE_S,
@@ -68,6 +63,7 @@ from .paths import (
     choose_path,
 )
 from .prefixes import PrefixTable
+from .roots import advertised_endpoints, may_tell, read_announcement
 from .session import Session
 
 # Handshakes: retried quickly (a lost initiation should not cost a user seconds), abandoned
@@ -110,8 +106,6 @@ TRANSIENT_IDLE_S = 300.0
 # With MAX_TRANSIENT_PEERS kept, the one idle longest makes room for a newcomer if it has been
 # idle at least this long (one that is talking now is never pushed out).
 TRANSIENT_EVICT_IDLE_S = 10.0
-# Endpoints told about a peer (whois answers, introductions, to its controller).
-MAX_ADVERTISED_ENDPOINTS = 8
 
 _INDEX = struct.Struct("<I")
 _RESPONSE_INDEXES = struct.Struct("<II")
@@ -132,13 +126,9 @@ class Peer:
         self.current: Session | None = None  # what we send on
         self.previous: Session | None = None  # still accepted while the peer switches over
         self.unconfirmed: Session | None = None  # responder side, until the initiator uses it
-        self.handshake: Initiator | None = None
+        self.handshake: Initiation | None = None  # ours, in flight
         self.handshake_index = 0
         self.handshake_sent = -math.inf
-        # The initiation in flight without its MACs, and its mac1: a cookie reply is bound to
-        # it, and the same initiation goes again with a mac2 at once.
-        self.handshake_body = b""
-        self.handshake_mac1 = b""
         self.cookie_answered: set[Endpoint] = set()
         self.cookies: dict[Endpoint, tuple[bytes, float]] = {}  # endpoint -> (cookie, since)
         self.handshake_started = -math.inf
@@ -167,28 +157,6 @@ class Peer:
         self.due = math.inf
         self.scheduled = math.inf
         self.watched = False  # a full tunnel's gateway: always active (set_watched)
-
-
-@dataclass(frozen=True)
-class _Initiation:
-    """A handshake initiation that passed the cheap checks, waiting for its turn."""
-
-    data: bytes
-    socket_id: int | None  # None: relayed by root ``via``
-    address: tuple | None
-    via: str | None
-
-
-@dataclass(frozen=True)
-class _Read:
-    """An initiation whose Noise message is read, waiting for its initiator's identity check."""
-
-    responder: Responder
-    sender_index: int
-    timestamp: bytes
-    socket_id: int | None
-    address: tuple | None
-    via: str | None
 
 
 class NodeCore:
@@ -227,11 +195,7 @@ class NodeCore:
         self.evicted_transient_peers = 0
         # Binder socket id -> rank (lower first): the metric of its uplink's default route.
         self.socket_ranks: dict[int, int] = {}
-        self._limits = HandshakeLimits(now)
-        self._cookie_issuer = cookies.CookieIssuer(identity.x25519_public, now)
-        self._initiations: deque[_Initiation] = deque()
-        self._identities = IdentityChecks(now, self.drops)
-        self.cookie_replies_sent = 0
+        self._intake = Intake(self._static, identity.x25519_public, now, self.drops)
         self.chunks_resent = 0
         self._lookups = Lookups(self.packet_drops)
         self._gateway_choices: dict[tuple[str, int], str] = {}
@@ -428,7 +392,7 @@ class NodeCore:
             else:
                 break
         first = timers[0][0] if timers else math.inf
-        others = min(self._lookups.next_due(), self._identities.next_due(),
+        others = min(self._lookups.next_due(), self._intake.identities.next_due(),
                      self._reassembly.next_due())  # fmt: skip
         return min(first, others + DEADLINE_SLACK_S)
 
@@ -688,25 +652,17 @@ class NodeCore:
                 self._send_message(root, Whois(address), now)
 
     def _endpoints_of(self, peer: Peer, now: float) -> list[str]:
-        """Where a peer is reachable directly ("ip/port"): each address once (several of our
-        sockets may reach it), at most MAX_ADVERTISED_ENDPOINTS, never a relay path (a root
-        is not an IP address, and a controller or another peer could not use it)."""
-        window = self._window(peer, now)
-        found = dict.fromkeys(f"{p.endpoint[0]}/{p.endpoint[1]}" for p in peer.paths.values()
-                              if isinstance(p, DirectPath) and p.alive(now, window))  # fmt: skip
-        return list(found)[:MAX_ADVERTISED_ENDPOINTS]
+        """Where a peer is reachable directly ("ip/port"): node/roots.py says which."""
+        return advertised_endpoints(peer.paths.values(), now, self._window(peer, now))
 
     def _answer_whois(self, asker: Peer, message: Whois, now: float) -> None:
-        """Only a root (``relay``) answers, and only about a node that shares a network with
-        the asker or that reached us to be found through us: nobody learns members'
-        identities and endpoints by asking a node that merely knows them."""
+        """Only a root (``relay``) answers, and only as node/roots.py allows."""
         address = message.address
         if not self.relay:
             self.packet_drops["whois_refused"] += 1
             return
         target = self.peers.get(address)
-        shared = target is not None and set(asker.networks) & set(target.networks)
-        if target is not None and not (target.findable or shared):
+        if target is not None and not may_tell(asker.networks, target.networks, target.findable):
             self.packet_drops["whois_refused"] += 1
             target = None  # answered as if unknown: the answer says nothing either way
         if target is None:
@@ -744,22 +700,19 @@ class NodeCore:
 
     def _peer_from_announcement(self, identity_text: str, endpoints_text: tuple[str, ...],
                                 now: float) -> Peer | None:  # fmt: skip
-        """An identity with endpoints from a root: verified against its address before use."""
-        try:
-            identity = Identity.parse(identity_text).public()
-            endpoints = [parse_endpoint(e, "endpoint")
-                         for e in endpoints_text[:MAX_ADVERTISED_ENDPOINTS]]  # fmt: skip
-        except (IdentityError, NetworkConfigError):
+        """An identity with endpoints from a root, if believable (node/roots.py)."""
+        announced = read_announcement(identity_text, endpoints_text, self.identity.address,
+                                      self._identity_of)  # fmt: skip
+        if announced is None:
             return None
-        known = self.peers.get(identity.address)
-        if known is not None and known.identity != identity:
-            return None
-        if identity.address == self.identity.address:
-            return None
-        peer = self._add_peer(identity, now)
-        peer.hints.update(endpoints)
+        peer = self._add_peer(announced.identity, now)
+        peer.hints.update(announced.endpoints)
         self._add_candidate_paths(peer)
         return peer
+
+    def _identity_of(self, address: str) -> Identity | None:
+        peer = self.peers.get(address)
+        return peer.identity if peer is not None else None
 
     def _connect(self, peer: Peer, now: float) -> None:
         if peer.current is None:
@@ -808,75 +761,42 @@ class NodeCore:
 
     def _receive_initiation(self, data: bytes, socket_id: int | None, address: tuple | None,
                             via: str | None, now: float) -> None:  # fmt: skip
-        """Only cheap checks here (node/admission.py): what passes waits for
+        """Only cheap checks here (node/handshakes.py): what passes waits for
         process_handshakes, after the transport datagrams of this wake-up."""
-        if len(data) != wire.HANDSHAKE_INIT_LEN:
-            self.drops["handshake_malformed"] += 1
-            return
-        if not self._cookie_issuer.mac1_valid(data):
-            self.drops["handshake_bad_mac"] += 1
-            return
-        # A relayed initiation comes over a root's session: its source is proven.
-        if (
-            address is not None
-            and self._limits.under_load(now, len(self._initiations))
-            and not self._cookie_issuer.mac2_valid(data, address, now)
-        ):
-            self._send_cookie_reply(data, socket_id, address, now)
-            return
-        if not self._limits.allowed(address[0] if address is not None else via, now):
-            self.drops["handshake_rate_limited"] += 1
-            return
-        if len(self._initiations) >= MAX_QUEUED_INITIATIONS:
-            self.drops["handshake_queue_full"] += 1
-            return
-        self._initiations.append(_Initiation(data, socket_id, address, via))
+        reply = self._intake.offer(data, Arrival(socket_id, address, via), now,
+                                   can_reply=socket_id in self.sockets)  # fmt: skip
+        if reply is not None and socket_id is not None and address is not None:
+            self._datagrams.append((socket_id, _endpoint(address), reply))
 
-    def _send_cookie_reply(self, data: bytes, socket_id: int | None, address: tuple,
-                           now: float) -> None:  # fmt: skip
-        self.drops["cookie_required"] += 1
-        if socket_id not in self.sockets:
-            return
-        (sender_index,) = _INDEX.unpack_from(data, 4)
-        nonce, sealed = self._cookie_issuer.reply(data, address, now)
-        self._datagrams.append(
-            (socket_id, _endpoint(address), wire.cookie_reply(sender_index, nonce, sealed))
-        )
-        self.cookie_replies_sent += 1
+    @property
+    def cookie_replies_sent(self) -> int:
+        return self._intake.cookie_replies_sent
 
     def process_handshakes(self, now: float) -> None:
         """Handle the initiations that passed the cheap checks (one DH computation each)."""
-        while self._initiations:
-            self._read_initiation(self._initiations.popleft(), now)
+        for read in self._intake.read():
+            self._admit(read, now)
 
     def initiations_waiting(self) -> int:
         """Initiations queued or waiting for an identity check: a flood's backlog."""
-        return len(self._initiations) + self._identities.pending()
+        return self._intake.waiting()
 
-    def _read_initiation(self, initiation: _Initiation, now: float) -> None:
-        data, address = initiation.data, initiation.address
-        (sender_index,) = _INDEX.unpack_from(data, 4)
-        responder = Responder(self._static, wire.PROLOGUE)
-        try:
-            payload = responder.read_message_1(data[8 : wire.HANDSHAKE_INIT_BODY_LEN])
-        except HandshakeError:
-            self.drops["handshake_failed"] += 1
-            return
-        timestamp, ed25519_public = payload[: wire.TIMESTAMP_LEN], payload[wire.TIMESTAMP_LEN :]
-        read = _Read(responder, sender_index, timestamp, initiation.socket_id, address,
-                     initiation.via)  # fmt: skip
-        peer = self._peers_by_static.get(responder.remote_static)
+    def _admit(self, read: ReadInitiation, now: float) -> None:
+        """An initiation that verified: answered if its initiator is a peer, or once its
+        address is checked if it is not."""
+        peer = self._peers_by_static.get(read.remote_static)
         if peer is None:
-            key = responder.remote_static + ed25519_public
-            known = self._identities.known(key)
+            key = read.remote_static + read.ed25519_public
+            identities = self._intake.identities
+            known = identities.known(key)
             if known is None:
                 # Its address takes a scrypt run: off the event loop (identity_requests).
-                self._identities.wait(key, address[0] if address else initiation.via, read, now)
+                identities.wait(key, read.arrival.source, read, now)
                 return
             peer = self._accept_unknown(key, known, now)
             if peer is None:
                 return
-        elif peer.identity.ed25519_public != ed25519_public:
+        elif peer.identity.ed25519_public != read.ed25519_public:
             self.drops["identity_mismatch"] += 1
             return
         self._answer_initiation(peer, read, now)
@@ -884,18 +804,18 @@ class NodeCore:
     def identity_requests(self) -> list[IdentityKey]:
         """Identities (X25519 + Ed25519 public key) whose address the service should derive,
         off the event loop (``identity.derive_address``), and report with identity_derived."""
-        return self._identities.take_requests()
+        return self._intake.identities.take_requests()
 
     def identity_derived(self, key: IdentityKey, address: str | None, now: float) -> None:
         """The address of an identity asked for (None: the check failed)."""
-        for read in self._identities.derived(key, address, now):
+        for read in self._intake.identities.derived(key, address, now):
             peer = self._peers_by_static.get(key[:32])
             if peer is None:
                 peer = self._accept_unknown(key, address, now)
             if peer is not None:
                 self._answer_initiation(peer, read, now)
 
-    def _answer_initiation(self, peer: Peer, read: _Read, now: float) -> None:
+    def _answer_initiation(self, peer: Peer, read: ReadInitiation, now: float) -> None:
         if read.timestamp <= peer.last_initiation_timestamp:
             self.drops["handshake_replayed"] += 1
             return
@@ -903,7 +823,8 @@ class NodeCore:
             # Reached us while in none of our networks: uses us as its root, and may be
             # found through us.
             peer.findable = True
-        if read.address is not None and self._inside_virtual_network(_endpoint(read.address)):
+        arrival = read.arrival
+        if arrival.address is not None and self._inside_virtual_network(_endpoint(arrival.address)):
             self.drops["endpoint_in_virtual_network"] += 1
             return
         self.accepted += 1
@@ -918,7 +839,7 @@ class NodeCore:
         peer.unconfirmed = session
         self._sessions[local_index] = session
         self._touch(peer, now)
-        path = self._path_heard(peer, read.socket_id, read.address, read.via, now)
+        path = self._path_heard(peer, arrival.socket_id, arrival.address, arrival.via, now)
         if path is not None:
             self._emit(path, wire.handshake_response(local_index, read.sender_index, response),
                        now)  # fmt: skip
@@ -960,13 +881,13 @@ class NodeCore:
             self.drops["unknown_session"] += 1
             return
         try:
-            peer.handshake.read_message_2(data[12:])
+            peer.handshake.initiator.read_message_2(data[12:])
         except HandshakeError:
             self.drops["handshake_failed"] += 1
             return
         self.accepted += 1
         before = self._state(peer, now)
-        send_key, receive_key = peer.handshake.split()
+        send_key, receive_key = peer.handshake.initiator.split()
         del self._handshakes[receiver_index]
         peer.handshake = None
         session = Session(peer, receiver_index, sender_index, send_key, receive_key, True, now)
@@ -1163,18 +1084,14 @@ class NodeCore:
         if peer.handshake is None:
             peer.handshake_started = now
         self._handshakes.pop(peer.handshake_index, None)
-        peer.handshake = Initiator(self._static, peer.identity.x25519_public, wire.PROLOGUE)
         peer.handshake_index = self._new_index()
+        peer.handshake = initiation(self._static, peer.identity.x25519_public,
+                                    peer.handshake_index,
+                                    wire.encode_timestamp(self._wall_offset + now),
+                                    self.identity.ed25519_public)  # fmt: skip
         peer.handshake_sent = now
         self._touch(peer, now)
         self._handshakes[peer.handshake_index] = peer
-        message = peer.handshake.write_message_1(
-            wire.encode_timestamp(self._wall_offset + now) + self.identity.ed25519_public
-        )
-        peer.handshake_body = wire.handshake_init(peer.handshake_index, message)
-        peer.handshake_mac1 = cookies.mac(
-            cookies.mac1_key(peer.identity.x25519_public), peer.handshake_body
-        )
         peer.cookie_answered.clear()
         # On the working path if there is one (a rekey); on every path otherwise: the answer
         # tells which paths work.
@@ -1193,7 +1110,10 @@ class NodeCore:
                 cookie = held[0]
             else:
                 del peer.cookies[path.endpoint]
-        datagram = cookies.with_macs(peer.handshake_body, peer.handshake_mac1, cookie)
+        handshake = peer.handshake
+        if handshake is None:
+            return
+        datagram = cookies.with_macs(handshake.body, handshake.mac1, cookie)
         self._emit(path, datagram, now)
 
     def _receive_cookie_reply(self, data: bytes, socket_id: int | None, address: tuple | None,
@@ -1217,7 +1137,7 @@ class NodeCore:
         nonce_end = 8 + cookies.NONCE_LEN
         cookie = cookies.open_cookie(
             cookies.cookie_key(peer.identity.x25519_public),
-            peer.handshake_mac1, data[8:nonce_end], data[nonce_end:],
+            peer.handshake.mac1, data[8:nonce_end], data[nonce_end:],
         )  # fmt: skip
         if cookie is None:
             self.drops["cookie_reply_invalid"] += 1
@@ -1326,7 +1246,7 @@ class NodeCore:
                 self._set_due(peer, due if due > now else now + OVERDUE_RETRY_S)
         for address in self._lookups.due(now):
             self.lookup(address, now)
-        self._identities.expire(now)
+        self._intake.identities.expire(now)
         self._ask_for_missing_chunks(now)
 
     def _touch(self, peer: Peer, now: float) -> None:
