@@ -30,8 +30,6 @@ from .binder.binder import (
     InterfaceDown,
     InterfaceUp,
     LocalSocket,
-    OwnRoutingRemoved,
-    RoutesChanged,
     gso_batches,
 )
 from .binder.interfaces import BindPolicy
@@ -39,6 +37,8 @@ from .control import ControlPlane
 from .controller.controller import Controller
 from .identity import Identity, derive_address, load_or_create_identity
 from .messages import ConfigAnswer
+from .monitor import ChangeMonitor, open_change_monitor
+from .monitor.changes import Change, others_routing_changed, own_routing_removed
 from .network.config import NetworkConfig, is_network_id, load_network_files, parse_endpoint
 from .network.membership import Memberships, checked_config
 from .node.core import ControlReceived, NodeCore, PathChanged, PeerConnected
@@ -112,6 +112,7 @@ class Service:
             on_datagram=self._on_datagrams,
         )
         self.binder.subscribe(self._on_binder_event)
+        self.monitor: ChangeMonitor | None = None  # opened at start (needs the running loop)
         self._flush_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = float("inf")
@@ -172,6 +173,10 @@ class Service:
     async def start(self) -> None:
         log.info("oneservice %s, node %s, home %s", __version__, self.identity.address, self.home)
         await self.routing.remove_leftovers()
+        # Opened before the binder's first read: nothing that changes after it is missed.
+        self.monitor = open_change_monitor()
+        self.monitor.subscribe(self.binder.on_changes)
+        self.monitor.subscribe(self._on_changes)
         await self.binder.start()
         self._tell_core_uplinks()
         self.core.set_roots(self._root_identities(), self.loop.time())
@@ -247,6 +252,8 @@ class Service:
         for task in list(self._background):
             task.cancel()
         await self.routing.stop(keep_kill_switch)
+        if self.monitor is not None:
+            self.monitor.close()
         await self.binder.stop()
         if self._identity_worker is not None:
             self._identity_worker.shutdown(wait=False, cancel_futures=True)
@@ -439,12 +446,21 @@ class Service:
         return ranks
 
     @_guarded
-    def _on_binder_event(self, event: BinderEvent) -> None:
-        if isinstance(event, OwnRoutingRemoved):
-            # Nothing about the uplinks changed: no re-probe. What the plan still wants is put
-            # back (a rule or route of ours deleted behind our back).
+    def _on_changes(self, changes: tuple[Change, ...]) -> None:
+        """A burst from the change monitor, as routing and the core see it (the binder hears
+        of it too, and re-reads the interfaces if they may differ)."""
+        others = others_routing_changed(changes)
+        if others:
+            # Paths may now fail one way only: only answered probes count as proof.
+            self.core.routes_changed(self.loop.time())
+        if others or own_routing_removed(changes):
+            # The kernel is compared with the plan again, not just the plan: one of ours may
+            # be gone (put back), or another program's routes may beat ours (said so).
             self._update_routing(force=True)
-            return
+            self._schedule_flush()
+
+    @_guarded
+    def _on_binder_event(self, event: BinderEvent) -> None:
         now = self.loop.time()
         self._tell_core_uplinks()  # addresses or default routes may have changed
         if isinstance(event, InterfaceUp):
@@ -453,11 +469,7 @@ class Service:
             self.core.socket_down(event.socket.id, now)
         elif isinstance(event, AddressChanged):
             self.core.socket_readdressed(event.socket.id, now)
-        elif isinstance(event, RoutesChanged):
-            self.core.routes_changed(now)
-        # Uplinks and LAN subnets may have changed; a route event may mean someone removed
-        # one of ours: the kernel is compared again, not just the plan.
-        self._update_routing(force=isinstance(event, RoutesChanged))
+        self._update_routing()  # uplinks and LAN subnets may have changed
         self._schedule_flush()
 
     def _schedule_flush(self) -> None:

@@ -13,24 +13,19 @@ import logging
 import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
+from ..monitor.changes import Change, deleted_links, interfaces_may_differ
 from .interfaces import FAMILY_NAMES, BindPolicy, Interface, Verdict, classify_interfaces
-from .monitor import ChangeHint
 from .plan import SocketKey, plan_sockets
 from .sockets import BindError, PinFunction, SocketFactory, UdpOffloads, open_pinned_udp_socket
 
 log = logging.getLogger(__name__)
 
-# Events come in bursts (a link and its addresses and routes); one re-read after the burst
-# starts is enough. 20 ms keeps the reaction well inside the 100 ms goal.
-DEBOUNCE_S = 0.02
-# Catches anything the event source missed; events do the real work.
-POLL_INTERVAL_WITH_EVENTS_S = 30.0
-# Without an event source (Windows for now) polling is all there is.
-POLL_INTERVAL_WITHOUT_EVENTS_S = 5.0
-# A socket that could not be opened is tried again this soon (each failure re-arms it).
+# A socket that could not be opened is tried again this soon (each failure re-arms it), and
+# at most this long apart while it keeps failing.
 BIND_RETRY_S = 0.5
+BIND_RETRY_MAX_S = 30.0
 # Reads per wake-up per socket: enough to drain a burst, bounded so one busy socket cannot
 # starve the rest of the loop.
 MAX_READS_PER_WAKEUP = 64
@@ -50,8 +45,6 @@ class Backend(Protocol):
     def bind_host(self, family: int, address: str | None) -> str: ...
 
     pin_socket: PinFunction
-
-    def open_change_monitor(self, on_change: Callable[[ChangeHint], None]) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -86,16 +79,12 @@ class AddressChanged:
 
 
 @dataclass(frozen=True)
-class RoutesChanged:
-    """The routing table changed: paths may now leave differently; worth re-probing."""
+class UplinksChanged:
+    """The uplinks as read now differ from the last read (addresses, state, default-route
+    metrics) in a way no socket event carries: which uplink to prefer may have changed."""
 
 
-@dataclass(frozen=True)
-class OwnRoutingRemoved:
-    """A route or rule of ours is gone: routing compares the kernel with its plan again."""
-
-
-BinderEvent = InterfaceUp | InterfaceDown | AddressChanged | RoutesChanged | OwnRoutingRemoved
+BinderEvent = InterfaceUp | InterfaceDown | AddressChanged | UplinksChanged
 # Datagrams that arrived together from one address, in order (one GRO read, or one datagram).
 DatagramHandler = Callable[[list[bytes], LocalSocket, tuple], None]
 
@@ -159,9 +148,7 @@ class Binder:
         self._retry_delay = BIND_RETRY_S
         self._subscribers: list[Callable[[BinderEvent], None]] = []
         self._deleted_indexes: set[int] = set()
-        self._routes_changed = False
         self._wake = asyncio.Event()
-        self._monitor: Any = None
         self._tasks: list[asyncio.Task] = []
         # The service prints the whole table once started; before that, per-socket logs
         # would only repeat it.
@@ -183,24 +170,15 @@ class Binder:
 
     async def start(self) -> None:
         """Bind what is there now. Raises BindError if the port is taken: that is a setup
-        mistake the user must see at once, not a warning in a log."""
-        try:
-            self._monitor = self._backend.open_change_monitor(self._on_change_hint)
-        except OSError as exc:
-            log.warning("no interface change events (%s); polling instead", exc)
+        mistake the user must see at once, not a warning in a log. Changes after this come in
+        through on_changes (subscribe it to the change monitor, oneservice/monitor/)."""
         try:
             await self._reconcile(fail_on_port_in_use=True)
         except BindError:
             self._release()
             raise
-        poll_interval = (
-            POLL_INTERVAL_WITH_EVENTS_S if self._monitor else POLL_INTERVAL_WITHOUT_EVENTS_S
-        )
         self._change_log_level = logging.INFO
-        self._tasks = [
-            asyncio.create_task(self._reconcile_on_wake(), name="binder-reconcile"),
-            asyncio.create_task(self._poll(poll_interval), name="binder-poll"),
-        ]
+        self._tasks = [asyncio.create_task(self._reconcile_on_wake(), name="binder-reconcile")]
 
     async def stop(self) -> None:
         if self._retry is not None:
@@ -213,9 +191,6 @@ class Binder:
         self._release()
 
     def _release(self) -> None:
-        if self._monitor is not None:
-            self._monitor.close()
-            self._monitor = None
         for key in list(self._bound):
             self._close(key, "stopping", publish=False)
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -307,19 +282,19 @@ class Binder:
 
     # --- keeping in step with the OS -----------------------------------------------------------
 
-    def _on_change_hint(self, hint: ChangeHint) -> None:
-        if hint.ours_removed:
-            self._publish(OwnRoutingRemoved())
-        if not (hint.interfaces or hint.routes or hint.deleted_indexes):
-            return  # only our own routing: no interface to re-read
-        self._deleted_indexes |= hint.deleted_indexes
-        self._routes_changed |= hint.routes
+    def on_changes(self, changes: tuple[Change, ...]) -> None:
+        """A burst from the change monitor: re-read the interfaces if they may differ. Our own
+        routing removed, or others' rules, leave the interfaces as they were."""
+        if not interfaces_may_differ(changes):
+            return
+        # Deleted links' sockets are replaced even if an interface with the same index, name
+        # and address is already back by the time we look.
+        self._deleted_indexes |= deleted_links(changes)
         self._wake.set()
 
     async def _reconcile_on_wake(self) -> None:
         while True:
             await self._wake.wait()
-            await asyncio.sleep(DEBOUNCE_S)
             # Events that arrive during the re-read set the flag again and cause another pass.
             self._wake.clear()
             try:
@@ -334,25 +309,19 @@ class Binder:
         if self._retry is None:
             self._retry = asyncio.get_running_loop().call_later(self._retry_delay,
                                                                 self._fire_retry)  # fmt: skip
-            self._retry_delay = min(self._retry_delay * 2, POLL_INTERVAL_WITH_EVENTS_S)
+            self._retry_delay = min(self._retry_delay * 2, BIND_RETRY_MAX_S)
 
     def _fire_retry(self) -> None:
         self._retry = None
         self._wake.set()
 
-    async def _poll(self, interval_s: float) -> None:
-        while True:
-            await asyncio.sleep(interval_s)
-            self._wake.set()
-
     async def _reconcile(self, fail_on_port_in_use: bool) -> None:
         deleted, self._deleted_indexes = self._deleted_indexes, set()
-        routes_changed, self._routes_changed = self._routes_changed, False
         loop = asyncio.get_running_loop()
         interfaces = await loop.run_in_executor(self._executor, self._backend.enumerate_interfaces)
         verdicts = classify_interfaces(interfaces, self._policy)
         usable = {v.index for v in verdicts if v.usable}
-        self.uplinks = tuple(i for i in interfaces if i.index in usable)
+        before, self.uplinks = self.uplinks, tuple(i for i in interfaces if i.index in usable)
         self.counters["reconciles"] += 1
         self._skipped = [v for v in verdicts if not v.usable]
         plan = plan_sockets(
@@ -370,8 +339,8 @@ class Binder:
             self._open(verdict, fail_on_port_in_use)
         if not self._bind_failures:
             self._retry_delay = BIND_RETRY_S
-        if routes_changed:
-            self._publish(RoutesChanged())
+        if self.uplinks != before and not fail_on_port_in_use:
+            self._publish(UplinksChanged())
 
     def _open(self, verdict: Verdict, fail_on_port_in_use: bool) -> None:
         assert verdict.family is not None

@@ -1,13 +1,12 @@
-"""macOS: ifaddr enumeration, IP_BOUND_IF/IPV6_BOUND_IF pinning, routing-socket events."""
+"""macOS: ifaddr enumeration, IP_BOUND_IF/IPV6_BOUND_IF pinning. (Change events: the routing
+socket, oneservice/monitor/darwin.py.)"""
 
 from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Callable
 
 from .interfaces import Interface
-from .monitor import ChangeHint, ReadableMonitor
 from .portable import interfaces_from_adapters, read_interface_flags
 from .sockets import NO_UDP_OFFLOADS as UDP_OFFLOADS  # noqa: F401 (none here)
 
@@ -20,7 +19,6 @@ IP_BOUND_IF = 25
 IPV6_BOUND_IF = 125
 # _IOWR('i', 17, struct ifreq): struct ifreq is 32 bytes on macOS.
 SIOCGIFFLAGS = 0xC0206911
-AF_ROUTE = 17
 
 
 def bind_host(family: int, address: str | None) -> str:
@@ -44,7 +42,3 @@ def enumerate_interfaces() -> list[Interface]:
         name_of=lambda adapter: adapter.name,
     )
 
-
-def open_change_monitor(on_change: Callable[[ChangeHint], None]) -> ReadableMonitor:
-    # Every interface, address and route change is a message on the routing socket.
-    return ReadableMonitor(socket.socket(AF_ROUTE, socket.SOCK_RAW, 0), on_change)

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Callable
 
 from .interfaces import Interface
-from .monitor import ChangeHint
 from .portable import interfaces_from_adapters
 from .sockets import NO_UDP_OFFLOADS as UDP_OFFLOADS  # noqa: F401 (none here)
 
@@ -47,7 +45,3 @@ def enumerate_interfaces() -> list[Interface]:
         name_of=lambda adapter: adapter.nice_name,
     )
 
-
-def open_change_monitor(on_change: Callable[[ChangeHint], None]) -> None:
-    """No event source yet (NotifyIpInterfaceChange needs ctypes); the binder polls."""
-    return None

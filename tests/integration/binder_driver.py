@@ -23,10 +23,10 @@ from oneservice.binder.binder import (
     InterfaceDown,
     InterfaceUp,
     LocalSocket,
-    RoutesChanged,
 )
 from oneservice.binder.interfaces import BindPolicy
 from oneservice.binder.sockets import BindError
+from oneservice.monitor import open_change_monitor
 
 
 def emit(obj: dict) -> None:
@@ -41,8 +41,6 @@ def describe(event) -> dict:
         return {"event": "down", "socket": event.socket.id, "reason": event.reason}
     if isinstance(event, AddressChanged):
         return {"event": "address", "socket": event.socket.id, "new": list(event.new)}
-    if isinstance(event, RoutesChanged):
-        return {"event": "routes"}
     return {"event": repr(event)}
 
 
@@ -72,10 +70,13 @@ async def main() -> int:
     # CLOCK_MONOTONIC is shared by all processes on the machine: benchmarks compare it with
     # the moment they made the change.
     binder.subscribe(lambda event: emit({**describe(event), "t": time.monotonic()}))
+    monitor = open_change_monitor()
+    monitor.subscribe(binder.on_changes)
     try:
         await binder.start()
     except BindError as exc:
         emit({"error": str(exc)})
+        monitor.close()
         return 1
     emit({"ready": True})
     loop = asyncio.get_running_loop()
@@ -93,6 +94,7 @@ async def main() -> int:
                 )
                 emit({"id": request["id"], "sent": sent})
     finally:
+        monitor.close()
         await binder.stop()
     return 0
 

@@ -8,12 +8,20 @@ import socket
 
 import pytest
 
-from oneservice.binder import binder as binder_module
 from oneservice.binder import linux
 from oneservice.binder.binder import AddressChanged, Binder, InterfaceDown, InterfaceUp
 from oneservice.binder.interfaces import BindPolicy, Interface, InterfaceAddress
-from oneservice.binder.monitor import ChangeHint
 from oneservice.binder.sockets import BindError
+from oneservice.monitor.changes import (
+    AddressChange,
+    LinkChange,
+    RouteChange,
+    RuleChange,
+    Unknown,
+    worth_telling,
+)
+from oneservice.monitor.linux import change_in
+from oneservice.monitor.monitor import PollMonitor
 
 
 class FakeBackend:
@@ -23,12 +31,10 @@ class FakeBackend:
     # Real loopback sockets: the offloads are Linux's own.
     UDP_OFFLOADS = linux.UDP_OFFLOADS
 
-    def __init__(self, interfaces: list[Interface], with_monitor: bool = True) -> None:
+    def __init__(self, interfaces: list[Interface]) -> None:
         self.interfaces = interfaces
-        self.with_monitor = with_monitor
-        self.notify = None
+        self.notify = None  # the binder's on_changes: what the change monitor would call
         self.pinned: list[tuple[int, int]] = []
-        self.monitor_closed = False
 
     def enumerate_interfaces(self) -> list[Interface]:
         return list(self.interfaces)
@@ -39,18 +45,6 @@ class FakeBackend:
 
     def pin_socket(self, sock, family, index, name) -> None:
         self.pinned.append((index, family))
-
-    def open_change_monitor(self, on_change):
-        if not self.with_monitor:
-            return None
-        self.notify = on_change
-        backend = self
-
-        class Monitor:
-            def close(self):
-                backend.monitor_closed = True
-
-        return Monitor()
 
 
 def nic(index: int, name: str, last_octet: int, **kw) -> Interface:
@@ -76,6 +70,7 @@ class Harness:
             ),
         )  # fmt: skip
         self.binder.subscribe(self.events.append)
+        backend.notify = self.binder.on_changes
 
     async def until(self, condition, timeout: float = 2.0):
         deadline = asyncio.get_running_loop().time() + timeout
@@ -103,7 +98,7 @@ def test_binds_usable_interfaces_on_one_port_and_reports_skips():
         assert backend.pinned == [(2, socket.AF_INET)]
         assert isinstance(h.events[0], InterfaceUp)
         await h.binder.stop()
-        assert h.binder.sockets() == [] and backend.monitor_closed
+        assert h.binder.sockets() == []
 
     run(scenario())
 
@@ -127,16 +122,16 @@ def test_change_hints_drive_open_close_and_readdress():
         eth0 = h.binder.sockets()[0]
 
         backend.interfaces.append(nic(5, "wlan0", 5))
-        backend.notify(ChangeHint())
+        backend.notify((LinkChange(0),))
         await h.until(lambda: len(h.binder.sockets()) == 2)
 
         backend.interfaces[0] = nic(2, "eth0", 9)
-        backend.notify(ChangeHint())
+        backend.notify((LinkChange(0),))
         await h.until(lambda: any(isinstance(e, AddressChanged) for e in h.events))
         assert h.binder.sockets()[0] == eth0  # same socket, new address
 
         backend.interfaces.pop(1)
-        backend.notify(ChangeHint())
+        backend.notify((LinkChange(0),))
         await h.until(lambda: len(h.binder.sockets()) == 1)
         down = [e for e in h.events if isinstance(e, InterfaceDown)]
         assert [(d.socket.interface, d.reason) for d in down] == [("wlan0", "interface gone")]
@@ -151,7 +146,7 @@ def test_deleted_then_recreated_interface_gets_a_new_socket_id():
         h = Harness(backend, port=free_port())
         await h.binder.start()
         [before] = h.binder.sockets()
-        backend.notify(ChangeHint(deleted_indexes=frozenset({2})))  # gone and back, same index
+        backend.notify((LinkChange(2, deleted=True),))  # gone and back, same index
         await h.until(lambda: h.binder.sockets() and h.binder.sockets()[0].id != before.id)
         assert [type(e).__name__ for e in h.events] == [
             "InterfaceUp",
@@ -163,15 +158,16 @@ def test_deleted_then_recreated_interface_gets_a_new_socket_id():
     run(scenario())
 
 
-def test_without_an_event_source_polling_catches_changes(monkeypatch):
-    monkeypatch.setattr(binder_module, "POLL_INTERVAL_WITHOUT_EVENTS_S", 0.05)
-
+def test_without_an_event_source_polling_catches_changes():
     async def scenario():
-        backend = FakeBackend([], with_monitor=False)
+        backend = FakeBackend([])
         h = Harness(backend, port=free_port())
+        poll = PollMonitor(poll_interval=0.05)  # the monitor where the OS has no events
+        poll.subscribe(h.binder.on_changes)
         await h.binder.start()
         backend.interfaces.append(nic(2, "eth0", 2))
         await h.until(lambda: h.binder.sockets())
+        poll.close()
         await h.binder.stop()
 
     run(scenario())
@@ -221,7 +217,7 @@ def test_port_taken_later_is_reported_in_state_not_raised():
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as holder:
             holder.bind(("127.0.0.3", port))
             backend.interfaces.append(nic(3, "eth1", 3))
-            backend.notify(ChangeHint())
+            backend.notify((LinkChange(0),))
             await h.until(lambda: any("already in use" in s["reason"]
                                       for s in h.binder.state()["skipped"]))  # fmt: skip
         assert [s.interface for s in h.binder.sockets()] == ["eth0"]
@@ -278,17 +274,15 @@ def test_a_coalesced_read_splits_into_the_datagrams_the_kernel_merged():
 
 
 def test_netlink_messages_are_read_by_type_number_not_by_pyroute2_event_name():
-    from oneservice.binder.linux import note_message
-
-    deleted: set[int] = set()
     # A TUN device's RTM_NEWLINK right after its offloads were set: pyroute2 gave "event" 2.
-    assert note_message({"header": {"type": 16}, "event": 2}, deleted) == "links"
-    assert note_message({"header": {"type": 24}, "event": "RTM_NEWROUTE"}, deleted) == "routes"
-    assert note_message({"header": {"type": 25}}, deleted) == "routes"
-    assert note_message({"header": {"type": 17}, "index": 7}, deleted) == "links"
-    assert deleted == {7}
-    assert note_message({"header": {"type": 17}}, deleted) == "unknown", "which link? re-read all"
-    assert note_message({}, deleted) == "links"
+    assert change_in({"header": {"type": 16}, "event": 2, "index": 4}) == LinkChange(4)
+    assert change_in({"header": {"type": 24}, "event": "RTM_NEWROUTE"}) == RouteChange(False,
+                                                                                         False)
+    assert change_in({"header": {"type": 25}}) == RouteChange(ours=False, removed=True)
+    assert change_in({"header": {"type": 17}, "index": 7}) == LinkChange(7, deleted=True)
+    assert change_in({"header": {"type": 17}}) == Unknown(), "which link? re-read all"
+    assert change_in({"header": {"type": 20}, "index": 3}) == AddressChange(3)
+    assert change_in({}) == LinkChange(0)
 
 
 def test_our_own_routes_and_rules_are_known_by_their_marks():
@@ -296,22 +290,24 @@ def test_our_own_routes_and_rules_are_known_by_their_marks():
     are re-read (they may move the underlay)."""
     from pyroute2.netlink.rtnl.fibmsg import fibmsg
 
-    from oneservice.binder.linux import note_message
-
     def rule(kind: int, priority: int) -> fibmsg:
         message = fibmsg()
         message["header"] = {"type": kind}
         message["attrs"] = [("FRA_PRIORITY", priority)]
         return message
 
-    deleted: set[int] = set()
-    assert note_message({"header": {"type": 24}, "proto": 165}, deleted) == "ours"
-    assert note_message({"header": {"type": 25}, "proto": 165}, deleted) == "ours_removed"
-    assert note_message({"header": {"type": 25}, "proto": 4}, deleted) == "routes"
-    assert note_message(rule(32, 5210), deleted) == "ours"
-    assert note_message(rule(33, 5219), deleted) == "ours_removed"
-    assert note_message(rule(33, 5220), deleted) == "routes", "not ours: 5210-5219 only"
-    assert note_message(rule(32, 100), deleted) == "routes"
+    assert change_in({"header": {"type": 24}, "proto": 165}) == RouteChange(ours=True,
+                                                                             removed=False)
+    assert change_in({"header": {"type": 25}, "proto": 165}) == RouteChange(True, removed=True)
+    assert change_in({"header": {"type": 25}, "proto": 4}) == RouteChange(False, removed=True)
+    assert change_in(rule(32, 5210)) == RuleChange(ours=True, removed=False)
+    assert change_in(rule(33, 5219)) == RuleChange(ours=True, removed=True)
+    assert change_in(rule(33, 5220)) == RuleChange(False, True), "not ours: 5210-5219 only"
+    assert change_in(rule(32, 100)) == RuleChange(ours=False, removed=False)
+    # Our own writes appearing are told to nobody; one of ours removed is.
+    assert not worth_telling(change_in({"header": {"type": 24}, "proto": 165}))
+    assert not worth_telling(change_in(rule(32, 5210)))
+    assert worth_telling(change_in(rule(33, 5219)))
 
 
 def test_a_socket_that_could_not_be_opened_is_retried_within_a_second():
@@ -332,7 +328,7 @@ def test_a_socket_that_could_not_be_opened_is_retried_within_a_second():
         h = Harness(backend, port=free_port())
         await h.binder.start()
         backend.interfaces.append(nic(3, "wlan0", 3))
-        backend.notify(ChangeHint())  # the one event: wlan0 appeared
+        backend.notify((LinkChange(0),))  # the one event: wlan0 appeared
         await h.until(lambda: any(s["interface"] == "wlan0" and "Too many open files" in
                                   s["reason"] for s in h.binder.state()["skipped"]))  # fmt: skip
         started = asyncio.get_running_loop().time()
