@@ -2,8 +2,8 @@
 
 Like the node core, it does no I/O and reads no clock: the service hands it the control
 messages the core received and the time; it hands back the messages to send (``outbox``),
-the configs to check off the event loop (``checks``: an scrypt run per member new to this
-process, network/membership.checked_config), and whether the joined networks changed
+the configs to check off the event loop (``checks``: the signature and the parse of every
+member, network/membership.checked_config), and whether the joined networks changed
 (``networks_changed``: the service then rebuilds devices and routes). Messages for this node
 itself (a controller that is a member of its own network) go round inside, never on the wire.
 """

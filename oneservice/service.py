@@ -123,8 +123,9 @@ class Service:
         self.callback_failures = 0
         self.api = None
         # Address checks (scrypt, ~40 ms and 16 MiB each) of unknown initiators
-        # (node/admission.py) and of the members in a config: one thread, started at the
-        # first, never on the event loop.
+        # (node/admission.py) and of members whose identity is in dispute
+        # (node/vouching.py), and configs' signature checks: one thread, started at the first,
+        # never on the event loop.
         self._identity_worker: ThreadPoolExecutor | None = None
 
     def _bind_policy(self) -> BindPolicy:
@@ -280,6 +281,8 @@ class Service:
             "evictedTransientPeers": self.core.evicted_transient_peers,
             "cookieRepliesSent": self.core.cookie_replies_sent,
             "initiationsWaiting": self.core.initiations_waiting(),
+            "refusedMemberIdentities": self.core.refused_member_identities,
+            "forgedIdentities": self.core.forged_identities,
             "callbackFailures": self.callback_failures,
         }
 

@@ -104,7 +104,10 @@ def parse_endpoint(text: Any, where: str) -> Endpoint:
 
 
 def parse_network(document: Any, source: str, verify_identities: bool = True) -> NetworkConfig:
-    """``verify_identities=False`` only for members whose identities were checked already."""
+    """``verify_identities=False``: members' identities are not checked against their
+    addresses here (an scrypt run each) because their controller vouches for them and the
+    core checks any that another source contradicts (node/vouching.py), or because they were
+    checked already. A hand-written file is checked: a typo gets a clear error at once."""
     if not isinstance(document, dict):
         raise NetworkConfigError(f"{source}: must be a JSON object")
     unknown = sorted(set(document) - _NETWORK_KEYS)

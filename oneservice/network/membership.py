@@ -136,8 +136,8 @@ class Memberships:
 
     def wants_checking(self, message: ConfigAnswer, sender: Identity) -> bool:
         """Whether an answer carries a config that on_config_message would check: then its
-        check (checked_config: an scrypt run per member new to this process) may run on a
-        worker thread first."""
+        check (checked_config: the signature, and the parse of every member: milliseconds for
+        thousands) may run on a worker thread first."""
         joined = self.networks.get(message.network_id)
         return (joined is not None and not joined.file_error and message.error is None
                 and sender.address == controller_address(joined.id))  # fmt: skip

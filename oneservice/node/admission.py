@@ -107,6 +107,7 @@ class IdentityChecks:
         self._known: dict[IdentityKey, str] = {}
         self._checks: dict[IdentityKey, _Check] = {}
         self._requests: deque[IdentityKey] = deque()
+        self._asked: set[IdentityKey] = set()  # verify(): asked for, not yet derived
         self._rate = TokenBucket(UNKNOWN_PEERS_PER_S, now)
         self._drops = drops
 
@@ -141,6 +142,14 @@ class IdentityChecks:
         check.waiting.append((now, waiter))
         return True
 
+    def verify(self, key: IdentityKey) -> None:
+        """Derive this identity's address too, with nothing waiting and none of the limits
+        above: a member named by a config, whose identity is in dispute (node/vouching.py).
+        Configs are bounded; strangers' initiations are not."""
+        if key not in self._known and key not in self._checks and key not in self._asked:
+            self._asked.add(key)
+            self._requests.append(key)
+
     def take_requests(self) -> list[IdentityKey]:
         """Identities to derive (off the event loop); each is asked for once."""
         requests = list(self._requests)
@@ -150,6 +159,7 @@ class IdentityChecks:
     def derived(self, key: IdentityKey, address: str | None, now: float) -> list[Any]:
         """The address of ``key`` (None: the check failed); what still waits for it."""
         check = self._checks.pop(key, None)
+        self._asked.discard(key)
         if address is not None:
             if len(self._known) >= MAX_KNOWN_IDENTITIES:
                 self._known.clear()

@@ -11,6 +11,7 @@ raises out of the receive path.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import ipaddress
 import itertools
@@ -65,6 +66,7 @@ from .paths import (
 from .prefixes import PrefixTable
 from .roots import advertised_endpoints, may_tell, read_announcement
 from .session import Session
+from .vouching import Holder, choose_holders
 
 # Handshakes: retried quickly (a lost initiation should not cost a user seconds), abandoned
 # when nobody answers for a while (the queue is then dropped, counted).
@@ -143,6 +145,9 @@ class Peer:
         # keep: we maintain a session (member, root, or someone we asked for). Otherwise the
         # peer is transient: it reached us, and is forgotten when it goes quiet.
         self.keep = False
+        # Its identity was checked against its address (a handshake's check, local.conf, a
+        # root's announcement): otherwise only a network's controller vouches for it.
+        self.verified = False
         self.root = False
         # It reached us while in none of our networks (we are its root): a whois may find it.
         self.findable = False
@@ -203,6 +208,12 @@ class NodeCore:
         self._sent_chunks = chunks.SentChunks()
         self._next_message_id = secrets.randbits(32)
         self._roots: dict[str, Peer] = {}
+        # The configs as given (set_networks): their members are filtered by who holds each
+        # address (node/vouching.py), and filtered again when a dispute is settled.
+        self._configs: list[NetworkConfig] = []
+        self._disputed: set[IdentityKey] = set()  # identities being checked for vouching
+        self.refused_member_identities = 0  # claims refused in the networks as they are now
+        self.forged_identities = 0  # vouched identities found not to match their address
         # Timers from deadlines: a heap of (due, order, peer); peers whose deadlines may have
         # moved earlier wait in _touched until the next next_timer or handle_timer.
         self._timers: list[tuple[float, int, Peer]] = []
@@ -213,8 +224,25 @@ class NodeCore:
     # --- configuration -----------------------------------------------------------------------
 
     def set_networks(self, configs: Iterable[NetworkConfig], now: float) -> None:
-        """Replace the set of networks; peers in none of them are forgotten."""
-        self.networks = {c.id: PrefixTable(c, self.identity.address) for c in configs}
+        """Replace the set of networks; peers in none of them are forgotten. A config's
+        members are vouched for by its controller: node/vouching.py says which identity holds
+        each address, and which to check first (identity_requests) when sources disagree."""
+        self._configs = list(configs)
+        own = self.identity.address
+        verdict = choose_holders(
+            ((c.id, m.identity) for c in self._configs for m in c.members if m.address != own),
+            self._holder, self._holder_of_key, self._checked,
+        )  # fmt: skip
+        for identity in verdict.to_check:
+            key = identity.x25519_public + identity.ed25519_public
+            self._disputed.add(key)
+            self._intake.identities.verify(key)
+        self.refused_member_identities = len(verdict.refused)
+        holders = verdict.holders
+        accepted = [dataclasses.replace(c, members=tuple(
+            m for m in c.members if m.address == own or holders.get(m.address) == m.identity
+        )) for c in self._configs]  # fmt: skip
+        self.networks = {c.id: PrefixTable(c, own) for c in accepted}
         self.set_gateways(self._gateway_choices)
         self._virtual_subnets = tuple(s for n in self.networks.values() for s in n.config.subnets())
         wanted: dict[str, Peer] = {}
@@ -222,9 +250,14 @@ class NodeCore:
             for member in network.config.members:
                 if member.address == self.identity.address:
                     continue
-                peer = self.peers.get(member.address) or wanted.get(member.address)
+                peer = wanted.get(member.address) or self.peers.get(member.address)
+                if peer is not None and peer.identity != member.identity:
+                    # Held by another identity until now, which a check showed to be forged.
+                    self._forget(peer)
+                    peer = None
                 if peer is None:
                     peer = Peer(member.identity)
+                    peer.verified = self._checked(member.identity) is True
                 peer.keep = True
                 wanted[member.address] = peer
                 # A member may send only from its own addresses (never its neighbours'), and a
@@ -302,6 +335,8 @@ class NodeCore:
             if identity.address == self.identity.address:
                 continue
             peer = self._add_peer(identity, now)
+            if peer is None:
+                continue  # another checked identity holds its address or key
             peer.root = peer.keep = True
             self._roots[identity.address] = peer
             # A root is reached directly, never through another root.
@@ -313,13 +348,52 @@ class NodeCore:
             if peer.current is None:
                 self._lifecycle(peer, Event.NEED, now)
 
-    def _add_peer(self, identity: Identity, now: float) -> Peer:
+    def _add_peer(self, identity: Identity, now: float) -> Peer | None:
+        """A peer for an identity whose address was checked. One that a network merely vouched
+        for and that differs (by address or key) was forged: it goes, and the networks are
+        worked out again without it. None: another checked identity holds the address or key
+        (two cannot both be genuine; the first stays)."""
+        rivals = {id(p): p for p in (self.peers.get(identity.address),
+                                     self._peers_by_static.get(identity.x25519_public))
+                  if p is not None and p.identity != identity}  # fmt: skip
+        if any(rival.verified for rival in rivals.values()):
+            return None
+        for rival in rivals.values():
+            self.forged_identities += 1
+            self._forget(rival)
         peer = self.peers.get(identity.address)
         if peer is None:
             peer = self.peers[identity.address] = Peer(identity)
             self._peers_by_static[identity.x25519_public] = peer
             self._touch(peer, now)
+        peer.verified = True
+        if rivals:
+            # The networks that named the forged identity are worked out again: a checked
+            # one holds the address now, so their claims are refused.
+            self.set_networks(self._configs, now)
         return peer
+
+    def _claimed_address(self, key: IdentityKey) -> str | None:
+        """The address the configs give the identity with these keys."""
+        for config in self._configs:
+            for member in config.members:
+                identity = member.identity
+                if identity.x25519_public + identity.ed25519_public == key:
+                    return identity.address
+        return None
+
+    def _holder(self, address: str) -> Holder | None:
+        peer = self.peers.get(address)
+        return Holder(peer.identity, peer.verified) if peer is not None else None
+
+    def _holder_of_key(self, x25519_public: bytes) -> Holder | None:
+        peer = self._peers_by_static.get(x25519_public)
+        return Holder(peer.identity, peer.verified) if peer is not None else None
+
+    def _checked(self, identity: Identity) -> bool | None:
+        """Whether the identity's address was derived and matches (None: never derived)."""
+        derived = self._intake.identities.known(identity.x25519_public + identity.ed25519_public)
+        return None if derived is None else derived == identity.address
 
     def _forget(self, peer: Peer) -> None:
         self._end_sessions(peer)
@@ -706,13 +780,17 @@ class NodeCore:
         if announced is None:
             return None
         peer = self._add_peer(announced.identity, now)
+        if peer is None:
+            return None
         peer.hints.update(announced.endpoints)
         self._add_candidate_paths(peer)
         return peer
 
     def _identity_of(self, address: str) -> Identity | None:
+        """The checked identity we hold for an address: what an announcement must not
+        contradict. (One merely vouched for gives way to the announced one, which is checked.)"""
         peer = self.peers.get(address)
-        return peer.identity if peer is not None else None
+        return peer.identity if peer is not None and peer.verified else None
 
     def _connect(self, peer: Peer, now: float) -> None:
         if peer.current is None:
@@ -814,6 +892,15 @@ class NodeCore:
                 peer = self._accept_unknown(key, address, now)
             if peer is not None:
                 self._answer_initiation(peer, read, now)
+        if key in self._disputed:
+            # A vouched identity in dispute is settled: the networks are worked out again.
+            self._disputed.discard(key)
+            held = self._peers_by_static.get(key[:32])
+            if held is not None and held.identity.ed25519_public == key[32:]:
+                held.verified = address == held.address
+            if address is not None and address != self._claimed_address(key):
+                self.forged_identities += 1
+            self.set_networks(self._configs, now)
 
     def _answer_initiation(self, peer: Peer, read: ReadInitiation, now: float) -> None:
         if read.timestamp <= peer.last_initiation_timestamp:
@@ -851,11 +938,13 @@ class NodeCore:
         if len(transient) >= MAX_TRANSIENT_PEERS and not self._evict_idle_transient(transient, now):
             self.drops["too_many_peers"] += 1
             return None
-        if address in self.peers or address == self.identity.address:
-            # Same address, other keys: a collision or a forgery. The known one stays.
+        peer = None if address == self.identity.address else (
+            self._add_peer(Identity(address, key[:32], key[32:]), now))  # fmt: skip
+        if peer is None:
+            # Same address, other keys, and the known one was checked too: a collision or a
+            # forgery. The known one stays. (One only vouched for was forged: it went.)
             self.drops["identity_mismatch"] += 1
-            return None
-        return self._add_peer(Identity(address, key[:32], key[32:]), now)
+        return peer
 
     def _evict_idle_transient(self, transient: list[Peer], now: float) -> bool:
         """Make room by forgetting the transient peer idle the longest, if it has been idle a
