@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import __version__
-from .controller.controller import ControllerError
+from .controller.controller import ControllerError, StoreError
 from .files import WriteFailed, write_atomically
 from .httpserver import HttpError, HttpServer, Request, Router
 from .network.config import is_network_id
@@ -161,6 +161,8 @@ def _errors_answered(handler):
             raise ApiError(exc.status, str(exc)) from None
         except WriteFailed as exc:
             raise ApiError(507, f"{exc}; nothing was changed") from None
+        except StoreError as exc:  # e.g. the PostgreSQL server went away
+            raise ApiError(503, f"controller database: {exc}; nothing was changed") from None
         except Exception as exc:
             sqlite3 = sys.modules.get("sqlite3")  # loaded only on a controller
             if sqlite3 is None or not isinstance(exc, sqlite3.OperationalError):
@@ -243,6 +245,8 @@ class Routes:
                 "allowManagementFrom": list(s.settings.allow_management_from),
                 "interfacePrefixBlacklist": list(s.settings.interface_prefix_blacklist),
                 "tunOffload": s.settings.tun_offload,
+                # Where the controller keeps its networks (a server's password never shown).
+                "controllerStore": s.controller.store.where if s.controller else "",
             }},
         }  # fmt: skip
 

@@ -41,6 +41,9 @@ class ControlPlane:
         self._own_endpoints = own_endpoints
         self.outbox: list[tuple[str, ConfigRequest | ConfigAnswer]] = []  # (to, message)
         self.checks: list[tuple[ConfigAnswer, Identity]] = []  # to check, then config_checked
+        # Members to be sent to that the core may not know (they talked to another controller
+        # process on our store): (identity, endpoints), given to the core before the outbox.
+        self.contacts: list[tuple[Identity, list[tuple[str, int]]]] = []
         self.networks_changed = False
 
     # --- inputs --------------------------------------------------------------------------------
@@ -79,6 +82,9 @@ class ControlPlane:
             return
         online = self.controller.online_members(network_id, wall)
         for address in dict.fromkeys([*online, *also]):
+            contact = self.controller.contact(network_id, address)
+            if contact is not None and address != self.identity.address:
+                self.contacts.append(contact)
             self._send(address, self.controller.message_for(network_id, address), now, wall)
 
     def join(self, network_id: str, now: float, wall: float) -> None:

@@ -94,7 +94,7 @@ class Service:
         self.control = ControlPlane(self.identity, self.memberships, self.core.peer_endpoints,
                                     self._own_endpoints)  # fmt: skip
         self.controller: Controller | None = None
-        if (home / CONTROLLER_DB).exists():
+        if (home / CONTROLLER_DB).exists() or settings.controller_database:
             self.ensure_controller()
         self.routing = RoutingManager(home, settings, self.identity.address,
                                       on_gateways=self._gateways_chosen)  # fmt: skip
@@ -160,9 +160,28 @@ class Service:
                 or self.routing.flags_error(network_id))  # fmt: skip
 
     def _open_controller(self) -> Controller:
-        from .controller.store import SQLiteStore  # only controllers load SQLite (~1 MiB)
+        """On PostgreSQL if local.conf names one (shared with other controller processes,
+        which tell us of their changes), else SQLite in the home."""
+        if self.settings.controller_database:
+            from .controller.postgres import PostgresStore  # only then: psycopg
 
-        return Controller(self.identity, SQLiteStore(self.home / CONTROLLER_DB))
+            store = PostgresStore(self.settings.controller_database)
+            log.info("controller store: %s", store.where)
+            store.listen(self._hear_controller_change)
+        else:
+            from .controller.store import SQLiteStore  # only controllers load SQLite (~1 MiB)
+
+            store = SQLiteStore(self.home / CONTROLLER_DB)
+        return Controller(self.identity, store)
+
+    def _hear_controller_change(self, network_id: str) -> None:
+        """From the store's listener thread: another controller changed a network."""
+        self.loop.call_soon_threadsafe(self._controller_changed, network_id)
+
+    @_guarded
+    def _controller_changed(self, network_id: str) -> None:
+        # Its members get the change from us too: whichever controller a member talks to.
+        self.push_config(network_id)
 
     def ensure_controller(self) -> Controller:
         if self.controller is None:
@@ -203,6 +222,10 @@ class Service:
             log.warning("reload: primaryPort changes only at restart; still %d",
                         self.settings.primary_port)  # fmt: skip
         settings = dataclasses.replace(settings, primary_port=self.settings.primary_port)
+        if settings.controller_database != self.settings.controller_database:
+            log.warning("reload: controllerDatabase changes only at restart")
+            settings = dataclasses.replace(
+                settings, controller_database=self.settings.controller_database)
         if settings.allow_management_from != self.settings.allow_management_from:
             log.warning("reload: allowManagementFrom is checked at once, but the API listens "
                         "beyond loopback only if it was set at start")  # fmt: skip
@@ -372,6 +395,9 @@ class Service:
         """What the control plane wants done: messages sent, configs checked off the event
         loop, devices and routes rebuilt."""
         control, now = self.control, self.loop.time()
+        contacts, control.contacts = control.contacts, []
+        for identity, endpoints in contacts:
+            self.core.reach(identity, endpoints, now)
         outbox, control.outbox = control.outbox, []
         for address, message in outbox:
             self.core.send_control(address, message, now)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,9 @@ class Settings:
     roots: tuple[tuple[str, tuple[str, ...]], ...] = ()
     # Interface name -> metric, instead of its default route's: lower carries the tunnel.
     uplink_metrics: tuple[tuple[str, int], ...] = ()
+    # A PostgreSQL connection string for the controller's store (controller/postgres.py);
+    # empty: SQLite, controller.db in the home. Holds a password maybe: never logged.
+    controller_database: str = field(default="", repr=False)
 
 
 def default_home() -> Path:
@@ -96,7 +99,8 @@ _BOOLEAN_SETTINGS = {
     "tunOffload": "tun_offload",
 }
 _SETTINGS_KEYS = {"primaryPort", "interfacePrefixBlacklist", "interfaceAllowlist",
-                  "allowManagementFrom", "uplinkMetrics", *_BOOLEAN_SETTINGS}  # fmt: skip
+                  "allowManagementFrom", "uplinkMetrics", "controllerDatabase",
+                  *_BOOLEAN_SETTINGS}  # fmt: skip
 MAX_METRIC = 2**32 - 1
 
 
@@ -140,7 +144,22 @@ def parse_local_conf(document: Any, source: str = LOCAL_CONF_NAME) -> Settings:
             raw.get("interfaceAllowlist", []), f"{source}: settings.interfaceAllowlist"
         ),
         uplink_metrics=_metrics(raw.get("uplinkMetrics", {}), f"{source}: settings.uplinkMetrics"),
+        controller_database=_database(raw.get("controllerDatabase", ""),
+                                      f"{source}: settings.controllerDatabase"),
     )
+
+
+def _database(value: Any, what: str) -> str:
+    """A PostgreSQL connection string ("postgresql://user@host/db" or "host=... dbname=...");
+    checked for form only here (the server is reached when the controller starts)."""
+    if not isinstance(value, str):
+        raise SettingsError(f"{what} must be a PostgreSQL connection string, got "
+                            f"{json_type(value)}")  # fmt: skip
+    if value and not (value.startswith(("postgresql://", "postgres://")) or "=" in value):
+        raise SettingsError(f'{what} must be a PostgreSQL connection string like '
+                            '"postgresql://oneservice@db.example/oneservice" or '
+                            '"host=/run/postgresql dbname=oneservice"')  # fmt: skip
+    return value
 
 
 def _metrics(value: Any, what: str) -> tuple[tuple[str, int], ...]:

@@ -38,6 +38,29 @@ def testbed():
         pytest.fail("; ".join(complaints))
 
 
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One real PostgreSQL server for the session (tests/postgres.py)."""
+    from tests.postgres import PostgresServer, find_binaries
+
+    if find_binaries() is None:
+        reason = "PostgreSQL is not installed (Debian package postgresql)"
+        if os.environ.get("ONESERVICE_REQUIRE_INTEGRATION") == "1":
+            pytest.fail(f"PostgreSQL tests cannot run: {reason}")
+        pytest.skip(reason)
+    server = PostgresServer()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres(postgres_server) -> str:
+    """The connection string of a fresh, empty database on the session's server."""
+    return postgres_server.new_database()
+
+
 @pytest.fixture(autouse=True)
 def _forget_nodes():
     from tests.integration.nodes import Node

@@ -12,7 +12,8 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..identity import Identity
+from ..files import DamagedFile
+from ..identity import Identity, IdentityError
 from ..messages import ConfigAnswer
 from ..mtu import DEFAULT_TUNNEL_MTU
 from ..network.config import (
@@ -55,6 +56,11 @@ READ_ONLY_MEMBER_FIELDS = {
     "endpoints", "remoteTraceTarget", "remoteTraceLevel", "ssoExempt",
     "authenticationExpiryTime",
 }  # fmt: skip
+
+
+class StoreError(DamagedFile):
+    """The controller's database cannot be used; the message says which file or server (never
+    its password) and why."""
 
 
 class ControllerError(Exception):
@@ -278,6 +284,20 @@ class Controller:
             parse_network(document, f"network {network_id}", verify_identities=False)
         )
 
+    def contact(self, network_id: str,
+                address: str) -> tuple[Identity, list[tuple[str, int]]] | None:  # fmt: skip
+        """A member's identity and the endpoints it was last seen at, as the store holds them:
+        enough to reach a member that talked to another controller process sharing it."""
+        found = self.store.get_member(network_id, address)
+        if found is None or not found[0]:
+            return None
+        try:
+            identity = Identity.parse(found[0], verify=False)
+            endpoints = [parse_endpoint(e, "endpoint") for e in found[1].get("endpoints", [])]
+        except (IdentityError, NetworkConfigError):
+            return None
+        return identity, endpoints
+
     def online_members(self, network_id: str, now: float) -> list[str]:
         if self.store.get_network(network_id) is None:
             return []
@@ -299,8 +319,7 @@ class Controller:
             )  # fmt: skip
 
     def _bump(self, network_id: str) -> None:
-        document, revision = self.store.get_network(network_id)  # type: ignore[misc]
-        self.store.put_network(network_id, document, revision + 1)
+        self.store.bump_revision(network_id)
 
     def _assign(self, network_id: str, network: dict) -> list[str]:
         """The lowest free address of each pool (one per family)."""

@@ -1,33 +1,20 @@
-"""Where a controller keeps networks and members. SQLite by default (`controller.db` in the
-home), behind the small ControllerStore interface so a server database can back large
-deployments later. Networks and members are stored as JSON documents with a few indexed
-columns; the schema is versioned and migrated forward on open."""
+"""Where a controller keeps networks and members, behind the small ControllerStore interface:
+SQLite by default (`controller.db` in the home), or PostgreSQL (controller/postgres.py), which
+several controller processes can share. Networks and members are JSON documents with a few
+indexed columns. The schema is described once (controller/schema.py) and migrated forward on
+open; the queries are written once (SqlStore), for both."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from ..files import DamagedFile
-
-SCHEMA_VERSION = 1
-_MIGRATIONS = {
-    1: [
-        "CREATE TABLE networks (id TEXT PRIMARY KEY, document TEXT NOT NULL,"
-        " revision INTEGER NOT NULL)",
-        "CREATE TABLE members (network_id TEXT NOT NULL, address TEXT NOT NULL,"
-        " identity TEXT NOT NULL, document TEXT NOT NULL, authorized INTEGER NOT NULL,"
-        " last_seen REAL, PRIMARY KEY (network_id, address))",
-        "CREATE INDEX members_pending ON members (network_id, authorized)",
-    ],
-}
-
-
-class StoreError(DamagedFile):
-    """The controller's database cannot be used; the message says which file and why."""
-
+from . import schema
+from .controller import StoreError
 
 # Every SQLite database starts with a 100-byte header: a shorter file is not one (an empty
 # file would silently become a new, empty database).
@@ -54,6 +41,8 @@ def _check_readonly(path: Path) -> None:
 
 
 class ControllerStore(Protocol):
+    where: str  # what errors and the API name it by: a file, or a server without password
+
     def network_ids(self) -> list[str]: ...
     def get_network(self, network_id: str) -> tuple[dict, int] | None: ...
     def put_network(self, network_id: str, document: dict, revision: int) -> None: ...
@@ -70,11 +59,119 @@ class ControllerStore(Protocol):
     def delete_member(self, network_id: str, address: str) -> None: ...
     def members(self, network_id: str) -> list[tuple[str, str, dict, float]]: ...
     def count_unauthorized(self, network_id: str) -> int: ...
+    def bump_revision(self, network_id: str) -> int | None: ...
+    def listen(self, on_change: Callable[[str], None]) -> None: ...
+    def close(self) -> None: ...
 
 
-class SQLiteStore:
+class SqlStore:
+    """The queries, written once with ``?`` placeholders, over what a subclass provides:
+    ``_query`` (statement, parameters -> rows), ``_transaction`` and ``_changed``."""
+
+    dialect = ""
+    where = ""  # what the errors name: the file, or the server (never its password)
+
+    def _query(self, statement: str, parameters: tuple = ()) -> list[tuple]:
+        raise NotImplementedError
+
+    def _transaction(self) -> contextlib.AbstractContextManager[Any]:
+        raise NotImplementedError
+
+    def _changed(self, network_id: str) -> None:
+        """A network or one of its members changed (other controllers may want to know)."""
+
+    def listen(self, on_change: Callable[[str], None]) -> None:
+        """Call ``on_change(network id)`` when another process changes a network. Nothing to
+        hear where no other process can write (SQLite: one node owns its file)."""
+
+    def _migrate(self) -> None:
+        with self._transaction():
+            self._query(schema.render(schema.META, self.dialect, if_not_exists=True))
+        row = self._query("SELECT value FROM meta WHERE key='schema_version'")
+        version = int(row[0][0]) if row else 0
+        if version > schema.SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.where} has schema version {version}, newer than this oneservice "
+                f"({schema.SCHEMA_VERSION}): upgrade oneservice; the database was left untouched"
+            )
+        for target in range(version + 1, schema.SCHEMA_VERSION + 1):
+            with self._transaction():
+                for statement in schema.migration(target, self.dialect):
+                    self._query(statement)
+                self._query("INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT (key)"
+                            " DO UPDATE SET value=excluded.value", (str(target),))  # fmt: skip
+
+    def network_ids(self) -> list[str]:
+        return [r[0] for r in self._query("SELECT id FROM networks ORDER BY id")]
+
+    def get_network(self, network_id: str) -> tuple[dict, int] | None:
+        rows = self._query("SELECT document, revision FROM networks WHERE id=?", (network_id,))
+        return (json.loads(rows[0][0]), rows[0][1]) if rows else None
+
+    def put_network(self, network_id: str, document: dict, revision: int) -> None:
+        self._query("INSERT INTO networks VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+                    " document=excluded.document, revision=excluded.revision",
+                    (network_id, json.dumps(document), revision))  # fmt: skip
+        self._changed(network_id)
+
+    def bump_revision(self, network_id: str) -> int | None:
+        """One more revision, in one statement: two controllers bumping at once make two."""
+        rows = self._query("UPDATE networks SET revision=revision+1 WHERE id=? RETURNING revision",
+                           (network_id,))  # fmt: skip
+        self._changed(network_id)
+        return rows[0][0] if rows else None
+
+    def delete_network(self, network_id: str) -> None:
+        with self._transaction():
+            self._query("DELETE FROM members WHERE network_id=?", (network_id,))
+            self._query("DELETE FROM networks WHERE id=?", (network_id,))
+        self._changed(network_id)
+
+    def get_member(self, network_id: str, address: str) -> tuple[str, dict, float] | None:
+        """(identity text, document, last seen as epoch seconds or 0.0 for never)."""
+        rows = self._query("SELECT identity, document, last_seen FROM members"
+                           " WHERE network_id=? AND address=?", (network_id, address))  # fmt: skip
+        return (rows[0][0], json.loads(rows[0][1]), rows[0][2] or 0.0) if rows else None
+
+    def put_member(
+        self,
+        network_id: str,
+        address: str,
+        identity: str,
+        document: dict,
+        last_seen: float | None,
+    ) -> None:
+        """Insert or update; ``last_seen`` None keeps what was recorded (admin changes)."""
+        self._query(
+            "INSERT INTO members VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (network_id, address) DO UPDATE SET identity=excluded.identity,"
+            " document=excluded.document, authorized=excluded.authorized,"
+            " last_seen=COALESCE(excluded.last_seen, members.last_seen)",
+            (network_id, address, identity, json.dumps(document),
+             int(bool(document.get("authorized"))), last_seen),
+        )  # fmt: skip
+
+    def delete_member(self, network_id: str, address: str) -> None:
+        self._query("DELETE FROM members WHERE network_id=? AND address=?",
+                    (network_id, address))  # fmt: skip
+        self._changed(network_id)
+
+    def members(self, network_id: str) -> list[tuple[str, str, dict, float]]:
+        rows = self._query("SELECT address, identity, document, last_seen FROM members"
+                           " WHERE network_id=? ORDER BY address", (network_id,))  # fmt: skip
+        return [(r[0], r[1], json.loads(r[2]), r[3] or 0.0) for r in rows]
+
+    def count_unauthorized(self, network_id: str) -> int:
+        return self._query("SELECT COUNT(*) FROM members WHERE network_id=? AND authorized=0",
+                           (network_id,))[0][0]  # fmt: skip
+
+
+class SQLiteStore(SqlStore):
+    dialect = "sqlite"
+
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.where = str(path)
         try:
             size = path.stat().st_size
         except FileNotFoundError:
@@ -92,90 +189,14 @@ class SQLiteStore:
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{path}: not a usable controller database ({exc}){_ADVICE}") from None
 
-    def _migrate(self) -> None:
-        self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
-        row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        version = int(row[0]) if row else 0
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.path} has schema version {version}, newer than this oneservice "
-                f"({SCHEMA_VERSION}): upgrade oneservice; the database was left untouched"
-            )
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            with self._db:
-                self._db.execute("BEGIN")
-                for statement in _MIGRATIONS[target]:
-                    self._db.execute(statement)
-                self._db.execute(
-                    "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(target),)
-                )
+    def _query(self, statement: str, parameters: tuple = ()) -> list[tuple]:
+        return self._db.execute(statement, parameters).fetchall()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        with self._db:
+            self._db.execute("BEGIN")
+            yield
 
     def close(self) -> None:
         self._db.close()
-
-    def network_ids(self) -> list[str]:
-        return [r[0] for r in self._db.execute("SELECT id FROM networks ORDER BY id")]
-
-    def get_network(self, network_id: str) -> tuple[dict, int] | None:
-        row = self._db.execute(
-            "SELECT document, revision FROM networks WHERE id=?", (network_id,)
-        ).fetchone()
-        return (json.loads(row[0]), row[1]) if row else None
-
-    def put_network(self, network_id: str, document: dict, revision: int) -> None:
-        self._db.execute(
-            "INSERT OR REPLACE INTO networks VALUES (?, ?, ?)",
-            (network_id, json.dumps(document), revision),
-        )
-
-    def delete_network(self, network_id: str) -> None:
-        with self._db:
-            self._db.execute("BEGIN")
-            self._db.execute("DELETE FROM members WHERE network_id=?", (network_id,))
-            self._db.execute("DELETE FROM networks WHERE id=?", (network_id,))
-
-    def get_member(self, network_id: str, address: str) -> tuple[str, dict, float] | None:
-        """(identity text, document, last seen as epoch seconds or 0.0 for never)."""
-        row = self._db.execute(
-            "SELECT identity, document, last_seen FROM members WHERE network_id=? AND address=?",
-            (network_id, address),
-        ).fetchone()
-        return (row[0], json.loads(row[1]), row[2] or 0.0) if row else None
-
-    def put_member(
-        self,
-        network_id: str,
-        address: str,
-        identity: str,
-        document: dict,
-        last_seen: float | None,
-    ) -> None:
-        """Insert or update; ``last_seen`` None keeps what was recorded (admin changes)."""
-        self._db.execute(
-            "INSERT INTO members VALUES (?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (network_id, address) DO UPDATE SET identity=excluded.identity,"
-            " document=excluded.document, authorized=excluded.authorized,"
-            " last_seen=COALESCE(excluded.last_seen, members.last_seen)",
-            (network_id, address, identity, json.dumps(document),
-             int(bool(document.get("authorized"))), last_seen),
-        )  # fmt: skip
-
-    def delete_member(self, network_id: str, address: str) -> None:
-        self._db.execute(
-            "DELETE FROM members WHERE network_id=? AND address=?", (network_id, address)
-        )
-
-    def members(self, network_id: str) -> list[tuple[str, str, dict, float]]:
-        return [
-            (r[0], r[1], json.loads(r[2]), r[3] or 0.0)
-            for r in self._db.execute(
-                "SELECT address, identity, document, last_seen FROM members"
-                " WHERE network_id=? ORDER BY address",
-                (network_id,),
-            )
-        ]
-
-    def count_unauthorized(self, network_id: str) -> int:
-        return self._db.execute(
-            "SELECT COUNT(*) FROM members WHERE network_id=? AND authorized=0", (network_id,)
-        ).fetchone()[0]

@@ -827,6 +827,25 @@ class NodeCore:
             if peer is not None:
                 self._send_message(peer, ChunkRequest(message_id, tuple(missing)), now)
 
+    def reach(self, identity: Identity, endpoints: Iterable[Endpoint], now: float) -> None:
+        """A node we are about to send to and may not know: a member of a network we control
+        that talked to another controller process sharing our store, which holds its identity
+        (from that process's checked handshake) and where it was seen. Known already: only
+        the endpoints are added. Another identity holding its address or key: nothing."""
+        if identity.address == self.identity.address:
+            return
+        peer = self.peers.get(identity.address)
+        if peer is None:
+            if identity.x25519_public in self._peers_by_static:
+                return
+            peer = self.peers[identity.address] = Peer(identity)
+            self._peers_by_static[identity.x25519_public] = peer
+        elif peer.identity != identity:
+            return
+        peer.hints.update(endpoints)
+        self._add_candidate_paths(peer)
+        self._touch(peer, now)
+
     def send_control(self, address: str, message: Message, now: float) -> None:
         """Send a control message to any node, looking it up through the roots if needed."""
         peer = self.peers.get(address)
@@ -998,8 +1017,14 @@ class NodeCore:
     def _promote(self, peer: Peer, session: Session, now: float) -> None:
         if peer.previous is not None:
             self._sessions.pop(peer.previous.local_index, None)
+        replaced = peer.current is not None
         peer.previous, peer.current = peer.current, session
         self._touch(peer, now)
+        if replaced:
+            # The paths are proven again with the new session. A path whose other end does not
+            # hold it stops answering and is left: e.g. two controller processes sharing one
+            # identity and database, one gone, the other now reaching us.
+            self._probe(peer, now)
         if peer.root:
             # Every other peer can now also be reached through this root.
             for other in self.peers.values():

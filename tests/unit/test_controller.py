@@ -17,11 +17,22 @@ CONTROLLER = identity(10)
 MEMBER = identity(11)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    """Every test of the controller runs on both stores: one contract."""
+    if request.param == "sqlite":
+        opened = SQLiteStore(tmp_path / "controller.db")
+    else:
+        from oneservice.controller.postgres import PostgresStore
+
+        opened = PostgresStore(request.getfixturevalue("postgres"))
+    yield opened
+    opened.close()
+
+
 @pytest.fixture
-def controller(tmp_path):
-    store = SQLiteStore(tmp_path / "controller.db")
-    yield Controller(CONTROLLER, store)
-    store.close()
+def controller(store):
+    return Controller(CONTROLLER, store)
 
 
 def lab(controller) -> str:

@@ -81,3 +81,15 @@ def test_unusable_home_is_a_clear_error(tmp_path, capsys):
     blocker.write_text("")
     assert main(["--home", str(blocker / "sub")]) == 2
     assert "cannot create home directory" in capsys.readouterr().err
+
+
+def test_a_controller_database_is_a_connection_string_whose_password_is_never_echoed():
+    conninfo = "postgresql://oneservice:hunter2@db.example/oneservice"
+    settings = parse_local_conf({"settings": {"controllerDatabase": conninfo}})
+    assert settings.controller_database == conninfo
+    assert "hunter2" not in repr(settings)
+    assert parse_local_conf({"settings": {"controllerDatabase": "host=/run/x dbname=y"}})
+    for wrong in ("hunter2-not-a-connection-string", 5):
+        with pytest.raises(SettingsError, match="controllerDatabase must be a PostgreSQL") as e:
+            parse_local_conf({"settings": {"controllerDatabase": wrong}})
+        assert "hunter2" not in str(e.value)
