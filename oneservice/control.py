@@ -16,10 +16,11 @@ from collections.abc import Callable
 
 from .controller.controller import Controller
 from .identity import Identity
-from .messages import ConfigAnswer, ConfigRequest
-from .network.config import NetworkConfig
-from .network.membership import Memberships
+from .messages import ConfigAnswer, ConfigDelta, ConfigRequest
+from .network.membership import Memberships, Verdict
 from .network.signed import STATUS_NOT_FOUND, controller_address
+
+ControlMessage = ConfigRequest | ConfigAnswer | ConfigDelta
 
 log = logging.getLogger("oneservice")
 
@@ -39,8 +40,8 @@ class ControlPlane:
         # our own endpoints, for our own membership.
         self._endpoints_of = endpoints_of
         self._own_endpoints = own_endpoints
-        self.outbox: list[tuple[str, ConfigRequest | ConfigAnswer]] = []  # (to, message)
-        self.checks: list[tuple[ConfigAnswer, Identity]] = []  # to check, then config_checked
+        self.outbox: list[tuple[str, ControlMessage]] = []  # (to, message)
+        self.checks: list[tuple[ConfigAnswer | ConfigDelta, Identity]] = []  # then config_checked
         # Members to be sent to that the core may not know (they talked to another controller
         # process on our store): (identity, endpoints), given to the core before the outbox.
         self.contacts: list[tuple[Identity, list[tuple[str, int]]]] = []
@@ -48,20 +49,19 @@ class ControlPlane:
 
     # --- inputs --------------------------------------------------------------------------------
 
-    def receive(self, address: str, message: ConfigRequest | ConfigAnswer, sender: Identity,
+    def receive(self, address: str, message: ControlMessage, sender: Identity,
                 now: float, wall: float) -> None:  # fmt: skip
         """A control message from ``address`` (authenticated as ``sender``)."""
         if isinstance(message, ConfigRequest):
-            self._answer_request(address, message.network_id, sender, now, wall)
+            self._answer_request(address, message, sender, now, wall)
         else:
             if self.memberships.wants_checking(message, sender):
                 self.checks.append((message, sender))
             else:
                 self.config_checked(message, sender, None)
 
-    def config_checked(
-        self, message: ConfigAnswer, sender: Identity, checked: NetworkConfig | str | None
-    ) -> None:
+    def config_checked(self, message: ConfigAnswer | ConfigDelta, sender: Identity,
+                       checked: Verdict | None) -> None:  # fmt: skip
         """The verdict on a config of ``checks`` (None: it needed no check)."""
         network_id = message.network_id
         joined = self.memberships.networks.get(network_id)
@@ -110,8 +110,9 @@ class ControlPlane:
 
     # --- inside --------------------------------------------------------------------------------
 
-    def _answer_request(self, address: str, network_id: str, sender: Identity, now: float,
+    def _answer_request(self, address: str, request: ConfigRequest, sender: Identity, now: float,
                         wall: float) -> None:  # fmt: skip
+        network_id = request.network_id
         controller = self.controller
         if controller is None or not controller.owns(network_id):
             self._send(address, ConfigAnswer(network_id, error=STATUS_NOT_FOUND), now, wall)
@@ -119,14 +120,14 @@ class ControlPlane:
         own = address == self.identity.address
         endpoints = self._own_endpoints() if own else self._endpoints_of(address, now)
         before = controller.revision(network_id)
-        reply = controller.handle_request(network_id, sender, endpoints, wall)
+        reply = controller.handle_request(network_id, sender, endpoints, wall, request.revision)
         if controller.revision(network_id) != before:
             # A member arrived (or moved): the others must learn of it now, not at their
             # next refresh.
             self.push_config(network_id, now, wall)
         self._send(address, reply, now, wall)
 
-    def _send(self, address: str, message: ConfigRequest | ConfigAnswer, now: float,
+    def _send(self, address: str, message: ControlMessage, now: float,
               wall: float) -> None:  # fmt: skip
         if address == self.identity.address:
             self.receive(address, message, self.identity.public(), now, wall)

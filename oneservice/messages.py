@@ -95,8 +95,21 @@ class ConfigAnswer:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class ConfigDelta:
+    """The controller's answer to a member at revision ``base``: what changed since (canonical
+    JSON, network/signed.py), and the signature of the whole new config. The member applies
+    it to the config it holds and checks the signature over the result: the same bytes it
+    would have got whole."""
+
+    network_id: str
+    base: int
+    changes: bytes
+    signature: bytes
+
+
 Message = (Ping | Pong | Goodbye | Whois | WhoisAnswer | Introduction | ChunkRequest
-           | ConfigRequest | ConfigAnswer)  # fmt: skip
+           | ConfigRequest | ConfigAnswer | ConfigDelta)  # fmt: skip
 
 
 def encode(message: Message) -> bytes:
@@ -145,6 +158,8 @@ def _fields(message: Message) -> dict:
             return {"t": "nc", "n": network_id, "err": error}
         case ConfigAnswer(network_id, config, signature, None):
             return {"t": "nc", "n": network_id, "c": config, "s": signature}
+        case ConfigDelta(network_id, base, changes, signature):
+            return {"t": "ncd", "n": network_id, "b": base, "d": changes, "s": signature}
     raise TypeError(f"not a control message: {type(message).__name__}")
 
 
@@ -198,4 +213,6 @@ _DECODERS = {
     "chunks": lambda f: ChunkRequest(f.get("m", int), f.numbers("i")),
     "ncr": lambda f: ConfigRequest(f.get("n", str), f.get("r", int)),
     "nc": _config_answer,
+    "ncd": lambda f: ConfigDelta(f.get("n", str), f.get("b", int), f.get("d", bytes),
+                                 f.get("s", bytes)),
 }

@@ -36,11 +36,11 @@ from .binder.interfaces import BindPolicy
 from .control import ControlPlane
 from .controller.controller import Controller
 from .identity import Identity, derive_address, load_or_create_identity
-from .messages import ConfigAnswer
+from .messages import ConfigAnswer, ConfigDelta
 from .monitor import ChangeMonitor, open_change_monitor
 from .monitor.changes import Change, others_routing_changed, own_routing_removed
 from .network.config import NetworkConfig, is_network_id, load_network_files, parse_endpoint
-from .network.membership import Memberships, checked_config
+from .network.membership import Memberships
 from .node.core import ControlReceived, NodeCore, PathChanged, PeerConnected
 from .node.events import PeerView
 from .notify import notify
@@ -403,16 +403,15 @@ class Service:
             self.core.send_control(address, message, now)
         checks, control.checks = control.checks, []
         for message, sender in checks:
-            future = self.loop.run_in_executor(
-                self._worker(), checked_config, message, sender, message.network_id
-            )
+            future = self.loop.run_in_executor(self._worker(),
+                                               self.memberships.checker(message, sender))
             future.add_done_callback(functools.partial(self._config_checked, message, sender))
         if control.networks_changed:
             control.networks_changed = False
             self._schedule_apply()
 
     @_guarded
-    def _config_checked(self, message: ConfigAnswer, sender: Identity,
+    def _config_checked(self, message: ConfigAnswer | ConfigDelta, sender: Identity,
                         future: asyncio.Future) -> None:  # fmt: skip
         if not future.cancelled():
             self.control.config_checked(message, sender, future.result())

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..files import DamagedFile
 from ..identity import Identity, IdentityError
-from ..messages import ConfigAnswer
+from ..messages import ConfigAnswer, ConfigDelta
 from ..mtu import DEFAULT_TUNNEL_MTU
 from ..network.config import (
     MAX_MTU,
@@ -30,7 +30,7 @@ from ..network.config import (
     route_document,
     shown,
 )
-from ..network.signed import STATUS_ACCESS_DENIED, STATUS_NOT_FOUND, sign_config
+from ..network.signed import STATUS_ACCESS_DENIED, STATUS_NOT_FOUND, sign_config, sign_delta
 
 if TYPE_CHECKING:  # the store (SQLite) is loaded only on controllers
     from .store import ControllerStore
@@ -40,6 +40,10 @@ if TYPE_CHECKING:  # the store (SQLite) is loaded only on controllers
 MAX_UNAUTHORIZED_MEMBERS = 1000
 # A member that asked within this window gets pushed every change.
 ONLINE_WINDOW_S = 180.0
+# Config documents kept per network (the last revisions), to answer members with deltas; and
+# deltas kept in all.
+KEPT_REVISIONS = 8
+MAX_DELTAS = 256
 MAX_NAME_LEN = 128
 # ZeroTier's flow rules reduced to what a layer-3 network of ours does: accept everything.
 ACCEPT_ALL_RULES = [{"type": "ACTION_ACCEPT"}]
@@ -75,7 +79,10 @@ class Controller:
     def __init__(self, identity: Identity, store: ControllerStore) -> None:
         self.identity = identity
         self.store = store
-        self._signed: dict[str, tuple[int | None, dict]] = {}  # network id -> (revision, message)
+        self._signed: dict[str, tuple[int | None, ConfigAnswer]] = {}  # id -> (revision, config)
+        # The documents of the last few revisions, and the deltas made between them.
+        self._documents: dict[str, dict[int, dict]] = {}
+        self._deltas: dict[tuple[str, int, int | None], ConfigDelta] = {}
         self.refused_joiners = 0
 
     def owns(self, network_id: str) -> bool:
@@ -199,9 +206,13 @@ class Controller:
     # --- the protocol ---------------------------------------------------------------------------
 
     def handle_request(
-        self, network_id: str, requester: Identity, endpoints: list[str], now: float
-    ) -> ConfigAnswer:
-        """A member asks for the config: the signed config, or ACCESS_DENIED / NOT_FOUND."""
+        self, network_id: str, requester: Identity, endpoints: list[str], now: float,
+        have: int = -1,
+    ) -> ConfigAnswer | ConfigDelta:
+        """A member at revision ``have`` (-1: none) asks for the config: what changed since
+        (a delta), or the whole signed config, or ACCESS_DENIED / NOT_FOUND. Its endpoints
+        are stored as hints for the next revision; a member that merely moved costs no new
+        revision and no push to everyone (peers with a session follow it themselves)."""
         found = self.store.get_network(network_id) if self.owns(network_id) else None
         if found is None:
             return ConfigAnswer(network_id, error=STATUS_NOT_FOUND)
@@ -221,26 +232,43 @@ class Controller:
         # Hints only: one that does not parse is dropped here, never stored (every member's
         # config is built from them).
         endpoints = [e for e in endpoints if _usable_endpoint(e)][:8]
-        changed = identity_text != requester.public_text() or sorted(
-            document.get("endpoints", [])
-        ) != sorted(endpoints)
+        changed = identity_text != requester.public_text()
         document["endpoints"] = endpoints
+        document["configRevision"] = have
         self.store.put_member(network_id, requester.address, requester.public_text(), document,
                               now)  # fmt: skip
         if changed and document.get("authorized"):
             self._bump(network_id)
         if not document.get("authorized"):
             return ConfigAnswer(network_id, error=STATUS_ACCESS_DENIED)
-        return self.config_message(network_id)
+        return self.answer(network_id, have)
 
-    def message_for(self, network_id: str, address: str) -> ConfigAnswer:
+    def message_for(self, network_id: str, address: str) -> ConfigAnswer | ConfigDelta:
         """What a member gets pushed after a change: its config, or why not."""
         found = self.store.get_member(network_id, address)
         if self.store.get_network(network_id) is None:
             return ConfigAnswer(network_id, error=STATUS_NOT_FOUND)
         if found is None or not found[1].get("authorized"):
             return ConfigAnswer(network_id, error=STATUS_ACCESS_DENIED)
-        return self.config_message(network_id)
+        # A delta from the revision it last asked with, if that one is still known here.
+        return self.answer(network_id, found[1].get("configRevision", -1))
+
+    def answer(self, network_id: str, have: int) -> ConfigAnswer | ConfigDelta:
+        """For a member at revision ``have``: the delta from there if this controller still
+        holds that revision's document (the last few), else the whole config. Each delta is
+        made once, for every member at that revision."""
+        whole = self.config_message(network_id)
+        documents = self._documents.get(network_id, {})
+        current = self.revision(network_id)
+        if have not in documents or current not in documents:
+            return whole
+        key = (network_id, have, current)
+        delta = self._deltas.get(key)
+        if delta is None:
+            if len(self._deltas) >= MAX_DELTAS:
+                self._deltas.clear()
+            delta = self._deltas[key] = sign_delta(documents[have], documents[current], whole)
+        return delta
 
     def config_message(self, network_id: str) -> ConfigAnswer:
         """The signed config, built and signed once per revision: every change that reaches
@@ -250,8 +278,13 @@ class Controller:
         cached = self._signed.get(network_id)
         if cached is not None and cached[0] == revision:
             return cached[1]
-        message = sign_config(self.identity, self.config_document(network_id))
+        document = self.config_document(network_id)
+        message = sign_config(self.identity, document)
         self._signed[network_id] = (revision, message)
+        kept = self._documents.setdefault(network_id, {})
+        kept[document["revision"]] = document
+        for old in sorted(kept)[:-KEPT_REVISIONS]:
+            del kept[old]
         return message
 
     def config_document(self, network_id: str) -> dict:

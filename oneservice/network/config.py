@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,11 +104,14 @@ def parse_endpoint(text: Any, where: str) -> Endpoint:
     return (str(ip), port)
 
 
-def parse_network(document: Any, source: str, verify_identities: bool = True) -> NetworkConfig:
+def parse_network(document: Any, source: str, verify_identities: bool = True,
+                  reuse: Mapping[str, tuple[dict, Member]] | None = None) -> NetworkConfig:
     """``verify_identities=False``: members' identities are not checked against their
     addresses here (an scrypt run each) because their controller vouches for them and the
     core checks any that another source contradicts (node/vouching.py), or because they were
-    checked already. A hand-written file is checked: a typo gets a clear error at once."""
+    checked already. A hand-written file is checked: a typo gets a clear error at once.
+    ``reuse``: members parsed before (identity text -> (its document, the Member)): one whose
+    document is unchanged is taken as it is, not parsed again (a delta to a big network)."""
     if not isinstance(document, dict):
         raise NetworkConfigError(f"{source}: must be a JSON object")
     unknown = sorted(set(document) - _NETWORK_KEYS)
@@ -131,7 +135,11 @@ def parse_network(document: Any, source: str, verify_identities: bool = True) ->
     seen: dict[str, str] = {}
     for position, raw in enumerate(raw_members):
         where = f"{source}: members[{position}]"
-        member = _parse_member(raw, where, verify_identities)
+        cached = reuse.get(raw.get("identity")) if reuse and isinstance(raw, dict) else None
+        if cached is not None and cached[0] == raw:
+            member = cached[1]
+        else:
+            member = _parse_member(raw, where, verify_identities)
         if member.address in seen:
             raise NetworkConfigError(f"{where}: member {member.address} is listed twice")
         for interface in member.addresses:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -26,9 +27,21 @@ from ..files import (
     write_atomically,
 )
 from ..identity import Identity, IdentityError
-from ..messages import ConfigAnswer
+from ..messages import ConfigAnswer, ConfigDelta
 from .config import NETWORKS_DIR, NetworkConfig, NetworkConfigError, is_network_id
-from .signed import ERROR_STATUSES, controller_address, verify_config
+from .signed import (
+    ERROR_STATUSES,
+    Verified,
+    canonical,
+    controller_address,
+    verify_answer,
+    verify_delta,
+)
+
+# What a config's check says: the verified config, or why it was refused.
+Verdict = Verified | str
+# The changes of a delta between a revision and itself (signed.delta_between, canonical).
+_NO_CHANGES = canonical({"put": [], "remove": [], "set": {}, "unset": []})
 
 STATUS_REQUESTING = "REQUESTING_CONFIGURATION"
 STATUS_OK = "OK"
@@ -55,6 +68,9 @@ class JoinedNetwork:
     # When the first unanswered request went out (inf: none is waiting for an answer).
     requested_since: float = math.inf
     slow_reported: bool = False
+    # The config's document and signature as signed: what the next delta applies to.
+    document: dict | None = None
+    signature: bytes = b""
 
     def waiting_hint(self, now: float) -> str:
         """For a newcomer whose join seems stuck: what must be true for it to work."""
@@ -134,24 +150,57 @@ class Memberships:
                 due = min(due, joined.requested_since + SLOW_CONFIG_S)
         return due
 
-    def wants_checking(self, message: ConfigAnswer, sender: Identity) -> bool:
+    def wants_checking(self, message: ConfigAnswer | ConfigDelta, sender: Identity) -> bool:
         """Whether an answer carries a config that on_config_message would check: then its
-        check (checked_config: the signature, and the parse of every member: milliseconds for
-        thousands) may run on a worker thread first."""
+        check (``checker``: the signature, and the parse of every member new or changed:
+        milliseconds for thousands) may run on a worker thread first."""
         joined = self.networks.get(message.network_id)
-        return (joined is not None and not joined.file_error and message.error is None
-                and sender.address == controller_address(joined.id))  # fmt: skip
+        if joined is None or joined.file_error or sender.address != controller_address(joined.id):
+            return False
+        if isinstance(message, ConfigDelta):
+            return self._delta_applies(joined, message) and not self._unchanged(joined, message)
+        return message.error is None
+
+    def checker(self, message: ConfigAnswer | ConfigDelta, sender: Identity):
+        """The check of a message that wants_checking, to run anywhere: for a delta, on the
+        config held now (on_config_message asks again if that has moved on meanwhile)."""
+        joined = self.networks[message.network_id]
+        base = (joined.document, joined.config) if isinstance(message, ConfigDelta) else None
+        return functools.partial(checked_config, message, sender, joined.id, base)
+
+    @staticmethod
+    def _delta_applies(joined: JoinedNetwork, message: ConfigDelta) -> bool:
+        return (joined.config is not None and joined.document is not None
+                and joined.config.revision == message.base)  # fmt: skip
+
+    @staticmethod
+    def _unchanged(joined: JoinedNetwork, message: ConfigDelta) -> bool:
+        """A refresh at the revision held: the same signature, nothing to apply."""
+        return message.signature == joined.signature and message.changes == _NO_CHANGES
 
     def on_config_message(
-        self, message: ConfigAnswer, sender: Identity, checked: NetworkConfig | str | None = None
+        self, message: ConfigAnswer | ConfigDelta, sender: Identity,
+        checked: Verdict | None = None,
     ) -> JoinedNetwork | None:
         """Apply a controller's answer; returns the network if its usable config changed.
-        ``checked``: what checked_config said of it already."""
+        ``checked``: what checked_config said of it already. A delta to a revision we do not
+        hold (a push that crossed a change) is not applied: the config is asked for again at
+        once, with the revision we hold."""
         joined = self.networks.get(message.network_id)
         if joined is None or joined.file_error:
             return None  # not a network of ours (or down, its file damaged): nothing to reject
         if sender.address != controller_address(joined.id):
             return self._reject(joined, f"config sent by {sender.address}, not the controller")
+        if isinstance(message, ConfigDelta):
+            if not self._delta_applies(joined, message):
+                joined.last_request = -math.inf
+                return None
+            joined.requested_since, joined.slow_reported = math.inf, False  # answered
+            if self._unchanged(joined, message):
+                return None
+            return self._apply(joined, sender, checked if checked is not None else
+                               checked_config(message, sender, joined.id,
+                                              (joined.document, joined.config)))  # fmt: skip
         joined.requested_since, joined.slow_reported = math.inf, False  # answered
         error = message.error
         if error in ERROR_STATUSES:
@@ -159,20 +208,25 @@ class Memberships:
             if had_config and not self._saved(joined, sender, None):
                 return None
             joined.status, joined.config, joined.controller = error, None, sender
+            joined.document, joined.signature = None, b""
             return joined if had_config else None
-        if checked is None:
-            checked = checked_config(message, sender, joined.id)
+        return self._apply(joined, sender, checked if checked is not None else
+                           checked_config(message, sender, joined.id))  # fmt: skip
+
+    def _apply(self, joined: JoinedNetwork, sender: Identity,
+               checked: Verdict) -> JoinedNetwork | None:  # fmt: skip
         if isinstance(checked, str):
             return self._reject(joined, checked)
-        config = checked
+        config = checked.config
         if joined.config is not None and config.revision < joined.config.revision:
             return self._reject(
                 joined, f"stale revision {config.revision} (have {joined.config.revision})"
             )
         changed = joined.config != config
-        if changed and not self._saved(joined, sender, message):
+        if changed and not self._saved(joined, sender, checked.whole):
             return None
         joined.status, joined.config, joined.controller = STATUS_OK, config, sender
+        joined.document, joined.signature = checked.document, checked.whole.signature or b""
         return joined if changed else None
 
     @staticmethod
@@ -203,11 +257,17 @@ class Memberships:
         write_atomically(self.directory / f"{network_id}.conf", json.dumps(document, indent=1))
 
 
-def checked_config(message: ConfigAnswer, sender: Identity,
-                   network_id: str) -> NetworkConfig | str:  # fmt: skip
-    """The config in a message if it verifies, else why not."""
+def checked_config(message: ConfigAnswer | ConfigDelta, sender: Identity, network_id: str,
+                   base: tuple[dict | None, NetworkConfig | None] | None = None) -> Verdict:
+    """The config in a message if it verifies, else why not. A delta is applied to ``base``
+    (the document and config it was made for)."""
     try:
-        return verify_config(message, sender, network_id)
+        if isinstance(message, ConfigDelta):
+            document, config = base or (None, None)
+            if document is None or config is None:
+                return "config delta without a config to apply it to"
+            return verify_delta(message, sender, network_id, document, config)
+        return verify_answer(message, sender, network_id)
     except NetworkConfigError as exc:
         return str(exc)
 
@@ -241,8 +301,10 @@ def _load_saved(path: Path, network_id: str) -> JoinedNetwork:
         except (KeyError, TypeError, binascii.Error):
             raise damaged(path, "config and signature must both be base64 strings") from None
         try:
-            joined.config = verify_config(message, joined.controller, network_id)
+            verified = verify_answer(message, joined.controller, network_id)
         except NetworkConfigError as exc:
             raise damaged(path, f"saved config: {exc}") from None
+        joined.config, joined.document = verified.config, verified.document
+        joined.signature = message.signature or b""
         joined.status = STATUS_OK
     return joined

@@ -26,6 +26,7 @@ from ..identity import Identity
 from ..messages import (
     ChunkRequest,
     ConfigAnswer,
+    ConfigDelta,
     ConfigRequest,
     Goodbye,
     Introduction,
@@ -694,7 +695,7 @@ class NodeCore:
                 self._peer_left(peer, now)
             case ChunkRequest():
                 self._resend_chunks(peer, message, now)
-            case ConfigRequest() | ConfigAnswer():
+            case ConfigRequest() | ConfigAnswer() | ConfigDelta():
                 self._events.append(ControlReceived(peer.address, message))
 
     def _receive_probe(self, peer: Peer, message: Ping | Pong, path: Path | None,

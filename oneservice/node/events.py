@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..messages import ConfigAnswer, ConfigRequest
+from ..messages import ConfigAnswer, ConfigDelta, ConfigRequest
 from .paths import Endpoint
 
 
@@ -19,7 +19,7 @@ class ControlReceived:
     """A control message for the service (network config requests and answers)."""
 
     address: str
-    message: ConfigRequest | ConfigAnswer
+    message: ConfigRequest | ConfigAnswer | ConfigDelta
 
 
 @dataclass(frozen=True)
