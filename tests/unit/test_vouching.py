@@ -62,6 +62,19 @@ def member(who: Identity, virtual: str, ip: str) -> Member:
     return Member(who, (ip_interface(virtual),), ((ip, 9993),))
 
 
+def lied_to() -> tuple[Sim, object, object, NetworkConfig]:
+    """a and b on the wire, and network B, whose controller lists b's address with keys of
+    its own choosing (FORGED) at an endpoint nobody answers on."""
+    sim = Sim()
+    a, b = sim.add_node("a", 1), sim.add_node("b", 2)
+    sim.add_socket("a", 1, ("198.51.100.1", 9993))
+    sim.add_socket("b", 1, ("192.0.2.2", 9993))
+    network_b = NetworkConfig("7f00000001000000", "B", (
+        member(identity(1).public(), "10.2.0.1/24", "198.51.100.1"),
+        member(FORGED, "10.2.0.2/24", "203.0.113.9")))  # fmt: skip
+    return sim, a, b, network_b
+
+
 def test_a_big_network_is_joined_without_checking_its_members():
     sim = Sim()
     a = sim.add_node("a", 1)
@@ -78,16 +91,10 @@ def test_a_forged_member_in_another_network_never_takes_the_real_ones_traffic():
     """Network B's controller lists b's address with keys of its own. a, in both networks,
     checks the two identities before giving the address to either: b keeps its real keys,
     network B gets no member at that address, and a's traffic to b in A reaches b."""
-    sim = Sim()
-    a, b = sim.add_node("a", 1), sim.add_node("b", 2)
-    sim.add_socket("a", 1, ("198.51.100.1", 9993))
-    sim.add_socket("b", 1, ("192.0.2.2", 9993))
+    sim, a, b, network_b = lied_to()
     network_a = NetworkConfig("8056c2e21c00000a", "A", (
         member(identity(1).public(), "10.1.0.1/24", "198.51.100.1"),
         member(REAL, "10.1.0.2/24", "192.0.2.2")))  # fmt: skip
-    network_b = NetworkConfig("7f00000001000000", "B", (
-        member(identity(1).public(), "10.2.0.1/24", "198.51.100.1"),
-        member(FORGED, "10.2.0.2/24", "203.0.113.9")))  # fmt: skip
     a.set_networks([network_b, network_a], sim.now)
     b.set_networks([network_a], sim.now)
     for _ in range(5):
@@ -106,13 +113,7 @@ def test_a_checked_newcomer_replaces_a_forged_member_that_held_its_address():
     """Only network B (lying) names b's address, so a uses its keys: nobody can answer them.
     Then the real b reaches a (b's own network names a): its address is derived, so the
     forged identity gives way at once, and B's claim is refused."""
-    sim = Sim()
-    a, b = sim.add_node("a", 1), sim.add_node("b", 2)
-    sim.add_socket("a", 1, ("198.51.100.1", 9993))
-    sim.add_socket("b", 1, ("192.0.2.2", 9993))
-    network_b = NetworkConfig("7f00000001000000", "B", (
-        member(identity(1).public(), "10.2.0.1/24", "198.51.100.1"),
-        member(FORGED, "10.2.0.2/24", "203.0.113.9")))  # fmt: skip
+    sim, a, b, network_b = lied_to()
     a.set_networks([network_b], sim.now)
     assert a.peers[REAL.address].identity == FORGED and a.identity_requests() == []
     network_c = NetworkConfig("8056c2e21c00000c", "C", (
