@@ -581,7 +581,8 @@ class Service:
         """The one timer: the core's next deadline, the next config request, and the
         now-and-then retry of what failed in the kernel."""
         soon = self.loop.time() + ROUTING_RETRY_S  # a failing route change is retried then
-        return min(self.core.next_timer(), self.control.next_timer(), soon)
+        return min(self.core.next_timer(), self.control.next_timer(), self.routing.next_due(),
+                   soon)  # fmt: skip
 
     def _rearm(self) -> None:
         """An input gave the core (or a join) an earlier deadline than the timer's."""
@@ -605,7 +606,9 @@ class Service:
         # A gateway may go quiet (or come back) without any event; what failed in the kernel
         # is retried now and then. Otherwise there is nothing new to plan.
         retry = self.routing.failing() and now - planned_at >= ROUTING_RETRY_S
-        if retry or self.core.live_peers(now, self._gateways) != live:
+        # A gateway back for FAILBACK_S may take the tunnel back: nothing but time says so.
+        failback = self.routing.next_due() <= now
+        if retry or failback or self.core.live_peers(now, self._gateways) != live:
             self._update_routing()
         self.control.handle_timer(now, time.time())
         self._flush()

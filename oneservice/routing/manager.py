@@ -13,6 +13,7 @@ import asyncio
 import concurrent.futures
 import ipaddress
 import logging
+import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from .flags import FlagsError, NetworkFlags, delete_flags, load_flags, save_flag
 from .killswitch import KillSwitch, plan_kill_switch
 from .nft import NftError
 from .planner import (
+    FAILBACK_S,
     FAMILY_NAMES,
     TUNNEL_HELD,
     TUNNEL_ON,
@@ -74,6 +76,7 @@ class RoutingManager:
         # Since when each member has been live (a preferred gateway that comes back takes over
         # only after answering for a while).
         self._live_since: dict[str, float] = {}
+        self._failback_due = math.inf  # next_due()
         # Network id -> why the kernel sends (some) traffic elsewhere than its full tunnel.
         self.overrides: dict[str, str] = {}
         self.exit_error = ""
@@ -133,6 +136,12 @@ class RoutingManager:
                 log.error("%s", self.flag_errors[network_id])
                 self.flags[network_id] = NetworkFlags()
         return self.flags[network_id]
+
+    def next_due(self) -> float:
+        """When time alone may change the plan: a gateway live for less than FAILBACK_S
+        becomes eligible to take the tunnel back (nothing else happens at that moment, so
+        the service must update then; the next update moves this on)."""
+        return self._failback_due
 
     def failing(self) -> bool:
         """Something the kernel refused (routes, exit node, kill switch, rp_filter, DNS):
@@ -231,6 +240,10 @@ class RoutingManager:
     def update(self, inputs: RoutingInputs, force: bool = False) -> None:
         if self._stopped:
             return  # everything was removed; nothing may come back during shutdown
+        now = asyncio.get_running_loop().time()
+        self._live_since = {m: self._live_since.get(m, now) for m in inputs.live_members}
+        self._failback_due = min((since + FAILBACK_S for since in self._live_since.values()
+                                  if since + FAILBACK_S > now), default=math.inf)  # fmt: skip
         self._wanted = inputs
         self._force |= force
         if self._task is None or self._task.done():
@@ -243,7 +256,6 @@ class RoutingManager:
             force, self._force = self._force, False
             routing = [NetworkRouting(c, d, self.flags_for(c.id)) for c, d in inputs.networks]
             now = loop.time()
-            self._live_since = {m: self._live_since.get(m, now) for m in inputs.live_members}
             plan = plan_routing(
                 routing, self.own_address, inputs.live_members, inputs.local_addresses,
                 inputs.lan_subnets, self.settings.full_tunnel_fail_closed,

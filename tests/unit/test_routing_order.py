@@ -54,3 +54,20 @@ def test_uplinks_are_loosened_before_the_halves_and_restored_after_them(tmp_path
     asyncio.run(run())
     order = [c for c in calls if c in ("loosen", "restore") or c.startswith("routes")]
     assert order == ["loosen", "routes with halves", "routes without halves", "restore"]
+
+
+def test_a_gateway_that_came_back_is_looked_at_again_when_it_may_take_the_tunnel_back(tmp_path):
+    """Fail-back happens after FAILBACK_S with nothing else going on: the manager says when,
+    so the service's one timer wakes then (before, it woke only if something else changed)."""
+    from oneservice.routing.planner import FAILBACK_S
+
+    async def run() -> None:
+        manager = RoutingManager(tmp_path, Settings(), CLIENT.address)
+        assert manager.next_due() == float("inf")
+        now = asyncio.get_running_loop().time()
+        manager.update(RoutingInputs([(NETWORK, "onet1")], frozenset({GATEWAY.address}),
+                                     frozenset(), (), ("wifi",)))  # fmt: skip
+        assert now <= manager.next_due() - FAILBACK_S <= now + 0.5
+        await manager._task
+
+    asyncio.run(run())
