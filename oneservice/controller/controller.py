@@ -6,6 +6,7 @@ verified identity) and sends back what this returns; the API calls the admin met
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import secrets
@@ -19,6 +20,7 @@ from ..mtu import DEFAULT_TUNNEL_MTU
 from ..network.config import (
     MAX_MTU,
     MIN_MTU,
+    Member,
     NetworkConfigError,
     forbidden_target,
     is_network_id,
@@ -44,6 +46,7 @@ ONLINE_WINDOW_S = 180.0
 # deltas kept in all.
 KEPT_REVISIONS = 8
 MAX_DELTAS = 256
+MAX_REMEMBERED_MEMBERS = 100_000
 MAX_NAME_LEN = 128
 # ZeroTier's flow rules reduced to what a layer-3 network of ours does: accept everything.
 ACCEPT_ALL_RULES = [{"type": "ACTION_ACCEPT"}]
@@ -82,7 +85,12 @@ class Controller:
         self._signed: dict[str, tuple[int | None, ConfigAnswer]] = {}  # id -> (revision, config)
         # The documents of the last few revisions, and the deltas made between them.
         self._documents: dict[str, dict[int, dict]] = {}
+        # The last build's member entries and parsed members (config_document).
+        self._entries: dict[str, tuple[tuple, dict[tuple[str, str], dict]]] = {}
+        self._parsed: dict[str, dict[str, tuple[dict, Member]]] = {}
         self._deltas: dict[tuple[str, int, int | None], ConfigDelta] = {}
+        # (network, member) -> the revision we last sent it: what the next push is a delta from.
+        self._sent: dict[tuple[str, str], int] = {}
         self.refused_joiners = 0
 
     def owns(self, network_id: str) -> bool:
@@ -241,7 +249,7 @@ class Controller:
             self._bump(network_id)
         if not document.get("authorized"):
             return ConfigAnswer(network_id, error=STATUS_ACCESS_DENIED)
-        return self.answer(network_id, have)
+        return self._answer_member(network_id, requester.address, have)
 
     def message_for(self, network_id: str, address: str) -> ConfigAnswer | ConfigDelta:
         """What a member gets pushed after a change: its config, or why not."""
@@ -250,8 +258,19 @@ class Controller:
             return ConfigAnswer(network_id, error=STATUS_NOT_FOUND)
         if found is None or not found[1].get("authorized"):
             return ConfigAnswer(network_id, error=STATUS_ACCESS_DENIED)
-        # A delta from the revision it last asked with, if that one is still known here.
-        return self.answer(network_id, found[1].get("configRevision", -1))
+        # A delta from the revision it was last sent (by us) or last asked with.
+        have = self._sent.get((network_id, address), found[1].get("configRevision", -1))
+        return self._answer_member(network_id, address, have)
+
+    def _answer_member(self, network_id: str, address: str,
+                       have: int) -> ConfigAnswer | ConfigDelta:  # fmt: skip
+        """As answer(), remembering what the member now holds (if it arrives: a delta to a
+        revision it does not hold is not applied there, and it asks again)."""
+        reply = self.answer(network_id, have)
+        if len(self._sent) >= MAX_REMEMBERED_MEMBERS:
+            self._sent.clear()
+        self._sent[(network_id, address)] = self.revision(network_id) or -1
+        return reply
 
     def answer(self, network_id: str, have: int) -> ConfigAnswer | ConfigDelta:
         """For a member at revision ``have``: the delta from there if this controller still
@@ -288,21 +307,32 @@ class Controller:
         return message
 
     def config_document(self, network_id: str) -> dict:
+        """The document members get. Built per revision, but only the members whose stored
+        row changed since the last build are worked on again: a change to one member of a
+        big network costs what that member costs, plus one pass over the rows."""
         network = self.network(network_id)
         routes = network["routes"]
-        local = [ipaddress.ip_network(r["target"]) for r in routes if not r.get("via")]
-        members = []
-        for _, identity, document, _ in self.store.members(network_id):
-            if not document.get("authorized") or not identity:
-                continue
-            members.append({
-                "identity": identity,
-                "addresses": [_with_prefix(ip, local) for ip in document.get("ipAssignments", [])],
-                # Filtered again: a database written before hints were checked may hold
-                # one that would make every member's config fail to parse.
-                "endpoints": [e for e in document.get("endpoints", [])
-                              if _usable_endpoint(e)][:8],
-            })  # fmt: skip
+        local = tuple(ipaddress.ip_network(r["target"]) for r in routes if not r.get("via"))
+        built_for, entries = self._entries.get(network_id, ((), {}))
+        if built_for != local:
+            entries = {}  # the prefixes of members' addresses come from the local routes
+        fresh: dict[tuple[str, str], dict] = {}
+        for identity, text in self.store.authorized_rows(network_id):
+            entry = entries.get((identity, text))
+            if entry is None:
+                document = json.loads(text)
+                entry = {
+                    "identity": identity,
+                    "addresses": [_with_prefix(ip, local)
+                                  for ip in document.get("ipAssignments", [])],
+                    # Filtered again: a database written before hints were checked may hold
+                    # one that would make every member's config fail to parse.
+                    "endpoints": [e for e in document.get("endpoints", [])
+                                  if _usable_endpoint(e)][:8],
+                }  # fmt: skip
+            fresh[(identity, text)] = entry
+        self._entries[network_id] = (local, fresh)
+        members = list(fresh.values())
         document = {
             "id": network_id, "name": network["name"], "mtu": network["mtu"],
             "revision": network["revision"], "private": network["private"],
@@ -310,12 +340,17 @@ class Controller:
         }  # fmt: skip
         if network["dns"].get("domain") or network["dns"].get("servers"):
             document["dns"] = network["dns"]
-        # What members will parse: make sure it parses here first. Not the scrypt check of
-        # every member's identity (40 ms each): each was checked before it was stored (it is a
-        # requester's, from a verified handshake), and every member checks them again.
-        return network_document(
-            parse_network(document, f"network {network_id}", verify_identities=False)
-        )
+        # What members will parse: make sure it parses here first (a member new or changed is
+        # parsed, the rest are taken as parsed last time; every one is checked against the
+        # others). Not the scrypt check of every member's identity (40 ms each): each was
+        # checked before it was stored (it is a requester's, from a verified handshake).
+        config = parse_network(document, f"network {network_id}", verify_identities=False,
+                               reuse=self._parsed.get(network_id))  # fmt: skip
+        self._parsed[network_id] = {raw["identity"]: (raw, member)
+                                    for raw, member in zip(members, config.members, strict=True)}
+        normalized = network_document(dataclasses.replace(config, members=()))
+        normalized["members"] = members
+        return normalized
 
     def contact(self, network_id: str,
                 address: str) -> tuple[Identity, list[tuple[str, int]]] | None:  # fmt: skip
@@ -332,13 +367,7 @@ class Controller:
         return identity, endpoints
 
     def online_members(self, network_id: str, now: float) -> list[str]:
-        if self.store.get_network(network_id) is None:
-            return []
-        return [
-            address
-            for address, identity, _, last_seen in self.store.members(network_id)
-            if identity and now - last_seen <= ONLINE_WINDOW_S
-        ]
+        return self.store.seen_since(network_id, now - ONLINE_WINDOW_S)
 
     # --- helpers ----------------------------------------------------------------------------------
 
@@ -356,9 +385,7 @@ class Controller:
 
     def _assign(self, network_id: str, network: dict) -> list[str]:
         """The lowest free address of each pool (one per family)."""
-        taken = {
-            ip for _, _, d, _ in self.store.members(network_id) for ip in d.get("ipAssignments", [])
-        }
+        taken = self.store.assigned_addresses(network_id)
         assigned, families = [], set()
         automatic = {4: network["v4AssignMode"]["zt"], 6: network["v6AssignMode"]["zt"]}
         for pool in network.get("ipAssignmentPools", []):

@@ -42,6 +42,7 @@ def shown(conninfo: str) -> str:
 
 class PostgresStore(SqlStore):
     dialect = "postgresql"
+    ip_assignments_sql = "(document::jsonb -> 'ipAssignments')::text"
 
     def __init__(self, conninfo: str) -> None:
         import psycopg  # only controllers on PostgreSQL load it

@@ -59,6 +59,9 @@ class ControllerStore(Protocol):
     def delete_member(self, network_id: str, address: str) -> None: ...
     def members(self, network_id: str) -> list[tuple[str, str, dict, float]]: ...
     def count_unauthorized(self, network_id: str) -> int: ...
+    def authorized_rows(self, network_id: str) -> list[tuple[str, str]]: ...
+    def assigned_addresses(self, network_id: str) -> set[str]: ...
+    def seen_since(self, network_id: str, since: float) -> list[str]: ...
     def bump_revision(self, network_id: str) -> int | None: ...
     def listen(self, on_change: Callable[[str], None]) -> None: ...
     def close(self) -> None: ...
@@ -70,6 +73,8 @@ class SqlStore:
 
     dialect = ""
     where = ""  # what the errors name: the file, or the server (never its password)
+    # A member document's ipAssignments as JSON text, in the dialect's SQL.
+    ip_assignments_sql = ""
 
     def _query(self, statement: str, parameters: tuple = ()) -> list[tuple]:
         raise NotImplementedError
@@ -161,6 +166,26 @@ class SqlStore:
                            " WHERE network_id=? ORDER BY address", (network_id,))  # fmt: skip
         return [(r[0], r[1], json.loads(r[2]), r[3] or 0.0) for r in rows]
 
+    def authorized_rows(self, network_id: str) -> list[tuple[str, str]]:
+        """(identity, document as stored) of the members a config lists, by address: the
+        text, not parsed, so that a controller can tell an unchanged member at a glance."""
+        return self._query("SELECT identity, document FROM members WHERE network_id=? AND"
+                           " authorized=1 AND identity != '' ORDER BY address",
+                           (network_id,))  # fmt: skip
+
+    def assigned_addresses(self, network_id: str) -> set[str]:
+        """Every address assigned to a member of the network (authorized or not): read from
+        the documents by the database, not decoded here one by one."""
+        rows = self._query(f"SELECT {self.ip_assignments_sql} FROM members WHERE network_id=?",
+                           (network_id,))  # fmt: skip
+        return {ip for (text,) in rows if text for ip in json.loads(text)}
+
+    def seen_since(self, network_id: str, since: float) -> list[str]:
+        """The members (with an identity) that asked for the config at ``since`` or later."""
+        return [r[0] for r in self._query(
+            "SELECT address FROM members WHERE network_id=? AND identity != '' AND last_seen >= ?"
+            " ORDER BY address", (network_id, since))]  # fmt: skip
+
     def count_unauthorized(self, network_id: str) -> int:
         return self._query("SELECT COUNT(*) FROM members WHERE network_id=? AND authorized=0",
                            (network_id,))[0][0]  # fmt: skip
@@ -168,6 +193,7 @@ class SqlStore:
 
 class SQLiteStore(SqlStore):
     dialect = "sqlite"
+    ip_assignments_sql = "json_extract(document, '$.ipAssignments')"
 
     def __init__(self, path: Path) -> None:
         self.path = path

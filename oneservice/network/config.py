@@ -132,7 +132,7 @@ def parse_network(document: Any, source: str, verify_identities: bool = True,
     if not isinstance(raw_members, list):
         raise NetworkConfigError(f"{source}: members must be a list")
     members = []
-    seen: dict[str, str] = {}
+    seen: dict[object, str] = {}  # member addresses, and the IPs assigned (as objects: cheap)
     for position, raw in enumerate(raw_members):
         where = f"{source}: members[{position}]"
         cached = reuse.get(raw.get("identity")) if reuse and isinstance(raw, dict) else None
@@ -143,7 +143,7 @@ def parse_network(document: Any, source: str, verify_identities: bool = True,
         if member.address in seen:
             raise NetworkConfigError(f"{where}: member {member.address} is listed twice")
         for interface in member.addresses:
-            key = str(interface.ip)
+            key = interface.ip
             if key in seen:
                 raise NetworkConfigError(
                     f"{where}: address {key} is already assigned to {seen[key]}"

@@ -67,14 +67,13 @@ def prepare(home: Path, controller_identity: Identity, member: Identity,
     })["id"]  # fmt: skip
     store = controller.store
     for n, identity in enumerate(others):
-        document = {"authorized": True, "ipAssignments": [f"10.{1 + n // 65000}.{n // 250 % 250}."
-                                                          f"{1 + n % 250}"],
-                    "endpoints": ["203.0.113.77/9993"], "revision": 1}  # fmt: skip
+        # What a member that joined and was authorized looks like in the store.
+        document = {"authorized": True, "name": "", "revision": 2, "creationTime": 0,
+                    "lastAuthorizedTime": 0, "endpoints": ["203.0.113.77/9993"],
+                    "ipAssignments": [f"10.{1 + n // 62500}.{n // 250 % 250}.{1 + n % 250}"]}
         store.put_member(network_id, identity.address, identity.public_text(), document, 0.0)
-    for identity in waiting:
-        store.put_member(network_id, identity.address, identity.public_text(),
-                         {"authorized": False, "ipAssignments": [], "endpoints": [],
-                          "revision": 1}, 0.0)  # fmt: skip
+    for identity in waiting:  # asked to join; not authorized yet
+        controller.handle_request(network_id, identity, [], 0.0)
     controller.update_member(network_id, member.address, {"authorized": True})
     store.close()
     return network_id

@@ -115,3 +115,12 @@ def test_deltas_rebuild_any_document_from_any_other():
     for _ in range(500):
         old, new = document(), document()
         assert canonical(apply_delta(old, delta_between(old, new))) == canonical(new)
+
+
+def test_a_push_after_a_change_is_a_delta_from_what_the_member_was_sent(lab):
+    controller, nwid, memberships = lab
+    memberships.on_config_message(ask(controller, nwid, memberships), CONTROLLER.public())
+    controller.update_network(nwid, {"name": "pushed"})
+    pushed = controller.message_for(nwid, MEMBER.address)
+    assert isinstance(pushed, ConfigDelta)
+    assert memberships.on_config_message(pushed, CONTROLLER.public()).config.name == "pushed"
