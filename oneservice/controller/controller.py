@@ -6,7 +6,6 @@ verified identity) and sends back what this returns; the API calls the admin met
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import json
 import secrets
@@ -21,12 +20,14 @@ from ..network.config import (
     MAX_MTU,
     MIN_MTU,
     Member,
+    MemberIndex,
     NetworkConfigError,
     forbidden_target,
     is_network_id,
     network_document,
     parse_dns,
     parse_endpoint,
+    parse_member,
     parse_network,
     parse_route,
     route_document,
@@ -85,9 +86,8 @@ class Controller:
         self._signed: dict[str, tuple[int | None, ConfigAnswer]] = {}  # id -> (revision, config)
         # The documents of the last few revisions, and the deltas made between them.
         self._documents: dict[str, dict[int, dict]] = {}
-        # The last build's member entries and parsed members (config_document).
-        self._entries: dict[str, tuple[tuple, dict[tuple[str, str], dict]]] = {}
-        self._parsed: dict[str, dict[str, tuple[dict, Member]]] = {}
+        # Per network, the members of the last build (config_document).
+        self._built: dict[str, _Built] = {}
         self._deltas: dict[tuple[str, int, int | None], ConfigDelta] = {}
         # (network, member) -> the revision we last sent it: what the next push is a delta from.
         self._sent: dict[tuple[str, str], int] = {}
@@ -313,42 +313,33 @@ class Controller:
         network = self.network(network_id)
         routes = network["routes"]
         local = tuple(ipaddress.ip_network(r["target"]) for r in routes if not r.get("via"))
-        built_for, entries = self._entries.get(network_id, ((), {}))
-        if built_for != local:
-            entries = {}  # the prefixes of members' addresses come from the local routes
-        fresh: dict[tuple[str, str], dict] = {}
-        for identity, text in self.store.authorized_rows(network_id):
-            entry = entries.get((identity, text))
-            if entry is None:
-                document = json.loads(text)
-                entry = {
-                    "identity": identity,
-                    "addresses": [_with_prefix(ip, local)
-                                  for ip in document.get("ipAssignments", [])],
-                    # Filtered again: a database written before hints were checked may hold
-                    # one that would make every member's config fail to parse.
-                    "endpoints": [e for e in document.get("endpoints", [])
-                                  if _usable_endpoint(e)][:8],
-                }  # fmt: skip
-            fresh[(identity, text)] = entry
-        self._entries[network_id] = (local, fresh)
-        members = list(fresh.values())
         document = {
             "id": network_id, "name": network["name"], "mtu": network["mtu"],
             "revision": network["revision"], "private": network["private"],
-            "members": members, "routes": routes,
+            "members": [], "routes": routes,
         }  # fmt: skip
         if network["dns"].get("domain") or network["dns"].get("servers"):
             document["dns"] = network["dns"]
-        # What members will parse: make sure it parses here first (a member new or changed is
-        # parsed, the rest are taken as parsed last time; every one is checked against the
-        # others). Not the scrypt check of every member's identity (40 ms each): each was
-        # checked before it was stored (it is a requester's, from a verified handshake).
-        config = parse_network(document, f"network {network_id}", verify_identities=False,
-                               reuse=self._parsed.get(network_id))  # fmt: skip
-        self._parsed[network_id] = {raw["identity"]: (raw, member)
-                                    for raw, member in zip(members, config.members, strict=True)}
-        normalized = network_document(dataclasses.replace(config, members=()))
+        # What members will parse is checked here first: the network's own fields, each member
+        # new or changed since the last build, and every member against the others (index).
+        # Not the scrypt check of each identity (40 ms): each was checked before it was stored
+        # (a requester's, from a verified handshake).
+        normalized = network_document(parse_network(document, f"network {network_id}"))
+        built = self._built.get(network_id)
+        if built is None or built.local != local:
+            built = self._built[network_id] = _Built(local)  # prefixes come from local routes
+        rows = self.store.authorized_rows(network_id)
+        keys = set(rows)
+        for key in [k for k in built.members if k not in keys]:
+            built.index.remove(built.members.pop(key)[1])
+        members = []
+        for identity, text in rows:
+            known = built.members.get((identity, text))
+            if known is None:
+                known = _member_entry(identity, text, local, f"network {network_id}")
+                built.index.add(known[1], f"network {network_id}: member {known[1].address}")
+                built.members[(identity, text)] = known
+            members.append(known[0])
         normalized["members"] = members
         return normalized
 
@@ -402,6 +393,29 @@ class Controller:
                 candidate += 1
         return assigned
 
+
+
+class _Built:
+    """The members of a network's last config build, by their stored row (identity, document
+    text): their entries in the config, parsed, and indexed against each other."""
+
+    def __init__(self, local: tuple) -> None:
+        self.local = local  # the network's local routes, which the entries' prefixes come from
+        self.members: dict[tuple[str, str], tuple[dict, Member]] = {}
+        self.index = MemberIndex()
+
+
+def _member_entry(identity: str, text: str, local: tuple, where: str) -> tuple[dict, Member]:
+    """A stored member as its config lists it, and parsed (as every member will parse it)."""
+    document = json.loads(text)
+    entry = {
+        "identity": identity,
+        "addresses": [_with_prefix(ip, list(local)) for ip in document.get("ipAssignments", [])],
+        # Filtered again: a database written before hints were checked may hold one that
+        # would make every member's config fail to parse.
+        "endpoints": [e for e in document.get("endpoints", []) if _usable_endpoint(e)][:8],
+    }
+    return entry, parse_member(entry, f"{where}: member {identity[:10]}", verify=False)
 
 
 def _usable_endpoint(text: Any) -> bool:

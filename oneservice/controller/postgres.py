@@ -42,7 +42,8 @@ def shown(conninfo: str) -> str:
 
 class PostgresStore(SqlStore):
     dialect = "postgresql"
-    ip_assignments_sql = "(document::jsonb -> 'ipAssignments')::text"
+    assigned_sql = ("SELECT jsonb_array_elements_text(document::jsonb -> 'ipAssignments')"
+                    " FROM members WHERE network_id=?")
 
     def __init__(self, conninfo: str) -> None:
         import psycopg  # only controllers on PostgreSQL load it

@@ -73,8 +73,9 @@ class SqlStore:
 
     dialect = ""
     where = ""  # what the errors name: the file, or the server (never its password)
-    # A member document's ipAssignments as JSON text, in the dialect's SQL.
-    ip_assignments_sql = ""
+    # Every (member, assigned address) of a network, the database unpacking the documents'
+    # ipAssignments lists: one string per row, in the dialect's SQL (a ? for the network).
+    assigned_sql = ""
 
     def _query(self, statement: str, parameters: tuple = ()) -> list[tuple]:
         raise NotImplementedError
@@ -176,9 +177,7 @@ class SqlStore:
     def assigned_addresses(self, network_id: str) -> set[str]:
         """Every address assigned to a member of the network (authorized or not): read from
         the documents by the database, not decoded here one by one."""
-        rows = self._query(f"SELECT {self.ip_assignments_sql} FROM members WHERE network_id=?",
-                           (network_id,))  # fmt: skip
-        return {ip for (text,) in rows if text for ip in json.loads(text)}
+        return {row[0] for row in self._query(self.assigned_sql, (network_id,))}
 
     def seen_since(self, network_id: str, since: float) -> list[str]:
         """The members (with an identity) that asked for the config at ``since`` or later."""
@@ -193,7 +192,8 @@ class SqlStore:
 
 class SQLiteStore(SqlStore):
     dialect = "sqlite"
-    ip_assignments_sql = "json_extract(document, '$.ipAssignments')"
+    assigned_sql = ("SELECT each.value FROM members, json_each(members.document,"
+                    " '$.ipAssignments') AS each WHERE members.network_id=?")
 
     def __init__(self, path: Path) -> None:
         self.path = path

@@ -132,24 +132,15 @@ def parse_network(document: Any, source: str, verify_identities: bool = True,
     if not isinstance(raw_members, list):
         raise NetworkConfigError(f"{source}: members must be a list")
     members = []
-    seen: dict[object, str] = {}  # member addresses, and the IPs assigned (as objects: cheap)
+    index = MemberIndex()
     for position, raw in enumerate(raw_members):
         where = f"{source}: members[{position}]"
         cached = reuse.get(raw.get("identity")) if reuse and isinstance(raw, dict) else None
         if cached is not None and cached[0] == raw:
             member = cached[1]
         else:
-            member = _parse_member(raw, where, verify_identities)
-        if member.address in seen:
-            raise NetworkConfigError(f"{where}: member {member.address} is listed twice")
-        for interface in member.addresses:
-            key = interface.ip
-            if key in seen:
-                raise NetworkConfigError(
-                    f"{where}: address {key} is already assigned to {seen[key]}"
-                )
-            seen[key] = member.address
-        seen[member.address] = member.address
+            member = parse_member(raw, where, verify_identities)
+        index.add(member, where)
         members.append(member)
     revision = document.get("revision", 0)
     if isinstance(revision, bool) or not isinstance(revision, int) or revision < 0:
@@ -277,7 +268,35 @@ def network_document(config: NetworkConfig) -> dict:
     return document
 
 
-def _parse_member(raw: Any, where: str, verify: bool) -> Member:
+class MemberIndex:
+    """The members of one network by address and by assigned IP: no member twice, no IP
+    given to two. Kept up to date member by member (a controller's next build), or filled at
+    once (parse_network)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[object, str] = {}  # addresses, and IPs (as objects: cheap to hash)
+
+    def add(self, member: Member, where: str) -> None:
+        seen = self._seen
+        if member.address in seen:
+            raise NetworkConfigError(f"{where}: member {member.address} is listed twice")
+        keys: list[object] = []
+        for interface in member.addresses:
+            key = interface.ip
+            if key in seen or key in keys:
+                owner = seen.get(key, member.address)
+                raise NetworkConfigError(f"{where}: address {key} is already assigned to {owner}")
+            keys.append(key)
+        for key in keys:
+            seen[key] = member.address
+        seen[member.address] = member.address
+
+    def remove(self, member: Member) -> None:
+        for key in (member.address, *(interface.ip for interface in member.addresses)):
+            self._seen.pop(key, None)
+
+
+def parse_member(raw: Any, where: str, verify: bool) -> Member:
     if not isinstance(raw, dict):
         raise NetworkConfigError(f"{where}: must be an object")
     unknown = sorted(set(raw) - {"identity", "addresses", "endpoints"})

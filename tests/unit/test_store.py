@@ -110,3 +110,19 @@ def test_errors_name_the_server_but_never_its_password(postgres_server):
     assert "hunter2" not in shown("postgresql://admin:hunter2@db.example:5433/ctl")
     assert shown("postgresql://admin:hunter2@db.example:5433/ctl") == (
         "PostgreSQL (host db.example, port 5433, dbname ctl, user admin)")
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_the_addresses_taken_and_the_members_online_come_from_the_database(kind, tmp_path,
+                                                                          request):
+    store = open_store(kind, tmp_path, request)
+    try:
+        store.put_network(NWID, {"name": "lab"}, 1)
+        store.put_member(NWID, "0123456789", "id1", {"ipAssignments": ["10.0.0.1", "fd00::1"]},
+                         100.0)  # fmt: skip
+        store.put_member(NWID, "1123456789", "id2", {"ipAssignments": []}, 10.0)
+        store.put_member(NWID, "2123456789", "", {}, 200.0)  # prepared, never joined
+        assert store.assigned_addresses(NWID) == {"10.0.0.1", "fd00::1"}
+        assert store.seen_since(NWID, 50.0) == ["0123456789"]
+    finally:
+        store.close()
