@@ -5,7 +5,10 @@
 The controller and the joining member are real nodes, in two namespaces of their own (an
 egress guard on each, as in the tests); the many other members are listed in the controller's
 database (real identities, generated once and cached: identities.py) and never speak, so
-they cost the controller what members cost it, not what sessions do. For each size:
+they cost the controller what members cost it, not what sessions do. They have no endpoints:
+the joining member has no path to try them on (with one, it would send each an initiation
+every second for 30 s, then every 5 s: thousands per second at 10,000 members, which starves
+its event loop; see PERFORMANCE.md). For each size:
 
 - join: the member's POST /network until its status is OK, and the whole config's size;
 - per membership change (a member authorized through the API): controller CPU (all threads,
@@ -69,7 +72,7 @@ def prepare(home: Path, controller_identity: Identity, member: Identity,
     for n, identity in enumerate(others):
         # What a member that joined and was authorized looks like in the store.
         document = {"authorized": True, "name": "", "revision": 2, "creationTime": 0,
-                    "lastAuthorizedTime": 0, "endpoints": ["203.0.113.77/9993"],
+                    "lastAuthorizedTime": 0, "endpoints": [],
                     "ipAssignments": [f"10.{1 + n // 62500}.{n // 250 % 250}.{1 + n % 250}"]}
         store.put_member(network_id, identity.address, identity.public_text(), document, 0.0)
     for identity in waiting:  # asked to join; not authorized yet
