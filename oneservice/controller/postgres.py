@@ -46,8 +46,12 @@ class PostgresStore(SqlStore):
                     " FROM members WHERE network_id=?")
 
     def __init__(self, conninfo: str) -> None:
-        import psycopg  # only controllers on PostgreSQL load it
-
+        try:
+            import psycopg  # only controllers on PostgreSQL load it
+        except ImportError:
+            raise StoreError("settings.controllerDatabase needs psycopg, which is not installed:"
+                             " pip install -e '.[postgresql]' in the checkout (scripts/run-"
+                             "service's venv: .venv/bin/pip)") from None
         self._psycopg = psycopg
         self._conninfo = conninfo
         self.where = shown(conninfo)

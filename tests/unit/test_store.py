@@ -126,3 +126,9 @@ def test_the_addresses_taken_and_the_members_online_come_from_the_database(kind,
         assert store.seen_since(NWID, 50.0) == ["0123456789"]
     finally:
         store.close()
+
+
+def test_without_psycopg_a_postgresql_controller_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "psycopg", None)  # as if not installed
+    with pytest.raises(StoreError, match=r"needs psycopg, which is not installed: pip install"):
+        PostgresStore("host=/run/postgresql dbname=oneservice password=hunter2")
