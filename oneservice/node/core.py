@@ -1187,9 +1187,19 @@ class NodeCore:
                 if peer.current is not None:
                     self._sessions.pop(peer.current.local_index, None)
                     peer.current = None
+                    self._without_session_from(peer, now)
             elif send is Send.END_SESSIONS:
                 self._distrust(peer)
+                self._without_session_from(peer, now)
         self._touch(peer, now)
+
+    @staticmethod
+    def _without_session_from(peer: Peer, now: float) -> None:
+        """A handshake in flight while the session was there (a rekey, or a new handshake
+        for want of a working path) counts towards "unreachable" from when the session ended:
+        unreachable means 30 s of unanswered handshakes without a session."""
+        if peer.handshake is not None:
+            peer.handshake_started = now
 
     def _initiate(self, peer: Peer, now: float) -> None:
         if peer.handshake is not None and now - peer.handshake_sent < HANDSHAKE_RETRY_S:
@@ -1336,6 +1346,12 @@ class NodeCore:
                 self._probe_path(peer, chosen, now)
                 if peer.queue:
                     self._flush_queue(peer, now)
+            elif chosen is None and peer.current is not None and peer.handshake is None:
+                # No path works with the session we send on. The far end may have lost it (a
+                # restart; or a second process with the same identity, a controller sharing
+                # its database, is the one left): a new handshake on every path finds out,
+                # and is retried while none answers.
+                self._lifecycle(peer, Event.NEED, now)
 
     # --- time ----------------------------------------------------------------------------------
 
