@@ -531,3 +531,27 @@ def test_with_several_default_gateways_only_the_one_in_use_carries_and_may_send_
     assert network.source_owner(ipaddress.ip_address("10.1.0.77").packed) is None
     network.use_gateway(4, identity(9).address)  # not one of its gateways: ignored
     assert network.gateway_for(internet) == third.address
+
+
+def test_a_peer_that_lost_our_session_is_reached_again_with_a_new_handshake():
+    """b comes back without its sessions and without a reason to call a (a itself is not in
+    b's networks: the surviving twin of two controllers, or a restarted root): a's session
+    reaches nobody, its paths fall silent, and a new handshake finds b within seconds
+    instead of when the session expires (180 s)."""
+    sim = two_nodes()
+    a = sim.nodes["a"]
+    packet = ipv4_packet("10.1.0.1", "10.1.0.2")
+    for _ in range(10):
+        a.send_packet(NETWORK_ID, packet, sim.now)
+        sim.run(0.1)
+    del sim.nodes["b"]
+    reborn = sim.add_node("b", 2)  # same identity, no sessions, no networks
+    sim.sockets = {k: v for k, v in sim.sockets.items() if k[0] != "b"}
+    sim.endpoints = {k: v for k, v in sim.endpoints.items() if v[0] != "b"}
+    sim.add_socket("b", 1, ("192.0.2.2", 9993))
+    for _ in range(50):  # 5 s
+        a.send_packet(NETWORK_ID, packet, sim.now)
+        sim.run(0.1)
+    assert reborn.peers.get(identity(1).address) is not None, "a reached the new b"
+    assert reborn.peers[identity(1).address].current is not None
+    assert a.peers[identity(2).address].preferred is not None
