@@ -97,6 +97,9 @@ OVERDUE_RETRY_S = 0.25
 QUIET_PROBE_S = 0.3
 # Sending while no path works probes the peer's paths at most this often.
 NO_PATH_PROBE_INTERVAL_S = 0.25
+# No path working with the current session this long: a new handshake (the far end may have
+# lost the session). Longer than a roam's probes take, so a handover is left to them.
+NO_PATH_HANDSHAKE_S = 1.5
 # Woken this much after a deadline, so that it has passed (float time, loop granularity).
 DEADLINE_SLACK_S = 0.002
 # Packets waiting for a session: enough for a TCP window's first burst, bounded for memory.
@@ -141,6 +144,7 @@ class Peer:
         self.last_data_received = -math.inf  # the peer's own packets (not our probes' answers)
         self.next_probe = -math.inf
         self.no_path_probed = -math.inf  # when sending found no working path and probed
+        self.no_path_since = math.inf  # when its last working path went (inf: one works)
         self.probe_counter = 0
         self.networks: dict[str, list] = {}  # network id -> networks it may send from
         # keep: we maintain a session (member, root, or someone we asked for). Otherwise the
@@ -1346,12 +1350,8 @@ class NodeCore:
                 self._probe_path(peer, chosen, now)
                 if peer.queue:
                     self._flush_queue(peer, now)
-            elif chosen is None and peer.current is not None and peer.handshake is None:
-                # No path works with the session we send on. The far end may have lost it (a
-                # restart; or a second process with the same identity, a controller sharing
-                # its database, is the one left): a new handshake on every path finds out,
-                # and is retried while none answers.
-                self._lifecycle(peer, Event.NEED, now)
+            elif chosen is None:
+                peer.no_path_since = now  # _tick_peer: a new handshake if it stays so
 
     # --- time ----------------------------------------------------------------------------------
 
@@ -1423,6 +1423,8 @@ class NodeCore:
             times.append(current.created_at + REJECT_AFTER_S)
             times.append(peer.next_probe)
             preferred = peer.preferred
+            if preferred is None and peer.handshake is None:
+                times.append(peer.no_path_since + NO_PATH_HANDSHAKE_S)
             if preferred is not None:
                 times.append(preferred.dies_at(self._window(peer, now)))
                 silence = self._silence_deadline(peer, now)
@@ -1459,6 +1461,14 @@ class NodeCore:
             or peer.current is None
         ):
             self._reselect(peer, now)
+        if (peer.current is not None and peer.preferred is None and peer.handshake is None
+                and now - peer.no_path_since >= NO_PATH_HANDSHAKE_S):  # fmt: skip
+            # No path has worked with the session we send on for a while (probes had their
+            # chance: a roam is over by now). The far end may have lost it (a restart; or a
+            # second process with the same identity, a controller sharing its database, is
+            # the one left): a new handshake on every path finds out, retried while none
+            # answers.
+            self._lifecycle(peer, Event.NEED, now)
         if peer.current is not None and now >= peer.next_probe:
             interval = _probe_interval(peer, now)
             heard = self._idle_and_heard(peer, now, interval)
