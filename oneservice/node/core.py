@@ -98,7 +98,8 @@ QUIET_PROBE_S = 0.3
 # Sending while no path works probes the peer's paths at most this often.
 NO_PATH_PROBE_INTERVAL_S = 0.25
 # No path working with the current session this long: a new handshake (the far end may have
-# lost the session). Longer than a roam's probes take, so a handover is left to them.
+# lost the session), for a peer that is needed (_needed). Longer than a roam's probes take,
+# so a handover is left to them.
 NO_PATH_HANDSHAKE_S = 1.5
 # Woken this much after a deadline, so that it has passed (float time, loop granularity).
 DEADLINE_SLACK_S = 0.002
@@ -1423,7 +1424,7 @@ class NodeCore:
             times.append(current.created_at + REJECT_AFTER_S)
             times.append(peer.next_probe)
             preferred = peer.preferred
-            if preferred is None and peer.handshake is None:
+            if preferred is None and peer.handshake is None and _needed(peer, now):
                 times.append(peer.no_path_since + NO_PATH_HANDSHAKE_S)
             if preferred is not None:
                 times.append(preferred.dies_at(self._window(peer, now)))
@@ -1462,7 +1463,8 @@ class NodeCore:
         ):
             self._reselect(peer, now)
         if (peer.current is not None and peer.preferred is None and peer.handshake is None
-                and now - peer.no_path_since >= NO_PATH_HANDSHAKE_S):  # fmt: skip
+                and now - peer.no_path_since >= NO_PATH_HANDSHAKE_S
+                and _needed(peer, now)):  # fmt: skip
             # No path has worked with the session we send on for a while (probes had their
             # chance: a roam is over by now). The far end may have lost it (a restart; or a
             # second process with the same identity, a controller sharing its database, is
@@ -1577,6 +1579,13 @@ class NodeCore:
 
     def _wall(self, when: float) -> float | None:
         return None if when == -math.inf else when + self._wall_offset
+
+
+def _needed(peer: Peer, now: float) -> bool:
+    """Worth a handshake when no path works: it carries traffic (or has some waiting), is a
+    gateway we watch, or a root (a controller among them). An idle peer waits for its
+    paths' probes, or for traffic."""
+    return peer.root or bool(peer.queue) or _active(peer, now)
 
 
 def _active(peer: Peer, now: float) -> bool:
