@@ -35,6 +35,20 @@ _SCRYPT_SALT = b"oneservice address v1"
 _RESERVED_PREFIXES = ("ff", "00")
 
 
+# X25519 public keys of small order (libsodium's list, compared without the top bit, which
+# X25519 ignores): every key agreement with one gives zeros, so no session can ever be made
+# with it. An identity carrying one is refused when read, not when first handshaked with.
+_SMALL_ORDER_X25519 = frozenset(bytes.fromhex(h) for h in (
+    "00" * 32,
+    "01" + "00" * 31,
+    "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+    "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
+    "ec" + "ff" * 30 + "7f",
+    "ed" + "ff" * 30 + "7f",
+    "ee" + "ff" * 30 + "7f",
+))  # fmt: skip
+
+
 class IdentityError(Exception):
     """An identity (text or file) is malformed or does not match its address."""
 
@@ -95,6 +109,9 @@ class Identity:
         if version != IDENTITY_FORMAT:
             raise IdentityError(f"identity format {version!r} is not supported (expected 1)")
         keys = [_hex32(part, name) for part, name in zip(parts[2:], _KEY_NAMES, strict=False)]
+        if keys[0][:31] + bytes([keys[0][31] & 0x7F]) in _SMALL_ORDER_X25519:
+            raise IdentityError(f"identity {address}: its x25519 key is of small order: no "
+                                "session can be made with it")  # fmt: skip
         identity = cls(address, keys[0], keys[1], *(keys[2:] or (None, None)))
         if verify:
             identity.verify()

@@ -19,21 +19,25 @@ from ..mtu import DEFAULT_TUNNEL_MTU
 from ..network.config import (
     MAX_MTU,
     MIN_MTU,
-    Member,
-    MemberIndex,
     NetworkConfigError,
     forbidden_target,
     is_network_id,
     network_document,
     parse_dns,
     parse_endpoint,
-    parse_member,
     parse_network,
     parse_route,
     route_document,
     shown,
 )
-from ..network.signed import STATUS_ACCESS_DENIED, STATUS_NOT_FOUND, sign_config, sign_delta
+from ..network.signed import (
+    STATUS_ACCESS_DENIED,
+    STATUS_NOT_FOUND,
+    canonical_with_members,
+    sign_config,
+    sign_delta,
+)
+from .mirror import ConfigEntries, MemberMirror, usable_endpoint
 
 if TYPE_CHECKING:  # the store (SQLite) is loaded only on controllers
     from .store import ControllerStore
@@ -86,8 +90,9 @@ class Controller:
         self._signed: dict[str, tuple[int | None, ConfigAnswer]] = {}  # id -> (revision, config)
         # The documents of the last few revisions, and the deltas made between them.
         self._documents: dict[str, dict[int, dict]] = {}
-        # Per network, the members of the last build (config_document).
-        self._built: dict[str, _Built] = {}
+        # Per network, its member rows as last read, and the entries of the last build.
+        self._mirrors: dict[str, MemberMirror] = {}
+        self._built: dict[str, ConfigEntries] = {}
         self._deltas: dict[tuple[str, int, int | None], ConfigDelta] = {}
         # (network, member) -> the revision we last sent it: what the next push is a delta from.
         self._sent: dict[tuple[str, str], int] = {}
@@ -202,8 +207,7 @@ class Controller:
         if (document["authorized"] and not document["ipAssignments"]
                 and not document.get("noAutoAssignIps")):  # fmt: skip
             document["ipAssignments"] = self._assign(network_id, network)
-        self.store.put_member(network_id, address, identity, document, None)
-        self._bump(network_id)
+        self.store.put_member(network_id, address, identity, document, None, new_revision=True)
         return self.member(network_id, address)
 
     def delete_member(self, network_id: str, address: str) -> None:
@@ -239,14 +243,12 @@ class Controller:
             identity_text, document, _ = existing
         # Hints only: one that does not parse is dropped here, never stored (every member's
         # config is built from them).
-        endpoints = [e for e in endpoints if _usable_endpoint(e)][:8]
+        endpoints = [e for e in endpoints if usable_endpoint(e)][:8]
         changed = identity_text != requester.public_text()
         document["endpoints"] = endpoints
         document["configRevision"] = have
         self.store.put_member(network_id, requester.address, requester.public_text(), document,
-                              now)  # fmt: skip
-        if changed and document.get("authorized"):
-            self._bump(network_id)
+                              now, new_revision=changed and bool(document.get("authorized")))
         if not document.get("authorized"):
             return ConfigAnswer(network_id, error=STATUS_ACCESS_DENIED)
         return self._answer_member(network_id, requester.address, have)
@@ -297,8 +299,8 @@ class Controller:
         cached = self._signed.get(network_id)
         if cached is not None and cached[0] == revision:
             return cached[1]
-        document = self.config_document(network_id)
-        message = sign_config(self.identity, document)
+        document, blob = self._build(network_id)
+        message = sign_config(self.identity, document, blob)
         self._signed[network_id] = (revision, message)
         kept = self._documents.setdefault(network_id, {})
         kept[document["revision"]] = document
@@ -307,9 +309,13 @@ class Controller:
         return message
 
     def config_document(self, network_id: str) -> dict:
-        """The document members get. Built per revision, but only the members whose stored
-        row changed since the last build are worked on again: a change to one member of a
-        big network costs what that member costs, plus one pass over the rows."""
+        """The document members get (what config_message signs)."""
+        return self._build(network_id)[0]
+
+    def _build(self, network_id: str) -> tuple[dict, bytes]:
+        """The config document and its canonical bytes. Only the member rows written since
+        the last build are read and worked on again, and the bytes are joined from each
+        member's own: a change to one member of a big network costs what that member costs."""
         network = self.network(network_id)
         routes = network["routes"]
         local = tuple(ipaddress.ip_network(r["target"]) for r in routes if not r.get("via"))
@@ -325,23 +331,16 @@ class Controller:
         # Not the scrypt check of each identity (40 ms): each was checked before it was stored
         # (a requester's, from a verified handshake).
         normalized = network_document(parse_network(document, f"network {network_id}"))
-        built = self._built.get(network_id)
-        if built is None or built.local != local:
-            built = self._built[network_id] = _Built(local)  # prefixes come from local routes
-        rows = self.store.authorized_rows(network_id)
-        keys = set(rows)
-        for key in [k for k in built.members if k not in keys]:
-            built.index.remove(built.members.pop(key)[1])
-        members = []
-        for identity, text in rows:
-            known = built.members.get((identity, text))
-            if known is None:
-                known = _member_entry(identity, text, local, f"network {network_id}")
-                built.index.add(known[1], f"network {network_id}: member {known[1].address}")
-                built.members[(identity, text)] = known
-            members.append(known[0])
-        normalized["members"] = members
-        return normalized
+        changed = self._mirror(network_id).take_changes()
+        built = self._built.pop(network_id, None)  # put back once whole
+        if built is None or built.local != local:  # the prefixes come from the local routes
+            built = ConfigEntries(local)
+            changed = dict(self._mirrors[network_id].rows)
+        built.apply(changed.items(), f"network {network_id}")
+        self._built[network_id] = built
+        entries, blobs = built.ordered()
+        normalized["members"] = entries
+        return normalized, canonical_with_members(normalized, blobs)
 
     def contact(self, network_id: str,
                 address: str) -> tuple[Identity, list[tuple[str, int]]] | None:  # fmt: skip
@@ -374,9 +373,15 @@ class Controller:
     def _bump(self, network_id: str) -> None:
         self.store.bump_revision(network_id)
 
+    def _mirror(self, network_id: str) -> MemberMirror:
+        """The network's member rows, read up to now."""
+        mirror = self._mirrors.setdefault(network_id, MemberMirror())
+        mirror.update(self.store, network_id)
+        return mirror
+
     def _assign(self, network_id: str, network: dict) -> list[str]:
         """The lowest free address of each pool (one per family)."""
-        taken = self.store.assigned_addresses(network_id)
+        taken = self._mirror(network_id).taken
         assigned, families = [], set()
         automatic = {4: network["v4AssignMode"]["zt"], 6: network["v6AssignMode"]["zt"]}
         for pool in network.get("ipAssignmentPools", []):
@@ -384,46 +389,13 @@ class Controller:
             end = ipaddress.ip_address(pool["ipRangeEnd"])
             if start.version in families or not automatic[start.version]:
                 continue
-            candidate = start
-            while candidate <= end:
-                if str(candidate) not in taken:
-                    assigned.append(str(candidate))
-                    families.add(start.version)
-                    break
-                candidate += 1
+            number, last, version = int(start), int(end), start.version
+            while number <= last and (version, number) in taken:
+                number += 1
+            if number <= last:
+                assigned.append(str(type(start)(number)))
+                families.add(start.version)
         return assigned
-
-
-
-class _Built:
-    """The members of a network's last config build, by their stored row (identity, document
-    text): their entries in the config, parsed, and indexed against each other."""
-
-    def __init__(self, local: tuple) -> None:
-        self.local = local  # the network's local routes, which the entries' prefixes come from
-        self.members: dict[tuple[str, str], tuple[dict, Member]] = {}
-        self.index = MemberIndex()
-
-
-def _member_entry(identity: str, text: str, local: tuple, where: str) -> tuple[dict, Member]:
-    """A stored member as its config lists it, and parsed (as every member will parse it)."""
-    document = json.loads(text)
-    entry = {
-        "identity": identity,
-        "addresses": [_with_prefix(ip, list(local)) for ip in document.get("ipAssignments", [])],
-        # Filtered again: a database written before hints were checked may hold one that
-        # would make every member's config fail to parse.
-        "endpoints": [e for e in document.get("endpoints", []) if _usable_endpoint(e)][:8],
-    }
-    return entry, parse_member(entry, f"{where}: member {identity[:10]}", verify=False)
-
-
-def _usable_endpoint(text: Any) -> bool:
-    try:
-        parse_endpoint(text, "endpoint")
-    except NetworkConfigError:
-        return False
-    return True
 
 
 def _now_ms() -> int:
@@ -438,13 +410,6 @@ def _new_member(authorized: bool) -> dict:
 
 def _is_address(text: Any) -> bool:
     return isinstance(text, str) and len(text) == 10 and all(c in "0123456789abcdef" for c in text)
-
-
-def _with_prefix(ip: str, local_routes: list) -> str:
-    address = ipaddress.ip_address(ip)
-    containing = [n for n in local_routes if n.version == address.version and address in n]
-    prefix = max((n.prefixlen for n in containing), default=address.max_prefixlen)
-    return f"{address}/{prefix}"
 
 
 def _validated_network(document: dict, changes: Any) -> dict:

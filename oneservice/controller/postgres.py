@@ -42,8 +42,6 @@ def shown(conninfo: str) -> str:
 
 class PostgresStore(SqlStore):
     dialect = "postgresql"
-    assigned_sql = ("SELECT jsonb_array_elements_text(document::jsonb -> 'ipAssignments')"
-                    " FROM members WHERE network_id=?")
 
     def __init__(self, conninfo: str) -> None:
         try:

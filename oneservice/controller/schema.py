@@ -27,10 +27,28 @@ class Index:
     columns: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class AddColumn:
+    """A column added to an existing table, ``default`` in the rows it had."""
+
+    table: str
+    column: Column
+    default: str  # an SQL literal
+
+
+@dataclass(frozen=True)
+class Derive:
+    """Columns whose values the store derives from each row's document (SqlStore's
+    ``derived_member_columns``, the one function that does, at every write): filled in the
+    rows a database had before they existed."""
+
+    table: str
+
+
 # What records the schema version: made before anything else, in every version.
 META = Table("meta", (Column("key", "text"), Column("value", "text", nullable=True)), ("key",))
 
-MIGRATIONS: dict[int, tuple[Table | Index, ...]] = {
+MIGRATIONS: dict[int, tuple[Table | Index | AddColumn | Derive, ...]] = {
     1: (
         Table("networks", (Column("id", "text"), Column("document", "text"),
                            Column("revision", "integer")), ("id",)),
@@ -41,6 +59,18 @@ MIGRATIONS: dict[int, tuple[Table | Index, ...]] = {
               ("network_id", "address")),
         Index("members_pending", "members", ("network_id", "authorized")),
     ),
+    # A controller re-reads only the member rows that changed since it last read them, with
+    # the addresses taken in a column of their own (not only inside each document).
+    # ``changes`` counts a network's member writes; each row records the count of its last
+    # write (``changed``).
+    2: (
+        AddColumn("networks", Column("changes", "integer"), "0"),
+        AddColumn("members", Column("changed", "integer"), "0"),
+        AddColumn("members", Column("addresses", "text"), "''"),
+        Derive("members"),
+        Index("members_changed", "members", ("network_id", "changed")),
+        Index("members_seen", "members", ("network_id", "last_seen")),  # who is online
+    ),
 }  # fmt: skip
 SCHEMA_VERSION = max(MIGRATIONS)
 
@@ -50,9 +80,14 @@ TYPES = {
 }
 
 
-def render(item: Table | Index, dialect: str, if_not_exists: bool = False) -> str:
-    """One CREATE statement in ``dialect`` ("sqlite" or "postgresql")."""
+def render(item: Table | Index | AddColumn, dialect: str, if_not_exists: bool = False) -> str:
+    """One CREATE or ALTER statement in ``dialect`` ("sqlite" or "postgresql")."""
     guard = " IF NOT EXISTS" if if_not_exists else ""
+    if isinstance(item, AddColumn):
+        column = item.column
+        null = "" if column.nullable else " NOT NULL"
+        return (f"ALTER TABLE {item.table} ADD COLUMN {column.name}"
+                f" {TYPES[dialect][column.kind]}{null} DEFAULT {item.default}")  # fmt: skip
     if isinstance(item, Index):
         return f"CREATE INDEX{guard} {item.name} ON {item.table} ({', '.join(item.columns)})"
     types = TYPES[dialect]
@@ -62,6 +97,8 @@ def render(item: Table | Index, dialect: str, if_not_exists: bool = False) -> st
     return f"CREATE TABLE{guard} {item.name} ({', '.join(columns)})"
 
 
-def migration(version: int, dialect: str) -> list[str]:
-    """The statements that take a database from ``version - 1`` to ``version``."""
-    return [render(item, dialect) for item in MIGRATIONS[version]]
+def migration(version: int, dialect: str) -> list[str | Derive]:
+    """What takes a database from ``version - 1`` to ``version``: statements, and the derived
+    columns the store then fills."""
+    return [item if isinstance(item, Derive) else render(item, dialect)
+            for item in MIGRATIONS[version]]  # fmt: skip

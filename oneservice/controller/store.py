@@ -10,6 +10,7 @@ import contextlib
 import json
 import sqlite3
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -40,6 +41,27 @@ def _check_readonly(path: Path) -> None:
         raise sqlite3.DatabaseError(f"integrity check: {result[0] if result else 'no answer'}")
 
 
+@dataclass(frozen=True)
+class MemberRow:
+    address: str
+    identity: str  # "" for a member prepared by address that never asked
+    document: str  # as stored: a controller tells an unchanged member at a glance
+    authorized: bool
+    changed: int  # the network's member-write count at this row's last write
+    addresses: str  # the addresses assigned, separated by spaces
+
+
+@dataclass(frozen=True)
+class MemberChanges:
+    """What a controller needs to bring what it last read up to date, read at one moment: the
+    member rows written after a count; and the counts that say whether it then holds what the
+    store does (a deletion leaves no row to read)."""
+
+    total: int  # member rows
+    written: int  # the network's member-write count (-1: no such network)
+    rows: tuple[MemberRow, ...]
+
+
 class ControllerStore(Protocol):
     where: str  # what errors and the API name it by: a file, or a server without password
 
@@ -55,16 +77,24 @@ class ControllerStore(Protocol):
         identity: str,
         document: dict,
         last_seen: float | None,
+        new_revision: bool = False,
     ) -> None: ...
     def delete_member(self, network_id: str, address: str) -> None: ...
     def members(self, network_id: str) -> list[tuple[str, str, dict, float]]: ...
     def count_unauthorized(self, network_id: str) -> int: ...
-    def authorized_rows(self, network_id: str) -> list[tuple[str, str]]: ...
-    def assigned_addresses(self, network_id: str) -> set[str]: ...
+    def member_changes(self, network_id: str, since: int) -> MemberChanges: ...
     def seen_since(self, network_id: str, since: float) -> list[str]: ...
     def bump_revision(self, network_id: str) -> int | None: ...
     def listen(self, on_change: Callable[[str], None]) -> None: ...
     def close(self) -> None: ...
+
+
+def derived_member_columns(document: dict) -> tuple[str]:
+    """The columns of a member row that come from its document: its addresses (separated by
+    spaces), so the addresses taken are read without unpacking every document."""
+    assigned = document.get("ipAssignments", [])
+    return (" ".join(a for a in assigned if isinstance(a, str)) if isinstance(assigned, list)
+            else "",)  # fmt: skip
 
 
 class SqlStore:
@@ -73,9 +103,6 @@ class SqlStore:
 
     dialect = ""
     where = ""  # what the errors name: the file, or the server (never its password)
-    # Every (member, assigned address) of a network, the database unpacking the documents'
-    # ipAssignments lists: one string per row, in the dialect's SQL (a ? for the network).
-    assigned_sql = ""
 
     def _query(self, statement: str, parameters: tuple = ()) -> list[tuple]:
         raise NotImplementedError
@@ -102,10 +129,19 @@ class SqlStore:
             )
         for target in range(version + 1, schema.SCHEMA_VERSION + 1):
             with self._transaction():
-                for statement in schema.migration(target, self.dialect):
-                    self._query(statement)
+                for step in schema.migration(target, self.dialect):
+                    if isinstance(step, schema.Derive):
+                        self._derive_member_columns()
+                    else:
+                        self._query(step)
                 self._query("INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT (key)"
                             " DO UPDATE SET value=excluded.value", (str(target),))  # fmt: skip
+
+    def _derive_member_columns(self) -> None:
+        for network_id, address, text in self._query(
+                "SELECT network_id, address, document FROM members"):  # fmt: skip
+            self._query("UPDATE members SET addresses=? WHERE network_id=? AND address=?",
+                        (derived_member_columns(json.loads(text))[0], network_id, address))
 
     def network_ids(self) -> list[str]:
         return [r[0] for r in self._query("SELECT id FROM networks ORDER BY id")]
@@ -115,7 +151,8 @@ class SqlStore:
         return (json.loads(rows[0][0]), rows[0][1]) if rows else None
 
     def put_network(self, network_id: str, document: dict, revision: int) -> None:
-        self._query("INSERT INTO networks VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+        self._query("INSERT INTO networks (id, document, revision) VALUES (?, ?, ?)"
+                    " ON CONFLICT (id) DO UPDATE SET"
                     " document=excluded.document, revision=excluded.revision",
                     (network_id, json.dumps(document), revision))  # fmt: skip
         self._changed(network_id)
@@ -146,16 +183,32 @@ class SqlStore:
         identity: str,
         document: dict,
         last_seen: float | None,
+        new_revision: bool = False,
     ) -> None:
-        """Insert or update; ``last_seen`` None keeps what was recorded (admin changes)."""
-        self._query(
-            "INSERT INTO members VALUES (?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (network_id, address) DO UPDATE SET identity=excluded.identity,"
-            " document=excluded.document, authorized=excluded.authorized,"
-            " last_seen=COALESCE(excluded.last_seen, members.last_seen)",
-            (network_id, address, identity, json.dumps(document),
-             int(bool(document.get("authorized"))), last_seen),
-        )  # fmt: skip
+        """Insert or update; ``last_seen`` None keeps what was recorded (admin changes). The
+        network's write count goes up in the same transaction, which holds its row until the
+        end: rows are committed in the order of their counts, so a controller that has read
+        up to one count has seen every row before it. With ``new_revision`` the network's
+        revision goes up in it too: no controller sees the member changed at the old one."""
+        (addresses,) = derived_member_columns(document)
+        with self._transaction():
+            counted = self._query(
+                "UPDATE networks SET changes=changes+1"
+                f"{', revision=revision+1' if new_revision else ''} WHERE id=?"
+                " RETURNING changes", (network_id,))  # fmt: skip
+            self._query(
+                "INSERT INTO members (network_id, address, identity, document, authorized,"
+                " last_seen, changed, addresses) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (network_id, address) DO UPDATE SET identity=excluded.identity,"
+                " document=excluded.document, authorized=excluded.authorized,"
+                " last_seen=COALESCE(excluded.last_seen, members.last_seen),"
+                " changed=excluded.changed, addresses=excluded.addresses",
+                (network_id, address, identity, json.dumps(document),
+                 int(bool(document.get("authorized"))), last_seen,
+                 counted[0][0] if counted else 0, addresses),
+            )  # fmt: skip
+        if new_revision:
+            self._changed(network_id)
 
     def delete_member(self, network_id: str, address: str) -> None:
         self._query("DELETE FROM members WHERE network_id=? AND address=?",
@@ -167,17 +220,18 @@ class SqlStore:
                            " WHERE network_id=? ORDER BY address", (network_id,))  # fmt: skip
         return [(r[0], r[1], json.loads(r[2]), r[3] or 0.0) for r in rows]
 
-    def authorized_rows(self, network_id: str) -> list[tuple[str, str]]:
-        """(identity, document as stored) of the members a config lists, by address: the
-        text, not parsed, so that a controller can tell an unchanged member at a glance."""
-        return self._query("SELECT identity, document FROM members WHERE network_id=? AND"
-                           " authorized=1 AND identity != '' ORDER BY address",
-                           (network_id,))  # fmt: skip
-
-    def assigned_addresses(self, network_id: str) -> set[str]:
-        """Every address assigned to a member of the network (authorized or not): read from
-        the documents by the database, not decoded here one by one."""
-        return {row[0] for row in self._query(self.assigned_sql, (network_id,))}
+    def member_changes(self, network_id: str, since: int) -> MemberChanges:
+        """The rows written after count ``since`` (-1: all), with the counts, in one statement
+        (one snapshot of the database)."""
+        rows = self._query(
+            "SELECT n.total, n.written, m.address, m.identity, m.document, m.authorized,"
+            " m.changed, m.addresses FROM (SELECT (SELECT COUNT(*) FROM members WHERE"
+            " network_id=?) AS total, (SELECT changes FROM networks WHERE id=?) AS written)"
+            " AS n LEFT JOIN members AS m ON m.network_id=? AND m.changed > ?",
+            (network_id, network_id, network_id, since))  # fmt: skip
+        total, written = rows[0][:2]
+        return MemberChanges(total, -1 if written is None else written, tuple(
+            MemberRow(r[2], r[3], r[4], bool(r[5]), r[6], r[7]) for r in rows if r[2] is not None))
 
     def seen_since(self, network_id: str, since: float) -> list[str]:
         """The members (with an identity) that asked for the config at ``since`` or later."""
@@ -192,8 +246,6 @@ class SqlStore:
 
 class SQLiteStore(SqlStore):
     dialect = "sqlite"
-    assigned_sql = ("SELECT each.value FROM members, json_each(members.document,"
-                    " '$.ipAssignments') AS each WHERE members.network_id=?")
 
     def __init__(self, path: Path) -> None:
         self.path = path

@@ -101,6 +101,12 @@ NO_PATH_PROBE_INTERVAL_S = 0.25
 # lost the session), for a peer that is needed (_needed). Longer than a roam's probes take,
 # so a handover is left to them.
 NO_PATH_HANDSHAKE_S = 1.5
+# A member of a network of at most this many members (us aside) is reached at once and kept
+# connected. In a bigger one only those needed are (traffic, gateways, roots); the rest when
+# traffic goes to them or they reach us: handshakes to thousands at once, retried every
+# second through a root, would flood the member, the root, and the members (ZeroTier and
+# Tailscale connect on demand too).
+EAGER_NETWORK_MEMBERS = 64
 # Woken this much after a deadline, so that it has passed (float time, loop granularity).
 DEADLINE_SLACK_S = 0.002
 # Packets waiting for a session: enough for a TCP window's first burst, bounded for memory.
@@ -168,6 +174,9 @@ class Peer:
         self.due = math.inf
         self.scheduled = math.inf
         self.watched = False  # a full tunnel's gateway: always active (set_watched)
+        # Reached at once and kept connected, traffic or not: a member of a small network, or
+        # the gateway of a route (EAGER_NETWORK_MEMBERS). Others are reached on demand.
+        self.eager = False
 
 
 class NodeCore:
@@ -252,7 +261,11 @@ class NodeCore:
         self.set_gateways(self._gateway_choices)
         self._virtual_subnets = tuple(s for n in self.networks.values() for s in n.config.subnets())
         wanted: dict[str, Peer] = {}
+        eager: set[str] = set()
         for network in self.networks.values():
+            small = len(network.config.members) <= EAGER_NETWORK_MEMBERS + 1
+            eager.update(network.routers if not small else
+                         (m.address for m in network.config.members))  # fmt: skip
             for member in network.config.members:
                 if member.address == self.identity.address:
                     continue
@@ -303,10 +316,11 @@ class NodeCore:
             )
             self.peers[address] = peer
             self._peers_by_static[peer.identity.x25519_public] = peer
+            peer.eager = address in eager
             self._add_candidate_paths(peer)
             self._touch(peer, now)
-            if peer.current is None and peer.handshake is None:
-                self._lifecycle(peer, Event.NEED, now)  # a member: reached at once
+            if peer.current is None and peer.handshake is None and _wanted(peer, now):
+                self._lifecycle(peer, Event.NEED, now)  # reached at once
 
     def set_gateways(self, choices: dict[tuple[str, int], str]) -> None:
         """Which member each (network, family)'s default route goes through now: the route
@@ -1206,6 +1220,12 @@ class NodeCore:
         if peer.handshake is not None:
             peer.handshake_started = now
 
+    def _abandon_handshake(self, peer: Peer) -> None:
+        """Our initiation in flight is no longer needed: not retried; a late answer is an
+        unknown index."""
+        self._handshakes.pop(peer.handshake_index, None)
+        peer.handshake = None
+
     def _initiate(self, peer: Peer, now: float) -> None:
         if peer.handshake is not None and now - peer.handshake_sent < HANDSHAKE_RETRY_S:
             return
@@ -1415,7 +1435,9 @@ class NodeCore:
         times = [forget]
         # Relay paths are added in its turn (direct ones are tried first).
         reachable = peer.paths or (not peer.root and self._connected_root())
-        if (peer.handshake is not None or current is None) and reachable:
+        if peer.handshake is not None and not _wanted(peer, now):
+            times.append(peer.handshake_sent + HANDSHAKE_RETRY_S)  # when it is given up
+        elif (peer.handshake is not None or current is None) and reachable and _wanted(peer, now):
             waited = peer.handshake_sent + HANDSHAKE_RETRY_S - peer.handshake_started
             slow = peer.handshake is not None and waited > HANDSHAKE_GIVE_UP_S
             times.append(peer.handshake_sent + (UNREACHABLE_RETRY_S if slow else HANDSHAKE_RETRY_S))
@@ -1441,9 +1463,12 @@ class NodeCore:
             if peer.current is None and peer.handshake is None:
                 return  # it reached us once; it can reach us again
         self._add_relay_paths(peer)
-        if peer.handshake is not None or peer.current is None:
-            # Keep trying to reach every member: quickly at first, then every few seconds,
-            # dropping what waited for it (counted) once it is clearly unreachable.
+        if (peer.handshake is not None or peer.current is None) and not _wanted(peer, now):
+            if peer.handshake is not None and now - peer.handshake_sent >= HANDSHAKE_RETRY_S:
+                self._abandon_handshake(peer)  # nothing needs it any more: no retries
+        elif peer.handshake is not None or peer.current is None:
+            # Keep trying to reach every member wanted: quickly at first, then every few
+            # seconds, dropping what waited for it (counted) once it is clearly unreachable.
             waited = now - peer.handshake_started if peer.handshake is not None else 0.0
             interval = HANDSHAKE_RETRY_S if waited <= HANDSHAKE_GIVE_UP_S else UNREACHABLE_RETRY_S
             if now - peer.handshake_sent >= interval:
@@ -1579,6 +1604,12 @@ class NodeCore:
 
     def _wall(self, when: float) -> float | None:
         return None if when == -math.inf else when + self._wall_offset
+
+
+def _wanted(peer: Peer, now: float) -> bool:
+    """Reached, and kept reached, now: eager (a small network's member, a gateway), or
+    needed."""
+    return peer.eager or _needed(peer, now)
 
 
 def _needed(peer: Peer, now: float) -> bool:

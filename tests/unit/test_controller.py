@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
@@ -10,7 +11,7 @@ from oneservice.controller.store import SQLiteStore, StoreError
 from oneservice.identity import Identity
 from oneservice.messages import ConfigAnswer
 from oneservice.network.config import NetworkConfigError
-from oneservice.network.signed import verify_config
+from oneservice.network.signed import canonical, canonical_with_members, verify_config
 from tests.unit.corenet import identity
 
 CONTROLLER = identity(10)
@@ -258,3 +259,64 @@ def test_a_config_is_built_and_signed_once_per_revision(controller, monkeypatch)
     controller.update_network(nwid, {"name": "renamed"})
     renamed = controller.handle_request(nwid, MEMBER.public(), ["192.0.2.2/9993"], 103.0)
     assert built == [1] and verify_config(renamed, CONTROLLER.public(), nwid).name == "renamed"
+
+
+def test_a_build_reads_only_what_changed_and_equals_a_build_from_scratch(controller, store):
+    """Each config is built from the member rows written since the last build; what another
+    controller process sharing the store writes (here: another Controller on it) is seen, a
+    deletion too, and the result is always what a controller starting afresh would build,
+    signed over the canonical bytes of the document."""
+    nwid = lab(controller)
+    other = Controller(CONTROLLER, store)
+    members = [identity(n) for n in range(20, 26)]
+    for n, member in enumerate(members[:4]):
+        other.update_member(nwid, member.address, {"authorized": True})
+        other.handle_request(nwid, member.public(), [f"192.0.2.{n + 2}/9993"], 100.0)
+    read: list[int] = []
+    original = store.member_changes
+
+    def counted(network_id, since):
+        changes = original(network_id, since)
+        read.append(len(changes.rows))
+        return changes
+
+    store.member_changes = counted
+
+    def built_as_from_scratch() -> list[str]:
+        message = controller.config_message(nwid)
+        document = json.loads(message.config)
+        assert message.config == canonical(document)
+        assert document == Controller(CONTROLLER, store).config_document(nwid)
+        verify_config(message, CONTROLLER.public(), nwid)
+        return [m["identity"][:10] for m in document["members"]]
+
+    assert built_as_from_scratch() == sorted(m.address for m in members[:4])
+    assert read[0] == 4
+    read.clear()
+    other.handle_request(nwid, members[0].public(), ["192.0.2.99/9993"], 101.0)  # moved
+    other.update_network(nwid, {"name": "renamed"})
+    assert len(built_as_from_scratch()) == 4 and read[0] == 1, "one row read, not four"
+    other.delete_member(nwid, members[1].address)
+    assert members[1].address not in built_as_from_scratch()
+    other.update_member(nwid, members[2].address, {"authorized": False})
+    assert members[2].address not in built_as_from_scratch()
+    # A deletion and a new member at once: the count is right, the set is not.
+    other.delete_member(nwid, members[3].address)
+    other.update_member(nwid, members[4].address, {"authorized": True})
+    other.handle_request(nwid, members[4].public(), [], 102.0)
+    assert built_as_from_scratch() == sorted([members[0].address, members[4].address])
+    # Addresses come from the rows as read now, whoever wrote them: the lowest free one (a
+    # deauthorized member keeps its own).
+    held = {m.address: controller.member(nwid, m.address)["ipAssignments"]
+            for m in (members[0], members[2], members[4])}  # fmt: skip
+    assert sorted(held.values()) == [["10.147.17.10"], ["10.147.17.11"], ["10.147.17.12"]]
+    controller.update_member(nwid, members[5].address, {"authorized": True})
+    assert controller.member(nwid, members[5].address)["ipAssignments"] == ["10.147.17.13"]
+
+
+def test_the_canonical_bytes_joined_from_members_are_the_documents_own():
+    for document in ({"id": "x", "members": []}, {"dns": {"domain": "a", "servers": []},
+                     "id": "x", "members": [{"identity": "b", "addresses": ["\0members\0"]}],
+                     "name": "\0members\0", "mtu": 2800}):  # fmt: skip
+        blobs = [canonical(m) for m in document["members"]]
+        assert canonical_with_members(document, blobs) == canonical(document)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 
+from oneservice.identity import Identity
 from oneservice.network.config import Member, NetworkConfig, Route
 from oneservice.node import core as core_module
 from oneservice.node import wire
@@ -18,6 +19,7 @@ from oneservice.node.paths import RelayPath
 from oneservice.node.prefixes import PrefixTable
 from tests.unit.corenet import (
     NETWORK_ID,
+    Sim,
     connected_after_one_packet,
     identity,
     ipv4_packet,
@@ -555,3 +557,57 @@ def test_a_peer_that_lost_our_session_is_reached_again_with_a_new_handshake():
     assert reborn.peers.get(identity(1).address) is not None, "a reached the new b"
     assert reborn.peers[identity(1).address].current is not None
     assert a.peers[identity(2).address].preferred is not None
+
+
+def _network_with_absent_members(count: int) -> NetworkConfig:
+    """a and b, and ``count`` members that never answer, each with an endpoint to try."""
+    absent = [Member(Identity(f"aa{n:08x}", n.to_bytes(2, "big") + b"\x09" * 30,
+                              n.to_bytes(2, "big") + b"\x09" * 30),  # never checked here
+                     (ipaddress.ip_interface(f"10.1.{1 + n // 250}.{1 + n % 250}/16"),),
+                     ((f"203.0.113.{n % 250}", 9993 + n // 250),))
+              for n in range(count)]  # fmt: skip
+    return NetworkConfig(NETWORK_ID, "test", (
+        Member(identity(1).public(), (ipaddress.ip_interface("10.1.0.1/16"),), ()),
+        Member(identity(2).public(), (ipaddress.ip_interface("10.1.0.2/16"),),
+               (("192.0.2.2", 9993),)),
+        *absent,
+    ))  # fmt: skip
+
+
+def _initiations_to_absent_members(sim) -> int:
+    return sum(1 for name, destination, data in sim.wire_log
+               if name == "a" and data[0] == wire.TYPE_HANDSHAKE_INIT
+               and destination[0].startswith("203.0.113."))  # fmt: skip
+
+
+def test_in_a_big_network_members_are_reached_on_demand_not_all_at_once():
+    """Beyond EAGER_NETWORK_MEMBERS, a member reaches another when traffic goes to it (or it
+    routes for the network), not every member at once, retried every second: with 10,000
+    members that was 10,000 initiations a second, through the root for the members without
+    an endpoint, starving the member's event loop and loading the root."""
+    for count, eager in ((10, True), (core_module.EAGER_NETWORK_MEMBERS + 10, False)):
+        sim = Sim()
+        a, b = sim.add_node("a", 1), sim.add_node("b", 2)
+        sim.add_socket("a", 1, ("198.51.100.1", 9993))
+        sim.add_socket("b", 1, ("192.0.2.2", 9993))
+        network = _network_with_absent_members(count)
+        a.set_networks([network], sim.now)
+        b.set_networks([network], sim.now)
+        sim.run(5)
+        tried = _initiations_to_absent_members(sim)
+        if eager:  # a small network: everyone is reached at once, and tried again
+            assert tried >= 2 * count
+            continue
+        assert tried == 0, "nobody is tried without a reason"
+        assert a.peers[identity(2).address].current is None
+        sim.wire_log.clear()
+        a.send_packet(NETWORK_ID, ipv4_packet("10.1.0.1", "10.1.0.2"), sim.now)
+        sim.run(0.1)
+        assert [p for _, p, _ in sim.delivered["b"]] == [ipv4_packet("10.1.0.1", "10.1.0.2")]
+        # One absent member sent to: tried while the traffic waits, then given up on (its
+        # queue dropped, counted), not tried every second for ever.
+        a.send_packet(NETWORK_ID, ipv4_packet("10.1.0.1", "10.1.1.1"), sim.now)
+        sim.run(60)
+        tried = _initiations_to_absent_members(sim)
+        sim.run(60)
+        assert 1 <= tried == _initiations_to_absent_members(sim)

@@ -68,3 +68,13 @@ def test_damaged_identity_stops_the_node_and_is_never_replaced(tmp_path, capsys)
 def test_address_derivation_is_deterministic():
     assert derive_address(b"\1" * 32, b"\2" * 32) == derive_address(b"\1" * 32, b"\2" * 32)
     assert derive_address(b"\1" * 32, b"\2" * 32) != derive_address(b"\2" * 32, b"\1" * 32)
+
+
+def test_an_identity_whose_x25519_key_is_of_small_order_is_refused_when_read():
+    """No session can be made with such a key (every key agreement gives zeros); found once
+    when a config listed one and the first handshake to it raised inside the core."""
+    ed25519 = Identity.generate().ed25519_public.hex()
+    for key in ("00" * 32, "01" + "00" * 31, "ec" + "ff" * 31):  # the last: top bit set
+        with pytest.raises(IdentityError, match="small order"):
+            Identity.parse(f"aa00000001:1:{key}:{ed25519}", verify=False)
+    Identity.parse(f"aa00000001:1:{'09' * 32}:{ed25519}", verify=False)  # an ordinary key

@@ -11,7 +11,7 @@ import pytest
 
 from oneservice.controller import schema
 from oneservice.controller.postgres import PostgresStore, shown
-from oneservice.controller.store import SQLiteStore, StoreError
+from oneservice.controller.store import MemberChanges, SQLiteStore, StoreError
 
 NWID = "8056c2e21c000001"
 
@@ -69,11 +69,45 @@ def test_the_sqlite_schema_is_the_one_it_always_was(tmp_path):
         " identity TEXT NOT NULL, document TEXT NOT NULL, authorized INTEGER NOT NULL,"
         " last_seen REAL, PRIMARY KEY (network_id, address));"
         f"INSERT INTO networks VALUES ('{NWID}', '{{\"name\": \"old\"}}', 4);"
+        f"INSERT INTO members VALUES ('{NWID}', '0123456789', 'id1',"
+        ' \'{"authorized": true, "ipAssignments": ["10.0.0.7", "fd00::7"]}\', 1, 5.0);'
     )
     old.close()
     store = SQLiteStore(tmp_path / "controller.db")
     assert store.get_network(NWID) == ({"name": "old"}, 4)
+    # Version 2's columns are derived for the rows it had: the addresses taken, and every row
+    # read at a controller's first build.
+    changes = store.member_changes(NWID, -1)
+    assert changes.total == 1
+    assert [(r.address, r.addresses) for r in changes.rows] == [("0123456789",
+                                                                 "10.0.0.7 fd00::7")]
     store.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_controller_reads_only_the_member_rows_written_since_it_last_looked(kind, tmp_path,
+                                                                             request):
+    store = open_store(kind, tmp_path, request)
+    try:
+        store.put_network(NWID, {"name": "lab"}, 1)
+        store.put_member(NWID, "0123456789", "id1", {"authorized": True}, 1.0)
+        store.put_member(NWID, "1123456789", "id2", {"authorized": False}, 1.0)
+        store.put_member(NWID, "2123456789", "", {"authorized": True}, None)  # never asked
+        first = store.member_changes(NWID, -1)
+        assert (first.total, first.written, len(first.rows)) == (3, 3, 3)
+        seen = max(r.changed for r in first.rows)
+        assert store.member_changes(NWID, seen).rows == ()
+        store.put_member(NWID, "1123456789", "id2", {"authorized": True,
+                                                      "ipAssignments": ["10.0.0.2"]}, 2.0)
+        later = store.member_changes(NWID, seen)
+        assert [(r.address, r.authorized, r.addresses)
+                                      for r in later.rows] == [("1123456789", True, "10.0.0.2")]
+        # A deletion leaves no row to read: the counts say it.
+        store.delete_member(NWID, "0123456789")
+        assert store.member_changes(NWID, later.rows[0].changed) == MemberChanges(2, 4, ())
+        assert store.member_changes("8056c2e21c999999", -1) == MemberChanges(0, -1, ())
+    finally:
+        store.close()
 
 
 def test_two_controllers_on_one_database_hear_each_others_changes(postgres):
@@ -115,6 +149,7 @@ def test_errors_name_the_server_but_never_its_password(postgres_server):
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
 def test_the_addresses_taken_and_the_members_online_come_from_the_database(kind, tmp_path,
                                                                           request):
+    """Without unpacking every document here: each row's addresses are a column."""
     store = open_store(kind, tmp_path, request)
     try:
         store.put_network(NWID, {"name": "lab"}, 1)
@@ -122,7 +157,8 @@ def test_the_addresses_taken_and_the_members_online_come_from_the_database(kind,
                          100.0)  # fmt: skip
         store.put_member(NWID, "1123456789", "id2", {"ipAssignments": []}, 10.0)
         store.put_member(NWID, "2123456789", "", {}, 200.0)  # prepared, never joined
-        assert store.assigned_addresses(NWID) == {"10.0.0.1", "fd00::1"}
+        assert {r.address: r.addresses for r in store.member_changes(NWID, -1).rows} == {
+            "0123456789": "10.0.0.1 fd00::1", "1123456789": "", "2123456789": ""}
         assert store.seen_since(NWID, 50.0) == ["0123456789"]
     finally:
         store.close()
