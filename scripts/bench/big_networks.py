@@ -5,10 +5,11 @@
 The controller and the joining member are real nodes, in two namespaces of their own (an
 egress guard on each, as in the tests); the many other members are listed in the controller's
 database (real identities, generated once and cached: identities.py) and never speak, so
-they cost the controller what members cost it, not what sessions do. They have no endpoints:
-the joining member has no path to try them on (with one, it would send each an initiation
-every second for 30 s, then every 5 s: thousands per second at 10,000 members, which starves
-its event loop; see PERFORMANCE.md). For each size:
+they cost the controller what members cost it, not what sessions do. They have no endpoints
+(nothing would answer on one). In networks this big the joining member reaches them only on
+demand (node/core.py, EAGER_NETWORK_MEMBERS): before, it sent each an initiation every
+second, through the controller's relay, which starved the member at 10,000 and made the
+controller's figures per change mostly that relaying. For each size:
 
 - join: the member's POST /network until its status is OK, and the whole config's size;
 - per membership change (a member authorized through the API): controller CPU (all threads,
