@@ -241,6 +241,7 @@ class Routes:
                 "softwareUpdate": "disable",
                 "relay": s.settings.relay,
                 "allowExitNode": s.settings.allow_exit_node,
+                "allowExitNodeLan": s.settings.allow_exit_node_lan,
                 "fullTunnelFailClosed": s.settings.full_tunnel_fail_closed,
                 "allowManagementFrom": list(s.settings.allow_management_from),
                 "interfacePrefixBlacklist": list(s.settings.interface_prefix_blacklist),
@@ -314,9 +315,11 @@ class Routes:
 
     async def networks(self, request: Request) -> list:
         s = self.service
+        await s.routing.refresh_counters()
         return [self._network_json(i) for i in s.network_ids()]
 
     async def network(self, request: Request) -> dict:
+        await self.service.routing.refresh_counters()
         return self._network_json(_network_id(request))
 
     async def join(self, request: Request) -> dict:
@@ -411,6 +414,7 @@ class Routes:
                             '("roots": [{"identity": ..., "endpoints": [...]}])')  # fmt: skip
 
     async def routes(self, request: Request) -> dict:
+        await self.service.routing.refresh_counters()
         return self.service.routing.document()
 
     async def binder(self, request: Request) -> dict:

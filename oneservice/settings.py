@@ -43,6 +43,9 @@ class Settings:
     relay: bool = False
     # Serve as the exit of networks that route their default route via this node.
     allow_exit_node: bool = False
+    # As an exit node, forward the networks' traffic to hosts of its own LAN too (otherwise
+    # only to the internet beyond it).
+    allow_exit_node_lan: bool = False
     # When the full tunnel's gateway goes silent, hold traffic rather than use the local uplink.
     full_tunnel_fail_closed: bool = False
     # Networks (CIDR text) whose clients may use the local API besides loopback.
@@ -95,6 +98,7 @@ _TOP_LEVEL_KEYS = {"settings", "roots"}
 _BOOLEAN_SETTINGS = {
     "relay": "relay",
     "allowExitNode": "allow_exit_node",
+    "allowExitNodeLan": "allow_exit_node_lan",
     "fullTunnelFailClosed": "full_tunnel_fail_closed",
     "tunOffload": "tun_offload",
 }

@@ -24,7 +24,7 @@ from ..network.config import NetworkConfig
 from ..settings import Settings
 from .dns import DnsSetting, ResolvectlDns, plan_dns
 from .exit_linux import ExitNodeError
-from .exit_node import ExitPlan, plan_exit_node
+from .exit_node import ExitPlan, counters_of, plan_exit_node
 from .flags import FlagsError, NetworkFlags, delete_flags, load_flags, save_flags
 from .killswitch import KillSwitch, plan_kill_switch
 from .nft import NftError
@@ -72,6 +72,9 @@ class RoutingManager:
         self.flag_errors: dict[str, str] = {}
         self.plan = RoutingPlan(frozenset(), frozenset(), (), {})
         self.exit_plan = ExitPlan()
+        # Forwarded packets the kernel refused, by why (exit_node.FORWARD_COUNTERS).
+        self.forwarding_refused: dict[str, int] = counters_of({})
+        self._counters_read = -math.inf
         self.errors: list[str] = []
         # Since when each member has been live (a preferred gateway that comes back takes over
         # only after answering for a while).
@@ -190,6 +193,7 @@ class RoutingManager:
             ],
             "fullTunnel": dict(self.plan.full_tunnel),
             "exitNode": dict(self.exit_plan.status),
+            "forwardingRefused": dict(self.forwarding_refused),
             "killSwitch": _kill_switch_document(self.kill_switch),
             "errors": [*self.errors, *filter(None, (self.exit_error, self.rp_filter_error,
                                                     self.kill_switch_error))],
@@ -212,8 +216,20 @@ class RoutingManager:
             "fullTunnelGateways": {f"ipv{family}": gateway for (nwid, family), gateway
                                    in sorted(self.plan.gateways.items()) if nwid == network_id},
             "exitNode": self.exit_plan.status.get(network_id, ""),
+            # Node-wide (the kernel counts by rule, not by network).
+            "forwardingRefused": dict(self.forwarding_refused),
             "dnsStatus": self._dns_status(network_id),
         }
+
+    async def refresh_counters(self) -> None:
+        """Read what the kernel refused to forward (for the API, before it answers): at most
+        once a second, in the worker (nft is a subprocess)."""
+        loop = asyncio.get_running_loop()
+        if self._exit is None or loop.time() - self._counters_read < 1.0:
+            return
+        self._counters_read = loop.time()
+        self.forwarding_refused = await loop.run_in_executor(self._executor,
+                                                             self._exit.counters)  # fmt: skip
 
     async def remove_leftovers(self) -> None:
         """Before anything else at start: whatever a crashed run of ours left behind."""
@@ -228,7 +244,7 @@ class RoutingManager:
         except ExitNodeError as exc:
             # The node still runs (as a client); it will not serve as an exit until this is
             # fixed, and the state file is never overwritten.
-            log.error("exit node: %s", exc)
+            log.error("forwarding table (exit node, isolation): %s", exc)
             self.exit_error = str(exc)
         await self._apply_rp_filter(())
 
@@ -261,7 +277,8 @@ class RoutingManager:
                 inputs.lan_subnets, self.settings.full_tunnel_fail_closed,
                 previous=self.plan.gateways, live_since=self._live_since, now=now,
             )  # fmt: skip
-            exit_plan = plan_exit_node(routing, self.own_address, self.settings.allow_exit_node)
+            exit_plan = plan_exit_node(routing, self.own_address, self.settings.allow_exit_node,
+                                       inputs.lan_subnets, self.settings.allow_exit_node_lan)
             if self._kernel is None or self._exit is None:
                 if plan.gateways != self.plan.gateways:
                     self._on_gateways(plan.gateways)
@@ -313,7 +330,7 @@ class RoutingManager:
                 self.exit_error = ""
             except Exception as exc:  # ExitNodeError, OSError: shown in the status, retried
                 if str(exc) != self.exit_error:
-                    log.error("exit node: %s", exc)
+                    log.error("forwarding table (exit node, isolation): %s", exc)
                 self.exit_error = str(exc)
             self.exit_plan = exit_plan
 
@@ -429,7 +446,7 @@ class RoutingManager:
             try:
                 await loop.run_in_executor(self._executor, self._exit.restore)
             except Exception as exc:
-                log.error("exit node: %s", exc)
+                log.error("forwarding table (exit node, isolation): %s", exc)
             await loop.run_in_executor(self._executor, self._kernel.close)
         self._executor.shutdown(wait=True)
 

@@ -26,6 +26,23 @@ def run_nft(document: dict, missing_ok: bool = False) -> None:
         raise NftError(f"nft failed: {result.stderr.strip() or result.returncode}")
 
 
+def list_table(family: str, name: str) -> dict:
+    """`nft -j list table`: the table's rules, sets and counters, as nft's JSON."""
+    try:
+        result = subprocess.run(["nft", "-j", "list", "table", family, name],
+                                capture_output=True, text=True, timeout=10)  # fmt: skip
+    except FileNotFoundError:
+        raise NftError("nft not found: install the nftables package") from None
+    except subprocess.TimeoutExpired:
+        raise NftError("nft did not answer within 10 s") from None
+    if result.returncode != 0:
+        raise NftError(f"nft failed: {result.stderr.strip() or result.returncode}")
+    try:
+        return json.loads(result.stdout)
+    except ValueError:
+        raise NftError("nft's answer is not JSON") from None
+
+
 def table_exists(family: str, name: str) -> bool:
     try:
         result = subprocess.run(["nft", "list", "table", family, name], capture_output=True,
