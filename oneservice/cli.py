@@ -229,22 +229,29 @@ def route_table(routes: dict) -> str:
 # --- commands --------------------------------------------------------------------------------
 
 # Flags that are true or false; zerotier-cli sends them as JSON booleans, and so do we.
-BOOLEAN_FLAGS = ("allowManaged", "allowGlobal", "allowDefault", "allowDNS", "allowLanAccess")
+# The flags of routing/flags.py (not imported: the CLI stays light; a test keeps them equal).
+BOOLEAN_FLAGS = ("allowManaged", "allowGlobal", "allowDefault", "allowDNS", "allowLanAccess",
+                 "fullTunnelQuarters")  # fmt: skip
+PORT_FLAGS = ("fullTunnelOnly", "fullTunnelExcept")
 TRUE_WORDS, FALSE_WORDS = ("1", "true", "t", "yes", "on"), ("0", "false", "f", "no", "off")
 
 
 def flag_value(key: str, text: str) -> Any:
     """`allowDefault=1` is JSON true (zerotier-one ignores the string "1");
-    `allowManaged=10.0.0.0/8,192.168.0.0/16` is a list of CIDRs."""
+    `allowManaged=10.0.0.0/8,192.168.0.0/16` is a list of CIDRs, `fullTunnelOnly=tcp/80,udp/53`
+a list of ports."""
     if key == "allowManaged" and "/" in text:
         return text.split(",")
+    if key in PORT_FLAGS:  # fullTunnelOnly=tcp/80,udp/53; empty: none
+        return [part for part in text.split(",") if part]
     if key in BOOLEAN_FLAGS:
         if text.lower() in TRUE_WORDS:
             return True
         if text.lower() in FALSE_WORDS:
             return False
         raise CliError(f"{key} takes 1 or 0 (true/false), got {json.dumps(text)}")
-    raise CliError(f"unknown flag {json.dumps(key)}; known: {', '.join(BOOLEAN_FLAGS)}")
+    raise CliError(f"unknown flag {json.dumps(key)}; known: "
+                   f"{', '.join((*BOOLEAN_FLAGS, *PORT_FLAGS))}")
 
 
 # zerotier-cli's `get` pseudo-fields: the assigned addresses without their prefix length.

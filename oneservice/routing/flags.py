@@ -9,6 +9,10 @@ Stored per network in `networks.d/<network id>.local.conf` (JSON), changeable at
     allowLanAccess  true   during full tunnel, directly connected subnets stay direct
     fullTunnelQuarters false  the default as four /2 routes instead of two /1 halves: more
                            specific than another VPN's /1 halves, so ours win over them
+    fullTunnelOnly   []    per-port split: only these through the full tunnel (e.g.
+                           ["tcp/80"]), everything else direct
+    fullTunnelExcept []    per-port split: everything through the full tunnel but these
+                           (e.g. ["tcp/443", "udp/443"]), which go direct
 
 They are checked in ZeroTier's order: a default route needs allowDefault, a route into public
 space allowGlobal, anything else allowManaged.
@@ -32,6 +36,53 @@ class FlagsError(ValueError):
     """A flag's value is wrong; the message names the flag and the value."""
 
 
+@dataclass(frozen=True, order=True)
+class PortSpec:
+    """Traffic of one protocol to a port or a range of ports: "tcp/80", "udp/60000-61000"."""
+
+    protocol: str  # "tcp" or "udp"
+    first: int
+    last: int
+
+    @property
+    def number(self) -> int:
+        """The IP protocol number."""
+        return PROTOCOL_NUMBERS[self.protocol]
+
+    def __str__(self) -> str:
+        ports = str(self.first) if self.first == self.last else f"{self.first}-{self.last}"
+        return f"{self.protocol}/{ports}"
+
+
+PROTOCOL_NUMBERS = {"tcp": 6, "udp": 17}
+MAX_PORT_SPECS = 16
+
+
+def parse_port_specs(name: str, value: Any) -> tuple[PortSpec, ...]:
+    """A flag's list of "tcp/80"-like strings; FlagsError names what is wrong."""
+    usage = (f'{name} must be a list of at most {MAX_PORT_SPECS} "<tcp|udp>/<port>" or '
+             f'"<tcp|udp>/<first>-<last>" strings, e.g. ["tcp/80"]')  # fmt: skip
+    if not isinstance(value, list) or len(value) > MAX_PORT_SPECS:
+        raise FlagsError(f"{usage}; got {shown(value)}")
+    specs = []
+    for item in value:
+        protocol, _, ports = item.partition("/") if isinstance(item, str) else ("", "", "")
+        first, _, last = ports.partition("-")
+        try:
+            digits = first + last
+            if protocol not in PROTOCOL_NUMBERS or not first or not (
+                    digits.isascii() and digits.isdigit()):  # fmt: skip
+                raise ValueError
+            spec = PortSpec(protocol, int(first), int(last or first))
+            if not 1 <= spec.first <= spec.last <= 65535:
+                raise ValueError
+        except ValueError:
+            raise FlagsError(f"{usage}; got {shown(item)}") from None
+        if spec not in specs:
+            specs.append(spec)
+    return tuple(sorted(specs))
+
+
 @dataclass(frozen=True)
 class NetworkFlags:
     allow_managed: bool | tuple[IPNetwork, ...] = True
@@ -40,6 +91,17 @@ class NetworkFlags:
     allow_dns: bool = False
     allow_lan_access: bool = True
     full_tunnel_quarters: bool = False
+    full_tunnel_only: tuple[PortSpec, ...] = ()
+    full_tunnel_except: tuple[PortSpec, ...] = ()
+
+    def split(self) -> str:
+        """The per-port split in force, in words ("" for none)."""
+        if self.full_tunnel_only:
+            return f"only {', '.join(map(str, self.full_tunnel_only))} through the tunnel"
+        if self.full_tunnel_except:
+            return (f"everything through the tunnel but "
+                    f"{', '.join(map(str, self.full_tunnel_except))}, which go direct")
+        return ""
 
     def document(self) -> dict[str, Any]:
         managed = self.allow_managed
@@ -50,6 +112,8 @@ class NetworkFlags:
             "allowDNS": self.allow_dns,
             "allowLanAccess": self.allow_lan_access,
             "fullTunnelQuarters": self.full_tunnel_quarters,
+            "fullTunnelOnly": [str(p) for p in self.full_tunnel_only],
+            "fullTunnelExcept": [str(p) for p in self.full_tunnel_except],
         }
 
     def changed(self, changes: dict[str, Any]) -> NetworkFlags:
@@ -64,6 +128,8 @@ _NAMES = {
     "allowDNS": "allow_dns",
     "allowLanAccess": "allow_lan_access",
     "fullTunnelQuarters": "full_tunnel_quarters",
+    "fullTunnelOnly": "full_tunnel_only",
+    "fullTunnelExcept": "full_tunnel_except",
 }
 FLAG_NAMES = tuple(_NAMES)
 assert set(_NAMES.values()) == {f.name for f in fields(NetworkFlags)}
@@ -101,9 +167,15 @@ def parse_flags(document: Any) -> NetworkFlags:
                 raise FlagsError(
                     f"allowManaged must be true/false or a list of CIDRs, got {shown(value)}"
                 ) from None
+        elif name in ("fullTunnelOnly", "fullTunnelExcept"):
+            values[attribute] = parse_port_specs(name, value)
         else:
             values[attribute] = _boolean(name, value)
-    return NetworkFlags(**values)
+    flags = NetworkFlags(**values)
+    if flags.full_tunnel_only and flags.full_tunnel_except:
+        raise FlagsError("fullTunnelOnly and fullTunnelExcept exclude each other: set one (the "
+                         "other to [])")  # fmt: skip
+    return flags
 
 
 def flags_path(home: Path, network_id: str) -> Path:

@@ -3,7 +3,10 @@
 With `settings.fullTunnelFailClosed` and a full tunnel on (or held), an nftables table of ours
 drops every packet this machine sends except: into the tunnel's devices, the tunnel's own UDP
 (from the node's port, over the pinned sockets), loopback, DHCP and IPv6 neighbour discovery,
-and the LAN when the network allows LAN access. It is in the kernel, so it holds when the
+and the LAN when the network allows LAN access. With a per-port split it follows the split:
+the ports of fullTunnelExcept go out directly too; with fullTunnelOnly only the listed ports
+are held to the tunnel (everything else goes direct by the user's choice). It is in the
+kernel, so it holds when the
 process dies (SIGKILL, a crash): nothing leaves in the clear until the node is back, and the
 next start takes the table over without a gap. Only a clean stop, leaving the network,
 `allowDefault=0` (or fail-closed turned off) and `oneservice-cli killswitch off` lift it.
@@ -17,6 +20,7 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .flags import PortSpec
 from .nft import NftError, delete_table, match, prefixes, replace_table, run_nft, table_exists
 from .planner import TUNNEL_HELD, TUNNEL_ON, NetworkRouting, RoutingPlan
 
@@ -37,6 +41,8 @@ class KillSwitch:
     devices: tuple[str, ...]  # the tunnel's TUN devices
     port: int  # the node's UDP port
     lan: tuple[IPNetwork, ...] = ()  # reached directly (allowLanAccess)
+    direct_ports: tuple[PortSpec, ...] = ()  # fullTunnelExcept: these go out directly
+    only_ports: tuple[PortSpec, ...] = ()  # fullTunnelOnly: only these are held to the tunnel
 
 
 def plan_kill_switch(
@@ -54,7 +60,11 @@ def plan_kill_switch(
     if not carrying:
         return None
     direct = tuple(s for s in lan if all(n.flags.allow_lan_access for n in carrying))
-    return KillSwitch(tuple(sorted(n.device for n in carrying)), port, direct)
+    return KillSwitch(
+        tuple(sorted(n.device for n in carrying)), port, direct,
+        tuple(sorted({p for n in carrying for p in n.flags.full_tunnel_except})),
+        tuple(sorted({p for n in carrying for p in n.flags.full_tunnel_only})),
+    )  # fmt: skip
 
 
 def ruleset(switch: KillSwitch) -> dict:
@@ -84,8 +94,22 @@ def ruleset(switch: KillSwitch) -> dict:
         if subnets:
             accept(match({"payload": {"protocol": protocol, "field": "daddr"}},
                          prefixes(subnets)))
+    if switch.only_ports:
+        for spec in switch.only_ports:
+            commands.append({"add": {"rule": {**rule, "expr": [
+                *_port_match(spec), {"counter": None}, {"drop": None}]}}})  # fmt: skip
+        accept()  # the rest goes direct: only the listed ports take the tunnel
+        return {"nftables": commands}
+    for spec in switch.direct_ports:
+        accept(*_port_match(spec))
     commands.append({"add": {"rule": {**rule, "expr": [{"counter": None}, {"drop": None}]}}})
     return {"nftables": commands}
+
+
+def _port_match(spec: PortSpec) -> list[dict]:
+    ports = spec.first if spec.first == spec.last else {"range": [spec.first, spec.last]}
+    return [match({"meta": {"key": "l4proto"}}, spec.protocol),
+            match({"payload": {"protocol": "th", "field": "dport"}}, ports)]  # fmt: skip
 
 
 _UNKNOWN = object()

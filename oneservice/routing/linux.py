@@ -69,12 +69,11 @@ class LinuxRoutes:
         present_rules = self._our_rules()
         for rule, message in present_rules.items():
             if rule not in wanted_rules:
-                self._try(errors, f"delete rule {rule}", self._ipr.rule, "del", **message)
+                self._try(errors, f"delete rule {_describe_rule(rule)}", self._ipr.rule, "del",
+                          **message)  # fmt: skip
         for rule in sorted(wanted_rules - set(present_rules)):
-            target, _, length = rule.target.partition("/")
-            self._try(errors, f"add rule to {rule.target} lookup {rule.table}", self._ipr.rule,
-                      "add", family=_FAMILIES[rule.family], dst=target, dst_len=int(length),
-                      table=rule.table, priority=rule.priority)  # fmt: skip
+            self._try(errors, f"add rule {_describe_rule(rule)}", self._ipr.rule, "add",
+                      **_rule_message(rule))  # fmt: skip
         return errors
 
     def route_devices(self, addresses: Iterable[str]) -> dict[str, str | None]:
@@ -100,7 +99,8 @@ class LinuxRoutes:
             self._try(errors, f"delete route {_describe(route)}", self._ipr.route, "del",
                       **message)  # fmt: skip
         for rule, message in rules.items():
-            self._try(errors, f"delete rule {rule}", self._ipr.rule, "del", **message)
+            self._try(errors, f"delete rule {_describe_rule(rule)}", self._ipr.rule, "del",
+                      **message)  # fmt: skip
         for error in errors:
             log.warning("%s", error)
         return len(present) + len(rules) - len(errors)
@@ -155,9 +155,14 @@ class LinuxRoutes:
                 version = _VERSIONS[family]
                 destination = message.get_attr("FRA_DST") or _ANY[version]
                 table = message.get_attr("FRA_TABLE") or message["table"]
-                rule = KernelRule(version, f"{destination}/{message['dst_len']}", table, priority)
-                found[rule] = {"family": family, "priority": priority, "table": table,
-                               "dst": destination, "dst_len": message["dst_len"]}  # fmt: skip
+                suppress = message.get_attr("FRA_SUPPRESS_PREFIXLEN")
+                rule = KernelRule(
+                    version, f"{destination}/{message['dst_len']}", table, priority,
+                    message.get_attr("FRA_IP_PROTO") or 0,
+                    message.get_attr("FRA_DPORT_RANGE") or "",
+                    -1 if suppress in (None, _NO_SUPPRESS) else suppress,
+                )  # fmt: skip
+                found[rule] = _rule_message(rule)
         return found
 
     @staticmethod
@@ -166,6 +171,38 @@ class LinuxRoutes:
             call(*args, **kwargs)
         except NetlinkError as exc:
             errors.append(f"{what}: {exc.args[1] if len(exc.args) > 1 else exc}")
+
+
+# What the kernel reports for a rule without suppress_prefixlength.
+_NO_SUPPRESS = 0xFFFFFFFF
+
+
+def _rule_message(rule: KernelRule) -> dict:
+    """What adding (or deleting) the rule takes."""
+    target, _, length = rule.target.partition("/")
+    message: dict = {"family": _FAMILIES[rule.family], "table": rule.table,
+                     "priority": rule.priority}  # fmt: skip
+    if int(length):
+        message.update(dst=target, dst_len=int(length))
+    if rule.protocol:
+        message["ip_proto"] = rule.protocol
+    if rule.ports:
+        message["dport_range"] = rule.ports
+    if rule.suppress_prefixlength >= 0:
+        message["suppress_prefixlen"] = rule.suppress_prefixlength
+    return message
+
+
+def _describe_rule(rule: KernelRule) -> str:
+    parts = [f"to {rule.target}"]
+    if rule.protocol:
+        parts.append(f"ipproto {rule.protocol}")
+    if rule.ports:
+        parts.append(f"dport {rule.ports.replace(':', '-')}")
+    parts.append(f"lookup {rule.table}")
+    if rule.suppress_prefixlength >= 0:
+        parts.append(f"suppress_prefixlength {rule.suppress_prefixlength}")
+    return " ".join(parts)
 
 
 def _describe(route: KernelRoute) -> str:

@@ -38,6 +38,8 @@ from .planner import (
     RoutingPlan,
     catch_all,
     catch_all_samples,
+    catches_everything,
+    default_target,
     full_tunnel_gateways,
     overridden,
     plan_routing,
@@ -188,7 +190,11 @@ class RoutingManager:
                 for r in sorted(self.plan.routes)
             ],
             "rules": [
-                {"to": r.target, "table": r.table, "priority": r.priority}
+                {"to": r.target, "table": r.table, "priority": r.priority,
+                 **({"ipproto": r.protocol} if r.protocol else {}),
+                 **({"dport": r.ports.replace(":", "-")} if r.ports else {}),
+                 **({"suppressPrefixLength": r.suppress_prefixlength}
+                    if r.suppress_prefixlength >= 0 else {})}
                 for r in sorted(self.plan.rules)
             ],
             "fullTunnel": dict(self.plan.full_tunnel),
@@ -215,6 +221,9 @@ class RoutingManager:
             # The member each family's full tunnel goes through now (routeStatus says why).
             "fullTunnelGateways": {f"ipv{family}": gateway for (nwid, family), gateway
                                    in sorted(self.plan.gateways.items()) if nwid == network_id},
+            # The per-port split in force (fullTunnelOnly, fullTunnelExcept), in words.
+            "fullTunnelSplit": (self.flags_for(network_id).split()
+                                if tunnel in ("on", "held") else ""),
             "exitNode": self.exit_plan.status.get(network_id, ""),
             # Node-wide (the kernel counts by rule, not by network).
             "forwardingRefused": dict(self.forwarding_refused),
@@ -290,7 +299,7 @@ class RoutingManager:
             # Loosened before the halves go in, restored only after they are gone: with strict
             # reverse-path filtering and the halves in place, the gateway's answers arriving on
             # the uplink would be dropped, and the path declared dead, in between.
-            halves = _has_ipv4_halves(plan)
+            halves = catches_everything(plan.rules, plan.routes, 4)
             if halves:
                 await self._apply_rp_filter(inputs.uplinks)
             if (
@@ -344,8 +353,12 @@ class RoutingManager:
             if self._kernel is None or state not in (TUNNEL_ON, TUNNEL_HELD):
                 continue
             reasons = []
+            if network.flags.full_tunnel_only:
+                continue  # only some ports take the tunnel: where an address goes says nothing
             for family in (4, 6):
                 parts = {str(p) for p in catch_all(family, network.flags.full_tunnel_quarters)}
+                if network.flags.full_tunnel_except:  # the tunnel is our table's default
+                    parts = {default_target(family)}
                 ours = [r for r in plan.routes if r.family == family and r.target in parts]
                 if not ours:
                     continue
@@ -455,14 +468,10 @@ def _kill_switch_document(switch: KillSwitch | None) -> dict:
     if switch is None:
         return {"armed": False}
     return {"armed": True, "devices": list(switch.devices), "port": switch.port,
-            "lan": [str(n) for n in switch.lan]}  # fmt: skip
+            "lan": [str(n) for n in switch.lan],
+            "directPorts": [str(p) for p in switch.direct_ports],
+            "heldPortsOnly": [str(p) for p in switch.only_ports]}  # fmt: skip
 
-
-def _has_ipv4_halves(plan: RoutingPlan) -> bool:
-    """Whether an IPv4 catch-all (halves or quarters) is in the table (through the tunnel, or
-    blocked): then the reverse-path check of arriving datagrams finds it, not the uplink."""
-    parts = {str(p) for quarters in (False, True) for p in catch_all(4, quarters)}
-    return any(r.family == 4 and r.target in parts for r in plan.routes)
 
 
 def _log_tunnels(before: RoutingPlan | None, after: RoutingPlan) -> None:

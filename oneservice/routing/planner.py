@@ -12,6 +12,14 @@ tunnel's own traffic. The halves are there only while the gateway has a live pat
 user chose fail-closed: then they stay and traffic waits in the tunnel instead of leaking. A
 family the gateway offers no default for is blocked with unreachable routes (applications
 fail at once and fall back to the other family) rather than leaked around the tunnel.
+
+Per-port split (fullTunnelOnly, fullTunnelExcept): the default via the gateway goes into a
+table of ours instead, and policy rules choose by protocol and destination port: first the
+main table for anything more specific than a default (the LAN, managed routes), then the
+ports listed (to our table for "only", to the main table's own default for "except"), and for
+"except" everything else to our table. The node's sockets are pinned to their uplinks, and a
+lookup bound to an uplink finds no route in our table (its default is on the tunnel's device),
+so the node's own traffic is never caught.
 """
 
 from __future__ import annotations
@@ -29,6 +37,11 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 MAIN_TABLE = 254
 LAN_RULE_PRIORITY = RULE_PRIORITIES[0]
+# Per-port split: more specific routes of the main table first, then the listed ports, then
+# (fullTunnelExcept) everything else into the tunnel.
+SPECIFIC_RULE_PRIORITY = RULE_PRIORITIES[1]
+PORT_RULE_PRIORITY = RULE_PRIORITIES[2]
+SPLIT_CATCH_ALL_PRIORITY = RULE_PRIORITIES[3]
 
 _net = ipaddress.ip_network
 DEFAULT_HALVES = {
@@ -103,6 +116,43 @@ class KernelRule:
     target: str  # "to" CIDR
     table: int
     priority: int
+    protocol: int = 0  # IP protocol (6 TCP, 17 UDP); 0: any
+    ports: str = ""  # destination ports, "first:last" (as the kernel reports them); "": any
+    # Lookups that find a route of at most this prefix length go on to the next rule; -1: none
+    suppress_prefixlength: int = -1
+
+
+def default_target(family: int) -> str:
+    return "0.0.0.0/0" if family == 4 else "::/0"
+
+
+def split_rules(family: int, flags: NetworkFlags) -> set[KernelRule]:
+    """The rules of a per-port split (none without one): see the module's docstring."""
+    if not (flags.full_tunnel_only or flags.full_tunnel_except):
+        return set()
+    everything = default_target(family)
+    rules = {KernelRule(family, everything, MAIN_TABLE, SPECIFIC_RULE_PRIORITY,
+                        suppress_prefixlength=0)}  # fmt: skip
+    listed_to = FULL_TUNNEL_TABLE if flags.full_tunnel_only else MAIN_TABLE
+    for spec in flags.full_tunnel_only or flags.full_tunnel_except:
+        rules.add(KernelRule(family, everything, listed_to, PORT_RULE_PRIORITY, spec.number,
+                             f"{spec.first}:{spec.last}"))  # fmt: skip
+    if flags.full_tunnel_except:
+        rules.add(KernelRule(family, everything, FULL_TUNNEL_TABLE, SPLIT_CATCH_ALL_PRIORITY))
+    return rules
+
+
+def catches_everything(plan_rules: Iterable[KernelRule], routes: Iterable[KernelRoute],
+                       family: int) -> bool:  # fmt: skip
+    """Whether the family's traffic at large goes to the tunnel (or is blocked): halves or
+    quarters in the main table, or rules sending every destination to our table. The reverse
+    path of arriving datagrams then leads there too (strict rp_filter drops them)."""
+    parts = {str(p) for quarters in (False, True) for p in catch_all(family, quarters)}
+    everything = default_target(family)
+    return any(r.family == family and r.target in parts and r.table == MAIN_TABLE
+               for r in routes) or any(
+        r.family == family and r.target == everything and r.table == FULL_TUNNEL_TABLE
+        for r in plan_rules)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -233,16 +283,27 @@ def plan_routing(
             tunnel_owner = config.id
             defaults[family] = str(choice[0].via)
             gateways[(config.id, family)] = choice[1]
+            split = split_rules(family, network.flags)
+            if split:
+                routes.add(KernelRoute(family, default_target(family), str(choice[0].via),
+                                       network.device, FULL_TUNNEL_TABLE))  # fmt: skip
+                rules.update(split)
+                continue
             for part in catch_all(family, network.flags.full_tunnel_quarters):
                 routes.add(KernelRoute(family, str(part), str(choice[0].via), network.device))
         if defaults:
             for family in (4, 6):
                 if family not in defaults:
                     defaults[family] = None
-                    for part in catch_all(family, network.flags.full_tunnel_quarters):
-                        routes.add(blocked(family, str(part)))
+                    split = split_rules(family, network.flags)
+                    if split:  # what the split sends to the tunnel is blocked, no more
+                        routes.add(blocked(family, default_target(family), FULL_TUNNEL_TABLE))
+                        rules.update(split)
+                    else:
+                        for part in catch_all(family, network.flags.full_tunnel_quarters):
+                            routes.add(blocked(family, str(part)))
                     status.append(RouteStatus(
-                        config.id, str(_net("::/0" if family == 6 else "0.0.0.0/0")), None, True,
+                        config.id, default_target(family), None, True,
                         f"{FAMILY_NAMES[family]} blocked: the gateway offers no "
                         f"{FAMILY_NAMES[family]} default route, so it may not leak around the "
                         "tunnel",

@@ -182,3 +182,13 @@ def test_a_missing_token_file_says_how_to_pass_one(tmp_path):
 def test_usage_errors_exit_1_with_a_message(tmp_path, capsys):
     assert cli.main([f"-D{tmp_path}", "-T", "t", "-p", "1", "set", "0123456789abcdef"]) == 1
     assert "usage: set <network id> <flag>=<value>" in capsys.readouterr().err
+
+
+def test_the_cli_knows_every_network_flag_and_sends_port_lists_as_lists():
+    from oneservice import cli
+    from oneservice.routing.flags import FLAG_NAMES
+
+    assert sorted((*cli.BOOLEAN_FLAGS, *cli.PORT_FLAGS)) == sorted(FLAG_NAMES)
+    assert cli.flag_value("fullTunnelOnly", "tcp/80,udp/53") == ["tcp/80", "udp/53"]
+    assert cli.flag_value("fullTunnelExcept", "") == []
+    assert cli.flag_value("fullTunnelQuarters", "1") is True
