@@ -8,8 +8,9 @@ on SIGKILL, so a crash never leaves a stale lock):
 
 - the home: ``flock`` on ``<home>/oneservice.lock``, which holds the owner's PID;
 - the kernel marks of this network namespace (marks.py: route protocol 165, rules 5210-5219,
-  table 52100, the nft tables ``inet oneservice`` and ``inet oneservice-killswitch``): a
-  listening Unix socket with an abstract name. Abstract names live per network namespace,
+  table 52100, the nft tables ``inet oneservice``, ``inet oneservice-dns`` and
+  ``inet oneservice-killswitch``): a listening Unix socket with an abstract name. Abstract
+  names live per network namespace,
   exactly the scope of those marks, and the kernel tells a newcomer the owner's PID
   (``SO_PEERCRED``). Linux only; elsewhere the home lock alone.
 """

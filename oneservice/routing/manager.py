@@ -22,7 +22,14 @@ from pathlib import Path
 from ..files import network_down
 from ..network.config import NetworkConfig
 from ..settings import Settings
-from .dns import DnsSetting, ResolvectlDns, plan_dns
+from .dns import (
+    DnsRedirect,
+    DnsSetting,
+    LinuxDnsRedirect,
+    ResolvectlDns,
+    plan_dns,
+    plan_dns_redirect,
+)
 from .exit_linux import ExitNodeError
 from .exit_node import ExitPlan, counters_of, plan_exit_node
 from .flags import FlagsError, NetworkFlags, delete_flags, load_flags, save_flags
@@ -88,6 +95,9 @@ class RoutingManager:
         self._dns = ResolvectlDns()
         self.dns_plan: dict[str, DnsSetting] = {}
         self.dns_errors: list[str] = []
+        # Without resolvectl: queries redirected in the kernel while a full tunnel is on.
+        self._dns_redirect: LinuxDnsRedirect | None = None
+        self.dns_redirect: DnsRedirect | None = None
         self._kernel = None
         self._exit = None
         self._rp_filter = None
@@ -108,6 +118,7 @@ class RoutingManager:
             self._exit = LinuxExitNode(home)
             self._rp_filter = ReversePathFilter(home)
             self._kill_switch = LinuxKillSwitch()
+            self._dns_redirect = LinuxDnsRedirect()
         self._executor = concurrent.futures.ThreadPoolExecutor(1, "oneservice-routes")
         self._applied: RoutingPlan | None = None
         self._wanted: RoutingInputs | None = None
@@ -256,6 +267,10 @@ class RoutingManager:
             log.error("forwarding table (exit node, isolation): %s", exc)
             self.exit_error = str(exc)
         await self._apply_rp_filter(())
+        try:
+            await loop.run_in_executor(self._executor, LinuxDnsRedirect.remove)
+        except NftError as exc:
+            log.error("dns: %s", exc)
 
     def gateways_to_watch(self, networks: Sequence[tuple[NetworkConfig, str]]) -> set[str]:
         """Members whose liveness decides a full tunnel: probed every second."""
@@ -416,7 +431,8 @@ class RoutingManager:
     async def _apply_dns(self, routing: list[NetworkRouting]) -> None:
         self.dns_plan = plan_dns(routing, self.plan.full_tunnel)
         if not self._dns.available():
-            return  # the status says why; nothing to undo either
+            await self._apply_dns_redirect(plan_dns_redirect(routing, self.plan.full_tunnel))
+            return
         if self.dns_plan == self._dns.applied:
             return
         loop = asyncio.get_running_loop()
@@ -424,6 +440,21 @@ class RoutingManager:
         for error in errors:
             log.warning("dns: %s", error)
         self.dns_errors = errors
+
+    async def _apply_dns_redirect(self, redirect: DnsRedirect | None) -> None:
+        if self._dns_redirect is None:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self._dns_redirect.apply, redirect)
+            errors = []
+        except NftError as exc:
+            errors = [f"cannot redirect DNS queries: {exc}"]
+        if errors != self.dns_errors:
+            for error in errors:
+                log.warning("dns: %s", error)
+        self.dns_errors = errors
+        self.dns_redirect = self._dns_redirect.applied
 
     def _dns_status(self, network_id: str) -> str:
         flags = self.flags_for(network_id)
@@ -433,7 +464,14 @@ class RoutingManager:
         if setting is None:
             return "not applied: the network has no DNS servers"
         if not self._dns.available():
-            return "not applied: no resolvectl (systemd-resolved) on this machine"
+            redirect = self.dns_redirect
+            if redirect is not None and redirect.network_id == network_id:
+                return redirect.describe()
+            if self._dns_redirect is None:
+                return "not applied: no resolvectl (systemd-resolved) on this machine"
+            return ("not applied: without resolvectl (systemd-resolved) the network's servers "
+                    "are used only while it carries the full tunnel (then every query is "
+                    "redirected to them)")  # fmt: skip
         if self._dns.applied.get(network_id) != setting:
             return "not applied yet (see the log)"
         return f"servers {', '.join(setting.servers)}, domains {' '.join(setting.domains) or '-'}"
@@ -456,6 +494,7 @@ class RoutingManager:
                 await self._apply_kill_switch(None)
             if self._dns.applied:
                 await loop.run_in_executor(self._executor, self._dns.apply, {})
+            await self._apply_dns_redirect(None)
             try:
                 await loop.run_in_executor(self._executor, self._exit.restore)
             except Exception as exc:
