@@ -65,15 +65,17 @@ class LinuxRoutes:
         for route in sorted(wanted - set(present)):
             if (route.family, route.target, route.table) not in slots:
                 self._add_route(route, errors)
+        # Rules: the new ones first, then the old ones go. A split that changes (its ports, or
+        # "only" for "except") never leaves a moment in which the listed traffic goes direct.
         wanted_rules = set(rules)
         present_rules = self._our_rules()
+        for rule in sorted(wanted_rules - set(present_rules)):
+            self._try(errors, f"add rule {_describe_rule(rule)}", self._ipr.rule, "add",
+                      **_rule_message(rule))  # fmt: skip
         for rule, message in present_rules.items():
             if rule not in wanted_rules:
                 self._try(errors, f"delete rule {_describe_rule(rule)}", self._ipr.rule, "del",
                           **message)  # fmt: skip
-        for rule in sorted(wanted_rules - set(present_rules)):
-            self._try(errors, f"add rule {_describe_rule(rule)}", self._ipr.rule, "add",
-                      **_rule_message(rule))  # fmt: skip
         return errors
 
     def route_devices(self, addresses: Iterable[str]) -> dict[str, str | None]:

@@ -57,14 +57,14 @@ def test_only_the_ports_chosen_take_the_tunnel_or_all_but_them(testbed, tmp_path
 
     # Only HTTP through the tunnel.
     lab.set_flags(network_id, fullTunnelExcept=[], fullTunnelOnly=["tcp/80"])
-    wait_until(lambda: lab.whoami(url.format(443)) == CLIENT_WIFI, timeout=10, interval=0.5,
-               what=":443 direct")  # fmt: skip
+    wait_until(lambda: lab.network("client", network_id)["fullTunnelSplit"]
+               == "only tcp/80 through the tunnel", timeout=10, interval=0.2,
+               what="the new split applied")  # fmt: skip
     assert lab.whoami(url.format(80)) == GW_UPLINK, ":80 through the gateway"
     assert lab.whoami(url.format(8080)) == CLIENT_WIFI, "any other port direct"
+    assert lab.whoami(url.format(443)) == CLIENT_WIFI
     assert lab.whoami(url6.format(443)) == CLIENT_WIFI6
     assert lab.whoami(url6.format(80), timeout=2) is None, "IPv6 :80 blocked, not leaked"
-    assert lab.network("client", network_id)["fullTunnelSplit"] == (
-        "only tcp/80 through the tunnel")  # fmt: skip
     assert lab.ping("client", SERVER), "ICMP goes direct"
 
     # Wrong values change nothing and say why.
@@ -95,8 +95,8 @@ def test_the_kill_switch_follows_the_split(testbed, tmp_path):
     lab.wait_tunnel(network_id, "on")
     wait_until(lambda: lab.whoami(url.format(80)) == GW_UPLINK, timeout=10, interval=0.5,
                what=":80 through the gateway")  # fmt: skip
-    _, routes = lab.api("client", "GET", "/routes")
-    assert routes["killSwitch"]["armed"] and routes["killSwitch"]["directPorts"] == ["tcp/443"]
+    wait_until(lambda: lab.api("client", "GET", "/routes")[1]["killSwitch"].get("directPorts")
+               == ["tcp/443"], timeout=5, interval=0.2, what="the kill switch armed")
     assert lab.whoami(url.format(443)) == CLIENT_WIFI, "the direct port passes the kill switch"
 
     lab.set_flags(network_id, fullTunnelExcept=[], fullTunnelOnly=["tcp/80"])
