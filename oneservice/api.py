@@ -77,6 +77,7 @@ class NodeView(Protocol):
     def set_network_flags(self, network_id: str, changes: dict) -> None: ...
     def ensure_controller(self) -> Controller: ...
     def push_config(self, network_id: str, also: list[str] | tuple = ()) -> None: ...
+    async def leaktest(self, network_id: str | None) -> dict: ...
 
 
 class ApiError(HttpError):
@@ -116,6 +117,8 @@ async def start_api(service: NodeView) -> HttpServer:
         ("DELETE", "/moon/{id}", routes.moon),
         ("GET", "/binder", routes.binder),
         ("GET", "/routes", routes.routes),
+        ("POST", "/leaktest", routes.leaktest),
+        ("POST", "/leaktest/{nwid}", routes.leaktest),
         ("GET", "/controller", routes.controller_status),
         ("GET", "/controller/network", routes.controller_networks),
         ("GET", "/controller/network/{nwid}", routes.controller_network),
@@ -412,6 +415,11 @@ class Routes:
     async def moon(self, request: Request) -> dict:
         raise ApiError(404, "moons are not supported: list roots in local.conf "
                             '("roots": [{"identity": ..., "endpoints": [...]}])')  # fmt: skip
+
+    async def leaktest(self, request: Request) -> dict:
+        """Checks the full tunnel for leaks (routing/leaktest.py); a second or two."""
+        network_id = _network_id(request) if "nwid" in request.params else None
+        return await self.service.leaktest(network_id)
 
     async def routes(self, request: Request) -> dict:
         await self.service.routing.refresh_counters()

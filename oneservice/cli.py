@@ -24,6 +24,14 @@ from . import __version__
 from .settings import DEFAULT_PRIMARY_PORT, PORT_FILE, TOKEN_FILE, default_home
 
 
+class ChecksFailed(Exception):
+    """A command whose checks did not all pass: its output is printed, and it exits 1."""
+
+    def __init__(self, output: str) -> None:
+        super().__init__(output)
+        self.output = output
+
+
 class CliError(Exception):
     """What went wrong, said so that the user knows what to do."""
 
@@ -277,6 +285,14 @@ def get_value(network: dict, field: str) -> str:
     return json_string(network[field])
 
 
+def leaktest_lines(answer: dict) -> str:
+    """One line per check ("PASS routes: ..."), then the verdict."""
+    lines = [f"{c['result']} {c['check']}: {c['detail']}" for c in answer["checks"]]
+    network = answer.get("network") or "-"
+    lines.append(f"{answer['result']}: leak test of network {network}")
+    return "\n".join(lines)
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -306,6 +322,14 @@ def run(args: argparse.Namespace, client: Client) -> str:
     if command == "leave":
         answer = c.call("DELETE", f"/network/{_network_argument(rest, 'leave <network id>')}")
         return json_dump(answer) if args.json else "200 leave OK"
+    if command == "leaktest":
+        if len(rest) > 1:
+            raise CliError("usage: leaktest [<network id>]")
+        answer = c.call("POST", "/leaktest" + "".join(f"/{n}" for n in rest), {})
+        output = json_dump(answer) if args.json else leaktest_lines(answer)
+        if answer["result"] != "PASS":
+            raise ChecksFailed(output)
+        return output
     if command == "set":
         if len(rest) != 2 or "=" not in rest[1]:
             raise CliError("usage: set <network id> <flag>=<value>, e.g. allowDefault=1")
@@ -426,12 +450,15 @@ COMMANDS = """commands (the first ones answer as zerotier-cli does):
   listpeers | peers             peers (lines | zerotier-cli's table)
   listmoons                     [] (no moons: roots are listed in local.conf)
   join <nwid> | leave <nwid>
-  set <nwid> <flag>=<1|0>       allowManaged, allowGlobal, allowDefault, allowDNS, allowLanAccess
+  set <nwid> <flag>=<1|0>       allowManaged, allowGlobal, allowDefault, allowDNS, allowLanAccess,
+                                fullTunnelQuarters; fullTunnelOnly|fullTunnelExcept=tcp/80,...
   get <nwid> <field>            a field raw (status, allowDefault, fullTunnel, ...), or ip/ip4/ip6
   interfaces                    bound and skipped interfaces, with reasons
   routes                        every managed route and why it is or is not installed
   killswitch [status|off]       the fail-closed block in the kernel; off lifts it while no
                                 node runs (after a crash)
+  leaktest [<nwid>]             check the full tunnel for leaks (routes, DNS, the gateway,
+                                what leaves the uplinks): PASS/FAIL each, exit 1 on a FAIL
 controller (networks whose id starts with this node's address):
   network-create [name] [--subnet CIDR] [--pool START-END]
   network-route <nwid> <target> [via]   add a route; a via makes that member a gateway
@@ -467,6 +494,9 @@ def main(argv: list[str] | None = None) -> int:
             print(kill_switch(args))
             return 0
         print(run(args, Client(args.home, args.port, args.token)))
+    except ChecksFailed as exc:
+        print(exc.output)
+        return 1
     except ApiAnswer as exc:
         print(f"{exc.status} {args.command} {exc.body}")  # as zerotier-cli prints it
         return 1

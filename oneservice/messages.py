@@ -108,8 +108,27 @@ class ConfigDelta:
     signature: bytes
 
 
+@dataclass(frozen=True)
+class AddressQuery:
+    """To a member of a shared network (a full tunnel's gateway, in a leak test): where do
+    you see me, and where does what I send through you leave?"""
+
+    query_id: int
+
+
+@dataclass(frozen=True)
+class AddressAnswer:
+    """``seen``: where the query came from (``ip/port``, or ``relayed by <root>``);
+    ``exits``: the answering node's uplink addresses, where what it forwards leaves."""
+
+    query_id: int
+    seen: str
+    exits: tuple[str, ...] = ()
+
+
 Message = (Ping | Pong | Goodbye | Whois | WhoisAnswer | Introduction | ChunkRequest
-           | ConfigRequest | ConfigAnswer | ConfigDelta)  # fmt: skip
+           | ConfigRequest | ConfigAnswer | ConfigDelta | AddressQuery
+           | AddressAnswer)  # fmt: skip
 
 
 def encode(message: Message) -> bytes:
@@ -160,6 +179,10 @@ def _fields(message: Message) -> dict:
             return {"t": "nc", "n": network_id, "c": config, "s": signature}
         case ConfigDelta(network_id, base, changes, signature):
             return {"t": "ncd", "n": network_id, "b": base, "d": changes, "s": signature}
+        case AddressQuery(query_id):
+            return {"t": "whoami", "i": query_id}
+        case AddressAnswer(query_id, seen, exits):
+            return {"t": "whoamir", "i": query_id, "s": seen, "x": list(exits)}
     raise TypeError(f"not a control message: {type(message).__name__}")
 
 
@@ -215,4 +238,6 @@ _DECODERS = {
     "nc": _config_answer,
     "ncd": lambda f: ConfigDelta(f.get("n", str), f.get("b", int), f.get("d", bytes),
                                  f.get("s", bytes)),
+    "whoami": lambda f: AddressQuery(f.get("i", int)),
+    "whoamir": lambda f: AddressAnswer(f.get("i", int), f.get("s", str), f.strings("x")),
 }

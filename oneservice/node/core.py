@@ -24,6 +24,8 @@ from collections.abc import Iterable
 
 from ..identity import Identity
 from ..messages import (
+    AddressAnswer,
+    AddressQuery,
     ChunkRequest,
     ConfigAnswer,
     ConfigDelta,
@@ -714,8 +716,31 @@ class NodeCore:
                 self._peer_left(peer, now)
             case ChunkRequest():
                 self._resend_chunks(peer, message, now)
-            case ConfigRequest() | ConfigAnswer() | ConfigDelta():
+            case AddressQuery():
+                self._answer_address_query(peer, message, path, now)
+            case ConfigRequest() | ConfigAnswer() | ConfigDelta() | AddressAnswer():
                 self._events.append(ControlReceived(peer.address, message))
+
+    def ask_address(self, address: str, query_id: int, now: float) -> bool:
+        """Ask a peer where it sees us (the answer comes as a ControlReceived event); False
+        if there is no such peer."""
+        peer = self.peers.get(address)
+        if peer is None:
+            return False
+        self._send_message(peer, AddressQuery(query_id), now)
+        return True
+
+    def _answer_address_query(self, peer: Peer, message: AddressQuery, path: Path | None,
+                              now: float) -> None:  # fmt: skip
+        if not peer.networks or path is None:
+            self.packet_drops["address_query_refused"] += 1
+            return
+        seen = (f"{path.endpoint[0]}/{path.endpoint[1]}" if isinstance(path, DirectPath)
+                else f"relayed by {path.via}")  # fmt: skip
+        addresses = (ipaddress.ip_address(a) for a in self.own_ips)
+        exits = tuple(str(a) for a in sorted((a for a in addresses if not a.is_link_local),
+                                             key=lambda a: (a.version, a)))[:8]  # fmt: skip
+        self._send_message(peer, AddressAnswer(message.query_id, seen, exits), now)
 
     def _receive_probe(self, peer: Peer, message: Ping | Pong, path: Path | None,
                        now: float) -> None:  # fmt: skip

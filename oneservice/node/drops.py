@@ -58,6 +58,7 @@ PACKET_DROPS: dict[str, str] = {
     "whois_answer_invalid": "a look-up answer whose identity does not match its address",
     "introduction_not_from_root": "an introduction from a peer that is not one of our roots",
     "introduction_invalid": "an introduction whose identity does not parse",
+    "address_query_refused": "a where-do-you-see-me question from a peer in none of our networks",
     "chunk_malformed": "a chunk with an impossible index, count or size",
     "chunk_memory_full": "no room left to reassemble chunked messages (16 MiB in all)",
     "chunked_message_superseded": "a peer's newer chunked message took its oldest one's place",

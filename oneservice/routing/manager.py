@@ -15,13 +15,14 @@ import ipaddress
 import logging
 import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..files import network_down
 from ..network.config import NetworkConfig
 from ..settings import Settings
+from . import leaktest
 from .dns import (
     DnsRedirect,
     DnsSetting,
@@ -91,6 +92,8 @@ class RoutingManager:
         self._failback_due = math.inf  # next_due()
         # Network id -> why the kernel sends (some) traffic elsewhere than its full tunnel.
         self.overrides: dict[str, str] = {}
+        # Network id -> the per-port split of the plan in the kernel, in words ("": none).
+        self.splits: dict[str, str] = {}
         self.exit_error = ""
         self._dns = ResolvectlDns()
         self.dns_plan: dict[str, DnsSetting] = {}
@@ -233,8 +236,7 @@ class RoutingManager:
             "fullTunnelGateways": {f"ipv{family}": gateway for (nwid, family), gateway
                                    in sorted(self.plan.gateways.items()) if nwid == network_id},
             # The per-port split in force (fullTunnelOnly, fullTunnelExcept), in words.
-            "fullTunnelSplit": (self.flags_for(network_id).split()
-                                if tunnel in ("on", "held") else ""),
+            "fullTunnelSplit": self.splits.get(network_id, "") if tunnel in ("on", "held") else "",
             "exitNode": self.exit_plan.status.get(network_id, ""),
             # Node-wide (the kernel counts by rule, not by network).
             "forwardingRefused": dict(self.forwarding_refused),
@@ -250,6 +252,78 @@ class RoutingManager:
         self._counters_read = loop.time()
         self.forwarding_refused = await loop.run_in_executor(self._executor,
                                                              self._exit.counters)  # fmt: skip
+
+    def tunnel_network(self) -> str | None:
+        """The network whose full tunnel is on or held, if any."""
+        return next((n for n, state in sorted(self.plan.full_tunnel.items())
+                     if state in (TUNNEL_ON, TUNNEL_HELD)), None)  # fmt: skip
+
+    async def leak_test(
+        self, network_id: str, device: str, inputs: RoutingInputs,
+        ask_gateway: Callable[[str], Awaitable[tuple[str, tuple[str, ...]] | None]],
+    ) -> list[leaktest.Check]:  # fmt: skip
+        """The checks of routing/leaktest.py for the network carrying the full tunnel."""
+        state = self.plan.full_tunnel.get(network_id, "off")
+        tunnel = leaktest.Check("tunnel", state in (TUNNEL_ON, TUNNEL_HELD),
+                                f"network {network_id}: full tunnel {state}")  # fmt: skip
+        if not tunnel.passed or self._kernel is None:
+            if self._kernel is None:
+                tunnel = leaktest.Check("tunnel", False, "routing is not managed here")
+            return [tunnel]
+        loop = asyncio.get_running_loop()
+        flags = self.flags_for(network_id)
+        checks = [tunnel]
+        expected = {family: (device if (network_id, family) in self.plan.gateways else None)
+                    for family in (4, 6)}  # fmt: skip
+        if flags.full_tunnel_only:
+            checks.append(leaktest.Check("routes", True, "not checked: only "
+                                         + ", ".join(map(str, flags.full_tunnel_only))
+                                         + " take the tunnel (fullTunnelOnly)"))
+        else:
+            routed = {}
+            for family in (4, 6):
+                samples = [*catch_all_samples(family), leaktest.PROBES[family]]
+                routed[family] = await loop.run_in_executor(
+                    self._executor, self._kernel.route_devices, samples)
+            checks.append(leaktest.route_check(routed, expected))
+        how = self._dns_in_effect(network_id)
+        servers: list[str] = []
+        routed_dns: dict[str, str | None] = {}
+        if not how:
+            try:
+                servers = leaktest.resolv_conf_servers(Path("/etc/resolv.conf").read_text())
+            except OSError:
+                servers = []
+            routed_dns = await loop.run_in_executor(
+                self._executor, self._kernel.route_devices,
+                [s for s in servers if not ipaddress.ip_address(s.split("%")[0]).is_loopback])
+        checks.append(leaktest.dns_check(servers, how, routed_dns, device))
+        gateway = self.plan.gateways.get((network_id, 4)) or self.plan.gateways.get(
+            (network_id, 6))
+        if gateway is not None:
+            answer = await ask_gateway(gateway)
+            checks.append(leaktest.gateway_check(gateway, answer,
+                                                 [str(a) for a in inputs.local_addresses]))
+        lan = inputs.lan_subnets if flags.allow_lan_access else ()
+        try:
+            leaked, carried = await loop.run_in_executor(
+                self._executor, leaktest.count_leaks, inputs.uplinks, inputs.port, lan)
+            checks.append(leaktest.leak_check(leaked, carried, inputs.uplinks,
+                                              leaktest.COUNT_FOR_S))  # fmt: skip
+        except NftError as exc:
+            checks.append(leaktest.Check("leaks", False, f"not counted: {exc}"))
+        return checks
+
+    def _dns_in_effect(self, network_id: str) -> str:
+        """How the network's DNS is set while its tunnel is on ("" if by nothing of ours)."""
+        setting = self._dns.applied.get(network_id)
+        if setting is not None and "~." in setting.domains:
+            return (f"servers {', '.join(setting.servers)} on {setting.device} with the routing "
+                    "domain ~. (systemd-resolved): every query goes through the tunnel")
+        redirect = self.dns_redirect
+        if redirect is not None and redirect.network_id == network_id:
+            return redirect.describe()
+        return ""
 
     async def remove_leftovers(self) -> None:
         """Before anything else at start: whatever a crashed run of ours left behind."""
@@ -337,6 +411,7 @@ class RoutingManager:
             if plan.gateways != self.plan.gateways:
                 self._on_gateways(plan.gateways)
             self.plan = plan
+            self.splits = {n.config.id: n.flags.split() for n in routing}
             self.overrides = await loop.run_in_executor(
                 self._executor, self._find_overrides, routing, plan
             )

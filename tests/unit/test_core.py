@@ -6,6 +6,7 @@ import dataclasses
 import ipaddress
 
 from oneservice.identity import Identity
+from oneservice.messages import AddressAnswer
 from oneservice.network.config import Member, NetworkConfig, Route
 from oneservice.node import core as core_module
 from oneservice.node import wire
@@ -611,3 +612,36 @@ def test_in_a_big_network_members_are_reached_on_demand_not_all_at_once():
         tried = _initiations_to_absent_members(sim)
         sim.run(60)
         assert 1 <= tried == _initiations_to_absent_members(sim)
+
+
+def test_whoami_is_answered_to_members_only_with_where_we_were_seen():
+    """A leak test asks its gateway where it sees us and where our traffic leaves: a member of
+    a shared network is told; a stranger that has a session (it knew our identity) is not."""
+    sim = two_nodes()
+    a, b = sim.nodes["a"], sim.nodes["b"]
+    b.set_own_addresses(["192.0.2.2"], sim.now)
+    stranger = sim.add_node("c", 3)
+    sim.add_socket("c", 1, ("198.51.100.3", 9993))
+    stranger.set_networks([NetworkConfig("8056c2e21c000002", "theirs", (
+        Member(identity(3).public(), (ipaddress.ip_interface("10.2.0.3/24"),), ()),
+        Member(identity(2).public(), (ipaddress.ip_interface("10.2.0.2/24"),),
+               (("192.0.2.2", 9993),)),
+    ))], sim.now)  # fmt: skip
+    sim.run(0.5)
+    assert stranger.peers[identity(2).address].current is not None, "a session with b"
+    for asker, query_id in ((a, 1), (stranger, 2)):
+        assert asker.ask_address(identity(2).address, query_id, sim.now)
+    sim.run(0.2)
+    answers = {core: [e.message for e in _drain(core) if isinstance(e.message, AddressAnswer)]
+               for core in (a, stranger)}  # fmt: skip
+    assert answers[a] == [AddressAnswer(1, "198.51.100.1/9993", ("192.0.2.2",))]
+    assert answers[stranger] == []
+    assert b.packet_drops["address_query_refused"] == 1
+
+
+def _drain(core) -> list:
+    events = []
+    while (event := core.next_event()) is not None:
+        if hasattr(event, "message"):
+            events.append(event)
+    return events

@@ -10,6 +10,8 @@ import msgpack
 import pytest
 
 from oneservice.messages import (
+    AddressAnswer,
+    AddressQuery,
     ChunkRequest,
     ConfigAnswer,
     ConfigRequest,
@@ -40,6 +42,9 @@ EVERY_KIND = [
      {"t": "nc", "n": "8056c2e21c000001", "c": b"{}", "s": b"s" * 64}),
     (ConfigAnswer("8056c2e21c000001", error="NOT_FOUND"),
      {"t": "nc", "n": "8056c2e21c000001", "err": "NOT_FOUND"}),
+    (AddressQuery(5), {"t": "whoami", "i": 5}),
+    (AddressAnswer(5, "192.0.2.1/9993", ("203.0.113.10",)),
+     {"t": "whoamir", "i": 5, "s": "192.0.2.1/9993", "x": ["203.0.113.10"]}),
 ]  # fmt: skip
 
 
