@@ -26,6 +26,7 @@ from .network.config import is_network_id
 from .network.membership import STATUS_FILE_ERROR
 from .network.signed import STATUS_ACCESS_DENIED, STATUS_NOT_FOUND, controller_address
 from .routing.flags import FlagsError
+from .routing.portal import DEFAULT_OPEN_S, MAX_OPEN_S
 from .settings import PORT_FILES, TOKEN_FILE
 from .tap import tap_name
 
@@ -78,6 +79,7 @@ class NodeView(Protocol):
     def ensure_controller(self) -> Controller: ...
     def push_config(self, network_id: str, also: list[str] | tuple = ()) -> None: ...
     async def leaktest(self, network_id: str | None) -> dict: ...
+    def open_portal(self, seconds: float) -> None: ...
 
 
 class ApiError(HttpError):
@@ -118,6 +120,8 @@ async def start_api(service: NodeView) -> HttpServer:
         ("GET", "/binder", routes.binder),
         ("GET", "/routes", routes.routes),
         ("POST", "/leaktest", routes.leaktest),
+        ("GET", "/portal", routes.portal),
+        ("POST", "/portal", routes.portal_open),
         ("POST", "/leaktest/{nwid}", routes.leaktest),
         ("GET", "/controller", routes.controller_status),
         ("GET", "/controller/network", routes.controller_networks),
@@ -245,6 +249,8 @@ class Routes:
                 "relay": s.settings.relay,
                 "allowExitNode": s.settings.allow_exit_node,
                 "allowExitNodeLan": s.settings.allow_exit_node_lan,
+                "captivePortalUrl": (s.settings.captive_portal.text
+                                     if s.settings.captive_portal else ""),
                 "fullTunnelFailClosed": s.settings.full_tunnel_fail_closed,
                 "allowManagementFrom": list(s.settings.allow_management_from),
                 "interfacePrefixBlacklist": list(s.settings.interface_prefix_blacklist),
@@ -415,6 +421,21 @@ class Routes:
     async def moon(self, request: Request) -> dict:
         raise ApiError(404, "moons are not supported: list roots in local.conf "
                             '("roots": [{"identity": ..., "endpoints": [...]}])')  # fmt: skip
+
+    async def portal(self, request: Request) -> dict:
+        return self.service.routing.portal_document()
+
+    async def portal_open(self, request: Request) -> dict:
+        """{"seconds": N}: a login window of N seconds without the full tunnel (0 closes it);
+        without a body, DEFAULT_OPEN_S."""
+        body = _body(request)
+        seconds = body.get("seconds", DEFAULT_OPEN_S)
+        if (isinstance(seconds, bool) or not isinstance(seconds, int | float)
+                or not 0 <= seconds <= MAX_OPEN_S):  # fmt: skip
+            raise ApiError(400, f"seconds must be a number from 0 to {MAX_OPEN_S}, got "
+                                f"{json.dumps(seconds)}")  # fmt: skip
+        self.service.open_portal(float(seconds))
+        return self.service.routing.portal_document()
 
     async def leaktest(self, request: Request) -> dict:
         """Checks the full tunnel for leaks (routing/leaktest.py); a second or two."""

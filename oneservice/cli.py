@@ -285,6 +285,18 @@ def get_value(network: dict, field: str) -> str:
     return json_string(network[field])
 
 
+def portal_lines(answer: dict) -> str:
+    lines = [f"captive portal on {uplink}: {detail}"
+             for uplink, detail in sorted(answer["detected"].items())]
+    if answer["loginWindowSecondsLeft"]:
+        lines.append(f"login window open: direct traffic allowed for "
+                     f"{answer['loginWindowSecondsLeft']} s more, then the full tunnel comes "
+                     "back")  # fmt: skip
+    if not answer["probeUrl"]:
+        lines.append("no probe: settings.captivePortalUrl is not set in local.conf")
+    return "\n".join(lines or ["no captive portal seen"])
+
+
 def leaktest_lines(answer: dict) -> str:
     """One line per check ("PASS routes: ..."), then the verdict."""
     lines = [f"{c['result']} {c['check']}: {c['detail']}" for c in answer["checks"]]
@@ -322,6 +334,22 @@ def run(args: argparse.Namespace, client: Client) -> str:
     if command == "leave":
         answer = c.call("DELETE", f"/network/{_network_argument(rest, 'leave <network id>')}")
         return json_dump(answer) if args.json else "200 leave OK"
+    if command == "portal":
+        action = rest[0] if rest else "status"
+        if action not in ("status", "open", "close") or len(rest) > (2 if action == "open"
+                                                                        else 1):  # fmt: skip
+            raise CliError("usage: portal [status | open [<seconds>] | close]")
+        if action == "status":
+            answer = c.call("GET", "/portal")
+        else:
+            body = {"seconds": 0} if action == "close" else {}
+            if action == "open" and len(rest) == 2:
+                if not rest[1].isdigit():
+                    raise CliError(f"portal open takes a number of seconds, got "
+                                   f"{json.dumps(rest[1])}")  # fmt: skip
+                body["seconds"] = int(rest[1])
+            answer = c.call("POST", "/portal", body)
+        return json_dump(answer) if args.json else portal_lines(answer)
     if command == "leaktest":
         if len(rest) > 1:
             raise CliError("usage: leaktest [<network id>]")
@@ -457,6 +485,8 @@ COMMANDS = """commands (the first ones answer as zerotier-cli does):
   routes                        every managed route and why it is or is not installed
   killswitch [status|off]       the fail-closed block in the kernel; off lifts it while no
                                 node runs (after a crash)
+  portal [open [<s>]|close]     captive portals seen; open: direct traffic for <s> seconds
+                                (default 300) to log in, then the full tunnel comes back
   leaktest [<nwid>]             check the full tunnel for leaks (routes, DNS, the gateway,
                                 what leaves the uplinks): PASS/FAIL each, exit 1 on a FAIL
 controller (networks whose id starts with this node's address):

@@ -361,6 +361,12 @@ class Service:
         return {"network": network_id, "result": "PASS" if passed else "FAIL",
                 "checks": [c.document() for c in checks]}
 
+    def open_portal(self, seconds: float) -> None:
+        """A login window for a captive portal (routing/portal.py); its end is a deadline of
+        the one timer."""
+        self.routing.open_portal(seconds)
+        self._rearm()
+
     async def _ask_address(self, address: str) -> tuple[str, tuple[str, ...]] | None:
         """A whoami exchange with a peer over its session: (where it sees us, its uplink
         addresses), or None without an answer within 3 s."""

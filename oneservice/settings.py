@@ -7,9 +7,11 @@ a key name is an error rather than a silently ignored setting.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import sys
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,39 @@ MAX_INTERFACE_NAME_LEN = 15
 
 class SettingsError(Exception):
     """local.conf or a command-line option is wrong; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class ProbeUrl:
+    host: str  # an address
+    port: int
+    path: str
+    text: str  # as configured
+
+    @property
+    def version(self) -> int:
+        return ipaddress.ip_address(self.host).version
+
+
+def parse_probe_url(text: str) -> ProbeUrl:
+    """settings.captivePortalUrl (routing/portal.py); ValueError saying what is wrong."""
+    usage = ('an http:// URL whose host is an address and which answers 204 when no portal is '
+             'in the way, e.g. "http://192.0.2.1/generate_204"')  # fmt: skip
+    if not isinstance(text, str):
+        raise ValueError(f"must be {usage}")
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError(f"must be {usage}, got {json.dumps(text)[:200]}")
+    try:
+        host = str(ipaddress.ip_address(parts.hostname))
+    except ValueError:
+        raise ValueError(f"must be {usage} (the node resolves no names), got "
+                         f"{json.dumps(text)[:200]}") from None
+    try:
+        port = parts.port or 80
+    except ValueError:
+        raise ValueError(f"has a port outside 1-65535: {json.dumps(text)[:200]}") from None
+    return ProbeUrl(host, port, parts.path or "/", text)
 
 
 @dataclass(frozen=True)
@@ -59,6 +94,9 @@ class Settings:
     # A PostgreSQL connection string for the controller's store (controller/postgres.py);
     # empty: SQLite, controller.db in the home. Holds a password maybe: never logged.
     controller_database: str = field(default="", repr=False)
+    # An http:// URL (host by address) answering 204 when no captive portal is in the way:
+    # probed when the full tunnel's gateway cannot be reached (routing/portal.py); None: never.
+    captive_portal: ProbeUrl | None = None
 
 
 def default_home() -> Path:
@@ -104,6 +142,7 @@ _BOOLEAN_SETTINGS = {
 }
 _SETTINGS_KEYS = {"primaryPort", "interfacePrefixBlacklist", "interfaceAllowlist",
                   "allowManagementFrom", "uplinkMetrics", "controllerDatabase",
+                  "captivePortalUrl",
                   *_BOOLEAN_SETTINGS}  # fmt: skip
 MAX_METRIC = 2**32 - 1
 
@@ -150,7 +189,18 @@ def parse_local_conf(document: Any, source: str = LOCAL_CONF_NAME) -> Settings:
         uplink_metrics=_metrics(raw.get("uplinkMetrics", {}), f"{source}: settings.uplinkMetrics"),
         controller_database=_database(raw.get("controllerDatabase", ""),
                                       f"{source}: settings.controllerDatabase"),
+        captive_portal=_probe_url(raw.get("captivePortalUrl", ""),
+                                  f"{source}: settings.captivePortalUrl"),
     )
+
+
+def _probe_url(value: Any, what: str) -> ProbeUrl | None:
+    if value == "":
+        return None
+    try:
+        return parse_probe_url(value)
+    except ValueError as exc:
+        raise SettingsError(f"{what} {exc}") from None
 
 
 def _database(value: Any, what: str) -> str:

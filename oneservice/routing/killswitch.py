@@ -43,6 +43,7 @@ class KillSwitch:
     lan: tuple[IPNetwork, ...] = ()  # reached directly (allowLanAccess)
     direct_ports: tuple[PortSpec, ...] = ()  # fullTunnelExcept: these go out directly
     only_ports: tuple[PortSpec, ...] = ()  # fullTunnelOnly: only these are held to the tunnel
+    probe: tuple[str, int] | None = None  # the captive portal probe's address and TCP port
 
 
 def plan_kill_switch(
@@ -51,6 +52,7 @@ def plan_kill_switch(
     fail_closed: bool,
     port: int,
     lan: Sequence[IPNetwork],
+    probe: tuple[str, int] | None = None,
 ) -> KillSwitch | None:
     """Armed while a fail-closed full tunnel is on or held; None otherwise."""
     if not fail_closed:
@@ -64,6 +66,7 @@ def plan_kill_switch(
         tuple(sorted(n.device for n in carrying)), port, direct,
         tuple(sorted({p for n in carrying for p in n.flags.full_tunnel_except})),
         tuple(sorted({p for n in carrying for p in n.flags.full_tunnel_only})),
+        probe,
     )  # fmt: skip
 
 
@@ -89,6 +92,12 @@ def ruleset(switch: KillSwitch) -> dict:
                match({"payload": {"protocol": "udp", "field": "dport"}}, server))  # fmt: skip
     accept(match({"payload": {"protocol": "icmpv6", "field": "type"}},
                   {"set": NEIGHBOUR_DISCOVERY}))  # fmt: skip
+    if switch.probe is not None:  # the captive portal probe (routing/portal.py), nothing more
+        host, port = switch.probe
+        protocol = "ip6" if ":" in host else "ip"
+        accept(match({"payload": {"protocol": protocol, "field": "daddr"}}, host),
+               match({"meta": {"key": "l4proto"}}, "tcp"),
+               match({"payload": {"protocol": "tcp", "field": "dport"}}, port))  # fmt: skip
     for version, protocol in ((4, "ip"), (6, "ip6")):
         subnets = [n for n in switch.lan if n.version == version]
         if subnets:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import ipaddress
 import logging
 import math
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,7 @@ from pathlib import Path
 from ..files import network_down
 from ..network.config import NetworkConfig
 from ..settings import Settings
-from . import leaktest
+from . import leaktest, portal
 from .dns import (
     DnsRedirect,
     DnsSetting,
@@ -41,6 +43,7 @@ from .planner import (
     FAMILY_NAMES,
     TUNNEL_HELD,
     TUNNEL_ON,
+    TUNNEL_WITHDRAWN,
     UNREACHABLE,
     NetworkRouting,
     RoutingPlan,
@@ -94,6 +97,14 @@ class RoutingManager:
         self.overrides: dict[str, str] = {}
         # Network id -> the per-port split of the plan in the kernel, in words ("": none).
         self.splits: dict[str, str] = {}
+        # Captive portals (routing/portal.py): uplink -> what its probe saw; what each uplink
+        # was probed at (the machine's addresses then: a new network probes again); and the
+        # end of a login window (oneservice-cli portal open), loop time.
+        self.portals: dict[str, str] = {}
+        self._probed: dict[str, frozenset] = {}
+        self._probing: asyncio.Task | None = None
+        self.portal_open_until = -math.inf
+        self._last_inputs: RoutingInputs | None = None
         self.exit_error = ""
         self._dns = ResolvectlDns()
         self.dns_plan: dict[str, DnsSetting] = {}
@@ -160,7 +171,9 @@ class RoutingManager:
         """When time alone may change the plan: a gateway live for less than FAILBACK_S
         becomes eligible to take the tunnel back (nothing else happens at that moment, so
         the service must update then; the next update moves this on)."""
-        return self._failback_due
+        # A login window's end, until a plan has brought the tunnel back after it.
+        return min(self._failback_due, self.portal_open_until if self.portal_open_until
+                   > -math.inf else math.inf)  # fmt: skip
 
     def failing(self) -> bool:
         """Something the kernel refused (routes, exit node, kill switch, rp_filter, DNS):
@@ -215,6 +228,7 @@ class RoutingManager:
             "exitNode": dict(self.exit_plan.status),
             "forwardingRefused": dict(self.forwarding_refused),
             "killSwitch": _kill_switch_document(self.kill_switch),
+            "captivePortal": self.portal_document(),
             "errors": [*self.errors, *filter(None, (self.exit_error, self.rp_filter_error,
                                                     self.kill_switch_error))],
         }
@@ -240,6 +254,7 @@ class RoutingManager:
             "exitNode": self.exit_plan.status.get(network_id, ""),
             # Node-wide (the kernel counts by rule, not by network).
             "forwardingRefused": dict(self.forwarding_refused),
+            "captivePortal": self._portal_status(network_id),
             "dnsStatus": self._dns_status(network_id),
         }
 
@@ -358,10 +373,77 @@ class RoutingManager:
         self._live_since = {m: self._live_since.get(m, now) for m in inputs.live_members}
         self._failback_due = min((since + FAILBACK_S for since in self._live_since.values()
                                   if since + FAILBACK_S > now), default=math.inf)  # fmt: skip
-        self._wanted = inputs
+        self._wanted = self._last_inputs = inputs
         self._force |= force
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
+
+    # --- captive portals --------------------------------------------------------------------
+
+    def open_portal(self, seconds: float) -> None:
+        """A login window: for ``seconds`` no full tunnel (nor kill switch), so the user can
+        log in to a captive portal directly; then both come back by themselves. 0 closes it."""
+        now = asyncio.get_running_loop().time()
+        self.portal_open_until = now + seconds if seconds > 0 else -math.inf
+        log.warning("captive portal: %s", f"direct traffic allowed for {seconds:.0f} s, then "
+                    "the full tunnel comes back" if seconds > 0 else "login window closed")
+        if self._last_inputs is not None:
+            self.update(self._last_inputs, force=True)
+
+    def portal_document(self) -> dict:
+        now = _loop_time()
+        left = max(0.0, self.portal_open_until - now)
+        url = self.settings.captive_portal
+        return {"probeUrl": url.text if url else "", "detected": dict(self.portals),
+                "loginWindowSecondsLeft": round(left)}
+
+    def _portal_status(self, network_id: str) -> str:
+        """What a network's status says of captive portals ("" if nothing)."""
+        document = self.portal_document()
+        if document["loginWindowSecondsLeft"]:
+            return (f"login window open: direct traffic allowed for "
+                    f"{document['loginWindowSecondsLeft']} s more, then the full tunnel "
+                    "comes back")  # fmt: skip
+        if not self.flags_for(network_id).allow_default or not self.portals:
+            return ""
+        return "; ".join(f"captive portal on {uplink}: {detail}"
+                         for uplink, detail in sorted(self.portals.items()))
+
+    def _portal_open(self) -> bool:
+        return _loop_time() < self.portal_open_until
+
+    def _probe_portals(self, inputs: RoutingInputs) -> None:
+        """When a full tunnel is wanted and its gateway cannot be reached: each uplink is
+        probed once per network it is on (a change of addresses probes again)."""
+        url = self.settings.captive_portal
+        stranded = any(state in (TUNNEL_WITHDRAWN, TUNNEL_HELD)
+                       for state in self.plan.full_tunnel.values())  # fmt: skip
+        if not stranded:
+            self.portals.clear()
+            self._probed.clear()
+            return
+        if url is None or (self._probing is not None and not self._probing.done()):
+            return
+        key = frozenset(inputs.local_addresses)
+        due = [u for u in inputs.uplinks if self._probed.get(u) != key]
+        if not due:
+            return
+        for uplink in due:
+            self._probed[uplink] = key
+        self._probing = asyncio.get_running_loop().create_task(self._probe(url, due))
+
+    async def _probe(self, url, uplinks: list[str]) -> None:
+        loop = asyncio.get_running_loop()
+        for uplink in uplinks:
+            result = await loop.run_in_executor(None, portal.probe, url, uplink)
+            detail = portal.portal_detail(result)
+            if detail is None:
+                self.portals.pop(uplink, None)
+                continue
+            if self.portals.get(uplink) != detail:
+                log.warning("captive portal on %s: %s; `oneservice-cli portal open` lets "
+                            "direct traffic through to log in", uplink, detail)  # fmt: skip
+            self.portals[uplink] = detail
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -369,6 +451,12 @@ class RoutingManager:
             inputs, self._wanted = self._wanted, None
             force, self._force = self._force, False
             routing = [NetworkRouting(c, d, self.flags_for(c.id)) for c, d in inputs.networks]
+            if self._portal_open():  # a login window: no full tunnel (nor kill switch) now
+                routing = [dataclasses.replace(n, flags=dataclasses.replace(
+                    n.flags, allow_default=False)) for n in routing]
+            elif self.portal_open_until > -math.inf:
+                self.portal_open_until = -math.inf  # over: this plan brings the tunnel back
+                log.warning("captive portal: login window over, the full tunnel is back")
             now = loop.time()
             plan = plan_routing(
                 routing, self.own_address, inputs.live_members, inputs.local_addresses,
@@ -416,9 +504,10 @@ class RoutingManager:
                 self._executor, self._find_overrides, routing, plan
             )
             if self.networks_applied:
+                probe = self.settings.captive_portal
                 await self._apply_kill_switch(plan_kill_switch(
                     routing, plan, self.settings.full_tunnel_fail_closed, inputs.port,
-                    inputs.lan_subnets))  # fmt: skip
+                    inputs.lan_subnets, (probe.host, probe.port) if probe else None))  # fmt: skip
             if not halves:
                 await self._apply_rp_filter(())
             await self._apply_dns(routing)
@@ -432,6 +521,7 @@ class RoutingManager:
                     log.error("forwarding table (exit node, isolation): %s", exc)
                 self.exit_error = str(exc)
             self.exit_plan = exit_plan
+            self._probe_portals(inputs)
 
     def _find_overrides(self, routing: list[NetworkRouting], plan: RoutingPlan) -> dict:
         """Ask the kernel where sample addresses go: another VPN's more specific routes or
@@ -576,6 +666,14 @@ class RoutingManager:
                 log.error("forwarding table (exit node, isolation): %s", exc)
             await loop.run_in_executor(self._executor, self._kernel.close)
         self._executor.shutdown(wait=True)
+
+
+def _loop_time() -> float:
+    """The event loop's clock (monotonic), also when asked from outside the loop."""
+    try:
+        return asyncio.get_running_loop().time()
+    except RuntimeError:
+        return time.monotonic()
 
 
 def _kill_switch_document(switch: KillSwitch | None) -> dict:
