@@ -16,7 +16,7 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from .nft import delete_table, match, replace_table
+from .nft import delete_table, match, named_counters, replace_table
 from .nft import prefixes as prefix_set
 from .planner import FAMILY_NAMES, NetworkRouting
 
@@ -146,10 +146,8 @@ def nft_ruleset(plan: ExitPlan, uplinks: Iterable[str]) -> dict:
 
 def counters_of(listed: dict) -> dict[str, int]:
     """The refusals counted, as the API names them, from `nft -j list table`'s output."""
-    found = {FORWARD_COUNTERS[item["counter"]["name"]]: item["counter"]["packets"]
-             for item in listed.get("nftables", [])
-             if "counter" in item and item["counter"].get("name") in FORWARD_COUNTERS}
-    return {name: found.get(name, 0) for name in FORWARD_COUNTERS.values()}
+    found = named_counters(listed)
+    return {shown: found.get(name, 0) for name, shown in FORWARD_COUNTERS.items()}
 
 
 def _drop(counter: str, expression: list) -> dict:

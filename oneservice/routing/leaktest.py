@@ -20,14 +20,14 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from .nft import delete_table, list_table, match, prefixes, replace_table, run_nft
+from .nft import delete_table, list_table, match, named_counters, prefixes, replace_table, run_nft
+from .planner import FAMILY_NAMES
 
 LEAK_TABLE = "oneservice-leaktest"
 PROBES = {4: "198.51.100.1", 6: "2001:db8::1"}
 PROBE_PORT = 9  # discard
 PROBES_PER_FAMILY = 3
 COUNT_FOR_S = 1.0
-FAMILY_NAMES = {4: "IPv4", 6: "IPv6"}
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -148,9 +148,7 @@ def count_leaks(uplinks: Iterable[str], port: int, lan: Iterable[IPNetwork]) -> 
     try:
         send_probes()
         time.sleep(COUNT_FOR_S)
-        counters = {item["counter"]["name"]: item["counter"]["packets"]
-                    for item in list_table("inet", LEAK_TABLE)["nftables"]
-                    if "counter" in item}  # fmt: skip
+        counters = named_counters(list_table("inet", LEAK_TABLE))
     finally:
         run_nft(delete_table(LEAK_TABLE), missing_ok=True)
     return counters.get("leaked", 0), counters.get("tunnel", 0)

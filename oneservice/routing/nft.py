@@ -43,6 +43,12 @@ def list_table(family: str, name: str) -> dict:
         raise NftError("nft's answer is not JSON") from None
 
 
+def named_counters(listed: dict) -> dict[str, int]:
+    """Packets per named counter, from `nft -j list table`'s output (list_table)."""
+    return {item["counter"]["name"]: item["counter"]["packets"]
+            for item in listed.get("nftables", []) if "counter" in item}  # fmt: skip
+
+
 def table_exists(family: str, name: str) -> bool:
     try:
         result = subprocess.run(["nft", "list", "table", family, name], capture_output=True,
