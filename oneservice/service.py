@@ -42,6 +42,7 @@ from .monitor import ChangeMonitor, open_change_monitor
 from .monitor.changes import Change, others_routing_changed, own_routing_removed
 from .network.config import NetworkConfig, is_network_id, load_network_files, parse_endpoint
 from .network.membership import Memberships
+from .node import aead
 from .node.core import ControlReceived, NodeCore, PathChanged, PeerConnected
 from .node.events import PeerView
 from .notify import notify
@@ -196,6 +197,7 @@ class Service:
 
     async def start(self) -> None:
         log.info("oneservice %s, node %s, home %s", __version__, self.identity.address, self.home)
+        log.info("data path: %s", aead.DESCRIPTION)
         await self.routing.remove_leftovers()
         # Opened before the binder's first read: nothing that changes after it is missed.
         self.monitor = open_change_monitor()
@@ -463,9 +465,7 @@ class Service:
 
     @_guarded
     def _on_datagrams(self, datagrams: list[bytes], local: LocalSocket, address: tuple) -> None:
-        receive, socket_id, now = self.core.receive_datagram, local.id, self.loop.time()
-        for data in datagrams:
-            receive(data, socket_id, address, now)
+        self.core.receive_datagrams(datagrams, local.id, address, self.loop.time())
         self._schedule_flush()
 
     @_guarded

@@ -32,6 +32,9 @@ make_venv() {
     if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
         install_debian_packages python3-venv
     fi
+    # The data path's C extension (oneservice/_datapath.c) is built by pip: a compiler and
+    # the Python and OpenSSL headers. Without them the install still works (pure Python).
+    install_debian_packages gcc python3-dev libssl-dev
     [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
     "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$repo_root$1"
     VENV_PYTHON="$venv/bin/python"

@@ -101,12 +101,13 @@ class _Bound:
         self.gro = False  # set once the socket accepted UDP GRO
 
 
-def gso_batches(datagrams: Iterable[tuple[int, tuple, bytes]]) -> list[tuple[int, tuple, list]]:
-    """Group consecutive datagrams that one GSO send can carry: same socket and destination,
-    all of the first one's size except a shorter last one, within the kernel's limits."""
+def gso_batches(runs: Iterable[tuple[int, tuple, list[bytes]]]) -> list[tuple[int, tuple, list]]:
+    """Cut and join runs of (socket id, destination, datagrams) into batches that one GSO send
+    can carry: same socket and destination, all of the first one's size except a shorter last
+    one, within the kernel's limits."""
     batches: list[tuple[int, tuple, list]] = []
     open_batch = False  # the last batch can still grow
-    for socket_id, address, datagram in datagrams:
+    for socket_id, address, datagram in _each_datagram(runs):
         if open_batch:
             last_id, last_address, items = batches[-1]
             size = len(items[0])
@@ -119,6 +120,12 @@ def gso_batches(datagrams: Iterable[tuple[int, tuple, bytes]]) -> list[tuple[int
         batches.append((socket_id, address, [datagram]))
         open_batch = True
     return batches
+
+
+def _each_datagram(runs: Iterable[tuple[int, tuple, list[bytes]]]):
+    for socket_id, address, datagrams in runs:
+        for datagram in datagrams:
+            yield socket_id, address, datagram
 
 
 class Binder:

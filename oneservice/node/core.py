@@ -198,7 +198,8 @@ class NodeCore:
         self._handshakes: dict[int, Peer] = {}
         self.networks: dict[str, PrefixTable] = {}
         self._virtual_subnets: tuple = ()
-        self._datagrams: list[tuple[int, Endpoint, bytes]] = []
+        # Runs of datagrams, each to one endpoint from one socket (binder.gso_batches).
+        self._datagrams: list[tuple[int, Endpoint, list[bytes]]] = []
         # Per network, in arrival order: (IP packet, partial-checksum hint). Grouped here
         # because each network's tap writes its own batch.
         self._packets: dict[str, list[tuple[bytes, int]]] = {}
@@ -454,7 +455,8 @@ class NodeCore:
 
     # --- outputs -------------------------------------------------------------------------------
 
-    def datagrams_to_send(self) -> list[tuple[int, Endpoint, bytes]]:
+    def datagrams_to_send(self) -> list[tuple[int, Endpoint, list[bytes]]]:
+        """Runs of datagrams, in order: (socket id, endpoint, datagrams)."""
         out, self._datagrams = self._datagrams, []
         return out
 
@@ -582,7 +584,33 @@ class NodeCore:
     # --- receiving -----------------------------------------------------------------------------
 
     def receive_datagram(self, data: bytes, socket_id: int, address: tuple, now: float) -> None:
-        self._receive(data, socket_id, address, None, now)
+        self.receive_datagrams([data], socket_id, address, now)
+
+    def receive_datagrams(self, datagrams: list[bytes], socket_id: int, address: tuple,
+                          now: float) -> None:  # fmt: skip
+        """The datagrams of one read (one socket, one sender). Data for the first one's
+        session is opened and replay-checked in one call (node/aead.py); the rest, one by
+        one."""
+        first = datagrams[0]
+        session = None
+        if len(first) >= wire.DATA_OVERHEAD and first[1] == wire.TYPE_DATA:
+            session = self._sessions.get(_INDEX.unpack_from(first, 4)[0])
+        if session is None or now - session.created_at > REJECT_AFTER_S:
+            for data in datagrams:
+                self._receive(data, socket_id, address, None, now)
+            return
+        opened, authenticated, others, replayed, forged = session.opener.open_many(datagrams)
+        if replayed:
+            self.drops["replayed"] += replayed
+        if forged:
+            self.drops["authentication_failed"] += forged
+        if authenticated:
+            path = self._authenticated(session, socket_id, address, None, now)
+            self.accepted += authenticated
+            if opened:
+                self._receive_data(session.peer, opened, path, now)
+        for data in others:
+            self._receive(data, socket_id, address, None, now)
 
     def _receive(self, data: bytes, socket_id: int | None, address: tuple | None, via: str | None,
                  now: float) -> None:  # fmt: skip
@@ -616,7 +644,8 @@ class NodeCore:
         if session is None:
             self.drops["unknown_session"] += 1
             return
-        if session.replay.seen_or_too_old(counter):
+        opener = session.opener
+        if opener.seen_or_too_old(counter):
             self.drops["replayed"] += 1
             return
         if now - session.created_at > REJECT_AFTER_S:
@@ -626,14 +655,11 @@ class NodeCore:
         if payload is None:
             self.drops["authentication_failed"] += 1
             return
-        if not session.replay.mark(counter):
+        if not opener.mark(counter):
             self.drops["replayed"] += 1
             return
         peer = session.peer
-        session.last_received = now
-        if not session.confirmed:
-            self._confirm(peer, session, now)
-        path = self._path_heard(peer, socket_id, address, via, now)
+        path = self._authenticated(session, socket_id, address, via, now)
         if kind == wire.TYPE_RELAYED:
             # Counted by what the datagram inside turns out to be, so that every datagram
             # received is still accepted or dropped exactly once.
@@ -643,19 +669,33 @@ class NodeCore:
         if kind == wire.TYPE_RELAY:
             self._forward(peer, payload, now)
         elif kind == wire.TYPE_DATA:
-            if payload:
-                self._mark_traffic(peer, now)
-                peer.last_data_received = now
-                if path is not None and path is not peer.preferred:
-                    self._peer_prefers(peer, path)  # it sends data on its preferred path
-                    self._follow(peer, path, now)
-                self._deliver(peer, payload, data[2] | data[3] << 8)
+            if payload:  # (empty: a keepalive)
+                self._receive_data(peer, [(payload, data[2] | data[3] << 8)], path, now)
         elif kind == wire.TYPE_CONTROL_CHUNK:
             whole = self._reassembly.add(peer.address, payload, now)
             if whole is not None:
                 self._receive_control(peer, whole, path, now)
         else:
             self._receive_control(peer, payload, path, now)
+
+    def _authenticated(self, session: Session, socket_id: int | None, address: tuple | None,
+                       via: str | None, now: float) -> Path | None:  # fmt: skip
+        """Bookkeeping once a session's datagrams authenticated: the path they came on."""
+        session.last_received = now
+        peer = session.peer
+        if not session.confirmed:
+            self._confirm(peer, session, now)
+        return self._path_heard(peer, socket_id, address, via, now)
+
+    def _receive_data(self, peer: Peer, packets: list[tuple[bytes, int]], path: Path | None,
+                      now: float) -> None:  # fmt: skip
+        """IP packets (with their hints) from one peer, from one path."""
+        self._mark_traffic(peer, now)
+        peer.last_data_received = now
+        if path is not None and path is not peer.preferred:
+            self._peer_prefers(peer, path)  # it sends data on its preferred path
+            self._follow(peer, path, now)
+        self._deliver(peer, packets)
 
     def _forward(self, source: Peer, payload: bytes, now: float) -> None:
         """As a root: pass a datagram on to the peer it is for (we cannot read it)."""
@@ -677,25 +717,37 @@ class NodeCore:
         # The inner datagram came over our relay path through this root.
         self._receive(payload[wire.ADDRESS_LEN :], None, None, root.address, now)
 
-    def _deliver(self, peer: Peer, packet: bytes, hint: int) -> None:
-        source_bytes = _address_bytes(packet, source=True)
-        if source_bytes is None or (hint and not wire.hint_fits(packet, hint)):
-            self.packet_drops["inner_malformed"] += 1
-            return
-        network_id = peer.source_networks.get(source_bytes)
-        if network_id is None:
-            networks = self.networks
-            for routed in peer.routed_networks:
-                if networks[routed].source_owner(source_bytes) == peer.address:
-                    network_id = routed
-                    break
-            else:
-                self.packet_drops["source_not_allowed"] += 1
-                return
-        batch = self._packets.get(network_id)
-        if batch is None:
-            batch = self._packets[network_id] = []
-        batch.append((packet, hint))
+    def _deliver(self, peer: Peer, packets: list[tuple[bytes, int]]) -> None:
+        """Each packet to the network its source address belongs to, or dropped. Packets of
+        one flow come in runs: the source's network is looked up once per run."""
+        packet_drops, batches, hint_fits = self.packet_drops, self._packets, wire.hint_fits
+        known, batch = None, None
+        for packet, hint in packets:
+            source = _address_bytes(packet, source=True)
+            if source is None or (hint and not hint_fits(packet, hint)):
+                packet_drops["inner_malformed"] += 1
+                continue
+            if source != known:
+                network_id = self._source_network(peer, source)
+                if network_id is None:
+                    packet_drops["source_not_allowed"] += 1
+                    known = None
+                    continue
+                known, batch = source, batches.get(network_id)
+                if batch is None:
+                    batch = batches[network_id] = []
+            batch.append((packet, hint))
+
+    def _source_network(self, peer: Peer, source: bytes) -> str | None:
+        """The network a packet from this peer with this source address is from, if any."""
+        network_id = peer.source_networks.get(source)
+        if network_id is not None:
+            return network_id
+        networks = self.networks
+        for routed in peer.routed_networks:
+            if networks[routed].source_owner(source) == peer.address:
+                return routed
+        return None
 
     def _receive_control(self, peer: Peer, payload: bytes, path: Path | None, now: float) -> None:
         try:
@@ -908,7 +960,7 @@ class NodeCore:
         reply = self._intake.offer(data, Arrival(socket_id, address, via), now,
                                    can_reply=socket_id in self.sockets)  # fmt: skip
         if reply is not None and socket_id is not None and address is not None:
-            self._datagrams.append((socket_id, _endpoint(address), reply))
+            self._datagrams.append((socket_id, _endpoint(address), [reply]))
 
     @property
     def cookie_replies_sent(self) -> int:
@@ -1127,25 +1179,50 @@ class NodeCore:
         if network is None:
             self.packet_drops["unknown_network"] += len(packets)
             return
-        mtu, routed, peer = network.config.mtu, None, None
+        mtu, packet_drops = network.config.mtu, self.packet_drops
+        routed, peer, run = None, None, []
         for packet, hint in packets:
             destination = _address_bytes(packet, source=False)
             if destination is None:
-                self.packet_drops["outbound_malformed"] += 1
+                packet_drops["outbound_malformed"] += 1
                 continue
             if destination != routed:
                 peer_address = network.by_destination.get(destination) or network.gateway_for(
                     destination
                 )
                 if peer_address is None:
-                    self.packet_drops["no_route"] += 1
+                    packet_drops["no_route"] += 1
                     continue
+                if run:
+                    self._send_data(peer, run, now)
+                    run = []
                 routed, peer = destination, self.peers[peer_address]
                 self._mark_traffic(peer, now)
             if len(packet) > mtu:
-                self.packet_drops["oversize"] += 1
+                packet_drops["oversize"] += 1
                 continue
-            self._send(peer, wire.TYPE_DATA, packet, now, hint)
+            run.append((packet, hint))
+        if run:
+            self._send_data(peer, run, now)
+
+    def _send_data(self, peer: Peer, packets: list[tuple[bytes, int]], now: float) -> None:
+        """IP packets to one peer: sealed in one call when a session and a direct path are
+        there; otherwise one by one (queued, relayed, or starting a handshake)."""
+        session, path = peer.current, peer.preferred
+        datagrams = None
+        if (
+            session is not None and isinstance(path, DirectPath)
+            and now - session.created_at <= REJECT_AFTER_S
+        ):  # fmt: skip
+            datagrams = session.seal_many(wire.TYPE_DATA, packets)
+        if datagrams is None:
+            for packet, hint in packets:
+                self._send(peer, wire.TYPE_DATA, packet, now, hint)
+            return
+        session.last_sent = path.last_sent = now
+        self._datagrams.append((path.socket_id, path.endpoint, datagrams))
+        if now - session.created_at > REKEY_AFTER_S and peer.handshake is None:
+            self._lifecycle(peer, Event.REKEY_DUE, now)
 
     def _send(self, peer: Peer, kind: int, payload: bytes, now: float, hint: int = 0) -> None:
         session = peer.current
@@ -1183,7 +1260,7 @@ class NodeCore:
     def _emit(self, path: Path, datagram: bytes, now: float) -> None:
         path.last_sent = now
         if isinstance(path, DirectPath):
-            self._datagrams.append((path.socket_id, path.endpoint, datagram))
+            self._datagrams.append((path.socket_id, path.endpoint, [datagram]))
             return
         assert isinstance(path, RelayPath)
         root = self.peers.get(path.via)

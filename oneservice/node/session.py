@@ -2,46 +2,11 @@
 
 from __future__ import annotations
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-
+from .aead import Opener, Sealer
 from .wire import DATA_HEADER, PROTOCOL_VERSION
 
-# Same window as WireGuard: packets may arrive up to 2048 counters late (reordering across
-# paths during a handover) and still be accepted exactly once.
-REPLAY_WINDOW_SIZE = 2048
-_WINDOW_MASK = (1 << REPLAY_WINDOW_SIZE) - 1
 # Never reuse a nonce: refuse to send long before the 64-bit counter could wrap.
 REJECT_AFTER_MESSAGES = 2**64 - 2**16
-_ZERO_NONCE_PREFIX = b"\0\0\0\0"
-
-
-class ReplayWindow:
-    __slots__ = ("bitmap", "highest")
-
-    def __init__(self) -> None:
-        self.highest = -1
-        self.bitmap = 0  # bit i set: counter (highest - i) was seen
-
-    def seen_or_too_old(self, counter: int) -> bool:
-        """Cheap pre-check before decrypting."""
-        if counter > self.highest:
-            return False
-        offset = self.highest - counter
-        return offset >= REPLAY_WINDOW_SIZE or bool((self.bitmap >> offset) & 1)
-
-    def mark(self, counter: int) -> bool:
-        """Record an authenticated counter; False if it was a replay after all."""
-        if counter > self.highest:
-            shift = counter - self.highest
-            self.bitmap = ((self.bitmap << shift) | 1) & _WINDOW_MASK if shift < 4096 else 1
-            self.highest = counter
-            return True
-        offset = self.highest - counter
-        if offset >= REPLAY_WINDOW_SIZE or (self.bitmap >> offset) & 1:
-            return False
-        self.bitmap |= 1 << offset
-        return True
 
 
 class Session:
@@ -49,7 +14,7 @@ class Session:
 
     __slots__ = (
         "confirmed", "created_at", "initiator", "last_received", "last_sent", "local_index",
-        "peer", "receive_aead", "remote_index", "replay", "send_aead", "send_counter",
+        "opener", "peer", "remote_index", "sealer", "send_counter",
     )  # fmt: skip
 
     def __init__(
@@ -65,10 +30,10 @@ class Session:
         self.peer = peer
         self.local_index = local_index
         self.remote_index = remote_index
-        self.send_aead = ChaCha20Poly1305(send_key)
-        self.receive_aead = ChaCha20Poly1305(receive_key)
+        self.sealer = Sealer(send_key)
+        # Decrypts what arrives for local_index and keeps its replay window.
+        self.opener = Opener(receive_key, local_index)
         self.send_counter = 0
-        self.replay = ReplayWindow()
         self.initiator = initiator
         # The responder may not send on a session until the initiator has used it: that
         # proves the initiator holds the keys (and that our response arrived).
@@ -85,15 +50,19 @@ class Session:
             return None
         self.send_counter = counter + 1
         header = DATA_HEADER.pack(PROTOCOL_VERSION, packet_type, hint, self.remote_index, counter)
-        return header + self.send_aead.encrypt(_ZERO_NONCE_PREFIX + header[8:16], payload, header)
+        return self.sealer.seal(header, payload)
+
+    def seal_many(self, packet_type: int, packets: list[tuple[bytes, int]]) -> list[bytes] | None:
+        """One datagram per (payload, hint), in one call; None (nothing sealed) when the
+        counter would run out on the way: the caller then seals one at a time."""
+        counter = self.send_counter
+        if counter + len(packets) > REJECT_AFTER_MESSAGES:
+            return None
+        self.send_counter = counter + len(packets)
+        return self.sealer.seal_many(packet_type, self.remote_index, counter, packets)
 
     def decrypt(self, datagram: bytes) -> bytes | None:
         """Authenticate and decrypt; None if forged or corrupted. The caller checks the replay
-        window before (cheap) and marks it after (only authenticated counters count)."""
-        header = datagram[:16]
-        try:
-            return self.receive_aead.decrypt(
-                _ZERO_NONCE_PREFIX + header[8:16], datagram[16:], header
-            )
-        except InvalidTag:
-            return None
+        window (``opener``) before (cheap) and marks it after (only authenticated counters
+        count)."""
+        return self.opener.open(datagram)

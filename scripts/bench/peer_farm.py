@@ -36,9 +36,10 @@ class Peer(asyncio.DatagramProtocol):
         # As the service does: handshakes after transport (the farm's peers are all members,
         # so no identity check is ever asked for).
         self.core.process_handshakes(self.loop.time())
-        for _, endpoint, datagram in self.core.datagrams_to_send():
+        for _, endpoint, run in self.core.datagrams_to_send():
             assert self.transport is not None
-            self.transport.sendto(datagram, endpoint)
+            for datagram in run:
+                self.transport.sendto(datagram, endpoint)
         self.core.packets_for_tap()
         while self.core.next_event() is not None:
             pass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -13,6 +14,7 @@ import time
 import pytest
 
 from oneservice.identity import Identity
+from oneservice.node import aead
 from tests.integration.nodes import (
     NETWORK_ID,
     Node,
@@ -25,15 +27,19 @@ from tests.integration.nodes import (
 from tests.testbed import Host, Testbed, wait_until
 
 pytestmark = pytest.mark.integration
+# scripts/run-tests sets this: the extension must be there, not silently skipped.
+EXTENSION_REQUIRED = os.environ.get("ONESERVICE_REQUIRE_EXTENSION") == "1"
+EXTENSION_BUILT = importlib.util.find_spec("oneservice._datapath") is not None
 
 A_VIRTUAL, B_VIRTUAL = "10.147.17.1", "10.147.17.2"
 A_VIRTUAL6, B_VIRTUAL6 = "2001:db8:147::1", "2001:db8:147::2"
 
 
 def build(
-    bed: Testbed, tmp_path, b_settings: dict | None = None
+    bed: Testbed, tmp_path, b_settings: dict | None = None, env: dict | None = None
 ) -> tuple[Host, Host, Host, Node, Node]:
-    """a --eth0-- router --wifi0/cell0-- b; a network with both as members."""
+    """a --eth0-- router --wifi0/cell0-- b; a network with both as members; ``env`` for both
+    nodes."""
     router = bed.host("router", forwarding=True)
     a, b = bed.host("a"), bed.host("b")
     bed.link(a, "eth0", router, "r-a", ["192.0.2.2/24"], ["192.0.2.1/24"])
@@ -55,8 +61,8 @@ def build(
     }  # fmt: skip
     if b_settings:
         write_local_conf(tmp_path / "b", {"settings": b_settings})
-    node_a = Node(a, write_home(tmp_path / "a", ida, [network]))
-    node_b = Node(b, write_home(tmp_path / "b", idb, [network]))
+    node_a = Node(a, write_home(tmp_path / "a", ida, [network]), env=env)
+    node_b = Node(b, write_home(tmp_path / "b", idb, [network]), env=env)
     node_a.wait_log("session established")
     node_b.wait_log("session established")
     return router, a, b, node_a, node_b
@@ -139,12 +145,20 @@ def udp_exchange(sender: Host, receiver: Host, address: str) -> bytes:
     return bytes.fromhex(out.strip())
 
 
+@pytest.mark.parametrize("datapath", ["extension", "python"])
 @pytest.mark.parametrize("b_offload", [True, False], ids=["both-offload", "b-packet-by-packet"])
-def test_bulk_tcp_arrives_intact_through_tun_offloads(testbed, tmp_path, b_offload):
+def test_bulk_tcp_arrives_intact_through_tun_offloads(testbed, tmp_path, b_offload, datapath):
     """Super-packets cut into segments with partial checksums, merged again on arrival; a
     node without offloads finishes the checksums itself. TCP drops a segment whose checksum
-    is wrong, so intact downloads (both ways, both IP versions) prove every checksum."""
-    _router, a, b, _node_a, node_b = build(testbed, tmp_path, {"tunOffload": b_offload})
+    is wrong, so intact downloads (both ways, both IP versions) prove every checksum. On
+    both data paths: the C extension and the pure-Python one (node/aead.py)."""
+    if datapath == "extension" and not EXTENSION_BUILT and not EXTENSION_REQUIRED:
+        pytest.skip("the C extension is not built")
+    env = {aead.IMPLEMENTATION_VARIABLE: "python" if datapath == "python" else ""}
+    _router, a, b, node_a, node_b = build(testbed, tmp_path, {"tunOffload": b_offload}, env)
+    expected = "data path: C extension" if datapath == "extension" else "data path: pure Python"
+    node_a.wait_log(expected)
+    node_b.wait_log(expected)
     sums = {"a": serve_file(a, tmp_path / "a-files", 8_000_000),
             "b": serve_file(b, tmp_path / "b-files", 8_000_000)}  # fmt: skip
     for server, client, address in (

@@ -86,7 +86,10 @@ class Sim:
             for key in core.identity_requests():
                 core.identity_derived(key, derive_address(key[:32], key[32:]), self.now)
             core.process_handshakes(self.now)
-            for socket_id, destination, data in core.datagrams_to_send():
+            for socket_id, destination, data in (
+                (socket_id, destination, data)
+                for socket_id, destination, run in core.datagrams_to_send() for data in run
+            ):  # fmt: skip
                 # A core hands out only numeric addresses: anything else would make the OS
                 # resolve a name (a DNS query, blocking the event loop) on every send.
                 ipaddress.ip_address(destination[0])

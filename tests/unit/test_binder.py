@@ -247,11 +247,10 @@ def test_gso_batches_group_what_one_send_can_carry():
     to_b, to_c = ("192.0.2.2", 9993), ("192.0.2.3", 9993)
     full, short = b"x" * 1452, b"y" * 100
     batches = gso_batches([
-        (1, to_b, full), (1, to_b, full), (1, to_b, short),  # a shorter one closes the batch
-        (1, to_b, full),  # so this starts the next
-        (2, to_b, full),  # another socket
-        (2, to_c, full), (2, to_c, full),  # another destination
-        (2, to_c, full + b"z"),  # a longer one cannot join
+        (1, to_b, [full, full]), (1, to_b, [short]),  # runs join; a shorter one closes
+        (1, to_b, [full]),  # so this starts the next
+        (2, to_b, [full]),  # another socket
+        (2, to_c, [full]), (2, to_c, [full, full + b"z"]),  # a longer one cannot join
     ])  # fmt: skip
     assert [(s, a, [len(d) for d in items]) for s, a, items in batches] == [
         (1, to_b, [1452, 1452, 100]),
@@ -260,7 +259,7 @@ def test_gso_batches_group_what_one_send_can_carry():
         (2, to_c, [1452, 1452]),
         (2, to_c, [1453]),
     ]
-    many = gso_batches([(1, to_b, full)] * 100)
+    many = gso_batches([(1, to_b, [full] * 60), (1, to_b, [full] * 40)])
     assert [len(items) for _, _, items in many] == [44, 44, 12]  # 64 KB per send at most
     assert all(len(items) <= MAX_GSO_SEGMENTS for _, _, items in many)
 

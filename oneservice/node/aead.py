@@ -1,0 +1,140 @@
+"""The data path's ChaCha20-Poly1305, a batch per call: a Sealer per session for what we send,
+an Opener (with the replay window) for what we receive.
+
+Two implementations with one interface and the same bytes out:
+
+- ``oneservice._datapath``, a C extension over OpenSSL's EVP (built by pip when gcc and
+  OpenSSL's headers are there): one cipher context per direction, one call per batch;
+- the pure-Python classes below, over ``cryptography``: used when the extension is missing,
+  or when ``ONESERVICE_DATAPATH=python`` asks for them (the tests run both).
+
+A data datagram is ``header (16) | ciphertext | tag (16)``; the header (version, type, hint,
+receiver index, counter: node/wire.py) is the associated data, and the nonce is four zero
+bytes and the header's counter bytes. ``Opener.open_many`` takes the datagrams of one read
+and returns ``(opened, authenticated, others, replayed, forged)``: the (packet, hint) pairs
+that opened with a payload; how many authenticated at all (keepalives included); the
+datagrams that are not data for this opener's index, in order, for the caller to handle one
+by one; and how many were replays or forgeries (dropped).
+"""
+
+from __future__ import annotations
+
+import os
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from .wire import DATA_HEADER, DATA_OVERHEAD, PROTOCOL_VERSION, TYPE_DATA
+
+# Same window as WireGuard: packets may arrive up to 2048 counters late (reordering across
+# paths during a handover) and still be accepted exactly once.
+REPLAY_WINDOW_SIZE = 2048
+_WINDOW_MASK = (1 << REPLAY_WINDOW_SIZE) - 1
+_ZERO_NONCE_PREFIX = b"\0\0\0\0"
+_MAX_DATAGRAM = 65535
+# Set to "python" to use the pure-Python path even where the extension is built.
+IMPLEMENTATION_VARIABLE = "ONESERVICE_DATAPATH"
+
+
+class PythonSealer:
+    __slots__ = ("_aead",)
+
+    def __init__(self, key: bytes) -> None:
+        self._aead = ChaCha20Poly1305(key)
+
+    def seal(self, header: bytes, payload: bytes) -> bytes:
+        return header + self._aead.encrypt(_ZERO_NONCE_PREFIX + header[8:16], payload, header)
+
+    def seal_many(self, kind: int, remote_index: int, counter: int,
+                  packets: list[tuple[bytes, int]]) -> list[bytes]:  # fmt: skip
+        encrypt, pack = self._aead.encrypt, DATA_HEADER.pack
+        datagrams = []
+        for packet, hint in packets:
+            header = pack(PROTOCOL_VERSION, kind, hint, remote_index, counter)
+            datagrams.append(header + encrypt(_ZERO_NONCE_PREFIX + header[8:], packet, header))
+            counter += 1
+        return datagrams
+
+
+class PythonOpener:
+    __slots__ = ("_aead", "bitmap", "highest", "local_index")
+
+    def __init__(self, key: bytes, local_index: int) -> None:
+        self._aead = ChaCha20Poly1305(key)
+        self.local_index = local_index
+        self.highest = -1
+        self.bitmap = 0  # bit i set: counter (highest - i) was seen
+
+    def open(self, datagram: bytes) -> bytes | None:
+        if not DATA_OVERHEAD <= len(datagram) <= _MAX_DATAGRAM:
+            return None
+        header = datagram[:16]
+        try:
+            return self._aead.decrypt(_ZERO_NONCE_PREFIX + header[8:], datagram[16:], header)
+        except InvalidTag:
+            return None
+
+    def seen_or_too_old(self, counter: int) -> bool:
+        """Cheap pre-check before decrypting."""
+        if counter > self.highest:
+            return False
+        offset = self.highest - counter
+        return offset >= REPLAY_WINDOW_SIZE or bool((self.bitmap >> offset) & 1)
+
+    def mark(self, counter: int) -> bool:
+        """Record an authenticated counter; False if it was a replay after all."""
+        if counter > self.highest:
+            shift = counter - self.highest
+            self.bitmap = ((self.bitmap << shift) | 1) & _WINDOW_MASK if shift < 4096 else 1
+            self.highest = counter
+            return True
+        offset = self.highest - counter
+        if offset >= REPLAY_WINDOW_SIZE or (self.bitmap >> offset) & 1:
+            return False
+        self.bitmap |= 1 << offset
+        return True
+
+    def open_many(
+        self, datagrams: list[bytes]
+    ) -> tuple[list[tuple[bytes, int]], int, list[bytes], int, int]:
+        opened: list[tuple[bytes, int]] = []
+        others: list[bytes] = []
+        authenticated = replayed = forged = 0
+        index = self.local_index
+        for datagram in datagrams:
+            if (
+                not DATA_OVERHEAD <= len(datagram) <= _MAX_DATAGRAM
+                or datagram[0] != PROTOCOL_VERSION or datagram[1] != TYPE_DATA
+                or int.from_bytes(datagram[4:8], "little") != index
+            ):  # fmt: skip
+                others.append(datagram)
+                continue
+            counter = int.from_bytes(datagram[8:16], "little")
+            if self.seen_or_too_old(counter):
+                replayed += 1
+                continue
+            payload = self.open(datagram)
+            if payload is None:
+                forged += 1
+                continue
+            if not self.mark(counter):
+                replayed += 1
+                continue
+            authenticated += 1
+            if payload:
+                opened.append((payload, datagram[2] | datagram[3] << 8))
+        return opened, authenticated, others, replayed, forged
+
+
+def _choose():
+    """(Sealer, Opener, description, whether the extension is in use)."""
+    if os.environ.get(IMPLEMENTATION_VARIABLE, "") == "python":
+        return PythonSealer, PythonOpener, f"pure Python ({IMPLEMENTATION_VARIABLE}=python)", False
+    try:
+        from .. import _datapath
+    except ImportError as exc:
+        return PythonSealer, PythonOpener, f"pure Python (C extension not built: {exc})", False
+    return _datapath.Sealer, _datapath.Opener, f"C extension ({_datapath.OPENSSL_VERSION})", True
+
+
+Sealer, Opener, DESCRIPTION, NATIVE = _choose()

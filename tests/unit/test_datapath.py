@@ -1,0 +1,176 @@
+"""The two data paths (node/aead.py): the C extension and the pure-Python classes give the same
+bytes and the same verdicts for random batches, including forged, replayed, reordered,
+foreign and malformed datagrams."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from oneservice.node import aead, wire
+from oneservice.node.aead import PythonOpener, PythonSealer
+
+try:
+    from oneservice import _datapath
+except ImportError:  # pragma: no cover - depends on the install
+    _datapath = None
+
+# scripts/run-tests sets this: there the extension must have been built, not silently absent.
+REQUIRED = os.environ.get("ONESERVICE_REQUIRE_EXTENSION") == "1"
+needs_extension = pytest.mark.skipif(
+    _datapath is None and not REQUIRED, reason="the C extension is not built"
+)
+MAX_COUNTER = 2**64 - 1
+
+
+def test_the_extension_is_built_where_it_is_required():
+    if REQUIRED:
+        assert _datapath is not None, "oneservice._datapath did not build (gcc, libssl-dev?)"
+        assert aead.NATIVE or os.environ.get(aead.IMPLEMENTATION_VARIABLE) == "python"
+
+
+def test_the_variable_chooses_the_pure_python_path(monkeypatch):
+    monkeypatch.setenv(aead.IMPLEMENTATION_VARIABLE, "python")
+    sealer, opener, description, native = aead._choose()
+    assert (sealer, opener, native) == (PythonSealer, PythonOpener, False)
+    assert "pure Python" in description
+
+
+keys = st.binary(min_size=32, max_size=32)
+packets = st.lists(
+    st.tuples(st.binary(max_size=1500), st.integers(0, 0xFFFF)), min_size=0, max_size=20
+)
+
+
+@needs_extension
+@settings(max_examples=200, deadline=None)
+@given(key=keys, kind=st.integers(0, 255), index=st.integers(0, 2**32 - 1),
+       counter=st.integers(0, MAX_COUNTER - 20), batch=packets)  # fmt: skip
+def test_sealing_a_batch_gives_the_same_datagrams(key, kind, index, counter, batch):
+    native = _datapath.Sealer(key).seal_many(kind, index, counter, batch)
+    python = PythonSealer(key).seal_many(kind, index, counter, batch)
+    assert native == python
+    for number, (datagram, (payload, hint)) in enumerate(zip(native, batch, strict=True)):
+        header = wire.DATA_HEADER.pack(wire.PROTOCOL_VERSION, kind, hint, index, counter + number)
+        assert datagram == PythonSealer(key).seal(header, payload)
+        assert datagram == _datapath.Sealer(key).seal(header, payload)
+
+
+# A datagram in a batch: which sealed packet it is, and what is done to it on the way.
+damage = st.sampled_from(["none", "none", "none", "flip", "truncate", "short", "index", "type",
+                          "version", "empty"])  # fmt: skip
+
+
+@st.composite
+def traffic(draw):
+    """Datagrams as a receiver may see them: sealed for it (in any order, some twice), and
+    damaged or foreign ones among them; cut into the batches of several reads."""
+    key = draw(keys)
+    index = draw(st.integers(0, 2**32 - 1))
+    base = draw(st.sampled_from([0, 5000, MAX_COUNTER - 2**13]))
+    # Counters that jump (past the window, past 4096) as well as small reorders.
+    offsets = draw(st.lists(st.one_of(st.integers(0, 40), st.integers(0, 6000)), min_size=1,
+                            max_size=40))  # fmt: skip
+    sealer = PythonSealer(key)
+    datagrams = []
+    for offset in offsets:
+        payload = draw(st.binary(max_size=64))
+        hint = draw(st.integers(0, 0xFFFF))
+        header = wire.DATA_HEADER.pack(wire.PROTOCOL_VERSION, wire.TYPE_DATA, hint, index,
+                                       base + offset)  # fmt: skip
+        datagram = bytearray(sealer.seal(header, payload))
+        how = draw(damage)
+        if how == "flip":
+            datagram[draw(st.integers(0, len(datagram) - 1))] ^= 1 << draw(st.integers(0, 7))
+        elif how == "truncate":
+            del datagram[-1]
+        elif how == "short":
+            datagram = datagram[: draw(st.integers(0, wire.DATA_OVERHEAD - 1))]
+        elif how == "index":
+            datagram[4] ^= 1
+        elif how == "type":
+            datagram[1] = wire.TYPE_CONTROL
+        elif how == "version":
+            datagram[0] = 2
+        elif how == "empty":
+            datagram = bytearray(sealer.seal(header, b""))  # a keepalive
+        datagrams.append(bytes(datagram))
+    cuts = sorted(draw(st.lists(st.integers(0, len(datagrams)), max_size=4)))
+    batches, start = [], 0
+    for cut in [*cuts, len(datagrams)]:
+        batches.append(datagrams[start:cut])
+        start = cut
+    return key, index, base, batches
+
+
+@needs_extension
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=traffic())
+def test_opening_batches_gives_the_same_packets_and_verdicts(case):
+    key, index, base, batches = case
+    native, python = _datapath.Opener(key, index), PythonOpener(key, index)
+    for batch in batches:
+        assert native.open_many(batch) == python.open_many(batch)
+        for datagram in batch:
+            assert native.open(datagram) == python.open(datagram)
+    for offset in range(-5, 6100, 7):
+        counter = base + offset
+        if 0 <= counter <= MAX_COUNTER:
+            assert native.seen_or_too_old(counter) == python.seen_or_too_old(counter)
+
+
+@needs_extension
+@settings(max_examples=300, deadline=None)
+@given(counters=st.lists(st.one_of(st.integers(0, 3000), st.integers(0, 2**20),
+                                   st.just(MAX_COUNTER)), max_size=60))  # fmt: skip
+def test_the_replay_windows_agree_on_every_counter(counters):
+    native, python = _datapath.Opener(bytes(32), 1), PythonOpener(bytes(32), 1)
+    for counter in counters:
+        assert native.seen_or_too_old(counter) == python.seen_or_too_old(counter)
+        assert native.mark(counter) == python.mark(counter)
+
+
+@pytest.mark.parametrize("implementation", ["python", "native"])
+def test_a_batch_opens_once_and_not_twice(implementation):
+    """What each path must do on its own (not only agree): open, count, refuse replays."""
+    if implementation == "native":
+        if _datapath is None and not REQUIRED:
+            pytest.skip("the C extension is not built")
+        sealer_class, opener_class = _datapath.Sealer, _datapath.Opener
+    else:
+        sealer_class, opener_class = PythonSealer, PythonOpener
+    key = os.urandom(32)
+    batch = [(os.urandom(1400), 0x0A10), (b"", 0), (os.urandom(100), 0)]
+    datagrams = sealer_class(key).seal_many(wire.TYPE_DATA, 7, 0, batch)
+    foreign = wire.DATA_HEADER.pack(1, wire.TYPE_CONTROL, 0, 7, 9) + bytes(16)
+    opener = opener_class(key, 7)
+    opened, authenticated, others, replayed, forged = opener.open_many([*datagrams, foreign])
+    assert opened == [batch[0], batch[2]] and authenticated == 3
+    assert others == [foreign] and (replayed, forged) == (0, 0)
+    [fresh] = sealer_class(key).seal_many(wire.TYPE_DATA, 7, 3, [(b"late", 0)])
+    tampered = fresh[:-1] + bytes([fresh[-1] ^ 1])
+    # Replays are refused before decrypting; a forgery does not take its counter.
+    assert opener.open_many([*datagrams, tampered]) == ([], 0, [], 3, 1)
+    assert opener.seen_or_too_old(2) and not opener.seen_or_too_old(3)
+    assert opener.open_many([fresh]) == ([(b"late", 0)], 1, [], 0, 0)
+
+
+def test_an_extension_sealer_refuses_what_does_not_fit():
+    if _datapath is None:
+        pytest.skip("the C extension is not built")
+    sealer = _datapath.Sealer(bytes(32))
+    with pytest.raises(ValueError):
+        _datapath.Sealer(bytes(31))
+    with pytest.raises(ValueError):
+        sealer.seal_many(3, 1, 0, [(bytes(65535), 0)])
+    with pytest.raises(ValueError):
+        sealer.seal_many(3, 1, 0, [(b"x", 0x10000)])
+    with pytest.raises(TypeError):
+        sealer.seal_many(3, 1, 0, [b"not a pair"])
+    with pytest.raises(ValueError):
+        sealer.seal(b"short header", b"x")
+    with pytest.raises(TypeError):
+        _datapath.Opener(bytes(32), 1).open_many([memoryview(b"x" * 40)])
