@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, native
 from .authtoken import load_or_create_token
 from .binder import platform_backend
 from .binder.binder import (
@@ -42,7 +42,6 @@ from .monitor import ChangeMonitor, open_change_monitor
 from .monitor.changes import Change, others_routing_changed, own_routing_removed
 from .network.config import NetworkConfig, is_network_id, load_network_files, parse_endpoint
 from .network.membership import Memberships
-from .node import aead
 from .node.core import ControlReceived, NodeCore, PathChanged, PeerConnected
 from .node.events import PeerView
 from .notify import notify
@@ -197,7 +196,7 @@ class Service:
 
     async def start(self) -> None:
         log.info("oneservice %s, node %s, home %s", __version__, self.identity.address, self.home)
-        log.info("data path: %s", aead.DESCRIPTION)
+        log.info("data path: %s", native.DESCRIPTION)
         await self.routing.remove_leftovers()
         # Opened before the binder's first read: nothing that changes after it is missed.
         self.monitor = open_change_monitor()

@@ -1,12 +1,10 @@
 """The data path's ChaCha20-Poly1305, a batch per call: a Sealer per session for what we send,
 an Opener (with the replay window) for what we receive.
 
-Two implementations with one interface and the same bytes out:
-
-- ``oneservice._datapath``, a C extension over OpenSSL's EVP (built by pip when gcc and
-  OpenSSL's headers are there): one cipher context per direction, one call per batch;
-- the pure-Python classes below, over ``cryptography``: used when the extension is missing,
-  or when ``ONESERVICE_DATAPATH=python`` asks for them (the tests run both).
+Two implementations with one interface and the same bytes out (oneservice/native.py
+chooses): ``oneservice._datapath``, a C extension over OpenSSL's EVP with one cipher context
+per direction and one call per batch; and the pure-Python classes below, over
+``cryptography``.
 
 A data datagram is ``header (16) | ciphertext | tag (16)``; the header (version, type, hint,
 receiver index, counter: node/wire.py) is the associated data, and the nonce is four zero
@@ -19,11 +17,10 @@ by one; and how many were replays or forgeries (dropped).
 
 from __future__ import annotations
 
-import os
-
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+from .. import native
 from .wire import DATA_HEADER, DATA_OVERHEAD, PROTOCOL_VERSION, TYPE_DATA
 
 # Same window as WireGuard: packets may arrive up to 2048 counters late (reordering across
@@ -32,8 +29,6 @@ REPLAY_WINDOW_SIZE = 2048
 _WINDOW_MASK = (1 << REPLAY_WINDOW_SIZE) - 1
 _ZERO_NONCE_PREFIX = b"\0\0\0\0"
 _MAX_DATAGRAM = 65535
-# Set to "python" to use the pure-Python path even where the extension is built.
-IMPLEMENTATION_VARIABLE = "ONESERVICE_DATAPATH"
 
 
 class PythonSealer:
@@ -126,15 +121,7 @@ class PythonOpener:
         return opened, authenticated, others, replayed, forged
 
 
-def _choose():
-    """(Sealer, Opener, description, whether the extension is in use)."""
-    if os.environ.get(IMPLEMENTATION_VARIABLE, "") == "python":
-        return PythonSealer, PythonOpener, f"pure Python ({IMPLEMENTATION_VARIABLE}=python)", False
-    try:
-        from .. import _datapath
-    except ImportError as exc:
-        return PythonSealer, PythonOpener, f"pure Python (C extension not built: {exc})", False
-    return _datapath.Sealer, _datapath.Opener, f"C extension ({_datapath.OPENSSL_VERSION})", True
-
-
-Sealer, Opener, DESCRIPTION, NATIVE = _choose()
+if native.EXTENSION is not None:
+    Sealer, Opener = native.EXTENSION.Sealer, native.EXTENSION.Opener
+else:
+    Sealer, Opener = PythonSealer, PythonOpener

@@ -12,6 +12,9 @@ receiver's kernel finishes or skips the sum; a receiver without offloads finishe
 Receiving, consecutive segments of one TCP flow are merged again (as the kernel's GRO does)
 and written as one super-packet.
 
+The cutting and the merging have a C twin in the data path's extension (oneservice/native.py
+chooses; the same bytes, a merged frame as one buffer instead of a list of pieces).
+
 A partial hint (node/wire.py) is an int that fits the two bytes the data header has for it:
 ``(checksum_start // 2) << 8 | checksum_offset``, 0 when the checksum is complete.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import struct
 
+from .. import native
 from ..node.wire import (
     CHECKSUM_OFFSETS,
     TCP_CHECKSUM_OFFSET,
@@ -94,7 +98,7 @@ def split_frame(frame: bytes) -> list[tuple[bytes, int]]:
     if gso_type == GSO_NONE:
         packets = [(packet, partial_hint(start, offset))]
     elif gso_type & ~GSO_ECN in (GSO_TCPV4, GSO_TCPV6) and gso_size and offset == 16:
-        packets = _segment(packet, start, gso_size, gso_type & GSO_ECN != 0)
+        packets = _cut(packet, start, gso_size, gso_type & GSO_ECN != 0)
     else:
         raise OffloadError(f"unsupported segmentation type {gso_type}")
     if packets[0][1]:
@@ -103,7 +107,7 @@ def split_frame(frame: bytes) -> list[tuple[bytes, int]]:
     return [(_finish(packet, start, offset), 0) for packet, _ in packets]
 
 
-def _segment(packet: bytes, start: int, size: int, ecn: bool) -> list[tuple[bytes, int]]:
+def python_segment(packet: bytes, start: int, size: int, ecn: bool) -> list[tuple[bytes, int]]:
     """Cut a TCP super-packet into segments of ``size`` payload bytes, as the NIC would."""
     version = packet[0] >> 4
     expected_start = (packet[0] & 0x0F) * 4 if version == 4 else 40
@@ -114,6 +118,8 @@ def _segment(packet: bytes, start: int, size: int, ecn: bool) -> list[tuple[byte
     ):
         raise OffloadError("TCP header not where the super-packet says")
     header_len = start + (packet[start + 12] >> 4) * 4
+    if header_len < start + 20:
+        raise OffloadError("TCP header shorter than its fixed part")
     if header_len >= len(packet):
         raise OffloadError("TCP super-packet without payload")
     header = bytearray(packet[:header_len])
@@ -149,7 +155,7 @@ def _segment(packet: bytes, start: int, size: int, ecn: bool) -> list[tuple[byte
     return segments
 
 
-def merge(packets: list[tuple[bytes, int]]) -> list[list[bytes]]:
+def python_merge(packets: list[tuple[bytes, int]]) -> list[list[bytes]]:
     """Packets for the device (in order) as frames, each a list of buffers for one writev.
 
     Consecutive full-sized segments of one TCP flow become one super-packet whose checksum
@@ -275,3 +281,16 @@ class _Flow:
             NEEDS_CSUM, gso_type, header_len, self.size, start, TCP_CHECKSUM_OFFSET
         )
         self.buffers[1] = bytes(header)
+
+
+def _native_segment(packet: bytes, start: int, size: int, ecn: bool) -> list[tuple[bytes, int]]:
+    try:
+        return native.EXTENSION.segment(packet, start, size, ecn)
+    except ValueError as exc:
+        raise OffloadError(str(exc)) from None
+
+
+if native.EXTENSION is not None:
+    _cut, merge = _native_segment, native.EXTENSION.merge
+else:
+    _cut, merge = python_segment, python_merge

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
+from oneservice import native
 from oneservice.identity import Identity
-from oneservice.node import aead
 from tests.integration.nodes import (
     NETWORK_ID,
     Node,
@@ -154,7 +154,7 @@ def test_bulk_tcp_arrives_intact_through_tun_offloads(testbed, tmp_path, b_offlo
     both data paths: the C extension and the pure-Python one (node/aead.py)."""
     if datapath == "extension" and not EXTENSION_BUILT and not EXTENSION_REQUIRED:
         pytest.skip("the C extension is not built")
-    env = {aead.IMPLEMENTATION_VARIABLE: "python" if datapath == "python" else ""}
+    env = {native.VARIABLE: "python" if datapath == "python" else ""}
     _router, a, b, node_a, node_b = build(testbed, tmp_path, {"tunOffload": b_offload}, env)
     expected = "data path: C extension" if datapath == "extension" else "data path: pure Python"
     node_a.wait_log(expected)

@@ -10,8 +10,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from oneservice import native
 from oneservice.node import aead, wire
 from oneservice.node.aead import PythonOpener, PythonSealer
+from oneservice.tap import offload
+from tests.unit.test_offload import ACK, CWR, FIN, PSH, segments, tcp_packet
 
 try:
     from oneservice import _datapath
@@ -29,14 +32,18 @@ MAX_COUNTER = 2**64 - 1
 def test_the_extension_is_built_where_it_is_required():
     if REQUIRED:
         assert _datapath is not None, "oneservice._datapath did not build (gcc, libssl-dev?)"
-        assert aead.NATIVE or os.environ.get(aead.IMPLEMENTATION_VARIABLE) == "python"
+    if os.environ.get(native.VARIABLE) == "python":
+        assert native.EXTENSION is None and aead.Sealer is PythonSealer
+        assert offload.merge is offload.python_merge
+    elif _datapath is not None:
+        assert native.EXTENSION is _datapath and aead.Opener is _datapath.Opener
+        assert offload.merge is _datapath.merge
 
 
 def test_the_variable_chooses_the_pure_python_path(monkeypatch):
-    monkeypatch.setenv(aead.IMPLEMENTATION_VARIABLE, "python")
-    sealer, opener, description, native = aead._choose()
-    assert (sealer, opener, native) == (PythonSealer, PythonOpener, False)
-    assert "pure Python" in description
+    monkeypatch.setenv(native.VARIABLE, "python")
+    extension, description = native.load()
+    assert extension is None and description == "pure Python (ONESERVICE_DATAPATH=python)"
 
 
 keys = st.binary(min_size=32, max_size=32)
@@ -174,3 +181,75 @@ def test_an_extension_sealer_refuses_what_does_not_fit():
         sealer.seal(b"short header", b"x")
     with pytest.raises(TypeError):
         _datapath.Opener(bytes(32), 1).open_many([memoryview(b"x" * 40)])
+
+
+# --- the TUN offloads' twins (tap/offload.py) ------------------------------------------------
+
+@st.composite
+def super_packets(draw):
+    """A TCP super-packet as a TUN reader gets it (IPv4 or IPv6, options or not), or the same
+    with a few bytes overwritten: (packet, start, segment size, ecn)."""
+    family = draw(st.sampled_from([4, 6]))
+    options = draw(st.sampled_from([b"", bytes.fromhex("0101080a00000001000000aa")]))
+    payload = draw(st.binary(min_size=1, max_size=6000))
+    flags = draw(st.sampled_from([ACK, ACK | PSH, ACK | PSH | FIN, ACK | CWR]))
+    packet = bytearray(tcp_packet(family, payload, seq=draw(st.integers(0, 2**32 - 1)),
+                                  flags=flags, options=options))  # fmt: skip
+    for _ in range(draw(st.integers(0, 2))):
+        packet[draw(st.integers(0, min(len(packet), 80) - 1))] = draw(st.integers(0, 255))
+    start = 20 if family == 4 else 40
+    start = draw(st.sampled_from([start, start, start + 2, 0]))
+    return bytes(packet), start, draw(st.integers(1, 2000)), draw(st.booleans())
+
+
+def cut_with(segment, packet, start, size, ecn):
+    try:
+        return segment(packet, start, size, ecn)
+    except ValueError as exc:  # (OffloadError is one)
+        return ("refused", str(exc))
+
+
+@needs_extension
+@settings(max_examples=300, deadline=None)
+@given(case=super_packets())
+def test_cutting_a_super_packet_gives_the_same_segments(case):
+    python = cut_with(offload.python_segment, *case)
+    assert cut_with(_datapath.segment, *case) == python
+
+
+@st.composite
+def arrivals(draw):
+    """Packets as they come out of the tunnel: segments of a few flows interleaved, some
+    pushed, shortened, mangled or of another kind, with their hints."""
+    flows = []
+    for port in range(draw(st.integers(1, 3))):
+        family = draw(st.sampled_from([4, 6]))
+        size = draw(st.sampled_from([1380, 1200, 7]))
+        count = draw(st.integers(1, 12))
+        flows.append(segments(family, count, size=size, ports=(40000 + port, 5201)))
+    packets = []
+    while any(flows):
+        flow = draw(st.sampled_from([f for f in flows if f]))
+        packet, hint = flow.pop(0)
+        data = bytearray(packet)
+        how = draw(st.sampled_from(["as is"] * 6 + ["mangle", "cut", "push", "udp", "hint"]))
+        if how == "mangle":
+            data[draw(st.integers(0, min(len(data), 80) - 1))] = draw(st.integers(0, 255))
+        elif how == "cut":
+            del data[draw(st.integers(0, len(data) - 1)):]
+        elif how == "push":
+            data[(20 if data[0] >> 4 == 4 else 40) + 13] |= PSH
+        elif how == "udp":
+            data = bytearray(b"\x45\x00\x00\x1c" + bytes(24))
+        elif how == "hint":
+            hint = draw(st.integers(0, 0xFFFF))
+        packets.append((bytes(data), hint))
+    return packets
+
+
+@needs_extension
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(packets=arrivals())
+def test_merging_gives_the_same_frames(packets):
+    native_frames = [b"".join(frame) for frame in _datapath.merge(packets)]
+    assert native_frames == [b"".join(frame) for frame in offload.python_merge(packets)]
