@@ -107,25 +107,34 @@ def gso_batches(runs: Iterable[tuple[int, tuple, list[bytes]]]) -> list[tuple[in
     one, within the kernel's limits."""
     batches: list[tuple[int, tuple, list]] = []
     open_batch = False  # the last batch can still grow
-    for socket_id, address, datagram in _each_datagram(runs):
-        if open_batch:
-            last_id, last_address, items = batches[-1]
-            size = len(items[0])
-            if (last_id == socket_id and last_address == address and len(datagram) <= size
-                    and len(items) < MAX_GSO_SEGMENTS
-                    and size * (len(items) + 1) <= MAX_GSO_BYTES):  # fmt: skip
-                items.append(datagram)
-                open_batch = len(datagram) == size  # a shorter one ends the batch
-                continue
-        batches.append((socket_id, address, [datagram]))
-        open_batch = True
-    return batches
-
-
-def _each_datagram(runs: Iterable[tuple[int, tuple, list[bytes]]]):
     for socket_id, address, datagrams in runs:
-        for datagram in datagrams:
-            yield socket_id, address, datagram
+        at, count = 0, len(datagrams)
+        while at < count:
+            if open_batch:
+                last_id, last_address, items = batches[-1]
+                size = len(items[0])
+                datagram = datagrams[at]
+                if (last_id == socket_id and last_address == address and len(datagram) <= size
+                        and len(items) < MAX_GSO_SEGMENTS
+                        and size * (len(items) + 1) <= MAX_GSO_BYTES):  # fmt: skip
+                    items.append(datagram)
+                    open_batch = len(datagram) == size  # a shorter one ends the batch
+                    at += 1
+                    continue
+            # A new batch. The run sealed from one super-packet is all of one size but a
+            # shorter last one: take as much of it as fits at once, without a look at each.
+            size = len(datagrams[at])
+            end = min(count, at + max(1, min(MAX_GSO_SEGMENTS, MAX_GSO_BYTES // size)))
+            sizes = [len(datagram) for datagram in datagrams[at + 1 : end]]
+            if sizes.count(size) == len(sizes):
+                open_batch = True
+            elif sizes.count(size) == len(sizes) - 1 and sizes[-1] < size:
+                open_batch = False
+            else:
+                end, open_batch = at + 1, True
+            batches.append((socket_id, address, datagrams[at:end]))
+            at = end
+    return batches
 
 
 class Binder:

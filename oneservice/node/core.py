@@ -720,23 +720,20 @@ class NodeCore:
     def _deliver(self, peer: Peer, packets: list[tuple[bytes, int]]) -> None:
         """Each packet to the network its source address belongs to, or dropped. Packets of
         one flow come in runs: the source's network is looked up once per run."""
-        packet_drops, batches, hint_fits = self.packet_drops, self._packets, wire.hint_fits
-        known, batch = None, None
-        for packet, hint in packets:
-            source = _address_bytes(packet, source=True)
-            if source is None or (hint and not hint_fits(packet, hint)):
-                packet_drops["inner_malformed"] += 1
+        runs, malformed = wire.by_source(packets)
+        if malformed:
+            self.packet_drops["inner_malformed"] += malformed
+        batches = self._packets
+        for source, run in runs:
+            network_id = self._source_network(peer, source)
+            if network_id is None:
+                self.packet_drops["source_not_allowed"] += len(run)
                 continue
-            if source != known:
-                network_id = self._source_network(peer, source)
-                if network_id is None:
-                    packet_drops["source_not_allowed"] += 1
-                    known = None
-                    continue
-                known, batch = source, batches.get(network_id)
-                if batch is None:
-                    batch = batches[network_id] = []
-            batch.append((packet, hint))
+            batch = batches.get(network_id)
+            if batch is None:
+                batches[network_id] = run
+            else:
+                batch.extend(run)
 
     def _source_network(self, peer: Peer, source: bytes) -> str | None:
         """The network a packet from this peer with this source address is from, if any."""
@@ -1179,30 +1176,20 @@ class NodeCore:
         if network is None:
             self.packet_drops["unknown_network"] += len(packets)
             return
-        mtu, packet_drops = network.config.mtu, self.packet_drops
-        routed, peer, run = None, None, []
-        for packet, hint in packets:
-            destination = _address_bytes(packet, source=False)
-            if destination is None:
-                packet_drops["outbound_malformed"] += 1
+        runs, malformed, oversize = wire.by_destination(packets, network.config.mtu)
+        if malformed:
+            self.packet_drops["outbound_malformed"] += malformed
+        if oversize:
+            self.packet_drops["oversize"] += oversize
+        for destination, run in runs:
+            peer_address = network.by_destination.get(destination) or network.gateway_for(
+                destination
+            )
+            if peer_address is None:
+                self.packet_drops["no_route"] += len(run)
                 continue
-            if destination != routed:
-                peer_address = network.by_destination.get(destination) or network.gateway_for(
-                    destination
-                )
-                if peer_address is None:
-                    packet_drops["no_route"] += 1
-                    continue
-                if run:
-                    self._send_data(peer, run, now)
-                    run = []
-                routed, peer = destination, self.peers[peer_address]
-                self._mark_traffic(peer, now)
-            if len(packet) > mtu:
-                packet_drops["oversize"] += 1
-                continue
-            run.append((packet, hint))
-        if run:
+            peer = self.peers[peer_address]
+            self._mark_traffic(peer, now)
             self._send_data(peer, run, now)
 
     def _send_data(self, peer: Peer, packets: list[tuple[bytes, int]], now: float) -> None:
@@ -1739,15 +1726,3 @@ def _path_changed(peer: Peer, path: Path | None) -> PathChanged:
 
 def _endpoint(address: tuple) -> Endpoint:
     return (address[0], address[1])
-
-
-def _address_bytes(packet: bytes, source: bool) -> bytes | None:
-    """The packed source or destination address of an IPv4/IPv6 packet; None if malformed."""
-    if not packet:
-        return None
-    version = packet[0] >> 4
-    if version == 4 and len(packet) >= 20:
-        return packet[12:16] if source else packet[16:20]
-    if version == 6 and len(packet) >= 40:
-        return packet[8:24] if source else packet[24:40]
-    return None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import struct
 
+from .. import native
 from .cookies import COOKIE_LEN, MACS_LEN, NONCE_LEN
 from .noise import MESSAGE_1_OVERHEAD, MESSAGE_2_OVERHEAD, TAG_LEN
 
@@ -71,6 +72,68 @@ def hint_fits(packet: bytes, hint: int) -> bool:
     if offset not in CHECKSUM_OFFSETS or start + offset + 2 > len(packet):
         return False
     return start == (packet[0] & 0x0F) * 4 if packet[0] >> 4 == 4 else start >= 40
+
+
+def address_bytes(packet: bytes, source: bool) -> bytes | None:
+    """The packed source or destination address of an IPv4/IPv6 packet; None if malformed."""
+    if not packet:
+        return None
+    version = packet[0] >> 4
+    if version == 4 and len(packet) >= 20:
+        return packet[12:16] if source else packet[16:20]
+    if version == 6 and len(packet) >= 40:
+        return packet[8:24] if source else packet[24:40]
+    return None
+
+
+# Inner packets by address, for the core to check or route once per run instead of once per
+# packet: consecutive packets with the same address form a run, (address, [(packet, hint)]).
+# Each has a C twin in the data path's extension (oneservice/native.py chooses).
+
+Runs = list[tuple[bytes, list[tuple[bytes, int]]]]
+
+
+def python_by_source(packets: list[tuple[bytes, int]]) -> tuple[Runs, int]:
+    """Packets that arrived, in runs of one source address; and how many were malformed (no
+    IP header, or a hint that does not fit: left out)."""
+    runs: Runs = []
+    malformed, last, run = 0, None, []
+    for packet, hint in packets:
+        source = address_bytes(packet, source=True)
+        if source is None or (hint and not hint_fits(packet, hint)):
+            malformed += 1
+            continue
+        if source != last:
+            last, run = source, []
+            runs.append((source, run))
+        run.append((packet, hint))
+    return runs, malformed
+
+
+def python_by_destination(packets: list[tuple[bytes, int]], mtu: int) -> tuple[Runs, int, int]:
+    """Packets to send, in runs of one destination address; and how many were left out as
+    malformed (no IP header) and as longer than ``mtu``."""
+    runs: Runs = []
+    malformed, oversize, last, run = 0, 0, None, []
+    for packet, hint in packets:
+        destination = address_bytes(packet, source=False)
+        if destination is None:
+            malformed += 1
+            continue
+        if len(packet) > mtu:
+            oversize += 1
+            continue
+        if destination != last:
+            last, run = destination, []
+            runs.append((destination, run))
+        run.append((packet, hint))
+    return runs, malformed, oversize
+
+
+if native.EXTENSION is not None:
+    by_source, by_destination = native.EXTENSION.by_source, native.EXTENSION.by_destination
+else:
+    by_source, by_destination = python_by_source, python_by_destination
 
 
 def encode_timestamp(seconds: float) -> bytes:

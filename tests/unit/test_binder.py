@@ -7,6 +7,8 @@ import errno
 import socket
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from oneservice.binder import linux
 from oneservice.binder.binder import AddressChanged, Binder, InterfaceDown, InterfaceUp
@@ -337,3 +339,36 @@ def test_a_socket_that_could_not_be_opened_is_retried_within_a_second():
         await h.binder.stop()
 
     run(scenario())
+
+
+def reference_gso_batches(runs):
+    """gso_batches as first written: one datagram at a time (the rule, without shortcuts)."""
+    from oneservice.binder.binder import MAX_GSO_BYTES, MAX_GSO_SEGMENTS
+
+    batches, open_batch = [], False
+    for socket_id, address, datagrams in runs:
+        for datagram in datagrams:
+            if open_batch:
+                last_id, last_address, items = batches[-1]
+                size = len(items[0])
+                if (last_id == socket_id and last_address == address and len(datagram) <= size
+                        and len(items) < MAX_GSO_SEGMENTS
+                        and size * (len(items) + 1) <= MAX_GSO_BYTES):  # fmt: skip
+                    items.append(datagram)
+                    open_batch = len(datagram) == size
+                    continue
+            batches.append((socket_id, address, [datagram]))
+            open_batch = True
+    return batches
+
+
+@settings(max_examples=300, deadline=None)
+@given(runs=st.lists(st.tuples(
+    st.sampled_from([1, 2]), st.sampled_from([("192.0.2.2", 9993), ("192.0.2.3", 9993)]),
+    st.lists(st.sampled_from([b"x" * 1452, b"y" * 1000, b"z" * 100, b"w" * 1453, b"v" * 32000]),
+             min_size=1, max_size=80),
+), max_size=6))  # fmt: skip
+def test_gso_batches_follow_the_rule_however_runs_come(runs):
+    from oneservice.binder.binder import gso_batches
+
+    assert gso_batches(runs) == reference_gso_batches(runs)

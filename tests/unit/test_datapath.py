@@ -253,3 +253,50 @@ def arrivals(draw):
 def test_merging_gives_the_same_frames(packets):
     native_frames = [b"".join(frame) for frame in _datapath.merge(packets)]
     assert native_frames == [b"".join(frame) for frame in offload.python_merge(packets)]
+
+
+# --- inner packets by address (node/wire.py) ------------------------------------------------
+
+inner_packets = st.lists(
+    st.tuples(
+        st.one_of(
+            st.sampled_from([b"", b"\x45" + bytes(19), b"\x60" + bytes(39), b"\x45" * 10]),
+            st.builds(lambda version, tail: bytes([version]) + tail,
+                      st.sampled_from([0x45, 0x46, 0x60, 0x50]),
+                      st.binary(min_size=0, max_size=80)),
+        ),
+        st.one_of(st.just(0), st.sampled_from([0x0A10, 0x1406, 0x0A06, 0x1410]),
+                  st.integers(0, 0xFFFF)),
+    ),
+    max_size=30,
+)
+
+
+@needs_extension
+@settings(max_examples=500, deadline=None)
+@given(packets=inner_packets, mtu=st.integers(0, 100))
+def test_runs_by_address_are_the_same(packets, mtu):
+    assert _datapath.by_source(packets) == wire.python_by_source(packets)
+    assert _datapath.by_destination(packets, mtu) == wire.python_by_destination(packets, mtu)
+
+
+def test_runs_by_address_group_consecutive_packets_and_count_the_rest():
+    def ipv4(source: int, destination: int, length: int = 40) -> bytes:
+        return b"\x45" + bytes(11) + bytes([10, 0, 0, source, 10, 0, 0, destination]) + bytes(
+            length - 20
+        )
+
+    packets = [(ipv4(1, 2), 0), (ipv4(1, 3), 0), (b"\x45", 0), (ipv4(1, 3, 60), 0x0A10),
+               (ipv4(2, 3), 0x0A10), (ipv4(2, 3, 30), 0x0A10)]  # fmt: skip
+    for by_source in (wire.python_by_source, _datapath and _datapath.by_source):
+        if by_source is None:
+            continue
+        runs, malformed = by_source(packets)
+        # The last one's hint points past its end.
+        assert [(s[-1], len(r)) for s, r in runs] == [(1, 3), (2, 1)] and malformed == 2
+    for by_destination in (wire.python_by_destination, _datapath and _datapath.by_destination):
+        if by_destination is None:
+            continue
+        runs, malformed, oversize = by_destination(packets, 50)
+        assert [(d[-1], len(r)) for d, r in runs] == [(2, 1), (3, 3)]
+        assert (malformed, oversize) == (1, 1)
