@@ -410,66 +410,118 @@ static PyObject *Opener_mark(Opener *self, PyObject *args)
     return PyBool_FromLong(window_mark(self, counter));
 }
 
+/* What open_many and open_coalesced gather. */
+typedef struct {
+    PyObject *opened, *others;
+    Py_ssize_t authenticated, replayed, forged;
+} Batch;
+
+/* One datagram of a batch; ``item`` is it as an object, or NULL (a slice is made if needed).
+ * -1 with an exception set on failure. */
+static int open_into_batch(Opener *self, Batch *batch, const unsigned char *data,
+                           Py_ssize_t length, PyObject *item)
+{
+    if (length < HEADER_LEN + TAG_LEN || length > 65535 || data[0] != PROTOCOL_VERSION
+        || data[1] != TYPE_DATA || get_le32(data + 4) != self->local_index) {
+        PyObject *other = item ? Py_NewRef(item)
+                               : PyBytes_FromStringAndSize((const char *)data, length);
+        if (other == NULL)
+            return -1;
+        int failed = PyList_Append(batch->others, other);
+        Py_DECREF(other);
+        return failed;
+    }
+    uint64_t counter = get_le64(data + 8);
+    if (window_seen_or_too_old(self, counter)) {
+        batch->replayed++;
+        return 0;
+    }
+    PyObject *plaintext = opened(self, data, length);
+    if (plaintext == NULL) {
+        if (PyErr_Occurred())
+            return -1;
+        batch->forged++;
+        return 0;
+    }
+    if (!window_mark(self, counter)) {
+        Py_DECREF(plaintext);
+        batch->replayed++;
+        return 0;
+    }
+    batch->authenticated++;
+    if (PyBytes_GET_SIZE(plaintext) == 0) {  /* a keepalive: nothing to deliver */
+        Py_DECREF(plaintext);
+        return 0;
+    }
+    PyObject *pair = Py_BuildValue("(Ni)", plaintext, data[2] | data[3] << 8);
+    if (pair == NULL)
+        return -1;
+    int failed = PyList_Append(batch->opened, pair);
+    Py_DECREF(pair);
+    return failed;
+}
+
+static int batch_start(Batch *batch)
+{
+    *batch = (Batch){PyList_New(0), PyList_New(0), 0, 0, 0};
+    return batch->opened && batch->others ? 0 : -1;
+}
+
+static PyObject *batch_result(Batch *batch, int failed)
+{
+    if (failed) {
+        Py_XDECREF(batch->opened);
+        Py_XDECREF(batch->others);
+        return NULL;
+    }
+    return Py_BuildValue("(NnNnn)", batch->opened, batch->authenticated, batch->others,
+                         batch->replayed, batch->forged);
+}
+
 /* open_many(datagrams) -> (opened, authenticated, others, replayed, forged) */
 static PyObject *Opener_open_many(Opener *self, PyObject *args)
 {
     PyObject *datagrams;
+    Batch batch;
     if (!PyArg_ParseTuple(args, "O!", &PyList_Type, &datagrams))
         return NULL;
-    PyObject *opened_list = PyList_New(0), *others = PyList_New(0);
-    Py_ssize_t authenticated = 0, replayed = 0, forged = 0;
-    if (opened_list == NULL || others == NULL)
-        goto fail;
+    int failed = batch_start(&batch);
     Py_ssize_t count = PyList_GET_SIZE(datagrams);
-    for (Py_ssize_t i = 0; i < count; i++) {
+    for (Py_ssize_t i = 0; i < count && !failed; i++) {
         PyObject *item = PyList_GET_ITEM(datagrams, i);
         if (!PyBytes_Check(item)) {
             PyErr_SetString(PyExc_TypeError, "datagrams are bytes");
-            goto fail;
+            failed = -1;
+            break;
         }
-        const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(item);
-        Py_ssize_t length = PyBytes_GET_SIZE(item);
-        if (length < HEADER_LEN + TAG_LEN || length > 65535 || data[0] != PROTOCOL_VERSION
-            || data[1] != TYPE_DATA || get_le32(data + 4) != self->local_index) {
-            if (PyList_Append(others, item) < 0)
-                goto fail;
-            continue;
-        }
-        uint64_t counter = get_le64(data + 8);
-        if (window_seen_or_too_old(self, counter)) {
-            replayed++;
-            continue;
-        }
-        PyObject *plaintext = opened(self, data, length);
-        if (plaintext == NULL) {
-            if (PyErr_Occurred())
-                goto fail;
-            forged++;
-            continue;
-        }
-        if (!window_mark(self, counter)) {
-            Py_DECREF(plaintext);
-            replayed++;
-            continue;
-        }
-        authenticated++;
-        if (PyBytes_GET_SIZE(plaintext) == 0) {  /* a keepalive: nothing to deliver */
-            Py_DECREF(plaintext);
-            continue;
-        }
-        PyObject *pair = Py_BuildValue("(Ni)", plaintext, data[2] | data[3] << 8);
-        if (pair == NULL)
-            goto fail;
-        int failed = PyList_Append(opened_list, pair);
-        Py_DECREF(pair);
-        if (failed < 0)
-            goto fail;
+        failed = open_into_batch(self, &batch, (const unsigned char *)PyBytes_AS_STRING(item),
+                                 PyBytes_GET_SIZE(item), item);
     }
-    return Py_BuildValue("(NnNnn)", opened_list, authenticated, others, replayed, forged);
-fail:
-    Py_XDECREF(opened_list);
-    Py_XDECREF(others);
-    return NULL;
+    return batch_result(&batch, failed);
+}
+
+/* open_coalesced(data, size): as open_many(wire.split_coalesced(data, size)), without the
+ * copies: the datagrams are read where they lie in the buffer of one GRO read. */
+static PyObject *Opener_open_coalesced(Opener *self, PyObject *args)
+{
+    PyObject *data;
+    Py_ssize_t size;
+    Batch batch;
+    if (!PyArg_ParseTuple(args, "O!n", &PyBytes_Type, &data, &size))
+        return NULL;
+    const unsigned char *bytes = (const unsigned char *)PyBytes_AS_STRING(data);
+    Py_ssize_t length = PyBytes_GET_SIZE(data);
+    int failed = batch_start(&batch);
+    if (size <= 0 || length <= size) {
+        if (!failed)
+            failed = open_into_batch(self, &batch, bytes, length, data);
+        return batch_result(&batch, failed);
+    }
+    for (Py_ssize_t at = 0; at < length && !failed; at += size) {
+        Py_ssize_t piece = length - at < size ? length - at : size;
+        failed = open_into_batch(self, &batch, bytes + at, piece, NULL);
+    }
+    return batch_result(&batch, failed);
 }
 
 static PyMethodDef Opener_methods[] = {
@@ -481,6 +533,8 @@ static PyMethodDef Opener_methods[] = {
      "mark(counter) -> bool: record an authenticated counter; False if it was a replay."},
     {"open_many", (PyCFunction)Opener_open_many, METH_VARARGS,
      "open_many(datagrams) -> (opened, authenticated, others, replayed, forged)."},
+    {"open_coalesced", (PyCFunction)Opener_open_coalesced, METH_VARARGS,
+     "open_coalesced(data, size): open_many of the datagrams of one GRO read, in place."},
     {NULL}
 };
 

@@ -463,8 +463,8 @@ class Service:
     # --- moving bytes and time -------------------------------------------------------------------
 
     @_guarded
-    def _on_datagrams(self, datagrams: list[bytes], local: LocalSocket, address: tuple) -> None:
-        self.core.receive_datagrams(datagrams, local.id, address, self.loop.time())
+    def _on_datagrams(self, data: bytes, size: int, local: LocalSocket, address: tuple) -> None:
+        self.core.receive_coalesced(data, size, local.id, address, self.loop.time())
         self._schedule_flush()
 
     @_guarded

@@ -86,7 +86,9 @@ class UplinksChanged:
 
 BinderEvent = InterfaceUp | InterfaceDown | AddressChanged | UplinksChanged
 # Datagrams that arrived together from one address, in order (one GRO read, or one datagram).
-DatagramHandler = Callable[[list[bytes], LocalSocket, tuple], None]
+# One read: its bytes, the size of each datagram in them (0: one datagram; with UDP GRO, all
+# but a shorter last one: node/wire.split_coalesced), the socket, the sender.
+DatagramHandler = Callable[[bytes, int, LocalSocket, tuple], None]
 
 
 class _Bound:
@@ -450,14 +452,7 @@ class Binder:
                 # An ICMP error queued on the socket (e.g. port unreachable) surfaces here.
                 self.counters["receive_errors"] += 1
                 continue
-            datagrams = split_coalesced(data, gro_size(ancillary)) if ancillary else [data]
-            received += len(datagrams)
-            deliver(datagrams, local, address)
+            size = gro_size(ancillary) if ancillary else 0
+            received += -(-len(data) // size) if 0 < size < len(data) else 1
+            deliver(data, size, local, address)
         self.counters["datagrams_received"] += received
-
-
-def split_coalesced(data: bytes, size: int) -> list[bytes]:
-    """The datagrams in one GRO read: ``size`` bytes each, the last maybe shorter."""
-    if size <= 0 or len(data) <= size:
-        return [data]
-    return [data[offset : offset + size] for offset in range(0, len(data), size)]

@@ -12,7 +12,9 @@ bytes and the header's counter bytes. ``Opener.open_many`` takes the datagrams o
 and returns ``(opened, authenticated, others, replayed, forged)``: the (packet, hint) pairs
 that opened with a payload; how many authenticated at all (keepalives included); the
 datagrams that are not data for this opener's index, in order, for the caller to handle one
-by one; and how many were replays or forgeries (dropped).
+by one; and how many were replays or forgeries (dropped). ``open_coalesced(data, size)`` is
+``open_many`` of the datagrams of one UDP GRO read (``wire.split_coalesced``); the C twin
+reads them in place.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from .. import native
-from .wire import DATA_HEADER, DATA_OVERHEAD, PROTOCOL_VERSION, TYPE_DATA
+from .wire import DATA_HEADER, DATA_OVERHEAD, PROTOCOL_VERSION, TYPE_DATA, split_coalesced
 
 # Same window as WireGuard: packets may arrive up to 2048 counters late (reordering across
 # paths during a handover) and still be accepted exactly once.
@@ -119,6 +121,11 @@ class PythonOpener:
             if payload:
                 opened.append((payload, datagram[2] | datagram[3] << 8))
         return opened, authenticated, others, replayed, forged
+
+    def open_coalesced(
+        self, data: bytes, size: int
+    ) -> tuple[list[tuple[bytes, int]], int, list[bytes], int, int]:
+        return self.open_many(split_coalesced(data, size))
 
 
 if native.EXTENSION is not None:

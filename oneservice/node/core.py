@@ -588,18 +588,38 @@ class NodeCore:
 
     def receive_datagrams(self, datagrams: list[bytes], socket_id: int, address: tuple,
                           now: float) -> None:  # fmt: skip
-        """The datagrams of one read (one socket, one sender). Data for the first one's
-        session is opened and replay-checked in one call (node/aead.py); the rest, one by
-        one."""
-        first = datagrams[0]
-        session = None
-        if len(first) >= wire.DATA_OVERHEAD and first[1] == wire.TYPE_DATA:
-            session = self._sessions.get(_INDEX.unpack_from(first, 4)[0])
-        if session is None or now - session.created_at > REJECT_AFTER_S:
+        """Datagrams from one sender on one socket. Data for the first one's session is
+        opened and replay-checked in one call (node/aead.py); the rest, one by one."""
+        session = self._data_session(datagrams[0], now)
+        if session is None:
             for data in datagrams:
                 self._receive(data, socket_id, address, None, now)
             return
-        opened, authenticated, others, replayed, forged = session.opener.open_many(datagrams)
+        self._opened(session, session.opener.open_many(datagrams), socket_id, address, now)
+
+    def receive_coalesced(self, data: bytes, size: int, socket_id: int, address: tuple,
+                          now: float) -> None:  # fmt: skip
+        """One read of a socket: datagrams of ``size`` bytes (the last maybe shorter) as UDP
+        GRO joined them, or one datagram (size 0)."""
+        session = self._data_session(data, now)
+        if session is None:
+            self.receive_datagrams(wire.split_coalesced(data, size), socket_id, address, now)
+            return
+        self._opened(session, session.opener.open_coalesced(data, size), socket_id, address, now)
+
+    def _data_session(self, first: bytes, now: float) -> Session | None:
+        """The live session a data datagram is for, if any (else it takes the long way)."""
+        if len(first) < wire.DATA_OVERHEAD or first[1] != wire.TYPE_DATA:
+            return None
+        session = self._sessions.get(_INDEX.unpack_from(first, 4)[0])
+        if session is None or now - session.created_at > REJECT_AFTER_S:
+            return None
+        return session
+
+    def _opened(self, session: Session, result: tuple, socket_id: int, address: tuple,
+                now: float) -> None:  # fmt: skip
+        """What an opener made of a batch (aead.py): counted, delivered, the rest handled."""
+        opened, authenticated, others, replayed, forged = result
         if replayed:
             self.drops["replayed"] += replayed
         if forged:

@@ -74,6 +74,13 @@ def hint_fits(packet: bytes, hint: int) -> bool:
     return start == (packet[0] & 0x0F) * 4 if packet[0] >> 4 == 4 else start >= 40
 
 
+def split_coalesced(data: bytes, size: int) -> list[bytes]:
+    """The datagrams in one UDP GRO read: ``size`` bytes each, the last maybe shorter."""
+    if size <= 0 or len(data) <= size:
+        return [data]
+    return [data[offset : offset + size] for offset in range(0, len(data), size)]
+
+
 def address_bytes(packet: bytes, source: bool) -> bytes | None:
     """The packed source or destination address of an IPv4/IPv6 packet; None if malformed."""
     if not packet:

@@ -27,6 +27,7 @@ from oneservice.binder.binder import (
 from oneservice.binder.interfaces import BindPolicy
 from oneservice.binder.sockets import BindError
 from oneservice.monitor import open_change_monitor
+from oneservice.node.wire import split_coalesced
 
 
 def emit(obj: dict) -> None:
@@ -52,8 +53,8 @@ async def main() -> int:
     parser.add_argument("--virtual-subnet", action="append", default=[])
     args = parser.parse_args()
 
-    def on_datagrams(datagrams: list[bytes], local: LocalSocket, address: tuple) -> None:
-        for data in datagrams:
+    def on_datagrams(read: bytes, size: int, local: LocalSocket, address: tuple) -> None:
+        for data in split_coalesced(read, size):
             emit({"datagram": data.decode(errors="replace"), "socket": local.id,
                   "from": [address[0], address[1]]})  # fmt: skip
 

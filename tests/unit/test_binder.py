@@ -24,6 +24,7 @@ from oneservice.monitor.changes import (
 )
 from oneservice.monitor.linux import change_in
 from oneservice.monitor.monitor import PollMonitor
+from oneservice.node.wire import split_coalesced
 
 
 class FakeBackend:
@@ -67,8 +68,8 @@ class Harness:
         self.datagrams: list = []
         self.binder = Binder(
             port=port, policy=BindPolicy(), backend=backend,
-            on_datagram=lambda datagrams, local, addr: self.datagrams.extend(
-                (data, local) for data in datagrams
+            on_datagram=lambda read, size, local, addr: self.datagrams.extend(
+                (data, local) for data in split_coalesced(read, size)
             ),
         )  # fmt: skip
         self.binder.subscribe(self.events.append)
@@ -267,8 +268,6 @@ def test_gso_batches_group_what_one_send_can_carry():
 
 
 def test_a_coalesced_read_splits_into_the_datagrams_the_kernel_merged():
-    from oneservice.binder.binder import split_coalesced
-
     assert split_coalesced(b"a" * 10 + b"b" * 10 + b"c" * 4, 10) == [b"a" * 10, b"b" * 10, b"c" * 4]
     assert split_coalesced(b"one datagram", 0) == [b"one datagram"]  # no GRO size given
     assert split_coalesced(b"short", 10) == [b"short"]
