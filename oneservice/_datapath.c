@@ -224,12 +224,17 @@ fail:
     return NULL;
 }
 
+static PyObject *Sealer_seal_segments(Sealer *self, PyObject *args);
+
 static PyMethodDef Sealer_methods[] = {
     {"seal", (PyCFunction)Sealer_seal, METH_VARARGS,
      "seal(header, payload) -> datagram: the 16-byte header, then the payload sealed."},
     {"seal_many", (PyCFunction)Sealer_seal_many, METH_VARARGS,
      "seal_many(kind, remote_index, counter, packets) -> datagrams, one per (payload, hint),"
      " with counters from counter on."},
+    {"seal_segments", (PyCFunction)Sealer_seal_segments, METH_VARARGS,
+     "seal_segments(kind, remote_index, counter, packet, start, size, ecn) -> datagrams:"
+     " a TCP super-packet cut (as segment()) and each segment sealed (as seal_many)."},
     {NULL}
 };
 
@@ -616,96 +621,193 @@ static unsigned partial_hint(Py_ssize_t start, unsigned offset)
     return (unsigned)(start >> 1) << 8 | offset;
 }
 
+/* Cutting a super-packet into segments: the headers of each in turn, as offload._segment. */
+typedef struct {
+    const unsigned char *packet;
+    Py_ssize_t start, size, header_len, total, last_at;
+    int version, ecn;
+    unsigned flags, hint, first_id;
+    uint64_t pseudo, rest;
+    uint32_t seq;
+    unsigned char *header;  /* the segment's headers, rewritten for each */
+} Cutter;
+
+/* 0, or -1 with ValueError (the super-packet is not one we can cut) or MemoryError. */
+static int cutter_start(Cutter *cut, const unsigned char *packet, Py_ssize_t length,
+                        Py_ssize_t start, Py_ssize_t size, int ecn)
+{
+    cut->header = NULL;
+    int version = length ? packet[0] >> 4 : 0;
+    Py_ssize_t expected_start = version == 4 ? (Py_ssize_t)(packet[0] & 0x0f) * 4 : 40;
+    if (length == 0 || size <= 0 || length > 65535 || start < 0 || start + 20 > length
+        || start < expected_start || (version == 4 && start != expected_start)) {
+        PyErr_SetString(PyExc_ValueError, "TCP header not where the super-packet says");
+        return -1;
+    }
+    Py_ssize_t header_len = start + (packet[start + 12] >> 4) * 4;
+    if (header_len < start + 20) {
+        PyErr_SetString(PyExc_ValueError, "TCP header shorter than its fixed part");
+        return -1;
+    }
+    if (header_len >= length) {
+        PyErr_SetString(PyExc_ValueError, "TCP super-packet without payload");
+        return -1;
+    }
+    cut->header = PyMem_Malloc(header_len);
+    if (cut->header == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(cut->header, packet, header_len);
+    cut->packet = packet;
+    cut->start = start;
+    cut->size = size;
+    cut->header_len = header_len;
+    cut->total = length - header_len;
+    cut->last_at = (cut->total - 1) / size * size;
+    cut->version = version;
+    cut->ecn = ecn;
+    cut->pseudo = pseudo_sum(packet);
+    cut->seq = get_be32(packet + start + 4);
+    cut->flags = packet[start + 13];
+    cut->hint = partial_hint(start, 16);
+    cut->first_id = 0;
+    cut->rest = 0;
+    if (version == 4) {
+        /* Only the length and the ID change from segment to segment. */
+        cut->first_id = get_be16(packet + 4);
+        memset(cut->header + 2, 0, 4);
+        memset(cut->header + 10, 0, 2);
+        cut->rest = ones_sum(cut->header, start);
+    }
+    return 0;
+}
+
+static Py_ssize_t cutter_count(const Cutter *cut)
+{
+    return cut->last_at / cut->size + 1;
+}
+
+/* The headers of segment ``number`` (its payload at ``number * size``) into cut->header;
+ * returns the length of its payload. */
+static Py_ssize_t cutter_headers(Cutter *cut, Py_ssize_t number)
+{
+    Py_ssize_t at = number * cut->size, start = cut->start;
+    int last = at == cut->last_at;
+    Py_ssize_t chunk = last ? cut->total - at : cut->size;
+    Py_ssize_t length = cut->header_len + chunk;
+    unsigned char *header = cut->header;
+    if (cut->version == 4) {
+        unsigned ip_id = (cut->first_id + (unsigned)number) & 0xffff;
+        put_be16(header + 2, (unsigned)length);
+        put_be16(header + 4, ip_id);
+        put_be16(header + 10, checksum_of(cut->rest + (uint64_t)length + ip_id));
+    } else {
+        put_be16(header + 4, (unsigned)(length - 40));
+    }
+    put_be32(header + start + 4, cut->seq + (uint32_t)at);
+    unsigned flags = last ? cut->flags : cut->flags & ~(TCP_FIN | TCP_PSH);
+    header[start + 13] = (unsigned char)(cut->ecn && number ? flags & ~TCP_CWR : flags);
+    put_be16(header + start + 16, (unsigned)((cut->pseudo + (uint64_t)(length - start)) % 0xffff));
+    return chunk;
+}
+
 /* segment(packet, start, size, ecn) -> [(segment, hint)]; ValueError as offload._segment. */
 static PyObject *datapath_segment(PyObject *module, PyObject *args)
 {
     Py_buffer view;
     Py_ssize_t start, size;
     int ecn;
+    Cutter cut;
     if (!PyArg_ParseTuple(args, "y*nnp", &view, &start, &size, &ecn))
         return NULL;
-    const unsigned char *packet = view.buf;
-    Py_ssize_t length = view.len;
     PyObject *segments = NULL;
-    int version = length ? packet[0] >> 4 : 0;
-    Py_ssize_t expected_start = version == 4 ? (Py_ssize_t)(packet[0] & 0x0f) * 4 : 40;
-    if (length == 0 || size <= 0 || length > 65535 || start < 0 || start + 20 > length
-        || start < expected_start || (version == 4 && start != expected_start)) {
-        PyErr_SetString(PyExc_ValueError, "TCP header not where the super-packet says");
+    if (cutter_start(&cut, view.buf, view.len, start, size, ecn) < 0)
         goto done;
-    }
-    Py_ssize_t header_len = start + (packet[start + 12] >> 4) * 4;
-    if (header_len < start + 20) {
-        PyErr_SetString(PyExc_ValueError, "TCP header shorter than its fixed part");
-        goto done;
-    }
-    if (header_len >= length) {
-        PyErr_SetString(PyExc_ValueError, "TCP super-packet without payload");
-        goto done;
-    }
-    unsigned char *header = PyMem_Malloc(header_len);
-    if (header == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    memcpy(header, packet, header_len);
-    const unsigned char *payload = packet + header_len;
-    Py_ssize_t total = length - header_len;
-    uint64_t pseudo = pseudo_sum(packet);
-    uint32_t seq = get_be32(packet + start + 4);
-    unsigned flags = packet[start + 13];
-    unsigned hint = partial_hint(start, 16);
-    unsigned first_id = 0;
-    uint64_t rest = 0;
-    if (version == 4) {
-        first_id = get_be16(packet + 4);
-        memset(header + 2, 0, 4);
-        memset(header + 10, 0, 2);
-        rest = ones_sum(header, start);
-    }
-    Py_ssize_t last_at = (total - 1) / size * size;
-    segments = PyList_New(0);
-    if (segments == NULL)
-        goto fail;
-    Py_ssize_t number = 0;
-    for (Py_ssize_t at = 0; at < total; at += size, number++) {
-        int last = at == last_at;
-        Py_ssize_t chunk = last ? total - at : size;
-        Py_ssize_t seg_length = header_len + chunk;
-        if (version == 4) {
-            unsigned ip_id = (first_id + (unsigned)number) & 0xffff;
-            put_be16(header + 2, (unsigned)seg_length);
-            put_be16(header + 4, ip_id);
-            put_be16(header + 10, checksum_of(rest + (uint64_t)seg_length + ip_id));
-        } else {
-            put_be16(header + 4, (unsigned)(seg_length - 40));
+    Py_ssize_t count = cutter_count(&cut);
+    segments = PyList_New(count);
+    for (Py_ssize_t number = 0; segments != NULL && number < count; number++) {
+        Py_ssize_t chunk = cutter_headers(&cut, number);
+        PyObject *segment = PyBytes_FromStringAndSize(NULL, cut.header_len + chunk);
+        PyObject *pair = segment ? Py_BuildValue("(NI)", segment, cut.hint) : NULL;
+        if (pair == NULL) {
+            Py_CLEAR(segments);
+            break;
         }
-        put_be32(header + start + 4, seq + (uint32_t)at);
-        unsigned segment_flags = last ? flags : flags & ~(TCP_FIN | TCP_PSH);
-        header[start + 13] = (unsigned char)(ecn && number ? segment_flags & ~TCP_CWR
-                                                           : segment_flags);
-        put_be16(header + start + 16, (unsigned)((pseudo + (uint64_t)(seg_length - start)) % 0xffff));
-        PyObject *segment = PyBytes_FromStringAndSize(NULL, seg_length);
-        if (segment == NULL)
-            goto fail;
-        memcpy(PyBytes_AS_STRING(segment), header, header_len);
-        memcpy(PyBytes_AS_STRING(segment) + header_len, payload + at, chunk);
-        PyObject *pair = Py_BuildValue("(NI)", segment, hint);
-        if (pair == NULL)
-            goto fail;
-        int failed = PyList_Append(segments, pair);
-        Py_DECREF(pair);
-        if (failed < 0)
-            goto fail;
+        memcpy(PyBytes_AS_STRING(segment), cut.header, cut.header_len);
+        memcpy(PyBytes_AS_STRING(segment) + cut.header_len,
+               cut.packet + cut.header_len + number * size, chunk);
+        PyList_SET_ITEM(segments, number, pair);
     }
-    goto cut;
-fail:
-    Py_CLEAR(segments);
-cut:
-    PyMem_Free(header);
 done:
+    PyMem_Free(cut.header);
     PyBuffer_Release(&view);
     return segments;
+}
+
+/* seal_segments(kind, remote_index, counter, packet, start, size, ecn) -> datagrams: the
+ * super-packet cut as segment() cuts it, each segment sealed as seal_many seals it, without
+ * making the segments themselves. */
+static PyObject *Sealer_seal_segments(Sealer *self, PyObject *args)
+{
+    unsigned int kind;
+    unsigned long remote_index;
+    unsigned long long counter;
+    Py_buffer view;
+    Py_ssize_t start, size;
+    int ecn;
+    Cutter cut;
+    if (!PyArg_ParseTuple(args, "IkKy*nnp", &kind, &remote_index, &counter, &view, &start,
+                          &size, &ecn))
+        return NULL;
+    PyObject *datagrams = NULL;
+    if (kind > 0xff || remote_index > 0xffffffffUL) {
+        PyErr_SetString(PyExc_ValueError, "type or index out of range");
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    if (cutter_start(&cut, view.buf, view.len, start, size, ecn) < 0)
+        goto done;
+    Py_ssize_t count = cutter_count(&cut);
+    datagrams = PyList_New(count);
+    for (Py_ssize_t number = 0; datagrams != NULL && number < count; number++) {
+        Py_ssize_t chunk = cutter_headers(&cut, number);
+        Py_ssize_t length = cut.header_len + chunk;
+        PyObject *datagram = PyBytes_FromStringAndSize(NULL, HEADER_LEN + length + TAG_LEN);
+        if (datagram == NULL) {
+            Py_CLEAR(datagrams);
+            break;
+        }
+        unsigned char *out = (unsigned char *)PyBytes_AS_STRING(datagram);
+        unsigned char nonce[NONCE_LEN] = {0};
+        int written;
+        out[0] = PROTOCOL_VERSION;
+        out[1] = (unsigned char)kind;
+        put_le16(out + 2, cut.hint);
+        put_le32(out + 4, (uint32_t)remote_index);
+        put_le64(out + 8, (uint64_t)(counter + (unsigned long long)number));
+        memcpy(nonce + 4, out + 8, 8);
+        EVP_CIPHER_CTX *ctx = self->ctx;
+        if (!EVP_CipherInit_ex(ctx, NULL, NULL, NULL, nonce, 1)
+            || !EVP_EncryptUpdate(ctx, NULL, &written, out, HEADER_LEN)
+            || !EVP_EncryptUpdate(ctx, out + HEADER_LEN, &written, cut.header,
+                                  (int)cut.header_len)
+            || !EVP_EncryptUpdate(ctx, out + HEADER_LEN + cut.header_len, &written,
+                                  cut.packet + cut.header_len + number * size, (int)chunk)
+            || !EVP_EncryptFinal_ex(ctx, out + HEADER_LEN + length, &written)
+            || !EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, TAG_LEN,
+                                    out + HEADER_LEN + length)) {
+            Py_DECREF(datagram);
+            Py_CLEAR(datagrams);
+            PyErr_SetString(CryptoError, "OpenSSL failed to seal");
+            break;
+        }
+        PyList_SET_ITEM(datagrams, number, datagram);
+    }
+done:
+    PyMem_Free(cut.header);
+    PyBuffer_Release(&view);
+    return datagrams;
 }
 
 typedef struct {

@@ -1,5 +1,5 @@
 """Whether the data path uses its C extension (``oneservice._datapath``): one choice, made at
-import, for the cipher (node/aead.py) and the TUN offloads (tap/offload.py) alike.
+import, for the cipher (node/aead.py) and the TUN offloads (offload.py) alike.
 
 The extension is built by pip when gcc and OpenSSL's headers are there. Without it, or with
 ``ONESERVICE_DATAPATH=python`` in the environment, the pure-Python twins run: the same bytes,

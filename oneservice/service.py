@@ -45,6 +45,7 @@ from .network.membership import Memberships
 from .node.core import ControlReceived, NodeCore, PathChanged, PeerConnected
 from .node.events import PeerView
 from .notify import notify
+from .offload import SuperPacket
 from .routing import leaktest
 from .routing.manager import RoutingInputs, RoutingManager
 from .settings import Settings, SettingsError, load_local_conf
@@ -468,8 +469,12 @@ class Service:
         self._schedule_flush()
 
     @_guarded
-    def _on_tap_packets(self, network_id: str, packets: list[tuple[bytes, int]]) -> None:
-        self.core.send_packets(network_id, packets, self.loop.time())
+    def _on_tap_packets(self, network_id: str,
+                        packets: list[tuple[bytes, int]] | SuperPacket) -> None:  # fmt: skip
+        if isinstance(packets, SuperPacket):
+            self.core.send_super_packet(network_id, packets, self.loop.time())
+        else:
+            self.core.send_packets(network_id, packets, self.loop.time())
         self._schedule_flush()
 
     def _tell_core_uplinks(self) -> None:

@@ -103,13 +103,17 @@ class _Bound:
         self.gro = False  # set once the socket accepted UDP GRO
 
 
-def gso_batches(runs: Iterable[tuple[int, tuple, list[bytes]]]) -> list[tuple[int, tuple, list]]:
-    """Cut and join runs of (socket id, destination, datagrams) into batches that one GSO send
-    can carry: same socket and destination, all of the first one's size except a shorter last
-    one, within the kernel's limits."""
-    batches: list[tuple[int, tuple, list]] = []
+def gso_batches(
+    runs: Iterable[tuple[int, tuple, list[bytes], int]],
+) -> list[tuple[int, tuple, list[bytes]]]:
+    """Cut and join runs of (socket id, destination, datagrams, uniform size) into batches
+    that one GSO send can carry: same socket and destination, all of the first one's size
+    except a shorter last one, within the kernel's limits. A run's uniform size, when not 0,
+    says its datagrams are all of that size but a shorter last one (NodeCore knows this of
+    a super-packet's segments): then they need no look at each."""
+    batches: list[tuple[int, tuple, list[bytes]]] = []
     open_batch = False  # the last batch can still grow
-    for socket_id, address, datagrams in runs:
+    for socket_id, address, datagrams, uniform in runs:
         at, count = 0, len(datagrams)
         while at < count:
             if open_batch:
@@ -123,15 +127,11 @@ def gso_batches(runs: Iterable[tuple[int, tuple, list[bytes]]]) -> list[tuple[in
                     open_batch = len(datagram) == size  # a shorter one ends the batch
                     at += 1
                     continue
-            # A new batch. The run sealed from one super-packet is all of one size but a
-            # shorter last one: take as much of it as fits at once, without a look at each.
+            # A new batch: as much of the run as fits at once where its sizes are known.
             size = len(datagrams[at])
             end = min(count, at + max(1, min(MAX_GSO_SEGMENTS, MAX_GSO_BYTES // size)))
-            sizes = [len(datagram) for datagram in datagrams[at + 1 : end]]
-            if sizes.count(size) == len(sizes):
-                open_batch = True
-            elif sizes.count(size) == len(sizes) - 1 and sizes[-1] < size:
-                open_batch = False
+            if uniform and size == uniform:
+                open_batch = end < count or len(datagrams[end - 1]) == size
             else:
                 end, open_batch = at + 1, True
             batches.append((socket_id, address, datagrams[at:end]))

@@ -23,6 +23,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from .. import native
+from ..offload import python_segment
 from .wire import DATA_HEADER, DATA_OVERHEAD, PROTOCOL_VERSION, TYPE_DATA, split_coalesced
 
 # Same window as WireGuard: packets may arrive up to 2048 counters late (reordering across
@@ -51,6 +52,13 @@ class PythonSealer:
             datagrams.append(header + encrypt(_ZERO_NONCE_PREFIX + header[8:], packet, header))
             counter += 1
         return datagrams
+
+    def seal_segments(self, kind: int, remote_index: int, counter: int, packet: bytes,
+                      start: int, size: int, ecn: bool) -> list[bytes]:  # fmt: skip
+        """A TCP super-packet cut into segments (offload.py), each sealed as by
+        seal_many; the C twin seals straight from the super-packet."""
+        return self.seal_many(kind, remote_index, counter,
+                              python_segment(packet, start, size, ecn))  # fmt: skip
 
 
 class PythonOpener:

@@ -42,6 +42,7 @@ from ..messages import (
     encode,
 )
 from ..network.config import NetworkConfig
+from ..offload import SuperPacket
 from . import chunks, cookies, wire
 from .admission import IdentityKey
 from .events import (
@@ -198,8 +199,9 @@ class NodeCore:
         self._handshakes: dict[int, Peer] = {}
         self.networks: dict[str, PrefixTable] = {}
         self._virtual_subnets: tuple = ()
-        # Runs of datagrams, each to one endpoint from one socket (binder.gso_batches).
-        self._datagrams: list[tuple[int, Endpoint, list[bytes]]] = []
+        # Runs of datagrams, each to one endpoint from one socket, and the size all of them
+        # but a shorter last one have, where that is known (0: not known): binder.gso_batches.
+        self._datagrams: list[tuple[int, Endpoint, list[bytes], int]] = []
         # Per network, in arrival order: (IP packet, partial-checksum hint). Grouped here
         # because each network's tap writes its own batch.
         self._packets: dict[str, list[tuple[bytes, int]]] = {}
@@ -455,8 +457,8 @@ class NodeCore:
 
     # --- outputs -------------------------------------------------------------------------------
 
-    def datagrams_to_send(self) -> list[tuple[int, Endpoint, list[bytes]]]:
-        """Runs of datagrams, in order: (socket id, endpoint, datagrams)."""
+    def datagrams_to_send(self) -> list[tuple[int, Endpoint, list[bytes], int]]:
+        """Runs of datagrams, in order: (socket id, endpoint, datagrams, uniform size)."""
         out, self._datagrams = self._datagrams, []
         return out
 
@@ -977,7 +979,7 @@ class NodeCore:
         reply = self._intake.offer(data, Arrival(socket_id, address, via), now,
                                    can_reply=socket_id in self.sockets)  # fmt: skip
         if reply is not None and socket_id is not None and address is not None:
-            self._datagrams.append((socket_id, _endpoint(address), [reply]))
+            self._datagrams.append((socket_id, _endpoint(address), [reply], 0))
 
     @property
     def cookie_replies_sent(self) -> int:
@@ -1212,22 +1214,64 @@ class NodeCore:
             self._mark_traffic(peer, now)
             self._send_data(peer, run, now)
 
+    def send_super_packet(self, network_id: str, packet: SuperPacket, now: float) -> None:
+        """A TCP super-packet from a network's tap (offload.py): its segments share one
+        destination and fit the MTU if the first does, so it is routed once and sealed in
+        one call. Anything unusual takes the way of its cut segments."""
+        network = self.networks.get(network_id)
+        if network is None:
+            self.packet_drops["unknown_network"] += packet.count
+            return
+        if packet.header_len + packet.size > network.config.mtu:
+            self.send_packets(network_id, packet.segments(), now)  # counts which are too big
+            return
+        destination = wire.address_bytes(packet.packet, source=False)
+        if destination is None:
+            self.send_packets(network_id, packet.segments(), now)  # counts them as malformed
+            return
+        peer_address = network.by_destination.get(destination) or network.gateway_for(
+            destination
+        )
+        if peer_address is None:
+            self.packet_drops["no_route"] += packet.count
+            return
+        peer = self.peers[peer_address]
+        self._mark_traffic(peer, now)
+        direct = self._direct(peer, now)
+        datagrams = direct and direct[0].seal_super(packet)
+        if not datagrams:
+            self._send_data(peer, packet.segments(), now)
+            return
+        # Each but a shorter last one: the data header, the segment's headers, size, the tag.
+        self._sent(peer, direct, datagrams, wire.DATA_OVERHEAD + packet.header_len + packet.size,
+                   now)  # fmt: skip
+
     def _send_data(self, peer: Peer, packets: list[tuple[bytes, int]], now: float) -> None:
         """IP packets to one peer: sealed in one call when a session and a direct path are
         there; otherwise one by one (queued, relayed, or starting a handshake)."""
-        session, path = peer.current, peer.preferred
-        datagrams = None
-        if (
-            session is not None and isinstance(path, DirectPath)
-            and now - session.created_at <= REJECT_AFTER_S
-        ):  # fmt: skip
-            datagrams = session.seal_many(wire.TYPE_DATA, packets)
-        if datagrams is None:
+        direct = self._direct(peer, now)
+        datagrams = direct and direct[0].seal_many(wire.TYPE_DATA, packets)
+        if not datagrams:
             for packet, hint in packets:
                 self._send(peer, wire.TYPE_DATA, packet, now, hint)
             return
+        self._sent(peer, direct, datagrams, 0, now)
+
+    def _direct(self, peer: Peer, now: float) -> tuple[Session, DirectPath] | None:
+        """The peer's session and path if data can go to it at once, sealed in batches."""
+        session, path = peer.current, peer.preferred
+        if (
+            session is None or not isinstance(path, DirectPath)
+            or now - session.created_at > REJECT_AFTER_S
+        ):  # fmt: skip
+            return None
+        return session, path
+
+    def _sent(self, peer: Peer, direct: tuple[Session, DirectPath], datagrams: list[bytes],
+              size: int, now: float) -> None:  # fmt: skip
+        session, path = direct
         session.last_sent = path.last_sent = now
-        self._datagrams.append((path.socket_id, path.endpoint, datagrams))
+        self._datagrams.append((path.socket_id, path.endpoint, datagrams, size))
         if now - session.created_at > REKEY_AFTER_S and peer.handshake is None:
             self._lifecycle(peer, Event.REKEY_DUE, now)
 
@@ -1267,7 +1311,7 @@ class NodeCore:
     def _emit(self, path: Path, datagram: bytes, now: float) -> None:
         path.last_sent = now
         if isinstance(path, DirectPath):
-            self._datagrams.append((path.socket_id, path.endpoint, [datagram]))
+            self._datagrams.append((path.socket_id, path.endpoint, [datagram], 0))
             return
         assert isinstance(path, RelayPath)
         root = self.peers.get(path.via)

@@ -6,7 +6,7 @@
     data / control        : ver type hint (2) | receiver index (4) | counter (8) | AEAD ciphertext
 
 A data packet's hint is 0 when its checksums are complete; otherwise its TCP or UDP checksum
-field holds only the pseudo-header sum (a TUN offload, oneservice/tap/offload.py): the low
+field holds only the pseudo-header sum (a TUN offload, oneservice/offload.py): the low
 byte is the field's offset in the transport header (16 or 6), the high byte the transport
 header's start in 2-byte units. Control messages carry 0.
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 import struct
 
 from .. import native
+from ..offload import hint_fits
 from .cookies import COOKIE_LEN, MACS_LEN, NONCE_LEN
 from .noise import MESSAGE_1_OVERHEAD, MESSAGE_2_OVERHEAD, TAG_LEN
 
@@ -50,28 +51,6 @@ COOKIE_REPLY_LEN = COOKIE_REPLY_HEADER.size + NONCE_LEN + COOKIE_LEN + TAG_LEN
 HANDSHAKE_RESPONSE_LEN = HANDSHAKE_RESPONSE_HEADER.size + MESSAGE_2_OVERHEAD
 DATA_OVERHEAD = DATA_HEADER_LEN + TAG_LEN  # 32 bytes per tunnelled packet
 MAX_DATAGRAM_LEN = 65535
-
-
-TCP_CHECKSUM_OFFSET = 16
-UDP_CHECKSUM_OFFSET = 6
-CHECKSUM_OFFSETS = (TCP_CHECKSUM_OFFSET, UDP_CHECKSUM_OFFSET)
-
-
-def partial_hint(start: int, offset: int) -> int:
-    """The hint for a checksum field at ``start + offset``; 0 if it cannot be expressed."""
-    if start & 1 or start > 510 or offset not in CHECKSUM_OFFSETS:
-        return 0
-    return (start >> 1) << 8 | offset
-
-
-def hint_fits(packet: bytes, hint: int) -> bool:
-    """Whether a hint from the wire points at a transport header inside this IP packet.
-    Peers are not trusted blindly: a start inside the IP header would let the kernel's
-    checksum overwrite the source address after we checked it."""
-    start, offset = (hint >> 8) * 2, hint & 0xFF
-    if offset not in CHECKSUM_OFFSETS or start + offset + 2 > len(packet):
-        return False
-    return start == (packet[0] & 0x0F) * 4 if packet[0] >> 4 == 4 else start >= 40
 
 
 def split_coalesced(data: bytes, size: int) -> list[bytes]:

@@ -10,11 +10,13 @@ import logging
 from collections.abc import Callable
 
 from ..network.config import NetworkConfig
+from ..offload import SuperPacket
 from . import TapError, tap_name
 
 log = logging.getLogger("oneservice")
 
-PacketHandler = Callable[[str, list[tuple[bytes, int]]], None]  # network id, (packet, hint)s
+# network id, and (packet, hint)s or a SuperPacket (tap/linux.py's Read)
+PacketHandler = Callable[[str, list[tuple[bytes, int]] | SuperPacket], None]
 
 
 class Devices:

@@ -12,8 +12,8 @@ import socket
 import struct
 from collections.abc import Callable, Iterable
 
+from ..offload import VNET_HDR_LEN, OffloadError, SuperPacket, finish_checksum, merge, read_frame
 from . import TapError
-from .offload import VNET_HDR_LEN, OffloadError, finish_checksum, merge, split_frame
 
 TUNSETIFF = 0x400454CA
 TUNSETOFFLOAD = 0x400454D0
@@ -28,6 +28,8 @@ MAX_FRAME_BYTES = VNET_HDR_LEN + 65535
 
 # What the core gets and gives: IP packets, each with its partial-checksum hint (offload.py).
 Packets = list[tuple[bytes, int]]
+# What a read gives: packets, or a TCP super-packet not cut yet (offload.read_frame).
+Read = Packets | SuperPacket
 
 
 class TunDevice:
@@ -85,11 +87,11 @@ class TunDevice:
         except Exception as exc:
             raise TapError(f"cannot configure {self.name}: {exc}") from exc
 
-    def start_reading(self, on_packets: Callable[[Packets], None]) -> None:
+    def start_reading(self, on_packets: Callable[[Read], None]) -> None:
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self.fd, self._read, on_packets)
 
-    def _read(self, on_packets: Callable[[Packets], None]) -> None:
+    def _read(self, on_packets: Callable[[Read], None]) -> None:
         read, fd = os.read, self.fd
         for _ in range(MAX_READS_PER_WAKEUP):
             try:
@@ -102,11 +104,11 @@ class TunDevice:
                 on_packets([(frame, 0)])
                 continue
             try:
-                packets = split_frame(frame)
+                packets = read_frame(frame)
             except OffloadError:
                 self.offload_errors += 1
                 continue
-            self.packets_read += len(packets)
+            self.packets_read += packets.count if isinstance(packets, SuperPacket) else len(packets)
             on_packets(packets)
 
     def write_many(self, packets: Packets) -> None:

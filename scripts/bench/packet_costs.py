@@ -3,7 +3,7 @@
 Two NodeCores with a session between them; TCP super-packets of 64 KiB (as a TUN with
 offloads hands them out) go through what the service does with them:
 
-  send     split_frame + NodeCore.send_packets + gso_batches, per segment
+  send     read_frame + NodeCore.send_super_packet + gso_batches, per segment
   receive  NodeCore.receive_coalesced per GRO read (a GSO batch joined) + packets_for_tap
   merge    offload.merge of what arrived, per packet
   seal     Session.seal alone, per 1420-byte packet (the cipher and the header)
@@ -30,7 +30,7 @@ from oneservice.identity import Identity, derive_address
 from oneservice.network.config import Member, NetworkConfig
 from oneservice.node import wire
 from oneservice.node.core import NodeCore
-from oneservice.tap.offload import GSO_TCPV4, NEEDS_CSUM, VNET_HDR, merge, split_frame
+from oneservice.offload import GSO_TCPV4, NEEDS_CSUM, VNET_HDR, SuperPacket, merge, read_frame
 
 NETWORK_ID = "8056c2e21c000001"
 A, B = ("10.147.0.1", 9993), ("10.147.0.2", 9993)
@@ -57,7 +57,7 @@ def connected_pair() -> tuple[NodeCore, NodeCore, float]:
             for key in core.identity_requests():
                 core.identity_derived(key, derive_address(key[:32], key[32:]), now)
             core.process_handshakes(now)
-            for _, destination, run in core.datagrams_to_send():
+            for _, destination, run, _ in core.datagrams_to_send():
                 cores[destination].receive_datagrams(run, 1, here, now)
                 moved = True
             core.packets_for_tap()
@@ -108,10 +108,14 @@ def main() -> None:
         count = 0
         batches = []
         for frame in frames:
-            packets = split_frame(frame)
-            a.send_packets(NETWORK_ID, packets, now)
+            read = read_frame(frame)  # as the service does with a read (service._on_tap_packets)
+            if isinstance(read, SuperPacket):
+                a.send_super_packet(NETWORK_ID, read, now)
+                count += read.count
+            else:
+                a.send_packets(NETWORK_ID, read, now)
+                count += len(read)
             batches.extend(gso_batches(a.datagrams_to_send()))
-            count += len(packets)
         sent.append(batches)
         return count
 

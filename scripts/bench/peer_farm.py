@@ -36,7 +36,7 @@ class Peer(asyncio.DatagramProtocol):
         # As the service does: handshakes after transport (the farm's peers are all members,
         # so no identity check is ever asked for).
         self.core.process_handshakes(self.loop.time())
-        for _, endpoint, run in self.core.datagrams_to_send():
+        for _, endpoint, run, _ in self.core.datagrams_to_send():
             assert self.transport is not None
             for datagram in run:
                 self.transport.sendto(datagram, endpoint)

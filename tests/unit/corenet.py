@@ -88,7 +88,7 @@ class Sim:
             core.process_handshakes(self.now)
             for socket_id, destination, data in (
                 (socket_id, destination, data)
-                for socket_id, destination, run in core.datagrams_to_send() for data in run
+                for socket_id, destination, run, _ in core.datagrams_to_send() for data in run
             ):  # fmt: skip
                 # A core hands out only numeric addresses: anything else would make the OS
                 # resolve a name (a DNS query, blocking the event loop) on every send.

@@ -50,8 +50,8 @@ def test_under_load_spoofed_initiations_get_only_a_cookie_reply():
     replies = b.datagrams_to_send()
     assert len(replies) == 1000 - queued
     answered = {spoofed(n) for n in range(queued, 1000)}
-    assert {destination for _, destination, _ in replies} == answered
-    assert all(len(d) == wire.COOKIE_REPLY_LEN < len(genuine) for _, _, [d] in replies)
+    assert {destination for _, destination, _, _ in replies} == answered
+    assert all(len(d) == wire.COOKIE_REPLY_LEN < len(genuine) for _, _, [d], _ in replies)
     b.process_handshakes(sim.now)
     assert b.initiations_waiting() <= admission.LOAD_QUEUE_LENGTH  # at most one identity check
 
@@ -156,7 +156,7 @@ def test_an_unknown_identity_is_checked_outside_the_core_then_answered():
     assert b.initiations_waiting() == 1
     b.identity_derived(key, stranger.address, sim.now + 0.05)
     assert stranger.address in b.peers
-    [(_, destination, [response])] = b.datagrams_to_send()
+    [(_, destination, [response], _)] = b.datagrams_to_send()
     assert destination == ("203.0.113.9", 9993) and response[1] == wire.TYPE_HANDSHAKE_RESPONSE
     assert b.initiations_waiting() == 0
     # Known from now on: no second check.

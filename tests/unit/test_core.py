@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import os
 
+from oneservice import offload
 from oneservice.identity import Identity
 from oneservice.messages import AddressAnswer
 from oneservice.network.config import Member, NetworkConfig, Route
@@ -63,15 +65,53 @@ def test_a_partial_checksum_hint_travels_with_its_packet_and_a_bad_one_is_droppe
     sim.run(0.1)
     a, b = sim.nodes["a"], sim.nodes["b"]
     tcp = ipv4_packet("10.1.0.1", "10.1.0.2", bytes(20))
-    hint = wire.partial_hint(20, wire.TCP_CHECKSUM_OFFSET)
+    hint = offload.partial_hint(20, offload.TCP_CHECKSUM_OFFSET)
     a.send_packet(NETWORK_ID, tcp, sim.now, hint)
     sim.step()
     assert sim.delivered["b"] == [(NETWORK_ID, tcp, hint)]
     # A hint that would make b's kernel write into the IP header (the source address).
-    a.send_packet(NETWORK_ID, tcp, sim.now, wire.partial_hint(6, wire.UDP_CHECKSUM_OFFSET))
+    a.send_packet(NETWORK_ID, tcp, sim.now, offload.partial_hint(6, offload.UDP_CHECKSUM_OFFSET))
     sim.step()
     assert len(sim.delivered["b"]) == 1
     assert b.packet_drops["inner_malformed"] == 1
+
+
+def super_packet(payload: bytes, mss: int = 1380) -> offload.SuperPacket:
+    """What a TUN with offloads hands over: a TCP super-packet from a to b, not cut yet."""
+    tcp = bytes.fromhex("9c401451000003e80000004d50100200") + bytes(4)
+    packet = ipv4_packet("10.1.0.1", "10.1.0.2", tcp + payload)
+    frame = offload.VNET_HDR.pack(offload.NEEDS_CSUM, offload.GSO_TCPV4, 40, mss, 20, 16)
+    read = offload.read_frame(frame + packet)
+    assert isinstance(read, offload.SuperPacket)
+    return read
+
+
+def test_a_super_packet_arrives_as_the_segments_it_would_be_cut_into():
+    sim = two_nodes()
+    sim.run(0.1)
+    a, b = sim.nodes["a"], sim.nodes["b"]
+    whole = super_packet(os.urandom(1380 * 30 + 7))
+    sim.wire_log.clear()
+    a.send_super_packet(NETWORK_ID, whole, sim.now)
+    sim.step()
+    assert [(p, h) for _, p, h in sim.delivered["b"]] == whole.segments()
+    data = [d for name, _, d in sim.wire_log if name == "a" and d[1] == wire.TYPE_DATA]
+    assert len(data) == 31 and not b.drops and not b.packet_drops
+    # Before a session (queued), and too big for the MTU: the way of the cut segments.
+    sim.delivered["b"].clear()
+    big = super_packet(os.urandom(3000), mss=1500)
+    a.send_super_packet(NETWORK_ID, big, sim.now)
+    sim.step()
+    assert a.packet_drops["oversize"] == 2
+    assert [(p, h) for _, p, h in sim.delivered["b"]] == big.segments()[2:]
+
+
+def test_a_super_packet_sent_before_the_handshake_is_queued_not_lost():
+    sim = two_nodes()
+    whole = super_packet(os.urandom(1380 * 3))
+    sim.nodes["a"].send_super_packet(NETWORK_ID, whole, sim.now)
+    sim.run(0.2)
+    assert [(p, h) for _, p, h in sim.delivered["b"]] == whole.segments()
 
 
 def test_nothing_is_sent_in_the_clear():

@@ -10,10 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from oneservice import native
+from oneservice import native, offload
 from oneservice.node import aead, wire
 from oneservice.node.aead import PythonOpener, PythonSealer
-from oneservice.tap import offload
 from tests.unit.test_offload import ACK, CWR, FIN, PSH, segments, tcp_packet
 
 try:
@@ -189,7 +188,7 @@ def test_an_extension_sealer_refuses_what_does_not_fit():
         _datapath.Opener(bytes(32), 1).open_many([memoryview(b"x" * 40)])
 
 
-# --- the TUN offloads' twins (tap/offload.py) ------------------------------------------------
+# --- the TUN offloads' twins (offload.py) ------------------------------------------------
 
 @st.composite
 def super_packets(draw):
@@ -306,3 +305,38 @@ def test_runs_by_address_group_consecutive_packets_and_count_the_rest():
         runs, malformed, oversize = by_destination(packets, 50)
         assert [(d[-1], len(r)) for d, r in runs] == [(2, 1), (3, 3)]
         assert (malformed, oversize) == (1, 1)
+
+
+@needs_extension
+@settings(max_examples=300, deadline=None)
+@given(case=super_packets(), key=keys, counter=st.integers(0, 2**40))
+def test_sealing_a_super_packet_whole_gives_the_datagrams_of_its_segments(case, key, counter):
+    packet, start, size, ecn = case
+    python = cut_with(lambda *cut: PythonSealer(key).seal_segments(3, 9, counter, *cut), *case)
+    native = cut_with(lambda *cut: _datapath.Sealer(key).seal_segments(3, 9, counter, *cut),
+                      *case)  # fmt: skip
+    assert native == python
+    if not isinstance(python, tuple):  # (not refused)
+        segments = offload.python_segment(packet, start, size, ecn)
+        assert python == PythonSealer(key).seal_many(3, 9, counter, segments)
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=super_packets(), gso=st.sampled_from([offload.GSO_TCPV4, offload.GSO_TCPV6]))
+def test_a_super_packet_read_whole_is_the_segments_split_frame_gives(case, gso):
+    packet, start, size, ecn = case
+    gso_type = gso | (offload.GSO_ECN if ecn else 0)
+    frame = offload.VNET_HDR.pack(offload.NEEDS_CSUM, gso_type, 0, size, start, 16) + packet
+    try:
+        expected = offload.split_frame(frame)
+    except offload.OffloadError:
+        expected = None
+    try:
+        read = offload.read_frame(frame)
+    except offload.OffloadError:
+        read = None
+    if isinstance(read, offload.SuperPacket):
+        assert read.segments() == expected and read.count == len(expected)
+        assert all(len(s) <= read.header_len + read.size for s, _ in expected)
+    else:
+        assert read == expected

@@ -9,8 +9,8 @@ import struct
 
 import pytest
 
-from oneservice.tap import offload
-from oneservice.tap.offload import (
+from oneservice import offload
+from oneservice.offload import (
     GSO_ECN,
     GSO_TCPV4,
     GSO_TCPV6,

@@ -1,4 +1,5 @@
-"""TUN offloads (Linux ``IFF_VNET_HDR``), as pure functions over bytes.
+"""TUN offloads (Linux ``IFF_VNET_HDR``), as pure functions over bytes: below the node and
+the tap, which both use it (the core seals super-packets whole).
 
 With offloads on, the kernel hands a TUN reader TCP "super-packets" of up to 64 KiB (one read
 instead of ~45) and leaves TCP/UDP checksums unfinished; a writer may hand it super-packets
@@ -21,18 +22,15 @@ A partial hint (node/wire.py) is an int that fits the two bytes the data header 
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 
-from .. import native
-from ..node.wire import (
-    CHECKSUM_OFFSETS,
-    TCP_CHECKSUM_OFFSET,
-    UDP_CHECKSUM_OFFSET,
-    hint_fits,
-    partial_hint,
-)
+from . import native
 
-__all__ = ["OffloadError", "finish_checksum", "hint_fits", "merge", "partial_hint", "split_frame"]
+__all__ = [
+    "OffloadError", "SuperPacket", "finish_checksum", "hint_fits", "merge", "partial_hint",
+    "read_frame", "split_frame",
+]  # fmt: skip
 
 VNET_HDR = struct.Struct("=BBHHHH")  # flags, gso_type, hdr_len, gso_size, csum_start, csum_offset
 VNET_HDR_LEN = VNET_HDR.size
@@ -46,6 +44,28 @@ _PLAIN_HEADER = VNET_HDR.pack(0, GSO_NONE, 0, 0, 0, 0)
 _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
 _LENGTH_AND_ID = struct.Struct("!HH")
+
+
+TCP_CHECKSUM_OFFSET = 16
+UDP_CHECKSUM_OFFSET = 6
+CHECKSUM_OFFSETS = (TCP_CHECKSUM_OFFSET, UDP_CHECKSUM_OFFSET)
+
+
+def partial_hint(start: int, offset: int) -> int:
+    """The hint for a checksum field at ``start + offset``; 0 if it cannot be expressed."""
+    if start & 1 or start > 510 or offset not in CHECKSUM_OFFSETS:
+        return 0
+    return (start >> 1) << 8 | offset
+
+
+def hint_fits(packet: bytes, hint: int) -> bool:
+    """Whether a hint from the wire points at a transport header inside this IP packet.
+    Peers are not trusted blindly: a start inside the IP header would let the kernel's
+    checksum overwrite the source address after we checked it."""
+    start, offset = (hint >> 8) * 2, hint & 0xFF
+    if offset not in CHECKSUM_OFFSETS or start + offset + 2 > len(packet):
+        return False
+    return start == (packet[0] & 0x0F) * 4 if packet[0] >> 4 == 4 else start >= 40
 
 
 class OffloadError(ValueError):
@@ -107,8 +127,42 @@ def split_frame(frame: bytes) -> list[tuple[bytes, int]]:
     return [(_finish(packet, start, offset), 0) for packet, _ in packets]
 
 
-def python_segment(packet: bytes, start: int, size: int, ecn: bool) -> list[tuple[bytes, int]]:
-    """Cut a TCP super-packet into segments of ``size`` payload bytes, as the NIC would."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class SuperPacket:
+    """A TCP super-packet from the device, checked but not cut yet: the core can seal its
+    segments in one call without making them (Session.seal_super); ``segments()`` cuts it
+    as split_frame would."""
+
+    packet: bytes
+    start: int  # of the TCP header
+    size: int  # payload bytes per segment (all but a shorter last one)
+    ecn: bool
+    header_len: int  # IP and TCP headers, repeated in each segment
+    count: int  # segments
+
+    def segments(self) -> list[tuple[bytes, int]]:
+        return _cut(self.packet, self.start, self.size, self.ecn)
+
+
+def read_frame(frame: bytes) -> list[tuple[bytes, int]] | SuperPacket:
+    """As split_frame, except that a TCP super-packet whose partial hint the wire header can
+    carry comes back uncut, as a SuperPacket."""
+    if len(frame) >= VNET_HDR_LEN:
+        flags, gso_type, _, gso_size, start, offset = VNET_HDR.unpack_from(frame)
+        if (
+            flags & NEEDS_CSUM and gso_type & ~GSO_ECN in (GSO_TCPV4, GSO_TCPV6) and gso_size
+            and offset == TCP_CHECKSUM_OFFSET and partial_hint(start, offset)
+            and start + offset + 2 <= len(frame) - VNET_HDR_LEN
+        ):  # fmt: skip
+            packet = frame[VNET_HDR_LEN:]
+            header_len = _tcp_header_end(packet, start)
+            count = (len(packet) - header_len - 1) // gso_size + 1
+            return SuperPacket(packet, start, gso_size, gso_type & GSO_ECN != 0, header_len, count)
+    return split_frame(frame)
+
+
+def _tcp_header_end(packet: bytes, start: int) -> int:
+    """Where a super-packet's TCP header ends, once it is checked to be where it must be."""
     version = packet[0] >> 4
     expected_start = (packet[0] & 0x0F) * 4 if version == 4 else 40
     if (
@@ -122,6 +176,13 @@ def python_segment(packet: bytes, start: int, size: int, ecn: bool) -> list[tupl
         raise OffloadError("TCP header shorter than its fixed part")
     if header_len >= len(packet):
         raise OffloadError("TCP super-packet without payload")
+    return header_len
+
+
+def python_segment(packet: bytes, start: int, size: int, ecn: bool) -> list[tuple[bytes, int]]:
+    """Cut a TCP super-packet into segments of ``size`` payload bytes, as the NIC would."""
+    version = packet[0] >> 4
+    header_len = _tcp_header_end(packet, start)
     header = bytearray(packet[:header_len])
     payload = memoryview(packet)[header_len:]
     pseudo = _pseudo_sum(packet)
