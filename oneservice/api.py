@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import __version__
+from . import __version__, native
 from .controller.controller import ControllerError, StoreError
 from .files import WriteFailed, write_atomically
 from .httpserver import HttpError, HttpServer, Request, Router
@@ -238,6 +238,8 @@ class Routes:
             "tcpFallbackActive": False,
             "planetWorldId": 0, "planetWorldTimestamp": 0,
             "clock": int(time.time() * 1000),
+            # Which data path runs: the C extension, or the pure-Python one and why (native.py).
+            "dataPath": native.DESCRIPTION,
             "counters": s.counters(),
             "config": {"settings": {
                 "primaryPort": s.port,

@@ -159,6 +159,8 @@ def test_bulk_tcp_arrives_intact_through_tun_offloads(testbed, tmp_path, b_offlo
     expected = "data path: C extension" if datapath == "extension" else "data path: pure Python"
     node_a.wait_log(expected)
     node_b.wait_log(expected)
+    code, status = api(a, tmp_path / "a", "GET", "/status")
+    assert code == 200 and status["dataPath"] in node_a.wait_log(expected)
     sums = {"a": serve_file(a, tmp_path / "a-files", 8_000_000),
             "b": serve_file(b, tmp_path / "b-files", 8_000_000)}  # fmt: skip
     for server, client, address in (
