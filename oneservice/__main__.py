@@ -14,7 +14,7 @@ from .binder.sockets import BindError
 from .files import DamagedFile, FileError
 from .identity import IdentityError
 from .instance import AlreadyRunning, InstanceLock
-from .memory import pin_mmap_threshold
+from .memory import tune_malloc
 from .network.config import NetworkConfigError
 from .settings import SettingsError, default_home, ensure_home, load_local_conf, validate_port
 
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    pin_mmap_threshold()  # before the first identity check allocates scrypt's 16 MiB
+    tune_malloc()  # before the first identity check allocates scrypt's 16 MiB
     try:
         home = ensure_home(args.home)
         settings = load_local_conf(home)

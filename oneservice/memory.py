@@ -1,24 +1,55 @@
-"""Keep memory that was freed from staying resident (glibc's allocator)."""
+"""glibc's allocator: freed scrypt blocks given back, the data path's buffers kept."""
 
 from __future__ import annotations
 
 import ctypes
 import sys
 
-M_MMAP_THRESHOLD = -3  # glibc's <malloc.h>
+M_TRIM_THRESHOLD = -1  # glibc's <malloc.h>
+M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 128 * 1024  # glibc's own starting value
+# Free memory the heap may keep at its top instead of giving it back at once. The data path
+# holds up to a few MB of datagrams between two flushes (64 reads of 64 KiB) and frees them
+# together; with glibc's 128 KiB the heap shrank and grew again at every flush, and the page
+# faults cost the receiving node half its system time (docs/PERFORMANCE.md).
+TRIM_THRESHOLD_BYTES = 4 * 1024 * 1024
 
 
-def pin_mmap_threshold() -> bool:
-    """glibc raises its mmap threshold after a large block is freed, so later large blocks
+def _libc():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None)
+    except OSError:
+        return None
+
+
+def give_back() -> bool:
+    """Return the heap's free memory to the system (glibc's malloc_trim), what the trim
+    threshold keeps and what lies between used blocks alike: the service does this now and
+    then, so a burst of traffic or a big config leaves no resident memory behind. False where
+    not glibc."""
+    libc = _libc()
+    trim = getattr(libc, "malloc_trim", None)
+    if trim is None:
+        return False
+    trim.argtypes = (ctypes.c_size_t,)
+    trim(0)
+    return True
+
+
+def tune_malloc() -> bool:
+    """Two glibc allocator settings, made at start; False where not glibc.
+
+    glibc raises its mmap threshold after a large block is freed, so later large blocks
     (scrypt takes 16 MiB for every identity it checks) come from the heap and stay resident
     after they are freed: ~10 MiB for good in an idle node. With the threshold pinned, every
-    large block is mapped on its own and given back when freed. False where not glibc."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
+    large block is mapped on its own and given back when freed. Pinning it also pins the
+    trim threshold, which is set to TRIM_THRESHOLD_BYTES: at most that much of the heap stays
+    resident once freed."""
+    mallopt = getattr(_libc(), "mallopt", None)
+    if mallopt is None:
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    return mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
+    return (mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
+            and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1)  # fmt: skip

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from . import __version__, native
+from . import __version__, memory, native
 from .authtoken import load_or_create_token
 from .binder import platform_backend
 from .binder.binder import (
@@ -55,6 +55,9 @@ log = logging.getLogger("oneservice")
 CONTROLLER_DB = "controller.db"
 # Routing is re-planned on every change; without one, this often anyway (a retry).
 ROUTING_RETRY_S = 5.0
+# How often freed heap memory is returned to the system (memory.give_back: under a
+# millisecond each time).
+GIVE_BACK_INTERVAL_S = 30.0
 # An uplink without a default route (a LAN-only interface) is used when nothing better works.
 NO_DEFAULT_ROUTE_RANK = 2**32
 
@@ -119,6 +122,7 @@ class Service:
         self.binder.subscribe(self._on_binder_event)
         self.monitor: ChangeMonitor | None = None  # opened at start (needs the running loop)
         self._flush_scheduled = False
+        self._next_give_back = 0.0  # (the first timer round gives back what start freed)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = float("inf")
         self._apply_lock = asyncio.Lock()
@@ -662,6 +666,9 @@ class Service:
             self._update_routing()
         self.control.handle_timer(now, time.time())
         self._flush()
+        if now >= self._next_give_back:
+            self._next_give_back = now + GIVE_BACK_INTERVAL_S
+            memory.give_back()
 
 
 async def run_until_signalled(home: Path, settings: Settings) -> None:

@@ -11,9 +11,9 @@ from tests.testbed import REPO_ROOT
 
 PROBE = """
 import hashlib, re, sys
-from oneservice.memory import pin_mmap_threshold
+from oneservice.memory import tune_malloc
 if sys.argv[1] == "pin":
-    assert pin_mmap_threshold()
+    assert tune_malloc()
 rss = lambda: int(re.search(r"VmRSS:\\s+(\\d+)", open("/proc/self/status").read()).group(1))
 before = rss()
 for _ in range(3):  # as when a node checks the identities of a network's members
@@ -32,3 +32,25 @@ def resident_growth_kib(mode: str) -> int:
 def test_pinned_threshold_gives_scrypt_memory_back():
     assert resident_growth_kib("plain") > 12 * 1024, "the probe shows the problem unpinned"
     assert resident_growth_kib("pin") < 4 * 1024
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_freed_heap_memory_is_given_back():
+    probe = """
+import re
+from oneservice.memory import give_back, tune_malloc
+assert tune_malloc()
+rss = lambda: int(re.search(r"VmRSS:\\s+(\\d+)", open("/proc/self/status").read()).group(1))
+before = rss()
+blocks = [bytes(2000) for _ in range(8000)]  # 16 MB of heap, then freed but every 50th
+kept = blocks[::50]
+del blocks
+held = rss() - before
+assert give_back()
+print(held, rss() - before)
+"""
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, check=True,
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    held, after = map(int, result.stdout.split())
+    assert held > 8 * 1024, "the probe's freed blocks stay resident until given back"
+    assert after < 2 * 1024
