@@ -119,20 +119,37 @@ static void Sealer_dealloc(Sealer *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* header (16 bytes, already written at out) + payload -> out: header, ciphertext, tag. */
-static int seal_into(EVP_CIPHER_CTX *ctx, unsigned char *out, const unsigned char *payload,
-                     Py_ssize_t length)
+static void write_header(unsigned char *out, unsigned kind, unsigned hint, uint32_t index,
+                         uint64_t counter)
+{
+    out[0] = PROTOCOL_VERSION;
+    out[1] = (unsigned char)kind;
+    put_le16(out + 2, hint);
+    put_le32(out + 4, index);
+    put_le64(out + 8, counter);
+}
+
+/* The header (16 bytes, already at out), then the payload given in two pieces (the second
+ * may be empty), sealed: out gets header, ciphertext, tag. */
+static int seal_into(EVP_CIPHER_CTX *ctx, unsigned char *out, const unsigned char *first,
+                     Py_ssize_t first_length, const unsigned char *second,
+                     Py_ssize_t second_length)
 {
     unsigned char nonce[NONCE_LEN] = {0};
+    Py_ssize_t length = first_length + second_length;
     int written;
     memcpy(nonce + 4, out + 8, 8);
     if (!EVP_CipherInit_ex(ctx, NULL, NULL, NULL, nonce, 1)
         || !EVP_EncryptUpdate(ctx, NULL, &written, out, HEADER_LEN)
-        || !EVP_EncryptUpdate(ctx, out + HEADER_LEN, &written, payload, (int)length)
+        || !EVP_EncryptUpdate(ctx, out + HEADER_LEN, &written, first, (int)first_length)
+        || (second_length && !EVP_EncryptUpdate(ctx, out + HEADER_LEN + first_length, &written,
+                                                second, (int)second_length))
         || !EVP_EncryptFinal_ex(ctx, out + HEADER_LEN + length, &written)
         || !EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, TAG_LEN,
-                                out + HEADER_LEN + length))
+                                out + HEADER_LEN + length)) {
+        PyErr_SetString(CryptoError, "OpenSSL failed to seal");
         return -1;
+    }
     return 0;
 }
 
@@ -147,9 +164,8 @@ static PyObject *sealed(EVP_CIPHER_CTX *ctx, const unsigned char *header, const 
         return NULL;
     unsigned char *out = (unsigned char *)PyBytes_AS_STRING(datagram);
     memcpy(out, header, HEADER_LEN);
-    if (seal_into(ctx, out, payload->buf, payload->len) < 0) {
+    if (seal_into(ctx, out, payload->buf, payload->len, NULL, 0) < 0) {
         Py_DECREF(datagram);
-        PyErr_SetString(CryptoError, "OpenSSL failed to seal");
         return NULL;
     }
     return datagram;
@@ -188,9 +204,6 @@ static PyObject *Sealer_seal_many(Sealer *self, PyObject *args)
     if (datagrams == NULL)
         return NULL;
     unsigned char header[HEADER_LEN];
-    header[0] = PROTOCOL_VERSION;
-    header[1] = (unsigned char)kind;
-    put_le32(header + 4, (uint32_t)remote_index);
     for (Py_ssize_t i = 0; i < count; i++) {
         PyObject *item = PyList_GET_ITEM(packets, i);
         PyObject *packet, *hint_object;
@@ -210,8 +223,8 @@ static PyObject *Sealer_seal_many(Sealer *self, PyObject *args)
         Py_buffer payload;
         if (PyObject_GetBuffer(packet, &payload, PyBUF_SIMPLE) < 0)
             goto fail;
-        put_le16(header + 2, (unsigned)hint);
-        put_le64(header + 8, (uint64_t)(counter + (unsigned long long)i));
+        write_header(header, kind, (unsigned)hint, (uint32_t)remote_index,
+                     (uint64_t)(counter + (unsigned long long)i));
         PyObject *datagram = sealed(self->ctx, header, &payload);
         PyBuffer_Release(&payload);
         if (datagram == NULL)
@@ -556,8 +569,8 @@ static PyTypeObject OpenerType = {
 };
 
 /* -----------------------------------------------------------------------------------------
- * TUN offloads: the twins of _segment and merge in oneservice/tap/offload.py, which explains
- * them. Same input, same bytes out (tests/unit/test_datapath.py); a merged frame comes back
+ * TUN offloads: the twins of python_segment and python_merge in oneservice/offload.py, which
+ * explains them. Same input, same bytes out (tests/unit/test_datapath.py); a merged frame comes back
  * as one buffer rather than a list of pieces.
  */
 
@@ -779,27 +792,12 @@ static PyObject *Sealer_seal_segments(Sealer *self, PyObject *args)
             break;
         }
         unsigned char *out = (unsigned char *)PyBytes_AS_STRING(datagram);
-        unsigned char nonce[NONCE_LEN] = {0};
-        int written;
-        out[0] = PROTOCOL_VERSION;
-        out[1] = (unsigned char)kind;
-        put_le16(out + 2, cut.hint);
-        put_le32(out + 4, (uint32_t)remote_index);
-        put_le64(out + 8, (uint64_t)(counter + (unsigned long long)number));
-        memcpy(nonce + 4, out + 8, 8);
-        EVP_CIPHER_CTX *ctx = self->ctx;
-        if (!EVP_CipherInit_ex(ctx, NULL, NULL, NULL, nonce, 1)
-            || !EVP_EncryptUpdate(ctx, NULL, &written, out, HEADER_LEN)
-            || !EVP_EncryptUpdate(ctx, out + HEADER_LEN, &written, cut.header,
-                                  (int)cut.header_len)
-            || !EVP_EncryptUpdate(ctx, out + HEADER_LEN + cut.header_len, &written,
-                                  cut.packet + cut.header_len + number * size, (int)chunk)
-            || !EVP_EncryptFinal_ex(ctx, out + HEADER_LEN + length, &written)
-            || !EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, TAG_LEN,
-                                    out + HEADER_LEN + length)) {
+        write_header(out, kind, cut.hint, (uint32_t)remote_index,
+                     (uint64_t)(counter + (unsigned long long)number));
+        if (seal_into(self->ctx, out, cut.header, cut.header_len,
+                      cut.packet + cut.header_len + number * size, chunk) < 0) {
             Py_DECREF(datagram);
             Py_CLEAR(datagrams);
-            PyErr_SetString(CryptoError, "OpenSSL failed to seal");
             break;
         }
         PyList_SET_ITEM(datagrams, number, datagram);

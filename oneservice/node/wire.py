@@ -82,36 +82,31 @@ Runs = list[tuple[bytes, list[tuple[bytes, int]]]]
 def python_by_source(packets: list[tuple[bytes, int]]) -> tuple[Runs, int]:
     """Packets that arrived, in runs of one source address; and how many were malformed (no
     IP header, or a hint that does not fit: left out)."""
-    runs: Runs = []
-    malformed, last, run = 0, None, []
-    for packet, hint in packets:
-        source = address_bytes(packet, source=True)
-        if source is None or (hint and not hint_fits(packet, hint)):
-            malformed += 1
-            continue
-        if source != last:
-            last, run = source, []
-            runs.append((source, run))
-        run.append((packet, hint))
+    runs, malformed, _ = _runs_by_address(packets, True, 0)
     return runs, malformed
 
 
 def python_by_destination(packets: list[tuple[bytes, int]], mtu: int) -> tuple[Runs, int, int]:
     """Packets to send, in runs of one destination address; and how many were left out as
     malformed (no IP header) and as longer than ``mtu``."""
+    return _runs_by_address(packets, False, mtu)
+
+
+def _runs_by_address(packets: list[tuple[bytes, int]], source: bool,
+                     mtu: int) -> tuple[Runs, int, int]:  # fmt: skip
     runs: Runs = []
     malformed, oversize, last, run = 0, 0, None, []
     for packet, hint in packets:
-        destination = address_bytes(packet, source=False)
-        if destination is None:
+        address = address_bytes(packet, source)
+        if address is None or (source and hint and not hint_fits(packet, hint)):
             malformed += 1
             continue
-        if len(packet) > mtu:
+        if not source and len(packet) > mtu:
             oversize += 1
             continue
-        if destination != last:
-            last, run = destination, []
-            runs.append((destination, run))
+        if address != last:
+            last, run = address, []
+            runs.append((address, run))
         run.append((packet, hint))
     return runs, malformed, oversize
 
