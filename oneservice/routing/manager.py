@@ -135,7 +135,9 @@ class RoutingManager:
             self._dns_redirect = LinuxDnsRedirect()
         self._executor = concurrent.futures.ThreadPoolExecutor(1, "oneservice-routes")
         self._applied: RoutingPlan | None = None
-        self._wanted: RoutingInputs | None = None
+        # The inputs to plan next, and whether the networks had been applied when they were
+        # made (a plan from earlier inputs knows nothing of them, whenever it is applied).
+        self._wanted: tuple[RoutingInputs, bool] | None = None
         self._force = False
         self._task: asyncio.Task | None = None
         self._stopped = False
@@ -373,7 +375,8 @@ class RoutingManager:
         self._live_since = {m: self._live_since.get(m, now) for m in inputs.live_members}
         self._failback_due = min((since + FAILBACK_S for since in self._live_since.values()
                                   if since + FAILBACK_S > now), default=math.inf)  # fmt: skip
-        self._wanted = self._last_inputs = inputs
+        self._wanted = (inputs, self.networks_applied)
+        self._last_inputs = inputs
         self._force |= force
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
@@ -448,7 +451,7 @@ class RoutingManager:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while self._wanted is not None:
-            inputs, self._wanted = self._wanted, None
+            (inputs, networks_known), self._wanted = self._wanted, None
             force, self._force = self._force, False
             routing = [NetworkRouting(c, d, self.flags_for(c.id)) for c, d in inputs.networks]
             if self._portal_open():  # a login window: no full tunnel (nor kill switch) now
@@ -503,7 +506,7 @@ class RoutingManager:
             self.overrides = await loop.run_in_executor(
                 self._executor, self._find_overrides, routing, plan
             )
-            if self.networks_applied:
+            if networks_known:
                 probe = self.settings.captive_portal
                 await self._apply_kill_switch(plan_kill_switch(
                     routing, plan, self.settings.full_tunnel_fail_closed, inputs.port,

@@ -71,3 +71,39 @@ def test_a_gateway_that_came_back_is_looked_at_again_when_it_may_take_the_tunnel
         await manager._task
 
     asyncio.run(run())
+
+
+class KillSwitchRecorder:
+    def __init__(self, calls: list) -> None:
+        self.calls = calls
+
+    def apply(self, switch) -> None:
+        self.calls.append("arm" if switch else "lift")
+
+
+def test_a_plan_made_before_the_networks_were_applied_leaves_a_crash_s_kill_switch_alone(
+    tmp_path,
+):
+    """At start a kill switch left by a crash stays until the networks are applied (then it
+    is taken over). A plan from inputs made before then must not lift it, even if the
+    networks were applied while that plan was being carried out: the block would go, and
+    traffic leak, until the next plan armed it again (seen in the field-safety test)."""
+    calls: list[str] = []
+
+    async def run() -> None:
+        settings = Settings(full_tunnel_fail_closed=True)
+        manager = RoutingManager(tmp_path, settings, CLIENT.address)
+        manager._kernel = manager._exit = manager._rp_filter = Recorder(calls)
+        manager._kill_switch = KillSwitchRecorder(calls)
+        manager.flags[NETWORK.id] = NetworkFlags(allow_default=True)
+        # Inputs from before the networks (the binder's first events at start) ...
+        manager.update(RoutingInputs([], frozenset(), frozenset(), (), ("wifi",)))
+        await asyncio.sleep(0)  # its plan is on its way into the kernel
+        # ... and the networks applied while that plan goes into the kernel.
+        manager.networks_applied = True
+        manager.update(RoutingInputs([(NETWORK, "onet1")], frozenset({GATEWAY.address}),
+                                     frozenset(), (), ("wifi",)))  # fmt: skip
+        await manager._task
+
+    asyncio.run(run())
+    assert [c for c in calls if c in ("arm", "lift")] == ["arm"]
