@@ -604,8 +604,9 @@ class NodeCore:
         """One read of a socket: datagrams of ``size`` bytes (the last maybe shorter) as UDP
         GRO joined them, or one datagram (size 0)."""
         session = self._data_session(data, now)
-        if session is None:
-            self.receive_datagrams(wire.split_coalesced(data, size), socket_id, address, now)
+        if session is None:  # (the first datagram of the split is the one just looked at)
+            for datagram in wire.split_coalesced(data, size):
+                self._receive(datagram, socket_id, address, None, now)
             return
         self._opened(session, session.opener.open_coalesced(data, size), socket_id, address, now)
 
