@@ -46,31 +46,37 @@ class Session:
     def seal(self, packet_type: int, payload: bytes, hint: int = 0) -> bytes | None:
         """Encrypt one payload into a datagram; None when the counter is exhausted. ``hint``
         (data only) says where the payload's partial checksum is (offload.py)."""
-        counter = self.send_counter
-        if counter >= REJECT_AFTER_MESSAGES:
+        counter = self._take_counters(1)
+        if counter is None:
             return None
-        self.send_counter = counter + 1
         header = DATA_HEADER.pack(PROTOCOL_VERSION, packet_type, hint, self.remote_index, counter)
         return self.sealer.seal(header, payload)
 
     def seal_many(self, packet_type: int, packets: list[tuple[bytes, int]]) -> list[bytes] | None:
         """One datagram per (payload, hint), in one call; None (nothing sealed) when the
         counter would run out on the way: the caller then seals one at a time."""
-        counter = self.send_counter
-        if counter + len(packets) > REJECT_AFTER_MESSAGES:
+        counter = self._take_counters(len(packets))
+        if counter is None:
             return None
-        self.send_counter = counter + len(packets)
         return self.sealer.seal_many(packet_type, self.remote_index, counter, packets)
 
     def seal_super(self, packet: SuperPacket) -> list[bytes] | None:
         """The data datagrams of a TCP super-packet's segments, sealed in one call without
         cutting it first; None (nothing sealed) as seal_many."""
-        counter = self.send_counter
-        if counter + packet.count > REJECT_AFTER_MESSAGES:
+        counter = self._take_counters(packet.count)
+        if counter is None:
             return None
-        self.send_counter = counter + packet.count
         return self.sealer.seal_segments(TYPE_DATA, self.remote_index, counter, packet.packet,
                                          packet.start, packet.size, packet.ecn)  # fmt: skip
+
+    def _take_counters(self, count: int) -> int | None:
+        """The first of ``count`` fresh counters, or None (none taken) if they would go past
+        REJECT_AFTER_MESSAGES."""
+        counter = self.send_counter
+        if counter + count > REJECT_AFTER_MESSAGES:
+            return None
+        self.send_counter = counter + count
+        return counter
 
     def decrypt(self, datagram: bytes) -> bytes | None:
         """Authenticate and decrypt; None if forged or corrupted. The caller checks the replay
