@@ -28,14 +28,19 @@ install_debian_packages() {
 }
 
 make_venv() {
-    # $1: pip extras spec, e.g. ".[test]"
-    if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
-        install_debian_packages python3-venv
+    # $1: pip extras spec, e.g. "[test]"
+    # Debian's own interpreter, not whatever python3 comes first on PATH (pyenv, a build of
+    # one's own): python3-dev below is its headers, for the data path's C extension
+    # (oneservice/_datapath.c; without a compiler the install still works, pure Python),
+    # and Debian builds it with profile-guided and link-time optimisation, which the
+    # node's Python work runs measurably faster on (docs/PERFORMANCE.md).
+    install_debian_packages python3 python3-venv gcc python3-dev libssl-dev
+    local python=/usr/bin/python3
+    if [ -x "$venv/bin/python" ] && ! grep -qx "home = /usr/bin" "$venv/pyvenv.cfg" 2>/dev/null; then
+        echo "remaking $venv from $python (it was made from another interpreter)" >&2
+        rm -rf "$venv"
     fi
-    # The data path's C extension (oneservice/_datapath.c) is built by pip: a compiler and
-    # the Python and OpenSSL headers. Without them the install still works (pure Python).
-    install_debian_packages gcc python3-dev libssl-dev
-    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+    [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
     "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$repo_root$1"
     VENV_PYTHON="$venv/bin/python"
 }
