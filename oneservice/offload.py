@@ -133,7 +133,7 @@ class SuperPacket:
     segments in one call without making them (Session.seal_super); ``segments()`` cuts it
     as split_frame would."""
 
-    packet: bytes
+    packet: memoryview  # the IP packet where it lies in the frame read (64 KiB: not copied)
     start: int  # of the TCP header
     size: int  # payload bytes per segment (all but a shorter last one)
     ecn: bool
@@ -154,7 +154,7 @@ def read_frame(frame: bytes) -> list[tuple[bytes, int]] | SuperPacket:
             and offset == TCP_CHECKSUM_OFFSET and partial_hint(start, offset)
             and start + offset + 2 <= len(frame) - VNET_HDR_LEN
         ):  # fmt: skip
-            packet = frame[VNET_HDR_LEN:]
+            packet = memoryview(frame)[VNET_HDR_LEN:]
             header_len = _tcp_header_end(packet, start)
             count = (len(packet) - header_len - 1) // gso_size + 1
             return SuperPacket(packet, start, gso_size, gso_type & GSO_ECN != 0, header_len, count)

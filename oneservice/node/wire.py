@@ -60,15 +60,15 @@ def split_coalesced(data: bytes, size: int) -> list[bytes]:
     return [data[offset : offset + size] for offset in range(0, len(data), size)]
 
 
-def address_bytes(packet: bytes, source: bool) -> bytes | None:
+def address_bytes(packet: bytes | memoryview, source: bool) -> bytes | None:
     """The packed source or destination address of an IPv4/IPv6 packet; None if malformed."""
     if not packet:
         return None
     version = packet[0] >> 4
     if version == 4 and len(packet) >= 20:
-        return packet[12:16] if source else packet[16:20]
+        return bytes(packet[12:16] if source else packet[16:20])
     if version == 6 and len(packet) >= 40:
-        return packet[8:24] if source else packet[24:40]
+        return bytes(packet[8:24] if source else packet[24:40])
     return None
 
 
