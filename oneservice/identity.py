@@ -15,12 +15,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PrivateFormat, PublicFormat
-
 from .files import damaged, read_text, write_atomically
+from .primitives import (
+    ed25519_public,
+    ed25519_sign,
+    ed25519_verify,
+    new_ed25519_private,
+    new_x25519_private,
+    x25519_public,
+)
 
 IDENTITY_FORMAT = "1"
 ADDRESS_HEX_DIGITS = 10
@@ -79,17 +82,11 @@ class Identity:
     @classmethod
     def generate(cls) -> Identity:
         while True:
-            x_private = X25519PrivateKey.generate()
-            e_private = Ed25519PrivateKey.generate()
-            x_public = x_private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-            e_public = e_private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+            x_private, e_private = new_x25519_private(), new_ed25519_private()
+            x_public, e_public = x25519_public(x_private), ed25519_public(e_private)
             address = derive_address(x_public, e_public)
             if not address.startswith(_RESERVED_PREFIXES):
-                return cls(
-                    address, x_public, e_public,
-                    x_private.private_bytes(Encoding.Raw, PrivateFormat.Raw, _no_encryption()),
-                    e_private.private_bytes(Encoding.Raw, PrivateFormat.Raw, _no_encryption()),
-                )  # fmt: skip
+                return cls(address, x_public, e_public, x_private, e_private)
 
     @classmethod
     def parse(cls, text: str, verify: bool = True) -> Identity:
@@ -121,14 +118,13 @@ class Identity:
         """Raise IdentityError unless the address belongs to the keys (and secrets to publics)."""
         if derive_address(self.x25519_public, self.ed25519_public) != self.address:
             raise IdentityError(f"identity {self.address}: address does not match its keys")
-        if self.x25519_private is not None and self.ed25519_private is not None:
-            x_public = X25519PrivateKey.from_private_bytes(self.x25519_private).public_key()
-            e_public = Ed25519PrivateKey.from_private_bytes(self.ed25519_private).public_key()
-            if (
-                x_public.public_bytes(Encoding.Raw, PublicFormat.Raw) != self.x25519_public
-                or e_public.public_bytes(Encoding.Raw, PublicFormat.Raw) != self.ed25519_public
-            ):
-                raise IdentityError(f"identity {self.address}: secret keys do not match")
+        if self.x25519_private is None or self.ed25519_private is None:
+            return
+        if (
+            x25519_public(self.x25519_private) != self.x25519_public
+            or ed25519_public(self.ed25519_private) != self.ed25519_public
+        ):
+            raise IdentityError(f"identity {self.address}: secret keys do not match")
 
     @property
     def has_secret(self) -> bool:
@@ -148,22 +144,19 @@ class Identity:
             raise IdentityError(f"identity {self.address} has no secret keys")
         return f"{self.public_text()}:{self.x25519_private.hex()}:{self.ed25519_private.hex()}"
 
-    def x25519_private_key(self) -> X25519PrivateKey:
+    def x25519_private_key(self) -> bytes:
+        """The static key of our handshakes (node/noise.py)."""
         if self.x25519_private is None:
             raise IdentityError(f"identity {self.address} has no secret keys")
-        return X25519PrivateKey.from_private_bytes(self.x25519_private)
+        return self.x25519_private
 
     def sign(self, message: bytes) -> bytes:
         if self.ed25519_private is None:
             raise IdentityError(f"identity {self.address} has no secret keys")
-        return Ed25519PrivateKey.from_private_bytes(self.ed25519_private).sign(message)
+        return ed25519_sign(self.ed25519_private, message)
 
     def verify_signature(self, message: bytes, signature: bytes) -> bool:
-        try:
-            Ed25519PublicKey.from_public_bytes(self.ed25519_public).verify(signature, message)
-        except (InvalidSignature, ValueError):
-            return False
-        return True
+        return ed25519_verify(self.ed25519_public, signature, message)
 
 
 _KEY_NAMES = ("x25519 public key", "ed25519 public key", "x25519 secret", "ed25519 secret")
@@ -177,12 +170,6 @@ def _hex32(text: str, name: str) -> bytes:
     if len(value) != 32:
         raise IdentityError(f"identity {name} must be 32 bytes, got {len(value)}")
     return value
-
-
-def _no_encryption():
-    from cryptography.hazmat.primitives.serialization import NoEncryption
-
-    return NoEncryption()
 
 
 def load_or_create_identity(home: Path) -> Identity:

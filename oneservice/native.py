@@ -1,9 +1,11 @@
-"""Whether the data path uses its C extension (``oneservice._datapath``): one choice, made at
-import, for the cipher (node/aead.py) and the TUN offloads (offload.py) alike.
+"""Whether the node uses its C extensions: one choice, made at import, for the data path
+(``oneservice._datapath``: the cipher in node/aead.py, the TUN offloads in offload.py) and
+for the handshake's primitives (``oneservice._primitives``: primitives.py) alike.
 
-The extension is built by pip when gcc and OpenSSL's headers are there. Without it, or with
-``ONESERVICE_DATAPATH=python`` in the environment, the pure-Python twins run: the same bytes,
-only slower. The node logs which one at start."""
+The extensions are built by pip when gcc and OpenSSL's headers are there. Without them, or
+with ``ONESERVICE_DATAPATH=python`` in the environment, the pure-Python twins run: the same
+bytes, only slower and, for the primitives, with ``cryptography`` loaded. The node logs
+which at start."""
 
 from __future__ import annotations
 
@@ -14,15 +16,16 @@ from types import ModuleType
 VARIABLE = "ONESERVICE_DATAPATH"
 
 
-def load() -> tuple[ModuleType | None, str]:
-    """The extension (None: the pure-Python path) and a line for the log saying which."""
+def load() -> tuple[ModuleType | None, ModuleType | None, str]:
+    """The two extensions (None: the pure-Python path) and a line for the log saying which.
+    Both or neither: they are built together, and one choice keeps the log line true."""
     if os.environ.get(VARIABLE, "") == "python":
-        return None, f"pure Python ({VARIABLE}=python)"
+        return None, None, f"pure Python ({VARIABLE}=python)"
     try:
-        from . import _datapath
+        from . import _datapath, _primitives
     except ImportError as exc:
-        return None, f"pure Python (the C extension is not built: {exc})"
-    return _datapath, f"C extension ({_datapath.OPENSSL_VERSION})"
+        return None, None, f"pure Python (the C extension is not built: {exc})"
+    return _datapath, _primitives, f"C extension ({_datapath.OPENSSL_VERSION})"
 
 
-EXTENSION, DESCRIPTION = load()
+EXTENSION, PRIMITIVES, DESCRIPTION = load()

@@ -14,9 +14,10 @@ small reply each, never a handshake.
 
 The cookie reply travels encrypted (ChaCha20-Poly1305 under HASH("cookie--" || responder's
 public key), with the initiation's mac1 as associated data, so only the initiator that sent
-that initiation can use it). WireGuard uses XChaCha20 with a 24-byte nonce; `cryptography`
-has no XChaCha20, so the nonce here is 12 random bytes (the key is fixed per responder, so a
-counter would repeat across restarts; 2^48 replies before a random nonce is likely to repeat).
+that initiation can use it). WireGuard uses XChaCha20 with a 24-byte nonce; neither
+OpenSSL's EVP nor `cryptography` has XChaCha20, so the nonce here is 12 random bytes (the
+key is fixed per responder, so a counter would repeat across restarts; 2^48 replies before
+a random nonce is likely to repeat).
 
 Pure computation: time comes in as ``now``.
 """
@@ -29,8 +30,7 @@ import math
 import os
 from collections.abc import Callable
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from ..primitives import aead_open, aead_seal
 
 MAC_LEN = 16
 COOKIE_LEN = 16
@@ -66,11 +66,8 @@ def with_macs(body: bytes, mac1: bytes, cookie: bytes | None) -> bytes:
 
 def open_cookie(key: bytes, mac1: bytes, nonce: bytes, sealed: bytes) -> bytes | None:
     """The cookie in a reply to our initiation with this mac1; None if it is not one."""
-    try:
-        cookie = ChaCha20Poly1305(key).decrypt(nonce, sealed, mac1)
-    except InvalidTag:
-        return None
-    return cookie if len(cookie) == COOKIE_LEN else None
+    cookie = aead_open(key, nonce, sealed, mac1)
+    return cookie if cookie is not None and len(cookie) == COOKIE_LEN else None
 
 
 class CookieIssuer:
@@ -80,7 +77,7 @@ class CookieIssuer:
         self, static_public: bytes, now: float, random: Callable[[int], bytes] = os.urandom
     ) -> None:
         self._mac1_key = mac1_key(static_public)
-        self._sealer = ChaCha20Poly1305(cookie_key(static_public))
+        self._sealing_key = cookie_key(static_public)
         self._random = random
         self._secret = b""
         self._secret_since = -math.inf
@@ -101,7 +98,7 @@ class CookieIssuer:
         """(nonce, sealed cookie) for the sender of this initiation, bound to its mac1."""
         mac1 = initiation[-MACS_LEN:-MAC_LEN]
         nonce = self._random(NONCE_LEN)
-        return nonce, self._sealer.encrypt(nonce, self._cookie(source, now), mac1)
+        return nonce, aead_seal(self._sealing_key, nonce, self._cookie(source, now), mac1)
 
     def _cookie(self, source: tuple, now: float) -> bytes:
         if now - self._secret_since >= COOKIE_SECRET_LIFETIME_S:

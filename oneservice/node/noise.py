@@ -15,10 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from ..primitives import aead_open, aead_seal, new_x25519_private, x25519, x25519_public
 
 PROTOCOL_NAME = b"Noise_IK_25519_ChaChaPoly_BLAKE2s"
 DH_LEN = 32
@@ -50,39 +47,38 @@ def nonce_bytes(counter: int) -> bytes:
     return b"\0\0\0\0" + counter.to_bytes(8, "little")
 
 
-def public_bytes(private: X25519PrivateKey) -> bytes:
-    return private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+def public_bytes(private: bytes) -> bytes:
+    return x25519_public(private)
 
 
-def _dh(private: X25519PrivateKey, public: bytes) -> bytes:
+def _dh(private: bytes, public: bytes) -> bytes:
     try:
-        return private.exchange(X25519PublicKey.from_public_bytes(public))
+        return x25519(private, public)
     except ValueError as exc:  # all-zero shared secret from a low-order point
         raise HandshakeError("invalid public key") from exc
 
 
 class _CipherState:
     def __init__(self) -> None:
-        self.aead: ChaCha20Poly1305 | None = None
+        self.key: bytes | None = None
         self.n = 0
 
     def initialize(self, key: bytes) -> None:
-        self.aead, self.n = ChaCha20Poly1305(key), 0
+        self.key, self.n = key, 0
 
     def encrypt(self, ad: bytes, plaintext: bytes) -> bytes:
-        if self.aead is None:
+        if self.key is None:
             return plaintext
-        out = self.aead.encrypt(nonce_bytes(self.n), plaintext, ad)
+        out = aead_seal(self.key, nonce_bytes(self.n), plaintext, ad)
         self.n += 1
         return out
 
     def decrypt(self, ad: bytes, ciphertext: bytes) -> bytes:
-        if self.aead is None:
+        if self.key is None:
             return ciphertext
-        try:
-            out = self.aead.decrypt(nonce_bytes(self.n), ciphertext, ad)
-        except InvalidTag:
-            raise HandshakeError("handshake message failed authentication") from None
+        out = aead_open(self.key, nonce_bytes(self.n), ciphertext, ad)
+        if out is None:
+            raise HandshakeError("handshake message failed authentication")
         self.n += 1
         return out
 
@@ -122,14 +118,14 @@ class Initiator:
 
     def __init__(
         self,
-        static: X25519PrivateKey,
+        static: bytes,
         remote_static: bytes,
         prologue: bytes = b"",
-        ephemeral: X25519PrivateKey | None = None,
+        ephemeral: bytes | None = None,
     ) -> None:
         self._s = static
         self._rs = remote_static
-        self._e = ephemeral or X25519PrivateKey.generate()
+        self._e = ephemeral or new_x25519_private()
         self._state = _SymmetricState()
         self._state.mix_hash(prologue)
         self._state.mix_hash(remote_static)
@@ -165,12 +161,12 @@ class Initiator:
 class Responder:
     def __init__(
         self,
-        static: X25519PrivateKey,
+        static: bytes,
         prologue: bytes = b"",
-        ephemeral: X25519PrivateKey | None = None,
+        ephemeral: bytes | None = None,
     ) -> None:
         self._s = static
-        self._e = ephemeral or X25519PrivateKey.generate()
+        self._e = ephemeral or new_x25519_private()
         self._re = b""
         self.remote_static = b""
         self._state = _SymmetricState()

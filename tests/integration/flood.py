@@ -27,12 +27,9 @@ import socket
 import struct
 import time
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
 from oneservice.node import wire
 from oneservice.node.noise import Initiator
+from oneservice.primitives import ed25519_public, new_ed25519_private, new_x25519_private
 
 try:
     from oneservice.node import cookies
@@ -50,10 +47,8 @@ def _initiations(responder_public: bytes, count: int) -> list[tuple[bytes, bytes
     pool = []
     key = cookies.mac1_key(responder_public) if cookies else b""
     for index in range(1, count + 1):
-        ed25519 = Ed25519PrivateKey.generate().public_key().public_bytes(
-            Encoding.Raw, PublicFormat.Raw
-        )
-        noise = Initiator(X25519PrivateKey.generate(), responder_public, wire.PROLOGUE)
+        ed25519 = ed25519_public(new_ed25519_private())
+        noise = Initiator(new_x25519_private(), responder_public, wire.PROLOGUE)
         message = noise.write_message_1(wire.encode_timestamp(time.time()) + ed25519)
         body = wire.handshake_init(index, message)
         pool.append((body, cookies.mac(key, body) if cookies else b""))

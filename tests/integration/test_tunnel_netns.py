@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -171,6 +172,12 @@ def test_bulk_tcp_arrives_intact_through_tun_offloads(testbed, tmp_path, b_offlo
     ):
         got = download(client, f"http://{address}:8000/blob", tmp_path / "got")
         assert got == sums[server], f"download from {server} over {address} is intact"
+
+    # After handshakes and traffic, a node on the C path has not loaded `cryptography` (its
+    # own OpenSSL, ~9 MiB: oneservice/primitives.py); the pure-Python path runs on it.
+    for node in (node_a, node_b):
+        maps = Path(f"/proc/{node.process.pid}/maps").read_text()
+        assert ("/cryptography/" in maps) == (datapath == "python"), datapath
 
     # UDP too: its checksum is left partial as well (offset 6), and a node without offloads
     # must finish it (0 becomes 0xffff): b's kernel checks it and drops the datagram if not.

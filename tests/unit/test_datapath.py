@@ -41,8 +41,9 @@ def test_the_extension_is_built_where_it_is_required():
 
 def test_the_variable_chooses_the_pure_python_path(monkeypatch):
     monkeypatch.setenv(native.VARIABLE, "python")
-    extension, description = native.load()
-    assert extension is None and description == "pure Python (ONESERVICE_DATAPATH=python)"
+    extension, primitives, description = native.load()
+    assert extension is None and primitives is None
+    assert description == "pure Python (ONESERVICE_DATAPATH=python)"
 
 
 keys = st.binary(min_size=32, max_size=32)

@@ -1,0 +1,102 @@
+"""The primitives of identities and handshakes: X25519 key agreement, Ed25519 signatures, and
+ChaCha20-Poly1305 under a nonce of the caller's (Noise messages, cookie replies). Keys are raw
+32-byte strings.
+
+Two implementations with one interface and the same bytes out (oneservice/native.py
+chooses): ``oneservice._primitives``, a C extension over the system's libcrypto, which the
+interpreter has mapped already for ssl and hashlib; and the ``python_*`` functions below,
+over ``cryptography``, imported only when they run. A node on the C path never loads
+``cryptography``, whose own OpenSSL costs about 9 MiB resident (docs/PERFORMANCE.md).
+
+    x25519_public(private) -> public
+    x25519(private, public) -> shared secret; ValueError when it is all zeros (small order)
+    ed25519_public(private) -> public
+    ed25519_sign(private, message) -> 64-byte signature (deterministic, RFC 8032)
+    ed25519_verify(public, signature, message) -> bool (False for anything malformed)
+    aead_seal(key, nonce, plaintext, ad) -> ciphertext | tag
+    aead_open(key, nonce, ciphertext, ad) -> plaintext, or None if it does not authenticate
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import native
+
+
+def new_x25519_private() -> bytes:
+    """A fresh X25519 private key, clamped as RFC 7748 (and OpenSSL's key generation) do."""
+    key = bytearray(os.urandom(32))
+    key[0] &= 248
+    key[31] = (key[31] & 127) | 64
+    return bytes(key)
+
+
+def new_ed25519_private() -> bytes:
+    """A fresh Ed25519 private key (the 32-byte seed of RFC 8032)."""
+    return os.urandom(32)
+
+
+def python_x25519_public(private: bytes) -> bytes:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    return X25519PrivateKey.from_private_bytes(private).public_key().public_bytes_raw()
+
+
+def python_x25519(private: bytes, public: bytes) -> bytes:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import (
+        X25519PrivateKey,
+        X25519PublicKey,
+    )
+
+    key = X25519PrivateKey.from_private_bytes(private)
+    return key.exchange(X25519PublicKey.from_public_bytes(public))  # ValueError if all zeros
+
+
+def python_ed25519_public(private: bytes) -> bytes:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return Ed25519PrivateKey.from_private_bytes(private).public_key().public_bytes_raw()
+
+
+def python_ed25519_sign(private: bytes, message: bytes) -> bytes:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return Ed25519PrivateKey.from_private_bytes(private).sign(message)
+
+
+def python_ed25519_verify(public: bytes, signature: bytes, message: bytes) -> bool:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    try:
+        Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def python_aead_seal(key: bytes, nonce: bytes, plaintext: bytes, ad: bytes) -> bytes:
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+    return ChaCha20Poly1305(key).encrypt(nonce, plaintext, ad)
+
+
+def python_aead_open(key: bytes, nonce: bytes, ciphertext: bytes, ad: bytes) -> bytes | None:
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+    try:
+        return ChaCha20Poly1305(key).decrypt(nonce, ciphertext, ad)
+    except InvalidTag:
+        return None
+
+
+_C = native.PRIMITIVES
+x25519_public = _C.x25519_public if _C else python_x25519_public
+x25519 = _C.x25519 if _C else python_x25519
+ed25519_public = _C.ed25519_public if _C else python_ed25519_public
+ed25519_sign = _C.ed25519_sign if _C else python_ed25519_sign
+ed25519_verify = _C.ed25519_verify if _C else python_ed25519_verify
+aead_seal = _C.aead_seal if _C else python_aead_seal
+aead_open = _C.aead_open if _C else python_aead_open
