@@ -119,14 +119,23 @@ def gso_batches(
             if open_batch:
                 last_id, last_address, items = batches[-1]
                 size = len(items[0])
-                datagram = datagrams[at]
-                if (last_id == socket_id and last_address == address and len(datagram) <= size
-                        and len(items) < MAX_GSO_SEGMENTS
-                        and size * (len(items) + 1) <= MAX_GSO_BYTES):  # fmt: skip
-                    items.append(datagram)
-                    open_batch = len(datagram) == size  # a shorter one ends the batch
-                    at += 1
-                    continue
+                room = min(MAX_GSO_SEGMENTS, MAX_GSO_BYTES // size) - len(items)
+                if last_id == socket_id and last_address == address and room > 0:
+                    if uniform == size:
+                        # All of this size but maybe the run's last: as many as fit at once.
+                        # (A flush holds several super-packets to one peer: joined one by
+                        # one, they made this loop a large part of a sender's Python time.)
+                        taken = datagrams[at : at + room]
+                        items.extend(taken)
+                        open_batch = len(taken[-1]) == size
+                        at += len(taken)
+                        continue
+                    datagram = datagrams[at]
+                    if len(datagram) <= size:
+                        items.append(datagram)
+                        open_batch = len(datagram) == size  # a shorter one ends the batch
+                        at += 1
+                        continue
             # A new batch: as much of the run as fits at once where its sizes are known.
             size = len(datagrams[at])
             end = min(count, at + max(1, min(MAX_GSO_SEGMENTS, MAX_GSO_BYTES // size)))
