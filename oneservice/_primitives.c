@@ -8,12 +8,15 @@
  * mapped already (ssl, hashlib), while `cryptography` brings an OpenSSL of its own, about
  * 9 MiB resident in a running node.
  *
- * Every call makes and frees its own EVP objects: handshakes are rare next to data, and a
- * call keeps no state. On any failure the OpenSSL error queue is cleared, so that nothing is
- * left there for the ssl module to misreport later.
+ * A private key is an object (X25519Key, Ed25519Key) made once: OpenSSL computes its public
+ * key when it is made, and every exchange or signature after costs one operation. The
+ * functions (verification, the AEAD) make and free their own EVP objects. On any failure the
+ * OpenSSL error queue is cleared, so that nothing is left there for the ssl module to
+ * misreport later.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <string.h>
 
 #include <openssl/err.h>
@@ -44,96 +47,149 @@ static PyObject *failed(const char *message)
     return NULL;
 }
 
-static PyObject *raw_public(int type, PyObject *private_object)
+/* A private key, made once (OpenSSL derives its public key then: one scalar multiplication)
+ * and used for every exchange or signature after. X25519Key and Ed25519Key share it. */
+typedef struct {
+    PyObject_HEAD
+    EVP_PKEY *key;
+    PyObject *public;  /* bytes */
+} Key;
+
+static int key_init(Key *self, PyObject *args, int type)
 {
+    PyObject *private_object;
     Py_buffer private;
-    if (exact(private_object, &private, KEY_LEN, "a private key") < 0)
-        return NULL;
+    if (!PyArg_ParseTuple(args, "O", &private_object)
+        || exact(private_object, &private, KEY_LEN, "a private key") < 0)
+        return -1;
     EVP_PKEY *key = EVP_PKEY_new_raw_private_key(type, NULL, private.buf, KEY_LEN);
     PyBuffer_Release(&private);
     unsigned char public[KEY_LEN];
     size_t length = KEY_LEN;
-    int ok = key != NULL && EVP_PKEY_get_raw_public_key(key, public, &length) == 1
-             && length == KEY_LEN;
-    EVP_PKEY_free(key);
-    if (!ok)
-        return failed("the public key could not be computed");
-    return PyBytes_FromStringAndSize((const char *)public, KEY_LEN);
+    if (key == NULL || EVP_PKEY_get_raw_public_key(key, public, &length) != 1
+        || length != KEY_LEN) {
+        EVP_PKEY_free(key);
+        failed("the public key could not be computed");
+        return -1;
+    }
+    PyObject *public_bytes = PyBytes_FromStringAndSize((const char *)public, KEY_LEN);
+    if (public_bytes == NULL) {
+        EVP_PKEY_free(key);
+        return -1;
+    }
+    EVP_PKEY_free(self->key);
+    self->key = key;
+    Py_XSETREF(self->public, public_bytes);
+    return 0;
 }
 
-static PyObject *x25519_public(PyObject *module, PyObject *private)
+static int x25519_init(Key *self, PyObject *args, PyObject *kwargs)
 {
-    return raw_public(EVP_PKEY_X25519, private);
+    return key_init(self, args, EVP_PKEY_X25519);
 }
 
-static PyObject *ed25519_public(PyObject *module, PyObject *private)
+static int ed25519_init(Key *self, PyObject *args, PyObject *kwargs)
 {
-    return raw_public(EVP_PKEY_ED25519, private);
+    return key_init(self, args, EVP_PKEY_ED25519);
 }
 
-/* x25519(private, public) -> the shared secret; ValueError when it is all zeros (a public
+static void key_dealloc(Key *self)
+{
+    EVP_PKEY_free(self->key);  /* (OpenSSL clears the private key as it frees it) */
+    Py_XDECREF(self->public);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int key_ready(const Key *self)
+{
+    if (self->key != NULL)
+        return 0;
+    PyErr_SetString(PyExc_ValueError, "the key was not initialised");
+    return -1;
+}
+
+/* X25519Key.exchange(public) -> the shared secret; ValueError when it is all zeros (a public
  * key of small order), as OpenSSL refuses it. */
-static PyObject *x25519(PyObject *module, PyObject *const *args, Py_ssize_t count)
+static PyObject *x25519_exchange(Key *self, PyObject *public_object)
 {
-    Py_buffer private, public;
-    if (count != 2) {
-        PyErr_SetString(PyExc_TypeError, "x25519(private, public)");
+    Py_buffer public;
+    if (key_ready(self) < 0 || exact(public_object, &public, KEY_LEN, "a public key") < 0)
         return NULL;
-    }
-    if (exact(args[0], &private, KEY_LEN, "a private key") < 0)
-        return NULL;
-    if (exact(args[1], &public, KEY_LEN, "a public key") < 0) {
-        PyBuffer_Release(&private);
-        return NULL;
-    }
-    EVP_PKEY *ours = EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, NULL, private.buf, KEY_LEN);
     EVP_PKEY *theirs = EVP_PKEY_new_raw_public_key(EVP_PKEY_X25519, NULL, public.buf, KEY_LEN);
-    PyBuffer_Release(&private);
     PyBuffer_Release(&public);
-    EVP_PKEY_CTX *ctx = ours ? EVP_PKEY_CTX_new(ours, NULL) : NULL;
+    EVP_PKEY_CTX *ctx = theirs ? EVP_PKEY_CTX_new(self->key, NULL) : NULL;
     unsigned char shared[KEY_LEN];
     size_t length = KEY_LEN;
-    int ok = ctx != NULL && theirs != NULL && EVP_PKEY_derive_init(ctx) == 1
+    int ok = ctx != NULL && EVP_PKEY_derive_init(ctx) == 1
              && EVP_PKEY_derive_set_peer(ctx, theirs) == 1
              && EVP_PKEY_derive(ctx, shared, &length) == 1 && length == KEY_LEN;
     EVP_PKEY_CTX_free(ctx);
-    EVP_PKEY_free(ours);
     EVP_PKEY_free(theirs);
     if (!ok)
         return failed("no shared key with this public key");
     return PyBytes_FromStringAndSize((const char *)shared, KEY_LEN);
 }
 
-/* ed25519_sign(private, message) -> the 64-byte signature (RFC 8032, deterministic). */
-static PyObject *ed25519_sign(PyObject *module, PyObject *const *args, Py_ssize_t count)
+/* Ed25519Key.sign(message) -> the 64-byte signature (RFC 8032, deterministic). */
+static PyObject *ed25519_sign(Key *self, PyObject *message_object)
 {
-    Py_buffer private, message;
-    if (count != 2) {
-        PyErr_SetString(PyExc_TypeError, "ed25519_sign(private, message)");
+    Py_buffer message;
+    if (key_ready(self) < 0 || PyObject_GetBuffer(message_object, &message, PyBUF_SIMPLE) < 0)
         return NULL;
-    }
-    if (exact(args[0], &private, KEY_LEN, "a private key") < 0)
-        return NULL;
-    if (PyObject_GetBuffer(args[1], &message, PyBUF_SIMPLE) < 0) {
-        PyBuffer_Release(&private);
-        return NULL;
-    }
-    EVP_PKEY *key = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, private.buf, KEY_LEN);
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     unsigned char signature[SIGNATURE_LEN];
     size_t length = SIGNATURE_LEN;
-    int ok = key != NULL && ctx != NULL
-             && EVP_DigestSignInit(ctx, NULL, NULL, NULL, key) == 1
+    int ok = ctx != NULL && EVP_DigestSignInit(ctx, NULL, NULL, NULL, self->key) == 1
              && EVP_DigestSign(ctx, signature, &length, message.buf, (size_t)message.len) == 1
              && length == SIGNATURE_LEN;
     EVP_MD_CTX_free(ctx);
-    EVP_PKEY_free(key);
-    PyBuffer_Release(&private);
     PyBuffer_Release(&message);
     if (!ok)
         return failed("the message could not be signed");
     return PyBytes_FromStringAndSize((const char *)signature, SIGNATURE_LEN);
 }
+
+static PyMemberDef key_members[] = {
+    {"public", T_OBJECT, offsetof(Key, public), READONLY, "the public key (32 bytes)"},
+    {NULL}
+};
+
+static PyMethodDef x25519_methods[] = {
+    {"exchange", (PyCFunction)x25519_exchange, METH_O,
+     "exchange(public) -> shared secret; ValueError if it is all zeros"},
+    {NULL}
+};
+
+static PyMethodDef ed25519_methods[] = {
+    {"sign", (PyCFunction)ed25519_sign, METH_O, "sign(message) -> signature"},
+    {NULL}
+};
+
+static PyTypeObject X25519KeyType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "oneservice._primitives.X25519Key",
+    .tp_doc = "X25519Key(private): an X25519 private key, its public key, its exchanges.",
+    .tp_basicsize = sizeof(Key),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)x25519_init,
+    .tp_dealloc = (destructor)key_dealloc,
+    .tp_methods = x25519_methods,
+    .tp_members = key_members,
+};
+
+static PyTypeObject Ed25519KeyType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "oneservice._primitives.Ed25519Key",
+    .tp_doc = "Ed25519Key(private): an Ed25519 private key, its public key, its signatures.",
+    .tp_basicsize = sizeof(Key),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)ed25519_init,
+    .tp_dealloc = (destructor)key_dealloc,
+    .tp_methods = ed25519_methods,
+    .tp_members = key_members,
+};
 
 /* ed25519_verify(public, signature, message) -> bool: False for anything but a valid
  * signature (a malformed key or signature included). */
@@ -258,12 +314,6 @@ static PyObject *aead_open(PyObject *module, PyObject *const *args, Py_ssize_t c
 }
 
 static PyMethodDef primitives_functions[] = {
-    {"x25519_public", x25519_public, METH_O, "x25519_public(private) -> public"},
-    {"x25519", (PyCFunction)(void (*)(void))x25519, METH_FASTCALL,
-     "x25519(private, public) -> shared secret; ValueError if it is all zeros"},
-    {"ed25519_public", ed25519_public, METH_O, "ed25519_public(private) -> public"},
-    {"ed25519_sign", (PyCFunction)(void (*)(void))ed25519_sign, METH_FASTCALL,
-     "ed25519_sign(private, message) -> signature"},
     {"ed25519_verify", (PyCFunction)(void (*)(void))ed25519_verify, METH_FASTCALL,
      "ed25519_verify(public, signature, message) -> bool"},
     {"aead_seal", (PyCFunction)(void (*)(void))aead_seal, METH_FASTCALL,
@@ -283,5 +333,15 @@ static struct PyModuleDef primitives_module = {
 
 PyMODINIT_FUNC PyInit__primitives(void)
 {
-    return PyModule_Create(&primitives_module);
+    if (PyType_Ready(&X25519KeyType) < 0 || PyType_Ready(&Ed25519KeyType) < 0)
+        return NULL;
+    PyObject *module = PyModule_Create(&primitives_module);
+    if (module == NULL)
+        return NULL;
+    if (PyModule_AddObjectRef(module, "X25519Key", (PyObject *)&X25519KeyType) < 0
+        || PyModule_AddObjectRef(module, "Ed25519Key", (PyObject *)&Ed25519KeyType) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
 }

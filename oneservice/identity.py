@@ -17,12 +17,11 @@ from pathlib import Path
 
 from .files import damaged, read_text, write_atomically
 from .primitives import (
-    ed25519_public,
-    ed25519_sign,
+    Ed25519Key,
+    X25519Key,
     ed25519_verify,
     new_ed25519_private,
     new_x25519_private,
-    x25519_public,
 )
 
 IDENTITY_FORMAT = "1"
@@ -83,7 +82,7 @@ class Identity:
     def generate(cls) -> Identity:
         while True:
             x_private, e_private = new_x25519_private(), new_ed25519_private()
-            x_public, e_public = x25519_public(x_private), ed25519_public(e_private)
+            x_public, e_public = X25519Key(x_private).public, Ed25519Key(e_private).public
             address = derive_address(x_public, e_public)
             if not address.startswith(_RESERVED_PREFIXES):
                 return cls(address, x_public, e_public, x_private, e_private)
@@ -121,8 +120,8 @@ class Identity:
         if self.x25519_private is None or self.ed25519_private is None:
             return
         if (
-            x25519_public(self.x25519_private) != self.x25519_public
-            or ed25519_public(self.ed25519_private) != self.ed25519_public
+            X25519Key(self.x25519_private).public != self.x25519_public
+            or self._signing_key.public != self.ed25519_public
         ):
             raise IdentityError(f"identity {self.address}: secret keys do not match")
 
@@ -144,16 +143,21 @@ class Identity:
             raise IdentityError(f"identity {self.address} has no secret keys")
         return f"{self.public_text()}:{self.x25519_private.hex()}:{self.ed25519_private.hex()}"
 
-    def x25519_private_key(self) -> bytes:
+    def x25519_private_key(self) -> X25519Key:
         """The static key of our handshakes (node/noise.py)."""
         if self.x25519_private is None:
             raise IdentityError(f"identity {self.address} has no secret keys")
-        return self.x25519_private
+        return X25519Key(self.x25519_private)
 
     def sign(self, message: bytes) -> bytes:
         if self.ed25519_private is None:
             raise IdentityError(f"identity {self.address} has no secret keys")
-        return ed25519_sign(self.ed25519_private, message)
+        return self._signing_key.sign(message)
+
+    @functools.cached_property
+    def _signing_key(self) -> Ed25519Key:
+        # Made once (that computes its public key): a controller signs every config it sends.
+        return Ed25519Key(self.ed25519_private)
 
     def verify_signature(self, message: bytes, signature: bytes) -> bool:
         return ed25519_verify(self.ed25519_public, signature, message)

@@ -1,17 +1,19 @@
 """The primitives of identities and handshakes: X25519 key agreement, Ed25519 signatures, and
-ChaCha20-Poly1305 under a nonce of the caller's (Noise messages, cookie replies). Keys are raw
-32-byte strings.
+ChaCha20-Poly1305 under a nonce of the caller's (Noise messages, cookie replies). Raw keys
+are 32-byte strings; a private key in use is an object, made once (its public key is
+computed then) and used for every exchange or signature after.
 
 Two implementations with one interface and the same bytes out (oneservice/native.py
 chooses): ``oneservice._primitives``, a C extension over the system's libcrypto, which the
-interpreter has mapped already for ssl and hashlib; and the ``python_*`` functions below,
-over ``cryptography``, imported only when they run. A node on the C path never loads
-``cryptography``, whose own OpenSSL costs about 9 MiB resident (docs/PERFORMANCE.md).
+interpreter has mapped already for ssl and hashlib; and the ``Python*`` classes and
+``python_*`` functions below, over ``cryptography``, imported only when they run. A node on
+the C path never loads ``cryptography``, whose own OpenSSL costs about 9 MiB resident
+(docs/PERFORMANCE.md).
 
-    x25519_public(private) -> public
-    x25519(private, public) -> shared secret; ValueError when it is all zeros (small order)
-    ed25519_public(private) -> public
-    ed25519_sign(private, message) -> 64-byte signature (deterministic, RFC 8032)
+    X25519Key(private): .public; .exchange(public) -> shared secret, ValueError when it is
+        all zeros (a public key of small order)
+    Ed25519Key(private): .public; .sign(message) -> 64-byte signature (deterministic,
+        RFC 8032)
     ed25519_verify(public, signature, message) -> bool (False for anything malformed)
     aead_seal(key, nonce, plaintext, ad) -> ciphertext | tag
     aead_open(key, nonce, ciphertext, ad) -> plaintext, or None if it does not authenticate
@@ -37,32 +39,32 @@ def new_ed25519_private() -> bytes:
     return os.urandom(32)
 
 
-def python_x25519_public(private: bytes) -> bytes:
-    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+class PythonX25519Key:
+    __slots__ = ("_key", "public")
 
-    return X25519PrivateKey.from_private_bytes(private).public_key().public_bytes_raw()
+    def __init__(self, private: bytes) -> None:
+        from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+        self._key = X25519PrivateKey.from_private_bytes(private)
+        self.public = self._key.public_key().public_bytes_raw()
 
-def python_x25519(private: bytes, public: bytes) -> bytes:
-    from cryptography.hazmat.primitives.asymmetric.x25519 import (
-        X25519PrivateKey,
-        X25519PublicKey,
-    )
+    def exchange(self, public: bytes) -> bytes:
+        from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
-    key = X25519PrivateKey.from_private_bytes(private)
-    return key.exchange(X25519PublicKey.from_public_bytes(public))  # ValueError if all zeros
-
-
-def python_ed25519_public(private: bytes) -> bytes:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    return Ed25519PrivateKey.from_private_bytes(private).public_key().public_bytes_raw()
+        return self._key.exchange(X25519PublicKey.from_public_bytes(public))  # ValueError if 0
 
 
-def python_ed25519_sign(private: bytes, message: bytes) -> bytes:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+class PythonEd25519Key:
+    __slots__ = ("_key", "public")
 
-    return Ed25519PrivateKey.from_private_bytes(private).sign(message)
+    def __init__(self, private: bytes) -> None:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        self._key = Ed25519PrivateKey.from_private_bytes(private)
+        self.public = self._key.public_key().public_bytes_raw()
+
+    def sign(self, message: bytes) -> bytes:
+        return self._key.sign(message)
 
 
 def python_ed25519_verify(public: bytes, signature: bytes, message: bytes) -> bool:
@@ -93,10 +95,8 @@ def python_aead_open(key: bytes, nonce: bytes, ciphertext: bytes, ad: bytes) -> 
 
 
 _C = native.PRIMITIVES
-x25519_public = _C.x25519_public if _C else python_x25519_public
-x25519 = _C.x25519 if _C else python_x25519
-ed25519_public = _C.ed25519_public if _C else python_ed25519_public
-ed25519_sign = _C.ed25519_sign if _C else python_ed25519_sign
+X25519Key = _C.X25519Key if _C else PythonX25519Key
+Ed25519Key = _C.Ed25519Key if _C else PythonEd25519Key
 ed25519_verify = _C.ed25519_verify if _C else python_ed25519_verify
 aead_seal = _C.aead_seal if _C else python_aead_seal
 aead_open = _C.aead_open if _C else python_aead_open

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from ..primitives import aead_open, aead_seal, new_x25519_private, x25519, x25519_public
+from ..primitives import X25519Key, aead_open, aead_seal, new_x25519_private
 
 PROTOCOL_NAME = b"Noise_IK_25519_ChaChaPoly_BLAKE2s"
 DH_LEN = 32
@@ -47,13 +47,13 @@ def nonce_bytes(counter: int) -> bytes:
     return b"\0\0\0\0" + counter.to_bytes(8, "little")
 
 
-def public_bytes(private: bytes) -> bytes:
-    return x25519_public(private)
+def public_bytes(private: X25519Key) -> bytes:
+    return private.public
 
 
-def _dh(private: bytes, public: bytes) -> bytes:
+def _dh(private: X25519Key, public: bytes) -> bytes:
     try:
-        return x25519(private, public)
+        return private.exchange(public)
     except ValueError as exc:  # all-zero shared secret from a low-order point
         raise HandshakeError("invalid public key") from exc
 
@@ -118,14 +118,14 @@ class Initiator:
 
     def __init__(
         self,
-        static: bytes,
+        static: X25519Key,
         remote_static: bytes,
         prologue: bytes = b"",
-        ephemeral: bytes | None = None,
+        ephemeral: X25519Key | None = None,
     ) -> None:
         self._s = static
         self._rs = remote_static
-        self._e = ephemeral or new_x25519_private()
+        self._e = ephemeral or X25519Key(new_x25519_private())
         self._state = _SymmetricState()
         self._state.mix_hash(prologue)
         self._state.mix_hash(remote_static)
@@ -161,12 +161,12 @@ class Initiator:
 class Responder:
     def __init__(
         self,
-        static: bytes,
+        static: X25519Key,
         prologue: bytes = b"",
-        ephemeral: bytes | None = None,
+        ephemeral: X25519Key | None = None,
     ) -> None:
         self._s = static
-        self._e = ephemeral or new_x25519_private()
+        self._e = ephemeral or X25519Key(new_x25519_private())
         self._re = b""
         self.remote_static = b""
         self._state = _SymmetricState()

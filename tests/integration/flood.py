@@ -29,7 +29,7 @@ import time
 
 from oneservice.node import wire
 from oneservice.node.noise import Initiator
-from oneservice.primitives import ed25519_public, new_ed25519_private, new_x25519_private
+from oneservice.primitives import Ed25519Key, X25519Key, new_ed25519_private, new_x25519_private
 
 try:
     from oneservice.node import cookies
@@ -47,8 +47,8 @@ def _initiations(responder_public: bytes, count: int) -> list[tuple[bytes, bytes
     pool = []
     key = cookies.mac1_key(responder_public) if cookies else b""
     for index in range(1, count + 1):
-        ed25519 = ed25519_public(new_ed25519_private())
-        noise = Initiator(new_x25519_private(), responder_public, wire.PROLOGUE)
+        ed25519 = Ed25519Key(new_ed25519_private()).public
+        noise = Initiator(X25519Key(new_x25519_private()), responder_public, wire.PROLOGUE)
         message = noise.write_message_1(wire.encode_timestamp(time.time()) + ed25519)
         body = wire.handshake_init(index, message)
         pool.append((body, cookies.mac(key, body) if cookies else b""))

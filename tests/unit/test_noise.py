@@ -7,7 +7,7 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from oneservice.node.noise import HandshakeError, Initiator, Responder, nonce_bytes, public_bytes
-from oneservice.primitives import new_x25519_private
+from oneservice.primitives import X25519Key, new_x25519_private
 
 INIT_STATIC = "e61ef9919cde45dd5f82166404bd08e38bceb5dfdfded0a34c8df7ed542214d1"
 INIT_EPHEMERAL = "893e28b9dc6ca8d611ab664754b8ceb7bac5117349a4439a6b0569da977c464a"
@@ -38,8 +38,8 @@ TRANSPORT = [
 ]  # fmt: skip
 
 
-def key(hex_text: str) -> bytes:
-    return bytes.fromhex(hex_text)
+def key(hex_text: str) -> X25519Key:
+    return X25519Key(bytes.fromhex(hex_text))
 
 
 def handshake():
@@ -86,6 +86,6 @@ def test_tampered_messages_are_rejected():
 def test_wrong_responder_key_cannot_read_the_initiation():
     initiator, _ = handshake()
     message_1 = initiator.write_message_1(b"")
-    stranger = Responder(new_x25519_private(), PROLOGUE)
+    stranger = Responder(X25519Key(new_x25519_private()), PROLOGUE)
     with pytest.raises(HandshakeError):
         stranger.read_message_1(message_1)

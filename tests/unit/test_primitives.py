@@ -22,10 +22,8 @@ REQUIRED = os.environ.get("ONESERVICE_REQUIRE_EXTENSION") == "1"
 needs_extension = pytest.mark.skipif(C is None and not REQUIRED,
                                      reason="the C extension is not built")  # fmt: skip
 PYTHON = {
-    "x25519_public": primitives.python_x25519_public,
-    "x25519": primitives.python_x25519,
-    "ed25519_public": primitives.python_ed25519_public,
-    "ed25519_sign": primitives.python_ed25519_sign,
+    "X25519Key": primitives.PythonX25519Key,
+    "Ed25519Key": primitives.PythonEd25519Key,
     "ed25519_verify": primitives.python_ed25519_verify,
     "aead_seal": primitives.python_aead_seal,
     "aead_open": primitives.python_aead_open,
@@ -34,7 +32,7 @@ h = bytes.fromhex
 
 
 def both() -> list:
-    """Each implementation as a namespace of the seven functions."""
+    """Each implementation as a namespace of its five names."""
     implementations = [pytest.param(PYTHON, id="python")]
     if C is not None or REQUIRED:
         implementations.append(
@@ -51,20 +49,22 @@ messages = st.binary(max_size=2000)
 @settings(max_examples=200, deadline=None)
 @given(ours=keys, theirs=keys)
 def test_x25519_is_the_same_on_both_paths(ours, theirs):
-    public = primitives.python_x25519_public(theirs)
-    assert C.x25519_public(ours) == primitives.python_x25519_public(ours)
-    assert C.x25519(ours, public) == primitives.python_x25519(ours, public)
-    assert C.x25519(ours, public) == C.x25519(theirs, C.x25519_public(ours))
+    key, python_key = C.X25519Key(ours), primitives.PythonX25519Key(ours)
+    public = primitives.PythonX25519Key(theirs).public
+    assert key.public == python_key.public
+    assert key.exchange(public) == python_key.exchange(public)
+    assert key.exchange(public) == C.X25519Key(theirs).exchange(key.public)
+    assert key.exchange(public) == key.exchange(public)  # (a key is used again and again)
 
 
 @needs_extension
 @settings(max_examples=200, deadline=None)
 @given(private=keys, message=messages, flip=st.integers(0, 64 * 8 - 1))
 def test_ed25519_is_the_same_on_both_paths(private, message, flip):
-    public = primitives.python_ed25519_public(private)
-    signature = primitives.python_ed25519_sign(private, message)
-    assert C.ed25519_public(private) == public
-    assert C.ed25519_sign(private, message) == signature
+    python_key, key = primitives.PythonEd25519Key(private), C.Ed25519Key(private)
+    public, signature = python_key.public, python_key.sign(message)
+    assert key.public == public
+    assert key.sign(message) == signature == key.sign(message)
     assert C.ed25519_verify(public, signature, message) is True
     forged = bytearray(signature)
     forged[flip // 8] ^= 1 << (flip % 8)
@@ -90,16 +90,14 @@ def test_chacha20_poly1305_is_the_same_on_both_paths(key, nonce, plaintext, ad, 
 @pytest.mark.parametrize("impl", both())
 def test_the_rfc_vectors(impl):
     # RFC 7748, 5.2 and 6.1.
-    assert impl["x25519"](
-        h("a546e36bf0527c9d3b16154b82465edd62144c0ac1fc5a18506a2244ba449ac4"),
-        h("e6db6867583030db3594c1a424b15f7c726624ec26b3353b10a903a6d0ab1c4c"),
+    x25519 = impl["X25519Key"]
+    assert x25519(h("a546e36bf0527c9d3b16154b82465edd62144c0ac1fc5a18506a2244ba449ac4")).exchange(
+        h("e6db6867583030db3594c1a424b15f7c726624ec26b3353b10a903a6d0ab1c4c")
     ) == h("c3da55379de9c6908e94ea4df28d084f32eccf03491c71f754b4075577a28552")
-    alice = h("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")
-    bob = h("5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb")
-    assert impl["x25519_public"](alice) == h(
-        "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a"
-    )
-    assert impl["x25519"](bob, impl["x25519_public"](alice)) == h(
+    alice = x25519(h("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a"))
+    bob = x25519(h("5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb"))
+    assert alice.public == h("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a")
+    assert bob.exchange(alice.public) == alice.exchange(bob.public) == h(
         "4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742"
     )
     # RFC 8032, 7.1, test 1.
@@ -107,8 +105,8 @@ def test_the_rfc_vectors(impl):
     public = h("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
     signature = h("e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e06522490155"
                   "5fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b")  # fmt: skip
-    assert impl["ed25519_public"](secret) == public
-    assert impl["ed25519_sign"](secret, b"") == signature
+    assert impl["Ed25519Key"](secret).public == public
+    assert impl["Ed25519Key"](secret).sign(b"") == signature
     assert impl["ed25519_verify"](public, signature, b"") is True
     # RFC 8439, 2.8.2.
     key, nonce = bytes(range(0x80, 0xA0)), h("070000004041424344454647")
@@ -125,25 +123,24 @@ def test_the_rfc_vectors(impl):
 
 @pytest.mark.parametrize("impl", both())
 def test_bad_input_is_refused_the_same_way(impl):
-    private = primitives.new_x25519_private()
+    key = impl["X25519Key"](primitives.new_x25519_private())
     # A public key of small order gives an all-zero secret: refused, never used.
     for small in (bytes(32), b"\x01" + bytes(31)):
         with pytest.raises(ValueError):
-            impl["x25519"](private, small)
+            key.exchange(small)
     for wrong in (b"", bytes(31), bytes(33)):
         with pytest.raises(ValueError):
-            impl["x25519"](private, wrong)
+            key.exchange(wrong)
         with pytest.raises(ValueError):
-            impl["x25519_public"](wrong)
+            impl["X25519Key"](wrong)
         with pytest.raises(ValueError):
-            impl["ed25519_sign"](wrong, b"m")
+            impl["Ed25519Key"](wrong)
         with pytest.raises(ValueError):
             impl["aead_seal"](wrong, bytes(12), b"m", b"")
         with pytest.raises(ValueError):
             impl["aead_open"](bytes(32), wrong[:11], bytes(20), b"")
-    ed_private = primitives.new_ed25519_private()
-    public = impl["ed25519_public"](ed_private)
-    signature = impl["ed25519_sign"](ed_private, b"m")
+    ed_key = impl["Ed25519Key"](primitives.new_ed25519_private())
+    public, signature = ed_key.public, ed_key.sign(b"m")
     # Anything malformed is simply not a valid signature.
     assert impl["ed25519_verify"](public[:31], signature, b"m") is False
     assert impl["ed25519_verify"](public, signature[:63], b"m") is False
@@ -171,8 +168,8 @@ def test_the_variable_and_the_build_choose_the_implementation():
         assert C is not None, "oneservice._primitives did not build (gcc, libssl-dev?)"
     if os.environ.get(native.VARIABLE) == "python" or C is None:
         assert native.PRIMITIVES is None
-        assert primitives.x25519 is primitives.python_x25519
+        assert primitives.X25519Key is primitives.PythonX25519Key
         assert primitives.aead_open is primitives.python_aead_open
     else:
         assert native.PRIMITIVES is C
-        assert primitives.x25519 is C.x25519 and primitives.aead_open is C.aead_open
+        assert primitives.X25519Key is C.X25519Key and primitives.aead_open is C.aead_open
