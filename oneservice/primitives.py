@@ -78,19 +78,29 @@ def python_ed25519_verify(public: bytes, signature: bytes, message: bytes) -> bo
     return True
 
 
-def python_aead_seal(key: bytes, nonce: bytes, plaintext: bytes, ad: bytes) -> bytes:
+def python_aead(key: bytes):  # -> cryptography's ChaCha20Poly1305 (not imported here)
+    """``cryptography``'s ChaCha20-Poly1305 under this key, imported only when it is asked
+    for (the pure-Python data path keeps one per direction: node/aead.py)."""
     from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-    return ChaCha20Poly1305(key).encrypt(nonce, plaintext, ad)
+    return ChaCha20Poly1305(key)
+
+
+def python_invalid_tag() -> type[Exception]:
+    """What python_aead's decrypt raises when a message does not authenticate."""
+    from cryptography.exceptions import InvalidTag
+
+    return InvalidTag
+
+
+def python_aead_seal(key: bytes, nonce: bytes, plaintext: bytes, ad: bytes) -> bytes:
+    return python_aead(key).encrypt(nonce, plaintext, ad)
 
 
 def python_aead_open(key: bytes, nonce: bytes, ciphertext: bytes, ad: bytes) -> bytes | None:
-    from cryptography.exceptions import InvalidTag
-    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-
     try:
-        return ChaCha20Poly1305(key).decrypt(nonce, ciphertext, ad)
-    except InvalidTag:
+        return python_aead(key).decrypt(nonce, ciphertext, ad)
+    except python_invalid_tag():  # (evaluated only when decrypt raised)
         return None
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from .. import native
 from ..offload import python_segment
+from ..primitives import python_aead, python_invalid_tag
 from .wire import DATA_HEADER, DATA_OVERHEAD, PROTOCOL_VERSION, TYPE_DATA, split_coalesced
 
 # Same window as WireGuard: packets may arrive up to 2048 counters late (reordering across
@@ -31,25 +32,11 @@ _ZERO_NONCE_PREFIX = b"\0\0\0\0"
 _MAX_DATAGRAM = 65535
 
 
-def _cryptography_aead(key: bytes):  # -> cryptography ChaCha20Poly1305 (not imported here)
-    """``cryptography``'s ChaCha20-Poly1305, imported only when the pure-Python path runs
-    (oneservice/primitives.py says why)."""
-    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-
-    return ChaCha20Poly1305(key)
-
-
-def _invalid_tag() -> type[Exception]:
-    from cryptography.exceptions import InvalidTag
-
-    return InvalidTag
-
-
 class PythonSealer:
     __slots__ = ("_aead",)
 
     def __init__(self, key: bytes) -> None:
-        self._aead = _cryptography_aead(key)
+        self._aead = python_aead(key)
 
     def seal(self, header: bytes, payload: bytes) -> bytes:
         return header + self._aead.encrypt(_ZERO_NONCE_PREFIX + header[8:16], payload, header)
@@ -76,7 +63,7 @@ class PythonOpener:
     __slots__ = ("_aead", "bitmap", "highest", "local_index")
 
     def __init__(self, key: bytes, local_index: int) -> None:
-        self._aead = _cryptography_aead(key)
+        self._aead = python_aead(key)
         self.local_index = local_index
         self.highest = -1
         self.bitmap = 0  # bit i set: counter (highest - i) was seen
@@ -87,7 +74,7 @@ class PythonOpener:
         header = datagram[:16]
         try:
             return self._aead.decrypt(_ZERO_NONCE_PREFIX + header[8:], datagram[16:], header)
-        except _invalid_tag():  # (evaluated only when decrypt raised)
+        except python_invalid_tag():  # (evaluated only when decrypt raised)
             return None
 
     def seen_or_too_old(self, counter: int) -> bool:
