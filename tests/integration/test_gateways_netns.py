@@ -13,6 +13,7 @@ import time
 import pytest
 
 from oneservice.identity import Identity
+from oneservice.routing.planner import FAILBACK_S
 from tests.integration.nodes import capture, write_home, write_local_conf
 from tests.integration.test_full_tunnel_netns import (
     GW_UPLINK,
@@ -90,7 +91,10 @@ def test_the_next_gateway_takes_over_a_silent_one_and_the_preferred_one_comes_ba
     network_id = lab.build_network()
     lab.set_flags(network_id, allowDefault=True)
     lab.wait_tunnel(network_id, "on")
-    wait_until(lambda: lab.whoami() == GW_UPLINK, timeout=10, what="traffic through gw")
+    # At start either gateway may answer first (both handshake at once); if gw2 does, it
+    # carries the tunnel until gw has answered for FAILBACK_S, the planner's no-flapping rule.
+    wait_until(lambda: lab.whoami() == GW_UPLINK, timeout=FAILBACK_S + 10,
+               what="traffic through gw")  # fmt: skip
     assert lab.gateway(network_id) == lab.identities["gw"].address
 
     client = lab.hosts["client"]
