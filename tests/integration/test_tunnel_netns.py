@@ -64,8 +64,10 @@ def build(
         write_local_conf(tmp_path / "b", {"settings": b_settings})
     node_a = Node(a, write_home(tmp_path / "a", ida, [network]), env=env)
     node_b = Node(b, write_home(tmp_path / "b", idb, [network]), env=env)
-    node_a.wait_log("session established")
-    node_b.wait_log("session established")
+    # A session can come up before the local API listens: callers query the API at once.
+    for node in (node_a, node_b):
+        node.wait_log("session established")
+        node.wait_log("oneservice started")
     return router, a, b, node_a, node_b
 
 
