@@ -171,6 +171,23 @@ def test_a_batch_opens_once_and_not_twice(implementation):
     assert opener.open_many([fresh]) == ([(b"late", 0)], 1, [], 0, 0)
 
 
+@needs_extension
+@pytest.mark.parametrize("size", [0, 1, 12, 15, 16, 17, 63, 64, 65, 511, 513, 1420, 4096,
+                                  65535 - wire.DATA_OVERHEAD])  # fmt: skip
+def test_every_payload_size_seals_and_opens_as_the_python_twin(size):
+    """Around ChaCha20's 64-byte blocks and Poly1305's 16-byte ones, and up to the largest
+    datagram: the extension makes its keystream in one call per packet, so its edges are
+    where a length is not a multiple of either, and the end of its keystream buffer."""
+    key, payload = os.urandom(32), os.urandom(size)
+    header = wire.DATA_HEADER.pack(wire.PROTOCOL_VERSION, wire.TYPE_DATA, 5, 9, 2**64 - 2)
+    datagram = _datapath.Sealer(key).seal(header, payload)
+    assert datagram == PythonSealer(key).seal(header, payload)
+    assert _datapath.Opener(key, 9).open(datagram) == payload
+    middle = 16 + size // 2  # a ciphertext byte, or the tag's first where there is none
+    forged = datagram[:middle] + bytes([datagram[middle] ^ 0x80]) + datagram[middle + 1 :]
+    assert _datapath.Opener(key, 9).open(forged) is None
+
+
 def test_an_extension_sealer_refuses_what_does_not_fit():
     if _datapath is None:
         pytest.skip("the C extension is not built")
