@@ -135,16 +135,20 @@ static int keystream(Aead *aead, const unsigned char *counter, Py_ssize_t length
            ? 0 : -1;
 }
 
+/* 16 bytes at a time: GCC and Clang make this one SSE2 XOR per step
+ * where a plain byte or word loop stays scalar at -O2. */
+typedef uint64_t Lanes __attribute__((vector_size(16)));
+
 static void xor_stream(unsigned char *out, const unsigned char *in, const unsigned char *key,
                        Py_ssize_t length)
 {
     Py_ssize_t i = 0;
-    for (; i + 8 <= length; i += 8) {
-        uint64_t word, mask;
-        memcpy(&word, in + i, 8);
-        memcpy(&mask, key + i, 8);
+    for (; i + (Py_ssize_t)sizeof(Lanes) <= length; i += sizeof(Lanes)) {
+        Lanes word, mask;
+        memcpy(&word, in + i, sizeof word);
+        memcpy(&mask, key + i, sizeof mask);
         word ^= mask;
-        memcpy(out + i, &word, 8);
+        memcpy(out + i, &word, sizeof word);
     }
     for (; i < length; i++)
         out[i] = in[i] ^ key[i];
@@ -343,7 +347,7 @@ typedef struct {
     uint32_t local_index;
     int seen_any;          /* highest is meaningful */
     uint64_t highest;
-    uint64_t bitmap[WINDOW_WORDS]; /* bit i (word i / 64, bit i % 64): counter highest - i seen */
+    uint64_t bitmap[WINDOW_WORDS]; /* a ring: see window_seen_or_too_old */
 } Opener;
 
 static int Opener_init(Opener *self, PyObject *args, PyObject *kwargs)
@@ -374,51 +378,50 @@ static void Opener_dealloc(Opener *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* The window is a ring: counter c's bit is bit c % WINDOW_BITS, meaningful while
+ * highest - c < WINDOW_BITS. Moving highest on clears only the bits of the counters passed
+ * (one, in order), where shifting the whole bitmap cost 32 words per packet. */
 static int window_seen_or_too_old(const Opener *self, uint64_t counter)
 {
     if (!self->seen_any || counter > self->highest)
         return 0;
-    uint64_t offset = self->highest - counter;
-    if (offset >= WINDOW_BITS)
+    if (self->highest - counter >= WINDOW_BITS)
         return 1;
-    return (self->bitmap[offset / 64] >> (offset % 64)) & 1;
+    unsigned bit = (unsigned)(counter % WINDOW_BITS);
+    return (self->bitmap[bit / 64] >> (bit % 64)) & 1;
 }
 
-static void window_shift(Opener *self, uint64_t shift)
+/* Forget counters from .. from + count - 1 (they now stand for counters WINDOW_BITS on). */
+static void window_clear(Opener *self, uint64_t from, uint64_t count)
 {
-    if (shift >= WINDOW_BITS) {
+    if (count >= WINDOW_BITS) {
         memset(self->bitmap, 0, sizeof(self->bitmap));
         return;
     }
-    unsigned words = (unsigned)(shift / 64), bits = (unsigned)(shift % 64);
-    for (int i = WINDOW_WORDS - 1; i >= 0; i--) {
-        uint64_t value = 0;
-        int from = i - (int)words;
-        if (from >= 0) {
-            value = self->bitmap[from] << bits;
-            if (bits && from > 0)
-                value |= self->bitmap[from - 1] >> (64 - bits);
-        }
-        self->bitmap[i] = value;
+    while (count > 0) {
+        unsigned bit = (unsigned)(from % WINDOW_BITS) % 64;
+        uint64_t run = 64 - bit < count ? 64 - bit : count;
+        uint64_t mask = (run == 64 ? ~(uint64_t)0 : ((uint64_t)1 << run) - 1) << bit;
+        self->bitmap[(from % WINDOW_BITS) / 64] &= ~mask;
+        from += run;
+        count -= run;
     }
 }
 
 /* Record an authenticated counter; 0 if it was a replay after all. */
 static int window_mark(Opener *self, uint64_t counter)
 {
+    if (window_seen_or_too_old(self, counter))
+        return 0;
     if (!self->seen_any || counter > self->highest) {
-        /* With nothing seen the bitmap is empty: no shift needed. */
+        /* With nothing seen the bitmap is empty: nothing to clear. */
         if (self->seen_any)
-            window_shift(self, counter - self->highest);
-        self->bitmap[0] |= 1;
+            window_clear(self, self->highest + 1, counter - self->highest);
         self->highest = counter;
         self->seen_any = 1;
-        return 1;
     }
-    uint64_t offset = self->highest - counter;
-    if (offset >= WINDOW_BITS || (self->bitmap[offset / 64] >> (offset % 64)) & 1)
-        return 0;
-    self->bitmap[offset / 64] |= (uint64_t)1 << (offset % 64);
+    unsigned bit = (unsigned)(counter % WINDOW_BITS);
+    self->bitmap[bit / 64] |= (uint64_t)1 << (bit % 64);
     return 1;
 }
 
