@@ -24,7 +24,6 @@
 #define HEADER_LEN 16
 #define TAG_LEN 16
 #define KEY_LEN 32
-#define NONCE_LEN 12
 #define PROTOCOL_VERSION 1
 #define TYPE_DATA 3
 /* As node/session.py: 2048 counters, the same window as WireGuard. */
@@ -216,17 +215,16 @@ static int seal_into(Aead *aead, unsigned char *out, const unsigned char *first,
 {
     Py_ssize_t length = first_length + second_length;
     unsigned char *ciphertext = out + HEADER_LEN;
-    if (keystream(aead, out + 8, length) < 0) {
-        PyErr_SetString(CryptoError, "OpenSSL failed to seal");
-        return -1;
+    int failed = keystream(aead, out + 8, length);
+    if (!failed) {
+        xor_stream(ciphertext, first, stream + BLOCK, first_length);
+        xor_stream(ciphertext + first_length, second, stream + BLOCK + first_length,
+                   second_length);
+        failed = tag(aead, out, ciphertext, length, ciphertext + length);
     }
-    xor_stream(ciphertext, first, stream + BLOCK, first_length);
-    xor_stream(ciphertext + first_length, second, stream + BLOCK + first_length, second_length);
-    if (tag(aead, out, ciphertext, length, ciphertext + length) < 0) {
+    if (failed)
         PyErr_SetString(CryptoError, "OpenSSL failed to seal");
-        return -1;
-    }
-    return 0;
+    return failed;
 }
 
 static PyObject *sealed(Aead *aead, const unsigned char *header, const Py_buffer *payload)
