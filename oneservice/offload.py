@@ -85,6 +85,11 @@ def _checksum(ones_sum: int) -> int:
     return 0xFFFF - (ones_sum % 0xFFFF or 0xFFFF)
 
 
+def internet_checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071) field for ``data`` (its own field counted as 0)."""
+    return _checksum(_ones_sum(data))
+
+
 def _pseudo_sum(packet: bytes) -> int:
     """The TCP pseudo-header's addresses and protocol; the caller adds the TCP length."""
     return _ones_sum(packet[12:20] if packet[0] >> 4 == 4 else packet[8:40]) + 6

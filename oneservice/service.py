@@ -317,6 +317,8 @@ class Service:
             "refusedMemberIdentities": self.core.refused_member_identities,
             "forgedIdentities": self.core.forged_identities,
             "callbackFailures": self.callback_failures,
+            "sendErrors": dict(sorted(self.binder.send_errors_by_errno.items())),
+            "gsoSplits": self.binder.counters["gso_split"],
         }
 
     # --- networks ----------------------------------------------------------------------------

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
 import logging
 import socket
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -34,6 +36,14 @@ MAX_DATAGRAM_BYTES = 65535
 # to this many datagrams of one size, so a full-speed burst costs one system call, not dozens.
 MAX_GSO_SEGMENTS = 64
 MAX_GSO_BYTES = 65000
+# What a GSO send's error says about the socket. These mean the kernel or the device cannot
+# segment UDP at all (EIO: the device has no transmit checksumming, which UDP_SEGMENT needs;
+# EINVAL, ENOPROTOOPT: an old kernel), but EINVAL also answers one batch that does not fit
+# (a segment over the path's MTU): so those two count only at a socket's first GSO send, EIO
+# whenever it comes (as wireguard-go decides). Any other error is the batch's, not the
+# socket's: the batch goes one datagram per send and the next batch uses GSO again.
+GSO_UNSUPPORTED_ALWAYS = frozenset({errno.EIO})
+GSO_UNSUPPORTED_AT_FIRST = frozenset({errno.EINVAL, errno.ENOPROTOOPT})
 
 
 class Backend(Protocol):
@@ -92,15 +102,29 @@ DatagramHandler = Callable[[bytes, int, LocalSocket, tuple], None]
 
 
 class _Bound:
-    __slots__ = ("addresses", "gro", "gso", "local", "sock")
+    __slots__ = ("addresses", "gro", "gso", "gso_off_reason", "gso_proven", "local", "sock")
 
     def __init__(self, local: LocalSocket, sock: socket.socket, addresses: tuple[str, ...],
                  gso: bool) -> None:  # fmt: skip
         self.local = local
         self.sock = sock
         self.addresses = addresses
-        self.gso = gso  # off for good after the first refusal
+        self.gso = gso  # off for good only when the kernel or device cannot do it
+        self.gso_off_reason = "" if gso else "not offered by this system"
+        self.gso_proven = False  # a GSO send went through on this socket
         self.gro = False  # set once the socket accepted UDP GRO
+
+
+def errno_name(error: OSError) -> str:
+    """An OSError's errno as its symbolic name (EMSGSIZE), for counters people read."""
+    return errno.errorcode.get(error.errno or 0, str(error.errno))
+
+
+def gso_unsupported(error: OSError, proven: bool) -> bool:
+    """Whether a GSO send's error means this socket can never use GSO (see the sets above)."""
+    return error.errno in GSO_UNSUPPORTED_ALWAYS or (
+        not proven and error.errno in GSO_UNSUPPORTED_AT_FIRST
+    )
 
 
 def gso_batches(
@@ -190,8 +214,13 @@ class Binder:
             "send_errors": 0,
             "send_no_socket": 0,
             "gso_sends": 0,
+            # GSO batches the kernel refused for themselves (e.g. EMSGSIZE: a segment over the
+            # path's MTU), sent again one datagram per call; GSO stays on for the next batch.
+            "gso_split": 0,
             "reconciles": 0,
         }
+        # Send errors by errno name: a degraded socket shows (GET /status counters).
+        self.send_errors_by_errno: Counter[str] = Counter()
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -238,8 +267,9 @@ class Binder:
             return False
         try:
             bound.sock.sendto(data, address)
-        except OSError:
+        except OSError as exc:
             self.counters["send_errors"] += 1
+            self.send_errors_by_errno[errno_name(exc)] += 1
             return False
         self.counters["datagrams_sent"] += 1
         return True
@@ -255,16 +285,23 @@ class Binder:
         try:
             # One buffer per datagram: the kernel gathers them, no joined copy is made here.
             bound.sock.sendmsg(datagrams, ancillary, 0, address)
-        except BlockingIOError:
+        except BlockingIOError as exc:
             self.counters["send_errors"] += len(datagrams)
+            self.send_errors_by_errno[errno_name(exc)] += len(datagrams)
             return
         except OSError as exc:
-            # No GSO here (old kernel, a device that refuses it): plain sends from now on.
-            log.info("socket %d: no UDP GSO (%s); sending one datagram per call", socket_id,
-                     exc.strerror or exc)  # fmt: skip
-            bound.gso = False
-            self.send_many(socket_id, datagrams, address)
+            self.send_errors_by_errno[errno_name(exc)] += 1
+            if gso_unsupported(exc, bound.gso_proven):
+                bound.gso = False
+                bound.gso_off_reason = f"{errno_name(exc)}: {exc.strerror or exc}"
+                log.warning("socket %d (%s): no UDP GSO (%s); sending one datagram per call",
+                            socket_id, bound.local.interface, bound.gso_off_reason)  # fmt: skip
+            else:
+                self.counters["gso_split"] += 1
+            for datagram in datagrams:
+                self.send(socket_id, datagram, address)
             return
+        bound.gso_proven = True
         self.counters["datagrams_sent"] += len(datagrams)
         self.counters["gso_sends"] += 1
 
@@ -286,6 +323,8 @@ class Binder:
                 "address": b.addresses[0] if b.addresses else None,
                 "addresses": list(b.addresses),
                 "port": b.local.port,
+                "gso": b.gso,
+                "gsoOffReason": b.gso_off_reason or None,
             }
             for b in sorted(self._bound.values(), key=lambda b: (b.local.index, b.local.family))
         ]
@@ -305,6 +344,7 @@ class Binder:
             "bound": bound,
             "skipped": skipped,
             "counters": dict(self.counters),
+            "sendErrors": dict(sorted(self.send_errors_by_errno.items())),
         }
 
     # --- keeping in step with the OS -----------------------------------------------------------

@@ -70,6 +70,7 @@ from .paths import (
 from .prefixes import PrefixTable
 from .roots import advertised_endpoints, may_tell, read_announcement
 from .session import Session
+from .toobig import RELAYED_PACKET_MAX, fragment_ipv4, too_big_answer
 from .vouching import Holder, choose_holders
 
 # Handshakes: retried quickly (a lost initiation should not cost a user seconds), abandoned
@@ -1213,7 +1214,7 @@ class NodeCore:
                 continue
             peer = self.peers[peer_address]
             self._mark_traffic(peer, now)
-            self._send_data(peer, run, now)
+            self._send_data(peer, run, now, network_id)
 
     def send_super_packet(self, network_id: str, packet: SuperPacket, now: float) -> None:
         """A TCP super-packet from a network's tap (offload.py): its segments share one
@@ -1241,22 +1242,49 @@ class NodeCore:
         direct = self._direct(peer, now)
         datagrams = direct and direct[0].seal_super(packet)
         if not datagrams:
-            self._send_data(peer, packet.segments(), now)
+            self._send_data(peer, packet.segments(), now, network_id)
             return
         # Each but a shorter last one: the data header, the segment's headers, size, the tag.
         self._sent(peer, direct, datagrams, wire.DATA_OVERHEAD + packet.header_len + packet.size,
                    now)  # fmt: skip
 
-    def _send_data(self, peer: Peer, packets: list[tuple[bytes, int]], now: float) -> None:
+    def _send_data(self, peer: Peer, packets: list[tuple[bytes, int]], now: float,
+                   network_id: str) -> None:  # fmt: skip
         """IP packets to one peer: sealed in one call when a session and a direct path are
         there; otherwise one by one (queued, relayed, or starting a handshake)."""
         direct = self._direct(peer, now)
         datagrams = direct and direct[0].seal_many(wire.TYPE_DATA, packets)
         if not datagrams:
+            if isinstance(peer.preferred, RelayPath):
+                packets = self._fit_relay(network_id, packets)
             for packet, hint in packets:
                 self._send(peer, wire.TYPE_DATA, packet, now, hint)
             return
         self._sent(peer, direct, datagrams, 0, now)
+
+    def _fit_relay(self, network_id: str, packets: list[tuple[bytes, int]],
+                   ) -> list[tuple[bytes, int]]:  # fmt: skip
+        """Packets about to go relayed, made to fit a relay frame (node/toobig.py): cut into
+        IPv4 fragments where allowed; otherwise dropped, the first answered into the tap with
+        "too big" so that its sender sends smaller at once."""
+        if all(len(packet) <= RELAYED_PACKET_MAX for packet, _ in packets):
+            return packets  # the common case: one look per packet
+        fitting: list[tuple[bytes, int]] = []
+        answered = False
+        for packet, hint in packets:
+            if len(packet) <= RELAYED_PACKET_MAX:
+                fitting.append((packet, hint))
+                continue
+            fragments = None if hint else fragment_ipv4(packet, RELAYED_PACKET_MAX)
+            if fragments:
+                fitting.extend((fragment, 0) for fragment in fragments)
+                continue
+            self.packet_drops["too_big_relayed"] += 1
+            answer = None if answered else too_big_answer(packet, RELAYED_PACKET_MAX)
+            if answer is not None:
+                self._packets.setdefault(network_id, []).append((answer, 0))
+                answered = True
+        return fitting
 
     def _direct(self, peer: Peer, now: float) -> tuple[Session, DirectPath] | None:
         """The peer's session and path if data can go to it at once, sealed in batches."""
@@ -1315,6 +1343,11 @@ class NodeCore:
             self._datagrams.append((path.socket_id, path.endpoint, [datagram], 0))
             return
         assert isinstance(path, RelayPath)
+        if len(datagram) > RELAYED_PACKET_MAX + wire.DATA_OVERHEAD:
+            # Its relay frame would not fit the path (a packet queued before the peer went
+            # relayed): never left to IP fragmentation (node/toobig.py).
+            self.packet_drops["too_big_relayed"] += 1
+            return
         root = self.peers.get(path.via)
         if root is None or root.current is None or root.preferred is None:
             self.packet_drops["relay_unavailable"] += 1

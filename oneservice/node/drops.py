@@ -54,6 +54,8 @@ PACKET_DROPS: dict[str, str] = {
     "relay_refused": "asked to relay, and we are not a root",
     "relay_no_destination": "asked to relay to a peer we have no session with",
     "relay_unavailable": "to a peer reached through a root that is not connected",
+    "too_big_relayed": "over 1383 bytes for a peer reached through a root and not allowed "
+                       "to be cut into IPv4 fragments: its sender is told \"too big\" (ICMP)",
     "whois_refused": "a look-up we do not answer (not a root, or about a stranger's peer)",
     "whois_answer_invalid": "a look-up answer whose identity does not match its address",
     "introduction_not_from_root": "an introduction from a peer that is not one of our roots",

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import socket
+from typing import ClassVar
 
 import pytest
 from hypothesis import given, settings
@@ -61,8 +63,21 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+class RefusingSocket(socket.socket):
+    """A real socket whose GSO sends fail with the errnos the test queues (0: goes through)."""
+
+    refusals: ClassVar[list[int]] = []
+
+    def sendmsg(self, *args):
+        code = RefusingSocket.refusals.pop(0) if RefusingSocket.refusals else 0
+        if code:
+            raise OSError(code, os.strerror(code))
+        return super().sendmsg(*args)
+
+
 class Harness:
-    def __init__(self, backend: FakeBackend, port: int = 0) -> None:
+    def __init__(self, backend: FakeBackend, port: int = 0,
+                 socket_factory=socket.socket) -> None:  # fmt: skip
         self.backend = backend
         self.events: list = []
         self.datagrams: list = []
@@ -71,6 +86,7 @@ class Harness:
             on_datagram=lambda read, size, local, addr: self.datagrams.extend(
                 (data, local) for data in split_coalesced(read, size)
             ),
+            socket_factory=socket_factory,
         )  # fmt: skip
         self.binder.subscribe(self.events.append)
         backend.notify = self.binder.on_changes
@@ -196,6 +212,62 @@ def test_datagrams_are_delivered_with_their_socket_and_sends_never_raise():
         await h.binder.stop()
 
     run(scenario())
+
+
+def gso_scenario(refusals: list[int], batches: int) -> tuple[Binder, dict, list[bytes]]:
+    """Batches of three datagrams sent with GSO while the socket refuses as queued: the
+    binder, its socket's state, and what arrived at a real peer."""
+
+    async def scenario():
+        RefusingSocket.refusals = list(refusals)
+        h = Harness(FakeBackend([nic(2, "eth0", 2)]), port=free_port(),
+                    socket_factory=RefusingSocket)  # fmt: skip
+        await h.binder.start()
+        local = h.binder.sockets()[0]
+        arrived: list[bytes] = []
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+            peer.bind(("127.0.0.2", 0))
+            peer.settimeout(2)
+            for batch in range(batches):
+                datagrams = [bytes([batch, i]) * 600 for i in range(3)]
+                h.binder.send_many(local.id, datagrams, peer.getsockname())
+                arrived += [peer.recvfrom(2000)[0] for _ in datagrams]
+        (bound,) = h.binder.state()["bound"]
+        await h.binder.stop()
+        return h.binder, bound, arrived
+
+    return run(scenario())
+
+
+def sent(batches: int) -> list[bytes]:
+    return [bytes([b, i]) * 600 for b in range(batches) for i in range(3)]
+
+
+def test_a_gso_batch_the_kernel_refuses_is_split_and_gso_stays_on():
+    # EMSGSIZE (a relayed batch over the uplink's MTU) whenever it comes, and EINVAL once GSO
+    # has worked on the socket: the batch's fault, not the socket's.
+    for refusals in ([errno.EMSGSIZE], [0, errno.EMSGSIZE, errno.EMSGSIZE], [0, errno.EINVAL]):
+        binder, bound, arrived = gso_scenario(refusals, batches=4)
+        failed = sum(1 for code in refusals if code)
+        assert arrived == sent(4), refusals
+        assert bound["gso"] is True and bound["gsoOffReason"] is None, refusals
+        assert binder.counters["gso_split"] == failed, refusals
+        assert binder.counters["gso_sends"] == 4 - failed, "the batches after use GSO again"
+        name = errno.errorcode[next(code for code in refusals if code)]
+        assert binder.send_errors_by_errno == {name: failed}
+
+
+def test_gso_is_turned_off_only_when_the_socket_cannot_do_it():
+    # EIO: the device cannot checksum for GSO; EINVAL, ENOPROTOOPT at the first use: an old
+    # kernel. Off for good, the reason said, nothing lost.
+    for code in (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT):
+        binder, bound, arrived = gso_scenario([code], batches=2)
+        assert (bound["gso"], binder.counters["gso_split"], arrived) == (False, 0, sent(2))
+        assert bound["gsoOffReason"].startswith(errno.errorcode[code] + ": ")
+        assert binder.counters["gso_sends"] == 0
+    # EIO after GSO worked (the route moved to a device without checksumming): off too.
+    binder, bound, _ = gso_scenario([0, errno.EIO], batches=3)
+    assert (bound["gso"], binder.counters["gso_sends"]) == (False, 1)
 
 
 def test_port_in_use_at_start_is_an_error_and_leaves_nothing_open():
