@@ -1,6 +1,6 @@
 """A peer's lifecycle as an explicit table (pure): its states, the events that move it, and
-what each transition sends. The core works out a peer's state from its sessions and its
-handshake in flight (NodeCore._state), looks the event up here and does what it says; every
+what each transition sends. The peer machine (node/machine.py) works out a peer's state from
+its sessions and its handshake in flight, looks the event up here and does what it says; every
 state x event pair is in the table, so nothing happens by omission (tests/unit/test_lifecycle.py).
 """
 

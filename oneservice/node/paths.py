@@ -161,3 +161,8 @@ def choose_path(
         if best.rtt > current.rtt * SWITCH_RTT_RATIO:
             return current
     return best
+
+
+def endpoint_of(address: tuple) -> Endpoint:
+    """A socket address (IPv6 ones have four fields) as the endpoint a path keeps."""
+    return (address[0], address[1])

@@ -154,7 +154,7 @@ def main() -> None:
         return len(datagrams)
 
     results["seal"] = best(args.rounds, seal)
-    receiving = b._sessions[session.remote_index]  # the session a's datagrams name
+    receiving = b.parts.machine.sessions[session.remote_index]  # the session a's datagrams name
 
     def open_(_) -> int:
         for datagram in datagrams:

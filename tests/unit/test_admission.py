@@ -88,7 +88,7 @@ def test_a_cookie_is_kept_for_its_path_and_used_by_the_next_initiation():
     [peer_b] = a.peers.values()
     assert set(peer_b.cookies) == {("192.0.2.2", 9993)}
     sent_before = b.cookie_replies_sent
-    a._initiate(peer_b, sim.now)  # a rekey while b is still under load
+    a.parts.machine.initiate(peer_b, sim.now)  # a rekey while b is still under load
     flood(b, sim.now)
     sim.step()
     assert b.cookie_replies_sent == sent_before + 200, "no cookie needed for a's initiation"

@@ -10,16 +10,17 @@ from oneservice import offload
 from oneservice.identity import Identity
 from oneservice.messages import AddressAnswer
 from oneservice.network.config import Member, NetworkConfig, Route
-from oneservice.node import core as core_module
+from oneservice.node import responder as responder_module
 from oneservice.node import wire
-from oneservice.node.core import (
-    ACTIVE_PROBE_INTERVAL_S,
-    IDLE_PROBE_INTERVAL_S,
-    REKEY_AFTER_S,
-    PeerConnected,
-)
+from oneservice.node.core import PeerConnected
 from oneservice.node.paths import RelayPath
 from oneservice.node.prefixes import PrefixTable
+from oneservice.node.timing import (
+    ACTIVE_PROBE_INTERVAL_S,
+    EAGER_NETWORK_MEMBERS,
+    IDLE_PROBE_INTERVAL_S,
+    REKEY_AFTER_S,
+)
 from tests.unit.corenet import (
     NETWORK_ID,
     Sim,
@@ -489,7 +490,7 @@ def test_a_peers_advertised_endpoints_are_direct_addresses_each_once():
 def test_a_full_table_of_transient_peers_makes_room_by_evicting_the_idlest(monkeypatch):
     """Strangers (not members of any network of ours) are kept as transient peers, up to a
     cap; at the cap a newcomer replaces the one idle longest instead of being refused."""
-    monkeypatch.setattr(core_module, "MAX_TRANSIENT_PEERS", 2)
+    monkeypatch.setattr(responder_module, "MAX_TRANSIENT_PEERS", 2)
     sim = two_nodes()
     a = sim.nodes["a"]
 
@@ -626,7 +627,7 @@ def test_in_a_big_network_members_are_reached_on_demand_not_all_at_once():
     routes for the network), not every member at once, retried every second: with 10,000
     members that was 10,000 initiations a second, through the root for the members without
     an endpoint, starving the member's event loop and loading the root."""
-    for count, eager in ((10, True), (core_module.EAGER_NETWORK_MEMBERS + 10, False)):
+    for count, eager in ((10, True), (EAGER_NETWORK_MEMBERS + 10, False)):
         sim = Sim()
         a, b = sim.add_node("a", 1), sim.add_node("b", 2)
         sim.add_socket("a", 1, ("198.51.100.1", 9993))

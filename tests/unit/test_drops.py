@@ -18,7 +18,7 @@ def counted_in_code() -> dict[str, set[str]]:
     found: dict[str, set[str]] = {"datagram": set(), "packet": set()}
     for path in NODE.glob("*.py"):
         text = path.read_text()
-        found["datagram"] |= set(re.findall(r'self\.drops\["([a-z_0-9]+)"\]', text))
+        found["datagram"] |= set(re.findall(r'self(?:\.node)?\.drops\["([a-z_0-9]+)"\]', text))
         found["packet"] |= set(re.findall(r'packet_drops\["([a-z_0-9]+)"\]', text))
         # admission.py, handshakes.py and chunks.py count into the counter they were given
         given = set(re.findall(r'_drops\["([a-z_0-9]+)"\]', text))

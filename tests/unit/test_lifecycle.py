@@ -35,15 +35,16 @@ def test_each_row_is_consistent_with_what_it_sends():
 def record_transitions(core) -> list[tuple]:
     """(state before, event, state after, whether an initiation left) for every event."""
     seen: list[tuple] = []
-    lifecycle = core._lifecycle
+    machine = core.parts.machine
+    lifecycle = machine.fire
 
     def recorded(peer, event, now, state=None):
-        before = state or core._state(peer, now)
+        before = state or machine.state(peer, now)
         sent = peer.handshake_sent
         lifecycle(peer, event, now, state)
-        seen.append((before, event, core._state(peer, now), peer.handshake_sent != sent))
+        seen.append((before, event, machine.state(peer, now), peer.handshake_sent != sent))
 
-    core._lifecycle = recorded
+    machine.fire = recorded
     return seen
 
 

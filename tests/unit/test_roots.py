@@ -83,8 +83,8 @@ def test_a_root_does_not_answer_for_a_node_claiming_someone_elses_address():
     forged = WhoisAnswer(real.identity.address,
                          f"{real.identity.address}:1:{liar.x25519_public.hex()}:"
                          f"{liar.ed25519_public.hex()}")  # fmt: skip
-    a._lookups.start(real.identity.address, sim.now)
-    a._receive_whois_answer(real, forged, sim.now)
+    a.parts.roots.lookups.start(real.identity.address, sim.now)
+    a.parts.roots.receive_whois_answer(real, forged, sim.now)
     assert a.peers[r.identity.address].identity == real.identity  # unchanged
     assert a.packet_drops["whois_answer_invalid"] == 1
 
@@ -107,8 +107,8 @@ def test_garbage_whois_and_introductions_are_counted():
     sim = rooted()
     a, r = sim.nodes["a"], sim.nodes["r"]
     root = a.peers[r.identity.address]
-    a._receive_introduction(root, Introduction("junk", ("1.2.3.4/5",)), sim.now)
-    a._receive_introduction(root, Introduction(os.urandom(3).hex()), sim.now)
+    a.parts.roots.receive_introduction(root, Introduction("junk", ("1.2.3.4/5",)), sim.now)
+    a.parts.roots.receive_introduction(root, Introduction(os.urandom(3).hex()), sim.now)
     assert a.packet_drops["introduction_invalid"] == 2
 
 
@@ -174,7 +174,8 @@ def test_nodes_that_are_not_roots_refuse_to_relay():
     sim = rooted(relay=False)
     a, b, r = sim.nodes["a"], sim.nodes["b"], sim.nodes["r"]
     root = a.peers[r.identity.address]
-    a._send_on(root, root.preferred, 5, bytes.fromhex(b.identity.address) + b"x" * 40, sim.now)
+    relay_frame = bytes.fromhex(b.identity.address) + b"x" * 40
+    a.parts.tx.send_on(root, root.preferred, 5, relay_frame, sim.now)
     sim.step()
     assert r.packet_drops["relay_refused"] == 1
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 
 from oneservice.network.config import Member, NetworkConfig
-from oneservice.node.core import ACTIVE_PROBE_INTERVAL_S, DEADLINE_SLACK_S, IDLE_PROBE_INTERVAL_S
+from oneservice.node.timing import ACTIVE_PROBE_INTERVAL_S, DEADLINE_SLACK_S, IDLE_PROBE_INTERVAL_S
 from tests.unit.corenet import NETWORK_ID, Sim, identity, ipv4_packet
 
 
@@ -33,13 +33,13 @@ def star(peers: int) -> Sim:
 def count_turns(core) -> list[int]:
     """How many times the core looks at a peer in handle_timer (works on any version)."""
     turns = [0]
-    tick = core._tick_peer
+    tick = core.parts.upkeep.tick
 
     def counted(peer, now):
         turns[0] += 1
         tick(peer, now)
 
-    core._tick_peer = counted
+    core.parts.upkeep.tick = counted
     return turns
 
 

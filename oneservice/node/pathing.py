@@ -1,0 +1,252 @@
+"""Which paths each peer has and which one carries its traffic.
+
+Paths come from our sockets (the binder's) crossed with a peer's endpoints, from what we hear
+(an authenticated datagram proves its path), and from connected roots (relay paths). Probes
+measure them; node/paths.py chooses. Our own addresses and our networks' subnets are never a
+path's endpoint (that would send the tunnel through itself).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import socket
+from collections.abc import Iterable
+
+from ..messages import Ping, Pong, encode
+from . import wire
+from .context import NodeContext
+from .lifecycle import Event
+from .paths import DirectPath, Endpoint, Path, RelayPath, choose_path, endpoint_of
+from .peer import Peer, path_changed, probe_interval, window
+from .timing import ACTIVE_WINDOW_S, QUIET_PROBE_S
+
+
+class PathKeeper:
+    def __init__(self, node: NodeContext) -> None:
+        self.node = node
+        self.sockets: dict[int, int] = {}  # binder socket id -> address family
+        # Binder socket id -> rank (lower first): the metric of its uplink's default route.
+        self.socket_ranks: dict[int, int] = {}
+        # This node's own physical addresses: never a peer's endpoint (a member left over from
+        # an earlier install of this machine would have it send initiations to itself forever).
+        self.own_ips: frozenset[str] = frozenset()
+        self.refused_hints: set[tuple[str, Endpoint]] = set()
+
+    def socket_up(self, socket_id: int, family: int, now: float) -> None:
+        """A new binder socket: probe every peer's endpoints over it at once."""
+        self.sockets[socket_id] = family
+        for peer in self.node.registry.peers.values():
+            self.add_candidates(peer)
+            self.probe(peer, now, only_socket=socket_id)
+
+    def socket_down(self, socket_id: int, now: float) -> None:
+        """The socket's interface is gone: its paths die now, traffic moves at once."""
+        self.sockets.pop(socket_id, None)
+        for peer in self.node.registry.peers.values():
+            gone = [k for k, p in peer.paths.items()
+                    if isinstance(p, DirectPath) and p.socket_id == socket_id]  # fmt: skip
+            for key in gone:
+                del peer.paths[key]
+            if peer.preferred is not None and peer.preferred.key in gone:
+                peer.preferred = None
+                self.reselect(peer, now)
+                self.probe(peer, now)
+
+    def socket_readdressed(self, socket_id: int, now: float) -> None:
+        """Our address behind a socket changed: tell peers at once (they follow the roam)."""
+        for peer in self.node.registry.peers.values():
+            self.probe(peer, now, only_socket=socket_id)
+
+    def set_own_addresses(self, addresses: Iterable[str], now: float) -> None:
+        """The addresses of this node's uplinks (as the binder sees them): paths to them go."""
+        self.own_ips = frozenset(
+            ipaddress.ip_address(a.split("%")[0]).compressed for a in addresses
+        )
+        for peer in self.node.registry.peers.values():
+            stale = [k for k, p in peer.paths.items()
+                     if isinstance(p, DirectPath) and self.own(p.endpoint)]  # fmt: skip
+            for key in stale:
+                if peer.preferred is peer.paths[key]:
+                    peer.preferred = None
+                del peer.paths[key]
+            if stale and peer.preferred is None:
+                self.reselect(peer, now)
+
+    def set_socket_ranks(self, ranks: dict[int, int], now: float) -> None:
+        """Which uplinks the OS prefers (the default routes' metrics, or the user's): paths
+        through a better one are taken as soon as it works, RTT decides between equals."""
+        if ranks == self.socket_ranks:
+            return
+        self.socket_ranks = dict(ranks)
+        for peer in self.node.registry.peers.values():
+            self.reselect(peer, now)
+
+    def own(self, endpoint: Endpoint) -> bool:
+        try:
+            ip = ipaddress.ip_address(endpoint[0])
+        except ValueError:
+            return False
+        return ip.is_loopback or ip.compressed in self.own_ips
+
+    def routes_changed(self, now: float) -> None:
+        """Routes moved: a path may now fail one way only (our packets go to a dead gateway
+        while the peer's still arrive), so only answered probes count as proof."""
+        for peer in self.node.registry.peers.values():
+            if peer.current is not None:
+                self.probe(peer, now, strict=True)
+
+    def add_relay_paths(self, peer: Peer) -> None:
+        """Every peer that is not a root can also be reached through each connected root."""
+        if peer.root:
+            return
+        for root in self.node.roots.roots.values():
+            if root.current is not None and root.address not in peer.paths:
+                peer.paths[root.address] = RelayPath(root.address, peer.address)
+
+    def add_candidates(self, peer: Peer) -> None:
+        known = peer.hints | {p.endpoint for p in peer.paths.values() if isinstance(p, DirectPath)}
+        for endpoint in known:
+            if self.inside_virtual_network(endpoint) or self.own(endpoint):
+                self.refused_hints.add((peer.address, endpoint))
+                continue
+            family = socket.AF_INET6 if ":" in endpoint[0] else socket.AF_INET
+            for socket_id, socket_family in self.sockets.items():
+                if socket_family == family and (socket_id, endpoint) not in peer.paths:
+                    peer.paths[(socket_id, endpoint)] = DirectPath(socket_id, endpoint)
+
+    def heard(self, peer: Peer, socket_id: int | None, address: tuple | None,
+              via: str | None, now: float) -> Path | None:  # fmt: skip
+        """An authenticated packet came over (socket, address), or through root ``via``: that
+        path works."""
+        if via is not None:
+            path = peer.paths.get(via)
+            if path is None:
+                path = peer.paths[via] = RelayPath(via, peer.address)
+        else:
+            endpoint = endpoint_of(address)
+            path = peer.paths.get((socket_id, endpoint))
+            if path is None:
+                if socket_id not in self.sockets or self.inside_virtual_network(endpoint):
+                    # The datagram itself was fine (and counted as accepted); only the path is
+                    # not kept.
+                    self.node.packet_drops["path_refused"] += 1
+                    return None
+                path = DirectPath(socket_id, endpoint, learned=endpoint not in peer.hints)
+                peer.paths[path.key] = path
+        path.last_received = now
+        peer.last_heard = now
+        if path is peer.preferred and not path.strict:
+            return path  # just heard from, so alive: the common case, once per packet
+        self.node.schedule.touch(peer, now)
+        if peer.preferred is None or not peer.preferred.alive(now, window(peer, now)):
+            self.reselect(peer, now)
+        return path
+
+    def inside_virtual_network(self, endpoint: Endpoint) -> bool:
+        """No path may run through one of our own networks: it would tunnel the tunnel. (A
+        relay path has no endpoint: the root's own path was checked.)"""
+        try:
+            ip = ipaddress.ip_address(endpoint[0])
+        except ValueError:
+            return True
+        return any(ip.version == s.version and ip in s for s in self.node.registry.virtual_subnets)
+
+    def probe(
+        self, peer: Peer, now: float, only_socket: int | None = None, strict: bool = False
+    ) -> None:
+        if peer.current is None:
+            self.node.machine.fire(peer, Event.NEED, now)
+            return
+        for path in peer.paths.values():
+            if only_socket is not None and not (
+                isinstance(path, DirectPath) and path.socket_id == only_socket
+            ):
+                continue
+            self.probe_path(peer, path, now, strict)
+
+    def probe_path(self, peer: Peer, path: Path, now: float, strict: bool = False) -> None:
+        path.strict = path.strict or strict
+        self.node.schedule.touch(peer, now)
+        peer.probe_counter = (peer.probe_counter + 1) & 0x7FFFFFFF
+        path.probe_leaving(peer.probe_counter, now)
+        # "p": sent on our preferred path. The peer then answers on it too, so both
+        # directions move together when we change uplink or address.
+        ping = encode(Ping(path.probe_id, preferred=path is peer.preferred))
+        self.node.tx.send_on(peer, path, wire.TYPE_CONTROL, ping, now)
+
+    @staticmethod
+    def peer_prefers(peer: Peer, path: Path) -> None:
+        for other in peer.paths.values():
+            other.peer_prefers = other is path
+
+    def follow(self, peer: Peer, path: Path, now: float) -> None:
+        """Use the path the peer uses: it knows first when its side of a path changed. The
+        path we leave may be dead: probe the others now so none is switched back to blindly."""
+        if path.strict and not path.alive(now, window(peer, now)):
+            return  # its packets reach us, but ours were shown not to leave over it
+        if choose_path(peer.paths.values(), peer.preferred, now, window(peer, now),
+                       self.socket_ranks) is not path:  # fmt: skip
+            return  # ours is better placed (the uplink this OS prefers): the peer follows us
+        peer.preferred = path
+        self.node.schedule.touch(peer, now)
+        self.node.events.append(path_changed(peer, path))
+        self.probe(peer, now)
+
+    def mark_traffic(self, peer: Peer, now: float) -> None:
+        waking = now - peer.last_traffic >= ACTIVE_WINDOW_S
+        if now - peer.last_traffic >= QUIET_PROBE_S:
+            # Sending again after a pause: a quiet path may be due a probe sooner. (Not per
+            # packet: a steady flow moves no deadline earlier.)
+            self.node.schedule.touch(peer, now)
+        peer.last_traffic = now
+        if waking and peer.current is not None:
+            # Paths were checked every 20 s while idle; traffic wants them proven now.
+            peer.next_probe = now + probe_interval(peer, now)
+            self.probe(peer, now)
+
+    def reselect(self, peer: Peer, now: float) -> None:
+        chosen = choose_path(peer.paths.values(), peer.preferred, now, window(peer, now),
+                             self.socket_ranks)  # fmt: skip
+        if chosen is not peer.preferred:
+            peer.preferred = chosen
+            self.node.schedule.touch(peer, now)
+            self.node.events.append(path_changed(peer, chosen))
+            if chosen is not None and peer.current is not None:
+                # Said at once on the new path, so the peer's traffic to us moves over too
+                # instead of at its next probe.
+                self.probe_path(peer, chosen, now)
+                if peer.queue:
+                    self.node.tx.flush_queue(peer, now)
+            elif chosen is None:
+                peer.no_path_since = now  # Upkeep.tick: a new handshake if it stays so
+
+    def receive_probe(self, peer: Peer, message: Ping | Pong, path: Path | None,
+                      now: float) -> None:  # fmt: skip
+        if path is None:
+            return
+        if isinstance(message, Ping):
+            if message.preferred:
+                self.peer_prefers(peer, path)
+                if path is not peer.preferred:
+                    self.follow(peer, path, now)  # the peer moved (new uplink or address)
+            self.node.tx.send_on(peer, path, wire.TYPE_CONTROL, encode(Pong(message.probe_id)), now)
+        elif message.probe_id == path.probe_id and path.probe_sent > -math.inf:
+            path.record_rtt(now - path.probe_sent)
+            path.probe_sent = -math.inf
+            path.strict = False
+            self.node.schedule.touch(peer, now)  # no probe timeout to wait for any more
+            self.reselect(peer, now)
+
+    def set_watched(self, addresses: Iterable[str], now: float) -> None:
+        """The peers whose silence must be noticed within a second, traffic or not (a full
+        tunnel's gateways): their paths are checked as if they carried traffic, and more
+        often. Replaces the previous set."""
+        wanted = set(addresses)
+        for address, peer in self.node.registry.peers.items():
+            watched = address in wanted
+            if watched != peer.watched:
+                peer.watched = watched
+                self.node.schedule.touch(peer, now)
+                if watched:
+                    self.mark_traffic(peer, now)  # its paths proven now, not in 20 s

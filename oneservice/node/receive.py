@@ -1,0 +1,233 @@
+"""Everything the core receives: datagrams from the binder, opened in batches where they are
+data for a live session, one by one otherwise, each either accepted or counted as a drop; the
+packets inside go to their network's tap, control messages to whoever handles them.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from ..messages import (
+    AddressAnswer,
+    AddressQuery,
+    ChunkRequest,
+    ConfigAnswer,
+    ConfigDelta,
+    ConfigRequest,
+    Goodbye,
+    Introduction,
+    MessageError,
+    Ping,
+    Pong,
+    Whois,
+    WhoisAnswer,
+    decode,
+)
+from . import chunks, wire
+from .context import NodeContext
+from .events import ControlReceived
+from .paths import Path
+from .peer import Peer
+from .session import Session
+from .timing import REJECT_AFTER_S
+
+_DATA_FIELDS = struct.Struct("<IQ")
+_TRANSPORT_TYPES = frozenset({
+    wire.TYPE_DATA, wire.TYPE_CONTROL, wire.TYPE_RELAY, wire.TYPE_RELAYED,
+    wire.TYPE_CONTROL_CHUNK,
+})  # fmt: skip
+
+
+class Receiver:
+    def __init__(self, node: NodeContext) -> None:
+        self.node = node
+        self.reassembly = chunks.Reassembly(node.packet_drops)
+
+    def receive_datagrams(self, datagrams: list[bytes], socket_id: int, address: tuple,
+                          now: float) -> None:  # fmt: skip
+        """Datagrams from one sender on one socket. Data for the first one's session is
+        opened and replay-checked in one call (node/aead.py); the rest, one by one."""
+        session = self.node.machine.data_session(datagrams[0], now)
+        if session is None:
+            for data in datagrams:
+                self.receive(data, socket_id, address, None, now)
+            return
+        self.opened(session, session.opener.open_many(datagrams), socket_id, address, now)
+
+    def receive_coalesced(self, data: bytes, size: int, socket_id: int, address: tuple,
+                          now: float) -> None:  # fmt: skip
+        """One read of a socket: datagrams of ``size`` bytes (the last maybe shorter) as UDP
+        GRO joined them, or one datagram (size 0)."""
+        session = self.node.machine.data_session(data, now)
+        if session is None:  # (the first datagram of the split is the one just looked at)
+            for datagram in wire.split_coalesced(data, size):
+                self.receive(datagram, socket_id, address, None, now)
+            return
+        self.opened(session, session.opener.open_coalesced(data, size), socket_id, address, now)
+
+    def opened(self, session: Session, result: tuple, socket_id: int, address: tuple,
+               now: float) -> None:  # fmt: skip
+        """What an opener made of a batch (aead.py): counted, delivered, the rest handled."""
+        opened, authenticated, others, replayed, forged = result
+        if replayed:
+            self.node.drops["replayed"] += replayed
+        if forged:
+            self.node.drops["authentication_failed"] += forged
+        if authenticated:
+            path = self.authenticated(session, socket_id, address, None, now)
+            self.node.accepted += authenticated
+            if opened:
+                self.receive_data(session.peer, opened, path, now)
+        for data in others:
+            self.receive(data, socket_id, address, None, now)
+
+    def receive(self, data: bytes, socket_id: int | None, address: tuple | None, via: str | None,
+                now: float) -> None:  # fmt: skip
+        """A datagram from (socket, address), or relayed by root ``via`` (then both None)."""
+        length = len(data)
+        if length < 4:
+            self.node.drops["truncated"] += 1
+            return
+        if data[0] != wire.PROTOCOL_VERSION:
+            self.node.drops["unsupported_version"] += 1
+            return
+        kind = data[1]
+        if kind in _TRANSPORT_TYPES:
+            self.receive_transport(data, kind, socket_id, address, via, now)
+        elif kind == wire.TYPE_HANDSHAKE_INIT:
+            self.node.responder.receive_initiation(data, socket_id, address, via, now)
+        elif kind == wire.TYPE_HANDSHAKE_RESPONSE:
+            self.node.machine.receive_response(data, socket_id, address, via, now)
+        elif kind == wire.TYPE_COOKIE_REPLY:
+            self.node.machine.receive_cookie_reply(data, socket_id, address, now)
+        else:
+            self.node.drops["unknown_type"] += 1
+
+    def receive_transport(self, data: bytes, kind: int, socket_id: int | None,
+                          address: tuple | None, via: str | None, now: float) -> None:  # fmt: skip
+        if len(data) < wire.DATA_OVERHEAD:
+            self.node.drops["truncated"] += 1
+            return
+        receiver, counter = _DATA_FIELDS.unpack_from(data, 4)
+        session = self.node.machine.sessions.get(receiver)
+        if session is None:
+            self.node.drops["unknown_session"] += 1
+            return
+        opener = session.opener
+        if opener.seen_or_too_old(counter):
+            self.node.drops["replayed"] += 1
+            return
+        if now - session.created_at > REJECT_AFTER_S:
+            self.node.drops["expired_session"] += 1
+            return
+        payload = session.decrypt(data)
+        if payload is None:
+            self.node.drops["authentication_failed"] += 1
+            return
+        if not opener.mark(counter):
+            self.node.drops["replayed"] += 1
+            return
+        peer = session.peer
+        path = self.authenticated(session, socket_id, address, via, now)
+        if kind == wire.TYPE_RELAYED:
+            # Counted by what the datagram inside turns out to be, so that every datagram
+            # received is still accepted or dropped exactly once.
+            self.receive_relayed(peer, payload, now)
+            return
+        self.node.accepted += 1
+        if kind == wire.TYPE_RELAY:
+            self.node.rootservice.forward(peer, payload, now)
+        elif kind == wire.TYPE_DATA:
+            if payload:  # (empty: a keepalive)
+                self.receive_data(peer, [(payload, data[2] | data[3] << 8)], path, now)
+        elif kind == wire.TYPE_CONTROL_CHUNK:
+            whole = self.reassembly.add(peer.address, payload, now)
+            if whole is not None:
+                self.receive_control(peer, whole, path, now)
+        else:
+            self.receive_control(peer, payload, path, now)
+
+    def authenticated(self, session: Session, socket_id: int | None, address: tuple | None,
+                      via: str | None, now: float) -> Path | None:  # fmt: skip
+        """Bookkeeping once a session's datagrams authenticated: the path they came on."""
+        session.last_received = now
+        peer = session.peer
+        if not session.confirmed:
+            self.node.machine.confirm(peer, session, now)
+        return self.node.paths.heard(peer, socket_id, address, via, now)
+
+    def receive_data(self, peer: Peer, packets: list[tuple[bytes, int]], path: Path | None,
+                     now: float) -> None:  # fmt: skip
+        """IP packets (with their hints) from one peer, from one path."""
+        self.node.paths.mark_traffic(peer, now)
+        peer.last_data_received = now
+        if path is not None and path is not peer.preferred:
+            self.node.paths.peer_prefers(peer, path)  # it sends data on its preferred path
+            self.node.paths.follow(peer, path, now)
+        self.deliver(peer, packets)
+
+    def receive_relayed(self, root: Peer, payload: bytes, now: float) -> None:
+        if not root.root or len(payload) < wire.ADDRESS_LEN:
+            self.node.drops["relayed_not_from_root"] += 1
+            return
+        # The inner datagram came over our relay path through this root.
+        self.receive(payload[wire.ADDRESS_LEN :], None, None, root.address, now)
+
+    def deliver(self, peer: Peer, packets: list[tuple[bytes, int]]) -> None:
+        """Each packet to the network its source address belongs to, or dropped. Packets of
+        one flow come in runs: the source's network is looked up once per run."""
+        runs, malformed = wire.by_source(packets)
+        if malformed:
+            self.node.packet_drops["inner_malformed"] += malformed
+        batches = self.node.packets
+        for source, run in runs:
+            network_id = self.source_network(peer, source)
+            if network_id is None:
+                self.node.packet_drops["source_not_allowed"] += len(run)
+                continue
+            batch = batches.get(network_id)
+            if batch is None:
+                batches[network_id] = run
+            else:
+                batch.extend(run)
+
+    def source_network(self, peer: Peer, source: bytes) -> str | None:
+        """The network a packet from this peer with this source address is from, if any."""
+        network_id = peer.source_networks.get(source)
+        if network_id is not None:
+            return network_id
+        networks = self.node.registry.networks
+        for routed in peer.routed_networks:
+            if networks[routed].source_owner(source) == peer.address:
+                return routed
+        return None
+
+    def receive_control(self, peer: Peer, payload: bytes, path: Path | None, now: float) -> None:
+        try:
+            message = decode(payload)
+        except MessageError:
+            self.node.packet_drops["control_malformed"] += 1
+            return
+        match message:
+            case Ping() | Pong():
+                self.node.paths.receive_probe(peer, message, path, now)
+            case Whois():
+                self.node.rootservice.answer_whois(peer, message, now)
+            case WhoisAnswer():
+                self.node.roots.receive_whois_answer(peer, message, now)
+            case Introduction():
+                self.node.roots.receive_introduction(peer, message, now)
+            case Goodbye():
+                self.node.machine.peer_left(peer, now)
+            case ChunkRequest():
+                self.node.tx.resend_chunks(peer, message, now)
+            case AddressQuery():
+                self.node.rootservice.answer_address_query(peer, message, path, now)
+            case ConfigRequest() | ConfigAnswer() | ConfigDelta() | AddressAnswer():
+                self.node.events.append(ControlReceived(peer.address, message))
+
+    def ask_for_missing_chunks(self, now: float) -> None:
+        for address, message_id, missing in self.reassembly.due_requests(now):
+            peer = self.node.registry.peers.get(address)
+            if peer is not None:
+                self.node.tx.send_message(peer, ChunkRequest(message_id, tuple(missing)), now)

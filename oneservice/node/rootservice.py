@@ -1,0 +1,71 @@
+"""What a root does for others (``settings.relay``): answers who-is look-ups as node/roots.py
+allows and introduces both sides, relays datagrams it cannot read; and what any member answers
+a member that asks where it sees it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from ..messages import AddressAnswer, AddressQuery, Introduction, Whois, WhoisAnswer
+from . import wire
+from .context import NodeContext
+from .paths import DirectPath, Path
+from .peer import Peer, window
+from .roots import advertised_endpoints, may_tell
+
+
+class RootService:
+    def __init__(self, node: NodeContext) -> None:
+        self.node = node
+
+    def forward(self, source: Peer, payload: bytes, now: float) -> None:
+        """As a root: pass a datagram on to the peer it is for (we cannot read it)."""
+        if not self.node.relay:
+            self.node.packet_drops["relay_refused"] += 1
+            return
+        destination = self.node.registry.peers.get(payload[: wire.ADDRESS_LEN].hex())
+        if destination is None or destination.current is None or destination is source:
+            self.node.packet_drops["relay_no_destination"] += 1
+            return
+        source_address = bytes.fromhex(source.address)
+        relayed = source_address + payload[wire.ADDRESS_LEN :]
+        self.node.tx.send(destination, wire.TYPE_RELAYED, relayed, now)
+
+    def answer_whois(self, asker: Peer, message: Whois, now: float) -> None:
+        """Only a root (``relay``) answers, and only as node/roots.py allows."""
+        address = message.address
+        if not self.node.relay:
+            self.node.packet_drops["whois_refused"] += 1
+            return
+        target = self.node.registry.peers.get(address)
+        if target is not None and not may_tell(asker.networks, target.networks, target.findable):
+            self.node.packet_drops["whois_refused"] += 1
+            target = None  # answered as if unknown: the answer says nothing either way
+        if target is None:
+            self.node.tx.send_message(asker, WhoisAnswer(address), now)
+            return
+        answer = WhoisAnswer(address, target.identity.public_text(),
+                             tuple(self.endpoints_of(target, now)))
+        self.node.tx.send_message(asker, answer, now)
+        if target.current is not None:
+            # Tell the target too, so both sides send at once (opens NAT mappings both ways).
+            endpoints = tuple(self.endpoints_of(asker, now))
+            intro = Introduction(asker.identity.public_text(), endpoints)
+            self.node.tx.send_message(target, intro, now)
+
+    def answer_address_query(self, peer: Peer, message: AddressQuery, path: Path | None,
+                             now: float) -> None:  # fmt: skip
+        if not peer.networks or path is None:
+            self.node.packet_drops["address_query_refused"] += 1
+            return
+        seen = (f"{path.endpoint[0]}/{path.endpoint[1]}" if isinstance(path, DirectPath)
+                else f"relayed by {path.via}")  # fmt: skip
+        addresses = (ipaddress.ip_address(a) for a in self.node.paths.own_ips)
+        exits = tuple(str(a) for a in sorted((a for a in addresses if not a.is_link_local),
+                                             key=lambda a: (a.version, a)))[:8]  # fmt: skip
+        self.node.tx.send_message(peer, AddressAnswer(message.query_id, seen, exits), now)
+
+    def endpoints_of(self, peer: Peer, now: float) -> list[str]:
+        """Where a peer is reachable directly ("ip/port"): node/roots.py says which."""
+        return advertised_endpoints(peer.paths.values(), now, window(peer, now))
