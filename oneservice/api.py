@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import __version__, native
-from .controller.controller import ControllerError, StoreError
+from .controller.controller import ControllerError
+from .controller.errors import StoreError
 from .files import WriteFailed, write_atomically
 from .httpserver import HttpError, HttpServer, Request, Router
 from .network.config import is_network_id

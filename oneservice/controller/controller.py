@@ -12,7 +12,6 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..files import DamagedFile
 from ..identity import Identity, IdentityError
 from ..messages import ConfigAnswer, ConfigDelta
 from ..mtu import DEFAULT_TUNNEL_MTU
@@ -68,11 +67,6 @@ READ_ONLY_MEMBER_FIELDS = {
     "endpoints", "remoteTraceTarget", "remoteTraceLevel", "ssoExempt",
     "authenticationExpiryTime",
 }  # fmt: skip
-
-
-class StoreError(DamagedFile):
-    """The controller's database cannot be used; the message says which file or server (never
-    its password) and why."""
 
 
 class ControllerError(Exception):

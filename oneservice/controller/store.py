@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from . import schema
-from .controller import StoreError
+from .errors import StoreError
 
 # Every SQLite database starts with a 100-byte header: a shorter file is not one (an empty
 # file would silently become a new, empty database).
