@@ -26,6 +26,7 @@ from .httpserver import HttpError, HttpServer, Request, Router
 from .network.config import is_network_id
 from .network.membership import STATUS_FILE_ERROR
 from .network.signed import STATUS_ACCESS_DENIED, STATUS_NOT_FOUND, controller_address
+from .routing.documents import network_document, routes_document
 from .routing.flags import FlagsError
 from .routing.portal import DEFAULT_OPEN_S, MAX_OPEN_S
 from .settings import PORT_FILES, TOKEN_FILE
@@ -34,8 +35,7 @@ from .tap import tap_name
 if TYPE_CHECKING:
     from .controller.controller import Controller
     from .identity import Identity
-    from .network.config import NetworkConfig
-    from .network.membership import Memberships
+    from .network.registry import NetworkRegistry
     from .node.events import PeerView
     from .routing.manager import RoutingManager
     from .settings import Settings
@@ -57,8 +57,7 @@ class NodeView(Protocol):
     home: Path
     settings: Settings
     api_token: str
-    static_networks: list[NetworkConfig]
-    memberships: Memberships
+    networks: NetworkRegistry
     routing: RoutingManager
     controller: Controller | None
 
@@ -72,8 +71,6 @@ class NodeView(Protocol):
     def tap(self, network_id: str) -> TapView | None: ...
     def port_error(self, network_id: str) -> int: ...
     def counters(self) -> dict: ...
-    def network_ids(self) -> list[str]: ...
-    def down_reason(self, network_id: str) -> str: ...
     def join(self, network_id: str) -> None: ...
     async def leave(self, network_id: str) -> bool: ...
     def set_network_flags(self, network_id: str, changes: dict) -> None: ...
@@ -265,9 +262,9 @@ class Routes:
 
     def _network_json(self, network_id: str) -> dict[str, Any]:
         s = self.service
-        joined = s.memberships.networks.get(network_id)
-        static = next((n for n in s.static_networks if n.id == network_id), None)
-        down = s.down_reason(network_id)
+        joined = s.networks.memberships.networks.get(network_id)
+        static = s.networks.static_config(network_id)
+        down = s.networks.down_reason(network_id)
         if joined is None and static is None and not down:
             raise ApiError(404, f"not a member of network {network_id}")
         config = static or (joined.config if joined else None)
@@ -279,7 +276,7 @@ class Routes:
             status = "PORT_ERROR"
         if down:
             status = STATUS_FILE_ERROR
-        routing = s.routing.network_document(network_id)
+        routing = network_document(s.routing, network_id)
         return {
             "id": network_id,
             "nwid": network_id,
@@ -328,7 +325,7 @@ class Routes:
     async def networks(self, request: Request) -> list:
         s = self.service
         await s.routing.refresh_counters()
-        return [self._network_json(i) for i in s.network_ids()]
+        return [self._network_json(i) for i in s.networks.ids()]
 
     async def network(self, request: Request) -> dict:
         await self.service.routing.refresh_counters()
@@ -340,12 +337,10 @@ class Routes:
         not join a stranger's network with the full tunnel armed."""
         network_id = _network_id(request)
         body = _body(request)
-        member = any(n.id == network_id for n in self.service.static_networks) or (
-            network_id in self.service.memberships.networks
-        )
+        member = self.service.networks.is_member(network_id)
         if body:
             try:  # checked before anything changes: a bad request changes nothing
-                self.service.routing.flags_for(network_id).changed(body)
+                self.service.routing.flags.of(network_id).changed(body)
             except FlagsError as exc:
                 raise ApiError(400, str(exc)) from None
             if not member:
@@ -361,7 +356,7 @@ class Routes:
 
     async def leave(self, request: Request) -> dict:
         network_id = _network_id(request)
-        if any(n.id == network_id for n in self.service.static_networks):
+        if self.service.networks.static_config(network_id) is not None:
             raise ApiError(409, f"network {network_id} is defined by a file in networks.d: "
                                 "remove the file and restart to leave it")  # fmt: skip
         if not await self.service.leave(network_id):
@@ -426,7 +421,7 @@ class Routes:
                             '("roots": [{"identity": ..., "endpoints": [...]}])')  # fmt: skip
 
     async def portal(self, request: Request) -> dict:
-        return self.service.routing.portal_document()
+        return self.service.routing.portal.document()
 
     async def portal_open(self, request: Request) -> dict:
         """{"seconds": N}: a login window of N seconds without the full tunnel (0 closes it);
@@ -438,7 +433,7 @@ class Routes:
             raise ApiError(400, f"seconds must be a number from 0 to {MAX_OPEN_S}, got "
                                 f"{json.dumps(seconds)}")  # fmt: skip
         self.service.open_portal(float(seconds))
-        return self.service.routing.portal_document()
+        return self.service.routing.portal.document()
 
     async def leaktest(self, request: Request) -> dict:
         """Checks the full tunnel for leaks (routing/leaktest.py); a second or two."""
@@ -447,7 +442,7 @@ class Routes:
 
     async def routes(self, request: Request) -> dict:
         await self.service.routing.refresh_counters()
-        return self.service.routing.document()
+        return routes_document(self.service.routing)
 
     async def binder(self, request: Request) -> dict:
         state = self.service.binder_state()

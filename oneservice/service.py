@@ -8,74 +8,45 @@ It also carries control messages between the core and the control plane (control
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import ipaddress
 import json
 import logging
-import secrets
 import signal
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from . import __version__, memory, native
 from .authtoken import load_or_create_token
 from .binder import platform_backend
-from .binder.binder import (
-    AddressChanged,
-    Binder,
-    BinderEvent,
-    InterfaceDown,
-    InterfaceUp,
-    LocalSocket,
-    gso_batches,
-)
+from .binder.binder import AddressChanged, Binder, BinderEvent, InterfaceDown, InterfaceUp
 from .binder.interfaces import BindPolicy
 from .control import ControlPlane
-from .controller.controller import Controller
-from .identity import Identity, derive_address, load_or_create_identity
-from .messages import AddressAnswer, ConfigAnswer, ConfigDelta
+from .controller.controller import CONTROLLER_DB_FILE, Controller, open_controller
+from .guard import Failures, guarded
+from .identity import Identity, load_or_create_identity
+from .messages import ConfigAnswer, ConfigDelta
 from .monitor import ChangeMonitor, open_change_monitor
 from .monitor.changes import Change, others_routing_changed, own_routing_removed
-from .network.config import NetworkConfig, is_network_id, load_network_files, parse_endpoint
-from .network.membership import Memberships
+from .network.config import NetworkConfig, parse_endpoint
+from .network.registry import NetworkRegistry
 from .node.core import ControlReceived, NodeCore, PathChanged, PeerConnected
-from .node.events import PeerView
+from .node.events import NodeEvent, PeerView
 from .notify import notify
-from .offload import SuperPacket
+from .pump import CorePump
 from .routing import leaktest
 from .routing.manager import RoutingInputs, RoutingManager
-from .settings import Settings, SettingsError, load_local_conf
+from .settings import Settings, SettingsError, load_local_conf, reloaded_settings
 from .tap.devices import Devices
+from .whoami import AddressQueries
 
 log = logging.getLogger("oneservice")
-CONTROLLER_DB = "controller.db"
 # Routing is re-planned on every change; without one, this often anyway (a retry).
 ROUTING_RETRY_S = 5.0
 # How often freed heap memory is returned to the system (memory.give_back: under a
 # millisecond each time).
 GIVE_BACK_INTERVAL_S = 30.0
-# An uplink without a default route (a LAN-only interface) is used when nothing better works.
-NO_DEFAULT_ROUTE_RANK = 2**32
-
-
-def _guarded(callback: Callable[..., None]) -> Callable[..., None]:
-    """For what the loop runs for us (readers, scheduled calls, done callbacks): a failure is
-    logged with its traceback and counted (``callbackFailures``), and the node goes on,
-    instead of vanishing into the loop's exception handler."""
-
-    @functools.wraps(callback)
-    def run(self: Service, *args: Any) -> None:
-        try:
-            callback(self, *args)
-        except Exception:
-            self.callback_failures += 1
-            log.exception("%s failed (the node goes on)", callback.__name__.strip("_"))
-
-    return run
 
 
 class Service:
@@ -86,115 +57,75 @@ class Service:
         # node-wide file stops the start (DamagedFile: exit 2); a damaged per-network file
         # takes down that network only (down_reason).
         self.identity = load_or_create_identity(home)
-        self.static_networks, self.network_file_errors = load_network_files(home)
-        for error in self.network_file_errors.values():
-            log.error("%s", error)
-        self.memberships = Memberships(home)
-        for warning in self.memberships.load():
-            log.error("%s", warning)
+        self.networks = NetworkRegistry(home, lambda network_id: self.routing.flags.error(
+            network_id))  # fmt: skip
+        self.memberships = self.networks.memberships
         self.loop = asyncio.get_running_loop()
         self.started_at = time.time()
         self.core = NodeCore(
             self.identity, now=self.loop.time(), wall_time=time.time(), relay=settings.relay
         )
+        # Exceptions in what the loop runs for us (timer rounds, flushes, background tasks):
+        # logged with their traceback and counted here (GET /status counters).
+        self.failures = Failures()
+        self.pump = CorePump(
+            self.loop, self.core, self.failures,
+            send_many=lambda socket_id, batch, endpoint: self.binder.send_many(
+                socket_id, batch, endpoint),
+            tap_of=lambda network_id: self.devices.taps.get(network_id),
+            on_event=self._on_core_event, after_flush=self._drain_control,
+            deadline=self._next_deadline, on_round=self._timer_round,
+        )  # fmt: skip
+        self.address_queries = AddressQueries(self.core, self.pump)  # the leak test's whoami
         self.control = ControlPlane(self.identity, self.memberships, self.core.peer_endpoints,
-                                    self._own_endpoints)  # fmt: skip
+                                    self.binder_endpoints)  # fmt: skip
         self.controller: Controller | None = None
-        # Leak tests waiting for their gateway's whoami answer, by query id.
-        self._address_queries: dict[int, asyncio.Future] = {}
-        if (home / CONTROLLER_DB).exists() or settings.controller_database:
+        if (home / CONTROLLER_DB_FILE).exists() or settings.controller_database:
             self.ensure_controller()
         self.routing = RoutingManager(home, settings, self.identity.address,
                                       on_gateways=self._gateways_chosen)  # fmt: skip
         self.routing.check_state_files()
-        for network_id in self.network_ids():
-            self.routing.flags_error(network_id)  # read now: a damaged one is logged at start
+        for network_id in self.networks.ids():
+            self.routing.flags.error(network_id)  # read now: a damaged one is logged at start
         self.api_token = load_or_create_token(home)
-        self.devices = Devices(self.identity.address, self._on_tap_packets)
+        self.devices = Devices(self.identity.address, self.pump.on_tap_packets)
         self._routing_seen: tuple[frozenset[str], float] = (frozenset(), float("-inf"))
         self._gateways: set[str] = set()  # of the full tunnels wanted now: watched in the core
         self.binder = Binder(
             port=settings.primary_port,
             policy=self._bind_policy(),
             backend=platform_backend(),
-            on_datagram=self._on_datagrams,
+            on_datagram=self.pump.on_datagrams,
         )
         self.binder.subscribe(self._on_binder_event)
         self.monitor: ChangeMonitor | None = None  # opened at start (needs the running loop)
-        self._flush_scheduled = False
         self._next_give_back = 0.0  # (the first timer round gives back what start freed)
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_when = float("inf")
         self._apply_lock = asyncio.Lock()
         self._background: set[asyncio.Task] = set()
-        # Exceptions in what the loop runs for us (timer rounds, background tasks): logged
-        # with their traceback and counted here (GET /status counters).
-        self.callback_failures = 0
         self.api = None
-        # Address checks (scrypt, ~40 ms and 16 MiB each) of unknown initiators
-        # (node/admission.py) and of members whose identity is in dispute
-        # (node/vouching.py), and configs' signature checks: one thread, started at the first,
-        # never on the event loop.
-        self._identity_worker: ThreadPoolExecutor | None = None
 
     def _bind_policy(self) -> BindPolicy:
-        base = BindPolicy.from_settings(
+        return BindPolicy.from_settings(
             extra_prefixes=self.settings.interface_prefix_blacklist,
             allowlist=self.settings.interface_allowlist,
-            virtual_subnets=[s for n in self.active_networks() for s in n.subnets()],
+            virtual_subnets=[s for n in self.networks.active() for s in n.subnets()],
+            own_taps=[(tap.index, tap.name) for tap in self.devices.taps.values()],
         )
-        return BindPolicy(
-            prefix_blacklist=base.prefix_blacklist,
-            allowlist=base.allowlist,
-            virtual_subnets=base.virtual_subnets,
-            own_tap_indexes=frozenset(tap.index for tap in self.devices.taps.values()),
-            own_tap_names=frozenset(tap.name for tap in self.devices.taps.values()),
-        )
-
-    def active_networks(self) -> list[NetworkConfig]:
-        joined = [j.config for j in self.memberships.networks.values() if j.config is not None]
-        return [n for n in self.static_networks + joined if not self.down_reason(n.id)]
-
-    def network_ids(self) -> list[str]:
-        """Every network this node is in, working or not (files in networks.d)."""
-        ids = [n.id for n in self.static_networks] + list(self.memberships.networks)
-        return list(dict.fromkeys([*ids, *(i for i in self.network_file_errors
-                                          if is_network_id(i))]))  # fmt: skip
-
-    def down_reason(self, network_id: str) -> str:
-        """Why a network of ours is down because of a damaged file ("" if it is not)."""
-        joined = self.memberships.networks.get(network_id)
-        return (self.network_file_errors.get(network_id, "")
-                or (joined.file_error if joined else "")
-                or self.routing.flags_error(network_id))  # fmt: skip
-
-    def _open_controller(self) -> Controller:
-        """On PostgreSQL if local.conf names one (shared with other controller processes,
-        which tell us of their changes), else SQLite in the home."""
-        if self.settings.controller_database:
-            from .controller.postgres import PostgresStore  # only then: psycopg
-
-            store = PostgresStore(self.settings.controller_database)
-            log.info("controller store: %s", store.where)
-            store.listen(self._hear_controller_change)
-        else:
-            from .controller.store import SQLiteStore  # only controllers load SQLite (~1 MiB)
-
-            store = SQLiteStore(self.home / CONTROLLER_DB)
-        return Controller(self.identity, store)
 
     def _hear_controller_change(self, network_id: str) -> None:
         """From the store's listener thread: another controller changed a network."""
         self.loop.call_soon_threadsafe(self._controller_changed, network_id)
 
-    @_guarded
+    @guarded
     def _controller_changed(self, network_id: str) -> None:
         # Its members get the change from us too: whichever controller a member talks to.
         self.push_config(network_id)
 
     def ensure_controller(self) -> Controller:
         if self.controller is None:
-            self.controller = self.control.controller = self._open_controller()
+            self.controller = open_controller(self.home, self.settings.controller_database,
+                                              self.identity, self._hear_controller_change)
+            self.control.controller = self.controller
         return self.controller
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -214,8 +145,9 @@ class Service:
         from .api import start_api
 
         self.api = await start_api(self)
-        self._log_binder_state()
-        self._on_timer()
+        self.binder.log_table()
+        log.info("oneservice started")
+        self.pump.start()
         notify(f"READY=1\nSTATUS=node {self.identity.address}, port {self.binder.port}")
 
     def reload(self) -> None:
@@ -228,17 +160,9 @@ class Service:
             log.error("reload: %s; keeping the running settings", exc)
             notify("READY=1")
             return
-        if settings.primary_port != self.settings.primary_port:
-            log.warning("reload: primaryPort changes only at restart; still %d",
-                        self.settings.primary_port)  # fmt: skip
-        settings = dataclasses.replace(settings, primary_port=self.settings.primary_port)
-        if settings.controller_database != self.settings.controller_database:
-            log.warning("reload: controllerDatabase changes only at restart")
-            settings = dataclasses.replace(
-                settings, controller_database=self.settings.controller_database)
-        if settings.allow_management_from != self.settings.allow_management_from:
-            log.warning("reload: allowManagementFrom is checked at once, but the API listens "
-                        "beyond loopback only if it was set at start")  # fmt: skip
+        settings, warnings = reloaded_settings(self.settings, settings)
+        for warning in warnings:
+            log.warning("reload: %s", warning)
         offload_changed = settings.tun_offload != self.settings.tun_offload
         self.settings = settings
         self.routing.settings = settings
@@ -249,7 +173,7 @@ class Service:
         self._update_routing()
         if offload_changed:
             self._schedule_apply()  # the devices are rebuilt with or without offloads
-        self._schedule_flush()
+        self.pump.schedule_flush()
         log.info("reloaded %s", self.home / "local.conf")
         notify("READY=1")
 
@@ -257,30 +181,13 @@ class Service:
         return [(Identity.parse(text), [parse_endpoint(e, "root") for e in endpoints])
                 for text, endpoints in self.settings.roots]  # fmt: skip
 
-    def _log_binder_state(self) -> None:
-        state = self.binder.state()
-        log.info("UDP port %d", state["port"])
-        for entry in state["bound"]:
-            log.info(
-                "  bound   %-15s index %-3d %s %s",
-                entry["interface"], entry["index"], entry["family"], entry["address"],
-            )  # fmt: skip
-        for entry in state["skipped"]:
-            family = f" {entry['family']}" if entry["family"] else ""
-            log.info(
-                "  skipped %-15s index %-3d%s: %s",
-                entry["interface"], entry["index"], family, entry["reason"],
-            )  # fmt: skip
-        log.info("oneservice started")
-
     async def stop(self, keep_kill_switch: bool = False) -> None:
         """A clean stop removes everything of ours; a start that failed keeps the kill
         switch (if one was armed): no clean stop was asked for."""
         notify("STOPPING=1")
-        if self._timer is not None:
-            self._timer.cancel()
+        self.pump.stop()
         self.core.say_goodbye(self.loop.time())
-        self._flush()
+        self.pump.flush()
         if self.api is not None:
             await self.api.close()
         for task in list(self._background):
@@ -289,8 +196,6 @@ class Service:
         if self.monitor is not None:
             self.monitor.close()
         await self.binder.stop()
-        if self._identity_worker is not None:
-            self._identity_worker.shutdown(wait=False, cancel_futures=True)
         self.devices.close_all()
         if self.controller is not None:
             self.controller.store.close()
@@ -307,16 +212,8 @@ class Service:
         by the API while running and logged at stop."""
         return {
             "datagramsReceived": self.binder.counters["datagrams_received"],
-            "datagramsAccepted": self.core.accepted,
-            "datagramDrops": dict(sorted(self.core.drops.items())),
-            "packetDrops": dict(sorted(self.core.packet_drops.items())),
-            "refusedEndpointHints": len(self.core.refused_hints),
-            "evictedTransientPeers": self.core.evicted_transient_peers,
-            "cookieRepliesSent": self.core.cookie_replies_sent,
-            "initiationsWaiting": self.core.initiations_waiting(),
-            "refusedMemberIdentities": self.core.refused_member_identities,
-            "forgedIdentities": self.core.forged_identities,
-            "callbackFailures": self.callback_failures,
+            **self.core.counters(),
+            "callbackFailures": self.failures.count,
             "sendErrors": dict(sorted(self.binder.send_errors_by_errno.items())),
             "gsoSplits": self.binder.counters["gso_split"],
         }
@@ -327,13 +224,13 @@ class Service:
         """Make taps and the core match the active networks (serialized: configs can arrive
         while a tap is being configured)."""
         async with self._apply_lock:
-            wanted = {n.id: n for n in self.active_networks() if n.member(self.identity.address)}
+            wanted = {n.id: n for n in self.networks.active() if n.member(self.identity.address)}
             await self.devices.apply(wanted, self.settings.tun_offload)
             self.core.set_networks(list(wanted.values()), self.loop.time())
             self.binder.set_policy(self._bind_policy())
             self.routing.networks_applied = True
             self._update_routing()
-            self._schedule_flush()
+            self.pump.schedule_flush()
 
     def _routing_inputs(self, networks: list[tuple[NetworkConfig, str]]) -> RoutingInputs:
         uplinks = self.binder.uplinks
@@ -364,7 +261,7 @@ class Service:
             networks = [(self.devices.configs[n], t.name) for n, t in self.devices.taps.items()]
             checks = await self.routing.leak_test(network_id, tap.name,
                                                   self._routing_inputs(networks),
-                                                  self._ask_address)  # fmt: skip
+                                                  self.address_queries.ask)  # fmt: skip
         passed = all(c.passed for c in checks)
         return {"network": network_id, "result": "PASS" if passed else "FAIL",
                 "checks": [c.document() for c in checks]}
@@ -373,22 +270,7 @@ class Service:
         """A login window for a captive portal (routing/portal.py); its end is a deadline of
         the one timer."""
         self.routing.open_portal(seconds)
-        self._rearm()
-
-    async def _ask_address(self, address: str) -> tuple[str, tuple[str, ...]] | None:
-        """A whoami exchange with a peer over its session: (where it sees us, its uplink
-        addresses), or None without an answer within 3 s."""
-        query_id = secrets.randbits(32)
-        answer = self._address_queries[query_id] = self.loop.create_future()
-        try:
-            if not self.core.ask_address(address, query_id, self.loop.time()):
-                return None
-            self._schedule_flush()
-            return await asyncio.wait_for(answer, timeout=3.0)
-        except TimeoutError:
-            return None
-        finally:
-            self._address_queries.pop(query_id, None)
+        self.pump.rearm()
 
     def _update_routing(self, force: bool = False) -> None:
         devices = self.devices
@@ -397,7 +279,7 @@ class Service:
         inputs = self._routing_inputs(networks)
         self._routing_seen = (inputs.live_members, self.loop.time())
         self.core.set_watched(self._gateways, self.loop.time())
-        self._schedule_flush()  # a newly watched gateway's probes go now, not at the next wake
+        self.pump.schedule_flush()  # a newly watched gateway's probes go now, not at the next wake
         self.routing.update(inputs, force)
 
     def _gateways_chosen(self, gateways: dict[tuple[str, int], str]) -> None:
@@ -405,7 +287,7 @@ class Service:
 
     def set_network_flags(self, network_id: str, changes: dict) -> None:
         """FlagsError if a change is wrong (nothing changed then); applied at once."""
-        self.routing.set_flags(network_id, changes)
+        self.routing.flags.set(network_id, changes)
         self._update_routing()
 
     def _schedule_apply(self) -> None:
@@ -417,18 +299,17 @@ class Service:
         """A background task's failure is logged with its traceback and counted, not lost."""
         self._background.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            self.callback_failures += 1
-            log.error("background task failed", exc_info=task.exception())
+            self.failures.record("background task failed", task.exception())
 
     def join(self, network_id: str) -> None:
         """WriteFailed if the network's file cannot be written (then it is not joined)."""
         self.control.join(network_id, self.loop.time(), time.time())
-        self._schedule_flush()
+        self.pump.schedule_flush()
 
     async def leave(self, network_id: str) -> bool:
         left = self.memberships.leave(network_id)
         if left:
-            self.routing.forget(network_id)
+            self.routing.flags.forget(network_id)
             await self.apply_networks()
         return left
 
@@ -436,10 +317,10 @@ class Service:
         """After an admin change: every member that asked recently gets its answer now (and
         ``also`` those just removed, so they learn they are out)."""
         self.control.push_config(network_id, self.loop.time(), time.time(), also)
-        self._schedule_flush()
+        self.pump.schedule_flush()
 
-    def _own_endpoints(self) -> list[str]:
-        return [f"{b['address']}/{b['port']}" for b in self.binder.state()["bound"]]
+    def binder_endpoints(self) -> list[str]:
+        return self.binder.endpoints()
 
     def _drain_control(self) -> None:
         """What the control plane wants done: messages sent, configs checked off the event
@@ -453,35 +334,20 @@ class Service:
             self.core.send_control(address, message, now)
         checks, control.checks = control.checks, []
         for message, sender in checks:
-            future = self.loop.run_in_executor(self._worker(),
-                                               self.memberships.checker(message, sender))
+            future = self.pump.in_worker(self.memberships.checker(message, sender))
             future.add_done_callback(functools.partial(self._config_checked, message, sender))
         if control.networks_changed:
             control.networks_changed = False
             self._schedule_apply()
 
-    @_guarded
+    @guarded
     def _config_checked(self, message: ConfigAnswer | ConfigDelta, sender: Identity,
                         future: asyncio.Future) -> None:  # fmt: skip
         if not future.cancelled():
             self.control.config_checked(message, sender, future.result())
-            self._schedule_flush()
+            self.pump.schedule_flush()
 
     # --- moving bytes and time -------------------------------------------------------------------
-
-    @_guarded
-    def _on_datagrams(self, data: bytes, size: int, local: LocalSocket, address: tuple) -> None:
-        self.core.receive_coalesced(data, size, local.id, address, self.loop.time())
-        self._schedule_flush()
-
-    @_guarded
-    def _on_tap_packets(self, network_id: str,
-                        packets: list[tuple[bytes, int]] | SuperPacket) -> None:  # fmt: skip
-        if isinstance(packets, SuperPacket):
-            self.core.send_super_packet(network_id, packets, self.loop.time())
-        else:
-            self.core.send_packets(network_id, packets, self.loop.time())
-        self._schedule_flush()
 
     def _tell_core_uplinks(self) -> None:
         """The uplinks' addresses (never a peer's endpoint) and which uplink to prefer."""
@@ -515,17 +381,9 @@ class Service:
         return self.devices.errors.get(network_id, 0)
 
     def uplink_ranks(self) -> dict[int, int]:
-        """Binder socket id -> rank: the user's metric for the interface (settings.uplinkMetrics),
-        else its default route's metric; an uplink without a default route comes last."""
-        chosen = dict(self.settings.uplink_metrics)
-        metrics = {u.index: u.default_metric for u in self.binder.uplinks}
-        ranks = {}
-        for bound in self.binder.state()["bound"]:
-            metric = chosen.get(bound["interface"], metrics.get(bound["index"]))
-            ranks[bound["id"]] = NO_DEFAULT_ROUTE_RANK if metric is None else metric
-        return ranks
+        return self.binder.ranks(dict(self.settings.uplink_metrics))
 
-    @_guarded
+    @guarded
     def _on_changes(self, changes: tuple[Change, ...]) -> None:
         """A burst from the change monitor, as routing and the core see it (the binder hears
         of it too, and re-reads the interfaces if they may differ)."""
@@ -537,9 +395,9 @@ class Service:
             # The kernel is compared with the plan again, not just the plan: one of ours may
             # be gone (put back), or another program's routes may beat ours (said so).
             self._update_routing(force=True)
-            self._schedule_flush()
+            self.pump.schedule_flush()
 
-    @_guarded
+    @guarded
     def _on_binder_event(self, event: BinderEvent) -> None:
         now = self.loop.time()
         self._tell_core_uplinks()  # addresses or default routes may have changed
@@ -550,114 +408,35 @@ class Service:
         elif isinstance(event, AddressChanged):
             self.core.socket_readdressed(event.socket.id, now)
         self._update_routing()  # uplinks and LAN subnets may have changed
-        self._schedule_flush()
+        self.pump.schedule_flush()
 
-    def _schedule_flush(self) -> None:
-        # One flush per loop iteration, after every reader that woke has been served.
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self.loop.call_soon(self._flush)
-
-    @_guarded
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        # Initiations after the transport datagrams every reader of this round delivered.
-        self.core.process_handshakes(self.loop.time())
-        for key in self.core.identity_requests():
-            self._check_identity(key)
-        send_many = self.binder.send_many
-        for socket_id, endpoint, batch in gso_batches(self.core.datagrams_to_send()):
-            send_many(socket_id, batch, endpoint)
-        for network_id, packets in self.core.packets_for_tap().items():
-            tap = self.devices.taps.get(network_id)
-            if tap is not None:
-                tap.write_many(packets)
-        while (event := self.core.next_event()) is not None:
-            if isinstance(event, ControlReceived) and isinstance(event.message, AddressAnswer):
-                waiting = self._address_queries.get(event.message.query_id)
-                if waiting is not None and not waiting.done():
-                    waiting.set_result((event.message.seen, event.message.exits))
-            elif isinstance(event, ControlReceived):
-                peer = self.core.peers.get(event.address)
-                if peer is not None:
-                    self.control.receive(event.address, event.message, peer.identity,
-                                         self.loop.time(), time.time())  # fmt: skip
-            elif isinstance(event, PeerConnected):
-                log.info("peer %s: session established", event.address)
-                self._update_routing()
-            elif isinstance(event, PathChanged):
-                if event.endpoint is not None:
-                    where = f"socket {event.socket_id} -> {event.endpoint[0]}/{event.endpoint[1]}"
-                else:
-                    where = f"root {event.via} (relayed)" if event.via else "no working path"
-                log.info("peer %s: now via %s", event.address, where)
-                self._update_routing()
-        self._drain_control()
-        if self.core.datagrams_pending():
-            self._schedule_flush()  # control handling above queued more
-        self._rearm()
-
-    def _check_identity(self, key: bytes) -> None:
-        future = self.loop.run_in_executor(self._worker(), derive_address, key[:32], key[32:])
-        future.add_done_callback(functools.partial(self._identity_checked, key))
-
-    def _worker(self) -> ThreadPoolExecutor:
-        if self._identity_worker is None:
-            self._identity_worker = ThreadPoolExecutor(1, thread_name_prefix="identity-check")
-        return self._identity_worker
-
-    @_guarded
-    def _identity_checked(self, key: bytes, future: asyncio.Future) -> None:
-        if future.cancelled():
+    def _on_core_event(self, event: NodeEvent) -> None:
+        if self.address_queries.answered(event):
             return
-        error = future.exception()
-        if error is not None:
-            log.error("identity check failed: %s", error)
-        self.core.identity_derived(key, None if error else future.result(), self.loop.time())
-        self._schedule_flush()
-
-    def _on_timer(self) -> None:
-        """One timer round; whatever goes wrong in it is logged and counted, and the timer is
-        armed again anyway: without it there would be no probes, rekeys or retries."""
-        try:
-            self._timer_round()
-        except Exception:
-            self.callback_failures += 1
-            log.exception("timer round failed (the timer goes on)")
-        finally:
-            try:
-                when = self._next_deadline()
-            except Exception:
-                self.callback_failures += 1
-                log.exception("timer deadline failed (the timer goes on)")
-                when = self.loop.time() + 1.0
-            self._arm(when)
+        if isinstance(event, ControlReceived):
+            peer = self.core.peers.get(event.address)
+            if peer is not None:
+                self.control.receive(event.address, event.message, peer.identity,
+                                     self.loop.time(), time.time())  # fmt: skip
+        elif isinstance(event, PeerConnected):
+            log.info("peer %s: session established", event.address)
+            self._update_routing()
+        elif isinstance(event, PathChanged):
+            if event.endpoint is not None:
+                where = f"socket {event.socket_id} -> {event.endpoint[0]}/{event.endpoint[1]}"
+            else:
+                where = f"root {event.via} (relayed)" if event.via else "no working path"
+            log.info("peer %s: now via %s", event.address, where)
+            self._update_routing()
 
     def _next_deadline(self) -> float:
-        """The one timer: the core's next deadline, the next config request, and the
+        """The one timer (with the core's deadline, pump.py): the next config request, and the
         now-and-then retry of what failed in the kernel."""
         soon = self.loop.time() + ROUTING_RETRY_S  # a failing route change is retried then
-        return min(self.core.next_timer(), self.control.next_timer(), self.routing.next_due(),
-                   soon)  # fmt: skip
+        return min(self.control.next_timer(), self.routing.next_due(), soon)
 
-    def _rearm(self) -> None:
-        """An input gave the core (or a join) an earlier deadline than the timer's."""
-        timer = self._timer
-        if timer is None or timer.cancelled():
-            return  # not started, or stopping
-        when = self._next_deadline()
-        if when < self._timer_when:
-            timer.cancel()
-            self._arm(when)
-
-    def _arm(self, when: float) -> None:
-        # The time is kept here: uvloop's timer handles do not say when they fire.
-        self._timer_when = when
-        self._timer = self.loop.call_at(when, self._on_timer)
-
-    def _timer_round(self) -> None:
-        now = self.loop.time()
-        self.core.handle_timer(now)
+    def _timer_round(self, now: float) -> None:
+        """What a timer round does besides the core's turn (pump.py)."""
         live, planned_at = self._routing_seen
         # A gateway may go quiet (or come back) without any event; what failed in the kernel
         # is retried now and then. Otherwise there is nothing new to plan.
@@ -667,7 +446,6 @@ class Service:
         if retry or failback or self.core.live_peers(now, self._gateways) != live:
             self._update_routing()
         self.control.handle_timer(now, time.time())
-        self._flush()
         if now >= self._next_give_back:
             self._next_give_back = now + GIVE_BACK_INTERVAL_S
             memory.give_back()

@@ -12,7 +12,7 @@ import json
 import os
 import sys
 import urllib.parse
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +118,22 @@ def ensure_home(home: Path) -> Path:
     if not home.is_dir():
         raise SettingsError(f"home {home} exists but is not a directory")
     return home
+
+
+def reloaded_settings(running: Settings, read: Settings) -> tuple[Settings, list[str]]:
+    """What a reload (SIGHUP) applies of the settings just read, and a warning for each
+    change that waits for a restart."""
+    warnings = []
+    if read.primary_port != running.primary_port:
+        warnings.append(f"primaryPort changes only at restart; still {running.primary_port}")
+    if read.controller_database != running.controller_database:
+        warnings.append("controllerDatabase changes only at restart")
+    if read.allow_management_from != running.allow_management_from:
+        warnings.append("allowManagementFrom is checked at once, but the API listens beyond "
+                        "loopback only if it was set at start")  # fmt: skip
+    applied = replace(read, primary_port=running.primary_port,
+                      controller_database=running.controller_database)  # fmt: skip
+    return applied, warnings
 
 
 def load_local_conf(home: Path) -> Settings:

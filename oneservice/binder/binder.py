@@ -36,6 +36,8 @@ MAX_DATAGRAM_BYTES = 65535
 # to this many datagrams of one size, so a full-speed burst costs one system call, not dozens.
 MAX_GSO_SEGMENTS = 64
 MAX_GSO_BYTES = 65000
+# An uplink without a default route (a LAN-only interface) is used when nothing better works.
+NO_DEFAULT_ROUTE_RANK = 2**32
 # What a GSO send's error says about the socket. These mean the kernel or the device cannot
 # segment UDP at all (EIO: the device has no transmit checksumming, which UDP_SEGMENT needs;
 # EINVAL, ENOPROTOOPT: an old kernel), but EINVAL also answers one batch that does not fit
@@ -305,6 +307,42 @@ class Binder:
         self.counters["datagrams_sent"] += len(datagrams)
         self.counters["gso_sends"] += 1
 
+    def endpoints(self) -> list[str]:
+        """Where each socket listens, "ip/port" (a controller tells members where it is)."""
+        return [f"{b.addresses[0] if b.addresses else None}/{b.local.port}"
+                for b in self._sorted()]  # fmt: skip
+
+    def ranks(self, chosen_metrics: dict[str, int]) -> dict[int, int]:
+        """Socket id -> rank (lower carries the tunnel): the user's metric for the interface
+        (settings.uplinkMetrics), else its default route's metric; an uplink without a
+        default route comes last."""
+        metrics = {u.index: u.default_metric for u in self.uplinks}
+        ranks = {}
+        for bound in self._bound.values():
+            local = bound.local
+            metric = chosen_metrics.get(local.interface, metrics.get(local.index))
+            ranks[local.id] = NO_DEFAULT_ROUTE_RANK if metric is None else metric
+        return ranks
+
+    def log_table(self) -> None:
+        """The port, the bound sockets and the skipped interfaces with why, once at start."""
+        state = self.state()
+        log.info("UDP port %d", state["port"])
+        for entry in state["bound"]:
+            log.info(
+                "  bound   %-15s index %-3d %s %s",
+                entry["interface"], entry["index"], entry["family"], entry["address"],
+            )  # fmt: skip
+        for entry in state["skipped"]:
+            family = f" {entry['family']}" if entry["family"] else ""
+            log.info(
+                "  skipped %-15s index %-3d%s: %s",
+                entry["interface"], entry["index"], family, entry["reason"],
+            )  # fmt: skip
+
+    def _sorted(self) -> list[_Bound]:
+        return sorted(self._bound.values(), key=lambda b: (b.local.index, b.local.family))
+
     def set_policy(self, policy: BindPolicy) -> None:
         """New taps or virtual subnets: re-classify at once."""
         self._policy = policy
@@ -326,7 +364,7 @@ class Binder:
                 "gso": b.gso,
                 "gsoOffReason": b.gso_off_reason or None,
             }
-            for b in sorted(self._bound.values(), key=lambda b: (b.local.index, b.local.family))
+            for b in self._sorted()
         ]
         skipped = [v.as_dict() for v in self._skipped]
         for key, reason in self._bind_failures.items():

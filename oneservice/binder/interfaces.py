@@ -75,11 +75,16 @@ class BindPolicy:
         extra_prefixes: Iterable[str] = (),
         allowlist: Iterable[str] = (),
         virtual_subnets: Iterable[IPNetwork] = (),
+        own_taps: Iterable[tuple[int, str]] = (),
     ) -> BindPolicy:
+        """``own_taps``: (index, name) of each of our TUN devices (never bound)."""
+        taps = tuple(own_taps)
         return cls(
             prefix_blacklist=DEFAULT_PREFIX_BLACKLIST + tuple(extra_prefixes),
             allowlist=frozenset(allowlist),
             virtual_subnets=tuple(virtual_subnets),
+            own_tap_indexes=frozenset(index for index, _ in taps),
+            own_tap_names=frozenset(name for _, name in taps),
         )
 
 

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import secrets
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..identity import Identity, IdentityError
@@ -37,6 +40,8 @@ from ..network.signed import (
     sign_delta,
 )
 from .mirror import ConfigEntries, MemberMirror, usable_endpoint
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # the store (SQLite) is loaded only on controllers
     from .store import ControllerStore
@@ -67,6 +72,28 @@ READ_ONLY_MEMBER_FIELDS = {
     "endpoints", "remoteTraceTarget", "remoteTraceLevel", "ssoExempt",
     "authenticationExpiryTime",
 }  # fmt: skip
+
+
+# The controller's SQLite database in the home, unless local.conf names a PostgreSQL server.
+CONTROLLER_DB_FILE = "controller.db"
+
+
+def open_controller(home: Path, database: str, identity: Identity,
+                    on_change: Callable[[str], None]) -> Controller:  # fmt: skip
+    """The controller of this node's networks: on the PostgreSQL server ``database`` names
+    (shared with other controller processes, whose changes ``on_change`` hears of, with the
+    network id, from the store's listener thread), else on SQLite in the home."""
+    if database:
+        from .postgres import PostgresStore  # only then: psycopg
+
+        store: ControllerStore = PostgresStore(database)
+        log.info("controller store: %s", store.where)
+        store.listen(on_change)
+    else:
+        from .store import SQLiteStore  # only controllers load SQLite (~1 MiB)
+
+        store = SQLiteStore(home / CONTROLLER_DB_FILE)
+    return Controller(identity, store)
 
 
 class ControllerError(Exception):

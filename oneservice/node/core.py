@@ -134,6 +134,20 @@ class NodeCore:
     def cookie_replies_sent(self) -> int:
         return self._responder.cookie_replies_sent
 
+    def counters(self) -> dict:
+        """What the core accepted and refused, by reason (docs/PROTOCOL.md names each)."""
+        return {
+            "datagramsAccepted": self.accepted,
+            "datagramDrops": dict(sorted(self.drops.items())),
+            "packetDrops": dict(sorted(self.packet_drops.items())),
+            "refusedEndpointHints": len(self.refused_hints),
+            "evictedTransientPeers": self.evicted_transient_peers,
+            "cookieRepliesSent": self.cookie_replies_sent,
+            "initiationsWaiting": self.initiations_waiting(),
+            "refusedMemberIdentities": self.refused_member_identities,
+            "forgedIdentities": self.forged_identities,
+        }
+
     # --- configuration -----------------------------------------------------------------------
 
     def set_networks(self, configs: Iterable[NetworkConfig], now: float) -> None:

@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from ..files import DamagedFile, read_json_object, write_atomically
+from ..files import DamagedFile, network_down, read_json_object, write_atomically
 from ..network.config import NETWORKS_DIR, shown
+
+log = logging.getLogger(__name__)
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -200,3 +203,51 @@ def save_flags(home: Path, network_id: str, flags: NetworkFlags) -> None:
 
 def delete_flags(home: Path, network_id: str) -> None:
     flags_path(home, network_id).unlink(missing_ok=True)
+
+
+class FlagsStore:
+    """Each network's flags as saved in ``networks.d/<nwid>.local.conf``, read once; a damaged
+    file keeps its network down (its reason in ``error``) and is never written over."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self._flags: dict[str, NetworkFlags] = {}
+        self._errors: dict[str, str] = {}
+
+    def of(self, network_id: str) -> NetworkFlags:
+        """The network's flags (the defaults while its file is damaged or absent)."""
+        if network_id not in self._flags:
+            try:
+                self._flags[network_id] = load_flags(self.home, network_id)
+                self._errors.pop(network_id, None)
+            except FlagsError as exc:
+                # The network stays down (NetworkRegistry.down_reason): running it with other
+                # flags than the user saved could route or leak what they meant not to. The
+                # file stays as it is.
+                self._errors[network_id] = network_down(exc, network_id)
+                log.error("%s", self._errors[network_id])
+                self._flags[network_id] = NetworkFlags()
+        return self._flags[network_id]
+
+    def error(self, network_id: str) -> str:
+        """Why this network's flags file cannot be used ("" if it can)."""
+        self.of(network_id)
+        return self._errors.get(network_id, "")
+
+    def set(self, network_id: str, changes: dict) -> NetworkFlags:
+        """FlagsError if a change is wrong, WriteFailed if it cannot be saved; nothing is then
+        changed."""
+        if self.error(network_id):
+            raise FlagsError(f"{self._errors[network_id]}; fix or remove that file first "
+                             "(the node does not write over it)")  # fmt: skip
+        flags = self.of(network_id).changed(changes)
+        save_flags(self.home, network_id, flags)
+        self._flags[network_id] = flags
+        self._errors.pop(network_id, None)
+        return flags
+
+    def forget(self, network_id: str) -> None:
+        """The network was left: its flags go, file and all."""
+        self._flags.pop(network_id, None)
+        self._errors.pop(network_id, None)
+        delete_flags(self.home, network_id)

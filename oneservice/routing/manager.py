@@ -12,16 +12,15 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import functools
 import ipaddress
 import logging
 import math
 import sys
-import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..files import network_down
 from ..network.config import NetworkConfig
 from ..settings import Settings
 from . import leaktest, portal
@@ -35,24 +34,20 @@ from .dns import (
 )
 from .exit_linux import ExitNodeError
 from .exit_node import ExitPlan, counters_of, plan_exit_node
-from .flags import FlagsError, NetworkFlags, delete_flags, load_flags, save_flags
+from .flags import FlagsStore
 from .killswitch import KillSwitch, plan_kill_switch
+from .leakrun import AskGateway, run_leak_test
 from .nft import NftError
+from .overrides import find_overrides
 from .planner import (
     FAILBACK_S,
-    FAMILY_NAMES,
     TUNNEL_HELD,
     TUNNEL_ON,
     TUNNEL_WITHDRAWN,
-    UNREACHABLE,
     NetworkRouting,
     RoutingPlan,
-    catch_all,
-    catch_all_samples,
     catches_everything,
-    default_target,
     full_tunnel_gateways,
-    overridden,
     plan_routing,
 )
 from .sysctls import SysctlError
@@ -81,8 +76,7 @@ class RoutingManager:
         self._on_gateways = on_gateways
         self.settings = settings
         self.own_address = own_address
-        self.flags: dict[str, NetworkFlags] = {}
-        self.flag_errors: dict[str, str] = {}
+        self.flags = FlagsStore(home)
         self.plan = RoutingPlan(frozenset(), frozenset(), (), {})
         self.exit_plan = ExitPlan()
         # Forwarded packets the kernel refused, by why (exit_node.FORWARD_COUNTERS).
@@ -97,13 +91,8 @@ class RoutingManager:
         self.overrides: dict[str, str] = {}
         # Network id -> the per-port split of the plan in the kernel, in words ("": none).
         self.splits: dict[str, str] = {}
-        # Captive portals (routing/portal.py): uplink -> what its probe saw; what each uplink
-        # was probed at (the machine's addresses then: a new network probes again); and the
-        # end of a login window (oneservice-cli portal open), loop time.
-        self.portals: dict[str, str] = {}
-        self._probed: dict[str, frozenset] = {}
-        self._probing: asyncio.Task | None = None
-        self.portal_open_until = -math.inf
+        # Captive portals (routing/portal.py) and the login window (oneservice-cli portal).
+        self.portal = portal.PortalWatch(lambda: self.settings.captive_portal)
         self._last_inputs: RoutingInputs | None = None
         self.exit_error = ""
         self._dns = ResolvectlDns()
@@ -153,29 +142,13 @@ class RoutingManager:
     def managed(self) -> bool:
         return self._kernel is not None
 
-    # --- flags ---------------------------------------------------------------------------------
-
-    def flags_for(self, network_id: str) -> NetworkFlags:
-        if network_id not in self.flags:
-            try:
-                self.flags[network_id] = load_flags(self.home, network_id)
-                self.flag_errors.pop(network_id, None)
-            except FlagsError as exc:
-                # The network stays down (Service.down_reason): running it with other flags
-                # than the user saved could route or leak what they meant not to. The file
-                # stays as it is.
-                self.flag_errors[network_id] = network_down(exc, network_id)
-                log.error("%s", self.flag_errors[network_id])
-                self.flags[network_id] = NetworkFlags()
-        return self.flags[network_id]
-
     def next_due(self) -> float:
         """When time alone may change the plan: a gateway live for less than FAILBACK_S
         becomes eligible to take the tunnel back (nothing else happens at that moment, so
         the service must update then; the next update moves this on)."""
         # A login window's end, until a plan has brought the tunnel back after it.
-        return min(self._failback_due, self.portal_open_until if self.portal_open_until
-                   > -math.inf else math.inf)  # fmt: skip
+        window_end = self.portal.open_until
+        return min(self._failback_due, window_end if window_end > -math.inf else math.inf)
 
     def failing(self) -> bool:
         """Something the kernel refused (routes, exit node, kill switch, rp_filter, DNS):
@@ -184,81 +157,7 @@ class RoutingManager:
         return bool(self.errors or self.exit_error or self.kill_switch_error
                     or self.rp_filter_error or self.dns_errors)  # fmt: skip
 
-    def flags_error(self, network_id: str) -> str:
-        """Why this network's flags file cannot be used ("" if it can)."""
-        self.flags_for(network_id)
-        return self.flag_errors.get(network_id, "")
-
-    def set_flags(self, network_id: str, changes: dict) -> NetworkFlags:
-        """FlagsError if a change is wrong, WriteFailed if it cannot be saved; nothing is then
-        changed."""
-        if self.flags_error(network_id):
-            raise FlagsError(f"{self.flag_errors[network_id]}; fix or remove that file first "
-                             "(the node does not write over it)")  # fmt: skip
-        flags = self.flags_for(network_id).changed(changes)
-        save_flags(self.home, network_id, flags)
-        self.flags[network_id] = flags
-        self.flag_errors.pop(network_id, None)
-        return flags
-
-    def forget(self, network_id: str) -> None:
-        self.flags.pop(network_id, None)
-        self.flag_errors.pop(network_id, None)
-        delete_flags(self.home, network_id)
-
     # --- keeping the kernel in step ------------------------------------------------------------
-
-    def document(self) -> dict:
-        """For the API: every route of every network with why it is or is not installed."""
-        return {
-            "managed": self.managed,
-            "routes": [{"nwid": s.network_id, **s.document()} for s in self.plan.status],
-            "kernel": [
-                {"target": r.target, "via": r.via, "device": r.device, "table": r.table,
-                 "kind": r.kind}
-                for r in sorted(self.plan.routes)
-            ],
-            "rules": [
-                {"to": r.target, "table": r.table, "priority": r.priority,
-                 **({"ipproto": r.protocol} if r.protocol else {}),
-                 **({"dport": r.ports.replace(":", "-")} if r.ports else {}),
-                 **({"suppressPrefixLength": r.suppress_prefixlength}
-                    if r.suppress_prefixlength >= 0 else {})}
-                for r in sorted(self.plan.rules)
-            ],
-            "fullTunnel": dict(self.plan.full_tunnel),
-            "exitNode": dict(self.exit_plan.status),
-            "forwardingRefused": dict(self.forwarding_refused),
-            "killSwitch": _kill_switch_document(self.kill_switch),
-            "captivePortal": self.portal_document(),
-            "errors": [*self.errors, *filter(None, (self.exit_error, self.rp_filter_error,
-                                                    self.kill_switch_error))],
-        }
-
-    def network_document(self, network_id: str) -> dict:
-        """What the network's API object says about routing."""
-        tunnel = self.plan.full_tunnel.get(network_id, "off")
-        override = self.overrides.get(network_id, "") if tunnel in ("on", "held") else ""
-        warnings = [override, self.rp_filter_error if tunnel in ("on", "held") else ""]
-        return {
-            **self.flags_for(network_id).document(),
-            "flagsError": self.flag_errors.get(network_id, ""),
-            "routeStatus": self.plan.for_network(network_id),
-            # "overridden": our routes are in, but the kernel sends traffic elsewhere.
-            "fullTunnel": "overridden" if override else tunnel,
-            # What may stop a full tunnel that is "on" from carrying anything.
-            "fullTunnelWarning": "; ".join(filter(None, warnings)),
-            # The member each family's full tunnel goes through now (routeStatus says why).
-            "fullTunnelGateways": {f"ipv{family}": gateway for (nwid, family), gateway
-                                   in sorted(self.plan.gateways.items()) if nwid == network_id},
-            # The per-port split in force (fullTunnelOnly, fullTunnelExcept), in words.
-            "fullTunnelSplit": self.splits.get(network_id, "") if tunnel in ("on", "held") else "",
-            "exitNode": self.exit_plan.status.get(network_id, ""),
-            # Node-wide (the kernel counts by rule, not by network).
-            "forwardingRefused": dict(self.forwarding_refused),
-            "captivePortal": self._portal_status(network_id),
-            "dnsStatus": self._dns_status(network_id),
-        }
 
     async def refresh_counters(self) -> None:
         """Read what the kernel refused to forward (for the API, before it answers): at most
@@ -275,61 +174,17 @@ class RoutingManager:
         return next((n for n, state in sorted(self.plan.full_tunnel.items())
                      if state in (TUNNEL_ON, TUNNEL_HELD)), None)  # fmt: skip
 
-    async def leak_test(
-        self, network_id: str, device: str, inputs: RoutingInputs,
-        ask_gateway: Callable[[str], Awaitable[tuple[str, tuple[str, ...]] | None]],
-    ) -> list[leaktest.Check]:  # fmt: skip
+    async def leak_test(self, network_id: str, device: str, inputs: RoutingInputs,
+                        ask_gateway: AskGateway) -> list[leaktest.Check]:  # fmt: skip
         """The checks of routing/leaktest.py for the network carrying the full tunnel."""
-        state = self.plan.full_tunnel.get(network_id, "off")
-        tunnel = leaktest.Check("tunnel", state in (TUNNEL_ON, TUNNEL_HELD),
-                                f"network {network_id}: full tunnel {state}")  # fmt: skip
-        if not tunnel.passed or self._kernel is None:
-            if self._kernel is None:
-                tunnel = leaktest.Check("tunnel", False, "routing is not managed here")
-            return [tunnel]
         loop = asyncio.get_running_loop()
-        flags = self.flags_for(network_id)
-        checks = [tunnel]
-        expected = {family: (device if (network_id, family) in self.plan.gateways else None)
-                    for family in (4, 6)}  # fmt: skip
-        if flags.full_tunnel_only:
-            checks.append(leaktest.Check("routes", True, "not checked: only "
-                                         + ", ".join(map(str, flags.full_tunnel_only))
-                                         + " take the tunnel (fullTunnelOnly)"))
-        else:
-            routed = {}
-            for family in (4, 6):
-                samples = [*catch_all_samples(family), leaktest.PROBES[family]]
-                routed[family] = await loop.run_in_executor(
-                    self._executor, self._kernel.route_devices, samples)
-            checks.append(leaktest.route_check(routed, expected))
-        how = self._dns_in_effect(network_id)
-        servers: list[str] = []
-        routed_dns: dict[str, str | None] = {}
-        if not how:
-            try:
-                servers = leaktest.resolv_conf_servers(Path("/etc/resolv.conf").read_text())
-            except OSError:
-                servers = []
-            routed_dns = await loop.run_in_executor(
-                self._executor, self._kernel.route_devices,
-                [s for s in servers if not ipaddress.ip_address(s.split("%")[0]).is_loopback])
-        checks.append(leaktest.dns_check(servers, how, routed_dns, device))
-        gateway = self.plan.gateways.get((network_id, 4)) or self.plan.gateways.get(
-            (network_id, 6))
-        if gateway is not None:
-            answer = await ask_gateway(gateway)
-            checks.append(leaktest.gateway_check(gateway, answer,
-                                                 [str(a) for a in inputs.local_addresses]))
-        lan = inputs.lan_subnets if flags.allow_lan_access else ()
-        try:
-            leaked, carried = await loop.run_in_executor(
-                self._executor, leaktest.count_leaks, inputs.uplinks, inputs.port, lan)
-            checks.append(leaktest.leak_check(leaked, carried, inputs.uplinks,
-                                              leaktest.COUNT_FOR_S))  # fmt: skip
-        except NftError as exc:
-            checks.append(leaktest.Check("leaks", False, f"not counted: {exc}"))
-        return checks
+        return await run_leak_test(
+            network_id, device, inputs, ask_gateway, plan=self.plan,
+            flags=self.flags.of(network_id), managed=self._kernel is not None,
+            dns_in_effect=self._dns_in_effect(network_id),
+            in_worker=functools.partial(loop.run_in_executor, self._executor),
+            route_devices=self._kernel.route_devices if self._kernel else None,
+        )  # fmt: skip
 
     def _dns_in_effect(self, network_id: str) -> str:
         """How the network's DNS is set while its tunnel is on ("" if by nothing of ours)."""
@@ -365,7 +220,7 @@ class RoutingManager:
 
     def gateways_to_watch(self, networks: Sequence[tuple[NetworkConfig, str]]) -> set[str]:
         """Members whose liveness decides a full tunnel: probed every second."""
-        routing = [NetworkRouting(c, d, self.flags_for(c.id)) for c, d in networks]
+        routing = [NetworkRouting(c, d, self.flags.of(c.id)) for c, d in networks]
         return full_tunnel_gateways(routing, self.own_address)
 
     def update(self, inputs: RoutingInputs, force: bool = False) -> None:
@@ -386,80 +241,21 @@ class RoutingManager:
     def open_portal(self, seconds: float) -> None:
         """A login window: for ``seconds`` no full tunnel (nor kill switch), so the user can
         log in to a captive portal directly; then both come back by themselves. 0 closes it."""
-        now = asyncio.get_running_loop().time()
-        self.portal_open_until = now + seconds if seconds > 0 else -math.inf
-        log.warning("captive portal: %s", f"direct traffic allowed for {seconds:.0f} s, then "
-                    "the full tunnel comes back" if seconds > 0 else "login window closed")
+        self.portal.open(seconds)
         if self._last_inputs is not None:
             self.update(self._last_inputs, force=True)
-
-    def portal_document(self) -> dict:
-        now = _loop_time()
-        left = max(0.0, self.portal_open_until - now)
-        url = self.settings.captive_portal
-        return {"probeUrl": url.text if url else "", "detected": dict(self.portals),
-                "loginWindowSecondsLeft": round(left)}
-
-    def _portal_status(self, network_id: str) -> str:
-        """What a network's status says of captive portals ("" if nothing)."""
-        document = self.portal_document()
-        if document["loginWindowSecondsLeft"]:
-            return (f"login window open: direct traffic allowed for "
-                    f"{document['loginWindowSecondsLeft']} s more, then the full tunnel "
-                    "comes back")  # fmt: skip
-        if not self.flags_for(network_id).allow_default or not self.portals:
-            return ""
-        return "; ".join(f"captive portal on {uplink}: {detail}"
-                         for uplink, detail in sorted(self.portals.items()))
-
-    def _portal_open(self) -> bool:
-        return _loop_time() < self.portal_open_until
-
-    def _probe_portals(self, inputs: RoutingInputs) -> None:
-        """When a full tunnel is wanted and its gateway cannot be reached: each uplink is
-        probed once per network it is on (a change of addresses probes again)."""
-        url = self.settings.captive_portal
-        stranded = any(state in (TUNNEL_WITHDRAWN, TUNNEL_HELD)
-                       for state in self.plan.full_tunnel.values())  # fmt: skip
-        if not stranded:
-            self.portals.clear()
-            self._probed.clear()
-            return
-        if url is None or (self._probing is not None and not self._probing.done()):
-            return
-        key = frozenset(inputs.local_addresses)
-        due = [u for u in inputs.uplinks if self._probed.get(u) != key]
-        if not due:
-            return
-        for uplink in due:
-            self._probed[uplink] = key
-        self._probing = asyncio.get_running_loop().create_task(self._probe(url, due))
-
-    async def _probe(self, url, uplinks: list[str]) -> None:
-        loop = asyncio.get_running_loop()
-        for uplink in uplinks:
-            result = await loop.run_in_executor(None, portal.probe, url, uplink)
-            detail = portal.portal_detail(result)
-            if detail is None:
-                self.portals.pop(uplink, None)
-                continue
-            if self.portals.get(uplink) != detail:
-                log.warning("captive portal on %s: %s; `oneservice-cli portal open` lets "
-                            "direct traffic through to log in", uplink, detail)  # fmt: skip
-            self.portals[uplink] = detail
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while self._wanted is not None:
             (inputs, networks_known), self._wanted = self._wanted, None
             force, self._force = self._force, False
-            routing = [NetworkRouting(c, d, self.flags_for(c.id)) for c, d in inputs.networks]
-            if self._portal_open():  # a login window: no full tunnel (nor kill switch) now
+            routing = [NetworkRouting(c, d, self.flags.of(c.id)) for c, d in inputs.networks]
+            if self.portal.is_open():  # a login window: no full tunnel (nor kill switch) now
                 routing = [dataclasses.replace(n, flags=dataclasses.replace(
                     n.flags, allow_default=False)) for n in routing]
-            elif self.portal_open_until > -math.inf:
-                self.portal_open_until = -math.inf  # over: this plan brings the tunnel back
-                log.warning("captive portal: login window over, the full tunnel is back")
+            else:
+                self.portal.window_over()  # (if one was open, this plan brings the tunnel back)
             now = loop.time()
             plan = plan_routing(
                 routing, self.own_address, inputs.live_members, inputs.local_addresses,
@@ -504,8 +300,8 @@ class RoutingManager:
             self.plan = plan
             self.splits = {n.config.id: n.flags.split() for n in routing}
             self.overrides = await loop.run_in_executor(
-                self._executor, self._find_overrides, routing, plan
-            )
+                self._executor, find_overrides, routing, plan, self._kernel.route_devices,
+                self.overrides)  # fmt: skip
             if networks_known:
                 probe = self.settings.captive_portal
                 await self._apply_kill_switch(plan_kill_switch(
@@ -524,44 +320,9 @@ class RoutingManager:
                     log.error("forwarding table (exit node, isolation): %s", exc)
                 self.exit_error = str(exc)
             self.exit_plan = exit_plan
-            self._probe_portals(inputs)
-
-    def _find_overrides(self, routing: list[NetworkRouting], plan: RoutingPlan) -> dict:
-        """Ask the kernel where sample addresses go: another VPN's more specific routes or
-        rules may take the traffic our installed tunnel routes are meant for. In the worker."""
-        found = {}
-        for network in routing:
-            network_id = network.config.id
-            state = plan.full_tunnel.get(network_id)
-            if self._kernel is None or state not in (TUNNEL_ON, TUNNEL_HELD):
-                continue
-            reasons = []
-            if network.flags.full_tunnel_only:
-                continue  # only some ports take the tunnel: where an address goes says nothing
-            for family in (4, 6):
-                parts = {str(p) for p in catch_all(family, network.flags.full_tunnel_quarters)}
-                if network.flags.full_tunnel_except:  # the tunnel is our table's default
-                    parts = {default_target(family)}
-                ours = [r for r in plan.routes if r.family == family and r.target in parts]
-                if not ours:
-                    continue
-                device = "" if ours[0].kind == UNREACHABLE else network.device
-                try:
-                    routed = self._kernel.route_devices(catch_all_samples(family))
-                except Exception as exc:  # netlink failed: logged, tried again next pass; a
-                    # check that could not run says nothing about where traffic goes
-                    log.warning("cannot check where %s traffic goes: %s", FAMILY_NAMES[family],
-                                exc)  # fmt: skip
-                    continue
-                reason = overridden(family, device, routed)
-                if reason:
-                    reasons.append(reason)
-            if reasons:
-                found[network_id] = "; ".join(reasons)
-        for network_id, reason in found.items():
-            if self.overrides.get(network_id) != reason:
-                log.warning("network %s: %s", network_id, reason)
-        return found
+            stranded = any(state in (TUNNEL_WITHDRAWN, TUNNEL_HELD)
+                           for state in self.plan.full_tunnel.values())  # fmt: skip
+            self.portal.check(stranded, inputs.uplinks, frozenset(inputs.local_addresses))
 
     async def _apply_kill_switch(self, switch: KillSwitch | None) -> None:
         if self._kill_switch is None:
@@ -624,8 +385,8 @@ class RoutingManager:
         self.dns_errors = errors
         self.dns_redirect = self._dns_redirect.applied
 
-    def _dns_status(self, network_id: str) -> str:
-        flags = self.flags_for(network_id)
+    def dns_status(self, network_id: str) -> str:
+        flags = self.flags.of(network_id)
         setting = self.dns_plan.get(network_id)
         if not flags.allow_dns:
             return "not applied: allowDNS is off"
@@ -669,24 +430,6 @@ class RoutingManager:
                 log.error("forwarding table (exit node, isolation): %s", exc)
             await loop.run_in_executor(self._executor, self._kernel.close)
         self._executor.shutdown(wait=True)
-
-
-def _loop_time() -> float:
-    """The event loop's clock (monotonic), also when asked from outside the loop."""
-    try:
-        return asyncio.get_running_loop().time()
-    except RuntimeError:
-        return time.monotonic()
-
-
-def _kill_switch_document(switch: KillSwitch | None) -> dict:
-    if switch is None:
-        return {"armed": False}
-    return {"armed": True, "devices": list(switch.devices), "port": switch.port,
-            "lan": [str(n) for n in switch.lan],
-            "directPorts": [str(p) for p in switch.direct_ports],
-            "heldPortsOnly": [str(p) for p in switch.only_ports]}  # fmt: skip
-
 
 
 def _log_tunnels(before: RoutingPlan | None, after: RoutingPlan) -> None:

@@ -12,10 +12,17 @@ nothing.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import math
 import socket
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ..settings import ProbeUrl
+
+log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT_S = 3.0
 # A login window (`oneservice-cli portal open`) lasts this long unless asked otherwise.
@@ -71,3 +78,89 @@ def portal_detail(result: ProbeResult) -> str | None:
         return None
     where = f" to {result.location}" if result.location else ""
     return f"the probe got HTTP {result.status}{where} instead of 204"
+
+
+def loop_time() -> float:
+    """The event loop's clock (monotonic), also when asked from outside the loop."""
+    try:
+        return asyncio.get_running_loop().time()
+    except RuntimeError:
+        return time.monotonic()
+
+
+class PortalWatch:
+    """What captive portals were seen on which uplink, and the login window: while it is open
+    no full tunnel (nor kill switch) is planned, so the user can log in directly."""
+
+    def __init__(self, probe_url: Callable[[], ProbeUrl | None]) -> None:
+        self._probe_url = probe_url  # settings.captivePortalUrl, as the settings are now
+        self.portals: dict[str, str] = {}  # uplink -> what its probe saw
+        # What each uplink was probed at (the machine's addresses then: a new network probes
+        # again), and the probes under way.
+        self._probed: dict[str, frozenset] = {}
+        self._probing: asyncio.Task | None = None
+        self.open_until = -math.inf  # the end of a login window, loop time
+
+    def open(self, seconds: float) -> None:
+        """A login window of ``seconds`` from now; 0 closes it."""
+        self.open_until = loop_time() + seconds if seconds > 0 else -math.inf
+        log.warning("captive portal: %s", f"direct traffic allowed for {seconds:.0f} s, then "
+                    "the full tunnel comes back" if seconds > 0 else "login window closed")
+
+    def is_open(self) -> bool:
+        return loop_time() < self.open_until
+
+    def window_over(self) -> bool:
+        """Whether a login window ended since the last plan (then the tunnel comes back)."""
+        if self.is_open() or self.open_until == -math.inf:
+            return False
+        self.open_until = -math.inf
+        log.warning("captive portal: login window over, the full tunnel is back")
+        return True
+
+    def document(self) -> dict:
+        left = max(0.0, self.open_until - loop_time())
+        url = self._probe_url()
+        return {"probeUrl": url.text if url else "", "detected": dict(self.portals),
+                "loginWindowSecondsLeft": round(left)}  # fmt: skip
+
+    def status(self, full_tunnel_wanted: bool) -> str:
+        """What a network's status says of captive portals ("" if nothing)."""
+        left = self.document()["loginWindowSecondsLeft"]
+        if left:
+            return (f"login window open: direct traffic allowed for {left} s more, then the "
+                    "full tunnel comes back")  # fmt: skip
+        if not full_tunnel_wanted or not self.portals:
+            return ""
+        return "; ".join(f"captive portal on {uplink}: {detail}"
+                         for uplink, detail in sorted(self.portals.items()))  # fmt: skip
+
+    def check(self, stranded: bool, uplinks: Iterable[str], addresses: frozenset) -> None:
+        """When a full tunnel is wanted and its gateway cannot be reached (``stranded``):
+        each uplink is probed once per network it is on (a change of addresses probes again)."""
+        url = self._probe_url()
+        if not stranded:
+            self.portals.clear()
+            self._probed.clear()
+            return
+        if url is None or (self._probing is not None and not self._probing.done()):
+            return
+        due = [u for u in uplinks if self._probed.get(u) != addresses]
+        if not due:
+            return
+        for uplink in due:
+            self._probed[uplink] = addresses
+        self._probing = asyncio.get_running_loop().create_task(self._probe(url, due))
+
+    async def _probe(self, url: ProbeUrl, uplinks: list[str]) -> None:
+        loop = asyncio.get_running_loop()
+        for uplink in uplinks:
+            result = await loop.run_in_executor(None, probe, url, uplink)
+            detail = portal_detail(result)
+            if detail is None:
+                self.portals.pop(uplink, None)
+                continue
+            if self.portals.get(uplink) != detail:
+                log.warning("captive portal on %s: %s; `oneservice-cli portal open` lets "
+                            "direct traffic through to log in", uplink, detail)  # fmt: skip
+            self.portals[uplink] = detail

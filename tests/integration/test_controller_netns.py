@@ -129,8 +129,9 @@ table inet blockade {{
     )
 
 
-def test_members_keep_talking_through_the_root_when_the_direct_path_is_blocked(testbed, tmp_path):
-    lab = Lab(testbed, tmp_path)
+def members_in_touch(lab: Lab) -> str:
+    """gw and client joined and authorized in a new network, the client pinging gw directly:
+    gw's address in the network."""
     network_id = create_network(lab)
     for name in ("gw", "client"):
         lab.api(name, "POST", f"/network/{network_id}", {})
@@ -140,6 +141,12 @@ def test_members_keep_talking_through_the_root_when_the_direct_path_is_blocked(t
     _, gw_network = lab.api("gw", "GET", f"/network/{network_id}")
     gw_ip = gw_network["assignedAddresses"][0].split("/")[0]
     wait_until(lambda: lab.ping("client", gw_ip), timeout=10, what="direct ping")
+    return gw_ip
+
+
+def test_members_keep_talking_through_the_root_when_the_direct_path_is_blocked(testbed, tmp_path):
+    lab = Lab(testbed, tmp_path)
+    gw_ip = members_in_touch(lab)
     gw = lab.identities["gw"].address
 
     def preferred_path() -> str:

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.integration.test_controller_netns import Lab, authorize, block, create_network
+from tests.integration.test_controller_netns import Lab, block, members_in_touch
 from tests.testbed import wait_until
 
 pytestmark = pytest.mark.integration
@@ -28,15 +28,7 @@ def iperf(lab: Lab, target: str, seconds: int) -> float:
 
 def test_a_relayed_spell_under_load_leaves_gso_on_and_relayed_tcp_flows(testbed, tmp_path):
     lab = Lab(testbed, tmp_path)
-    network_id = create_network(lab)
-    for name in ("gw", "client"):
-        lab.api(name, "POST", f"/network/{network_id}", {})
-        authorize(lab, network_id, name)
-    lab.wait_status("client", network_id, "OK")
-    lab.wait_status("gw", network_id, "OK")
-    _, gw_network = lab.api("gw", "GET", f"/network/{network_id}")
-    gw_ip = gw_network["assignedAddresses"][0].split("/")[0]
-    wait_until(lambda: lab.ping("client", gw_ip), timeout=10, what="direct ping")
+    gw_ip = members_in_touch(lab)
     gw, ctrl = lab.identities["gw"].address, lab.identities["ctrl"].address
 
     def preferred_path() -> str:

@@ -13,7 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from oneservice.binder import linux
-from oneservice.binder.binder import AddressChanged, Binder, InterfaceDown, InterfaceUp
+from oneservice.binder.binder import (
+    NO_DEFAULT_ROUTE_RANK,
+    AddressChanged,
+    Binder,
+    InterfaceDown,
+    InterfaceUp,
+)
 from oneservice.binder.interfaces import BindPolicy, Interface, InterfaceAddress
 from oneservice.binder.sockets import BindError
 from oneservice.monitor.changes import (
@@ -268,6 +274,21 @@ def test_gso_is_turned_off_only_when_the_socket_cannot_do_it():
     # EIO after GSO worked (the route moved to a device without checksumming): off too.
     binder, bound, _ = gso_scenario([0, errno.EIO], batches=3)
     assert (bound["gso"], binder.counters["gso_sends"]) == (False, 1)
+
+
+def test_uplinks_are_ranked_by_the_users_metric_then_their_default_routes():
+    async def scenario():
+        h = Harness(FakeBackend([nic(2, "eth0", 2, default_metric=600),
+                                 nic(3, "wlan0", 3, default_metric=100),
+                                 nic(4, "lan0", 4)]), port=free_port())  # fmt: skip
+        await h.binder.start()
+        ids = {s.interface: s.id for s in h.binder.sockets()}
+        ranks = h.binder.ranks({"eth0": 5})
+        await h.binder.stop()
+        return ids, ranks
+
+    ids, ranks = run(scenario())
+    assert ranks == {ids["eth0"]: 5, ids["wlan0"]: 100, ids["lan0"]: NO_DEFAULT_ROUTE_RANK}
 
 
 def test_port_in_use_at_start_is_an_error_and_leaves_nothing_open():

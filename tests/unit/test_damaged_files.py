@@ -164,11 +164,11 @@ def test_a_damaged_per_network_file_takes_down_that_network_only(tmp_path):
         except Exception as exc:
             failures.append(f"{name} ({damage}): {type(exc).__name__}: {exc}")
             continue
-        reason = service.down_reason(bad_id)
+        reason = service.networks.down_reason(bad_id)
         shown = routes._network_json(bad_id)
         problem = None
-        if [c.id for c in service.active_networks()] != [GOOD_ID]:
-            problem = f"active networks {[c.id for c in service.active_networks()]}"
+        if [c.id for c in service.networks.active()] != [GOOD_ID]:
+            problem = f"active networks {[c.id for c in service.networks.active()]}"
         elif name not in reason or "\n" in reason:
             problem = f"reason does not name the file in one line: {reason!r}"
         elif shown["status"] != "FILE_ERROR" or shown["statusDetail"] != reason:

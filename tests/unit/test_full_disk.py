@@ -100,8 +100,8 @@ def test_flags_that_cannot_be_saved_are_not_applied(disk):
     routing = RoutingManager(disk, Settings(), identity(1).address)
     fill(disk)
     with pytest.raises(WriteFailed):
-        routing.set_flags("8056c2e21c000001", {"allowDefault": True})
-    assert routing.flags_for("8056c2e21c000001").allow_default is False
+        routing.flags.set("8056c2e21c000001", {"allowDefault": True})
+    assert routing.flags.of("8056c2e21c000001").allow_default is False
     assert load_flags(disk, "8056c2e21c000001").allow_default is False and stray(disk) == []
 
 

@@ -95,6 +95,20 @@ def test_no_module_imports_one_that_imports_it() -> None:
     assert _cycle(_imports(unit=lambda module: module)) is None
 
 
+def test_no_module_over_600_lines_no_class_over_400_and_a_small_core() -> None:
+    too_big = []
+    for file in sorted(PACKAGE.rglob("*.py")):
+        text = file.read_text()
+        name = file.relative_to(PACKAGE.parent)
+        lines = text.count("\n")
+        if lines > 600 or (file.name == "core.py" and lines >= 500):
+            too_big.append(f"{name}: {lines} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > 400:
+                too_big.append(f"{name}: class {node.name}, {node.end_lineno - node.lineno + 1}")
+    assert too_big == []
+
+
 def test_the_api_does_not_import_the_service() -> None:
     assert "oneservice.service" not in _imports()["oneservice.api"]
 

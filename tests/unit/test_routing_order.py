@@ -9,7 +9,6 @@ import asyncio
 from ipaddress import ip_address, ip_interface, ip_network
 
 from oneservice.network.config import Member, NetworkConfig, Route
-from oneservice.routing.flags import NetworkFlags
 from oneservice.routing.manager import RoutingInputs, RoutingManager
 from oneservice.settings import Settings
 from tests.unit.corenet import identity
@@ -45,7 +44,7 @@ def test_uplinks_are_loosened_before_the_halves_and_restored_after_them(tmp_path
         manager = RoutingManager(tmp_path, Settings(), CLIENT.address)
         manager._kernel = manager._exit = manager._rp_filter = Recorder(calls)
         manager._kill_switch = None
-        manager.flags[NETWORK.id] = NetworkFlags(allow_default=True)
+        manager.flags.set(NETWORK.id, {"allowDefault": True})
         for live in ({GATEWAY.address}, set()):
             manager.update(RoutingInputs([(NETWORK, "onet1")], frozenset(live), frozenset(),
                                          (), ("wifi",)))  # fmt: skip
@@ -95,7 +94,7 @@ def test_a_plan_made_before_the_networks_were_applied_leaves_a_crash_s_kill_swit
         manager = RoutingManager(tmp_path, settings, CLIENT.address)
         manager._kernel = manager._exit = manager._rp_filter = Recorder(calls)
         manager._kill_switch = KillSwitchRecorder(calls)
-        manager.flags[NETWORK.id] = NetworkFlags(allow_default=True)
+        manager.flags.set(NETWORK.id, {"allowDefault": True})
         # Inputs from before the networks (the binder's first events at start) ...
         manager.update(RoutingInputs([], frozenset(), frozenset(), (), ("wifi",)))
         await asyncio.sleep(0)  # its plan is on its way into the kernel
