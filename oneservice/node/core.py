@@ -315,7 +315,7 @@ class NodeCore:
         return [
             PeerView(
                 address=peer.address,
-                state=self._node.machine.state(peer, now).value,
+                state=peer.state.value,
                 connected=peer.current is not None,
                 root=peer.root,
                 rtt=peer.preferred.rtt if peer.preferred else None,

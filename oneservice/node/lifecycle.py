@@ -1,7 +1,8 @@
 """A peer's lifecycle as an explicit table (pure): its states, the events that move it, and
-what each transition sends. The peer machine (node/machine.py) works out a peer's state from
-its sessions and its handshake in flight, looks the event up here and does what it says; every
-state x event pair is in the table, so nothing happens by omission (tests/unit/test_lifecycle.py).
+what each transition sends. The peer machine (node/machine.py) keeps each peer's state, looks
+each event up here, does what it says and stores the next state; every change of a peer's
+sessions or of our handshake with it goes through an event, and every state x event pair is in
+the table, so nothing happens by omission (tests/unit/test_lifecycle.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ class Event(Enum):
     CONFIRMED = "confirmed"  # the peer used the session of an initiation we answered
     EXPIRED = "expired"  # the session we send on is older than REJECT_AFTER_S
     GOODBYE = "goodbye"  # the peer said it is leaving (authenticated)
+    GIVE_UP = "give_up"  # the timer: our handshake unanswered for HANDSHAKE_GIVE_UP_S
+    ABANDON = "abandon"  # nothing needs our handshake in flight any more (not retried)
+    REMOVED = "removed"  # no longer a peer of ours (left every network, forged, idle stranger)
+    ANSWERED = "answered"  # we answered its initiation: a session it has not used yet
 
 
 class Send(Enum):
@@ -38,11 +43,17 @@ class Send(Enum):
     # tells the responder at once that we have the session (it sends on it only then)
     END_CURRENT = "end_current"  # the session we sent on is over
     END_SESSIONS = "end_sessions"  # every session ends; no path is trusted until it speaks
+    ABANDON_HANDSHAKE = "abandon_handshake"  # our initiation in flight is dropped (a late
+    # answer is an unknown index)
+    FORGET = "forget"  # every session and our handshake end; the registry forgets the peer
 
 
 S, E = State, Event
 _NOTHING: tuple[Send, ...] = ()
 _INITIATE = (Send.INITIATION,)
+_ABANDON = (Send.ABANDON_HANDSHAKE,)
+WITH_HANDSHAKE = frozenset({S.HANDSHAKING, S.UNREACHABLE, S.REKEYING})
+WITH_SESSION = frozenset({S.CONNECTED, S.REKEYING})
 
 # (state, event) -> (next state, what is sent). Next states are where the peer is once the
 # sends are done (an initiation that cannot leave, for want of a path, leaves it where it was).
@@ -82,7 +93,25 @@ TABLE: dict[tuple[State, Event], tuple[State, tuple[Send, ...]]] = {
     (S.REKEYING, E.CONFIRMED): (S.REKEYING, (Send.QUEUE,)),
     (S.REKEYING, E.EXPIRED): (S.HANDSHAKING, (Send.END_CURRENT, Send.INITIATION)),
     (S.REKEYING, E.GOODBYE): (S.HANDSHAKING, (Send.END_SESSIONS,)),
+    (S.IDLE, E.GIVE_UP): (S.IDLE, _NOTHING),
+    (S.HANDSHAKING, E.GIVE_UP): (S.UNREACHABLE, _NOTHING),  # its queue goes at the next retry
+    (S.UNREACHABLE, E.GIVE_UP): (S.UNREACHABLE, _NOTHING),
+    (S.CONNECTED, E.GIVE_UP): (S.CONNECTED, _NOTHING),
+    (S.REKEYING, E.GIVE_UP): (S.REKEYING, _NOTHING),  # a session still carries: reachable
+    (S.IDLE, E.ABANDON): (S.IDLE, _NOTHING),
+    (S.HANDSHAKING, E.ABANDON): (S.IDLE, _ABANDON),
+    (S.UNREACHABLE, E.ABANDON): (S.IDLE, _ABANDON),
+    (S.CONNECTED, E.ABANDON): (S.CONNECTED, _NOTHING),
+    (S.REKEYING, E.ABANDON): (S.CONNECTED, _ABANDON),
+    **{(state, E.REMOVED): (S.IDLE, (Send.FORGET,)) for state in S},
+    **{(state, E.ANSWERED): (state, _NOTHING) for state in S},  # not used yet: nothing changes
 }
+
+
+def without_handshake(state: State) -> State:
+    """Where a transition that wanted an initiation leaves the peer when none could leave (no
+    path to send it on)."""
+    return S.CONNECTED if state is S.REKEYING else S.IDLE if state in WITH_HANDSHAKE else state
 
 
 def transition(state: State, event: Event) -> tuple[State, tuple[Send, ...]]:

@@ -16,12 +16,12 @@ from . import cookies, wire
 from .context import NodeContext
 from .events import PeerConnected
 from .handshakes import initiation
-from .lifecycle import Event, Send, State, transition
+from .lifecycle import WITH_HANDSHAKE, Event, Send, transition, without_handshake
 from .noise import HandshakeError
 from .paths import DirectPath, Path, endpoint_of
 from .peer import Peer, path_changed, window
 from .session import Session
-from .timing import HANDSHAKE_GIVE_UP_S, HANDSHAKE_RETRY_S, REJECT_AFTER_S
+from .timing import HANDSHAKE_RETRY_S, REJECT_AFTER_S
 
 _INDEX = struct.Struct("<I")
 _RESPONSE_INDEXES = struct.Struct("<II")
@@ -33,7 +33,7 @@ class PeerMachine:
         self.sessions: dict[int, Session] = {}  # our index -> session
         self.handshakes: dict[int, Peer] = {}  # our index of an initiation in flight -> peer
 
-    def end_sessions(self, peer: Peer) -> None:
+    def _end_sessions(self, peer: Peer) -> None:
         for session in (peer.current, peer.previous, peer.unconfirmed):
             if session is not None:
                 self.sessions.pop(session.local_index, None)
@@ -44,9 +44,9 @@ class PeerMachine:
         it comes back with a new handshake."""
         self.fire(peer, Event.GOODBYE, now)
 
-    def distrust(self, peer: Peer) -> None:
+    def _distrust(self, peer: Peer) -> None:
         """Its sessions are over: no path is trusted until it speaks again."""
-        self.end_sessions(peer)
+        self._end_sessions(peer)
         for path in peer.paths.values():
             path.last_received = -math.inf
         if peer.preferred is not None:
@@ -72,7 +72,6 @@ class PeerMachine:
             self.node.drops["handshake_failed"] += 1
             return
         self.node.accepted += 1
-        before = self.state(peer, now)
         send_key, receive_key = peer.handshake.initiator.split()
         del self.handshakes[receiver_index]
         peer.handshake = None
@@ -81,16 +80,24 @@ class PeerMachine:
         self.promote(peer, session, now)
         self.node.paths.heard(peer, socket_id, address, via, now)
         self.node.events.append(PeerConnected(peer.address))
-        self.fire(peer, Event.RESPONSE, now, before)
+        self.fire(peer, Event.RESPONSE, now)
+
+    def answered(self, peer: Peer, session: Session, now: float) -> None:
+        """We answered the peer's initiation: the session waits for the peer to use it (then
+        confirm), replacing one it never used."""
+        if peer.unconfirmed is not None:
+            self.sessions.pop(peer.unconfirmed.local_index, None)
+        peer.unconfirmed = session
+        self.sessions[session.local_index] = session
+        self.fire(peer, Event.ANSWERED, now)
 
     def confirm(self, peer: Peer, session: Session, now: float) -> None:
-        before = self.state(peer, now)
         session.confirmed = True
         if peer.unconfirmed is session:
             peer.unconfirmed = None
         self.promote(peer, session, now)
         self.node.events.append(PeerConnected(peer.address))
-        self.fire(peer, Event.CONFIRMED, now, before)
+        self.fire(peer, Event.CONFIRMED, now)
 
     def promote(self, peer: Peer, session: Session, now: float) -> None:
         if peer.previous is not None:
@@ -110,18 +117,10 @@ class PeerMachine:
                     self.node.paths.add_relay_paths(other)
                     self.node.schedule.touch(other, now)
 
-    def state(self, peer: Peer, now: float) -> State:
-        if peer.current is not None:
-            return State.REKEYING if peer.handshake is not None else State.CONNECTED
-        if peer.handshake is None:
-            return State.IDLE
-        slow = now - peer.handshake_started > HANDSHAKE_GIVE_UP_S
-        return State.UNREACHABLE if slow else State.HANDSHAKING
-
-    def fire(self, peer: Peer, event: Event, now: float, state: State | None = None) -> None:
-        """Do what the table says for this event in the peer's state (``state``: as it was
-        before the caller changed its sessions)."""
-        _, sends = transition(state or self.state(peer, now), event)
+    def fire(self, peer: Peer, event: Event, now: float) -> None:
+        """Do what the table says for this event in the peer's state, and move it to the
+        table's next state (``peer.state``: kept, never worked out again from its fields)."""
+        after, sends = transition(peer.state, event)
         for send in sends:
             if send is Send.INITIATION:
                 self.initiate(peer, now)
@@ -141,8 +140,16 @@ class PeerMachine:
                     peer.current = None
                     self.without_session_from(peer, now)
             elif send is Send.END_SESSIONS:
-                self.distrust(peer)
+                self._distrust(peer)
                 self.without_session_from(peer, now)
+            elif send is Send.ABANDON_HANDSHAKE:
+                self._abandon_handshake(peer)
+            elif send is Send.FORGET:
+                self._end_sessions(peer)
+                self._abandon_handshake(peer)
+        if after in WITH_HANDSHAKE and peer.handshake is None:
+            after = without_handshake(after)  # the initiation could not leave: no path
+        peer.state = after
         self.node.schedule.touch(peer, now)
 
     @staticmethod
@@ -153,7 +160,7 @@ class PeerMachine:
         if peer.handshake is not None:
             peer.handshake_started = now
 
-    def abandon_handshake(self, peer: Peer) -> None:
+    def _abandon_handshake(self, peer: Peer) -> None:
         """Our initiation in flight is no longer needed: not retried; a late answer is an
         unknown index."""
         self.handshakes.pop(peer.handshake_index, None)

@@ -10,6 +10,7 @@ from collections import deque
 from ..identity import Identity
 from .events import PathChanged
 from .handshakes import Initiation
+from .lifecycle import State
 from .paths import IDLE_PATH_ALIVE_S, PATH_ALIVE_S, DirectPath, Endpoint, Path, PathKey
 from .session import Session
 from .timing import (
@@ -36,6 +37,8 @@ class Peer:
         self.cookie_answered: set[Endpoint] = set()
         self.cookies: dict[Endpoint, tuple[bytes, float]] = {}  # endpoint -> (cookie, since)
         self.handshake_started = -math.inf
+        # Where the lifecycle table has it (node/lifecycle.py): moved only by its events.
+        self.state = State.IDLE
         self.last_initiation_timestamp = b""
         self.queue: deque[tuple[int, bytes, int]] = deque()  # kind, payload, hint
         self.last_traffic = -math.inf

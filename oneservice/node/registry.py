@@ -74,7 +74,7 @@ class PeerRegistry:
                 peer = wanted.get(member.address) or self.peers.get(member.address)
                 if peer is not None and peer.identity != member.identity:
                     # Held by another identity until now, which a check showed to be forged.
-                    self.forget(peer)
+                    self.forget(peer, now)
                     peer = None
                 if peer is None:
                     peer = Peer(member.identity)
@@ -102,7 +102,7 @@ class PeerRegistry:
                     # peers probing each other never do.
                     if peer.current is not None and peer.preferred is not None:
                         self.node.tx.send_message(peer, Goodbye(), now)
-                    self.forget(peer)
+                    self.forget(peer, now)
         for address, peer in wanted.items():
             peer.networks = {
                 nid: nets for nid, nets in peer.networks.items() if nid in self.networks
@@ -146,7 +146,7 @@ class PeerRegistry:
             return None
         for rival in rivals.values():
             self.forged_identities += 1
-            self.forget(rival)
+            self.forget(rival, now)
         peer = self.peers.get(identity.address)
         if peer is None:
             peer = self.peers[identity.address] = Peer(identity)
@@ -195,10 +195,9 @@ class PeerRegistry:
         derived = self.node.responder.intake.identities.known(key)
         return None if derived is None else derived == identity.address
 
-    def forget(self, peer: Peer) -> None:
-        self.node.machine.end_sessions(peer)
+    def forget(self, peer: Peer, now: float) -> None:
+        self.node.machine.fire(peer, Event.REMOVED, now)  # its sessions and handshake end
         self.node.schedule.forget(peer)
-        self.node.machine.handshakes.pop(peer.handshake_index, None)
         self.peers.pop(peer.address, None)
         self.by_static.pop(peer.identity.x25519_public, None)
         self.node.rx.reassembly.forget_peer(peer.address)

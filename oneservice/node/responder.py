@@ -99,11 +99,7 @@ class Responder:
         response = responder.write_message_2(b"")
         send_key, receive_key = responder.split()
         session = Session(peer, local_index, read.sender_index, send_key, receive_key, False, now)
-        if peer.unconfirmed is not None:
-            self.node.machine.sessions.pop(peer.unconfirmed.local_index, None)
-        peer.unconfirmed = session
-        self.node.machine.sessions[local_index] = session
-        self.node.schedule.touch(peer, now)
+        self.node.machine.answered(peer, session, now)
         path = self.node.paths.heard(peer, arrival.socket_id, arrival.address, arrival.via, now)
         if path is not None:
             response = wire.handshake_response(local_index, read.sender_index, response)
@@ -130,6 +126,6 @@ class Responder:
         oldest = min(transient, key=lambda p: max(p.last_heard, p.handshake_sent))
         if now - max(oldest.last_heard, oldest.handshake_sent) < TRANSIENT_EVICT_IDLE_S:
             return False
-        self.node.registry.forget(oldest)
+        self.node.registry.forget(oldest, now)
         self.evicted_transient_peers += 1
         return True

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 from .context import NodeContext
-from .lifecycle import Event
+from .lifecycle import Event, State
 from .peer import Peer, is_active, is_needed, is_wanted, probe_interval, window
 from .timing import (
     ACTIVE_WINDOW_S,
@@ -63,18 +63,20 @@ class Upkeep:
     def tick(self, peer: Peer, now: float) -> None:
         if not peer.keep:
             if now - max(peer.last_heard, peer.handshake_sent) > TRANSIENT_IDLE_S:
-                self.node.registry.forget(peer)
+                self.node.registry.forget(peer, now)
                 return
             if peer.current is None and peer.handshake is None:
                 return  # it reached us once; it can reach us again
         self.node.paths.add_relay_paths(peer)
         if (peer.handshake is not None or peer.current is None) and not is_wanted(peer, now):
             if peer.handshake is not None and now - peer.handshake_sent >= HANDSHAKE_RETRY_S:
-                self.node.machine.abandon_handshake(peer)  # nothing needs it any more: no retries
+                self.node.machine.fire(peer, Event.ABANDON, now)  # nothing needs it: no retries
         elif peer.handshake is not None or peer.current is None:
             # Keep trying to reach every member wanted: quickly at first, then every few
             # seconds, dropping what waited for it (counted) once it is clearly unreachable.
             waited = now - peer.handshake_started if peer.handshake is not None else 0.0
+            if waited > HANDSHAKE_GIVE_UP_S and peer.state is State.HANDSHAKING:
+                self.node.machine.fire(peer, Event.GIVE_UP, now)
             interval = HANDSHAKE_RETRY_S if waited <= HANDSHAKE_GIVE_UP_S else UNREACHABLE_RETRY_S
             if now - peer.handshake_sent >= interval:
                 self.node.machine.fire(peer, Event.RETRY_DUE, now)
