@@ -12,6 +12,7 @@ import functools
 import ipaddress
 import json
 import logging
+import math
 import signal
 import time
 from pathlib import Path
@@ -42,11 +43,22 @@ from .tap.devices import Devices
 from .whoami import AddressQueries
 
 log = logging.getLogger("oneservice")
-# Routing is re-planned on every change; without one, this often anyway (a retry).
+# Routing is re-planned on every change; what the kernel refused is tried again this often.
 ROUTING_RETRY_S = 5.0
 # How often freed heap memory is returned to the system (memory.give_back: under a
 # millisecond each time).
 GIVE_BACK_INTERVAL_S = 30.0
+
+
+def service_deadline(control_due: float, routing_due: float, routing_failing: bool,
+                     planned_at: float) -> float:  # fmt: skip
+    """When the service has work of its own: the control plane's next config request,
+    routing's next change that only time brings (a fail-back, a login window's end), and,
+    only while something failed in the kernel, its retry ROUTING_RETRY_S after the last plan.
+    Nothing else wakes the node: no fixed tick."""
+    retry = planned_at + ROUTING_RETRY_S if routing_failing else math.inf
+    return min(control_due, routing_due, retry)
+
 
 
 class Service:
@@ -430,10 +442,9 @@ class Service:
             self._update_routing()
 
     def _next_deadline(self) -> float:
-        """The one timer (with the core's deadline, pump.py): the next config request, and the
-        now-and-then retry of what failed in the kernel."""
-        soon = self.loop.time() + ROUTING_RETRY_S  # a failing route change is retried then
-        return min(self.control.next_timer(), self.routing.next_due(), soon)
+        """The service's part of the one timer (the core's is the pump's)."""
+        return service_deadline(self.control.next_timer(), self.routing.next_due(),
+                                self.routing.failing(), self._routing_seen[1])  # fmt: skip
 
     def _timer_round(self, now: float) -> None:
         """What a timer round does besides the core's turn (pump.py)."""

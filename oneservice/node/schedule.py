@@ -14,7 +14,6 @@ import math
 from collections.abc import Callable
 
 from .peer import Peer
-from .timing import OVERDUE_RETRY_S
 
 
 class PeerSchedule:
@@ -68,9 +67,8 @@ class PeerSchedule:
             turn(peer, now)
             if self._known(peer):
                 self._touched.discard(peer)
-                due = self._deadline(peer, now)
-                # Its turn did what was due: a deadline still here would spin.
-                self._set_due(peer, due if due > now else now + OVERDUE_RETRY_S)
+                self._set_due(peer, self._deadline(peer, now))  # later than now: its turn did
+                # what was due (upkeep.py)
 
     def _schedule_touched(self) -> None:
         touched, self._touched = self._touched, set()

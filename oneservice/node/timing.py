@@ -22,9 +22,6 @@ ACTIVE_WINDOW_S = 10.0
 IDLE_PROBE_YIELD_S = 1.0
 # A learned endpoint nobody heard from for this long is forgotten.
 LEARNED_PATH_EXPIRY_S = 120.0
-# A peer whose deadline, just after its turn, is still not in the future is looked at again
-# this much later (a safety net: every deadline names work that its turn does).
-OVERDUE_RETRY_S = 0.25
 # Sending while the preferred path has been silent this long earns it an early probe.
 QUIET_PROBE_S = 0.3
 # Sending while no path works probes the peer's paths at most this often.

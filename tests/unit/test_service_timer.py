@@ -11,6 +11,7 @@ import pytest
 
 from oneservice.guard import Failures
 from oneservice.pump import CorePump
+from oneservice.service import ROUTING_RETRY_S, service_deadline
 
 
 class FailingOnceCore:
@@ -80,3 +81,14 @@ def test_the_timer_runs_on_uvloop_too():
     timer = rounds_of_a_timer_that_fails_once(uvloop.run)
     assert timer.core.rounds >= 3
     assert timer.failures.count == 1, "only the round that was made to fail"
+
+
+def test_the_service_wakes_only_for_work_of_its_own():
+    """No fixed tick: with nothing due and nothing failed, the service adds no wake-up to the
+    core's deadline (an idle node sleeps); a refused route change is retried 5 s after the
+    plan it came from."""
+    inf = float("inf")
+    assert service_deadline(inf, inf, False, 100.0) == inf
+    assert service_deadline(130.0, inf, False, 100.0) == 130.0
+    assert service_deadline(130.0, 110.0, False, 100.0) == 110.0
+    assert service_deadline(130.0, inf, True, 100.0) == 100.0 + ROUTING_RETRY_S

@@ -7,7 +7,7 @@ import ipaddress
 
 from oneservice.network.config import Member, NetworkConfig
 from oneservice.node.timing import ACTIVE_PROBE_INTERVAL_S, DEADLINE_SLACK_S, IDLE_PROBE_INTERVAL_S
-from tests.unit.corenet import NETWORK_ID, Sim, identity, ipv4_packet
+from tests.unit.corenet import NETWORK_ID, Sim, identity, ipv4_packet, two_nodes
 
 
 def star(peers: int) -> Sim:
@@ -87,3 +87,43 @@ def test_traffic_brings_the_next_deadline_forward():
     # Traffic wants its paths checked every second: the deadline follows at once (the
     # service re-arms its timer after every input).
     assert a.next_timer() - sim.now <= ACTIVE_PROBE_INTERVAL_S + DEADLINE_SLACK_S
+
+
+def test_a_turn_leaves_no_work_due():
+    """One rule per job (upkeep.py): a job that runs moves its own due time, so after a turn
+    nothing of the peer is due any more (else the timer would wake again at once). Checked
+    after every turn of a lifecycle's worth of traffic: join, rekey, a dead peer, an
+    unreachable one, its return, a silent block of two-way traffic, expiry and a goodbye."""
+    sim = two_nodes()
+    a, b = sim.nodes["a"], sim.nodes["b"]
+    left: list[tuple] = []
+    for core in (a, b):
+        upkeep = core.parts.upkeep
+        tick = upkeep.tick
+
+        def checked(peer, now, core=core, upkeep=upkeep, tick=tick):
+            tick(peer, now)
+            if core.peers.get(peer.address) is peer and upkeep.earliest_job(peer, now) <= now:
+                left.append((peer.state, now, upkeep.earliest_job(peer, now)))
+
+        upkeep.tick = checked
+    packet = ipv4_packet("10.1.0.1", "10.1.0.2")
+    reply = ipv4_packet("10.1.0.2", "10.1.0.1")
+    for seconds, dead in ((130, False), (250, True), (10, False)):
+        if dead:
+            sim.dead.add(("192.0.2.2", 9993))
+        else:
+            sim.dead.clear()
+        for _ in range(seconds):
+            a.send_packet(NETWORK_ID, packet, sim.now)
+            b.send_packet(NETWORK_ID, reply, sim.now)
+            sim.run(1.0, step=0.05)
+    sim.one_way.add((("198.51.100.1", 9993), ("192.0.2.2", 9993)))  # a's way out lost only
+    for _ in range(20):
+        a.send_packet(NETWORK_ID, packet, sim.now)
+        sim.run(0.2, step=0.05)
+    sim.one_way.clear()
+    sim.run(200, step=0.5)
+    a.say_goodbye(sim.now)
+    sim.run(2, step=0.05)
+    assert left == [], left[:5]
