@@ -31,7 +31,7 @@ make_venv() {
     # $1: pip extras spec, e.g. "[test]"
     # Debian's own interpreter, not whatever python3 comes first on PATH (pyenv, a build of
     # one's own): python3-dev below is its headers, for the data path's C extension
-    # (oneservice/_datapath.c; without a compiler the install still works, pure Python),
+    # (oneservice/datapath_c/; without a compiler the install still works, pure Python),
     # and Debian builds it with profile-guided and link-time optimisation, which the
     # node's Python work runs measurably faster on (docs/PERFORMANCE.md).
     install_debian_packages python3 python3-venv gcc python3-dev libssl-dev

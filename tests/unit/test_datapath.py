@@ -358,3 +358,41 @@ def test_a_super_packet_read_whole_is_the_segments_split_frame_gives(case, gso):
         assert all(len(s) <= read.header_len + read.size for s, _ in expected)
     else:
         assert read == expected
+
+
+class ClearsTheList:
+    """A hint that, if it were converted with __index__, would empty the list being read and
+    free the packets the extension holds pointers into."""
+
+    def __init__(self, packets: list) -> None:
+        self.packets = packets
+
+    def __index__(self) -> int:
+        self.packets.clear()
+        return 0
+
+
+@needs_extension
+def test_no_call_reads_an_object_that_code_it_runs_could_free():
+    payload = tcp_packet(4, bytes(range(256)) * 4)
+    for call in (
+        lambda packets: _datapath.Sealer(bytes(32)).seal_many(3, 1, 0, packets),
+        lambda packets: _datapath.merge(packets),
+        lambda packets: _datapath.by_source(packets),
+    ):
+        packets = [(payload, 0), (payload, 0)]
+        packets.append((payload, ClearsTheList(packets)))
+        with pytest.raises(TypeError, match="a hint is an int"):
+            call(packets)
+    # by_destination reads no hint.
+    assert _datapath.by_destination([(payload, ClearsTheList([]))], 1500)[2] == 0
+
+
+@needs_extension
+def test_a_segment_too_long_for_one_datagram_is_refused_not_sealed():
+    # A super-packet whose one segment would make a datagram over 65,535 bytes: the cipher's
+    # buffer and the datagram are bounded by MAX_PAYLOAD, checked where they are written.
+    packet = tcp_packet(4, bytes(65535 - 40))
+    assert len(packet) == 65535
+    with pytest.raises(ValueError, match="too long for one datagram"):
+        _datapath.Sealer(bytes(32)).seal_segments(3, 1, 0, packet, 20, 65535, False)
