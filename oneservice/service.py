@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import ipaddress
 import json
 import logging
-import math
 import signal
 import time
 from pathlib import Path
@@ -21,7 +19,14 @@ from typing import Any
 from . import __version__, memory, native
 from .authtoken import load_or_create_token
 from .binder import platform_backend
-from .binder.binder import AddressChanged, Binder, BinderEvent, InterfaceDown, InterfaceUp
+from .binder.binder import (
+    AddressChanged,
+    Binder,
+    BinderEvent,
+    InterfaceDown,
+    InterfaceUp,
+    Reconciled,
+)
 from .binder.interfaces import BindPolicy
 from .control import ControlPlane
 from .controller.controller import CONTROLLER_DB_FILE, Controller, open_controller
@@ -30,35 +35,23 @@ from .identity import Identity, load_or_create_identity
 from .messages import ConfigAnswer, ConfigDelta
 from .monitor import ChangeMonitor, open_change_monitor
 from .monitor.changes import Change, others_routing_changed, own_routing_removed
-from .network.config import NetworkConfig, parse_endpoint
+from .network.config import parse_endpoint
 from .network.registry import NetworkRegistry
 from .node.core import ControlReceived, NodeCore, PathChanged, PeerConnected
 from .node.events import NodeEvent, PeerView
 from .notify import notify
 from .pump import CorePump
+from .routefeed import RoutingFeed
 from .routing import leaktest
-from .routing.manager import RoutingInputs, RoutingManager
+from .routing.manager import RoutingManager
 from .settings import Settings, SettingsError, load_local_conf, reloaded_settings
 from .tap.devices import Devices
 from .whoami import AddressQueries
 
 log = logging.getLogger("oneservice")
-# Routing is re-planned on every change; what the kernel refused is tried again this often.
-ROUTING_RETRY_S = 5.0
 # How often freed heap memory is returned to the system (memory.give_back: under a
 # millisecond each time).
 GIVE_BACK_INTERVAL_S = 30.0
-
-
-def service_deadline(control_due: float, routing_due: float, routing_failing: bool,
-                     planned_at: float) -> float:  # fmt: skip
-    """When the service has work of its own: the control plane's next config request,
-    routing's next change that only time brings (a fail-back, a login window's end), and,
-    only while something failed in the kernel, its retry ROUTING_RETRY_S after the last plan.
-    Nothing else wakes the node: no fixed tick."""
-    retry = planned_at + ROUTING_RETRY_S if routing_failing else math.inf
-    return min(control_due, routing_due, retry)
-
 
 
 class Service:
@@ -85,7 +78,7 @@ class Service:
             send_many=lambda socket_id, batch, endpoint: self.binder.send_many(
                 socket_id, batch, endpoint),
             tap_of=lambda network_id: self.devices.taps.get(network_id),
-            on_event=self._on_core_event, after_flush=self._drain_control,
+            on_event=self._on_core_event, after_flush=self._after_flush,
             deadline=self._next_deadline, on_round=self._timer_round,
         )  # fmt: skip
         self.address_queries = AddressQueries(self.core, self.pump)  # the leak test's whoami
@@ -95,14 +88,12 @@ class Service:
         if (home / CONTROLLER_DB_FILE).exists() or settings.controller_database:
             self.ensure_controller()
         self.routing = RoutingManager(home, settings, self.identity.address,
-                                      on_gateways=self._gateways_chosen)  # fmt: skip
+                                      on_gateways=self.core.set_gateways)  # fmt: skip
         self.routing.check_state_files()
         for network_id in self.networks.ids():
             self.routing.flags.error(network_id)  # read now: a damaged one is logged at start
         self.api_token = load_or_create_token(home)
         self.devices = Devices(self.identity.address, self.pump.on_tap_packets)
-        self._routing_seen: tuple[frozenset[str], float] = (frozenset(), float("-inf"))
-        self._gateways: set[str] = set()  # of the full tunnels wanted now: watched in the core
         self.binder = Binder(
             port=settings.primary_port,
             policy=self._bind_policy(),
@@ -110,9 +101,13 @@ class Service:
             on_datagram=self.pump.on_datagrams,
         )
         self.binder.subscribe(self._on_binder_event)
+        self.routes = RoutingFeed(self.identity.address, self.routing, self.core, self.binder,
+                                  self.devices, self.loop.time, self.pump.schedule_flush)
         self.monitor: ChangeMonitor | None = None  # opened at start (needs the running loop)
         self._next_give_back = 0.0  # (the first timer round gives back what start freed)
         self._apply_lock = asyncio.Lock()
+        # A burst of changes waiting for the binder's re-read (_on_changes).
+        self._burst_routes_changed = self._burst_force = False
         self._background: set[asyncio.Task] = set()
         self.api = None
 
@@ -148,8 +143,7 @@ class Service:
         await self.routing.remove_leftovers()
         # Opened before the binder's first read: nothing that changes after it is missed.
         self.monitor = open_change_monitor()
-        self.monitor.subscribe(self.binder.on_changes)
-        self.monitor.subscribe(self._on_changes)
+        self.monitor.subscribe(self._on_changes)  # which tells the binder first
         await self.binder.start()
         self._tell_core_uplinks()
         self.core.set_roots(self._root_identities(), self.loop.time())
@@ -182,7 +176,7 @@ class Service:
         self.core.set_roots(self._root_identities(), self.loop.time())
         self.binder.set_policy(self._bind_policy())
         self._tell_core_uplinks()
-        self._update_routing()
+        self.routes.ask()
         if offload_changed:
             self._schedule_apply()  # the devices are rebuilt with or without offloads
         self.pump.schedule_flush()
@@ -241,25 +235,8 @@ class Service:
             self.core.set_networks(list(wanted.values()), self.loop.time())
             self.binder.set_policy(self._bind_policy())
             self.routing.networks_applied = True
-            self._update_routing()
+            self.routes.ask()
             self.pump.schedule_flush()
-
-    def _routing_inputs(self, networks: list[tuple[NetworkConfig, str]]) -> RoutingInputs:
-        uplinks = self.binder.uplinks
-        physical = [ipaddress.ip_interface(f"{a.address}/{a.prefixlen}")
-                    for u in uplinks for a in u.addresses]  # fmt: skip
-        virtual = [a.ip for config in self.devices.configs.values()
-                   for m in config.members if m.address == self.identity.address
-                   for a in m.addresses]  # fmt: skip
-        return RoutingInputs(
-            networks=networks,
-            # Only gateways' liveness decides anything (full_tunnel_gateways).
-            live_members=frozenset(self.core.live_peers(self.loop.time(), self._gateways)),
-            local_addresses=frozenset([*(a.ip for a in physical), *virtual]),
-            lan_subnets=tuple(dict.fromkeys(a.network for a in physical)),
-            uplinks=tuple(u.name for u in uplinks),
-            port=self.binder.port,
-        )
 
     async def leaktest(self, network_id: str | None) -> dict:
         """`oneservice-cli leaktest`: the checks of routing/leaktest.py, PASS or FAIL each."""
@@ -272,7 +249,7 @@ class Service:
         else:
             networks = [(self.devices.configs[n], t.name) for n, t in self.devices.taps.items()]
             checks = await self.routing.leak_test(network_id, tap.name,
-                                                  self._routing_inputs(networks),
+                                                  self.routes.inputs(networks),
                                                   self.address_queries.ask)  # fmt: skip
         passed = all(c.passed for c in checks)
         return {"network": network_id, "result": "PASS" if passed else "FAIL",
@@ -284,23 +261,10 @@ class Service:
         self.routing.open_portal(seconds)
         self.pump.rearm()
 
-    def _update_routing(self, force: bool = False) -> None:
-        devices = self.devices
-        networks = [(devices.configs[nid], tap.name) for nid, tap in devices.taps.items()]
-        self._gateways = self.routing.gateways_to_watch(networks)
-        inputs = self._routing_inputs(networks)
-        self._routing_seen = (inputs.live_members, self.loop.time())
-        self.core.set_watched(self._gateways, self.loop.time())
-        self.pump.schedule_flush()  # a newly watched gateway's probes go now, not at the next wake
-        self.routing.update(inputs, force)
-
-    def _gateways_chosen(self, gateways: dict[tuple[str, int], str]) -> None:
-        self.core.set_gateways(gateways)
-
     def set_network_flags(self, network_id: str, changes: dict) -> None:
         """FlagsError if a change is wrong (nothing changed then); applied at once."""
         self.routing.flags.set(network_id, changes)
-        self._update_routing()
+        self.routes.ask()
 
     def _schedule_apply(self) -> None:
         task = self.loop.create_task(self.apply_networks())
@@ -333,6 +297,10 @@ class Service:
 
     def binder_endpoints(self) -> list[str]:
         return self.binder.endpoints()
+
+    def _after_flush(self) -> None:
+        self._drain_control()
+        self.routes.plan_if_asked()
 
     def _drain_control(self) -> None:
         """What the control plane wants done: messages sent, configs checked off the event
@@ -397,29 +365,42 @@ class Service:
 
     @guarded
     def _on_changes(self, changes: tuple[Change, ...]) -> None:
-        """A burst from the change monitor, as routing and the core see it (the binder hears
-        of it too, and re-reads the interfaces if they may differ)."""
+        """A burst from the change monitor (the one subscriber). The binder hears of it first;
+        the core and routing react once the binder's view is current: at its Reconciled, or
+        at once if the burst cannot have changed the interfaces."""
         others = others_routing_changed(changes)
+        self._burst_routes_changed |= others
+        # The kernel is compared with the plan again, not just the plan: one of ours may be
+        # gone (put back), or another program's routes may beat ours (said so).
+        self._burst_force |= others or own_routing_removed(changes)
+        if not self.binder.on_changes(changes):
+            self._burst_done(binder_changed=False)
+
+    def _burst_done(self, binder_changed: bool) -> None:
+        others, force = self._burst_routes_changed, self._burst_force
+        self._burst_routes_changed = self._burst_force = False
         if others:
             # Paths may now fail one way only: only answered probes count as proof.
             self.core.routes_changed(self.loop.time())
-        if others or own_routing_removed(changes):
-            # The kernel is compared with the plan again, not just the plan: one of ours may
-            # be gone (put back), or another program's routes may beat ours (said so).
-            self._update_routing(force=True)
-            self.pump.schedule_flush()
+        if binder_changed or force:
+            self.routes.ask(force)  # uplinks, LAN subnets or the kernel's routes moved
+        self.pump.schedule_flush()
 
     @guarded
     def _on_binder_event(self, event: BinderEvent) -> None:
         now = self.loop.time()
-        self._tell_core_uplinks()  # addresses or default routes may have changed
+        if isinstance(event, Reconciled):
+            if event.changed:
+                self._tell_core_uplinks()  # addresses or default routes may have changed
+            self._burst_done(event.changed)
+            return
+        self._tell_core_uplinks()  # our own addresses, before the socket's paths are made
         if isinstance(event, InterfaceUp):
             self.core.socket_up(event.socket.id, event.socket.family, now)
         elif isinstance(event, InterfaceDown):
             self.core.socket_down(event.socket.id, now)
         elif isinstance(event, AddressChanged):
             self.core.socket_readdressed(event.socket.id, now)
-        self._update_routing()  # uplinks and LAN subnets may have changed
         self.pump.schedule_flush()
 
     def _on_core_event(self, event: NodeEvent) -> None:
@@ -432,30 +413,22 @@ class Service:
                                      self.loop.time(), time.time())  # fmt: skip
         elif isinstance(event, PeerConnected):
             log.info("peer %s: session established", event.address)
-            self._update_routing()
+            self.routes.ask()
         elif isinstance(event, PathChanged):
             if event.endpoint is not None:
                 where = f"socket {event.socket_id} -> {event.endpoint[0]}/{event.endpoint[1]}"
             else:
                 where = f"root {event.via} (relayed)" if event.via else "no working path"
             log.info("peer %s: now via %s", event.address, where)
-            self._update_routing()
+            self.routes.ask()
 
     def _next_deadline(self) -> float:
         """The service's part of the one timer (the core's is the pump's)."""
-        return service_deadline(self.control.next_timer(), self.routing.next_due(),
-                                self.routing.failing(), self._routing_seen[1])  # fmt: skip
+        return min(self.control.next_timer(), self.routes.deadline())
 
     def _timer_round(self, now: float) -> None:
         """What a timer round does besides the core's turn (pump.py)."""
-        live, planned_at = self._routing_seen
-        # A gateway may go quiet (or come back) without any event; what failed in the kernel
-        # is retried now and then. Otherwise there is nothing new to plan.
-        retry = self.routing.failing() and now - planned_at >= ROUTING_RETRY_S
-        # A gateway back for FAILBACK_S may take the tunnel back: nothing but time says so.
-        failback = self.routing.next_due() <= now
-        if retry or failback or self.core.live_peers(now, self._gateways) != live:
-            self._update_routing()
+        self.routes.check(now)
         self.control.handle_timer(now, time.time())
         if now >= self._next_give_back:
             self._next_give_back = now + GIVE_BACK_INTERVAL_S

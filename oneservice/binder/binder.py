@@ -91,12 +91,15 @@ class AddressChanged:
 
 
 @dataclass(frozen=True)
-class UplinksChanged:
-    """The uplinks as read now differ from the last read (addresses, state, default-route
-    metrics) in a way no socket event carries: which uplink to prefer may have changed."""
+class Reconciled:
+    """A re-read of the interfaces is done, its socket events published. ``changed``: a
+    socket came, went or was readdressed, or the uplinks differ from the last read
+    (addresses, state, default-route metrics: which uplink to prefer may have changed)."""
+
+    changed: bool
 
 
-BinderEvent = InterfaceUp | InterfaceDown | AddressChanged | UplinksChanged
+BinderEvent = InterfaceUp | InterfaceDown | AddressChanged | Reconciled
 # Datagrams that arrived together from one address, in order (one GRO read, or one datagram).
 # One read: its bytes, the size of each datagram in them (0: one datagram; with UDP GRO, all
 # but a shorter last one: node/wire.split_coalesced), the socket, the sender.
@@ -387,15 +390,17 @@ class Binder:
 
     # --- keeping in step with the OS -----------------------------------------------------------
 
-    def on_changes(self, changes: tuple[Change, ...]) -> None:
-        """A burst from the change monitor: re-read the interfaces if they may differ. Our own
-        routing removed, or others' rules, leave the interfaces as they were."""
+    def on_changes(self, changes: tuple[Change, ...]) -> bool:
+        """A burst from the change monitor: re-read the interfaces if they may differ (True:
+        a Reconciled event follows the re-read). Our own routing removed, or others' rules,
+        leave the interfaces as they were."""
         if not interfaces_may_differ(changes):
-            return
+            return False
         # Deleted links' sockets are replaced even if an interface with the same index, name
         # and address is already back by the time we look.
         self._deleted_indexes |= deleted_links(changes)
         self._wake.set()
+        return True
 
     async def _reconcile_on_wake(self) -> None:
         while True:
@@ -406,6 +411,7 @@ class Binder:
                 await self._reconcile(fail_on_port_in_use=False)
             except Exception:
                 log.exception("binder reconcile failed; retrying on the next change or poll")
+                self._publish(Reconciled(changed=True))  # what it did is unknown
 
     def _retry_soon(self) -> None:
         """A socket could not be opened (out of file descriptors, say): try again shortly
@@ -444,8 +450,9 @@ class Binder:
             self._open(verdict, fail_on_port_in_use)
         if not self._bind_failures:
             self._retry_delay = BIND_RETRY_S
-        if self.uplinks != before and not fail_on_port_in_use:
-            self._publish(UplinksChanged())
+        if not fail_on_port_in_use:  # (at start the service reads the whole state instead)
+            changed = bool(plan.close or plan.readdress or plan.open) or self.uplinks != before
+            self._publish(Reconciled(changed))
 
     def _open(self, verdict: Verdict, fail_on_port_in_use: bool) -> None:
         assert verdict.family is not None

@@ -15,6 +15,7 @@ def routes_document(routing: RoutingManager) -> dict:
     """For the API: every route of every network with why it is or is not installed."""
     return {
         "managed": routing.managed,
+        "plans": routing.plans,
         "routes": [{"nwid": s.network_id, **s.document()} for s in routing.plan.status],
         "kernel": [
             {"target": r.target, "via": r.via, "device": r.device, "table": r.table,

@@ -83,6 +83,7 @@ class RoutingManager:
         self.forwarding_refused: dict[str, int] = counters_of({})
         self._counters_read = -math.inf
         self.errors: list[str] = []
+        self.plans = 0  # routing plans made (GET /routes): one per burst of changes
         # Since when each member has been live (a preferred gateway that comes back takes over
         # only after answering for a while).
         self._live_since: dict[str, float] = {}
@@ -257,6 +258,7 @@ class RoutingManager:
             else:
                 self.portal.window_over()  # (if one was open, this plan brings the tunnel back)
             now = loop.time()
+            self.plans += 1
             plan = plan_routing(
                 routing, self.own_address, inputs.live_members, inputs.local_addresses,
                 inputs.lan_subnets, self.settings.full_tunnel_fail_closed,

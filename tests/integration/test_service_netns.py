@@ -5,10 +5,12 @@ from __future__ import annotations
 import signal
 import subprocess
 import threading
+import time
 
 import pytest
 
 from tests.integration.drivers import UdpSink
+from tests.integration.nodes import api
 from tests.integration.test_binder_netns import two_uplinks
 from tests.testbed import Host, wait_until
 
@@ -69,3 +71,35 @@ def test_port_in_use_is_a_clear_error_naming_the_port(testbed, tmp_path):
     error = next(line for line in log if line.startswith("oneservice: error:"))
     assert "UDP port 9993 is already in use" in error
     assert "--port" in error
+
+
+def test_one_link_deletion_plans_routing_once(testbed, tmp_path):
+    """The change monitor's burst reaches the binder first; routing and the core hear of it
+    once the binder has re-read the interfaces, and routing is planned once for all of it
+    (the burst, each socket closed, the paths that died with them)."""
+    node, _router = two_uplinks(testbed)
+    home = tmp_path / "home"
+    process, log = start_service(node, home, "--port", "9993")
+    wait_until(lambda: any("oneservice started" in line for line in log), timeout=15,
+               what="startup")  # fmt: skip
+
+    def plans() -> int:
+        return api(node, home, "GET", "/routes")[1]["plans"]
+
+    def bound() -> list[str]:
+        return sorted({b["interface"] for b in api(node, home, "GET", "/binder")[1]["bound"]})
+
+    def settled() -> int | None:
+        """The plan count if no plan came for 1.5 s (IPv6 link-local addresses finish their
+        duplicate address detection a second or two after the links come up)."""
+        count = plans()
+        time.sleep(1.5)
+        return count if plans() == count else None
+
+    before = wait_until(settled, timeout=20, what="routing settled after start")
+    node.ip("link", "del", "cell0")
+    wait_until(lambda: bound() == ["wifi0"], timeout=5, what="cell0's sockets closed")
+    after = wait_until(settled, timeout=20, what="routing settled after the deletion")
+    assert after - before == 1, "\n".join(log[-20:])
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=10) == 0

@@ -177,6 +177,7 @@ def test_deleted_then_recreated_interface_gets_a_new_socket_id():
             "InterfaceUp",
             "InterfaceDown",
             "InterfaceUp",
+            "Reconciled",  # the re-read done: the service reacts to the whole burst once
         ]
         await h.binder.stop()
 

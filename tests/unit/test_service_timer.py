@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from types import SimpleNamespace
 
 import pytest
 
 from oneservice.guard import Failures
 from oneservice.pump import CorePump
-from oneservice.service import ROUTING_RETRY_S, service_deadline
+from oneservice.routefeed import ROUTING_RETRY_S, RoutingFeed
 
 
 class FailingOnceCore:
@@ -83,12 +84,24 @@ def test_the_timer_runs_on_uvloop_too():
     assert timer.failures.count == 1, "only the round that was made to fail"
 
 
-def test_the_service_wakes_only_for_work_of_its_own():
-    """No fixed tick: with nothing due and nothing failed, the service adds no wake-up to the
+def test_routing_wakes_the_node_only_for_work_of_its_own():
+    """No fixed tick: with nothing due and nothing failed, routing adds no wake-up to the
     core's deadline (an idle node sleeps); a refused route change is retried 5 s after the
-    plan it came from."""
-    inf = float("inf")
-    assert service_deadline(inf, inf, False, 100.0) == inf
-    assert service_deadline(130.0, inf, False, 100.0) == 130.0
-    assert service_deadline(130.0, 110.0, False, 100.0) == 110.0
-    assert service_deadline(130.0, inf, True, 100.0) == 100.0 + ROUTING_RETRY_S
+    plan it came from (routefeed.py)."""
+    routing = SimpleNamespace(failing=lambda: False, next_due=lambda: float("inf"),
+                              gateways_to_watch=lambda networks: set(),
+                              update=lambda inputs, force: None)  # fmt: skip
+    core = SimpleNamespace(live_peers=lambda now, among: set(),
+                           set_watched=lambda gateways, now: None)  # fmt: skip
+    binder = SimpleNamespace(uplinks=(), port=9993)
+    devices = SimpleNamespace(configs={}, taps={})
+    feed = RoutingFeed("3e399c1131", routing, core, binder, devices, lambda: 100.0,
+                       lambda: None)  # fmt: skip
+    feed.ask()
+    feed.plan_if_asked()  # a plan at 100.0
+    assert feed.deadline() == float("inf")
+    routing.next_due = lambda: 110.0  # a fail-back, or a login window's end
+    assert feed.deadline() == 110.0
+    routing.next_due = lambda: float("inf")
+    routing.failing = lambda: True
+    assert feed.deadline() == 100.0 + ROUTING_RETRY_S
