@@ -20,6 +20,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..network.config import NetworkConfig
 from ..settings import Settings
@@ -65,13 +66,41 @@ class RoutingInputs:
     port: int = 0  # the node's UDP port (the kill switch lets it through)
 
 
+@dataclass
+class KernelAppliers:
+    """What carries a plan out in the kernel, each owning what it adds there (None: not on
+    this system; routing is then planned and shown, not applied). On Linux: the routes and
+    rules (linux.py), the exit node and isolation table (exit_linux.py), loose reverse-path
+    filtering (rp_filter.py), the kill switch (killswitch.py) and the DNS redirect (dns.py)."""
+
+    routes: Any = None
+    exit: Any = None
+    rp_filter: Any = None
+    kill_switch: Any = None
+    dns_redirect: Any = None
+
+    @classmethod
+    def for_this_system(cls, home: Path) -> KernelAppliers:
+        if not sys.platform.startswith("linux"):
+            return cls()
+        from .exit_linux import LinuxExitNode
+        from .killswitch import LinuxKillSwitch
+        from .linux import LinuxRoutes
+        from .rp_filter import ReversePathFilter
+
+        return cls(LinuxRoutes(), LinuxExitNode(home), ReversePathFilter(home),
+                   LinuxKillSwitch(), LinuxDnsRedirect())  # fmt: skip
+
+
 class RoutingManager:
     def __init__(
         self, home: Path, settings: Settings, own_address: str,
         on_gateways: Callable[[dict[tuple[str, int], str]], None] = lambda gateways: None,
+        appliers: KernelAppliers | None = None,
     ) -> None:  # fmt: skip
         """``on_gateways``: told the chosen full-tunnel gateways whenever they change (the
-        core must send the default's packets to the one the kernel routes through)."""
+        core must send the default's packets to the one the kernel routes through);
+        ``appliers``: this system's by default."""
         self.home = home
         self._on_gateways = on_gateways
         self.settings = settings
@@ -99,30 +128,20 @@ class RoutingManager:
         self._dns = ResolvectlDns()
         self.dns_plan: dict[str, DnsSetting] = {}
         self.dns_errors: list[str] = []
+        appliers = appliers or KernelAppliers.for_this_system(home)
+        self._kernel = appliers.routes
+        self._exit = appliers.exit
+        self._rp_filter = appliers.rp_filter
+        self._kill_switch = appliers.kill_switch
         # Without resolvectl: queries redirected in the kernel while a full tunnel is on.
-        self._dns_redirect: LinuxDnsRedirect | None = None
+        self._dns_redirect = appliers.dns_redirect
         self.dns_redirect: DnsRedirect | None = None
-        self._kernel = None
-        self._exit = None
-        self._rp_filter = None
         self.rp_filter_error = ""
-        self._kill_switch = None
         self.kill_switch: KillSwitch | None = None
         self.kill_switch_error = ""
         # Until the node has applied its networks once, a plan without them says nothing: a
         # kill switch left by a crash stays until then (taken over, or lifted if unwanted).
         self.networks_applied = False
-        if sys.platform.startswith("linux"):
-            from .exit_linux import LinuxExitNode
-            from .killswitch import LinuxKillSwitch
-            from .linux import LinuxRoutes
-            from .rp_filter import ReversePathFilter
-
-            self._kernel = LinuxRoutes()
-            self._exit = LinuxExitNode(home)
-            self._rp_filter = ReversePathFilter(home)
-            self._kill_switch = LinuxKillSwitch()
-            self._dns_redirect = LinuxDnsRedirect()
         self._executor = concurrent.futures.ThreadPoolExecutor(1, "oneservice-routes")
         self._applied: RoutingPlan | None = None
         # The inputs to plan next, and whether the networks had been applied when they were
@@ -223,6 +242,11 @@ class RoutingManager:
         """Members whose liveness decides a full tunnel: probed every second."""
         routing = [NetworkRouting(c, d, self.flags.of(c.id)) for c, d in networks]
         return full_tunnel_gateways(routing, self.own_address)
+
+    async def settled(self) -> None:
+        """Until the plans asked for so far are made (and applied, where this system can)."""
+        while self._task is not None and not self._task.done():
+            await asyncio.shield(self._task)
 
     def update(self, inputs: RoutingInputs, force: bool = False) -> None:
         if self._stopped:

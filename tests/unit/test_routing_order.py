@@ -9,7 +9,7 @@ import asyncio
 from ipaddress import ip_address, ip_interface, ip_network
 
 from oneservice.network.config import Member, NetworkConfig, Route
-from oneservice.routing.manager import RoutingInputs, RoutingManager
+from oneservice.routing.manager import KernelAppliers, RoutingInputs, RoutingManager
 from oneservice.settings import Settings
 from tests.unit.corenet import identity
 
@@ -41,14 +41,14 @@ def test_uplinks_are_loosened_before_the_halves_and_restored_after_them(tmp_path
     calls: list[str] = []
 
     async def run() -> None:
-        manager = RoutingManager(tmp_path, Settings(), CLIENT.address)
-        manager._kernel = manager._exit = manager._rp_filter = Recorder(calls)
-        manager._kill_switch = None
+        recorder = Recorder(calls)
+        manager = RoutingManager(tmp_path, Settings(), CLIENT.address, appliers=KernelAppliers(
+            routes=recorder, exit=recorder, rp_filter=recorder))  # fmt: skip
         manager.flags.set(NETWORK.id, {"allowDefault": True})
         for live in ({GATEWAY.address}, set()):
             manager.update(RoutingInputs([(NETWORK, "onet1")], frozenset(live), frozenset(),
                                          (), ("wifi",)))  # fmt: skip
-            await manager._task
+            await manager.settled()
 
     asyncio.run(run())
     order = [c for c in calls if c in ("loosen", "restore") or c.startswith("routes")]
@@ -61,13 +61,13 @@ def test_a_gateway_that_came_back_is_looked_at_again_when_it_may_take_the_tunnel
     from oneservice.routing.planner import FAILBACK_S
 
     async def run() -> None:
-        manager = RoutingManager(tmp_path, Settings(), CLIENT.address)
+        manager = RoutingManager(tmp_path, Settings(), CLIENT.address, appliers=KernelAppliers())
         assert manager.next_due() == float("inf")
         now = asyncio.get_running_loop().time()
         manager.update(RoutingInputs([(NETWORK, "onet1")], frozenset({GATEWAY.address}),
                                      frozenset(), (), ("wifi",)))  # fmt: skip
         assert now <= manager.next_due() - FAILBACK_S <= now + 0.5
-        await manager._task
+        await manager.settled()
 
     asyncio.run(run())
 
@@ -91,9 +91,10 @@ def test_a_plan_made_before_the_networks_were_applied_leaves_a_crash_s_kill_swit
 
     async def run() -> None:
         settings = Settings(full_tunnel_fail_closed=True)
-        manager = RoutingManager(tmp_path, settings, CLIENT.address)
-        manager._kernel = manager._exit = manager._rp_filter = Recorder(calls)
-        manager._kill_switch = KillSwitchRecorder(calls)
+        recorder = Recorder(calls)
+        manager = RoutingManager(tmp_path, settings, CLIENT.address, appliers=KernelAppliers(
+            routes=recorder, exit=recorder, rp_filter=recorder,
+            kill_switch=KillSwitchRecorder(calls)))  # fmt: skip
         manager.flags.set(NETWORK.id, {"allowDefault": True})
         # Inputs from before the networks (the binder's first events at start) ...
         manager.update(RoutingInputs([], frozenset(), frozenset(), (), ("wifi",)))
@@ -102,7 +103,7 @@ def test_a_plan_made_before_the_networks_were_applied_leaves_a_crash_s_kill_swit
         manager.networks_applied = True
         manager.update(RoutingInputs([(NETWORK, "onet1")], frozenset({GATEWAY.address}),
                                      frozenset(), (), ("wifi",)))  # fmt: skip
-        await manager._task
+        await manager.settled()
 
     asyncio.run(run())
     assert [c for c in calls if c in ("arm", "lift")] == ["arm"]
