@@ -64,7 +64,6 @@ class Service:
         self.identity = load_or_create_identity(home)
         self.networks = NetworkRegistry(home, lambda network_id: self.routing.flags.error(
             network_id))  # fmt: skip
-        self.memberships = self.networks.memberships
         self.loop = asyncio.get_running_loop()
         self.started_at = time.time()
         self.core = NodeCore(
@@ -82,8 +81,8 @@ class Service:
             deadline=self._next_deadline, on_round=self._timer_round,
         )  # fmt: skip
         self.address_queries = AddressQueries(self.core, self.pump)  # the leak test's whoami
-        self.control = ControlPlane(self.identity, self.memberships, self.core.peer_endpoints,
-                                    self.binder_endpoints)  # fmt: skip
+        self.control = ControlPlane(self.identity, self.networks.memberships,
+                                    self.core.peer_endpoints, self.binder_endpoints)  # fmt: skip
         self.controller: Controller | None = None
         if (home / CONTROLLER_DB_FILE).exists() or settings.controller_database:
             self.ensure_controller()
@@ -283,7 +282,7 @@ class Service:
         self.pump.schedule_flush()
 
     async def leave(self, network_id: str) -> bool:
-        left = self.memberships.leave(network_id)
+        left = self.networks.memberships.leave(network_id)
         if left:
             self.routing.flags.forget(network_id)
             await self.apply_networks()
@@ -314,7 +313,7 @@ class Service:
             self.core.send_control(address, message, now)
         checks, control.checks = control.checks, []
         for message, sender in checks:
-            future = self.pump.in_worker(self.memberships.checker(message, sender))
+            future = self.pump.in_worker(self.networks.memberships.checker(message, sender))
             future.add_done_callback(functools.partial(self._config_checked, message, sender))
         if control.networks_changed:
             control.networks_changed = False

@@ -174,7 +174,7 @@ def test_a_damaged_per_network_file_takes_down_that_network_only(tmp_path):
         elif shown["status"] != "FILE_ERROR" or shown["statusDetail"] != reason:
             problem = f"status {shown['status']!r}, detail {shown['statusDetail']!r}"
         elif name.endswith(f"{bad_id}.conf") and bad_id in [
-            j.id for j in service.memberships.requests_due(1e9)
+            j.id for j in service.networks.memberships.requests_due(1e9)
         ]:  # its saved config would be written over
             problem = "the controller is asked for the network anyway"
         elif snapshot(home) != before:
