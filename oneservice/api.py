@@ -15,11 +15,12 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from . import __version__, native
-from .controller.controller import ControllerError
+from .controller.controller import Controller, ControllerError
 from .controller.errors import StoreError
 from .files import WriteFailed, write_atomically
 from .httpserver import HttpError, HttpServer, Request, Router
@@ -33,7 +34,7 @@ from .settings import PORT_FILES, TOKEN_FILE
 from .tap import tap_name
 
 if TYPE_CHECKING:
-    from .controller.controller import Controller
+    from .controller.thread import ControllerThread
     from .identity import Identity
     from .network.registry import NetworkRegistry
     from .node.events import PeerView
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from .settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class TapView(Protocol):
@@ -59,7 +61,7 @@ class NodeView(Protocol):
     api_token: str
     networks: NetworkRegistry
     routing: RoutingManager
-    controller: Controller | None
+    controller: ControllerThread
 
     @property
     def port(self) -> int: ...
@@ -74,7 +76,8 @@ class NodeView(Protocol):
     def join(self, network_id: str) -> None: ...
     async def leave(self, network_id: str) -> bool: ...
     def set_network_flags(self, network_id: str, changes: dict) -> None: ...
-    def ensure_controller(self) -> Controller: ...
+    async def controller_call(self, function: Callable[..., T], *args: Any,
+                              create: bool = False) -> T: ...
     def push_config(self, network_id: str, also: list[str] | tuple = ()) -> None: ...
     async def leaktest(self, network_id: str | None) -> dict: ...
     def open_portal(self, seconds: float) -> None: ...
@@ -256,7 +259,7 @@ class Routes:
                 "interfacePrefixBlacklist": list(s.settings.interface_prefix_blacklist),
                 "tunOffload": s.settings.tun_offload,
                 # Where the controller keeps its networks (a server's password never shown).
-                "controllerStore": s.controller.store.where if s.controller else "",
+                "controllerStore": s.controller.where,
             }},
         }  # fmt: skip
 
@@ -456,70 +459,78 @@ class Routes:
                 "address": self.service.identity.address}  # fmt: skip
 
     async def controller_networks(self, request: Request) -> list:
-        controller = self.service.controller
-        return controller.networks() if controller else []
+        if not self.service.controller.opened:
+            return []
+        return await self.service.controller_call(Controller.networks)
 
-    def _existing_controller(self, network_id: str):
-        """Reads never create controller.db: a node that was only asked about a network does
-        not become a controller."""
-        controller = self.service.controller
-        if controller is None:
+    async def _existing(self, function: Callable[..., T], network_id: str, *args: Any) -> T:
+        """``function(controller, network_id, *args)`` on the controller's thread. Reads never
+        create controller.db: a node that was only asked about a network does not become a
+        controller."""
+        if not self.service.controller.opened:
             raise ApiError(404, f"network {network_id} not found: this node controls no "
                                 "networks yet")  # fmt: skip
-        return controller
+        return await self.service.controller_call(function, network_id, *args)
 
     async def controller_network(self, request: Request) -> dict:
-        network_id = _network_id(request)
-        return self._existing_controller(network_id).network(network_id)
+        return await self._existing(Controller.network, _network_id(request))
 
     async def controller_network_post(self, request: Request) -> dict:
         """Create (also as <controller address>______ for a random id) or update."""
         raw_id = request.params["nwid"]
         body = _body(request)
         if raw_id == self.service.identity.address + "______":
-            return self.service.ensure_controller().create_network(None, body)
+            return await self.service.controller_call(Controller.create_network, None, body,
+                                                      create=True)  # fmt: skip
         network_id = _network_id(request)
-        controller = self.service.ensure_controller()
-        if network_id not in controller.networks():
-            return controller.create_network(network_id, body)
-        result = controller.update_network(network_id, body)
-        self.service.push_config(network_id)
+        created, result = await self.service.controller_call(_create_or_update, network_id,
+                                                             body, create=True)  # fmt: skip
+        if not created:
+            self.service.push_config(network_id)
         return result
 
     async def controller_network_delete(self, request: Request) -> dict:
         network_id = _network_id(request)
-        controller = self._existing_controller(network_id)
-        members = controller.online_members(network_id, time.time())
-        controller.delete_network(network_id)
+        members = await self._existing(_delete_network, network_id, time.time())
         self.service.push_config(network_id, also=members)
         return {"id": network_id, "deleted": True}
 
     async def controller_members(self, request: Request) -> dict:
         """ZeroTier's shape: {"<member address>": <member revision>}."""
-        network_id = _network_id(request)
-        return self._existing_controller(network_id).member_revisions(network_id)
+        return await self._existing(Controller.member_revisions, _network_id(request))
 
     async def controller_member(self, request: Request) -> dict:
-        network_id = _network_id(request)
-        return self._existing_controller(network_id).member(
-            network_id, request.params["address"]
-        )
+        return await self._existing(Controller.member, _network_id(request),
+                                    request.params["address"])  # fmt: skip
 
     async def controller_member_post(self, request: Request) -> dict:
         network_id = _network_id(request)
         body = _body(request)
-        controller = self._existing_controller(network_id)
-        result = controller.update_member(network_id, request.params["address"], body)
+        result = await self._existing(Controller.update_member, network_id,
+                                      request.params["address"], body)  # fmt: skip
         self.service.push_config(network_id)
         return result
 
     async def controller_member_delete(self, request: Request) -> dict:
         network_id = _network_id(request)
-        controller = self._existing_controller(network_id)
         address = request.params["address"]
-        controller.delete_member(network_id, address)
+        await self._existing(Controller.delete_member, network_id, address)
         self.service.push_config(network_id, also=[address])
         return {"deleted": True}
+
+
+def _create_or_update(controller: Controller, network_id: str, body: Any) -> tuple[bool, dict]:
+    """On the controller's thread, so that no other request comes between the two."""
+    if network_id not in controller.networks():
+        return True, controller.create_network(network_id, body)
+    return False, controller.update_network(network_id, body)
+
+
+def _delete_network(controller: Controller, network_id: str, now: float) -> list[str]:
+    """The members online before the network went (they are told it is gone)."""
+    members = controller.online_members(network_id, now)
+    controller.delete_network(network_id)
+    return members
 
 
 def _whole_ms(seconds: float | None) -> int:

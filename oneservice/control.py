@@ -3,7 +3,9 @@
 Like the node core, it does no I/O and reads no clock: the service hands it the control
 messages the core received and the time; it hands back the messages to send (``outbox``),
 the configs to check off the event loop (``checks``: the signature and the parse of every
-member, network/membership.checked_config), and whether the joined networks changed
+member, network/membership.checked_config), the requests for this node's controller
+(``questions``: answered with ``answer_question`` on the controller's thread, as their SQL
+may block, then handed back to ``replied``), and whether the joined networks changed
 (``networks_changed``: the service then rebuilds devices and routes). Messages for this node
 itself (a controller that is a member of its own network) go round inside, never on the wire.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from .controller.controller import Controller
 from .identity import Identity
@@ -21,8 +24,65 @@ from .network.membership import Memberships, Verdict
 from .network.signed import STATUS_NOT_FOUND, controller_address
 
 ControlMessage = ConfigRequest | ConfigAnswer | ConfigDelta
+# A member the core may not know yet, with the endpoints the controller has for it.
+Contact = tuple[Identity, list[tuple[str, int]]]
 
 log = logging.getLogger("oneservice")
+# Requests waiting for the controller's thread at most: more (a flood, a database that went
+# slow) are dropped and counted; their members ask again at their next retry.
+MAX_WAITING_QUESTIONS = 256
+
+
+@dataclass(frozen=True)
+class ConfigQuestion:
+    """A member's config request for this node's controller, with what the loop knows."""
+
+    address: str
+    request: ConfigRequest
+    sender: Identity
+    endpoints: list[str]  # where the member is reachable as our core sees it ("ip/port")
+    wall: float
+
+
+@dataclass
+class ControllerReply:
+    """What the controller's thread hands back: messages to send, and contacts to give the
+    core first (members to be sent to that the core may not know)."""
+
+    messages: list[tuple[str, ControlMessage]] = field(default_factory=list)
+    contacts: list[Contact] = field(default_factory=list)
+
+
+def answer_question(controller: Controller, question: ConfigQuestion) -> ControllerReply:
+    """The answer to a member's request (on the controller's thread: it queries the store)."""
+    network_id = question.request.network_id
+    if not controller.owns(network_id):
+        return ControllerReply([(question.address, ConfigAnswer(network_id,
+                                                                error=STATUS_NOT_FOUND))])
+    before = controller.revision(network_id)
+    answer = controller.handle_request(network_id, question.sender, question.endpoints,
+                                       question.wall, question.request.revision)  # fmt: skip
+    reply = ControllerReply()
+    if controller.revision(network_id) != before:
+        # A member arrived (or moved): the others must learn of it now, not at their next
+        # refresh.
+        reply = pushes(controller, network_id, question.wall)
+    reply.messages.append((question.address, answer))
+    return reply
+
+
+def pushes(controller: Controller, network_id: str, wall: float,
+           also: list[str] | tuple = ()) -> ControllerReply:  # fmt: skip
+    """After a change: every member that asked recently gets its answer now (and ``also``
+    those just removed, so they learn they are out). On the controller's thread."""
+    reply = ControllerReply()
+    own = controller.identity.address
+    for address in dict.fromkeys([*controller.online_members(network_id, wall), *also]):
+        contact = controller.contact(network_id, address)
+        if contact is not None and address != own:
+            reply.contacts.append(contact)
+        reply.messages.append((address, controller.message_for(network_id, address)))
+    return reply
 
 
 class ControlPlane:
@@ -35,7 +95,7 @@ class ControlPlane:
     ) -> None:
         self.identity = identity
         self.memberships = memberships
-        self.controller: Controller | None = None  # set by the service once it has one
+        self.controller_open = False  # set by the service once this node is a controller
         # Where a member is reachable as our core sees it ("ip/port"), for its config; and
         # our own endpoints, for our own membership.
         self._endpoints_of = endpoints_of
@@ -44,7 +104,10 @@ class ControlPlane:
         self.checks: list[tuple[ConfigAnswer | ConfigDelta, Identity]] = []  # then config_checked
         # Members to be sent to that the core may not know (they talked to another controller
         # process on our store): (identity, endpoints), given to the core before the outbox.
-        self.contacts: list[tuple[Identity, list[tuple[str, int]]]] = []
+        self.contacts: list[Contact] = []
+        self.questions: list[ConfigQuestion] = []  # for the controller's thread, then replied
+        self.questions_in_flight = 0  # handed to the thread, not yet replied
+        self.busy_drops = 0
         self.networks_changed = False
 
     # --- inputs --------------------------------------------------------------------------------
@@ -74,18 +137,23 @@ class ControlPlane:
                      changed.config.revision if changed.config else "-")  # fmt: skip
             self.networks_changed = True
 
-    def push_config(self, network_id: str, now: float, wall: float,
-                    also: list[str] | tuple = ()) -> None:  # fmt: skip
-        """After an admin change: every member that asked recently gets its answer now (and
-        ``also`` those just removed, so they learn they are out)."""
-        if self.controller is None:
+    def take_questions(self) -> list[ConfigQuestion]:
+        """The questions for the controller's thread; each is answered with ``replied``."""
+        questions, self.questions = self.questions, []
+        self.questions_in_flight += len(questions)
+        return questions
+
+    def replied(self, reply: ControllerReply | None, now: float, wall: float,
+                answers_question: bool) -> None:  # fmt: skip
+        """What the controller's thread answered: a question's answer (None: it failed), or
+        pushes."""
+        if answers_question:
+            self.questions_in_flight -= 1
+        if reply is None:
             return
-        online = self.controller.online_members(network_id, wall)
-        for address in dict.fromkeys([*online, *also]):
-            contact = self.controller.contact(network_id, address)
-            if contact is not None and address != self.identity.address:
-                self.contacts.append(contact)
-            self._send(address, self.controller.message_for(network_id, address), now, wall)
+        self.contacts.extend(reply.contacts)
+        for address, message in reply.messages:
+            self._send(address, message, now, wall)
 
     def join(self, network_id: str, now: float, wall: float) -> None:
         """WriteFailed if the network's file cannot be written (then it is not joined)."""
@@ -113,19 +181,15 @@ class ControlPlane:
     def _answer_request(self, address: str, request: ConfigRequest, sender: Identity, now: float,
                         wall: float) -> None:  # fmt: skip
         network_id = request.network_id
-        controller = self.controller
-        if controller is None or not controller.owns(network_id):
+        if not self.controller_open or controller_address(network_id) != self.identity.address:
             self._send(address, ConfigAnswer(network_id, error=STATUS_NOT_FOUND), now, wall)
+            return
+        if len(self.questions) + self.questions_in_flight >= MAX_WAITING_QUESTIONS:
+            self.busy_drops += 1
             return
         own = address == self.identity.address
         endpoints = self._own_endpoints() if own else self._endpoints_of(address, now)
-        before = controller.revision(network_id)
-        reply = controller.handle_request(network_id, sender, endpoints, wall, request.revision)
-        if controller.revision(network_id) != before:
-            # A member arrived (or moved): the others must learn of it now, not at their
-            # next refresh.
-            self.push_config(network_id, now, wall)
-        self._send(address, reply, now, wall)
+        self.questions.append(ConfigQuestion(address, request, sender, endpoints, wall))
 
     def _send(self, address: str, message: ControlMessage, now: float,
               wall: float) -> None:  # fmt: skip

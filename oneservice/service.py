@@ -13,8 +13,9 @@ import json
 import logging
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from . import __version__, memory, native
 from .authtoken import load_or_create_token
@@ -28,8 +29,10 @@ from .binder.binder import (
     Reconciled,
 )
 from .binder.interfaces import BindPolicy
-from .control import ControlPlane
-from .controller.controller import CONTROLLER_DB_FILE, Controller, open_controller
+from .control import ControllerReply, ControlPlane, answer_question, pushes
+from .controller.controller import CONTROLLER_DB_FILE, open_controller
+from .controller.errors import StoreError
+from .controller.thread import ControllerThread
 from .guard import Failures, guarded
 from .identity import Identity, load_or_create_identity
 from .messages import ConfigAnswer, ConfigDelta
@@ -49,6 +52,7 @@ from .tap.devices import Devices
 from .whoami import AddressQueries
 
 log = logging.getLogger("oneservice")
+T = TypeVar("T")
 # How often freed heap memory is returned to the system (memory.give_back: under a
 # millisecond each time).
 GIVE_BACK_INTERVAL_S = 30.0
@@ -83,9 +87,11 @@ class Service:
         self.address_queries = AddressQueries(self.core, self.pump)  # the leak test's whoami
         self.control = ControlPlane(self.identity, self.networks.memberships,
                                     self.core.peer_endpoints, self.binder_endpoints)  # fmt: skip
-        self.controller: Controller | None = None
+        self.controller = ControllerThread(lambda: open_controller(
+            home, settings.controller_database, self.identity, self._hear_controller_change))
         if (home / CONTROLLER_DB_FILE).exists() or settings.controller_database:
-            self.ensure_controller()
+            self.controller.open_now()
+            self.control.controller_open = True
         self.routing = RoutingManager(home, settings, self.identity.address,
                                       on_gateways=self.core.set_gateways)  # fmt: skip
         self.routing.check_state_files()
@@ -119,20 +125,35 @@ class Service:
         )
 
     def _hear_controller_change(self, network_id: str) -> None:
-        """From the store's listener thread: another controller changed a network."""
-        self.loop.call_soon_threadsafe(self._controller_changed, network_id)
+        """From the store's listener thread: another controller changed a network. Its
+        members get the change from us too: whichever controller a member talks to."""
+        self.loop.call_soon_threadsafe(self.push_config, network_id)
+
+    async def controller_call(self, function: Callable[..., T], *args: Any,
+                              create: bool = False) -> T:  # fmt: skip
+        """``function(controller, *args)`` on the controller's thread; ``create``: this node
+        becomes a controller if it is not one yet."""
+        try:
+            return await self.controller.call(function, *args, create=create)
+        finally:
+            self.control.controller_open = self.controller.opened
+
+    def _ask_controller(self, function: Callable[..., ControllerReply], *args: Any) -> None:
+        """A reply from the controller's thread, handed to the control plane when it comes."""
+        future = asyncio.wrap_future(self.controller.submit(function, *args), loop=self.loop)
+        future.add_done_callback(functools.partial(self._controller_replied,
+                                                   function is answer_question))  # fmt: skip
 
     @guarded
-    def _controller_changed(self, network_id: str) -> None:
-        # Its members get the change from us too: whichever controller a member talks to.
-        self.push_config(network_id)
-
-    def ensure_controller(self) -> Controller:
-        if self.controller is None:
-            self.controller = open_controller(self.home, self.settings.controller_database,
-                                              self.identity, self._hear_controller_change)
-            self.control.controller = self.controller
-        return self.controller
+    def _controller_replied(self, answers_question: bool, future: asyncio.Future) -> None:
+        reply = None
+        try:
+            reply = None if future.cancelled() else future.result()
+        except StoreError as exc:  # e.g. the PostgreSQL server went away: asked again later
+            log.warning("controller database: %s; a member's request was not answered", exc)
+        finally:
+            self.control.replied(reply, self.loop.time(), time.time(), answers_question)
+        self.pump.schedule_flush()
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -202,8 +223,7 @@ class Service:
             self.monitor.close()
         await self.binder.stop()
         self.devices.close_all()
-        if self.controller is not None:
-            self.controller.store.close()
+        await asyncio.to_thread(self.controller.close)
         counters = self.counters()
         log.info(
             "datagrams received %d: accepted %d, dropped %s; packets dropped %s",
@@ -221,6 +241,7 @@ class Service:
             "callbackFailures": self.failures.count,
             "sendErrors": dict(sorted(self.binder.send_errors_by_errno.items())),
             "gsoSplits": self.binder.counters["gso_split"],
+            "controllerBusyDrops": self.control.busy_drops,
         }
 
     # --- networks ----------------------------------------------------------------------------
@@ -291,8 +312,8 @@ class Service:
     def push_config(self, network_id: str, also: list[str] | tuple = ()) -> None:
         """After an admin change: every member that asked recently gets its answer now (and
         ``also`` those just removed, so they learn they are out)."""
-        self.control.push_config(network_id, self.loop.time(), time.time(), also)
-        self.pump.schedule_flush()
+        if self.controller.opened:
+            self._ask_controller(pushes, network_id, time.time(), also)
 
     def binder_endpoints(self) -> list[str]:
         return self.binder.endpoints()
@@ -311,6 +332,8 @@ class Service:
         outbox, control.outbox = control.outbox, []
         for address, message in outbox:
             self.core.send_control(address, message, now)
+        for question in control.take_questions():
+            self._ask_controller(answer_question, question)
         checks, control.checks = control.checks, []
         for message, sender in checks:
             future = self.pump.in_worker(self.networks.memberships.checker(message, sender))

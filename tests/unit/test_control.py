@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from oneservice.control import ControlPlane
+from oneservice.control import MAX_WAITING_QUESTIONS, ControlPlane, answer_question
 from oneservice.controller.controller import Controller
 from oneservice.controller.store import SQLiteStore
 from oneservice.messages import ConfigAnswer, ConfigRequest
@@ -28,6 +28,11 @@ class Node:
         self.memberships = Memberships(home)
         self.control = ControlPlane(self.identity, self.memberships, self.core.peer_endpoints,
                                     lambda: [f"{ip}/9993"])  # fmt: skip
+        self.controller: Controller | None = None
+
+    def be_controller(self, controller: Controller) -> None:
+        self.controller = controller
+        self.control.controller_open = True
 
     def pump(self) -> None:
         """What the service does with the core's events and the control plane's outputs."""
@@ -37,6 +42,7 @@ class Node:
                 sender = self.core.peers[event.address].identity
                 control.receive(event.address, event.message, sender, now, WALL + now)
         control.handle_timer(now, WALL + now)
+        answer_all(control, self.controller, now)
         while control.checks:
             message, sender = control.checks.pop(0)
             verdict = checked_config(message, sender, message.network_id)
@@ -48,6 +54,12 @@ class Node:
             control.networks_changed = False
             configs = [j.config for j in self.memberships.networks.values() if j.config]
             self.core.set_networks(configs, now)
+
+
+def answer_all(control: ControlPlane, controller: Controller | None, now: float) -> None:
+    """What the service's controller thread does with the control plane's questions."""
+    for question in control.take_questions():
+        control.replied(answer_question(controller, question), now, WALL + now, True)
 
 
 def run(sim: Sim, nodes: list[Node], seconds: float) -> None:
@@ -82,14 +94,16 @@ def test_a_join_is_asked_for_at_once_then_again_only_when_due(tmp_path):
 def test_a_controller_answers_and_the_member_takes_the_config(tmp_path, store):
     controller_node = ControlPlane(identity(10), Memberships(tmp_path / "c"), lambda a, now: [],
                                    lambda: [])  # fmt: skip
-    controller_node.controller = Controller(identity(10), store)
-    network_id = controller_node.controller.create_network(None, {"private": False, **POOL})["id"]
+    controller = Controller(identity(10), store)
+    controller_node.controller_open = True
+    network_id = controller.create_network(None, {"private": False, **POOL})["id"]
     member = ControlPlane(identity(11), Memberships(tmp_path / "m"),
                           lambda a, now: [], lambda: [])  # fmt: skip
     member.join(network_id, 100.0, WALL)
     [(controller_address, request)] = member.outbox
     assert controller_address == identity(10).address
     controller_node.receive(identity(11).address, request, identity(11).public(), 100.0, WALL)
+    answer_all(controller_node, controller, 100.0)
     # The answer, and (the member being new: a new revision) a push of it to who is online.
     assert {to for to, _ in controller_node.outbox} == {identity(11).address}
     answer = controller_node.outbox[-1][1]
@@ -113,7 +127,8 @@ def test_a_member_reachable_only_through_a_relaying_root_joins_through_the_contr
     sim.blocked.add(frozenset({("198.51.100.1", 9993), ("192.0.2.2", 9993)}))
     for node in (ctrl, member):
         node.core.set_roots([(identity(3).public(), [("203.0.113.1", 9993)])], sim.now)
-    ctrl.control.controller = controller = Controller(identity(10), store)
+    controller = Controller(identity(10), store)
+    ctrl.be_controller(controller)
     handed: list[list[str]] = []  # what the controller's core says about the member
 
     def endpoints_of(address: str, now: float) -> list[str]:
@@ -137,3 +152,26 @@ def test_a_member_reachable_only_through_a_relaying_root_joins_through_the_contr
     assert controller.member(network_id, member.identity.address)["endpoints"] == []
     config = controller.config_document(network_id)
     assert len(config["members"]) == 2
+
+
+def test_requests_beyond_what_the_controller_thread_can_hold_are_dropped_and_counted(
+    tmp_path, store
+):
+    controller = Controller(identity(10), store)
+    plane = ControlPlane(identity(10), Memberships(tmp_path), lambda a, now: [], lambda: [])
+    plane.controller_open = True
+    network_id = controller.create_network(None, {"private": False, **POOL})["id"]
+    for _ in range(MAX_WAITING_QUESTIONS + 44):
+        plane.receive(identity(11).address, ConfigRequest(network_id, -1),
+                      identity(11).public(), 100.0, WALL)  # fmt: skip
+    assert (len(plane.questions), plane.busy_drops) == (MAX_WAITING_QUESTIONS, 44)
+    taken = plane.take_questions()
+    plane.receive(identity(11).address, ConfigRequest(network_id, -1), identity(11).public(),
+                  100.0, WALL)  # fmt: skip
+    assert plane.busy_drops == 45, "still full while the thread works on them"
+    for question in taken:
+        plane.replied(answer_question(controller, question), 100.0, WALL, True)
+    assert plane.questions_in_flight == 0 and len(plane.outbox) >= MAX_WAITING_QUESTIONS
+    plane.receive(identity(11).address, ConfigRequest(network_id, -1), identity(11).public(),
+                  100.0, WALL)  # fmt: skip
+    assert len(plane.questions) == 1, "answered again once the thread caught up"

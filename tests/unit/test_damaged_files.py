@@ -179,8 +179,7 @@ def test_a_damaged_per_network_file_takes_down_that_network_only(tmp_path):
             problem = "the controller is asked for the network anyway"
         elif snapshot(home) != before:
             problem = "the home changed"
-        if service.controller is not None:
-            service.controller.store.close()
+        service.controller.close()
         if problem:
             failures.append(f"{name} ({damage}): {problem}")
     assert not failures, "\n".join(failures)
