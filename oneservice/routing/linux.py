@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from ..marks import ROUTE_PROTOCOL, RULE_PRIORITIES
 from ..netlink import IPRoute, NetlinkError
-from .planner import UNREACHABLE, KernelRoute, KernelRule
+from .planner import UNREACHABLE, KernelRoute, KernelRule, Refusal
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +42,10 @@ class LinuxRoutes:
             self._socket.close()
             self._socket = None
 
-    def apply(self, routes: Iterable[KernelRoute], rules: Iterable[KernelRule]) -> list[str]:
-        """Add what is missing, delete what is ours and no longer wanted; returns errors
-        (one line each; what failed is retried at the next call)."""
-        errors: list[str] = []
+    def apply(self, routes: Iterable[KernelRoute], rules: Iterable[KernelRule]) -> list[Refusal]:
+        """Add what is missing, delete what is ours and no longer wanted; returns what the
+        kernel refused (one line each; what failed is retried at the next call)."""
+        errors: list[Refusal] = []
         wanted = set(routes)
         present = self._our_routes()
         # A route that only changes its gateway, device or kind (a full tunnel moving to
@@ -60,8 +60,8 @@ class LinuxRoutes:
                 replaced.add(old)
         for route, message in present.items():
             if route not in wanted and route not in replaced:
-                self._try(errors, f"delete route {_describe(route)}", self._ipr.route, "del",
-                          **message)  # fmt: skip
+                self._try(errors, None, f"delete route {_describe(route)}", self._ipr.route,
+                          "del", **message)  # fmt: skip
         for route in sorted(wanted - set(present)):
             if (route.family, route.target, route.table) not in slots:
                 self._add_route(route, errors)
@@ -70,12 +70,12 @@ class LinuxRoutes:
         wanted_rules = set(rules)
         present_rules = self._our_rules()
         for rule in sorted(wanted_rules - set(present_rules)):
-            self._try(errors, f"add rule {_describe_rule(rule)}", self._ipr.rule, "add",
+            self._try(errors, rule, f"add rule {_describe_rule(rule)}", self._ipr.rule, "add",
                       **_rule_message(rule))  # fmt: skip
         for rule, message in present_rules.items():
             if rule not in wanted_rules:
-                self._try(errors, f"delete rule {_describe_rule(rule)}", self._ipr.rule, "del",
-                          **message)  # fmt: skip
+                self._try(errors, None, f"delete rule {_describe_rule(rule)}", self._ipr.rule,
+                          "del", **message)  # fmt: skip
         return errors
 
     def route_devices(self, addresses: Iterable[str]) -> dict[str, str | None]:
@@ -95,33 +95,35 @@ class LinuxRoutes:
 
     def remove_all(self) -> int:
         """Delete every route and rule of ours (a crash's leftovers, or at a clean stop)."""
-        errors: list[str] = []
+        errors: list[Refusal] = []
         present, rules = self._our_routes(), self._our_rules()
         for route, message in present.items():
-            self._try(errors, f"delete route {_describe(route)}", self._ipr.route, "del",
+            self._try(errors, None, f"delete route {_describe(route)}", self._ipr.route, "del",
                       **message)  # fmt: skip
         for rule, message in rules.items():
-            self._try(errors, f"delete rule {_describe_rule(rule)}", self._ipr.rule, "del",
+            self._try(errors, None, f"delete rule {_describe_rule(rule)}", self._ipr.rule, "del",
                       **message)  # fmt: skip
         for error in errors:
-            log.warning("%s", error)
+            log.warning("%s", error.message)
         return len(present) + len(rules) - len(errors)
 
-    def _add_route(self, route: KernelRoute, errors: list[str], verb: str = "add") -> None:
+    def _add_route(self, route: KernelRoute, errors: list[Refusal], verb: str = "add") -> None:
         if route.kind == UNREACHABLE:
-            self._try(errors, f"{verb} route {_describe(route)}", self._ipr.route, verb,
+            self._try(errors, route, f"{verb} route {_describe(route)}", self._ipr.route, verb,
                       family=_FAMILIES[route.family], dst=route.target, type=UNREACHABLE,
                       proto=ROUTE_PROTOCOL, table=route.table)  # fmt: skip
             return
         index = self._ipr.link_lookup(ifname=route.device)
         if not index:
-            errors.append(f"{verb} route {_describe(route)}: no device {route.device}")
+            errors.append(Refusal(route, f"{verb} route {_describe(route)}: no device "
+                                         f"{route.device}"))  # fmt: skip
             return
         arguments = {"family": _FAMILIES[route.family], "dst": route.target,
                      "oif": index[0], "proto": ROUTE_PROTOCOL, "table": route.table}  # fmt: skip
         if route.via is not None:
             arguments["gateway"] = route.via
-        self._try(errors, f"{verb} route {_describe(route)}", self._ipr.route, verb, **arguments)
+        self._try(errors, route, f"{verb} route {_describe(route)}", self._ipr.route, verb,
+                  **arguments)  # fmt: skip
 
     def _our_routes(self) -> dict[KernelRoute, dict]:
         """Our routes in every table, each with what deleting it takes."""
@@ -168,11 +170,14 @@ class LinuxRoutes:
         return found
 
     @staticmethod
-    def _try(errors: list[str], what: str, call, *args, **kwargs) -> None:
+    def _try(errors: list[Refusal], item: KernelRoute | KernelRule | None, what: str, call,
+             *args, **kwargs) -> None:  # fmt: skip
+        """``item``: what the plan wanted that is then not in the kernel (None: a leftover
+        that could not be deleted)."""
         try:
             call(*args, **kwargs)
         except NetlinkError as exc:
-            errors.append(f"{what}: {exc.args[1] if len(exc.args) > 1 else exc}")
+            errors.append(Refusal(item, f"{what}: {exc.args[1] if len(exc.args) > 1 else exc}"))
 
 
 # What the kernel reports for a rule without suppress_prefixlength.

@@ -46,7 +46,9 @@ from .planner import (
     TUNNEL_ON,
     TUNNEL_WITHDRAWN,
     NetworkRouting,
+    Refusal,
     RoutingPlan,
+    as_installed,
     catches_everything,
     full_tunnel_gateways,
     plan_routing,
@@ -295,8 +297,9 @@ class RoutingManager:
                     self._on_gateways(plan.gateways)
                 self.plan, self.exit_plan = plan, exit_plan
                 continue
-            # self.plan (what the API shows) changes only once the kernel has it: a client
-            # that sees "fullTunnel": "on" may rely on the routes being there.
+            # self.plan (what the API shows) is what the kernel has once this returns: a
+            # client that sees "fullTunnel": "on" may rely on the routes being there, and a
+            # route the kernel refused is shown as not installed, with the kernel's reason.
             applied = self._applied
             # Loosened before the halves go in, restored only after they are gone: with strict
             # reverse-path filtering and the halves in place, the gateway's answers arriving on
@@ -304,17 +307,21 @@ class RoutingManager:
             halves = catches_everything(plan.rules, plan.routes, 4)
             if halves:
                 await self._apply_rp_filter(inputs.uplinks)
+            refusals: list[Refusal] = []
             if (
                 force
                 or applied is None
                 or (applied.routes, applied.rules) != (plan.routes, plan.rules)
             ):
                 try:
-                    errors = await loop.run_in_executor(
+                    refusals = await loop.run_in_executor(
                         self._executor, self._kernel.apply, plan.routes, plan.rules
                     )
                 except Exception as exc:  # netlink itself failed: retried at the next update
-                    errors = [f"cannot read or change the routing tables: {exc}"]
+                    message = f"cannot read or change the routing tables: {exc}"
+                    refusals = [Refusal(item, message) for item in (*plan.routes, *plan.rules)]
+                    refusals = refusals or [Refusal(None, message)]
+                errors = list(dict.fromkeys(refusal.message for refusal in refusals))
                 if errors != self.errors:
                     for error in errors:
                         log.warning("routes: %s", error)
@@ -323,7 +330,7 @@ class RoutingManager:
                 _log_tunnels(applied, plan)
             if plan.gateways != self.plan.gateways:
                 self._on_gateways(plan.gateways)
-            self.plan = plan
+            self.plan = as_installed(plan, refusals)
             self.splits = {n.config.id: n.flags.split() for n in routing}
             self.overrides = await loop.run_in_executor(
                 self._executor, find_overrides, routing, plan, self._kernel.route_devices,

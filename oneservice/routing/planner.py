@@ -24,6 +24,7 @@ so the node's own traffic is never caught.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -162,10 +163,20 @@ class RouteStatus:
     via: str | None
     installed: bool
     reason: str
+    # What it stands on in the kernel: if any of it is refused, it is not installed.
+    needs: frozenset[KernelRoute | KernelRule] = field(default=frozenset(), compare=False)
 
     def document(self) -> dict:
         return {"target": self.target, "via": self.via, "installed": self.installed,
                 "reason": self.reason}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """What the kernel refused of a plan (None: a leftover of ours it would not delete)."""
+
+    item: KernelRoute | KernelRule | None
+    message: str
 
 
 @dataclass(frozen=True)
@@ -236,9 +247,11 @@ def plan_routing(
         state = TUNNEL_OFF
         for route in config.routes:
 
-            def verdict(installed: bool, reason: str, route: Route = route, nwid: str = config.id):
+            def verdict(installed: bool, reason: str, needs: KernelRoute | None = None,
+                        route: Route = route, nwid: str = config.id) -> None:  # fmt: skip
                 via = str(route.via) if route.via else None
-                status.append(RouteStatus(nwid, str(route.target), via, installed, reason))
+                status.append(RouteStatus(nwid, str(route.target), via, installed, reason,
+                                          frozenset([needs] if needs else [])))  # fmt: skip
 
             refusal = _refusal(route, on_link, ours, network.flags)
             if refusal:
@@ -249,16 +262,19 @@ def plan_routing(
                 if any(route.target == a.network for a in own.addresses):
                     verdict(True, "the network's own subnet, on its device")
                     continue
-                routes.add(KernelRoute(family, str(route.target), None, network.device))
-                verdict(True, "on the network's device")
+                on_device = KernelRoute(family, str(route.target), None, network.device)
+                routes.add(on_device)
+                verdict(True, "on the network's device", on_device)
                 continue
             gateway = holders.get(route.via)
             if gateway is None:
                 verdict(False, f"no member has the address {route.via}")
                 continue
             if route.target.prefixlen > 0:
-                routes.add(KernelRoute(family, str(route.target), str(route.via), network.device))
-                verdict(True, f"via member {gateway}")
+                via_member = KernelRoute(family, str(route.target), str(route.via),
+                                         network.device)  # fmt: skip
+                routes.add(via_member)
+                verdict(True, f"via member {gateway}", via_member)
                 continue
             if tunnel_owner not in (None, config.id):
                 verdict(False, f"network {tunnel_owner} already carries the full tunnel")
@@ -272,46 +288,75 @@ def plan_routing(
                 choice = offered_in_order(offered)[0]
             family_state = TUNNEL_HELD if held else TUNNEL_ON if choice else TUNNEL_WITHDRAWN
             state = max(state, family_state, key=_TUNNEL_STRENGTH.__getitem__)
+            tunnel = _full_tunnel_parts(family, choice, network) if choice else frozenset()
             for route, gateway in offered_in_order(offered):
                 via = str(route.via)
                 chosen = choice is not None and route is choice[0]
                 status.append(RouteStatus(config.id, str(route.target), via, chosen,
                                           _gateway_reason(route, gateway, chosen, held, live,
-                                                          choice)))  # fmt: skip
+                                                          choice),
+                                          tunnel if chosen else frozenset()))  # fmt: skip
             if choice is None:
                 continue
             tunnel_owner = config.id
             defaults[family] = str(choice[0].via)
             gateways[(config.id, family)] = choice[1]
-            split = split_rules(family, network.flags)
-            if split:
-                routes.add(KernelRoute(family, default_target(family), str(choice[0].via),
-                                       network.device, FULL_TUNNEL_TABLE))  # fmt: skip
-                rules.update(split)
-                continue
-            for part in catch_all(family, network.flags.full_tunnel_quarters):
-                routes.add(KernelRoute(family, str(part), str(choice[0].via), network.device))
+            routes.update(part for part in tunnel if isinstance(part, KernelRoute))
+            rules.update(part for part in tunnel if isinstance(part, KernelRule))
         if defaults:
             for family in (4, 6):
                 if family not in defaults:
                     defaults[family] = None
-                    split = split_rules(family, network.flags)
-                    if split:  # what the split sends to the tunnel is blocked, no more
-                        routes.add(blocked(family, default_target(family), FULL_TUNNEL_TABLE))
-                        rules.update(split)
-                    else:
-                        for part in catch_all(family, network.flags.full_tunnel_quarters):
-                            routes.add(blocked(family, str(part)))
+                    closed = _full_tunnel_parts(family, None, network)
+                    routes.update(part for part in closed if isinstance(part, KernelRoute))
+                    rules.update(part for part in closed if isinstance(part, KernelRule))
                     status.append(RouteStatus(
                         config.id, default_target(family), None, True,
                         f"{FAMILY_NAMES[family]} blocked: the gateway offers no "
                         f"{FAMILY_NAMES[family]} default route, so it may not leak around the "
-                        "tunnel",
+                        "tunnel", closed,
                     ))  # fmt: skip
             if not network.flags.allow_lan_access:
                 _send_lan_through_tunnel(lan, defaults, network.device, routes, rules)
         tunnels[config.id] = state
     return RoutingPlan(frozenset(routes), frozenset(rules), tuple(status), tunnels, gateways)
+
+
+def _full_tunnel_parts(family: int, choice: tuple[Route, str] | None,
+                       network: NetworkRouting) -> frozenset[KernelRoute | KernelRule]:  # fmt: skip
+    """What a family's full tunnel puts in the kernel: its default (to the chosen gateway;
+    None: blocked, so it cannot leak around the tunnel) as /1 halves (or quarters), or in the
+    full-tunnel table with the rules of a per-port split."""
+    via = str(choice[0].via) if choice else None
+    split = split_rules(family, network.flags)
+    if split:  # (blocked: what the split sends to the tunnel is blocked, no more)
+        default = default_target(family)
+        table_route = (KernelRoute(family, default, via, network.device, FULL_TUNNEL_TABLE)
+                       if via else blocked(family, default, FULL_TUNNEL_TABLE))  # fmt: skip
+        return frozenset([table_route, *split])
+    return frozenset(KernelRoute(family, str(part), via, network.device) if via
+                     else blocked(family, str(part))
+                     for part in catch_all(family, network.flags.full_tunnel_quarters))  # fmt: skip
+
+
+def as_installed(plan: RoutingPlan, refusals: Sequence[Refusal]) -> RoutingPlan:
+    """The plan as the kernel has it after ``refusals``: what was refused is neither listed
+    nor shown as installed, and a full tunnel that stands on a refused route is off."""
+    refused = {r.item: r.message for r in refusals if r.item is not None}
+    if not refused:
+        return plan
+    status: list[RouteStatus] = []
+    tunnels = dict(plan.full_tunnel)
+    for shown in plan.status:
+        why = [refused[part] for part in shown.needs if part in refused]
+        if shown.installed and why:
+            shown = dataclasses.replace(shown, installed=False,
+                                        reason=f"the kernel refused it: {why[0]}")  # fmt: skip
+            if ipaddress.ip_network(shown.target).prefixlen == 0:
+                tunnels[shown.network_id] = TUNNEL_OFF
+        status.append(shown)
+    return RoutingPlan(plan.routes - refused.keys(), plan.rules - refused.keys(),
+                       tuple(status), tunnels, plan.gateways)  # fmt: skip
 
 
 def offered_in_order(offered: list[tuple[Route, str]]) -> list[tuple[Route, str]]:

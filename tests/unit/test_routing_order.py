@@ -10,6 +10,7 @@ from ipaddress import ip_address, ip_interface, ip_network
 
 from oneservice.network.config import Member, NetworkConfig, Route
 from oneservice.routing.manager import KernelAppliers, RoutingInputs, RoutingManager
+from oneservice.routing.planner import Refusal
 from oneservice.settings import Settings
 from tests.unit.corenet import identity
 
@@ -107,3 +108,44 @@ def test_a_plan_made_before_the_networks_were_applied_leaves_a_crash_s_kill_swit
 
     asyncio.run(run())
     assert [c for c in calls if c in ("arm", "lift")] == ["arm"]
+
+
+class RefusingHalves(Recorder):
+    """A kernel that refuses the full tunnel's IPv4 halves while ``refusing`` holds."""
+
+    refusing = True
+
+    def apply(self, *args):
+        super().apply(*args)
+        if len(args) == 2 and isinstance(args[0], frozenset) and self.refusing:
+            return [Refusal(r, f"add route {r.target}: Operation not permitted")
+                    for r in args[0] if r.target in ("0.0.0.0/1", "128.0.0.0/1")]  # fmt: skip
+        return []
+
+
+def test_a_route_the_kernel_refused_is_not_shown_as_installed_nor_the_tunnel_as_on(tmp_path):
+    """The plan the API shows is what the kernel has (issue 26, item 5)."""
+    from oneservice.routing.documents import network_document, routes_document
+
+    async def run() -> list[tuple[str, dict, list]]:
+        kernel = RefusingHalves([])
+        manager = RoutingManager(tmp_path, Settings(), CLIENT.address, appliers=KernelAppliers(
+            routes=kernel, exit=kernel, rp_filter=kernel))  # fmt: skip
+        manager.flags.set(NETWORK.id, {"allowDefault": True})
+        seen = []
+        for refusing in (True, False):
+            kernel.refusing = refusing
+            manager.update(RoutingInputs([(NETWORK, "onet1")], frozenset({GATEWAY.address}),
+                                         frozenset(), (), ("wifi",)), force=True)  # fmt: skip
+            await manager.settled()
+            shown = network_document(manager, NETWORK.id)
+            default = next(s for s in shown["routeStatus"] if s["target"] == "0.0.0.0/0")
+            kernel_targets = [r["target"] for r in routes_document(manager)["kernel"]]
+            seen.append((shown["fullTunnel"], default, kernel_targets))
+        return seen
+
+    (refused_state, refused, refused_kernel), (state, accepted, kernel) = asyncio.run(run())
+    assert refused_state == "off" and not refused["installed"]
+    assert "the kernel refused it" in refused["reason"] and "not permitted" in refused["reason"]
+    assert "0.0.0.0/1" not in refused_kernel and "::/1" in refused_kernel, "the rest stays"
+    assert state == "on" and accepted["installed"] and "0.0.0.0/1" in kernel
