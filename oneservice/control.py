@@ -85,6 +85,19 @@ def pushes(controller: Controller, network_id: str, wall: float,
     return reply
 
 
+@dataclass(frozen=True)
+class ControlWork:
+    """What the service does for the control plane: contacts given to the core before the
+    messages are sent, questions for the controller's thread, configs to check off the loop,
+    and whether the joined networks changed (devices and routes are then rebuilt)."""
+
+    contacts: list[Contact]
+    outbox: list[tuple[str, ControlMessage]]
+    questions: list[ConfigQuestion]
+    checks: list[tuple[ConfigAnswer | ConfigDelta, Identity]]
+    networks_changed: bool
+
+
 class ControlPlane:
     def __init__(
         self,
@@ -92,10 +105,11 @@ class ControlPlane:
         memberships: Memberships,
         endpoints_of: Callable[[str, float], list[str]],
         own_endpoints: Callable[[], list[str]],
+        is_controller: Callable[[], bool] = lambda: False,
     ) -> None:
         self.identity = identity
         self.memberships = memberships
-        self.controller_open = False  # set by the service once this node is a controller
+        self._is_controller = is_controller  # whether this node's controller store is open
         # Where a member is reachable as our core sees it ("ip/port"), for its config; and
         # our own endpoints, for our own membership.
         self._endpoints_of = endpoints_of
@@ -143,6 +157,15 @@ class ControlPlane:
         self.questions_in_flight += len(questions)
         return questions
 
+    def take_work(self) -> ControlWork:
+        """Everything the control plane wants done now, in the order to do it; it then
+        holds nothing more until its next input."""
+        work = ControlWork(self.contacts, self.outbox, self.take_questions(), self.checks,
+                           self.networks_changed)  # fmt: skip
+        self.contacts, self.outbox, self.checks = [], [], []
+        self.networks_changed = False
+        return work
+
     def replied(self, reply: ControllerReply | None, now: float, wall: float,
                 answers_question: bool) -> None:  # fmt: skip
         """What the controller's thread answered: a question's answer (None: it failed), or
@@ -181,7 +204,7 @@ class ControlPlane:
     def _answer_request(self, address: str, request: ConfigRequest, sender: Identity, now: float,
                         wall: float) -> None:  # fmt: skip
         network_id = request.network_id
-        if not self.controller_open or controller_address(network_id) != self.identity.address:
+        if not self._is_controller() or controller_address(network_id) != self.identity.address:
             self._send(address, ConfigAnswer(network_id, error=STATUS_NOT_FOUND), now, wall)
             return
         if len(self.questions) + self.questions_in_flight >= MAX_WAITING_QUESTIONS:

@@ -72,6 +72,7 @@ class RoutingFeed:
             lan_subnets=tuple(dict.fromkeys(a.network for a in physical)),
             uplinks=tuple(u.name for u in uplinks),
             port=self._binder.port,
+            networks_known=self._devices.applied,
         )
 
     def check(self, now: float) -> None:

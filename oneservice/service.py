@@ -86,13 +86,13 @@ class Service:
         )  # fmt: skip
         self.address_queries = AddressQueries(self.core, self.pump)  # the leak test's whoami
         self.control = ControlPlane(self.identity, self.networks.memberships,
-                                    self.core.peer_endpoints, self.binder_endpoints)  # fmt: skip
+                                    self.core.peer_endpoints, self.binder_endpoints,
+                                    lambda: self.controller.opened)  # fmt: skip
         self.controller = ControllerThread(lambda: open_controller(
             home, settings.controller_database, self.identity, self._hear_controller_change))
         if (home / CONTROLLER_DB_FILE).exists() or settings.controller_database:
             self.controller.open_now()
-            self.control.controller_open = True
-        self.routing = RoutingManager(home, settings, self.identity.address,
+        self.routing = RoutingManager(home, lambda: self.settings, self.identity.address,
                                       on_gateways=self.core.set_gateways)  # fmt: skip
         self.routing.check_state_files()
         for network_id in self.networks.ids():
@@ -133,10 +133,7 @@ class Service:
                               create: bool = False) -> T:  # fmt: skip
         """``function(controller, *args)`` on the controller's thread; ``create``: this node
         becomes a controller if it is not one yet."""
-        try:
-            return await self.controller.call(function, *args, create=create)
-        finally:
-            self.control.controller_open = self.controller.opened
+        return await self.controller.call(function, *args, create=create)
 
     def _ask_controller(self, function: Callable[..., ControllerReply], *args: Any) -> None:
         """A reply from the controller's thread, handed to the control plane when it comes."""
@@ -191,7 +188,6 @@ class Service:
             log.warning("reload: %s", warning)
         offload_changed = settings.tun_offload != self.settings.tun_offload
         self.settings = settings
-        self.routing.settings = settings
         self.core.relay = settings.relay
         self.core.set_roots(self._root_identities(), self.loop.time())
         self.binder.set_policy(self._bind_policy())
@@ -254,7 +250,6 @@ class Service:
             await self.devices.apply(wanted, self.settings.tun_offload)
             self.core.set_networks(list(wanted.values()), self.loop.time())
             self.binder.set_policy(self._bind_policy())
-            self.routing.networks_applied = True
             self.routes.ask()
             self.pump.schedule_flush()
 
@@ -325,21 +320,17 @@ class Service:
     def _drain_control(self) -> None:
         """What the control plane wants done: messages sent, configs checked off the event
         loop, devices and routes rebuilt."""
-        control, now = self.control, self.loop.time()
-        contacts, control.contacts = control.contacts, []
-        for identity, endpoints in contacts:
+        work, now = self.control.take_work(), self.loop.time()
+        for identity, endpoints in work.contacts:
             self.core.reach(identity, endpoints, now)
-        outbox, control.outbox = control.outbox, []
-        for address, message in outbox:
+        for address, message in work.outbox:
             self.core.send_control(address, message, now)
-        for question in control.take_questions():
+        for question in work.questions:
             self._ask_controller(answer_question, question)
-        checks, control.checks = control.checks, []
-        for message, sender in checks:
+        for message, sender in work.checks:
             future = self.pump.in_worker(self.networks.memberships.checker(message, sender))
             future.add_done_callback(functools.partial(self._config_checked, message, sender))
-        if control.networks_changed:
-            control.networks_changed = False
+        if work.networks_changed:
             self._schedule_apply()
 
     @guarded

@@ -66,6 +66,9 @@ class RoutingInputs:
     lan_subnets: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     uplinks: tuple[str, ...]
     port: int = 0  # the node's UDP port (the kill switch lets it through)
+    # Whether the node has applied its networks once: until then a plan without them says
+    # nothing, and a kill switch left by a crash stays (taken over, or lifted if unwanted).
+    networks_known: bool = False
 
 
 @dataclass
@@ -96,16 +99,17 @@ class KernelAppliers:
 
 class RoutingManager:
     def __init__(
-        self, home: Path, settings: Settings, own_address: str,
+        self, home: Path, settings: Callable[[], Settings], own_address: str,
         on_gateways: Callable[[dict[tuple[str, int], str]], None] = lambda gateways: None,
         appliers: KernelAppliers | None = None,
     ) -> None:  # fmt: skip
         """``on_gateways``: told the chosen full-tunnel gateways whenever they change (the
         core must send the default's packets to the one the kernel routes through);
-        ``appliers``: this system's by default."""
+        ``appliers``: this system's by default; ``settings``: the node's settings as they
+        are now (read at each plan: a reload needs no second copy kept in step)."""
         self.home = home
         self._on_gateways = on_gateways
-        self.settings = settings
+        self._settings = settings
         self.own_address = own_address
         self.flags = FlagsStore(home)
         self.plan = RoutingPlan(frozenset(), frozenset(), (), {})
@@ -141,14 +145,11 @@ class RoutingManager:
         self.rp_filter_error = ""
         self.kill_switch: KillSwitch | None = None
         self.kill_switch_error = ""
-        # Until the node has applied its networks once, a plan without them says nothing: a
-        # kill switch left by a crash stays until then (taken over, or lifted if unwanted).
-        self.networks_applied = False
         self._executor = concurrent.futures.ThreadPoolExecutor(1, "oneservice-routes")
         self._applied: RoutingPlan | None = None
-        # The inputs to plan next, and whether the networks had been applied when they were
-        # made (a plan from earlier inputs knows nothing of them, whenever it is applied).
-        self._wanted: tuple[RoutingInputs, bool] | None = None
+        # The inputs to plan next (whether the networks had been applied is in them: a plan
+        # from earlier inputs knows nothing of the networks, whenever it is applied).
+        self._wanted: RoutingInputs | None = None
         self._force = False
         self._task: asyncio.Task | None = None
         self._stopped = False
@@ -257,7 +258,7 @@ class RoutingManager:
         self._live_since = {m: self._live_since.get(m, now) for m in inputs.live_members}
         self._failback_due = min((since + FAILBACK_S for since in self._live_since.values()
                                   if since + FAILBACK_S > now), default=math.inf)  # fmt: skip
-        self._wanted = (inputs, self.networks_applied)
+        self._wanted = inputs
         self._last_inputs = inputs
         self._force |= force
         if self._task is None or self._task.done():
@@ -272,10 +273,14 @@ class RoutingManager:
         if self._last_inputs is not None:
             self.update(self._last_inputs, force=True)
 
+    @property
+    def settings(self) -> Settings:
+        return self._settings()
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while self._wanted is not None:
-            (inputs, networks_known), self._wanted = self._wanted, None
+            inputs, self._wanted = self._wanted, None
             force, self._force = self._force, False
             routing = [NetworkRouting(c, d, self.flags.of(c.id)) for c, d in inputs.networks]
             if self.portal.is_open():  # a login window: no full tunnel (nor kill switch) now
@@ -335,7 +340,7 @@ class RoutingManager:
             self.overrides = await loop.run_in_executor(
                 self._executor, find_overrides, routing, plan, self._kernel.route_devices,
                 self.overrides)  # fmt: skip
-            if networks_known:
+            if inputs.networks_known:
                 probe = self.settings.captive_portal
                 await self._apply_kill_switch(plan_kill_switch(
                     routing, plan, self.settings.full_tunnel_fail_closed, inputs.port,

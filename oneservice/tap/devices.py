@@ -27,6 +27,7 @@ class Devices:
         self.configs: dict[str, NetworkConfig] = {}  # network id -> the config it was made for
         # Networks whose device could not be created: the errno (their status is PORT_ERROR).
         self.errors: dict[str, int] = {}
+        self.applied = False  # whether the node's networks were applied once (routing asks)
 
     async def apply(self, wanted: dict[str, NetworkConfig], offload: bool) -> None:
         """Make the devices match ``wanted`` (network id -> config); not re-entrant."""
@@ -46,6 +47,7 @@ class Devices:
             if network_id not in self.taps and not await self._open(config, offload):
                 continue
             self.configs[network_id] = config
+        self.applied = True
 
     def close_all(self) -> None:
         for tap in self.taps.values():

@@ -26,13 +26,10 @@ class Node:
         self.core = sim.add_node(name, n, relay=relay)
         sim.add_socket(name, 1, (ip, 9993))
         self.memberships = Memberships(home)
-        self.control = ControlPlane(self.identity, self.memberships, self.core.peer_endpoints,
-                                    lambda: [f"{ip}/9993"])  # fmt: skip
         self.controller: Controller | None = None
-
-    def be_controller(self, controller: Controller) -> None:
-        self.controller = controller
-        self.control.controller_open = True
+        self.control = ControlPlane(self.identity, self.memberships, self.core.peer_endpoints,
+                                    lambda: [f"{ip}/9993"],
+                                    lambda: self.controller is not None)  # fmt: skip
 
     def pump(self) -> None:
         """What the service does with the core's events and the control plane's outputs."""
@@ -93,9 +90,8 @@ def test_a_join_is_asked_for_at_once_then_again_only_when_due(tmp_path):
 
 def test_a_controller_answers_and_the_member_takes_the_config(tmp_path, store):
     controller_node = ControlPlane(identity(10), Memberships(tmp_path / "c"), lambda a, now: [],
-                                   lambda: [])  # fmt: skip
+                                   lambda: [], lambda: True)  # fmt: skip
     controller = Controller(identity(10), store)
-    controller_node.controller_open = True
     network_id = controller.create_network(None, {"private": False, **POOL})["id"]
     member = ControlPlane(identity(11), Memberships(tmp_path / "m"),
                           lambda a, now: [], lambda: [])  # fmt: skip
@@ -128,7 +124,7 @@ def test_a_member_reachable_only_through_a_relaying_root_joins_through_the_contr
     for node in (ctrl, member):
         node.core.set_roots([(identity(3).public(), [("203.0.113.1", 9993)])], sim.now)
     controller = Controller(identity(10), store)
-    ctrl.be_controller(controller)
+    ctrl.controller = controller
     handed: list[list[str]] = []  # what the controller's core says about the member
 
     def endpoints_of(address: str, now: float) -> list[str]:
@@ -158,8 +154,8 @@ def test_requests_beyond_what_the_controller_thread_can_hold_are_dropped_and_cou
     tmp_path, store
 ):
     controller = Controller(identity(10), store)
-    plane = ControlPlane(identity(10), Memberships(tmp_path), lambda a, now: [], lambda: [])
-    plane.controller_open = True
+    plane = ControlPlane(identity(10), Memberships(tmp_path), lambda a, now: [], lambda: [],
+                         lambda: True)  # fmt: skip
     network_id = controller.create_network(None, {"private": False, **POOL})["id"]
     for _ in range(MAX_WAITING_QUESTIONS + 44):
         plane.receive(identity(11).address, ConfigRequest(network_id, -1),

@@ -97,7 +97,7 @@ def test_a_config_that_cannot_be_saved_is_not_applied(disk):
 
 
 def test_flags_that_cannot_be_saved_are_not_applied(disk):
-    routing = RoutingManager(disk, Settings(), identity(1).address)
+    routing = RoutingManager(disk, Settings, identity(1).address)
     fill(disk)
     with pytest.raises(WriteFailed):
         routing.flags.set("8056c2e21c000001", {"allowDefault": True})

@@ -43,7 +43,7 @@ def test_uplinks_are_loosened_before_the_halves_and_restored_after_them(tmp_path
 
     async def run() -> None:
         recorder = Recorder(calls)
-        manager = RoutingManager(tmp_path, Settings(), CLIENT.address, appliers=KernelAppliers(
+        manager = RoutingManager(tmp_path, Settings, CLIENT.address, appliers=KernelAppliers(
             routes=recorder, exit=recorder, rp_filter=recorder))  # fmt: skip
         manager.flags.set(NETWORK.id, {"allowDefault": True})
         for live in ({GATEWAY.address}, set()):
@@ -62,7 +62,7 @@ def test_a_gateway_that_came_back_is_looked_at_again_when_it_may_take_the_tunnel
     from oneservice.routing.planner import FAILBACK_S
 
     async def run() -> None:
-        manager = RoutingManager(tmp_path, Settings(), CLIENT.address, appliers=KernelAppliers())
+        manager = RoutingManager(tmp_path, Settings, CLIENT.address, appliers=KernelAppliers())
         assert manager.next_due() == float("inf")
         now = asyncio.get_running_loop().time()
         manager.update(RoutingInputs([(NETWORK, "onet1")], frozenset({GATEWAY.address}),
@@ -93,17 +93,16 @@ def test_a_plan_made_before_the_networks_were_applied_leaves_a_crash_s_kill_swit
     async def run() -> None:
         settings = Settings(full_tunnel_fail_closed=True)
         recorder = Recorder(calls)
-        manager = RoutingManager(tmp_path, settings, CLIENT.address, appliers=KernelAppliers(
-            routes=recorder, exit=recorder, rp_filter=recorder,
-            kill_switch=KillSwitchRecorder(calls)))  # fmt: skip
+        appliers = KernelAppliers(routes=recorder, exit=recorder, rp_filter=recorder,
+                                  kill_switch=KillSwitchRecorder(calls))  # fmt: skip
+        manager = RoutingManager(tmp_path, lambda: settings, CLIENT.address, appliers=appliers)
         manager.flags.set(NETWORK.id, {"allowDefault": True})
         # Inputs from before the networks (the binder's first events at start) ...
         manager.update(RoutingInputs([], frozenset(), frozenset(), (), ("wifi",)))
         await asyncio.sleep(0)  # its plan is on its way into the kernel
         # ... and the networks applied while that plan goes into the kernel.
-        manager.networks_applied = True
         manager.update(RoutingInputs([(NETWORK, "onet1")], frozenset({GATEWAY.address}),
-                                     frozenset(), (), ("wifi",)))  # fmt: skip
+                                     frozenset(), (), ("wifi",), networks_known=True))  # fmt: skip
         await manager.settled()
 
     asyncio.run(run())
@@ -129,7 +128,7 @@ def test_a_route_the_kernel_refused_is_not_shown_as_installed_nor_the_tunnel_as_
 
     async def run() -> list[tuple[str, dict, list]]:
         kernel = RefusingHalves([])
-        manager = RoutingManager(tmp_path, Settings(), CLIENT.address, appliers=KernelAppliers(
+        manager = RoutingManager(tmp_path, Settings, CLIENT.address, appliers=KernelAppliers(
             routes=kernel, exit=kernel, rp_filter=kernel))  # fmt: skip
         manager.flags.set(NETWORK.id, {"allowDefault": True})
         seen = []
