@@ -180,6 +180,15 @@ class PathKeeper:
         for other in peer.paths.values():
             other.peer_prefers = other is path
 
+    def follow_sender(self, peer: Peer, path: Path | None, now: float) -> None:
+        """An authenticated datagram that the peer sends on its preferred path (data, relay
+        frames, control messages other than probes and their answers) came over ``path``:
+        that is where the peer is now (it roamed, or its NAT changed address), as WireGuard
+        roams."""
+        if path is not None and path is not peer.preferred:
+            self.peer_prefers(peer, path)
+            self.follow(peer, path, now)
+
     def follow(self, peer: Peer, path: Path, now: float) -> None:
         """Use the path the peer uses: it knows first when its side of a path changed. The
         path we leave may be dead: probe the others now so none is switched back to blindly."""

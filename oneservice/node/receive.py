@@ -136,6 +136,7 @@ class Receiver:
             return
         self.node.accepted += 1
         if kind == wire.TYPE_RELAY:
+            self.node.paths.follow_sender(peer, path, now)  # its answers go where it is now
             self.node.rootservice.forward(peer, payload, now)
         elif kind == wire.TYPE_DATA:
             if payload:  # (empty: a keepalive)
@@ -161,9 +162,7 @@ class Receiver:
         """IP packets (with their hints) from one peer, from one path."""
         self.node.paths.mark_traffic(peer, now)
         peer.last_data_received = now
-        if path is not None and path is not peer.preferred:
-            self.node.paths.peer_prefers(peer, path)  # it sends data on its preferred path
-            self.node.paths.follow(peer, path, now)
+        self.node.paths.follow_sender(peer, path, now)
         self.deliver(peer, packets)
 
     def receive_relayed(self, root: Peer, payload: bytes, now: float) -> None:
@@ -208,6 +207,8 @@ class Receiver:
         except MessageError:
             self.node.packet_drops["control_malformed"] += 1
             return
+        if not isinstance(message, Ping | Pong):
+            self.node.paths.follow_sender(peer, path, now)  # sent on its preferred path
         match message:
             case Ping() | Pong():
                 self.node.paths.receive_probe(peer, message, path, now)

@@ -87,6 +87,10 @@ class RootClient:
         if peer is None:
             self.node.packet_drops["introduction_invalid"] += 1
             return
+        if peer.current is not None:
+            # The other side is told at the same time: both probe now, so filtering NATs on
+            # both sides let the other's probes in.
+            self.node.paths.probe(peer, now)
         self.connect(peer, now)
 
     def peer_from_announcement(self, identity_text: str, endpoints_text: tuple[str, ...],

@@ -10,6 +10,7 @@ import ipaddress
 from ..messages import AddressAnswer, AddressQuery, Introduction, Whois, WhoisAnswer
 from . import wire
 from .context import NodeContext
+from .introductions import RelayIntroductions
 from .paths import DirectPath, Path
 from .peer import Peer, window
 from .roots import advertised_endpoints, may_tell
@@ -18,6 +19,7 @@ from .roots import advertised_endpoints, may_tell
 class RootService:
     def __init__(self, node: NodeContext) -> None:
         self.node = node
+        self.introductions = RelayIntroductions()
 
     def forward(self, source: Peer, payload: bytes, now: float) -> None:
         """As a root: pass a datagram on to the peer it is for (we cannot read it)."""
@@ -31,6 +33,22 @@ class RootService:
         source_address = bytes.fromhex(source.address)
         relayed = source_address + payload[wire.ADDRESS_LEN :]
         self.node.tx.send(destination, wire.TYPE_RELAYED, relayed, now)
+        # Only data says the pair uses us as its path (probes cross every path, a working
+        # direct one too); the type byte of the datagram inside is in the clear.
+        inner_type = payload[wire.ADDRESS_LEN + 1] if len(payload) > wire.ADDRESS_LEN + 1 else -1
+        if inner_type == wire.TYPE_DATA and self.introductions.due(
+            source.address, destination.address, now
+        ):
+            self.introduce(source, destination, now)
+            self.introduce(destination, source, now)
+
+    def introduce(self, told: Peer, about: Peer, now: float) -> None:
+        """Tell ``told`` who ``about`` is and where we see it (it then punches: both sides
+        are told at once). Only between nodes that may know of each other (node/roots.py)."""
+        if not may_tell(told.networks, about.networks, about.findable):
+            return
+        intro = Introduction(about.identity.public_text(), tuple(self.endpoints_of(about, now)))
+        self.node.tx.send_message(told, intro, now)
 
     def answer_whois(self, asker: Peer, message: Whois, now: float) -> None:
         """Only a root (``relay``) answers, and only as node/roots.py allows."""
@@ -67,5 +85,7 @@ class RootService:
         self.node.tx.send_message(peer, AddressAnswer(message.query_id, seen, exits), now)
 
     def endpoints_of(self, peer: Peer, now: float) -> list[str]:
-        """Where a peer is reachable directly ("ip/port"): node/roots.py says which."""
-        return advertised_endpoints(peer.paths.values(), now, window(peer, now))
+        """Where a peer is reachable directly ("ip/port"): node/roots.py says which; where it
+        was last heard first."""
+        paths = sorted(peer.paths.values(), key=lambda p: -p.last_received)
+        return advertised_endpoints(paths, now, window(peer, now))

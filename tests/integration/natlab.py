@@ -1,0 +1,153 @@
+"""Members behind real Linux NAT routers, in namespaces.
+
+    m1 10.0.1.10 -- nat1 (LAN 10.0.1.1, WAN 198.51.100.10) --+
+                                                             inet -- ctrl 192.0.2.10
+    m2 10.0.2.10 -- nat2 (LAN 10.0.2.1, WAN 203.0.113.10) ---+       (root, controller)
+
+Each NAT router masquerades its LAN behind its WAN address (conntrack: one mapping per
+inside address and port, kept for every destination, as home routers do) and drops anything
+unsolicited from the WAN, as OpenWrt's default firewall does. A router can be readdressed as a
+PPPoE redial does it: a new public address, the old one's conntrack entries gone. The private
+LANs are not routed on the internet side.
+"""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import time
+
+from oneservice.identity import Identity
+from tests.integration.nodes import NodeLab, write_home, write_local_conf
+from tests.testbed import Host, Testbed, wait_until
+
+ROUTER_RULES = """
+table ip nat_lab {{
+  chain postrouting {{
+    type nat hook postrouting priority 100; policy accept;
+    oifname "wan" masquerade{options}
+  }}
+}}
+table inet wan_filter {{
+  chain forward {{
+    type filter hook forward priority 0; policy drop;
+    ct state established,related accept
+    iifname "lan" accept
+  }}
+  chain input {{
+    type filter hook input priority 0; policy accept;
+    iifname "wan" ct state new drop
+  }}
+}}
+"""
+FLUSH_CONNTRACK = "from pyroute2 import Conntrack; Conntrack().flush()"
+
+
+class NatLab(NodeLab):
+    def __init__(self, bed: Testbed, tmp_path, hard: tuple[str, ...] = ()) -> None:
+        """``hard``: the routers that map each destination to a new port (random,
+        fully-random), as carrier-grade NATs do."""
+        super().__init__()
+        self.bed = bed
+        self.inet = bed.host("inet", forwarding=True)
+        self.routers: dict[str, Host] = {}
+        self.wan: dict[str, str] = {}  # router -> its public address now
+        self.identities = {name: Identity.generate() for name in ("ctrl", "m1", "m2")}
+        ctrl = self.hosts["ctrl"] = bed.host("ctrl")
+        bed.link(ctrl, "eth0", self.inet, "i-ctrl", ["192.0.2.10/24"], ["192.0.2.1/24"])
+        ctrl.ip("route", "add", "default", "via", "192.0.2.1")
+        for n, (router, public) in enumerate((("nat1", "198.51.100"), ("nat2", "203.0.113")), 1):
+            nat = self.routers[router] = bed.host(router, forwarding=True)
+            bed.link(nat, "wan", self.inet, f"i-{router}", [f"{public}.10/24"], [f"{public}.1/24"])
+            nat.ip("route", "add", "default", "via", f"{public}.1")
+            self.wan[router] = f"{public}.10"
+            member = self.hosts[f"m{n}"] = bed.host(f"m{n}")
+            bed.link(member, "eth0", nat, "lan", [f"10.0.{n}.10/24"], [f"10.0.{n}.1/24"])
+            member.ip("route", "add", "default", "via", f"10.0.{n}.1")
+            options = " random,fully-random" if router in hard else ""
+            nat.run("nft", "-f", "-", input=ROUTER_RULES.format(options=options))
+        for name in ("ctrl", "m1", "m2"):
+            home = self.homes[name] = write_home(tmp_path / name, self.identities[name], [])
+            if name == "ctrl":
+                write_local_conf(home, {"settings": {"relay": True}})
+            else:
+                write_local_conf(home, {"roots": [{
+                    "identity": self.identities["ctrl"].public_text(),
+                    "endpoints": ["192.0.2.10/9993"],
+                }]})  # fmt: skip
+            self.start(name)
+
+    def readdress(self, router: str, new_public: str) -> None:
+        """A redial: the WAN address changes and the router forgets every mapping."""
+        nat, old = self.routers[router], self.wan[router]
+        nat.ip("addr", "del", f"{old}/24", "dev", "wan")
+        nat.ip("addr", "add", f"{new_public}/24", "dev", "wan")
+        nat.ip("route", "replace", "default", "via", new_public.rsplit(".", 1)[0] + ".1")
+        nat.python("-c", FLUSH_CONNTRACK).wait(timeout=10)
+        self.wan[router] = new_public
+
+    def join_both(self) -> tuple[str, dict[str, str]]:
+        """m1 and m2 in a new network, authorized: its id and each member's address in it."""
+        network_id = self.create_network("ctrl", {
+            "name": "nat", "routes": [{"target": "10.147.17.0/24"}],
+            "ipAssignmentPools": [{"ipRangeStart": "10.147.17.10",
+                                   "ipRangeEnd": "10.147.17.200"}],
+        })  # fmt: skip
+        for name in ("m1", "m2"):
+            self.api(name, "POST", f"/network/{network_id}", {})
+            self.authorize("ctrl", network_id, name)
+        addresses = {}
+        for name in ("m1", "m2"):
+            self.wait_status(name, network_id, "OK", timeout=30)
+            _, network = self.api(name, "GET", f"/network/{network_id}")
+            addresses[name] = network["assignedAddresses"][0].split("/")[0]
+        return network_id, addresses
+
+    def preferred(self, name: str, other: str) -> dict:
+        """The path ``name`` sends to ``other`` on now ({} if none)."""
+        address = self.identities[other].address
+        paths = (self.api(name, "GET", f"/peer/{address}")[1] or {}).get("paths", [])
+        return next((p for p in paths if p.get("preferred")), {})
+
+    def direct(self, name: str, other: str) -> bool:
+        path = self.preferred(name, other)
+        root = self.identities["ctrl"].address
+        return bool(path) and not path["address"].startswith(root)
+
+    def wait_direct(self, timeout: float, m1_public: str = "") -> float:
+        """Seconds until both members send to each other directly (m2 to ``m1_public``, if
+        given: where m1's router is now)."""
+        started = time.monotonic()
+
+        def direct() -> bool:
+            to_m1 = self.preferred("m2", "m1").get("address", "")
+            return (self.direct("m1", "m2") and self.direct("m2", "m1")
+                    and to_m1.startswith(m1_public))  # fmt: skip
+
+        wait_until(direct, timeout, interval=0.1, what="m1 and m2 direct")
+        return time.monotonic() - started
+
+
+class Pinger:
+    """A ping every 50 ms from one host, with the time of each reply: the longest silence."""
+
+    def __init__(self, host: Host, target: str) -> None:
+        self.process = host.spawn("ping", "-D", "-n", "-i", "0.05", "-W", "1", target,
+                                  stdout=subprocess.PIPE, text=True)  # fmt: skip
+        self.replies: list[float] = []
+
+    def stop(self) -> list[float]:
+        self.process.terminate()
+        out, _ = self.process.communicate(timeout=10)
+        for line in out.splitlines():
+            if line.startswith("[") and "bytes from" in line:
+                self.replies.append(float(line[1:line.index("]")]))
+        return self.replies
+
+
+def longest_silence(replies: list[float], since: float) -> float:
+    """The longest time without a reply after ``since`` (wall clock)."""
+    after = [t for t in replies if t >= since - 1.0]
+    gaps = [b - a for a, b in itertools.pairwise(after)]
+    return max(gaps, default=float("inf"))
+
