@@ -388,6 +388,7 @@ class Routes:
                                     else f"{path.via}/0"),
                         "localSocket": path.socket_id if path.socket_id is not None else -1,
                         "via": path.via,
+                        "kind": path.kind,  # direct, lan or relayed
                         "interface": (f"via {path.via}" if path.via
                                       else interfaces.get(path.socket_id)),
                         "active": path.active,

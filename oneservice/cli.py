@@ -173,6 +173,18 @@ def _preferred_path(peer: dict) -> dict | None:
     return next((p for p in _objects(paths) if p.get("preferred")), None)
 
 
+def _with_kinds(peers: list[dict]) -> str:
+    """" <kind>" where the node says what each path is (direct, lan, relayed): a last column,
+    so that zerotier-cli's columns stay in place; "" for a ZeroTier node (it does not say)."""
+    return " <kind>" if any("kind" in path for p in _objects(peers)
+                            for path in _objects(p.get("paths"))) else ""  # fmt: skip
+
+
+def _path_kind(path: dict | None) -> str:
+    kind = path.get("kind") if path is not None else None
+    return f" {json_string(kind) if kind else '-'}"
+
+
 def _since_ms(path: dict, key: str, now_ms: int) -> int:
     when = path.get(key)
     return now_ms - int(when) if isinstance(when, int | float) else -1
@@ -191,7 +203,8 @@ def _latency(peer: dict) -> int:
 
 
 def peer_lines(peers: list[dict], now_ms: int) -> str:
-    lines = ["200 listpeers <ztaddr> <path> <latency> <version> <role>"]
+    kinds = _with_kinds(peers)
+    lines = ["200 listpeers <ztaddr> <path> <latency> <version> <role>" + kinds]
     for p in _objects(peers):
         path = _preferred_path(p)
         where = "-"
@@ -199,13 +212,15 @@ def peer_lines(peers: list[dict], now_ms: int) -> str:
             where = (f"{json_string(path.get('address'))};{_since_ms(path, 'lastSend', now_ms)};"
                      f"{_since_ms(path, 'lastReceive', now_ms)}")  # fmt: skip
         lines.append(f"200 listpeers {json_string(p.get('address'))} {where} {_latency(p)} "
-                     f"{_peer_version(p)} {json_string(p.get('role'))}")  # fmt: skip
+                     f"{_peer_version(p)} {json_string(p.get('role'))}"
+                     f"{_path_kind(path) if kinds else ''}")  # fmt: skip
     return "\n".join(lines)
 
 
 def peer_table(peers: list[dict], now_ms: int) -> str:
     """zerotier-cli's `peers`: a relay path (through one of our roots) shows as RELAY."""
-    lines = ["200 peers", "<ztaddr>   <ver>  <role> <lat> <link> <lastTX> <lastRX> <path>"]
+    kinds = _with_kinds(peers)
+    lines = ["200 peers", "<ztaddr>   <ver>  <role> <lat> <link> <lastTX> <lastRX> <path>" + kinds]
     for p in _objects(peers):
         path = _preferred_path(p)
         link = "RELAY"
@@ -214,7 +229,8 @@ def peer_table(peers: list[dict], now_ms: int) -> str:
                     f"{_since_ms(path, 'lastReceive', now_ms):<8} "
                     f"{json_string(path.get('address'))}")  # fmt: skip
         lines.append(f"{json_string(p.get('address'))} {_peer_version(p):<6} "
-                     f"{json_string(p.get('role')):<6} {_latency(p):>5} {link}")  # fmt: skip
+                     f"{json_string(p.get('role')):<6} {_latency(p):>5} {link}"
+                     f"{_path_kind(path) if kinds else ''}")  # fmt: skip
     return "\n".join(lines)
 
 

@@ -126,9 +126,17 @@ class AddressAnswer:
     exits: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class LocalEndpoints:
+    """To a member of a shared network: the sender's own uplink addresses with its port
+    ("ip/port"), private ones included, so that members behind one NAT find each other."""
+
+    endpoints: tuple[str, ...]
+
+
 Message = (Ping | Pong | Goodbye | Whois | WhoisAnswer | Introduction | ChunkRequest
            | ConfigRequest | ConfigAnswer | ConfigDelta | AddressQuery
-           | AddressAnswer)  # fmt: skip
+           | AddressAnswer | LocalEndpoints)  # fmt: skip
 
 
 def encode(message: Message) -> bytes:
@@ -183,6 +191,8 @@ def _fields(message: Message) -> dict:
             return {"t": "whoami", "i": query_id}
         case AddressAnswer(query_id, seen, exits):
             return {"t": "whoamir", "i": query_id, "s": seen, "x": list(exits)}
+        case LocalEndpoints(endpoints):
+            return {"t": "here", "e": list(endpoints)}
     raise TypeError(f"not a control message: {type(message).__name__}")
 
 
@@ -240,4 +250,5 @@ _DECODERS = {
                                  f.get("s", bytes)),
     "whoami": lambda f: AddressQuery(f.get("i", int)),
     "whoamir": lambda f: AddressAnswer(f.get("i", int), f.get("s", str), f.strings("x")),
+    "here": lambda f: LocalEndpoints(f.strings("e")),
 }

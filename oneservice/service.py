@@ -346,7 +346,7 @@ class Service:
         """The uplinks' addresses (never a peer's endpoint) and which uplink to prefer."""
         now = self.loop.time()
         self.core.set_own_addresses([a.address for u in self.binder.uplinks for a in u.addresses],
-                                    now)  # fmt: skip
+                                    now, self.binder.port)  # fmt: skip
         self.core.set_socket_ranks(self.uplink_ranks(), now)
 
     # --- what the API sees (api.NodeView) -----------------------------------------------------

@@ -29,7 +29,7 @@ from .context import NodeContext
 from .events import ControlReceived, NodeEvent, PathChanged, PathView, PeerConnected, PeerView
 from .machine import PeerMachine
 from .pathing import PathKeeper
-from .paths import DirectPath, Endpoint
+from .paths import DirectPath, Endpoint, path_kind
 from .peer import Peer, window
 from .prefixes import PrefixTable
 from .receive import Receiver
@@ -181,8 +181,8 @@ class NodeCore:
     def socket_readdressed(self, socket_id: int, now: float) -> None:
         self._paths.socket_readdressed(socket_id, now)
 
-    def set_own_addresses(self, addresses: Iterable[str], now: float) -> None:
-        self._paths.set_own_addresses(addresses, now)
+    def set_own_addresses(self, addresses: Iterable[str], now: float, port: int = 0) -> None:
+        self._paths.set_own_addresses(addresses, now, port)
 
     def set_socket_ranks(self, ranks: dict[int, int], now: float) -> None:
         self._paths.set_socket_ranks(ranks, now)
@@ -323,7 +323,7 @@ class NodeCore:
                     PathView(
                         endpoint=path.endpoint if isinstance(path, DirectPath) else None,
                         socket_id=path.socket_id if isinstance(path, DirectPath) else None,
-                        via=path.via,
+                        via=path.via, kind=path_kind(path),
                         active=path.alive(now, window(peer, now)),
                         preferred=path is peer.preferred, rtt=path.rtt,
                         last_sent=wall(path.last_sent),

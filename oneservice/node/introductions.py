@@ -32,6 +32,9 @@ class RelayIntroductions:
         self._pairs: dict[tuple[str, str], _Pair] = {}
         self.sent = 0  # introductions of relayed pairs made (each tells both sides)
 
+    def __len__(self) -> int:
+        return len(self._pairs)
+
     def due(self, a: str, b: str, now: float) -> bool:
         """Data is relayed between ``a`` and ``b`` now: whether to introduce them."""
         key = (a, b) if a < b else (b, a)

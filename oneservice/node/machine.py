@@ -81,6 +81,7 @@ class PeerMachine:
         self.node.paths.heard(peer, socket_id, address, via, now)
         self.node.events.append(PeerConnected(peer.address))
         self.fire(peer, Event.RESPONSE, now)
+        self.node.paths.tell_local_endpoints(peer, now)
 
     def answered(self, peer: Peer, session: Session, now: float) -> None:
         """We answered the peer's initiation: the session waits for the peer to use it (then
@@ -98,6 +99,7 @@ class PeerMachine:
         self.promote(peer, session, now)
         self.node.events.append(PeerConnected(peer.address))
         self.fire(peer, Event.CONFIRMED, now)
+        self.node.paths.tell_local_endpoints(peer, now)
 
     def promote(self, peer: Peer, session: Session, now: float) -> None:
         if peer.previous is not None:

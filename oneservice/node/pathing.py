@@ -13,13 +13,15 @@ import math
 import socket
 from collections.abc import Iterable
 
-from ..messages import Ping, Pong, encode
+from ..messages import LocalEndpoints, Ping, Pong, encode
+from ..network.config import NetworkConfigError, parse_endpoint
 from . import wire
 from .context import NodeContext
 from .lifecycle import Event
 from .paths import DirectPath, Endpoint, Path, RelayPath, choose_path, endpoint_of
 from .peer import Peer, path_changed, probe_interval, window
-from .timing import ACTIVE_WINDOW_S, QUIET_PROBE_S
+from .roots import MAX_ADVERTISED_ENDPOINTS
+from .timing import ACTIVE_WINDOW_S, LOCAL_HINTS_EVERY_S, QUIET_PROBE_S
 
 
 class PathKeeper:
@@ -31,6 +33,8 @@ class PathKeeper:
         # This node's own physical addresses: never a peer's endpoint (a member left over from
         # an earlier install of this machine would have it send initiations to itself forever).
         self.own_ips: frozenset[str] = frozenset()
+        # Our uplinks' addresses with our port ("ip/port"), told to members of our networks.
+        self.own_endpoints: tuple[str, ...] = ()
         self.refused_hints: set[tuple[str, Endpoint]] = set()
 
     def socket_up(self, socket_id: int, family: int, now: float) -> None:
@@ -58,11 +62,19 @@ class PathKeeper:
         for peer in self.node.registry.peers.values():
             self.probe(peer, now, only_socket=socket_id)
 
-    def set_own_addresses(self, addresses: Iterable[str], now: float) -> None:
-        """The addresses of this node's uplinks (as the binder sees them): paths to them go."""
-        self.own_ips = frozenset(
-            ipaddress.ip_address(a.split("%")[0]).compressed for a in addresses
-        )
+    def set_own_addresses(self, addresses: Iterable[str], now: float, port: int = 0) -> None:
+        """The addresses of this node's uplinks (as the binder sees them): paths to them go.
+        With our ``port``, members of our networks are told them (tell_local_endpoints)."""
+        ips = [ipaddress.ip_address(a.split("%")[0]) for a in addresses]
+        self.own_ips = frozenset(ip.compressed for ip in ips)
+        usable = sorted((ip for ip in ips if not (ip.is_link_local or ip.is_loopback)),
+                        key=lambda ip: (ip.version, ip))  # fmt: skip
+        endpoints = tuple(f"{ip.compressed}/{port}" for ip in usable if port)
+        endpoints = endpoints[:MAX_ADVERTISED_ENDPOINTS]
+        if endpoints != self.own_endpoints:
+            self.own_endpoints = endpoints
+            for peer in self.node.registry.peers.values():
+                self.tell_local_endpoints(peer, now)
         for peer in self.node.registry.peers.values():
             stale = [k for k, p in peer.paths.items()
                      if isinstance(p, DirectPath) and self.own(p.endpoint)]  # fmt: skip
@@ -104,8 +116,47 @@ class PathKeeper:
             if root.current is not None and root.address not in peer.paths:
                 peer.paths[root.address] = RelayPath(root.address, peer.address)
 
+    def tell_local_endpoints(self, peer: Peer, now: float) -> None:
+        """Tell a member of a shared network where we are on our own side of any NAT (never a
+        stranger: it learns our private addresses), once per change."""
+        if (peer.current is None or not peer.networks or peer.root
+                or peer.told_local == self.own_endpoints):  # fmt: skip
+            return
+        peer.told_local = self.own_endpoints
+        self.node.tx.send_message(peer, LocalEndpoints(self.own_endpoints), now)
+
+    def receive_local_endpoints(self, peer: Peer, message: LocalEndpoints, now: float) -> None:
+        """A member's own addresses: candidates to probe now (the same LAN goes direct)."""
+        if not peer.networks:
+            self.node.packet_drops["local_endpoints_refused"] += 1
+            return
+        try:
+            told = {parse_endpoint(e, "endpoint")
+                    for e in message.endpoints[:MAX_ADVERTISED_ENDPOINTS]}  # fmt: skip
+        except NetworkConfigError:
+            self.node.packet_drops["local_endpoints_invalid"] += 1
+            return
+        self.tell_local_endpoints(peer, now)  # (it may have met us before it knew our network)
+        if told == peer.local_hints:
+            return
+        if now - peer.local_hints_at < LOCAL_HINTS_EVERY_S:
+            # Each set is probed: a member may not make us probe address after address.
+            self.node.packet_drops["local_endpoints_too_often"] += 1
+            return
+        stale = peer.local_hints - told - peer.hints
+        peer.local_hints, peer.local_hints_at = told, now
+        for key, path in list(peer.paths.items()):
+            if (isinstance(path, DirectPath) and path.endpoint in stale
+                    and path is not peer.preferred and not path.alive(now)):  # fmt: skip
+                del peer.paths[key]
+        before = set(peer.paths)
+        self.add_candidates(peer)
+        for key in set(peer.paths) - before:
+            self.probe_path(peer, peer.paths[key], now)
+
     def add_candidates(self, peer: Peer) -> None:
-        known = peer.hints | {p.endpoint for p in peer.paths.values() if isinstance(p, DirectPath)}
+        known = (peer.hints | peer.local_hints
+                 | {p.endpoint for p in peer.paths.values() if isinstance(p, DirectPath)})
         for endpoint in known:
             if self.inside_virtual_network(endpoint) or self.own(endpoint):
                 self.refused_hints.add((peer.address, endpoint))

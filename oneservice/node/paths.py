@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections.abc import Iterable, Mapping
 
@@ -161,6 +162,26 @@ def choose_path(
         if best.rtt > current.rtt * SWITCH_RTT_RATIO:
             return current
     return best
+
+
+# What a path is, as the API and the CLI say it.
+KIND_DIRECT = "direct"  # to the peer's public (or routed) address
+KIND_LAN = "lan"  # to a private, unique-local or link-local address: the same site
+KIND_RELAYED = "relayed"  # through a root
+_LAN_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "fc00::/7", "fe80::/10",
+))  # fmt: skip
+
+
+def path_kind(path: Path) -> str:
+    if not isinstance(path, DirectPath):
+        return KIND_RELAYED
+    try:
+        ip = ipaddress.ip_address(path.endpoint[0].split("%")[0])
+    except ValueError:
+        return KIND_DIRECT
+    return KIND_LAN if any(ip in n for n in _LAN_NETWORKS if n.version == ip.version) else (
+        KIND_DIRECT)
 
 
 def endpoint_of(address: tuple) -> Endpoint:

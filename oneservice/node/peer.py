@@ -26,6 +26,10 @@ class Peer:
         self.identity = identity
         self.address = identity.address
         self.hints: set[Endpoint] = set()
+        # Its own uplink addresses, as it told us (LocalEndpoints; it shares a network).
+        self.local_hints: set[Endpoint] = set()
+        self.local_hints_at = -math.inf
+        self.told_local: tuple[str, ...] = ()  # ours, as we last told it
         self.paths: dict[PathKey, Path] = {}  # by Path.key
         self.preferred: Path | None = None
         self.current: Session | None = None  # what we send on

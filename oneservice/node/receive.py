@@ -16,6 +16,7 @@ from ..messages import (
     ConfigRequest,
     Goodbye,
     Introduction,
+    LocalEndpoints,
     MessageError,
     Ping,
     Pong,
@@ -224,6 +225,8 @@ class Receiver:
                 self.node.tx.resend_chunks(peer, message, now)
             case AddressQuery():
                 self.node.rootservice.answer_address_query(peer, message, path, now)
+            case LocalEndpoints():
+                self.node.paths.receive_local_endpoints(peer, message, now)
             case ConfigRequest() | ConfigAnswer() | ConfigDelta() | AddressAnswer():
                 self.node.events.append(ControlReceived(peer.address, message))
 

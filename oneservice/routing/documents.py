@@ -30,7 +30,8 @@ def routes_document(routing: RoutingManager) -> dict:
                 if r.suppress_prefixlength >= 0 else {})}
             for r in sorted(routing.plan.rules)
         ],
-        "fullTunnel": dict(routing.plan.full_tunnel),
+        "fullTunnel": {network_id: shown_tunnel(routing, network_id)
+                       for network_id in routing.plan.full_tunnel},
         "exitNode": dict(routing.exit_plan.status),
         "forwardingRefused": dict(routing.forwarding_refused),
         "killSwitch": kill_switch_document(routing.kill_switch),
@@ -39,24 +40,36 @@ def routes_document(routing: RoutingManager) -> dict:
                                                 routing.kill_switch_error))],
     }
 
+
+def shown_tunnel(routing: RoutingManager, network_id: str) -> str:
+    """A network's full tunnel as the API shows it: "overridden" when the kernel sends its
+    traffic elsewhere (another VPN's routes), "off" when the kernel refused its routes."""
+    tunnel = routing.plan.full_tunnel.get(network_id, "off")
+    if tunnel not in ("on", "held"):
+        return tunnel
+    if routing.overrides.get(network_id):
+        return "overridden"
+    return "off" if network_id in routing.plan.refused else tunnel
+
+
 def network_document(routing: RoutingManager, network_id: str) -> dict:
     """What the network's API object says about routing."""
-    tunnel = routing.plan.full_tunnel.get(network_id, "off")
-    override = routing.overrides.get(network_id, "") if tunnel in ("on", "held") else ""
-    warnings = [override, routing.rp_filter_error if tunnel in ("on", "held") else ""]
+    tunnel = shown_tunnel(routing, network_id)
+    meant = routing.plan.full_tunnel.get(network_id, "off") in ("on", "held")
+    override = routing.overrides.get(network_id, "") if tunnel == "overridden" else ""
+    warnings = [override, routing.rp_filter_error if meant else ""]
     return {
         **routing.flags.of(network_id).document(),
         "flagsError": routing.flags.error(network_id),
         "routeStatus": routing.plan.for_network(network_id),
-        # "overridden": our routes are in, but the kernel sends traffic elsewhere.
-        "fullTunnel": "overridden" if override else tunnel,
+        "fullTunnel": tunnel,
         # What may stop a full tunnel that is "on" from carrying anything.
         "fullTunnelWarning": "; ".join(filter(None, warnings)),
         # The member each family's full tunnel goes through now (routeStatus says why).
         "fullTunnelGateways": {f"ipv{family}": gateway for (nwid, family), gateway
                                in sorted(routing.plan.gateways.items()) if nwid == network_id},
         # The per-port split in force (fullTunnelOnly, fullTunnelExcept), in words.
-        "fullTunnelSplit": routing.splits.get(network_id, "") if tunnel in ("on", "held") else "",
+        "fullTunnelSplit": routing.splits.get(network_id, "") if meant else "",
         "exitNode": routing.exit_plan.status.get(network_id, ""),
         # Node-wide (the kernel counts by rule, not by network).
         "forwardingRefused": dict(routing.forwarding_refused),

@@ -205,6 +205,8 @@ class RoutingPlan:
     full_tunnel: dict[str, str]
     # (network id, family) -> the member the full tunnel goes through
     gateways: dict[tuple[str, int], str] = field(default_factory=dict)
+    # Networks whose full tunnel the kernel refused (as_installed): shown as not on.
+    refused: frozenset[str] = frozenset()
 
     def for_network(self, network_id: str) -> list[dict]:
         return [s.document() for s in self.status if s.network_id == network_id]
@@ -341,22 +343,24 @@ def _full_tunnel_parts(family: int, choice: tuple[Route, str] | None,
 
 def as_installed(plan: RoutingPlan, refusals: Sequence[Refusal]) -> RoutingPlan:
     """The plan as the kernel has it after ``refusals``: what was refused is neither listed
-    nor shown as installed, and a full tunnel that stands on a refused route is off."""
+    nor shown as installed, and a full tunnel that stands on a refused route is ``refused``
+    (its state, which DNS, the leak test and the portal watch go by, stays what was meant)."""
     refused = {r.item: r.message for r in refusals if r.item is not None}
     if not refused:
         return plan
     status: list[RouteStatus] = []
-    tunnels = dict(plan.full_tunnel)
+    tunnels: set[str] = set()
     for shown in plan.status:
         why = [refused[part] for part in shown.needs if part in refused]
         if shown.installed and why:
             shown = dataclasses.replace(shown, installed=False,
                                         reason=f"the kernel refused it: {why[0]}")  # fmt: skip
             if ipaddress.ip_network(shown.target).prefixlen == 0:
-                tunnels[shown.network_id] = TUNNEL_OFF
+                tunnels.add(shown.network_id)
         status.append(shown)
     return RoutingPlan(plan.routes - refused.keys(), plan.rules - refused.keys(),
-                       tuple(status), tunnels, plan.gateways)  # fmt: skip
+                       tuple(status), plan.full_tunnel, plan.gateways,
+                       frozenset(tunnels))  # fmt: skip
 
 
 def offered_in_order(offered: list[tuple[Route, str]]) -> list[tuple[Route, str]]:

@@ -1,8 +1,9 @@
 """Members behind real Linux NAT routers, in namespaces.
 
-    m1 10.0.1.10 -- nat1 (LAN 10.0.1.1, WAN 198.51.100.10) --+
-                                                             inet -- ctrl 192.0.2.10
-    m2 10.0.2.10 -- nat2 (LAN 10.0.2.1, WAN 203.0.113.10) ---+       (root, controller)
+    m1 10.0.1.10 --+
+                   nat1 (LAN 10.0.1.1, WAN 198.51.100.10) --+
+    m3 10.0.1.11 --+   (m3: only when asked for)            inet -- ctrl 192.0.2.10
+    m2 10.0.2.10 -- nat2 (LAN 10.0.2.1, WAN 203.0.113.10) --+       (root, controller)
 
 Each NAT router masquerades its LAN behind its WAN address (conntrack: one mapping per
 inside address and port, kept for every destination, as home routers do) and drops anything
@@ -44,15 +45,17 @@ FLUSH_CONNTRACK = "from pyroute2 import Conntrack; Conntrack().flush()"
 
 
 class NatLab(NodeLab):
-    def __init__(self, bed: Testbed, tmp_path, hard: tuple[str, ...] = ()) -> None:
+    def __init__(self, bed: Testbed, tmp_path, hard: tuple[str, ...] = (),
+                 with_m3: bool = False) -> None:  # fmt: skip
         """``hard``: the routers that map each destination to a new port (random,
-        fully-random), as carrier-grade NATs do."""
+        fully-random), as carrier-grade NATs do; ``with_m3``: a second member on nat1's LAN."""
         super().__init__()
         self.bed = bed
         self.inet = bed.host("inet", forwarding=True)
         self.routers: dict[str, Host] = {}
         self.wan: dict[str, str] = {}  # router -> its public address now
-        self.identities = {name: Identity.generate() for name in ("ctrl", "m1", "m2")}
+        self.members = ("m1", "m2", "m3") if with_m3 else ("m1", "m2")
+        self.identities = {name: Identity.generate() for name in ("ctrl", *self.members)}
         ctrl = self.hosts["ctrl"] = bed.host("ctrl")
         bed.link(ctrl, "eth0", self.inet, "i-ctrl", ["192.0.2.10/24"], ["192.0.2.1/24"])
         ctrl.ip("route", "add", "default", "via", "192.0.2.1")
@@ -61,12 +64,20 @@ class NatLab(NodeLab):
             bed.link(nat, "wan", self.inet, f"i-{router}", [f"{public}.10/24"], [f"{public}.1/24"])
             nat.ip("route", "add", "default", "via", f"{public}.1")
             self.wan[router] = f"{public}.10"
-            member = self.hosts[f"m{n}"] = bed.host(f"m{n}")
-            bed.link(member, "eth0", nat, "lan", [f"10.0.{n}.10/24"], [f"10.0.{n}.1/24"])
-            member.ip("route", "add", "default", "via", f"10.0.{n}.1")
+            nat.ip("link", "add", "lan", "type", "bridge")
+            nat.ip("addr", "add", f"10.0.{n}.1/24", "dev", "lan")
+            nat.ip("link", "set", "lan", "up")
+            on_lan = [(f"m{n}", f"10.0.{n}.10")]
+            if n == 1 and with_m3:
+                on_lan.append(("m3", "10.0.1.11"))
+            for name, address in on_lan:
+                member = self.hosts[name] = bed.host(name)
+                bed.link(member, "eth0", nat, f"lan-{name}", [f"{address}/24"])
+                nat.ip("link", "set", f"lan-{name}", "master", "lan")
+                member.ip("route", "add", "default", "via", f"10.0.{n}.1")
             options = " random,fully-random" if router in hard else ""
             nat.run("nft", "-f", "-", input=ROUTER_RULES.format(options=options))
-        for name in ("ctrl", "m1", "m2"):
+        for name in ("ctrl", *self.members):
             home = self.homes[name] = write_home(tmp_path / name, self.identities[name], [])
             if name == "ctrl":
                 write_local_conf(home, {"settings": {"relay": True}})
@@ -87,17 +98,18 @@ class NatLab(NodeLab):
         self.wan[router] = new_public
 
     def join_both(self) -> tuple[str, dict[str, str]]:
-        """m1 and m2 in a new network, authorized: its id and each member's address in it."""
+        """The members in a new network, authorized: its id and each member's address in
+        it."""
         network_id = self.create_network("ctrl", {
             "name": "nat", "routes": [{"target": "10.147.17.0/24"}],
             "ipAssignmentPools": [{"ipRangeStart": "10.147.17.10",
                                    "ipRangeEnd": "10.147.17.200"}],
         })  # fmt: skip
-        for name in ("m1", "m2"):
+        for name in self.members:
             self.api(name, "POST", f"/network/{network_id}", {})
             self.authorize("ctrl", network_id, name)
         addresses = {}
-        for name in ("m1", "m2"):
+        for name in self.members:
             self.wait_status(name, network_id, "OK", timeout=30)
             _, network = self.api(name, "GET", f"/network/{network_id}")
             addresses[name] = network["assignedAddresses"][0].split("/")[0]

@@ -44,9 +44,9 @@ def test_listnetworks_lines_for_both_nodes():
 
 def test_listpeers_paths_carry_ms_since_send_and_receive_and_latency_is_whole():
     assert cli.peer_lines(answer("oneservice-peer"), NOW_MS).splitlines() == [
-        "200 listpeers <ztaddr> <path> <latency> <version> <role>",
-        "200 listpeers a1b2c3d4e5 192.0.2.1/9993;100;250 2 - LEAF",
-        "200 listpeers b2c3d4e5f6 3f00000001/0;1000;2000 5 - LEAF",
+        "200 listpeers <ztaddr> <path> <latency> <version> <role> <kind>",
+        "200 listpeers a1b2c3d4e5 192.0.2.1/9993;100;250 2 - LEAF direct",
+        "200 listpeers b2c3d4e5f6 3f00000001/0;1000;2000 5 - LEAF relayed",
     ]
     assert cli.peer_lines(answer("zerotier-1.14.1-peer"), NOW_MS).splitlines()[1:] == [
         "200 listpeers a1b2c3d4e5 192.0.2.1/9993;1000;500 12 1.14.1 LEAF",
@@ -57,9 +57,9 @@ def test_listpeers_paths_carry_ms_since_send_and_receive_and_latency_is_whole():
 def test_peers_is_zerotier_clis_table_and_relayed_peers_say_relay():
     assert cli.peer_table(answer("oneservice-peer"), NOW_MS).splitlines() == [
         "200 peers",
-        "<ztaddr>   <ver>  <role> <lat> <link> <lastTX> <lastRX> <path>",
-        "a1b2c3d4e5 -      LEAF       2 DIRECT 100      250      192.0.2.1/9993",
-        "b2c3d4e5f6 -      LEAF       5 RELAY",
+        "<ztaddr>   <ver>  <role> <lat> <link> <lastTX> <lastRX> <path> <kind>",
+        "a1b2c3d4e5 -      LEAF       2 DIRECT 100      250      192.0.2.1/9993 direct",
+        "b2c3d4e5f6 -      LEAF       5 RELAY relayed",
     ]
     assert cli.peer_table(answer("zerotier-1.14.1-peer"), NOW_MS).splitlines()[2:] == [
         "a1b2c3d4e5 1.14.1 LEAF      12 DIRECT 1000     500      192.0.2.1/9993",

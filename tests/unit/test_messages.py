@@ -17,6 +17,7 @@ from oneservice.messages import (
     ConfigRequest,
     Goodbye,
     Introduction,
+    LocalEndpoints,
     MessageError,
     Ping,
     Pong,
@@ -45,6 +46,7 @@ EVERY_KIND = [
     (AddressQuery(5), {"t": "whoami", "i": 5}),
     (AddressAnswer(5, "192.0.2.1/9993", ("203.0.113.10",)),
      {"t": "whoamir", "i": 5, "s": "192.0.2.1/9993", "x": ["203.0.113.10"]}),
+    (LocalEndpoints(("10.0.1.10/9993",)), {"t": "here", "e": ["10.0.1.10/9993"]}),
 ]  # fmt: skip
 
 

@@ -1,0 +1,72 @@
+"""Paths behind NATs (issue 27), without I/O: what a path is called, when a root introduces a
+pair it relays for, and what a member may tell about its own addresses."""
+
+from __future__ import annotations
+
+import itertools
+
+from oneservice.node.introductions import (
+    FIRST_RETRY_S,
+    MAX_PAIRS,
+    MOST_RETRY_S,
+    PAIR_QUIET_S,
+    RelayIntroductions,
+)
+from oneservice.node.paths import DirectPath, RelayPath, path_kind
+
+
+def test_a_path_is_lan_direct_or_relayed_by_its_endpoint():
+    assert path_kind(DirectPath(1, ("10.0.1.11", 9993))) == "lan"
+    assert path_kind(DirectPath(1, ("192.168.1.5", 9993))) == "lan"
+    assert path_kind(DirectPath(1, ("fd00::5", 9993))) == "lan"
+    assert path_kind(DirectPath(1, ("fe80::1%eth0", 9993))) == "lan"
+    assert path_kind(DirectPath(1, ("198.51.100.10", 9993))) == "direct"  # documentation space
+    assert path_kind(DirectPath(1, ("2001:db8::1", 9993))) == "direct"
+    assert path_kind(DirectPath(1, ("100.64.0.1", 9993))) == "direct"  # carrier NAT: not a LAN
+    assert path_kind(RelayPath("3f00000001", "a1b2c3d4e5")) == "relayed"
+
+
+def test_a_relayed_pair_is_introduced_at_once_then_with_backoff_and_again_after_a_quiet_spell():
+    intros = RelayIntroductions()
+    told = [t / 10 for t in range(0, 1300) if intros.due("bbbbbbbbbb", "aaaaaaaaaa", t / 10)]
+    # At once, then after 1, 2, 4 ... s, never more than MOST_RETRY_S apart.
+    gaps = [round(b - a, 1) for a, b in itertools.pairwise(told)]
+    assert told[0] == 0.0 and gaps[:4] == [FIRST_RETRY_S, 2.0, 4.0, 8.0]
+    assert max(gaps) == MOST_RETRY_S and intros.sent == len(told)
+    # The same pair from the other side is the same pair.
+    assert not intros.due("aaaaaaaaaa", "bbbbbbbbbb", 130.0)
+    # Quiet (they went direct), then relayed again: introduced at once.
+    assert intros.due("aaaaaaaaaa", "bbbbbbbbbb", 130.0 + PAIR_QUIET_S + 0.1)
+
+
+def test_a_root_remembers_a_bounded_number_of_pairs():
+    intros = RelayIntroductions()
+    for n in range(MAX_PAIRS * 3):
+        assert intros.due(f"{n:010x}", "ffffffffff", n * 0.001)
+    assert len(intros) <= MAX_PAIRS
+
+
+def test_members_tell_each_other_their_own_addresses_and_strangers_may_not():
+    from oneservice.messages import LocalEndpoints
+    from tests.unit.corenet import identity, two_nodes
+
+    sim = two_nodes()
+    a, b = sim.nodes["a"], sim.nodes["b"]
+    a.set_own_addresses(["198.51.100.1", "10.9.0.1", "fe80::1", "127.0.0.1"], sim.now, 9993)
+    sim.run(0.5)
+    seen = b.peers[identity(1).address]
+    # Never link-local (it needs our interface's name) nor loopback.
+    assert seen.local_hints == {("10.9.0.1", 9993), ("198.51.100.1", 9993)}
+    assert (1, ("10.9.0.1", 9993)) in seen.paths, "probed as a candidate at once"
+    told_before = sim.nodes["b"].counters()["packetDrops"].get("local_endpoints_refused", 0)
+
+    stranger = sim.add_node("c", 3)
+    sim.add_socket("c", 1, ("203.0.113.3", 9993))
+    stranger.reach(identity(2).public(), [("192.0.2.2", 9993)], sim.now)
+    stranger.send_control(identity(2).address, LocalEndpoints(("10.66.0.1/9993",)), sim.now)
+    sim.run(0.5)
+    assert b.peers[identity(3).address].local_hints == set()
+    refused = b.counters()["packetDrops"].get("local_endpoints_refused", 0)
+    assert refused == told_before + 1
+    assert not any(p.endpoint == ("10.66.0.1", 9993) for p in b.peers[identity(3).address]
+                   .paths.values() if isinstance(p, DirectPath))  # fmt: skip
