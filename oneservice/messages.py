@@ -27,15 +27,22 @@ class MessageError(ValueError):
 
 @dataclass(frozen=True)
 class Ping:
-    """A path probe; ``preferred``: the sender sends its traffic over this path."""
+    """A path probe; ``preferred``: the sender sends its traffic over this path; ``seen``:
+    where the sender sends it to ("ip/port"; empty over a relay), so that the receiver learns
+    its public endpoint behind a NAT (as from a Pong)."""
 
     probe_id: int
     preferred: bool = False
+    seen: str = ""
 
 
 @dataclass(frozen=True)
 class Pong:
+    """The answer to a ping; ``seen``: where the ping came from ("ip/port"; empty over a
+    relay), so the pinger learns its public endpoint behind a NAT."""
+
     probe_id: int
+    seen: str = ""
 
 
 @dataclass(frozen=True)
@@ -162,11 +169,13 @@ def decode(payload: bytes) -> Message:
 
 def _fields(message: Message) -> dict:
     match message:
-        case Ping(probe_id, preferred):
-            return {"t": "ping", "i": probe_id, "p": 1} if preferred else {"t": "ping",
-                                                                             "i": probe_id}
-        case Pong(probe_id):
+        case Ping(probe_id, preferred, seen):
+            return {"t": "ping", "i": probe_id, **({"p": 1} if preferred else {}),
+                    **({"s": seen} if seen else {})}  # fmt: skip
+        case Pong(probe_id, ""):
             return {"t": "pong", "i": probe_id}
+        case Pong(probe_id, seen):
+            return {"t": "pong", "i": probe_id, "s": seen}
         case Goodbye():
             return {"t": "bye"}
         case Whois(address):
@@ -237,8 +246,8 @@ def _config_answer(f: _Fields) -> ConfigAnswer:
 
 
 _DECODERS = {
-    "ping": lambda f: Ping(f.get("i", int), f.flag("p")),
-    "pong": lambda f: Pong(f.get("i", int)),
+    "ping": lambda f: Ping(f.get("i", int), f.flag("p"), f.get("s", str, "")),
+    "pong": lambda f: Pong(f.get("i", int), f.get("s", str, "")),
     "bye": lambda f: Goodbye(),
     "whois": lambda f: Whois(f.get("a", str)),
     "whoisr": lambda f: WhoisAnswer(f.get("a", str), f.get("id", str, None), f.strings("e")),

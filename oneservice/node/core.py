@@ -146,6 +146,10 @@ class NodeCore:
             "initiationsWaiting": self.initiations_waiting(),
             "refusedMemberIdentities": self.refused_member_identities,
             "forgedIdentities": self.forged_identities,
+            # Where our roots see us, per binder socket (our public side of any NAT), and how
+            # often that changed (a NAT's new address: peers are told at once).
+            "publicEndpoints": dict(sorted(self._paths.public.items())),
+            "publicEndpointChanges": self._paths.public_changes,
         }
 
     # --- configuration -----------------------------------------------------------------------

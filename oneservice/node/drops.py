@@ -63,7 +63,8 @@ PACKET_DROPS: dict[str, str] = {
     "address_query_refused": "a where-do-you-see-me question from a peer in none of our networks",
     "local_endpoints_refused": "a peer's own addresses from a peer in none of our networks",
     "local_endpoints_invalid": "a peer's own addresses that do not parse as ip/port",
-    "local_endpoints_too_often": "a peer's own addresses changed again within 5 s (ignored)",
+    "local_endpoints_too_often": "a peer's own addresses with more new ones than 16 a minute "
+                                 "(ignored: each new one is probed)",
     "chunk_malformed": "a chunk with an impossible index, count or size",
     "chunk_memory_full": "no room left to reassemble chunked messages (16 MiB in all)",
     "chunked_message_superseded": "a peer's newer chunked message took its oldest one's place",

@@ -21,7 +21,12 @@ from .lifecycle import Event
 from .paths import DirectPath, Endpoint, Path, RelayPath, choose_path, endpoint_of
 from .peer import Peer, path_changed, probe_interval, window
 from .roots import MAX_ADVERTISED_ENDPOINTS
-from .timing import ACTIVE_WINDOW_S, LOCAL_HINTS_EVERY_S, QUIET_PROBE_S
+from .timing import (
+    ACTIVE_WINDOW_S,
+    MAX_NEW_LOCAL_HINTS,
+    NEW_LOCAL_HINTS_WINDOW_S,
+    QUIET_PROBE_S,
+)
 
 
 class PathKeeper:
@@ -33,8 +38,11 @@ class PathKeeper:
         # This node's own physical addresses: never a peer's endpoint (a member left over from
         # an earlier install of this machine would have it send initiations to itself forever).
         self.own_ips: frozenset[str] = frozenset()
-        # Our uplinks' addresses with our port ("ip/port"), told to members of our networks.
+        # Our uplinks' addresses with our port ("ip/port"), told to members of our networks
+        # with where our roots see us on each socket (our public endpoint behind a NAT).
         self.own_endpoints: tuple[str, ...] = ()
+        self.public: dict[int, str] = {}  # binder socket id -> "ip/port" as a root sees it
+        self.public_changes = 0
         self.refused_hints: set[tuple[str, Endpoint]] = set()
 
     def socket_up(self, socket_id: int, family: int, now: float) -> None:
@@ -47,6 +55,7 @@ class PathKeeper:
     def socket_down(self, socket_id: int, now: float) -> None:
         """The socket's interface is gone: its paths die now, traffic moves at once."""
         self.sockets.pop(socket_id, None)
+        self.public.pop(socket_id, None)
         for peer in self.node.registry.peers.values():
             gone = [k for k, p in peer.paths.items()
                     if isinstance(p, DirectPath) and p.socket_id == socket_id]  # fmt: skip
@@ -70,11 +79,6 @@ class PathKeeper:
         usable = sorted((ip for ip in ips if not (ip.is_link_local or ip.is_loopback)),
                         key=lambda ip: (ip.version, ip))  # fmt: skip
         endpoints = tuple(f"{ip.compressed}/{port}" for ip in usable if port)
-        endpoints = endpoints[:MAX_ADVERTISED_ENDPOINTS]
-        if endpoints != self.own_endpoints:
-            self.own_endpoints = endpoints
-            for peer in self.node.registry.peers.values():
-                self.tell_local_endpoints(peer, now)
         for peer in self.node.registry.peers.values():
             stale = [k for k, p in peer.paths.items()
                      if isinstance(p, DirectPath) and self.own(p.endpoint)]  # fmt: skip
@@ -84,6 +88,40 @@ class PathKeeper:
                 del peer.paths[key]
             if stale and peer.preferred is None:
                 self.reselect(peer, now)
+        endpoints = endpoints[:MAX_ADVERTISED_ENDPOINTS]
+        if endpoints != self.own_endpoints:
+            self.own_endpoints = endpoints
+            self.tell_everyone(now)
+
+    def seen_by_root(self, socket_id: int, seen: str, now: float) -> None:
+        """A root's answer says where it sees us over this socket. When that changes (our NAT
+        got a new public address, a redial) the peers cannot know: we tell the members we
+        have sessions with at once, and probe every peer over that socket (both sides then
+        send, so filtering NATs let each other in)."""
+        try:
+            parse_endpoint(seen, "endpoint")
+        except NetworkConfigError:
+            return  # (told on to members, who would refuse the whole list)
+        if socket_id not in self.sockets:
+            return
+        before = self.public.get(socket_id)
+        self.public[socket_id] = seen
+        if before is None or before == seen:
+            if before is None:
+                self.tell_everyone(now)
+            return
+        self.public_changes += 1
+        self.tell_everyone(now)
+        self.socket_readdressed(socket_id, now)
+
+    def advertised(self) -> tuple[str, ...]:
+        """What members are told of us: our own addresses, then where roots see us."""
+        found = dict.fromkeys([*self.own_endpoints, *sorted(self.public.values())])
+        return tuple(found)[:MAX_ADVERTISED_ENDPOINTS]
+
+    def tell_everyone(self, now: float) -> None:
+        for peer in self.node.registry.peers.values():
+            self.tell_local_endpoints(peer, now)
 
     def set_socket_ranks(self, ranks: dict[int, int], now: float) -> None:
         """Which uplinks the OS prefers (the default routes' metrics, or the user's): paths
@@ -119,11 +157,12 @@ class PathKeeper:
     def tell_local_endpoints(self, peer: Peer, now: float) -> None:
         """Tell a member of a shared network where we are on our own side of any NAT (never a
         stranger: it learns our private addresses), once per change."""
+        advertised = self.advertised()
         if (peer.current is None or not peer.networks or peer.root
-                or peer.told_local == self.own_endpoints):  # fmt: skip
+                or peer.told_local == advertised):  # fmt: skip
             return
-        peer.told_local = self.own_endpoints
-        self.node.tx.send_message(peer, LocalEndpoints(self.own_endpoints), now)
+        peer.told_local = advertised
+        self.node.tx.send_message(peer, LocalEndpoints(advertised), now)
 
     def receive_local_endpoints(self, peer: Peer, message: LocalEndpoints, now: float) -> None:
         """A member's own addresses: candidates to probe now (the same LAN goes direct)."""
@@ -139,12 +178,15 @@ class PathKeeper:
         self.tell_local_endpoints(peer, now)  # (it may have met us before it knew our network)
         if told == peer.local_hints:
             return
-        if now - peer.local_hints_at < LOCAL_HINTS_EVERY_S:
-            # Each set is probed: a member may not make us probe address after address.
+        # Each new endpoint is probed: a member may not make us probe address after address.
+        recent = [t for t in peer.local_hints_new if now - t < NEW_LOCAL_HINTS_WINDOW_S]
+        new = told - peer.local_hints
+        if len(recent) + len(new) > MAX_NEW_LOCAL_HINTS:
             self.node.packet_drops["local_endpoints_too_often"] += 1
             return
+        peer.local_hints_new = recent + [now] * len(new)
         stale = peer.local_hints - told - peer.hints
-        peer.local_hints, peer.local_hints_at = told, now
+        peer.local_hints = told
         for key, path in list(peer.paths.items()):
             if (isinstance(path, DirectPath) and path.endpoint in stale
                     and path is not peer.preferred and not path.alive(now)):  # fmt: skip
@@ -223,7 +265,7 @@ class PathKeeper:
         path.probe_leaving(peer.probe_counter, now)
         # "p": sent on our preferred path. The peer then answers on it too, so both
         # directions move together when we change uplink or address.
-        ping = encode(Ping(path.probe_id, preferred=path is peer.preferred))
+        ping = encode(Ping(path.probe_id, path is peer.preferred, _endpoint_text(path)))
         self.node.tx.send_on(peer, path, wire.TYPE_CONTROL, ping, now)
 
     @staticmethod
@@ -285,12 +327,15 @@ class PathKeeper:
                       now: float) -> None:  # fmt: skip
         if path is None:
             return
+        if peer.root and message.seen and isinstance(path, DirectPath):
+            self.seen_by_root(path.socket_id, message.seen, now)
         if isinstance(message, Ping):
             if message.preferred:
                 self.peer_prefers(peer, path)
                 if path is not peer.preferred:
                     self.follow(peer, path, now)  # the peer moved (new uplink or address)
-            self.node.tx.send_on(peer, path, wire.TYPE_CONTROL, encode(Pong(message.probe_id)), now)
+            pong = encode(Pong(message.probe_id, _endpoint_text(path)))
+            self.node.tx.send_on(peer, path, wire.TYPE_CONTROL, pong, now)
         elif message.probe_id == path.probe_id and path.probe_sent > -math.inf:
             path.record_rtt(now - path.probe_sent)
             path.probe_sent = -math.inf
@@ -310,3 +355,8 @@ class PathKeeper:
                 self.node.schedule.touch(peer, now)
                 if watched:
                     self.mark_traffic(peer, now)  # its paths proven now, not in 20 s
+
+
+def _endpoint_text(path: Path) -> str:
+    """Where a path leads ("ip/port"), as probes tell the far end; empty for a relay path."""
+    return f"{path.endpoint[0]}/{path.endpoint[1]}" if isinstance(path, DirectPath) else ""

@@ -28,7 +28,7 @@ class Peer:
         self.hints: set[Endpoint] = set()
         # Its own uplink addresses, as it told us (LocalEndpoints; it shares a network).
         self.local_hints: set[Endpoint] = set()
-        self.local_hints_at = -math.inf
+        self.local_hints_new: list[float] = []  # when each new one came (a budget)
         self.told_local: tuple[str, ...] = ()  # ours, as we last told it
         self.paths: dict[PathKey, Path] = {}  # by Path.key
         self.preferred: Path | None = None

@@ -24,9 +24,10 @@ IDLE_PROBE_YIELD_S = 1.0
 LEARNED_PATH_EXPIRY_S = 120.0
 # Sending while the preferred path has been silent this long earns it an early probe.
 QUIET_PROBE_S = 0.2
-# A member's own addresses (LocalEndpoints) are taken anew at most this often: each new set is
-# probed at once, and a member may not make us probe address after address.
-LOCAL_HINTS_EVERY_S = 5.0
+# A member's own addresses (LocalEndpoints): each new one is probed at once, so a member may
+# make us probe at most this many new endpoints in a window (a roam or two, not a scan).
+MAX_NEW_LOCAL_HINTS = 16
+NEW_LOCAL_HINTS_WINDOW_S = 60.0
 # Sending while no path works probes the peer's paths at most this often.
 NO_PATH_PROBE_INTERVAL_S = 0.25
 # No path working with the current session this long: a new handshake (the far end may have

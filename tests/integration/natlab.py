@@ -41,14 +41,16 @@ table inet wan_filter {{
   }}
 }}
 """
+M2_VIRTUAL = "10.147.17.1"
 FLUSH_CONNTRACK = "from pyroute2 import Conntrack; Conntrack().flush()"
 
 
 class NatLab(NodeLab):
     def __init__(self, bed: Testbed, tmp_path, hard: tuple[str, ...] = (),
-                 with_m3: bool = False) -> None:  # fmt: skip
+                 with_m3: bool = False, exit_node: bool = False) -> None:  # fmt: skip
         """``hard``: the routers that map each destination to a new port (random,
-        fully-random), as carrier-grade NATs do; ``with_m3``: a second member on nat1's LAN."""
+        fully-random), as carrier-grade NATs do; ``with_m3``: a second member on nat1's LAN;
+        ``exit_node``: m2 forwards for the network (allowExitNode)."""
         super().__init__()
         self.bed = bed
         self.inet = bed.host("inet", forwarding=True)
@@ -82,10 +84,11 @@ class NatLab(NodeLab):
             if name == "ctrl":
                 write_local_conf(home, {"settings": {"relay": True}})
             else:
-                write_local_conf(home, {"roots": [{
-                    "identity": self.identities["ctrl"].public_text(),
-                    "endpoints": ["192.0.2.10/9993"],
-                }]})  # fmt: skip
+                write_local_conf(home, {
+                    "settings": {"allowExitNode": exit_node and name == "m2"},
+                    "roots": [{"identity": self.identities["ctrl"].public_text(),
+                               "endpoints": ["192.0.2.10/9993"]}],
+                })  # fmt: skip
             self.start(name)
 
     def readdress(self, router: str, new_public: str) -> None:
@@ -97,17 +100,21 @@ class NatLab(NodeLab):
         nat.python("-c", FLUSH_CONNTRACK).wait(timeout=10)
         self.wan[router] = new_public
 
-    def join_both(self) -> tuple[str, dict[str, str]]:
+    def join_both(self, default_via_m2: bool = False) -> tuple[str, dict[str, str]]:
         """The members in a new network, authorized: its id and each member's address in
-        it."""
+        it. ``default_via_m2``: the network routes 0.0.0.0/0 via m2 (10.147.17.1)."""
+        routes = [{"target": "10.147.17.0/24"}]
+        if default_via_m2:
+            routes.append({"target": "0.0.0.0/0", "via": M2_VIRTUAL})
         network_id = self.create_network("ctrl", {
-            "name": "nat", "routes": [{"target": "10.147.17.0/24"}],
+            "name": "nat", "routes": routes,
             "ipAssignmentPools": [{"ipRangeStart": "10.147.17.10",
                                    "ipRangeEnd": "10.147.17.200"}],
         })  # fmt: skip
         for name in self.members:
             self.api(name, "POST", f"/network/{network_id}", {})
-            self.authorize("ctrl", network_id, name)
+            fixed = {"ipAssignments": [M2_VIRTUAL]} if name == "m2" and default_via_m2 else {}
+            self.authorize("ctrl", network_id, name, **fixed)
         addresses = {}
         for name in self.members:
             self.wait_status(name, network_id, "OK", timeout=30)

@@ -4,6 +4,7 @@ direct again within 5 s, every time."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 
 import pytest
@@ -12,6 +13,11 @@ from tests.integration.natlab import NatLab, Pinger, longest_silence
 from tests.testbed import wait_until
 
 pytestmark = pytest.mark.integration
+
+
+def public_endpoints(lab: NatLab, name: str) -> dict:
+    """Where the node's roots see it, per socket (GET /status counters)."""
+    return lab.api(name, "GET", "/status")[1]["counters"]["publicEndpoints"]
 
 
 def test_a_nat_that_changes_address_cuts_traffic_under_a_second_and_the_pair_goes_direct_again(
@@ -30,6 +36,10 @@ def test_a_nat_that_changes_address_cuts_traffic_under_a_second_and_the_pair_goe
             lab.readdress("nat1", new_public)
             direct_after = lab.wait_direct(timeout=30, m1_public=new_public + "/")
             seen_by_m2 = lab.preferred("m2", "m1")["address"]
+            # m1 learns where its router puts it now from its root, and counts the change.
+            wait_until(lambda p=new_public: any(
+                e.startswith(p + "/") for e in public_endpoints(lab, "m1").values()),
+                timeout=5, interval=0.1, what="m1 told its new public address")  # fmt: skip
             time.sleep(1.5)
             results.append((new_public, readdressed, direct_after, seen_by_m2))
     finally:
@@ -40,6 +50,8 @@ def test_a_nat_that_changes_address_cuts_traffic_under_a_second_and_the_pair_goe
         report.append(f"nat1 -> {new_public}: silent {silence:.2f} s, direct again after "
                       f"{direct_after:.2f} s, m2 sends to {seen_by_m2}")  # fmt: skip
     print("\n" + "\n".join(report))
+    _, status = lab.api("m1", "GET", "/status")
+    assert status["counters"]["publicEndpointChanges"] >= 3, status["counters"]
     for (new_public, readdressed, direct_after, seen_by_m2), line in zip(results, report,
                                                                          strict=True):
         assert seen_by_m2.startswith(new_public + "/"), line
@@ -73,3 +85,32 @@ def test_two_members_behind_one_nat_talk_over_their_lan_within_two_seconds(testb
     _, peers = lab.api("m1", "GET", "/peer")
     root = next(p for p in peers if p["address"] == lab.identities["ctrl"].address)
     assert any(p["kind"] == "direct" for p in root["paths"])
+
+
+def test_a_client_behind_one_nat_uses_an_exit_node_behind_another(testbed, tmp_path):
+    """The seed's own case: from an open wifi, the traffic goes out through the exit node at
+    home, both behind NAT routers (cone); the internet sees the home router's address."""
+    lab = NatLab(testbed, tmp_path, exit_node=True)
+    # A server on the internet side: it answers with the address it sees.
+    lab.inet.python("tests/integration/whoami_server.py", "8080", stdout=subprocess.DEVNULL)
+
+    def whoami() -> str | None:
+        result = lab.hosts["m1"].run("curl", "-s", "-m", "3", "http://192.0.2.1:8080/",
+                                     check=False, timeout=10)  # fmt: skip
+        return result.stdout if result.returncode == 0 else None
+
+    network_id, _ = lab.join_both(default_via_m2=True)
+    wait_until(lambda: whoami() == lab.wan["nat1"], timeout=10, what="the server, directly")
+    code, body = lab.api("m1", "POST", f"/network/{network_id}", {"allowDefault": True})
+    assert code == 200, body
+    wait_until(lambda: lab.api("m1", "GET", f"/network/{network_id}")[1]["fullTunnel"] == "on",
+               timeout=15, interval=0.2, what="the full tunnel on")  # fmt: skip
+    wait_until(lambda: whoami() == lab.wan["nat2"], timeout=10,
+               what="the server seeing the exit node's router")  # fmt: skip
+    assert lab.direct("m1", "m2"), lab.preferred("m1", "m2")
+    code, checks = lab.api("m1", "POST", f"/leaktest/{network_id}")
+    assert code == 200, checks
+    # (The DNS check reads this machine's resolv.conf, which the lab does not set up.)
+    verdicts = {c["check"]: c["result"] for c in checks["checks"] if c["check"] != "dns"}
+    assert verdicts == {"tunnel": "PASS", "routes": "PASS", "gateway": "PASS",
+                        "leaks": "PASS"}, checks  # fmt: skip

@@ -30,7 +30,9 @@ from oneservice.messages import (
 EVERY_KIND = [
     (Ping(7), {"t": "ping", "i": 7}),
     (Ping(8, preferred=True), {"t": "ping", "i": 8, "p": 1}),
+    (Ping(9, True, "198.51.100.20/9993"), {"t": "ping", "i": 9, "p": 1, "s": "198.51.100.20/9993"}),
     (Pong(7), {"t": "pong", "i": 7}),
+    (Pong(7, "198.51.100.20/9993"), {"t": "pong", "i": 7, "s": "198.51.100.20/9993"}),
     (Goodbye(), {"t": "bye"}),
     (Whois("0123456789"), {"t": "whois", "a": "0123456789"}),
     (WhoisAnswer("0123456789"), {"t": "whoisr", "a": "0123456789"}),
