@@ -153,12 +153,14 @@ typedef struct {
 } Batch;
 
 /* One datagram of a batch; ``item`` is it as an object, or NULL (a slice is made if needed).
+ * Datagrams of type ``kind`` for this opener's index are opened: data into (packet, hint)
+ * pairs (keepalives counted, not delivered), other kinds (relay frames) into their payloads.
  * -1 with an exception set on failure. */
 static int open_into_batch(Opener *self, Batch *batch, const unsigned char *data,
-                           Py_ssize_t length, PyObject *item)
+                           Py_ssize_t length, PyObject *item, int kind)
 {
     if (length < HEADER_LEN + TAG_LEN || length > MAX_DATAGRAM || data[0] != PROTOCOL_VERSION
-        || data[1] != TYPE_DATA || get_le32(data + 4) != self->local_index) {
+        || data[1] != kind || get_le32(data + 4) != self->local_index) {
         PyObject *other = item ? Py_NewRef(item)
                                : PyBytes_FromStringAndSize((const char *)data, length);
         if (other == NULL)
@@ -185,6 +187,11 @@ static int open_into_batch(Opener *self, Batch *batch, const unsigned char *data
         return 0;
     }
     batch->authenticated++;
+    if (kind != TYPE_DATA) {
+        int failed = PyList_Append(batch->opened, plaintext);
+        Py_DECREF(plaintext);
+        return failed;
+    }
     if (PyBytes_GET_SIZE(plaintext) == 0) {  /* a keepalive: nothing to deliver */
         Py_DECREF(plaintext);
         return 0;
@@ -214,13 +221,10 @@ static PyObject *batch_result(Batch *batch, int failed)
                          batch->replayed, batch->forged);
 }
 
-/* open_many(datagrams) -> (opened, authenticated, others, replayed, forged) */
-static PyObject *Opener_open_many(Opener *self, PyObject *args)
+/* The datagrams of a list, each opened as open_into_batch does with ``kind``. */
+static PyObject *open_list(Opener *self, PyObject *datagrams, int kind)
 {
-    PyObject *datagrams;
     Batch batch;
-    if (!PyArg_ParseTuple(args, "O!", &PyList_Type, &datagrams))
-        return NULL;
     int failed = batch_start(&batch);
     Py_ssize_t count = PyList_GET_SIZE(datagrams);
     for (Py_ssize_t i = 0; i < count && !failed; i++) {
@@ -231,11 +235,35 @@ static PyObject *Opener_open_many(Opener *self, PyObject *args)
             failed = -1;
         } else {
             failed = open_into_batch(self, &batch, (const unsigned char *)PyBytes_AS_STRING(item),
-                                     PyBytes_GET_SIZE(item), item);
+                                     PyBytes_GET_SIZE(item), item, kind);
         }
         Py_DECREF(item);
     }
     return batch_result(&batch, failed);
+}
+
+/* open_many(datagrams) -> (opened, authenticated, others, replayed, forged) */
+static PyObject *Opener_open_many(Opener *self, PyObject *args)
+{
+    PyObject *datagrams;
+    if (!PyArg_ParseTuple(args, "O!", &PyList_Type, &datagrams))
+        return NULL;
+    return open_list(self, datagrams, TYPE_DATA);
+}
+
+/* open_frames(datagrams, kind) -> (payloads, authenticated, others, replayed, forged): as
+ * open_many, for the relay frames of ``kind`` (node/wire.py), whose payloads are returned. */
+static PyObject *Opener_open_frames(Opener *self, PyObject *args)
+{
+    PyObject *datagrams;
+    int kind;
+    if (!PyArg_ParseTuple(args, "O!i", &PyList_Type, &datagrams, &kind))
+        return NULL;
+    if (kind < 0 || kind > 255 || kind == TYPE_DATA) {
+        PyErr_SetString(PyExc_ValueError, "open_frames is for relay frames: open_many opens data");
+        return NULL;
+    }
+    return open_list(self, datagrams, kind);
 }
 
 /* open_coalesced(data, size): as open_many(wire.split_coalesced(data, size)), without the
@@ -252,12 +280,12 @@ static PyObject *Opener_open_coalesced(Opener *self, PyObject *args)
     int failed = batch_start(&batch);
     if (size <= 0 || length <= size) {
         if (!failed)
-            failed = open_into_batch(self, &batch, bytes, length, data);
+            failed = open_into_batch(self, &batch, bytes, length, data, TYPE_DATA);
         return batch_result(&batch, failed);
     }
     for (Py_ssize_t at = 0; at < length && !failed; at += size) {
         Py_ssize_t piece = length - at < size ? length - at : size;
-        failed = open_into_batch(self, &batch, bytes + at, piece, NULL);
+        failed = open_into_batch(self, &batch, bytes + at, piece, NULL, TYPE_DATA);
     }
     return batch_result(&batch, failed);
 }
@@ -271,6 +299,8 @@ static PyMethodDef Opener_methods[] = {
      "mark(counter) -> bool: record an authenticated counter; False if it was a replay."},
     {"open_many", (PyCFunction)Opener_open_many, METH_VARARGS,
      "open_many(datagrams) -> (opened, authenticated, others, replayed, forged)."},
+    {"open_frames", (PyCFunction)Opener_open_frames, METH_VARARGS,
+     "open_frames(datagrams, kind) -> (payloads, authenticated, others, replayed, forged)."},
     {"open_coalesced", (PyCFunction)Opener_open_coalesced, METH_VARARGS,
      "open_coalesced(data, size): open_many of the datagrams of one GRO read, in place."},
     {NULL}

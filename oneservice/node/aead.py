@@ -14,7 +14,8 @@ that opened with a payload; how many authenticated at all (keepalives included);
 datagrams that are not data for this opener's index, in order, for the caller to handle one
 by one; and how many were replays or forgeries (dropped). ``open_coalesced(data, size)`` is
 ``open_many`` of the datagrams of one UDP GRO read (``wire.split_coalesced``); the C twin
-reads them in place.
+reads them in place. ``open_frames(datagrams, kind)`` is ``open_many`` for relay frames (a root's
+and a relayed member's batches): their payloads instead of (packet, hint) pairs.
 """
 
 from __future__ import annotations
@@ -100,14 +101,25 @@ class PythonOpener:
     def open_many(
         self, datagrams: list[bytes]
     ) -> tuple[list[tuple[bytes, int]], int, list[bytes], int, int]:
-        opened: list[tuple[bytes, int]] = []
+        return self._open_list(datagrams, TYPE_DATA)  # type: ignore[return-value]
+
+    def open_frames(
+        self, datagrams: list[bytes], kind: int
+    ) -> tuple[list[bytes], int, list[bytes], int, int]:
+        """As open_many, for the relay frames of ``kind``: their payloads."""
+        if kind == TYPE_DATA:
+            raise ValueError("open_frames is for relay frames: open_many opens data")
+        return self._open_list(datagrams, kind)  # type: ignore[return-value]
+
+    def _open_list(self, datagrams: list[bytes], kind: int) -> tuple[list, int, list, int, int]:
+        opened: list = []
         others: list[bytes] = []
         authenticated = replayed = forged = 0
         index = self.local_index
         for datagram in datagrams:
             if (
                 not DATA_OVERHEAD <= len(datagram) <= _MAX_DATAGRAM
-                or datagram[0] != PROTOCOL_VERSION or datagram[1] != TYPE_DATA
+                or datagram[0] != PROTOCOL_VERSION or datagram[1] != kind
                 or int.from_bytes(datagram[4:8], "little") != index
             ):  # fmt: skip
                 others.append(datagram)
@@ -124,7 +136,9 @@ class PythonOpener:
                 replayed += 1
                 continue
             authenticated += 1
-            if payload:
+            if kind != TYPE_DATA:
+                opened.append(payload)
+            elif payload:
                 opened.append((payload, datagram[2] | datagram[3] << 8))
         return opened, authenticated, others, replayed, forged
 

@@ -248,9 +248,11 @@ class PeerMachine:
             if index and index not in self.sessions and index not in self.handshakes:
                 return index
 
-    def data_session(self, first: bytes, now: float) -> Session | None:
-        """The live session a data datagram is for, if any (else it takes the long way)."""
-        if len(first) < wire.DATA_OVERHEAD or first[1] != wire.TYPE_DATA:
+    def data_session(self, first: bytes, now: float,
+                     kind: int = wire.TYPE_DATA) -> Session | None:  # fmt: skip
+        """The live session a datagram of ``kind`` (data, or a relay frame) is for, if any
+        (else it takes the long way)."""
+        if len(first) < wire.DATA_OVERHEAD or first[1] != kind:
             return None
         session = self.sessions.get(_INDEX.unpack_from(first, 4)[0])
         if session is None or now - session.created_at > REJECT_AFTER_S:

@@ -33,6 +33,7 @@ from .session import Session
 from .timing import REJECT_AFTER_S
 
 _DATA_FIELDS = struct.Struct("<IQ")
+_FRAME_TYPES = frozenset({wire.TYPE_RELAY, wire.TYPE_RELAYED})
 _TRANSPORT_TYPES = frozenset({
     wire.TYPE_DATA, wire.TYPE_CONTROL, wire.TYPE_RELAY, wire.TYPE_RELAYED,
     wire.TYPE_CONTROL_CHUNK,
@@ -44,16 +45,27 @@ class Receiver:
         self.node = node
         self.reassembly = chunks.Reassembly(node.packet_drops)
 
-    def receive_datagrams(self, datagrams: list[bytes], socket_id: int, address: tuple,
-                          now: float) -> None:  # fmt: skip
-        """Datagrams from one sender on one socket. Data for the first one's session is
-        opened and replay-checked in one call (node/aead.py); the rest, one by one."""
-        session = self.node.machine.data_session(datagrams[0], now)
-        if session is None:
-            for data in datagrams:
-                self.receive(data, socket_id, address, None, now)
+    def receive_datagrams(self, datagrams: list[bytes], socket_id: int | None,
+                          address: tuple | None, now: float,
+                          via: str | None = None) -> None:  # fmt: skip
+        """Datagrams from one sender on one socket (or relayed by root ``via``). Data for the
+        first one's session is opened and replay-checked in one call (node/aead.py), and so
+        are relay frames (a root's work, and a relayed member's); the rest, one by one."""
+        first = datagrams[0]
+        session = self.node.machine.data_session(first, now)
+        if session is not None:
+            self.opened(session, session.opener.open_many(datagrams), socket_id, address, via,
+                        now)  # fmt: skip
             return
-        self.opened(session, session.opener.open_many(datagrams), socket_id, address, now)
+        kind = first[1] if len(first) > 1 else -1
+        if via is None and kind in _FRAME_TYPES:
+            session = self.node.machine.data_session(first, now, kind)
+            if session is not None:
+                self.frames(session, kind, session.opener.open_frames(datagrams, kind),
+                            socket_id, address, now)  # fmt: skip
+                return
+        for data in datagrams:
+            self.receive(data, socket_id, address, via, now)
 
     def receive_coalesced(self, data: bytes, size: int, socket_id: int, address: tuple,
                           now: float) -> None:  # fmt: skip
@@ -61,13 +73,13 @@ class Receiver:
         GRO joined them, or one datagram (size 0)."""
         session = self.node.machine.data_session(data, now)
         if session is None:  # (the first datagram of the split is the one just looked at)
-            for datagram in wire.split_coalesced(data, size):
-                self.receive(datagram, socket_id, address, None, now)
+            self.receive_datagrams(wire.split_coalesced(data, size), socket_id, address, now)
             return
-        self.opened(session, session.opener.open_coalesced(data, size), socket_id, address, now)
+        self.opened(session, session.opener.open_coalesced(data, size), socket_id, address,
+                    None, now)  # fmt: skip
 
-    def opened(self, session: Session, result: tuple, socket_id: int, address: tuple,
-               now: float) -> None:  # fmt: skip
+    def opened(self, session: Session, result: tuple, socket_id: int | None,
+               address: tuple | None, via: str | None, now: float) -> None:  # fmt: skip
         """What an opener made of a batch (aead.py): counted, delivered, the rest handled."""
         opened, authenticated, others, replayed, forged = result
         if replayed:
@@ -75,10 +87,33 @@ class Receiver:
         if forged:
             self.node.drops["authentication_failed"] += forged
         if authenticated:
-            path = self.authenticated(session, socket_id, address, None, now)
+            path = self.authenticated(session, socket_id, address, via, now)
             self.node.accepted += authenticated
             if opened:
                 self.receive_data(session.peer, opened, path, now)
+        for data in others:
+            self.receive(data, socket_id, address, via, now)
+
+    def frames(self, session: Session, kind: int, result: tuple, socket_id: int | None,
+               address: tuple | None, now: float) -> None:  # fmt: skip
+        """Relay frames opened in one call: to relay on (we are a root), or relayed to us
+        (the datagrams inside, through the root, in one call too)."""
+        payloads, authenticated, others, replayed, forged = result
+        if replayed:
+            self.node.drops["replayed"] += replayed
+        if forged:
+            self.node.drops["authentication_failed"] += forged
+        if authenticated:
+            peer = session.peer
+            path = self.authenticated(session, socket_id, address, None, now)
+            if kind == wire.TYPE_RELAY:
+                self.node.accepted += authenticated
+                self.node.paths.follow_sender(peer, path, now)  # answers go where it is now
+                self.node.rootservice.forward(peer, payloads, now)
+            else:
+                # Counted by what the datagrams inside turn out to be (each received datagram
+                # is accepted or dropped exactly once).
+                self.receive_relayed(peer, payloads, now)
         for data in others:
             self.receive(data, socket_id, address, None, now)
 
@@ -133,12 +168,12 @@ class Receiver:
         if kind == wire.TYPE_RELAYED:
             # Counted by what the datagram inside turns out to be, so that every datagram
             # received is still accepted or dropped exactly once.
-            self.receive_relayed(peer, payload, now)
+            self.receive_relayed(peer, [payload], now)
             return
         self.node.accepted += 1
         if kind == wire.TYPE_RELAY:
             self.node.paths.follow_sender(peer, path, now)  # its answers go where it is now
-            self.node.rootservice.forward(peer, payload, now)
+            self.node.rootservice.forward(peer, [payload], now)
         elif kind == wire.TYPE_DATA:
             if payload:  # (empty: a keepalive)
                 self.receive_data(peer, [(payload, data[2] | data[3] << 8)], path, now)
@@ -166,12 +201,17 @@ class Receiver:
         self.node.paths.follow_sender(peer, path, now)
         self.deliver(peer, packets)
 
-    def receive_relayed(self, root: Peer, payload: bytes, now: float) -> None:
-        if not root.root or len(payload) < wire.ADDRESS_LEN:
-            self.node.drops["relayed_not_from_root"] += 1
+    def receive_relayed(self, root: Peer, payloads: list[bytes], now: float) -> None:
+        """Datagrams a root relayed to us (each behind the address of the peer it is from):
+        they came over our relay path through this root, in one call where they can."""
+        if not root.root:
+            self.node.drops["relayed_not_from_root"] += len(payloads)
             return
-        # The inner datagram came over our relay path through this root.
-        self.receive(payload[wire.ADDRESS_LEN :], None, None, root.address, now)
+        inner = [p[wire.ADDRESS_LEN :] for p in payloads if len(p) > wire.ADDRESS_LEN]
+        if len(inner) < len(payloads):
+            self.node.drops["truncated"] += len(payloads) - len(inner)
+        if inner:
+            self.receive_datagrams(inner, None, None, now, via=root.address)
 
     def deliver(self, peer: Peer, packets: list[tuple[bytes, int]]) -> None:
         """Each packet to the network its source address belongs to, or dropped. Packets of

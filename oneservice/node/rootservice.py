@@ -21,26 +21,30 @@ class RootService:
         self.node = node
         self.introductions = RelayIntroductions()
 
-    def forward(self, source: Peer, payload: bytes, now: float) -> None:
-        """As a root: pass a datagram on to the peer it is for (we cannot read it)."""
+    def forward(self, source: Peer, payloads: list[bytes], now: float) -> None:
+        """As a root: pass datagrams on to the peers they are for (we cannot read them),
+        sealed in one call per destination."""
         if not self.node.relay:
-            self.node.packet_drops["relay_refused"] += 1
+            self.node.packet_drops["relay_refused"] += len(payloads)
             return
-        destination = self.node.registry.peers.get(payload[: wire.ADDRESS_LEN].hex())
-        if destination is None or destination.current is None or destination is source:
-            self.node.packet_drops["relay_no_destination"] += 1
-            return
+        by_destination: dict[bytes, list[bytes]] = {}
+        for payload in payloads:
+            by_destination.setdefault(payload[: wire.ADDRESS_LEN], []).append(payload)
         source_address = bytes.fromhex(source.address)
-        relayed = source_address + payload[wire.ADDRESS_LEN :]
-        self.node.tx.send(destination, wire.TYPE_RELAYED, relayed, now)
-        # Only data says the pair uses us as its path (probes cross every path, a working
-        # direct one too); the type byte of the datagram inside is in the clear.
-        inner_type = payload[wire.ADDRESS_LEN + 1] if len(payload) > wire.ADDRESS_LEN + 1 else -1
-        if inner_type == wire.TYPE_DATA and self.introductions.due(
-            source.address, destination.address, now
-        ):
-            self.introduce(source, destination, now)
-            self.introduce(destination, source, now)
+        for address, group in by_destination.items():
+            destination = self.node.registry.peers.get(address.hex())
+            if destination is None or destination.current is None or destination is source:
+                self.node.packet_drops["relay_no_destination"] += len(group)
+                continue
+            relayed = [(source_address + p[wire.ADDRESS_LEN :], 0) for p in group]
+            self.node.tx.send_many(destination, wire.TYPE_RELAYED, relayed, now)
+            # Only data says the pair uses us as its path (probes cross every path, a working
+            # direct one too); the type byte of the datagram inside is in the clear.
+            data = any(len(p) > wire.ADDRESS_LEN + 1 and p[wire.ADDRESS_LEN + 1] == wire.TYPE_DATA
+                       for p in group)  # fmt: skip
+            if data and self.introductions.due(source.address, destination.address, now):
+                self.introduce(source, destination, now)
+                self.introduce(destination, source, now)
 
     def introduce(self, told: Peer, about: Peer, now: float) -> None:
         """Tell ``told`` who ``about`` is and where we see it (it then punches: both sides

@@ -86,13 +86,50 @@ class Transmitter:
         there; otherwise one by one (queued, relayed, or starting a handshake)."""
         direct = self.direct(peer, now)
         datagrams = direct and direct[0].seal_many(wire.TYPE_DATA, packets)
-        if not datagrams:
-            if isinstance(peer.preferred, RelayPath):
-                packets = self.fit_relay(network_id, packets)
-            for packet, hint in packets:
-                self.send(peer, wire.TYPE_DATA, packet, now, hint)
+        if datagrams:
+            self.sent(peer, direct, datagrams, 0, now)
             return
-        self.sent(peer, direct, datagrams, 0, now)
+        path = peer.preferred
+        if isinstance(path, RelayPath):
+            packets = self.fit_relay(network_id, packets)
+            if self.send_relayed(peer, path, packets, now):
+                return
+        for packet, hint in packets:
+            self.send(peer, wire.TYPE_DATA, packet, now, hint)
+
+    def send_relayed(self, peer: Peer, path: RelayPath, packets: list[tuple[bytes, int]],
+                     now: float) -> bool:  # fmt: skip
+        """IP packets through a root: sealed for the peer in one call, and their relay frames
+        for the root in another. False (nothing sent) if that cannot be done now."""
+        session = peer.current
+        root = self.node.registry.peers.get(path.via)
+        carrier = self.direct(root, now) if root is not None else None
+        if (not packets or session is None or carrier is None
+                or now - session.created_at > REJECT_AFTER_S):  # fmt: skip
+            return False
+        inner = session.seal_many(wire.TYPE_DATA, packets)
+        if not inner:
+            return False
+        destination = bytes.fromhex(peer.address)
+        frames = carrier[0].seal_many(wire.TYPE_RELAY, [(destination + d, 0) for d in inner])
+        if not frames:
+            return False
+        session.last_sent = path.last_sent = now
+        self.sent(root, carrier, frames, 0, now)  # type: ignore[arg-type]
+        if now - session.created_at > REKEY_AFTER_S and peer.handshake is None:
+            self.node.machine.fire(peer, Event.REKEY_DUE, now)
+        return True
+
+    def send_many(self, peer: Peer, kind: int, payloads: list[tuple[bytes, int]],
+                  now: float) -> None:  # fmt: skip
+        """Payloads of one kind to a peer: in one call on a direct path, else one by one."""
+        direct = self.direct(peer, now)
+        datagrams = direct and direct[0].seal_many(kind, payloads)
+        if datagrams:
+            self.sent(peer, direct, datagrams, 0, now)
+            return
+        for payload, hint in payloads:
+            self.send(peer, kind, payload, now, hint)
 
     def fit_relay(self, network_id: str, packets: list[tuple[bytes, int]],
                   ) -> list[tuple[bytes, int]]:  # fmt: skip

@@ -136,6 +136,26 @@ def test_opening_batches_gives_the_same_packets_and_verdicts(case):
 
 
 @needs_extension
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=traffic(), kind=st.sampled_from([wire.TYPE_RELAY, wire.TYPE_RELAYED]))
+def test_opening_relay_frames_gives_the_same_payloads_and_verdicts(case, kind):
+    """A root's (and a relayed member's) batches: frames of one kind opened in one call."""
+    key, index, _, batches = case
+    native, python = _datapath.Opener(key, index), PythonOpener(key, index)
+    sealer = PythonSealer(key)
+    for number, batch in enumerate(batches):
+        # The same traffic as frames of ``kind`` (data datagrams stay others), and mixed.
+        frames = [sealer.seal(wire.DATA_HEADER.pack(1, kind, 0, index, 10_000 + number * 100 + i),
+                              d[16:40]) for i, d in enumerate(batch)]  # fmt: skip
+        mixed = [*frames, *batch]
+        assert native.open_frames(mixed, kind) == python.open_frames(mixed, kind)
+    with pytest.raises(ValueError):
+        native.open_frames([], wire.TYPE_DATA)
+    with pytest.raises(ValueError):
+        python.open_frames([], wire.TYPE_DATA)
+
+
+@needs_extension
 @settings(max_examples=300, deadline=None)
 @given(counters=st.lists(st.one_of(st.integers(0, 3000), st.integers(0, 2**20),
                                    st.just(MAX_COUNTER)), max_size=60))  # fmt: skip
