@@ -114,3 +114,17 @@ def test_a_client_behind_one_nat_uses_an_exit_node_behind_another(testbed, tmp_p
     verdicts = {c["check"]: c["result"] for c in checks["checks"] if c["check"] != "dns"}
     assert verdicts == {"tunnel": "PASS", "routes": "PASS", "gateway": "PASS",
                         "leaks": "PASS"}, checks  # fmt: skip
+
+
+def test_behind_a_hard_nat_without_a_mapping_the_pair_is_relayed_and_says_so(testbed, tmp_path):
+    """nat1 maps every destination to a new random port (as carrier NATs do) and offers no
+    port mapping: m1 cannot be reached directly. Traffic still flows, through the root, and
+    both sides say the path is relayed."""
+    lab = NatLab(testbed, tmp_path, hard=("nat1",))
+    _, addresses = lab.join_both()
+    wait_until(lambda: lab.ping("m1", addresses["m2"]), timeout=15, what="m1 -> m2 ping")
+    time.sleep(3)  # introductions and punching had their chance
+    assert lab.ping("m1", addresses["m2"])
+    for name, other in (("m1", "m2"), ("m2", "m1")):
+        assert lab.preferred(name, other).get("kind") == "relayed", (name, lab.preferred(
+            name, other))
