@@ -491,10 +491,11 @@ class Routes:
         return result
 
     async def controller_network_delete(self, request: Request) -> dict:
+        """ZeroTier's answer: the deleted network."""
         network_id = _network_id(request)
-        members = await self._existing(_delete_network, network_id, time.time())
+        deleted, members = await self._existing(_delete_network, network_id, time.time())
         self.service.push_config(network_id, also=members)
-        return {"id": network_id, "deleted": True}
+        return deleted
 
     async def controller_members(self, request: Request) -> dict:
         """ZeroTier's shape: {"<member address>": <member revision>}."""
@@ -513,11 +514,12 @@ class Routes:
         return result
 
     async def controller_member_delete(self, request: Request) -> dict:
+        """ZeroTier's answer: the deleted member."""
         network_id = _network_id(request)
         address = request.params["address"]
-        await self._existing(Controller.delete_member, network_id, address)
+        deleted = await self._existing(Controller.delete_member, network_id, address)
         self.service.push_config(network_id, also=[address])
-        return {"deleted": True}
+        return deleted
 
 
 def _create_or_update(controller: Controller, network_id: str, body: Any) -> tuple[bool, dict]:
@@ -527,11 +529,11 @@ def _create_or_update(controller: Controller, network_id: str, body: Any) -> tup
     return False, controller.update_network(network_id, body)
 
 
-def _delete_network(controller: Controller, network_id: str, now: float) -> list[str]:
-    """The members online before the network went (they are told it is gone)."""
+def _delete_network(controller: Controller, network_id: str,
+                    now: float) -> tuple[dict, list[str]]:  # fmt: skip
+    """The network as it was, and the members online before it went (they are told)."""
     members = controller.online_members(network_id, now)
-    controller.delete_network(network_id)
-    return members
+    return controller.delete_network(network_id), members
 
 
 def _whole_ms(seconds: float | None) -> int:

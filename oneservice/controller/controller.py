@@ -178,9 +178,11 @@ class Controller:
         self.store.put_network(network_id, _validated_network(document, changes), revision + 1)
         return self.network(network_id)
 
-    def delete_network(self, network_id: str) -> None:
-        self.network(network_id)
+    def delete_network(self, network_id: str) -> dict:
+        """The network as it was (ZeroTier answers a DELETE with the deleted object)."""
+        document = self.network(network_id)
         self.store.delete_network(network_id)
+        return document
 
     def member(self, network_id: str, address: str) -> dict:
         self.network(network_id)
@@ -231,10 +233,12 @@ class Controller:
         self.store.put_member(network_id, address, identity, document, None, new_revision=True)
         return self.member(network_id, address)
 
-    def delete_member(self, network_id: str, address: str) -> None:
-        self.member(network_id, address)
+    def delete_member(self, network_id: str, address: str) -> dict:
+        """The member as it was (ZeroTier answers a DELETE with the deleted object)."""
+        document = self.member(network_id, address)
         self.store.delete_member(network_id, address)
         self._bump(network_id)
+        return document
 
     # --- the protocol ---------------------------------------------------------------------------
 
@@ -447,18 +451,17 @@ def _validated_network(document: dict, changes: Any) -> dict:
     document = {**document, **changes}
     for key, modes in (("v4AssignMode", {"zt"}), ("v6AssignMode", {"zt", "6plane", "rfc4193"})):
         mode = document.setdefault(key, {"zt": True})
-        if (not isinstance(mode, dict) or set(mode) - modes
-                or not all(isinstance(v, bool) for v in mode.values())):  # fmt: skip
+        if not isinstance(mode, dict) or set(mode) - modes:
             names = ", ".join(sorted(modes))
             raise ControllerError(f"{key} must be an object of booleans ({names})")
+        mode = {name: lenient_bool(value, f"{key}.{name}") for name, value in mode.items()}
         if mode.get("6plane") or mode.get("rfc4193"):
             raise ControllerError(f"{key}: 6plane and rfc4193 are not supported; assign IPv6 "
                                   "from ipAssignmentPools with zt")  # fmt: skip
         document[key] = {"zt": mode.get("zt", document.get(key, {}).get("zt", True))}
     if not isinstance(document["name"], str) or len(document["name"]) > MAX_NAME_LEN:
         raise ControllerError(f"name must be a string of at most {MAX_NAME_LEN} characters")
-    if not isinstance(document["private"], bool):
-        raise ControllerError("private must be true or false")
+    document["private"] = lenient_bool(document["private"], "private")
     mtu = document["mtu"]
     if isinstance(mtu, bool) or not isinstance(mtu, int) or not MIN_MTU <= mtu <= MAX_MTU:
         raise ControllerError(f"mtu must be {MIN_MTU}-{MAX_MTU}, got {shown(mtu)}")
@@ -515,10 +518,9 @@ def _validated_member(document: dict, changes: Any, network: dict) -> dict:
         raise ControllerError(f"unknown member field {shown(unknown[0])}; known: "
                               + ", ".join(sorted(allowed)))
     document = {**document, **changes}
-    if not isinstance(document["authorized"], bool):
-        raise ControllerError("authorized must be true or false")
-    if not isinstance(document.get("noAutoAssignIps", False), bool):
-        raise ControllerError("noAutoAssignIps must be true or false")
+    document["authorized"] = lenient_bool(document["authorized"], "authorized")
+    if "noAutoAssignIps" in document:
+        document["noAutoAssignIps"] = lenient_bool(document["noAutoAssignIps"], "noAutoAssignIps")
     if not isinstance(document["name"], str) or len(document["name"]) > MAX_NAME_LEN:
         raise ControllerError(f"name must be a string of at most {MAX_NAME_LEN} characters")
     if not isinstance(document["ipAssignments"], list):
@@ -535,6 +537,19 @@ def _validated_member(document: dict, changes: Any, network: dict) -> dict:
     return document
 
 
+def lenient_bool(value: Any, field: str) -> bool:
+    """A boolean field as ZeroTier's controller reads it (controller UIs post HTML form
+    values): a JSON boolean; a number, true when above 0; a string, true when it starts with
+    t, T or 1. Anything else (a list, an object, null) is refused, naming the field."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return value > 0
+    if isinstance(value, str):
+        return value[:1] in ("t", "T", "1")
+    raise ControllerError(f"{field} must be true or false, got {shown(value)}")
+
+
 def _only_what_layer3_does(changes: dict, what: str) -> None:
     """ZeroTier fields that only have a meaning on an Ethernet network with flow rules: their
     do-nothing values are accepted (tools send them), anything else is refused, not ignored.
@@ -548,6 +563,8 @@ def _only_what_layer3_does(changes: dict, what: str) -> None:
         if key not in changes:
             continue
         value = changes.pop(key)
+        if accepted == [False]:  # a boolean field: read as ZeroTier reads one
+            value = lenient_bool(value, key)
         if not any(json.dumps(value) == json.dumps(a) for a in accepted):
             raise ControllerError(
                 f"{what} field {key}={json.dumps(value)[:200]} is not supported: networks here "

@@ -188,7 +188,8 @@ def test_objects_posted_back_as_they_came_are_accepted(controller):
         ({"tags": [{"id": 1}]}, "tags="),
         ({"multicastLimit": "32"}, "multicastLimit must be a whole number"),
         ({"v6AssignMode": {"6plane": True}}, "6plane and rfc4193 are not supported"),
-        ({"v4AssignMode": {"zt": "yes"}}, "v4AssignMode must be an object of booleans"),
+        ({"v4AssignMode": {"zt": [1]}}, "v4AssignMode.zt must be true or false"),
+        ({"v4AssignMode": {"ipv4": True}}, "v4AssignMode must be an object of booleans"),
         ({"everything": 1}, 'unknown network field "everything"'),
     ],
 )
@@ -320,3 +321,49 @@ def test_the_canonical_bytes_joined_from_members_are_the_documents_own():
                      "name": "\0members\0", "mtu": 2800}):  # fmt: skip
         blobs = [canonical(m) for m in document["members"]]
         assert canonical_with_members(document, blobs) == canonical(document)
+
+
+# What controller web UIs post (HTML form values), read as ZeroTier's controller reads them.
+UI_BOOLEANS = [(True, True), (False, False), (1, True), (0, False), (2.5, True), (-1, False),
+               ("true", True), ("True", True), ("1", True), ("t", True), ("false", False),
+               ("0", False), ("", False), ("yes", False), ("no", False)]  # fmt: skip
+
+
+@pytest.mark.parametrize(("posted", "meant"), UI_BOOLEANS)
+def test_booleans_read_as_zerotiers_controller_reads_them_and_answered_as_booleans(
+    controller, posted, meant
+):
+    nwid = lab(controller)
+    network = controller.update_network(nwid, {
+        "private": posted, "v4AssignMode": {"zt": posted},
+        "v6AssignMode": {"zt": posted, "6plane": "false", "rfc4193": "false"},
+    })  # fmt: skip
+    assert network["private"] is meant
+    assert network["v4AssignMode"] == {"zt": meant} and network["v6AssignMode"]["zt"] is meant
+    member = controller.update_member(nwid, MEMBER.address, {
+        "authorized": posted, "noAutoAssignIps": posted, "activeBridge": "false"})  # fmt: skip
+    assert member["authorized"] is meant and member["noAutoAssignIps"] is meant
+    assert controller.member(nwid, MEMBER.address)["authorized"] is meant  # stored so
+
+
+@pytest.mark.parametrize("posted", [None, [], [True], {}, {"x": 1}])
+def test_other_types_for_a_boolean_are_refused_naming_the_field(controller, posted):
+    nwid = lab(controller)
+    for field, change in (("private", {"private": posted}),
+                          ("v4AssignMode.zt", {"v4AssignMode": {"zt": posted}})):  # fmt: skip
+        with pytest.raises(ControllerError, match=field.replace(".", r"\.")) as refused:
+            controller.update_network(nwid, change)
+        assert refused.value.status == 400
+    with pytest.raises(ControllerError, match="authorized"):
+        controller.update_member(nwid, MEMBER.address, {"authorized": posted})
+
+
+def test_a_delete_answers_the_deleted_object_as_zerotier_does(controller):
+    nwid = lab(controller)
+    member = controller.update_member(nwid, MEMBER.address, {"authorized": True,
+                                                             "name": "laptop"})  # fmt: skip
+    deleted = controller.delete_member(nwid, MEMBER.address)
+    assert deleted == member and deleted["id"] == MEMBER.address and deleted["name"] == "laptop"
+    network = controller.network(nwid)
+    assert controller.delete_network(nwid) == network
+    assert network["id"] == nwid and network["name"] == "lab"

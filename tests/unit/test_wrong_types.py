@@ -43,8 +43,8 @@ EMPTY_IS_FINE = {"dns", "v4AssignMode", "v6AssignMode", "routes", "ipAssignmentP
 
 def fine_for(field: str, value) -> bool:
     """Values of the wrong list that are in fact right for the field."""
-    if field in BOOLEANS:
-        return value is True
+    if field in BOOLEANS:  # read as ZeroTier's controller reads them (lenient_bool)
+        return isinstance(value, bool | int | float | str)
     if field in ("name", "domain"):
         return isinstance(value, str) and len(value) <= 128
     return field in EMPTY_IS_FINE and value in ([], {}) and type(value) is type(
