@@ -15,7 +15,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import re
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,10 +33,16 @@ MAX_BODY_BYTES = 64 * 1024
 # kept-alive connection. Generous for people typing into `nc`, short against idle hoarding.
 READ_TIMEOUT_S = 10.0
 # Connections open at once. A newcomer beyond it takes the place of the oldest connection that
-# is only waiting (for a head or its next request), so a local user holding connections open
-# can neither starve the node of file descriptors nor keep a legitimate client out; only when
-# every connection is busy being answered does a newcomer get 503.
-MAX_CONNECTIONS = 64
+# only waits: one that sent part of a request head and nothing for STALLED_S, or nothing at
+# all for IDLE_S (or nothing after its last answer). So a local user holding connections open
+# can neither starve the node of file descriptors nor keep a legitimate client out for long.
+# When none is such (a burst of real clients, whose requests are on their way in), newcomers
+# are not accepted yet: they wait their turn in the listen backlog, and are answered, not
+# refused.
+MAX_CONNECTIONS = 256
+STALLED_S = 0.01
+IDLE_S = 0.1
+LISTEN_BACKLOG = 4096
 
 REASONS = {
     200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
@@ -200,42 +208,97 @@ def _match(segments: tuple[str, ...], parts: list[str]) -> dict[str, str] | None
 Guard = Callable[[Request], "HttpError | None"]
 
 
+@dataclass
+class _Connection:
+    busy: bool = False  # a request is being answered
+    since: float = 0.0  # when it last made progress (accepted, a line of a head, an answer)
+    partial: bool = False  # part of a head came, and then nothing
+
+
 class HttpServer:
     def __init__(self, router: Router, guard: Guard) -> None:
         self.router = router
         self.guard = guard
-        self.servers: list[asyncio.AbstractServer] = []
-        # Open connections, oldest first, each with whether a request is being answered.
-        self._connections: dict[asyncio.Task, bool] = {}
-        self.refused_connections = 0
+        self.sockets: list[socket.socket] = []  # listening
+        self._acceptors: list[asyncio.Task] = []
+        self._connections: dict[asyncio.Task, _Connection] = {}  # open ones, oldest first
+        self._room = asyncio.Event()  # set when a connection ends
         self.evicted_connections = 0
 
     async def listen(self, host: str, port: int) -> None:
-        server = await asyncio.start_server(
-            self._serve, host, port, reuse_address=True, limit=MAX_HEAD_BYTES
-        )
-        self.servers.append(server)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:  # the IPv4 socket is a socket of its own
+                listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            listener.bind((host, port))
+            listener.listen(LISTEN_BACKLOG)
+            listener.setblocking(False)
+        except OSError:
+            listener.close()
+            raise
+        self.sockets.append(listener)
+        self._acceptors.append(asyncio.create_task(self._accept(listener)))
 
     async def close(self) -> None:
-        for server in self.servers:
-            server.close()
+        for acceptor in self._acceptors:
+            acceptor.cancel()
         for task in list(self._connections):
             task.cancel()
-        for server in self.servers:
-            await server.wait_closed()
-        self.servers.clear()
+        await asyncio.gather(*self._acceptors, *self._connections, return_exceptions=True)
+        for listener in self.sockets:
+            listener.close()
+        self._acceptors.clear()
+        self.sockets.clear()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _accept(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wait_for_room(loop)
+            try:
+                connection, _ = await loop.sock_accept(listener)
+            except OSError as exc:  # e.g. out of file descriptors: try again shortly
+                log.warning("local API: cannot accept a connection: %s", exc.strerror or exc)
+                await asyncio.sleep(0.1)
+                continue
+            task = asyncio.create_task(self._serve(connection))
+            self._connections[task] = _Connection(since=loop.time())
+
+    async def _wait_for_room(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Until a connection may be accepted: there is room, or the oldest connection that
+        only waits gives its place (it is ended)."""
+        while len(self._connections) >= MAX_CONNECTIONS:
+            now = loop.time()
+            soonest = math.inf
+            for task, state in self._connections.items():
+                if state.busy:
+                    continue
+                due = state.since + (STALLED_S if state.partial else IDLE_S)
+                if due <= now:
+                    self._connections.pop(task)
+                    task.cancel()
+                    self.evicted_connections += 1
+                    return
+                soonest = min(soonest, due)
+            self._room.clear()
+            wait = min(soonest - now, IDLE_S) if soonest < math.inf else IDLE_S
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._room.wait(), max(wait, 0.001))
+
+    def _progress(self, task: asyncio.Task, partial: bool) -> None:
+        """A line of a head came (``partial``: the head is not whole yet)."""
+        state = self._connections.get(task)
+        if state is not None:
+            state.since, state.partial = asyncio.get_running_loop().time(), partial
+
+    async def _serve(self, connection: socket.socket) -> None:
         task = asyncio.current_task()
         assert task is not None
+        writer = None
         try:
-            if len(self._connections) >= MAX_CONNECTIONS and not self._evict_one_waiting():
-                self.refused_connections += 1
-                writer.write(render_response(
-                    503, {"error": f"{MAX_CONNECTIONS} API requests are being answered; retry"},
-                    keep_alive=False))  # fmt: skip
-                return
-            self._connections[task] = False
+            reader, writer = await asyncio.open_connection(sock=connection,
+                                                           limit=MAX_HEAD_BYTES)  # fmt: skip
             peer = writer.get_extra_info("peername")
             remote = peer[0] if isinstance(peer, tuple) else ""
             while await self._one_request(reader, writer, remote, task):
@@ -248,18 +311,13 @@ class HttpServer:
             log.exception("local API connection failed")
         finally:
             self._connections.pop(task, None)
-            with contextlib.suppress(ConnectionError, RuntimeError):
-                await writer.drain()
-            writer.close()
-
-    def _evict_one_waiting(self) -> bool:
-        for task, busy in self._connections.items():
-            if not busy:
-                self._connections.pop(task)
-                task.cancel()
-                self.evicted_connections += 1
-                return True
-        return False
+            self._room.set()
+            if writer is None:
+                connection.close()
+            else:
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await writer.drain()
+                writer.close()
 
     async def _one_request(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, remote: str,
@@ -268,7 +326,8 @@ class HttpServer:
         """Serve one request; False when the connection should end."""
         try:
             try:
-                head_bytes = await asyncio.wait_for(_read_head(reader), READ_TIMEOUT_S)
+                head_bytes = await asyncio.wait_for(
+                    _read_head(reader, lambda: self._progress(task, True)), READ_TIMEOUT_S)
             except TimeoutError:
                 return False  # an idle kept-alive connection, or a client that never finished
             if head_bytes is None:
@@ -286,12 +345,14 @@ class HttpServer:
             return False
         if task not in self._connections:
             return False  # evicted while its body arrived
-        self._connections[task] = True
+        state = self._connections[task]
+        state.busy = True
         request = Request(head, body, remote)
         status, document, headers = await self._dispatch(request)
         writer.write(render_response(status, document, head.keep_alive, headers))
         await writer.drain()
-        self._connections[task] = False
+        state.busy, state.partial = False, False
+        state.since = asyncio.get_running_loop().time()
         return head.keep_alive
 
     async def _dispatch(self, request: Request) -> tuple[int, Any, dict[str, str]]:
@@ -308,8 +369,10 @@ class HttpServer:
             return 500, {"error": "internal error (logged by the service)"}, {}
 
 
-async def _read_head(reader: asyncio.StreamReader) -> bytes | None:
-    """Bytes up to and including the blank line; None if the client closed first."""
+async def _read_head(reader: asyncio.StreamReader,
+                     progress: Callable[[], None] = lambda: None) -> bytes | None:  # fmt: skip
+    """Bytes up to and including the blank line; None if the client closed first.
+    ``progress()`` after each line but the last."""
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -329,3 +392,4 @@ async def _read_head(reader: asyncio.StreamReader) -> bytes | None:
             raise HttpError(431, f"request head over {MAX_HEAD_BYTES} bytes")
         if line in (b"\r\n", b"\n"):
             return b"".join(chunks)
+        progress()

@@ -406,6 +406,28 @@ def test_a_local_user_holding_a_thousand_connections_starves_nothing(testbed, tm
     assert node.process.poll() is None
 
 
+def test_a_burst_of_a_thousand_requests_is_all_answered(testbed, tmp_path):
+    """A monitoring system and scripts at once: every request waits its turn (in the listen
+    backlog) and is answered; none is reset or refused. The node runs with 1024 descriptors."""
+    host = testbed.host("solo")
+    home = write_home(tmp_path / "solo", Identity.generate(), [])
+    limits = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, limits[1]))
+    try:
+        node = Node(host, home)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+    node.wait_log("oneservice started")
+    token = (home / "authtoken.secret").read_text().strip()
+    result = host.python("tests/integration/burst_requests.py", "9993", token, "1000",
+                         stdout=subprocess.PIPE, text=True)  # fmt: skip
+    out, _ = result.communicate(timeout=120)
+    summary = json.loads(out)
+    print(f"\n1000 concurrent GET /status: {summary}")
+    assert summary["answered"] == {"200": 1000}, summary
+    assert node.process.poll() is None
+
+
 def test_a_stranger_learns_nothing_about_members_from_a_node_that_knows_them(testbed, tmp_path):
     """The stranger lists the gateway (a member, not a root) as its root and asks who the
     client is, by joining a network whose controller address is the client's."""

@@ -74,7 +74,7 @@ def refuse_wrong_token(request):
 async def serve(router: Router, guard=refuse_wrong_token) -> tuple[HttpServer, int]:
     server = HttpServer(router, guard)
     await server.listen("127.0.0.1", 0)
-    port = server.servers[0].sockets[0].getsockname()[1]
+    port = server.sockets[0].getsockname()[1]
     return server, port
 
 
