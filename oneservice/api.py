@@ -23,14 +23,17 @@ from . import __version__, native
 from .controller.controller import Controller, ControllerError
 from .controller.errors import StoreError
 from .files import WriteFailed, write_atomically
-from .httpserver import HttpError, HttpServer, Request, Router
+from .httpserver import HttpError, HttpServer, Request, Router, Text
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .metrics import NodeFigures, node_families
+from .metrics import render as render_metrics
 from .network.config import is_network_id
 from .network.membership import STATUS_FILE_ERROR
 from .network.signed import STATUS_ACCESS_DENIED, STATUS_NOT_FOUND, controller_address
-from .routing.documents import network_document, routes_document
+from .routing.documents import network_document, routes_document, shown_tunnel
 from .routing.flags import FlagsError
 from .routing.portal import DEFAULT_OPEN_S, MAX_OPEN_S
-from .settings import PORT_FILES, TOKEN_FILE
+from .settings import METRICS_TOKEN_FILE, PORT_FILES, TOKEN_FILE
 from .tap import tap_name
 
 if TYPE_CHECKING:
@@ -59,6 +62,7 @@ class NodeView(Protocol):
     home: Path
     settings: Settings
     api_token: str
+    metrics_token: str
     networks: NetworkRegistry
     routing: RoutingManager
     controller: ControllerThread
@@ -88,7 +92,8 @@ class ApiError(HttpError):
 
 
 async def start_api(service: NodeView) -> HttpServer:
-    token = service.api_token
+    token = service.api_token.encode()
+    metrics_token = service.metrics_token.encode()
 
     def guard(request: Request) -> HttpError | None:
         if not _management_allowed(request.remote, service.settings.allow_management_from):
@@ -99,15 +104,21 @@ async def start_api(service: NodeView) -> HttpServer:
         if bearer.startswith("Bearer "):
             supplied = supplied or bearer[7:]
         # Compared as bytes: a header may carry any octet, and none of them may raise.
-        if not hmac.compare_digest(supplied.encode("latin-1"), token.encode()):
-            return ApiError(401, f"missing or wrong token: send the contents of {TOKEN_FILE} "
-                                 "as header X-ZT1-Auth or Authorization: Bearer")  # fmt: skip
-        return None
+        given = supplied.encode("latin-1")
+        if hmac.compare_digest(given, token):
+            return None
+        metrics = request.method == "GET" and request.path.rstrip("/") == "/metrics"
+        if metrics and hmac.compare_digest(given, metrics_token):
+            return None  # what a Prometheus server holds opens GET /metrics only
+        also = f" (or {METRICS_TOKEN_FILE}, for GET /metrics)" if metrics else ""
+        return ApiError(401, f"missing or wrong token: send the contents of {TOKEN_FILE}{also} "
+                             "as header X-ZT1-Auth or Authorization: Bearer")  # fmt: skip
 
     routes = Routes(service)
     router = Router()
     for method, pattern, handler in [
         ("GET", "/status", routes.status),
+        ("GET", "/metrics", routes.metrics),
         ("GET", "/network", routes.networks),
         ("GET", "/network/{nwid}", routes.network),
         ("POST", "/network/{nwid}", routes.join),
@@ -136,7 +147,7 @@ async def start_api(service: NodeView) -> HttpServer:
          routes.controller_member_delete),
     ]:  # fmt: skip
         router.add(method, pattern, _errors_answered(handler))
-    server = HttpServer(router, guard)
+    server = routes.server = HttpServer(router, guard)
     port = service.port
     bound = []
     # Loopback only, unless the user named other networks (the guard then checks each client).
@@ -223,6 +234,31 @@ UNKNOWN_VERSION = {"version": "-", "versionMajor": -1, "versionMinor": -1, "vers
 class Routes:
     def __init__(self, service: NodeView) -> None:
         self.service = service
+        self.server: HttpServer | None = None  # (its answers are counted in /metrics)
+
+    async def metrics(self, request: Request) -> Text:
+        """Prometheus's text format (oneservice/metrics.py)."""
+        s = self.service
+        binder = s.binder_state()
+        members: dict[str, int] = {}
+        if s.controller.opened:
+            members = await s.controller_call(_member_counts)
+        joined = s.networks.memberships.networks
+        routing = s.routing
+        figures = NodeFigures(
+            peers=s.peer_views(),
+            interfaces={b["id"]: b["interface"] for b in binder["bound"]},
+            counters=s.counters(),
+            uplinks=binder["bound"],
+            tunnels={network_id: shown_tunnel(routing, network_id)
+                     for network_id in {*joined, *routing.plan.full_tunnel}},
+            gateway_changes=routing.gateway_changes,
+            revisions={network_id: j.config.revision if j.config else 0
+                       for network_id, j in joined.items()},
+            controller_members=members,
+            answered=dict(self.server.answered) if self.server else {},
+        )  # fmt: skip
+        return Text(render_metrics(node_families(figures)), METRICS_CONTENT_TYPE)
 
     async def status(self, request: Request) -> dict:
         s = self.service
@@ -520,6 +556,11 @@ class Routes:
         deleted = await self._existing(Controller.delete_member, network_id, address)
         self.service.push_config(network_id, also=[address])
         return deleted
+
+
+def _member_counts(controller: Controller) -> dict[str, int]:
+    return {network_id: len(controller.member_revisions(network_id))
+            for network_id in controller.networks()}  # fmt: skip
 
 
 def _create_or_update(controller: Controller, network_id: str, body: Any) -> tuple[bool, dict]:

@@ -145,12 +145,24 @@ def parse_head(data: bytes) -> RequestHead:
     return RequestHead(method, unquote(path), query, version, headers, length)
 
 
+@dataclass(frozen=True)
+class Text:
+    """A handler's answer that is not JSON (Prometheus's text format)."""
+
+    body: str
+    content_type: str
+
+
 def render_response(
     status: int, document: Any, keep_alive: bool, headers: dict[str, str] | None = None
 ) -> bytes:
-    body = json.dumps(document, indent=2, ensure_ascii=False).encode() + b"\n"
+    if isinstance(document, Text):
+        body, content_type = document.body.encode(), document.content_type
+    else:
+        body = json.dumps(document, indent=2, ensure_ascii=False).encode() + b"\n"
+        content_type = "application/json"
     lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}",
-             "Content-Type: application/json", f"Content-Length: {len(body)}"]  # fmt: skip
+             f"Content-Type: {content_type}", f"Content-Length: {len(body)}"]  # fmt: skip
     lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
     if not keep_alive:
         lines.append("Connection: close")
@@ -224,6 +236,7 @@ class HttpServer:
         self._connections: dict[asyncio.Task, _Connection] = {}  # open ones, oldest first
         self._room = asyncio.Event()  # set when a connection ends
         self.evicted_connections = 0
+        self.answered: dict[int, int] = {}  # requests answered, by HTTP status
 
     async def listen(self, host: str, port: int) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -349,6 +362,7 @@ class HttpServer:
         state.busy = True
         request = Request(head, body, remote)
         status, document, headers = await self._dispatch(request)
+        self.answered[status] = self.answered.get(status, 0) + 1
         writer.write(render_response(status, document, head.keep_alive, headers))
         await writer.drain()
         state.busy, state.partial = False, False

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from . import __version__, memory, native
-from .authtoken import load_or_create_token
+from .authtoken import load_or_create_tokens
 from .binder import platform_backend
 from .binder.binder import (
     AddressChanged,
@@ -97,7 +97,7 @@ class Service:
         self.routing.check_state_files()
         for network_id in self.networks.ids():
             self.routing.flags.error(network_id)  # read now: a damaged one is logged at start
-        self.api_token = load_or_create_token(home)
+        self.api_token, self.metrics_token = load_or_create_tokens(home)
         self.devices = Devices(self.identity.address, self.pump.on_tap_packets)
         self.binder = Binder(
             port=settings.primary_port,

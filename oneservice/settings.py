@@ -21,6 +21,7 @@ from .files import DamagedFile, json_type, read_json_object
 DEFAULT_PRIMARY_PORT = 9993
 # Files in the home directory that the local API and its clients share.
 TOKEN_FILE = "authtoken.secret"
+METRICS_TOKEN_FILE = "metricstoken.secret"  # GET /metrics only (as zerotier-one's)
 PORT_FILE = "oneservice.port"
 # Both are written: zerotier-cli -D<home> looks for its own name.
 PORT_FILES = (PORT_FILE, "zerotier-one.port")

@@ -107,7 +107,9 @@ DatagramHandler = Callable[[bytes, int, LocalSocket, tuple], None]
 
 
 class _Bound:
-    __slots__ = ("addresses", "gro", "gso", "gso_off_reason", "gso_proven", "local", "sock")
+    __slots__ = ("addresses", "bytes_received", "bytes_sent", "datagrams_received",
+                 "datagrams_sent", "gro", "gso", "gso_off_reason", "gso_proven", "local",
+                 "sock")  # fmt: skip
 
     def __init__(self, local: LocalSocket, sock: socket.socket, addresses: tuple[str, ...],
                  gso: bool) -> None:  # fmt: skip
@@ -118,6 +120,9 @@ class _Bound:
         self.gso_off_reason = "" if gso else "not offered by this system"
         self.gso_proven = False  # a GSO send went through on this socket
         self.gro = False  # set once the socket accepted UDP GRO
+        # What went through this uplink (GET /binder, GET /metrics).
+        self.datagrams_sent = self.bytes_sent = 0
+        self.datagrams_received = self.bytes_received = 0
 
 
 def errno_name(error: OSError) -> str:
@@ -277,6 +282,8 @@ class Binder:
             self.send_errors_by_errno[errno_name(exc)] += 1
             return False
         self.counters["datagrams_sent"] += 1
+        bound.datagrams_sent += 1
+        bound.bytes_sent += len(data)
         return True
 
     def send_many(self, socket_id: int, datagrams: list[bytes], address: tuple) -> None:
@@ -309,6 +316,8 @@ class Binder:
         bound.gso_proven = True
         self.counters["datagrams_sent"] += len(datagrams)
         self.counters["gso_sends"] += 1
+        bound.datagrams_sent += len(datagrams)
+        bound.bytes_sent += sum(map(len, datagrams))
 
     def endpoints(self) -> list[str]:
         """Where each socket listens, "ip/port" (a controller tells members where it is)."""
@@ -366,6 +375,8 @@ class Binder:
                 "port": b.local.port,
                 "gso": b.gso,
                 "gsoOffReason": b.gso_off_reason or None,
+                "datagramsSent": b.datagrams_sent, "bytesSent": b.bytes_sent,
+                "datagramsReceived": b.datagrams_received, "bytesReceived": b.bytes_received,
             }
             for b in self._sorted()
         ]
@@ -532,7 +543,7 @@ class Binder:
         sock, local, deliver, gro = bound.sock, bound.local, self._on_datagram, bound.gro
         offloads = self._backend.UDP_OFFLOADS
         ancillary_bytes, gro_size = offloads.gro_ancillary_bytes, offloads.gro_size
-        received = 0
+        received = received_bytes = 0
         for _ in range(MAX_READS_PER_WAKEUP):
             try:
                 if gro:
@@ -548,5 +559,8 @@ class Binder:
                 continue
             size = gro_size(ancillary) if ancillary else 0
             received += -(-len(data) // size) if 0 < size < len(data) else 1
+            received_bytes += len(data)
             deliver(data, size, local, address)
         self.counters["datagrams_received"] += received
+        bound.datagrams_received += received
+        bound.bytes_received += received_bytes

@@ -64,6 +64,9 @@ class NodeContext:
         # IP packets refused, by reason: from taps (no route, queue full, ...) and inside
         # accepted datagrams (source not allowed, malformed control, ...).
         self.packet_drops: Counter[str] = Counter()
+        # Handshakes: "initiated" (ours, each retry included), "completed" (a session made,
+        # ours answered or theirs confirmed).
+        self.handshakes: Counter[str] = Counter()
 
     def wall(self, when: float) -> float | None:
         """A time of our clock as wall time (None: never)."""

@@ -150,6 +150,9 @@ class NodeCore:
             # often that changed (a NAT's new address: peers are told at once).
             "publicEndpoints": dict(sorted(self._paths.public.items())),
             "publicEndpointChanges": self._paths.public_changes,
+            "handshakes": dict(sorted(self._node.handshakes.items())),
+            "handovers": self._paths.handovers,
+            "lastHandoverSilenceSeconds": round(self._paths.last_handover_silence, 3),
         }
 
     # --- configuration -----------------------------------------------------------------------
@@ -335,6 +338,8 @@ class NodeCore:
                     )
                     for path in peer.paths.values()
                 ),
+                datagrams_sent=peer.datagrams_sent, bytes_sent=peer.bytes_sent,
+                datagrams_received=peer.datagrams_received, bytes_received=peer.bytes_received,
             )
             for peer in self.peers.values()
         ]

@@ -57,3 +57,8 @@ class PeerView:
     root: bool
     rtt: float | None  # of its preferred path, seconds
     paths: tuple[PathView, ...]
+    # What went to it and came from it: datagrams, and their bytes.
+    datagrams_sent: int = 0
+    bytes_sent: int = 0
+    datagrams_received: int = 0
+    bytes_received: int = 0

@@ -80,6 +80,7 @@ class PeerMachine:
         self.promote(peer, session, now)
         self.node.paths.heard(peer, socket_id, address, via, now)
         self.node.events.append(PeerConnected(peer.address))
+        self.node.handshakes["completed"] += 1
         self.fire(peer, Event.RESPONSE, now)
         self.node.paths.tell_local_endpoints(peer, now)
 
@@ -98,6 +99,7 @@ class PeerMachine:
             peer.unconfirmed = None
         self.promote(peer, session, now)
         self.node.events.append(PeerConnected(peer.address))
+        self.node.handshakes["completed"] += 1
         self.fire(peer, Event.CONFIRMED, now)
         self.node.paths.tell_local_endpoints(peer, now)
 
@@ -182,6 +184,7 @@ class PeerMachine:
                                     wire.encode_timestamp(self.node.wall_offset + now),
                                     self.node.identity.ed25519_public)  # fmt: skip
         peer.handshake_sent = now
+        self.node.handshakes["initiated"] += 1
         self.node.schedule.touch(peer, now)
         self.handshakes[peer.handshake_index] = peer
         peer.cookie_answered.clear()

@@ -43,6 +43,10 @@ class PathKeeper:
         self.own_endpoints: tuple[str, ...] = ()
         self.public: dict[int, str] = {}  # binder socket id -> "ip/port" as a root sees it
         self.public_changes = 0
+        # Handovers: a peer's traffic moved from one working path to another, and how long
+        # the old one had been silent then (GET /metrics).
+        self.handovers = 0
+        self.last_handover_silence = 0.0
         self.refused_hints: set[tuple[str, Endpoint]] = set()
 
     def socket_up(self, socket_id: int, family: int, now: float) -> None:
@@ -290,10 +294,18 @@ class PathKeeper:
         if choose_path(peer.paths.values(), peer.preferred, now, window(peer, now),
                        self.socket_ranks) is not path:  # fmt: skip
             return  # ours is better placed (the uplink this OS prefers): the peer follows us
+        self._moved(peer, path, now)
+        self.probe(peer, now)
+
+    def _moved(self, peer: Peer, path: Path | None, now: float) -> None:
+        """The peer's traffic takes ``path`` from now on (None: none works)."""
+        old = peer.preferred
+        if old is not None and path is not None:
+            self.handovers += 1
+            self.last_handover_silence = max(0.0, now - old.last_received)
         peer.preferred = path
         self.node.schedule.touch(peer, now)
         self.node.events.append(path_changed(peer, path))
-        self.probe(peer, now)
 
     def mark_traffic(self, peer: Peer, now: float) -> None:
         waking = now - peer.last_traffic >= ACTIVE_WINDOW_S
@@ -311,9 +323,7 @@ class PathKeeper:
         chosen = choose_path(peer.paths.values(), peer.preferred, now, window(peer, now),
                              self.socket_ranks)  # fmt: skip
         if chosen is not peer.preferred:
-            peer.preferred = chosen
-            self.node.schedule.touch(peer, now)
-            self.node.events.append(path_changed(peer, chosen))
+            self._moved(peer, chosen, now)
             if chosen is not None and peer.current is not None:
                 # Said at once on the new path, so the peer's traffic to us moves over too
                 # instead of at its next probe.

@@ -29,6 +29,9 @@ class Peer:
         # Its own uplink addresses, as it told us (LocalEndpoints; it shares a network).
         self.local_hints: set[Endpoint] = set()
         self.local_hints_new: list[float] = []  # when each new one came (a budget)
+        # What went to it and came from it (GET /metrics): datagrams, and their bytes.
+        self.datagrams_sent = self.bytes_sent = 0
+        self.datagrams_received = self.bytes_received = 0
         self.told_local: tuple[str, ...] = ()  # ours, as we last told it
         self.paths: dict[PathKey, Path] = {}  # by Path.key
         self.preferred: Path | None = None

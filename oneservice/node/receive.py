@@ -54,8 +54,9 @@ class Receiver:
         first = datagrams[0]
         session = self.node.machine.data_session(first, now)
         if session is not None:
-            self.opened(session, session.opener.open_many(datagrams), socket_id, address, via,
-                        now)  # fmt: skip
+            result = session.opener.open_many(datagrams)
+            self.opened(session, result, socket_id, address, via, now,
+                        sum(map(len, datagrams)) if result[1] else 0)  # fmt: skip
             return
         kind = first[1] if len(first) > 1 else -1
         if via is None and kind in _FRAME_TYPES:
@@ -76,11 +77,13 @@ class Receiver:
             self.receive_datagrams(wire.split_coalesced(data, size), socket_id, address, now)
             return
         self.opened(session, session.opener.open_coalesced(data, size), socket_id, address,
-                    None, now)  # fmt: skip
+                    None, now, len(data))  # fmt: skip
 
     def opened(self, session: Session, result: tuple, socket_id: int | None,
-               address: tuple | None, via: str | None, now: float) -> None:  # fmt: skip
-        """What an opener made of a batch (aead.py): counted, delivered, the rest handled."""
+               address: tuple | None, via: str | None, now: float,
+               size: int = 0) -> None:  # fmt: skip
+        """What an opener made of a batch (aead.py): counted, delivered, the rest handled.
+        ``size``: the bytes of the batch, counted for the peer if any of it authenticated."""
         opened, authenticated, others, replayed, forged = result
         if replayed:
             self.node.drops["replayed"] += replayed
@@ -89,6 +92,8 @@ class Receiver:
         if authenticated:
             path = self.authenticated(session, socket_id, address, via, now)
             self.node.accepted += authenticated
+            session.peer.datagrams_received += authenticated
+            session.peer.bytes_received += size
             if opened:
                 self.receive_data(session.peer, opened, path, now)
         for data in others:
@@ -105,6 +110,8 @@ class Receiver:
             self.node.drops["authentication_failed"] += forged
         if authenticated:
             peer = session.peer
+            peer.datagrams_received += authenticated
+            peer.bytes_received += sum(map(len, payloads)) + authenticated * wire.DATA_OVERHEAD
             path = self.authenticated(session, socket_id, address, None, now)
             if kind == wire.TYPE_RELAY:
                 self.node.accepted += authenticated
@@ -164,6 +171,8 @@ class Receiver:
             self.node.drops["replayed"] += 1
             return
         peer = session.peer
+        peer.datagrams_received += 1
+        peer.bytes_received += len(data)
         path = self.authenticated(session, socket_id, address, via, now)
         if kind == wire.TYPE_RELAYED:
             # Counted by what the datagram inside turns out to be, so that every datagram

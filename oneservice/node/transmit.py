@@ -115,6 +115,8 @@ class Transmitter:
         if not frames:
             return False
         session.last_sent = path.last_sent = now
+        peer.datagrams_sent += len(inner)
+        peer.bytes_sent += sum(map(len, inner))
         self.sent(root, carrier, frames, 0, now)  # type: ignore[arg-type]
         if now - session.created_at > REKEY_AFTER_S and peer.handshake is None:
             self.node.machine.fire(peer, Event.REKEY_DUE, now)
@@ -169,6 +171,8 @@ class Transmitter:
              size: int, now: float) -> None:  # fmt: skip
         session, path = direct
         session.last_sent = path.last_sent = now
+        peer.datagrams_sent += len(datagrams)
+        peer.bytes_sent += sum(map(len, datagrams))
         self.node.datagrams.append((path.socket_id, path.endpoint, datagrams, size))
         if now - session.created_at > REKEY_AFTER_S and peer.handshake is None:
             self.node.machine.fire(peer, Event.REKEY_DUE, now)
@@ -204,6 +208,8 @@ class Transmitter:
             self.node.machine.fire(peer, Event.NEED, now)
             return
         session.last_sent = now
+        peer.datagrams_sent += 1
+        peer.bytes_sent += len(datagram)
         self.emit(path, datagram, now)
 
     def emit(self, path: Path, datagram: bytes, now: float) -> None:

@@ -109,6 +109,7 @@ class RoutingManager:
         are now (read at each plan: a reload needs no second copy kept in step)."""
         self.home = home
         self._on_gateways = on_gateways
+        self.gateway_changes = 0  # GET /metrics
         self._settings = settings
         self.own_address = own_address
         self.flags = FlagsStore(home)
@@ -277,6 +278,10 @@ class RoutingManager:
     def settings(self) -> Settings:
         return self._settings()
 
+    def _gateways_changed(self, gateways: dict[tuple[str, int], str]) -> None:
+        self.gateway_changes += 1
+        self._on_gateways(gateways)
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while self._wanted is not None:
@@ -299,7 +304,7 @@ class RoutingManager:
                                        inputs.lan_subnets, self.settings.allow_exit_node_lan)
             if self._kernel is None or self._exit is None:
                 if plan.gateways != self.plan.gateways:
-                    self._on_gateways(plan.gateways)
+                    self._gateways_changed(plan.gateways)
                 self.plan, self.exit_plan = plan, exit_plan
                 continue
             # self.plan (what the API shows) is what the kernel has once this returns: a
@@ -334,7 +339,7 @@ class RoutingManager:
                 self._applied = plan if not errors else None
                 _log_tunnels(applied, plan)
             if plan.gateways != self.plan.gateways:
-                self._on_gateways(plan.gateways)
+                self._gateways_changed(plan.gateways)
             self.plan = as_installed(plan, refusals)
             self.splits = {n.config.id: n.flags.split() for n in routing}
             self.overrides = await loop.run_in_executor(

@@ -65,9 +65,11 @@ def node_wide_cases(tmp_path: Path) -> list[tuple[str, str, bytes]]:
         "a list": b"[]", "invalid UTF-8": b"\xff" * 40, "public only": identity_text.rsplit(
             ":", 2)[0].encode(),
     }.items()]  # fmt: skip
-    cases += [("authtoken.secret", name, data) for name, data in {
-        "garbage": b"two words\x00", "empty": b"", "blank": b"  \n", "invalid UTF-8": b"\xff\xfe",
-    }.items()]  # fmt: skip
+    for token_file in ("authtoken.secret", "metricstoken.secret"):
+        cases += [(token_file, name, data) for name, data in {
+            "garbage": b"two words\x00", "empty": b"", "blank": b"  \n",
+            "invalid UTF-8": b"\xff\xfe",
+        }.items()]  # fmt: skip
     cases += [("controller.db", name, data) for name, data in {
         "garbage": bytes(range(256)) * 20, "truncated": database[: len(database) // 2],
         "empty": b"", "one byte": b"x", "header only": database[:100],
@@ -157,6 +159,7 @@ def test_a_damaged_per_network_file_takes_down_that_network_only(tmp_path):
             (home / "networks.d" / f"{bad_id}.conf").write_text(json.dumps({"id": bad_id}))
         load_or_create_identity(home)
         load_or_create_token(home)
+        load_or_create_token(home, "metricstoken.secret")
         (home / "networks.d" / name).write_bytes(data)
         before = snapshot(home)
         try:
