@@ -76,6 +76,7 @@ class NodeView(Protocol):
     def uplink_ranks(self) -> dict[int, int]: ...
     def tap(self, network_id: str) -> TapView | None: ...
     def port_error(self, network_id: str) -> int: ...
+    def port_errors(self) -> dict[str, str]: ...
     def counters(self) -> dict: ...
     def join(self, network_id: str) -> None: ...
     async def leave(self, network_id: str) -> bool: ...
@@ -242,7 +243,8 @@ class Routes:
         binder = s.binder_state()
         members: dict[str, int] = {}
         if s.controller.opened:
-            members = await s.controller_call(_member_counts)
+            members = await s.controller_call(lambda c: {n: len(c.member_revisions(n))
+                                                         for n in c.networks()})  # fmt: skip
         joined = s.networks.memberships.networks
         routing = s.routing
         figures = NodeFigures(
@@ -278,6 +280,7 @@ class Routes:
             # Which data path runs: the C extension, or the pure-Python one and why (native.py).
             "dataPath": native.DESCRIPTION,
             "counters": s.counters(),
+            "portErrors": s.port_errors(),  # devices not made: why, and what to do
             "config": {"settings": {
                 "primaryPort": s.port,
                 "listeningOn": [f"{b['address']}/{b['port']}" for b in bound],
@@ -351,7 +354,8 @@ class Routes:
     def _status_detail(self, network_id: str, joined, port_error: int) -> str:
         """What a newcomer needs to know when the status alone does not say it."""
         if port_error:
-            return f"the device could not be created: {os.strerror(port_error)}"
+            reason = self.service.port_errors().get(network_id) or os.strerror(port_error)
+            return f"the device could not be created: {reason}"
         if joined is None:
             return ""
         if joined.status == STATUS_NOT_FOUND:
@@ -556,11 +560,6 @@ class Routes:
         deleted = await self._existing(Controller.delete_member, network_id, address)
         self.service.push_config(network_id, also=[address])
         return deleted
-
-
-def _member_counts(controller: Controller) -> dict[str, int]:
-    return {network_id: len(controller.member_revisions(network_id))
-            for network_id in controller.networks()}  # fmt: skip
 
 
 def _create_or_update(controller: Controller, network_id: str, body: Any) -> tuple[bool, dict]:

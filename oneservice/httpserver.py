@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import re
 import socket
 from collections.abc import Awaitable, Callable
@@ -34,14 +33,16 @@ MAX_BODY_BYTES = 64 * 1024
 READ_TIMEOUT_S = 10.0
 # Connections open at once. A newcomer beyond it takes the place of the oldest connection that
 # only waits: one that sent part of a request head and nothing for STALLED_S, or nothing at
-# all for IDLE_S (or nothing after its last answer). So a local user holding connections open
-# can neither starve the node of file descriptors nor keep a legitimate client out for long.
+# all for IDLE_S (or nothing after its last answer); a whole head waiting to be read is never
+# taken for waiting. IDLE_S leaves a loaded client time to send what it connected for. So a
+# local user holding connections open can neither starve the node of file descriptors nor keep
+# a legitimate client out for long.
 # When none is such (a burst of real clients, whose requests are on their way in), newcomers
 # are not accepted yet: they wait their turn in the listen backlog, and are answered, not
 # refused.
 MAX_CONNECTIONS = 256
 STALLED_S = 0.01
-IDLE_S = 0.1
+IDLE_S = 1.0
 LISTEN_BACKLOG = 4096
 
 REASONS = {
@@ -220,11 +221,38 @@ def _match(segments: tuple[str, ...], parts: list[str]) -> dict[str, str] | None
 Guard = Callable[[Request], "HttpError | None"]
 
 
-@dataclass
-class _Connection:
-    busy: bool = False  # a request is being answered
-    since: float = 0.0  # when it last made progress (accepted, a line of a head, an answer)
-    partial: bool = False  # part of a head came, and then nothing
+class _WatchedReader(asyncio.StreamReader):
+    """A connection's reader that notes what arrives: when the last bytes came, and whether a
+    whole request head is waiting to be read (such a connection is about to be answered, never
+    one that only waits, however busy the loop is)."""
+
+    def __init__(self, now: float) -> None:
+        super().__init__(limit=MAX_HEAD_BYTES)
+        self.busy = False  # a request is being answered
+        self.last = now  # accepted, bytes came, or an answer left
+        self.pending = 0  # bytes come since the last whole head
+        self.heads_in = self.heads_read = 0
+        self._tail = b""
+
+    def feed_data(self, data: bytes) -> None:
+        super().feed_data(data)
+        self.last = asyncio.get_running_loop().time()
+        joined = self._tail + data
+        ends = joined.count(b"\r\n\r\n") + joined.count(b"\n\n")
+        if ends:
+            self.heads_in += ends
+            self.pending = len(joined) - max(joined.rfind(b"\r\n\r\n") + 4,
+                                             joined.rfind(b"\n\n") + 2)  # fmt: skip
+        else:
+            self.pending += len(data)
+        self._tail = joined[-3:]
+
+    def only_waits(self, now: float) -> bool:
+        """Nothing to answer, and nothing more for a while: part of a head and then nothing
+        for STALLED_S, or nothing at all for IDLE_S."""
+        if self.busy or self.heads_in > self.heads_read:
+            return False
+        return now - self.last >= (STALLED_S if self.pending else IDLE_S)
 
 
 class HttpServer:
@@ -233,7 +261,7 @@ class HttpServer:
         self.guard = guard
         self.sockets: list[socket.socket] = []  # listening
         self._acceptors: list[asyncio.Task] = []
-        self._connections: dict[asyncio.Task, _Connection] = {}  # open ones, oldest first
+        self._connections: dict[asyncio.Task, _WatchedReader] = {}  # open ones, oldest first
         self._room = asyncio.Event()  # set when a connection ends
         self.evicted_connections = 0
         self.answered: dict[int, int] = {}  # requests answered, by HTTP status
@@ -245,6 +273,11 @@ class HttpServer:
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:  # the IPv4 socket is a socket of its own
                 listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if hasattr(socket, "TCP_DEFER_ACCEPT"):
+                # Linux: a connection is handed to us once its first bytes came. One that only
+                # connects takes no place here at all (the kernel holds it, then drops it).
+                listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT,
+                                    int(READ_TIMEOUT_S))  # fmt: skip
             listener.bind((host, port))
             listener.listen(LISTEN_BACKLOG)
             listener.setblocking(False)
@@ -275,43 +308,34 @@ class HttpServer:
                 log.warning("local API: cannot accept a connection: %s", exc.strerror or exc)
                 await asyncio.sleep(0.1)
                 continue
-            task = asyncio.create_task(self._serve(connection))
-            self._connections[task] = _Connection(since=loop.time())
+            reader = _WatchedReader(loop.time())
+            task = asyncio.create_task(self._serve(connection, reader))
+            self._connections[task] = reader
 
     async def _wait_for_room(self, loop: asyncio.AbstractEventLoop) -> None:
         """Until a connection may be accepted: there is room, or the oldest connection that
         only waits gives its place (it is ended)."""
         while len(self._connections) >= MAX_CONNECTIONS:
             now = loop.time()
-            soonest = math.inf
-            for task, state in self._connections.items():
-                if state.busy:
-                    continue
-                due = state.since + (STALLED_S if state.partial else IDLE_S)
-                if due <= now:
+            for task, reader in self._connections.items():
+                if reader.only_waits(now):
                     self._connections.pop(task)
                     task.cancel()
                     self.evicted_connections += 1
                     return
-                soonest = min(soonest, due)
             self._room.clear()
-            wait = min(soonest - now, IDLE_S) if soonest < math.inf else IDLE_S
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._room.wait(), max(wait, 0.001))
+                await asyncio.wait_for(self._room.wait(), STALLED_S)
 
-    def _progress(self, task: asyncio.Task, partial: bool) -> None:
-        """A line of a head came (``partial``: the head is not whole yet)."""
-        state = self._connections.get(task)
-        if state is not None:
-            state.since, state.partial = asyncio.get_running_loop().time(), partial
-
-    async def _serve(self, connection: socket.socket) -> None:
+    async def _serve(self, connection: socket.socket, reader: _WatchedReader) -> None:
         task = asyncio.current_task()
         assert task is not None
         writer = None
         try:
-            reader, writer = await asyncio.open_connection(sock=connection,
-                                                           limit=MAX_HEAD_BYTES)  # fmt: skip
+            loop = asyncio.get_running_loop()
+            protocol = asyncio.StreamReaderProtocol(reader)
+            transport, _ = await loop.connect_accepted_socket(lambda: protocol, sock=connection)
+            writer = asyncio.StreamWriter(transport, protocol, reader, loop)
             peer = writer.get_extra_info("peername")
             remote = peer[0] if isinstance(peer, tuple) else ""
             while await self._one_request(reader, writer, remote, task):
@@ -333,14 +357,13 @@ class HttpServer:
                 writer.close()
 
     async def _one_request(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, remote: str,
+        self, reader: _WatchedReader, writer: asyncio.StreamWriter, remote: str,
         task: asyncio.Task,
     ) -> bool:
         """Serve one request; False when the connection should end."""
         try:
             try:
-                head_bytes = await asyncio.wait_for(
-                    _read_head(reader, lambda: self._progress(task, True)), READ_TIMEOUT_S)
+                head_bytes = await asyncio.wait_for(_read_head(reader), READ_TIMEOUT_S)
             except TimeoutError:
                 return False  # an idle kept-alive connection, or a client that never finished
             if head_bytes is None:
@@ -358,15 +381,16 @@ class HttpServer:
             return False
         if task not in self._connections:
             return False  # evicted while its body arrived
-        state = self._connections[task]
-        state.busy = True
+        watched = self._connections[task]
+        watched.busy = True
+        watched.heads_read += 1
         request = Request(head, body, remote)
         status, document, headers = await self._dispatch(request)
         self.answered[status] = self.answered.get(status, 0) + 1
         writer.write(render_response(status, document, head.keep_alive, headers))
         await writer.drain()
-        state.busy, state.partial = False, False
-        state.since = asyncio.get_running_loop().time()
+        watched.busy = False
+        watched.last = asyncio.get_running_loop().time()
         return head.keep_alive
 
     async def _dispatch(self, request: Request) -> tuple[int, Any, dict[str, str]]:
@@ -383,10 +407,8 @@ class HttpServer:
             return 500, {"error": "internal error (logged by the service)"}, {}
 
 
-async def _read_head(reader: asyncio.StreamReader,
-                     progress: Callable[[], None] = lambda: None) -> bytes | None:  # fmt: skip
-    """Bytes up to and including the blank line; None if the client closed first.
-    ``progress()`` after each line but the last."""
+async def _read_head(reader: asyncio.StreamReader) -> bytes | None:
+    """Bytes up to and including the blank line; None if the client closed first."""
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -406,4 +428,3 @@ async def _read_head(reader: asyncio.StreamReader,
             raise HttpError(431, f"request head over {MAX_HEAD_BYTES} bytes")
         if line in (b"\r\n", b"\n"):
             return b"".join(chunks)
-        progress()

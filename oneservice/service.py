@@ -373,6 +373,10 @@ class Service:
     def port_error(self, network_id: str) -> int:
         return self.devices.errors.get(network_id, 0)
 
+    def port_errors(self) -> dict[str, str]:
+        """Networks whose device could not be made, and why (what to do)."""
+        return dict(self.devices.reasons)
+
     def uplink_ranks(self) -> dict[int, int]:
         return self.binder.ranks(dict(self.settings.uplink_metrics))
 

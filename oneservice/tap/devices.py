@@ -25,8 +25,10 @@ class Devices:
         self._on_packets = on_packets
         self.taps: dict = {}  # network id -> TunDevice
         self.configs: dict[str, NetworkConfig] = {}  # network id -> the config it was made for
-        # Networks whose device could not be created: the errno (their status is PORT_ERROR).
+        # Networks whose device could not be created: the errno (their status is PORT_ERROR),
+        # and what the error said (what to do about it).
         self.errors: dict[str, int] = {}
+        self.reasons: dict[str, str] = {}
         self.applied = False  # whether the node's networks were applied once (routing asks)
 
     async def apply(self, wanted: dict[str, NetworkConfig], offload: bool) -> None:
@@ -43,6 +45,7 @@ class Devices:
                 log.info("network %s: device removed", network_id)
         for network_id in set(self.errors) - set(wanted):
             del self.errors[network_id]
+            self.reasons.pop(network_id, None)
         for network_id, config in wanted.items():
             if network_id not in self.taps and not await self._open(config, offload):
                 continue
@@ -84,6 +87,7 @@ class Devices:
             tap.close()
             raise
         self.errors.pop(network.id, None)
+        self.reasons.pop(network.id, None)
         self.taps[network.id] = tap
         network_id, deliver = network.id, self._on_packets
         tap.start_reading(lambda packets: deliver(network_id, packets))
@@ -100,4 +104,5 @@ class Devices:
         if self.errors.get(network_id) != errno_:
             log.error("network %s: %s", network_id, exc)
         self.errors[network_id] = errno_
+        self.reasons[network_id] = str(exc)
         return False

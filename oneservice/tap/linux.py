@@ -13,7 +13,7 @@ import struct
 from collections.abc import Callable, Iterable
 
 from ..offload import VNET_HDR_LEN, OffloadError, SuperPacket, finish_checksum, merge, read_frame
-from . import TapError
+from . import TapError, tun_refused
 
 TUNSETIFF = 0x400454CA
 TUNSETOFFLOAD = 0x400454D0
@@ -41,9 +41,8 @@ class TunDevice:
         try:
             fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:
-            raise TapError(
-                f"cannot open /dev/net/tun ({exc.strerror}): load the tun module and run as root"
-            ) from exc
+            # INVOCATION_ID: set by systemd for what it runs as a service.
+            raise TapError(tun_refused(exc, os.geteuid(), "INVOCATION_ID" in os.environ)) from exc
         flags = IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if offload else 0)
         try:
             result = fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), flags))
