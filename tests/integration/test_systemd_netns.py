@@ -72,12 +72,16 @@ class Container:
             raise AssertionError(f"{exc}:\n{jobs.stdout}{jobs.stderr}") from None
 
     def _find_init(self) -> int | None:
-        """The container's PID 1, as the host sees it: the child of nspawn's child."""
+        """The container's PID 1, as the host sees it: nspawn's child once it runs systemd
+        (before, it is nspawn's own)."""
         if self.process.poll() is not None:
             raise AssertionError(f"systemd-nspawn exited {self.process.returncode}")
         for child in _children(self.process.pid):
-            for grandchild in _children(child):
-                return grandchild
+            try:
+                if Path(f"/proc/{child}/comm").read_text().strip() == "systemd":
+                    return child
+            except OSError:
+                continue
         return None
 
     def run(self, command: str, check: bool = True, timeout: float = 60,
