@@ -114,6 +114,17 @@ def test_a_client_behind_one_nat_uses_an_exit_node_behind_another(testbed, tmp_p
     verdicts = {c["check"]: c["result"] for c in checks["checks"] if c["check"] != "dns"}
     assert verdicts == {"tunnel": "PASS", "routes": "PASS", "gateway": "PASS",
                         "leaks": "PASS"}, checks  # fmt: skip
+    # The client's router redials: the full tunnel is back within a second, still through
+    # the exit node.
+    pinger = Pinger(lab.hosts["m1"], "192.0.2.1")
+    time.sleep(1)
+    readdressed = time.time()
+    lab.readdress("nat1", "198.51.100.20")
+    time.sleep(4)
+    silence = longest_silence(pinger.stop(), readdressed)
+    print(f"\nfull tunnel across a redial of the client's router: silent {silence:.2f} s")
+    assert silence <= 1.0
+    assert whoami() == lab.wan["nat2"]
 
 
 def test_behind_a_hard_nat_without_a_mapping_the_pair_is_relayed_and_says_so(testbed, tmp_path):
