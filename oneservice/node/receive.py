@@ -85,10 +85,7 @@ class Receiver:
         """What an opener made of a batch (aead.py): counted, delivered, the rest handled.
         ``size``: the bytes of the batch, counted for the peer if any of it authenticated."""
         opened, authenticated, others, replayed, forged = result
-        if replayed:
-            self.node.drops["replayed"] += replayed
-        if forged:
-            self.node.drops["authentication_failed"] += forged
+        self.refused(replayed, forged)
         if authenticated:
             path = self.authenticated(session, socket_id, address, via, now)
             self.node.accepted += authenticated
@@ -99,15 +96,19 @@ class Receiver:
         for data in others:
             self.receive(data, socket_id, address, via, now)
 
+    def refused(self, replayed: int, forged: int) -> None:
+        """What a batch's opener refused, counted."""
+        if replayed:
+            self.node.drops["replayed"] += replayed
+        if forged:
+            self.node.drops["authentication_failed"] += forged
+
     def frames(self, session: Session, kind: int, result: tuple, socket_id: int | None,
                address: tuple | None, now: float) -> None:  # fmt: skip
         """Relay frames opened in one call: to relay on (we are a root), or relayed to us
         (the datagrams inside, through the root, in one call too)."""
         payloads, authenticated, others, replayed, forged = result
-        if replayed:
-            self.node.drops["replayed"] += replayed
-        if forged:
-            self.node.drops["authentication_failed"] += forged
+        self.refused(replayed, forged)
         if authenticated:
             peer = session.peer
             peer.datagrams_received += authenticated

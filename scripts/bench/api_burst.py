@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
 
 from oneservice.identity import Identity
-from tests.integration.nodes import Node, api, write_home
+from tests.integration.nodes import api, start_with_descriptors, write_home
 from tests.testbed import Testbed, missing_requirements
 
 
@@ -37,13 +36,7 @@ def one_round(requests: int) -> dict:
         with tempfile.TemporaryDirectory() as work:
             host = bed.host("solo")
             home = write_home(Path(work) / "solo", Identity.generate(), [])
-            limits = resource.getrlimit(resource.RLIMIT_NOFILE)
-            resource.setrlimit(resource.RLIMIT_NOFILE, (1024, limits[1]))
-            try:
-                node = Node(host, home)
-            finally:
-                resource.setrlimit(resource.RLIMIT_NOFILE, limits)
-            node.wait_log("oneservice started")
+            start_with_descriptors(host, home)
             token = (home / "authtoken.secret").read_text().strip()
             burst = host.python("tests/integration/burst_requests.py", "9993", token,
                                 str(requests), stdout=subprocess.PIPE, text=True)  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import resource
 import subprocess
 import threading
 from pathlib import Path
@@ -68,6 +69,19 @@ class Node:
         wait_until(lambda: any("oneservice stopped" in l for l in self.log) or code != 0,  # noqa: E741
                    timeout=5, what="the stop message")  # fmt: skip
         return code
+
+
+def start_with_descriptors(host: Host, home: Path, limit: int = 1024) -> Node:
+    """A node run with ``limit`` file descriptors, the common default for a service (children
+    inherit the limit), started."""
+    limits = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limits[1]))
+    try:
+        node = Node(host, home)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+    node.wait_log("oneservice started")
+    return node
 
 
 def write_local_conf(home: Path, document: dict) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -13,7 +12,15 @@ import time
 import pytest
 
 from oneservice.identity import Identity
-from tests.integration.nodes import Node, api, capture, member, write_home, write_local_conf
+from tests.integration.nodes import (
+    Node,
+    api,
+    capture,
+    member,
+    start_with_descriptors,
+    write_home,
+    write_local_conf,
+)
 from tests.integration.test_full_tunnel_netns import (
     CLIENT_WIFI,
     GW_UPLINK,
@@ -379,14 +386,7 @@ def test_a_local_user_holding_a_thousand_connections_starves_nothing(testbed, tm
     host, peer = testbed.host("solo"), testbed.host("peer")
     testbed.link(host, "eth0", peer, "eth0", ["192.0.2.10/24"], ["192.0.2.1/24"])
     home = write_home(tmp_path / "solo", Identity.generate(), [])
-    # The node runs with the common default of 1024 file descriptors (children inherit it).
-    limits = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, limits[1]))
-    try:
-        node = Node(host, home)
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, limits)
-    node.wait_log("oneservice started")
+    node = start_with_descriptors(host, home)
     hog = host.python("tests/integration/hold_connections.py", "9993", "1000",
                       stdout=subprocess.PIPE, text=True)  # fmt: skip
     assert hog.stdout is not None and hog.stdout.readline().startswith("holding 1000")
@@ -411,13 +411,7 @@ def test_a_burst_of_a_thousand_requests_is_all_answered(testbed, tmp_path):
     backlog) and is answered; none is reset or refused. The node runs with 1024 descriptors."""
     host = testbed.host("solo")
     home = write_home(tmp_path / "solo", Identity.generate(), [])
-    limits = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, limits[1]))
-    try:
-        node = Node(host, home)
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, limits)
-    node.wait_log("oneservice started")
+    node = start_with_descriptors(host, home)
     token = (home / "authtoken.secret").read_text().strip()
     result = host.python("tests/integration/burst_requests.py", "9993", token, "1000",
                          stdout=subprocess.PIPE, text=True)  # fmt: skip
