@@ -92,6 +92,7 @@ class Service:
             home, settings.controller_database, self.identity, self._hear_controller_change))
         if (home / CONTROLLER_DB_FILE).exists() or settings.controller_database:
             self.controller.open_now()
+        self._tell_core_roles()
         self.routing = RoutingManager(home, lambda: self.settings, self.identity.address,
                                       on_gateways=self.core.set_gateways)  # fmt: skip
         self.routing.check_state_files()
@@ -133,7 +134,14 @@ class Service:
                               create: bool = False) -> T:  # fmt: skip
         """``function(controller, *args)`` on the controller's thread; ``create``: this node
         becomes a controller if it is not one yet."""
-        return await self.controller.call(function, *args, create=create)
+        try:
+            return await self.controller.call(function, *args, create=create)
+        finally:
+            self._tell_core_roles()  # (it may be a controller from now on)
+
+    def _tell_core_roles(self) -> None:  # a root or a controller meets strangers
+        self.core.relay = self.settings.relay
+        self.core.set_meets_strangers(self.settings.relay or self.controller.opened)
 
     def _ask_controller(self, function: Callable[..., ControllerReply], *args: Any) -> None:
         """A reply from the controller's thread, handed to the control plane when it comes."""
@@ -188,7 +196,7 @@ class Service:
             log.warning("reload: %s", warning)
         offload_changed = settings.tun_offload != self.settings.tun_offload
         self.settings = settings
-        self.core.relay = settings.relay
+        self._tell_core_roles()
         self.core.set_roots(self._root_identities(), self.loop.time())
         self.binder.set_policy(self._bind_policy())
         self._tell_core_uplinks()

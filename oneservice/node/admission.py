@@ -37,9 +37,18 @@ LOAD_HOLD_S = 1.0
 # Initiations waiting for their Diffie-Hellman; at this many waiting the node is under load.
 MAX_QUEUED_INITIATIONS = 64
 LOAD_QUEUE_LENGTH = 8
-# Nodes we never heard of cost a scrypt run: at most this many new ones per second, this many
-# waiting or being checked at once, this many of them from one source address.
-UNKNOWN_PEERS_PER_S = 20.0
+# Nodes we never heard of cost a scrypt run (~40 ms of a core). A root or a controller meets
+# them (nodes to be found, joiners): at most UNKNOWN_PEERS_PER_S new ones a second, about a
+# fifth of a core. Any other node has little reason to (its peers are named by its configs,
+# roots and introductions; a stranger may be the true holder of a member's address, see
+# node/vouching.py): at most QUIET_UNKNOWN_PEERS_PER_S, a few percent of a core. From one
+# source address at most UNKNOWN_PEERS_PER_SOURCE_PER_S, so that a newcomer gets its turn while
+# a few addresses flood. And this many waiting or being checked at once, this many of them from
+# one source address.
+UNKNOWN_PEERS_PER_S = 5.0
+QUIET_UNKNOWN_PEERS_PER_S = 0.2
+UNKNOWN_PEERS_PER_SOURCE_PER_S = 1.0
+UNKNOWN_PEERS_PER_SOURCE_BURST = 2.0
 MAX_IDENTITY_CHECKS = 16
 MAX_IDENTITY_CHECKS_PER_SOURCE = 2
 # An initiation waiting for its identity check is answered only while its initiator still
@@ -109,6 +118,7 @@ class IdentityChecks:
         self._requests: deque[IdentityKey] = deque()
         self._asked: set[IdentityKey] = set()  # verify(): asked for, not yet derived
         self._rate = TokenBucket(UNKNOWN_PEERS_PER_S, now)
+        self._source_rates: dict[str, TokenBucket] = {}  # oldest first, bounded
         self._drops = drops
 
     def known(self, key: IdentityKey) -> str | None:
@@ -117,8 +127,10 @@ class IdentityChecks:
     def pending(self) -> int:
         return len(self._checks)
 
-    def wait(self, key: IdentityKey, source: str, waiter: Any, now: float) -> bool:
-        """Have ``waiter`` wait for this identity's check; False (counted) if it cannot."""
+    def wait(self, key: IdentityKey, source: str, waiter: Any, now: float,
+             meets_strangers: bool = True) -> bool:  # fmt: skip
+        """Have ``waiter`` wait for this identity's check; False (counted) if it cannot.
+        ``meets_strangers``: we are a root or a controller (the higher rate applies)."""
         check = self._checks.get(key)
         if check is None:
             reason = None
@@ -128,7 +140,7 @@ class IdentityChecks:
                 MAX_IDENTITY_CHECKS_PER_SOURCE
             ):
                 reason = "identity_checks_per_source"
-            elif not self._rate.take(now, UNKNOWN_PEERS_PER_S, UNKNOWN_PEERS_PER_S):
+            elif not self._rates_allow(source, now, meets_strangers):
                 reason = "unknown_peer_rate_limited"
             if reason is not None:
                 self._drops[reason] += 1
@@ -141,6 +153,17 @@ class IdentityChecks:
             self._drops["handshake_superseded"] += 1
         check.waiting.append((now, waiter))
         return True
+
+    def _rates_allow(self, source: str, now: float, meets_strangers: bool) -> bool:
+        """One more new identity from ``source`` now: within its source's rate and ours."""
+        bucket = self._source_rates.get(source)
+        if bucket is None:
+            if len(self._source_rates) >= MAX_RATE_LIMITED_SOURCES:
+                del self._source_rates[next(iter(self._source_rates))]
+            bucket = self._source_rates[source] = TokenBucket(UNKNOWN_PEERS_PER_SOURCE_BURST, now)
+        rate = UNKNOWN_PEERS_PER_S if meets_strangers else QUIET_UNKNOWN_PEERS_PER_S
+        return (bucket.take(now, UNKNOWN_PEERS_PER_SOURCE_PER_S, UNKNOWN_PEERS_PER_SOURCE_BURST)
+                and self._rate.take(now, rate, max(rate, 1.0)))  # fmt: skip
 
     def verify(self, key: IdentityKey) -> None:
         """Derive this identity's address too, with nothing waiting and none of the limits

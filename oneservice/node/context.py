@@ -50,6 +50,9 @@ class NodeContext:
         self.wall_offset = wall_time - now
         # Relay for others (roots do): forward their datagrams to peers we have sessions with.
         self.relay = relay
+        # Whether strangers' initiations are checked at a root's rate (a root's and a
+        # controller's: nodes to be found, joiners) or at a trickle (node/admission.py).
+        self.meets_strangers = relay
         # Runs of datagrams, each to one endpoint from one socket, and the size all of them
         # but a shorter last one have, where that is known (0: not known): binder.gso_batches.
         self.datagrams: list[tuple[int, Endpoint, list[bytes], int]] = []

@@ -78,6 +78,11 @@ class NodeCore:
     def relay(self, relay: bool) -> None:
         self._node.relay = relay
 
+    def set_meets_strangers(self, meets: bool) -> None:
+        """Whether unknown nodes' initiations are checked at a root's rate (a root and a
+        controller meet them) or at a trickle (node/admission.py)."""
+        self._node.meets_strangers = meets
+
     @property
     def peers(self) -> dict[str, Peer]:
         return self._registry.peers

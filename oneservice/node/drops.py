@@ -28,7 +28,8 @@ DATAGRAM_DROPS: dict[str, str] = {
     "identity_mismatch": "keys that differ from those known for its address",
     "identity_checks_full": "16 identity checks already running",
     "identity_checks_per_source": "2 identity checks already running for its source address",
-    "unknown_peer_rate_limited": "over 20 new identities a second",
+    "unknown_peer_rate_limited": "over 5 new identities a second (a root or a controller; "
+                                 "0.2 at other nodes), or 1 from one source address",
     "identity_check_late": "its identity check took longer than its initiator waits",
     "identity_check_failed": "its identity check failed",
     "too_many_peers": "4096 transient peers kept, and none idle long enough to make room",

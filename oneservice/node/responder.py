@@ -54,7 +54,7 @@ class Responder:
             known = identities.known(key)
             if known is None:
                 # Its address takes a scrypt run: off the event loop (identity_requests).
-                identities.wait(key, read.arrival.source, read, now)
+                identities.wait(key, read.arrival.source, read, now, self.node.meets_strangers)
                 return
             peer = self.accept_unknown(key, known, now)
             if peer is None:

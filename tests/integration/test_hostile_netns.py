@@ -58,7 +58,9 @@ class FloodLab:
         return api(self.hosts[name], self.homes[name], "GET", "/status")[1]
 
 
-def build(bed: Testbed, tmp_path: Path) -> FloodLab:
+def build(bed: Testbed, tmp_path: Path, root: bool = True) -> FloodLab:
+    """``root``: the victim is a root (else a plain member, which has little reason to meet
+    strangers)."""
     router = bed.host("router", forwarding=True)
     hosts = {name: bed.host(name) for name in ("victim", "member", "attacker", "newcomer")}
     for name, ip in (("victim", VICTIM_IP), ("member", MEMBER_IP), ("attacker", ATTACKER_IP),
@@ -82,7 +84,7 @@ def build(bed: Testbed, tmp_path: Path) -> FloodLab:
         "member": write_home(tmp_path / "member", identities["member"], [network]),
         "newcomer": write_home(tmp_path / "newcomer", identities["newcomer"], []),
     }
-    write_local_conf(homes["victim"], {"settings": {"relay": True}})
+    write_local_conf(homes["victim"], {"settings": {"relay": root}})
     write_local_conf(homes["newcomer"], {"roots": [{
         "identity": identities["victim"].public_text(), "endpoints": [f"{VICTIM_IP}/9993"],
     }]})  # fmt: skip
@@ -144,9 +146,10 @@ def newcomer_connected(lab: FloodLab) -> bool:
                for line in lab.nodes["newcomer"].log)  # fmt: skip
 
 
-def run_flood(lab: FloodLab, seconds: float, spoofed_rate: int, real_rate: int) -> dict:
-    """Flood the victim while the member pings it; a newcomer starts 1 s into the flood.
-    Returns the figures the test and the benchmark look at."""
+def run_flood(lab: FloodLab, seconds: float, spoofed_rate: int, real_rate: int,
+              newcomer: bool = True) -> dict:  # fmt: skip
+    """Flood the victim while the member pings it; a newcomer (which has the victim as its
+    root) starts 1 s into the flood. Returns the figures the test and the benchmark look at."""
     pings = start_pings(lab, seconds + 2)
     time.sleep(1)  # a baseline second before the flood
     victim_pid = lab.nodes["victim"].process.pid
@@ -154,11 +157,13 @@ def run_flood(lab: FloodLab, seconds: float, spoofed_rate: int, real_rate: int) 
     loop_before = cpu_seconds(victim_pid, thread=victim_pid)
     flood = start_flood(lab, seconds, spoofed_rate, real_rate)
     time.sleep(1)
-    started = time.monotonic()
-    lab.start("newcomer")
-    ready = time.monotonic()
-    wait_until(lambda: newcomer_connected(lab) or time.monotonic() - ready > 15, timeout=20)
-    connect_s = time.monotonic() - ready if newcomer_connected(lab) else None
+    started = ready = time.monotonic()
+    connect_s = None
+    if newcomer:
+        lab.start("newcomer")
+        ready = time.monotonic()
+        wait_until(lambda: newcomer_connected(lab) or time.monotonic() - ready > 15, timeout=20)
+        connect_s = time.monotonic() - ready if newcomer_connected(lab) else None
     out, err = flood.communicate(timeout=seconds + 60)
     assert flood.returncode == 0, err
     ended = time.monotonic()

@@ -169,6 +169,7 @@ def test_an_unknown_identity_is_checked_outside_the_core_then_answered():
 def test_one_source_cannot_take_every_identity_check_slot():
     sim = two_nodes()
     b = sim.nodes["b"]
+    b.set_meets_strangers(True)  # as a root does (others check strangers at a trickle)
     for n in range(5):
         b.receive_datagram(initiation(Identity.generate(), b.identity.x25519_public), 1,
                            ("203.0.113.66", 9993), sim.now + n * 0.01)  # fmt: skip
@@ -185,6 +186,7 @@ def test_one_source_cannot_take_every_identity_check_slot():
 def test_an_identity_check_answered_too_late_or_never_is_counted_and_frees_its_slot():
     sim = two_nodes()
     b = sim.nodes["b"]
+    b.set_meets_strangers(True)  # as a root does (others check strangers at a trickle)
     late, lost = Identity.generate(), Identity.generate()
     for n, stranger in enumerate((late, lost)):
         b.receive_datagram(initiation(stranger, b.identity.x25519_public), 1,
