@@ -80,9 +80,6 @@ class PathKeeper:
         With our ``port``, members of our networks are told them (tell_local_endpoints)."""
         ips = [ipaddress.ip_address(a.split("%")[0]) for a in addresses]
         self.own_ips = frozenset(ip.compressed for ip in ips)
-        usable = sorted((ip for ip in ips if not (ip.is_link_local or ip.is_loopback)),
-                        key=lambda ip: (ip.version, ip))  # fmt: skip
-        endpoints = tuple(f"{ip.compressed}/{port}" for ip in usable if port)
         for peer in self.node.registry.peers.values():
             stale = [k for k, p in peer.paths.items()
                      if isinstance(p, DirectPath) and self.own(p.endpoint)]  # fmt: skip
@@ -92,6 +89,9 @@ class PathKeeper:
                 del peer.paths[key]
             if stale and peer.preferred is None:
                 self.reselect(peer, now)
+        usable = sorted((ip for ip in ips if not (ip.is_link_local or ip.is_loopback)),
+                        key=lambda ip: (ip.version, ip))  # fmt: skip
+        endpoints = tuple(f"{ip.compressed}/{port}" for ip in usable if port)
         endpoints = endpoints[:MAX_ADVERTISED_ENDPOINTS]
         if endpoints != self.own_endpoints:
             self.own_endpoints = endpoints

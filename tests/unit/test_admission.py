@@ -207,3 +207,27 @@ def test_a_wrong_length_initiation_is_malformed():
     b.receive_datagram(short, 1, ("203.0.113.1", 9993), sim.now)
     assert b.drops["handshake_malformed"] == 1
     assert wire.HANDSHAKE_INIT_LEN == 8 + MESSAGE_1_OVERHEAD + wire.INITIATION_PAYLOAD_LEN + 32
+
+
+def _strangers(node, count: int, now: float) -> int:
+    """``count`` fresh identities' initiations, each from its own address, at ``now``: how
+    many identity checks (scrypt runs) they cost."""
+    for n in range(count):  # (each handled before the next: no load, no cookie replies)
+        node.receive_datagram(initiation(Identity.generate(), node.identity.x25519_public), 1,
+                              (f"203.0.113.{n + 1}", 9993), now)  # fmt: skip
+        node.process_handshakes(now)
+    return len(node.identity_requests())
+
+
+def test_strangers_cost_a_plain_node_a_trickle_and_a_root_a_bounded_rate():
+    """Each check is ~40 ms of a core: a node that is neither a root nor a controller checks
+    at most QUIET_UNKNOWN_PEERS_PER_S strangers, a root at most UNKNOWN_PEERS_PER_S."""
+    sim = two_nodes()
+    plain = sim.nodes["b"]
+    assert _strangers(plain, 10, sim.now) == 1
+    assert plain.drops["unknown_peer_rate_limited"] == 9
+    later = sim.now + 1 / admission.QUIET_UNKNOWN_PEERS_PER_S
+    assert _strangers(plain, 10, later) == 1, "one more once the trickle allows it"
+    root = two_nodes().nodes["b"]
+    root.set_meets_strangers(True)
+    assert _strangers(root, 10, sim.now) == int(admission.UNKNOWN_PEERS_PER_S)
