@@ -41,6 +41,22 @@ make_venv() {
         rm -rf "$venv"
     fi
     [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$repo_root$1"
+    # The project is installed editable: its Python files are read from the checkout. What
+    # pip must redo is the metadata, the entry points and the C extensions, so an install
+    # whose sources of those are unchanged is not repeated (a restart needs no index).
+    local stamp="$venv/oneservice-installed$1" sources
+    sources=$(install_sources_digest)
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$sources" ]; then
+        "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$repo_root$1"
+        echo "$sources" > "$stamp"
+        # An install with extras includes the plain one.
+        [ -z "$1" ] || echo "$sources" > "$venv/oneservice-installed"
+    fi
     VENV_PYTHON="$venv/bin/python"
+}
+
+install_sources_digest() {
+    # What an editable install builds from: the packaging files and the C sources.
+    (cd "$repo_root" && cat pyproject.toml setup.py \
+        $(find oneservice -name '*.c' -o -name '*.h' | LC_ALL=C sort)) | sha256sum | cut -d' ' -f1
 }
