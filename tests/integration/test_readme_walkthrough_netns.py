@@ -18,7 +18,8 @@ a ``sh`` block; an optional ``text`` block right after it is what the commands p
 text, ``...`` alone on a line stands for any lines, ``...`` within a line for anything, and
 ``<words>`` for a value: the first time it is printed it is learnt, and later commands get it
 in place of the placeholder (as a reader copies it). ``start`` runs the block in the
-background (the node) until its text has been logged (anywhere in the log); ``until`` runs it
+background, its last command being the node (exec'd: its PID is the node's), until the
+node's log shows the block's text, or the README's last such text; ``until`` runs the block
 again until it prints its text, as a reader would wait. ``every-terminal`` blocks run first
 in every shell.
 """
@@ -217,6 +218,7 @@ def test_the_readme_walkthrough_gives_the_laptop_a_full_tunnel_through_the_exit_
     lab = Walkthrough(testbed, tmp_path)
     every_terminal = "".join(s.commands for s in steps if "every-terminal" in s.machines)
     known = dict(GIVEN)
+    started = ""
     with shared_paths(lab.machines["laptop"]):
         for step in steps:
             script = fill(step.commands, known)
@@ -224,7 +226,9 @@ def test_the_readme_walkthrough_gives_the_laptop_a_full_tunnel_through_the_exit_
                 if machine == "every-terminal":
                     continue
                 if "start" in step.flags:
-                    lab.start(machine, script, step.prints or "", known)
+                    started = step.prints or started  # shown once for all the nodes
+                    *setup, node = script.rstrip("\n").split("\n")
+                    lab.start(machine, "\n".join([*setup, f"exec {node}"]), started, known)
                 else:
                     lab.run(machine, every_terminal + script, step.prints, known,
                             until="until" in step.flags)  # fmt: skip
