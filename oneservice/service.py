@@ -140,8 +140,8 @@ class Service:
             self._tell_core_roles()  # (it may be a controller from now on)
 
     def _tell_core_roles(self) -> None:  # a root or a controller meets strangers
-        self.core.relay = self.settings.relay
-        self.core.set_meets_strangers(self.settings.relay or self.controller.opened)
+        self.core.set_roles(relay=self.settings.relay,
+                            meets_strangers=self.settings.relay or self.controller.opened)
 
     def _ask_controller(self, function: Callable[..., ControllerReply], *args: Any) -> None:
         """A reply from the controller's thread, handed to the control plane when it comes."""

@@ -74,14 +74,12 @@ class NodeCore:
     def relay(self) -> bool:
         return self._node.relay
 
-    @relay.setter
-    def relay(self, relay: bool) -> None:
+    def set_roles(self, *, relay: bool, meets_strangers: bool) -> None:
+        """``relay``: serve as a root (answer look-ups, introduce, relay). ``meets_strangers``:
+        unknown nodes' initiations are checked at a root's rate (a root and a controller meet
+        them) rather than at a trickle (node/admission.py)."""
         self._node.relay = relay
-
-    def set_meets_strangers(self, meets: bool) -> None:
-        """Whether unknown nodes' initiations are checked at a root's rate (a root and a
-        controller meet them) or at a trickle (node/admission.py)."""
-        self._node.meets_strangers = meets
+        self._node.meets_strangers = meets_strangers
 
     @property
     def peers(self) -> dict[str, Peer]:

@@ -169,7 +169,7 @@ def test_an_unknown_identity_is_checked_outside_the_core_then_answered():
 def test_one_source_cannot_take_every_identity_check_slot():
     sim = two_nodes()
     b = sim.nodes["b"]
-    b.set_meets_strangers(True)  # as a root does (others check strangers at a trickle)
+    b.set_roles(relay=False, meets_strangers=True)  # as a controller (others: a trickle)
     for n in range(5):
         b.receive_datagram(initiation(Identity.generate(), b.identity.x25519_public), 1,
                            ("203.0.113.66", 9993), sim.now + n * 0.01)  # fmt: skip
@@ -186,7 +186,7 @@ def test_one_source_cannot_take_every_identity_check_slot():
 def test_an_identity_check_answered_too_late_or_never_is_counted_and_frees_its_slot():
     sim = two_nodes()
     b = sim.nodes["b"]
-    b.set_meets_strangers(True)  # as a root does (others check strangers at a trickle)
+    b.set_roles(relay=False, meets_strangers=True)  # as a controller (others: a trickle)
     late, lost = Identity.generate(), Identity.generate()
     for n, stranger in enumerate((late, lost)):
         b.receive_datagram(initiation(stranger, b.identity.x25519_public), 1,
@@ -229,5 +229,5 @@ def test_strangers_cost_a_plain_node_a_trickle_and_a_root_a_bounded_rate():
     later = sim.now + 1 / admission.QUIET_UNKNOWN_PEERS_PER_S
     assert _strangers(plain, 10, later) == 1, "one more once the trickle allows it"
     root = two_nodes().nodes["b"]
-    root.set_meets_strangers(True)
+    root.set_roles(relay=True, meets_strangers=True)
     assert _strangers(root, 10, sim.now) == int(admission.UNKNOWN_PEERS_PER_S)

@@ -493,7 +493,7 @@ def test_a_full_table_of_transient_peers_makes_room_by_evicting_the_idlest(monke
     monkeypatch.setattr(responder_module, "MAX_TRANSIENT_PEERS", 2)
     sim = two_nodes()
     a = sim.nodes["a"]
-    a.set_meets_strangers(True)  # as a root does (others check strangers at a trickle)
+    a.set_roles(relay=False, meets_strangers=True)  # as a controller (others: a trickle)
 
     def stranger(n: int) -> str:
         name = f"s{n}"

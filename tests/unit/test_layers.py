@@ -124,3 +124,21 @@ def test_the_service_provides_everything_the_api_may_use() -> None:
                 and isinstance(node.value, ast.Name) and node.value.id == "self"}  # fmt: skip
     missing = {name for name in wanted if not hasattr(Service, name) and name not in assigned}
     assert not missing
+
+
+def test_the_wiring_writes_no_other_objects_fields():
+    """The service and its wiring modules tell components through their methods: no
+    ``self.core.relay = ...`` or ``self.devices.configs[n] = ...`` (issue 26: one home per
+    fact, kept by its own object)."""
+    found = []
+    for name in ("service.py", "routefeed.py", "pump.py", "whoami.py"):
+        tree = ast.parse((PACKAGE / name).read_text())
+        for node in ast.walk(tree):
+            targets = (node.targets if isinstance(node, ast.Assign) else [node.target]
+                       if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else [])  # fmt: skip
+            for target in targets:
+                while isinstance(target, ast.Subscript):
+                    target = target.value
+                if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Attribute):
+                    found.append(f"{name}:{node.lineno} {ast.unparse(target)}")
+    assert not found, found
