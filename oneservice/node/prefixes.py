@@ -12,7 +12,11 @@ class PrefixTable:
     """Routing for one network: destination address -> peer (members' own addresses first,
     then the routes via gateways, most specific first)."""
 
-    def __init__(self, config: NetworkConfig, own_address: str) -> None:
+    def __init__(self, config: NetworkConfig, own_address: str,
+                 in_use: dict[int, str] | None = None) -> None:  # fmt: skip
+        """``in_use``: the one home of which gateway each default goes through now (packed
+        address length -> gateway), kept by the peer registry across rebuilds of the table; a
+        gateway that is no longer one of this config's is replaced by the most preferred."""
         self.config = config
         holders = config.holders()
         self.by_destination: dict[bytes, str] = {
@@ -29,14 +33,20 @@ class PrefixTable:
         # address's length alone (4 or 16 bytes), no per-packet address object.
         self._specific = [(prefix(t), g) for t, g in self.gateways if t.prefixlen > 0]
         # Packed address length -> the default's gateways, most preferred first; the one in
-        # use (routing/planner.py chooses it: set_gateways) alone carries and may send
+        # use (routing/planner.py chooses it: use_gateway) alone carries and may send
         # everything that no more specific route covers.
         self.default_gateways: dict[int, list[str]] = {}
         for route in sorted(config.routes, key=lambda r: r.metric):
             if route.target.prefixlen == 0 and route.via in holders:
                 length = 4 if route.target.version == 4 else 16
                 self.default_gateways.setdefault(length, []).append(holders[route.via])
-        self._defaults = {n: gateways[0] for n, gateways in self.default_gateways.items()}
+        self._in_use = {} if in_use is None else in_use
+        for length in (4, 16):
+            gateways = self.default_gateways.get(length, ())
+            if not gateways:
+                self._in_use.pop(length, None)
+            elif self._in_use.get(length) not in gateways:
+                self._in_use[length] = gateways[0]
         # Who may send from a source address (WireGuard's rule, longest prefix wins): a
         # member's own address is that member's alone; else the most specific route covering
         # it names its gateway; the network's own subnets belong to their members only, so
@@ -60,7 +70,7 @@ class PrefixTable:
             gateway = first_match(destination, self._specific)
             if gateway is not None:
                 return gateway
-        return self._defaults.get(len(destination))
+        return self._in_use.get(len(destination))
 
     def source_owner(self, source: bytes) -> str | None:
         """The member that may send from this packed address (None: nobody may)."""
@@ -69,14 +79,14 @@ class PrefixTable:
             return member
         owner = first_match(source, self.source_owners)
         if owner is None:  # no route covers it but a default: the gateway in use
-            return self._defaults.get(len(source))
+            return self._in_use.get(len(source))
         return owner or None  # "": the network's own subnets, where only members may send
 
     def use_gateway(self, family: int, gateway: str) -> None:
         """The default route of this family goes through ``gateway`` (one of its gateways)."""
         length = 4 if family == 4 else 16
         if gateway in self.default_gateways.get(length, ()):
-            self._defaults[length] = gateway
+            self._in_use[length] = gateway
 
 
 # A network as integers: (packed address length: 4 or 16, network address, mask). Matching a

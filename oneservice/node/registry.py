@@ -32,7 +32,9 @@ class PeerRegistry:
         self.by_static: dict[bytes, Peer] = {}  # X25519 public key -> peer
         self.networks: dict[str, PrefixTable] = {}
         self.virtual_subnets: tuple = ()  # every subnet of every network: never a path
-        self.gateway_choices: dict[tuple[str, int], str] = {}
+        # Network id -> packed address length -> the gateway its default goes through now:
+        # the one home of that choice, shared with the network's PrefixTable (set_gateways).
+        self.gateways_in_use: dict[str, dict[int, str]] = {}
         # The configs as given (set_networks): their members are filtered by who holds each
         # address (node/vouching.py), and filtered again when a dispute is settled.
         self.configs: list[NetworkConfig] = []
@@ -59,8 +61,10 @@ class PeerRegistry:
         accepted = [dataclasses.replace(c, members=tuple(
             m for m in c.members if m.address == own or holders.get(m.address) == m.identity
         )) for c in self.configs]  # fmt: skip
-        self.networks = {c.id: PrefixTable(c, own) for c in accepted}
-        self.set_gateways(self.gateway_choices)
+        self.networks = {c.id: PrefixTable(c, own, self.gateways_in_use.setdefault(c.id, {}))
+                         for c in accepted}  # fmt: skip
+        for network_id in set(self.gateways_in_use) - set(self.networks):
+            del self.gateways_in_use[network_id]
         self.virtual_subnets = tuple(s for n in self.networks.values() for s in n.config.subnets())
         wanted: dict[str, Peer] = {}
         eager: set[str] = set()
@@ -128,11 +132,12 @@ class PeerRegistry:
         """Which member each (network, family)'s default route goes through now: the route
         planner's choice among several gateways. Packets for the default go there, and only
         it may send from addresses that no more specific route covers."""
-        self.gateway_choices = dict(choices)
         for (network_id, family), gateway in choices.items():
             network = self.networks.get(network_id)
             if network is not None:
                 network.use_gateway(family, gateway)
+            else:  # (a network planned before its config reached us: checked when it does)
+                self.gateways_in_use.setdefault(network_id, {})[4 if family == 4 else 16] = gateway
 
     def add_peer(self, identity: Identity, now: float) -> Peer | None:
         """A peer for an identity whose address was checked. One that a network merely vouched

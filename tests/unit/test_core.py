@@ -578,6 +578,25 @@ def test_with_several_default_gateways_only_the_one_in_use_carries_and_may_send_
     assert network.gateway_for(internet) == third.address
 
 
+def test_the_gateway_in_use_survives_a_rebuilt_table_while_it_is_still_a_gateway():
+    """Which gateway a default goes through has one home (the registry's, shared with each
+    table built for the network): a new config keeps it, unless it is no longer a gateway."""
+    routes = [Route(ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_address(f"10.1.0.{n}"), n)
+              for n in (2, 3)]  # fmt: skip
+    members = tuple(Member(identity(n).public(), (ipaddress.ip_interface(f"10.1.0.{n}/24"),), ())
+                    for n in (1, 2, 3))  # fmt: skip
+    config = NetworkConfig(NETWORK_ID, "lab", members, routes=tuple(routes))
+    internet = ipaddress.ip_address("203.0.113.9").packed
+    in_use: dict[int, str] = {}
+    PrefixTable(config, identity(1).address, in_use).use_gateway(4, identity(3).address)
+    rebuilt = PrefixTable(config, identity(1).address, in_use)
+    assert rebuilt.gateway_for(internet) == identity(3).address
+    fewer = NetworkConfig(NETWORK_ID, "lab", members, routes=(routes[0],))
+    assert PrefixTable(fewer, identity(1).address, in_use).gateway_for(internet) == \
+        identity(2).address, "a gateway no longer in the config is not used"
+    assert in_use == {4: identity(2).address}
+
+
 def test_a_peer_that_lost_our_session_is_reached_again_with_a_new_handshake():
     """b comes back without its sessions and without a reason to call a (a itself is not in
     b's networks: the surviving twin of two controllers, or a restarted root): a's session
