@@ -49,6 +49,7 @@ from .routing import leaktest
 from .routing.manager import RoutingManager
 from .settings import Settings, SettingsError, load_local_conf, reloaded_settings
 from .tap.devices import Devices
+from .uplinks import UplinkTable
 from .whoami import AddressQueries
 
 log = logging.getLogger("oneservice")
@@ -70,9 +71,9 @@ class Service:
             network_id))  # fmt: skip
         self.loop = asyncio.get_running_loop()
         self.started_at = time.time()
-        self.core = NodeCore(
-            self.identity, now=self.loop.time(), wall_time=time.time(), relay=settings.relay
-        )
+        uplinks = UplinkTable()  # our sockets: the binder writes it, the core reads it
+        self.core = NodeCore(self.identity, now=self.loop.time(), wall_time=time.time(),
+                             relay=settings.relay, uplinks=uplinks)  # fmt: skip
         # Exceptions in what the loop runs for us (timer rounds, flushes, background tasks):
         # logged with their traceback and counted here (GET /status counters).
         self.failures = Failures()
@@ -86,7 +87,7 @@ class Service:
         )  # fmt: skip
         self.address_queries = AddressQueries(self.core, self.pump)  # the leak test's whoami
         self.control = ControlPlane(self.identity, self.networks.memberships,
-                                    self.core.peer_endpoints, self.binder_endpoints,
+                                    self.core.peer_endpoints, lambda: self.binder.endpoints(),
                                     lambda: self.controller.opened)  # fmt: skip
         self.controller = ControllerThread(lambda: open_controller(
             home, settings.controller_database, self.identity, self._hear_controller_change))
@@ -105,6 +106,7 @@ class Service:
             policy=self._bind_policy(),
             backend=platform_backend(),
             on_datagram=self.pump.on_datagrams,
+            table=uplinks, uplink_metrics=dict(settings.uplink_metrics),
         )
         self.binder.subscribe(self._on_binder_event)
         self.routes = RoutingFeed(self.identity.address, self.routing, self.core, self.binder,
@@ -199,6 +201,7 @@ class Service:
         self._tell_core_roles()
         self.core.set_roots(self._root_identities(), self.loop.time())
         self.binder.set_policy(self._bind_policy())
+        self.binder.set_uplink_metrics(dict(settings.uplink_metrics))
         self._tell_core_uplinks()
         self.routes.ask()
         if offload_changed:
@@ -318,9 +321,6 @@ class Service:
         if self.controller.opened:
             self._ask_controller(pushes, network_id, time.time(), also)
 
-    def binder_endpoints(self) -> list[str]:
-        return self.binder.endpoints()
-
     def _after_flush(self) -> None:
         self._drain_control()
         self.routes.plan_if_asked()
@@ -355,7 +355,7 @@ class Service:
         now = self.loop.time()
         self.core.set_own_addresses([a.address for u in self.binder.uplinks for a in u.addresses],
                                     now, self.binder.port)  # fmt: skip
-        self.core.set_socket_ranks(self.uplink_ranks(), now)
+        self.core.uplinks_ranked(now)
 
     # --- what the API sees (api.NodeView) -----------------------------------------------------
 
@@ -386,7 +386,7 @@ class Service:
         return dict(self.devices.reasons)
 
     def uplink_ranks(self) -> dict[int, int]:
-        return self.binder.ranks(dict(self.settings.uplink_metrics))
+        return dict(self.binder.table.ranks)
 
     @guarded
     def _on_changes(self, changes: tuple[Change, ...]) -> None:
@@ -421,7 +421,7 @@ class Service:
             return
         self._tell_core_uplinks()  # our own addresses, before the socket's paths are made
         if isinstance(event, InterfaceUp):
-            self.core.socket_up(event.socket.id, event.socket.family, now)
+            self.core.socket_up(event.socket.id, now)
         elif isinstance(event, InterfaceDown):
             self.core.socket_down(event.socket.id, now)
         elif isinstance(event, AddressChanged):

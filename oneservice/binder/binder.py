@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..monitor.changes import Change, deleted_links, interfaces_may_differ
+from ..uplinks import UplinkTable
 from .interfaces import FAMILY_NAMES, BindPolicy, Interface, Verdict, classify_interfaces
 from .plan import SocketKey, plan_sockets
 from .sockets import BindError, PinFunction, SocketFactory, UdpOffloads, open_pinned_udp_socket
@@ -191,8 +192,14 @@ class Binder:
         backend: Backend,
         on_datagram: DatagramHandler,
         socket_factory: SocketFactory = socket.socket,
+        table: UplinkTable | None = None,
+        uplink_metrics: dict[str, int] | None = None,
     ) -> None:
+        """``table``: where the peer layer reads our sockets and their ranks (we alone write
+        it); ``uplink_metrics``: the user's metric per interface name (set_uplink_metrics)."""
         self.port = port
+        self.table = UplinkTable() if table is None else table
+        self._uplink_metrics = dict(uplink_metrics or {})
         self._policy = policy
         self._backend = backend
         self._on_datagram = on_datagram
@@ -324,17 +331,24 @@ class Binder:
         return [f"{b.addresses[0] if b.addresses else None}/{b.local.port}"
                 for b in self._sorted()]  # fmt: skip
 
-    def ranks(self, chosen_metrics: dict[str, int]) -> dict[int, int]:
-        """Socket id -> rank (lower carries the tunnel): the user's metric for the interface
-        (settings.uplinkMetrics), else its default route's metric; an uplink without a
-        default route comes last."""
-        metrics = {u.index: u.default_metric for u in self.uplinks}
-        ranks = {}
+    def set_uplink_metrics(self, metrics: dict[str, int]) -> None:
+        """The user's metric per interface name (settings.uplinkMetrics): the table's ranks
+        follow at once (the caller tells the peer layer)."""
+        self._uplink_metrics = dict(metrics)
+        self._rank_all()
+
+    def _rank(self, local: LocalSocket) -> int:
+        """Lower carries the tunnel: the user's metric for the interface, else its default
+        route's metric; an uplink without a default route comes last."""
+        metric = self._uplink_metrics.get(local.interface)
+        if metric is None:
+            metric = next((u.default_metric for u in self.uplinks if u.index == local.index),
+                          None)  # fmt: skip
+        return NO_DEFAULT_ROUTE_RANK if metric is None else metric
+
+    def _rank_all(self) -> None:
         for bound in self._bound.values():
-            local = bound.local
-            metric = chosen_metrics.get(local.interface, metrics.get(local.index))
-            ranks[local.id] = NO_DEFAULT_ROUTE_RANK if metric is None else metric
-        return ranks
+            self.table.ranks[bound.local.id] = self._rank(bound.local)
 
     def log_table(self) -> None:
         """The port, the bound sockets and the skipped interfaces with why, once at start."""
@@ -461,6 +475,7 @@ class Binder:
             self._open(verdict, fail_on_port_in_use)
         if not self._bind_failures:
             self._retry_delay = BIND_RETRY_S
+        self._rank_all()  # default routes may have changed
         if not fail_on_port_in_use:  # (at start the service reads the whole state instead)
             changed = bool(plan.close or plan.readdress or plan.open) or self.uplinks != before
             self._publish(Reconciled(changed))
@@ -497,6 +512,7 @@ class Binder:
             bound.gro = offloads.enable_gro(sock)  # else one datagram per read
         self._bound[key] = bound
         self._by_id[local.id] = bound
+        self.table.opened(local.id, local.family, self._rank(local))
         asyncio.get_running_loop().add_reader(sock.fileno(), self._read, bound)
         log.log(
             self._change_log_level,
@@ -508,6 +524,7 @@ class Binder:
     def _close(self, key: SocketKey, reason: str, publish: bool = True) -> None:
         bound = self._bound.pop(key)
         del self._by_id[bound.local.id]
+        self.table.closed(bound.local.id)
         asyncio.get_running_loop().remove_reader(bound.sock.fileno())
         bound.sock.close()
         log.log(

@@ -14,6 +14,7 @@ from collections import Counter, deque
 from typing import TYPE_CHECKING
 
 from ..identity import Identity
+from ..uplinks import UplinkTable
 from .events import NodeEvent
 from .paths import Endpoint
 
@@ -43,8 +44,10 @@ class NodeContext:
     upkeep: Upkeep
     schedule: PeerSchedule
 
-    def __init__(self, identity: Identity, *, now: float, wall_time: float, relay: bool) -> None:
+    def __init__(self, identity: Identity, *, now: float, wall_time: float, relay: bool,
+                 uplinks: UplinkTable) -> None:  # fmt: skip
         self.identity = identity
+        self.uplinks = uplinks  # the binder's sockets (oneservice/uplinks.py)
         self.static_key = identity.x25519_private_key()
         # Initiation timestamps must grow across restarts: wall time, advanced by our clock.
         self.wall_offset = wall_time - now

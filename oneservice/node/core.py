@@ -24,6 +24,7 @@ from ..identity import Identity
 from ..messages import Message
 from ..network.config import NetworkConfig
 from ..offload import SuperPacket
+from ..uplinks import UplinkTable
 from .admission import IdentityKey
 from .context import NodeContext
 from .events import ControlReceived, NodeEvent, PathChanged, PathView, PeerConnected, PeerView
@@ -48,10 +49,15 @@ __all__ = ["ControlReceived", "NodeCore", "PathChanged", "PeerConnected"]
 
 class NodeCore:
     def __init__(
-        self, identity: Identity, *, now: float, wall_time: float, relay: bool = False
+        self, identity: Identity, *, now: float, wall_time: float, relay: bool = False,
+        uplinks: UplinkTable | None = None,
     ) -> None:
+        """``uplinks``: the binder's table of our sockets (read, never written here; a table
+        of its own when none is given, for a simulator to fill as a binder would)."""
         self.identity = identity
-        node = self._node = NodeContext(identity, now=now, wall_time=wall_time, relay=relay)
+        node = self._node = NodeContext(identity, now=now, wall_time=wall_time, relay=relay,
+                                        uplinks=UplinkTable() if uplinks is None else uplinks)
+        self.uplinks = node.uplinks
         # The parts, for tests and benchmarks that drive one directly; the service uses only
         # the methods below.
         self.parts = node
@@ -100,14 +106,6 @@ class NodeCore:
     @property
     def accepted(self) -> int:
         return self._node.accepted
-
-    @property
-    def sockets(self) -> dict[int, int]:
-        return self._paths.sockets
-
-    @property
-    def socket_ranks(self) -> dict[int, int]:
-        return self._paths.socket_ranks
 
     @property
     def own_ips(self) -> frozenset[str]:
@@ -182,8 +180,8 @@ class NodeCore:
 
     # --- the physical side -------------------------------------------------------------------
 
-    def socket_up(self, socket_id: int, family: int, now: float) -> None:
-        self._paths.socket_up(socket_id, family, now)
+    def socket_up(self, socket_id: int, now: float) -> None:
+        self._paths.socket_up(socket_id, now)
 
     def socket_down(self, socket_id: int, now: float) -> None:
         self._paths.socket_down(socket_id, now)
@@ -194,8 +192,8 @@ class NodeCore:
     def set_own_addresses(self, addresses: Iterable[str], now: float, port: int = 0) -> None:
         self._paths.set_own_addresses(addresses, now, port)
 
-    def set_socket_ranks(self, ranks: dict[int, int], now: float) -> None:
-        self._paths.set_socket_ranks(ranks, now)
+    def uplinks_ranked(self, now: float) -> None:
+        self._paths.uplinks_ranked(now)
 
     def routes_changed(self, now: float) -> None:
         self._paths.routes_changed(now)

@@ -32,9 +32,9 @@ from .timing import (
 class PathKeeper:
     def __init__(self, node: NodeContext) -> None:
         self.node = node
-        self.sockets: dict[int, int] = {}  # binder socket id -> address family
-        # Binder socket id -> rank (lower first): the metric of its uplink's default route.
-        self.socket_ranks: dict[int, int] = {}
+        # Our sockets, their families and ranks: the binder's table (oneservice/uplinks.py),
+        # read here, never copied.
+        self.uplinks = node.uplinks
         # This node's own physical addresses: never a peer's endpoint (a member left over from
         # an earlier install of this machine would have it send initiations to itself forever).
         self.own_ips: frozenset[str] = frozenset()
@@ -49,16 +49,15 @@ class PathKeeper:
         self.last_handover_silence = 0.0
         self.refused_hints: set[tuple[str, Endpoint]] = set()
 
-    def socket_up(self, socket_id: int, family: int, now: float) -> None:
-        """A new binder socket: probe every peer's endpoints over it at once."""
-        self.sockets[socket_id] = family
+    def socket_up(self, socket_id: int, now: float) -> None:
+        """A new binder socket (in the table now): probe every peer's endpoints over it at
+        once."""
         for peer in self.node.registry.peers.values():
             self.add_candidates(peer)
             self.probe(peer, now, only_socket=socket_id)
 
     def socket_down(self, socket_id: int, now: float) -> None:
         """The socket's interface is gone: its paths die now, traffic moves at once."""
-        self.sockets.pop(socket_id, None)
         self.public.pop(socket_id, None)
         for peer in self.node.registry.peers.values():
             gone = [k for k, p in peer.paths.items()
@@ -106,7 +105,7 @@ class PathKeeper:
             parse_endpoint(seen, "endpoint")
         except NetworkConfigError:
             return  # (told on to members, who would refuse the whole list)
-        if socket_id not in self.sockets:
+        if socket_id not in self.uplinks.families:
             return
         before = self.public.get(socket_id)
         self.public[socket_id] = seen
@@ -127,12 +126,10 @@ class PathKeeper:
         for peer in self.node.registry.peers.values():
             self.tell_local_endpoints(peer, now)
 
-    def set_socket_ranks(self, ranks: dict[int, int], now: float) -> None:
-        """Which uplinks the OS prefers (the default routes' metrics, or the user's): paths
-        through a better one are taken as soon as it works, RTT decides between equals."""
-        if ranks == self.socket_ranks:
-            return
-        self.socket_ranks = dict(ranks)
+    def uplinks_ranked(self, now: float) -> None:
+        """The table's ranks may have changed (which uplinks the OS or the user prefers):
+        paths through a better one are taken as soon as it works, RTT decides between
+        equals."""
         for peer in self.node.registry.peers.values():
             self.reselect(peer, now)
 
@@ -208,7 +205,7 @@ class PathKeeper:
                 self.refused_hints.add((peer.address, endpoint))
                 continue
             family = socket.AF_INET6 if ":" in endpoint[0] else socket.AF_INET
-            for socket_id, socket_family in self.sockets.items():
+            for socket_id, socket_family in self.uplinks.families.items():
                 if socket_family == family and (socket_id, endpoint) not in peer.paths:
                     peer.paths[(socket_id, endpoint)] = DirectPath(socket_id, endpoint)
 
@@ -224,7 +221,8 @@ class PathKeeper:
             endpoint = endpoint_of(address)
             path = peer.paths.get((socket_id, endpoint))
             if path is None:
-                if socket_id not in self.sockets or self.inside_virtual_network(endpoint):
+                if (socket_id not in self.uplinks.families
+                        or self.inside_virtual_network(endpoint)):  # fmt: skip
                     # The datagram itself was fine (and counted as accepted); only the path is
                     # not kept.
                     self.node.packet_drops["path_refused"] += 1
@@ -292,7 +290,7 @@ class PathKeeper:
         if path.strict and not path.alive(now, window(peer, now)):
             return  # its packets reach us, but ours were shown not to leave over it
         if choose_path(peer.paths.values(), peer.preferred, now, window(peer, now),
-                       self.socket_ranks) is not path:  # fmt: skip
+                       self.uplinks.ranks) is not path:  # fmt: skip
             return  # ours is better placed (the uplink this OS prefers): the peer follows us
         self._moved(peer, path, now)
         self.probe(peer, now)
@@ -321,7 +319,7 @@ class PathKeeper:
 
     def reselect(self, peer: Peer, now: float) -> None:
         chosen = choose_path(peer.paths.values(), peer.preferred, now, window(peer, now),
-                             self.socket_ranks)  # fmt: skip
+                             self.uplinks.ranks)  # fmt: skip
         if chosen is not peer.preferred:
             self._moved(peer, chosen, now)
             if chosen is not None and peer.current is not None:

@@ -27,7 +27,7 @@ class Responder:
         """Only cheap checks here (node/handshakes.py): what passes waits for
         process_handshakes, after the transport datagrams of this wake-up."""
         reply = self.intake.offer(data, Arrival(socket_id, address, via), now,
-                                  can_reply=socket_id in self.node.paths.sockets)  # fmt: skip
+                                  can_reply=socket_id in self.node.uplinks.families)  # fmt: skip
         if reply is not None and socket_id is not None and address is not None:
             self.node.datagrams.append((socket_id, endpoint_of(address), [reply], 0))
 

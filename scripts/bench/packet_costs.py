@@ -47,7 +47,8 @@ def connected_pair() -> tuple[NodeCore, NodeCore, float]:
         Member(b_id.public(), (ipaddress.ip_interface("10.1.0.2/24"),), (B,)),
     ))  # fmt: skip
     for core in (a, b):
-        core.socket_up(1, socket.AF_INET, now)
+        core.uplinks.opened(1, socket.AF_INET)
+        core.socket_up(1, now)
         core.set_networks([network], now)
     cores = {A: a, B: b}
     for _ in range(50):

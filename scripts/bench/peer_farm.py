@@ -56,7 +56,8 @@ async def main(spec_path: str) -> None:
     peers = []
     for n, secret in enumerate(spec["secrets"]):
         core = NodeCore(Identity.parse(secret), now=loop.time(), wall_time=time.time())
-        core.socket_up(1, socket.AF_INET, loop.time())
+        core.uplinks.opened(1, socket.AF_INET)
+        core.socket_up(1, loop.time())
         own = next(m for m in farm_members if m.address == core.identity.address)
         core.set_networks([dataclasses.replace(network, members=(node, own))], loop.time())
         _, peer = await loop.create_datagram_endpoint(

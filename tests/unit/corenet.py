@@ -72,12 +72,22 @@ class Sim:
         self.endpoints[endpoint] = (name, socket_id)
         self.sockets[(name, socket_id)] = endpoint
         family = socket.AF_INET6 if ":" in endpoint[0] else socket.AF_INET
-        self.nodes[name].socket_up(socket_id, family, self.now)
+        core = self.nodes[name]
+        core.uplinks.opened(socket_id, family)  # as the binder does, then says so
+        core.socket_up(socket_id, self.now)
+
+    def rank_uplinks(self, name: str, ranks: dict[int, int]) -> None:
+        """As the binder does when default routes or the user's metrics change."""
+        core = self.nodes[name]
+        core.uplinks.ranks.update(ranks)
+        core.uplinks_ranked(self.now)
 
     def remove_socket(self, name: str, socket_id: int) -> None:
         endpoint = self.sockets.pop((name, socket_id))
         del self.endpoints[endpoint]
-        self.nodes[name].socket_down(socket_id, self.now)
+        core = self.nodes[name]
+        core.uplinks.closed(socket_id)
+        core.socket_down(socket_id, self.now)
 
     def collect(self) -> None:
         for name, core in self.nodes.items():

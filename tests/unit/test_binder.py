@@ -284,12 +284,17 @@ def test_uplinks_are_ranked_by_the_users_metric_then_their_default_routes():
                                  nic(4, "lan0", 4)]), port=free_port())  # fmt: skip
         await h.binder.start()
         ids = {s.interface: s.id for s in h.binder.sockets()}
-        ranks = h.binder.ranks({"eth0": 5})
+        before = dict(h.binder.table.ranks)
+        h.binder.set_uplink_metrics({"eth0": 5})
+        ranks, families = dict(h.binder.table.ranks), dict(h.binder.table.families)
         await h.binder.stop()
-        return ids, ranks
+        return ids, before, ranks, families, h.binder.table
 
-    ids, ranks = run(scenario())
+    ids, before, ranks, families, table = run(scenario())
+    assert before == {ids["eth0"]: 600, ids["wlan0"]: 100, ids["lan0"]: NO_DEFAULT_ROUTE_RANK}
     assert ranks == {ids["eth0"]: 5, ids["wlan0"]: 100, ids["lan0"]: NO_DEFAULT_ROUTE_RANK}
+    assert set(families) == set(ids.values())
+    assert (table.families, table.ranks) == ({}, {}), "the closed sockets leave the table"
 
 
 def test_port_in_use_at_start_is_an_error_and_leaves_nothing_open():

@@ -450,7 +450,7 @@ def test_the_uplink_the_os_prefers_carries_the_traffic_both_ways_and_gets_it_bac
     sim = two_nodes()
     a, b = sim.nodes["a"], sim.nodes["b"]
     sim.add_socket("a", 2, ("198.51.100.2", 9993))  # a's second uplink, "wifi"
-    a.set_socket_ranks({1: 200, 2: 100}, sim.now)  # default routes: cell metric 200, wifi 100
+    sim.rank_uplinks("a", {1: 200, 2: 100})  # default routes: cell metric 200, wifi 100
 
     def wires() -> tuple[int, str]:
         [to_b], [to_a] = a.peers.values(), b.peers.values()
@@ -465,7 +465,7 @@ def test_the_uplink_the_os_prefers_carries_the_traffic_both_ways_and_gets_it_bac
     sim.run(0.3)
     assert wires()[0] == 1
     sim.add_socket("a", 3, ("198.51.100.2", 9993))  # wifi back (a new socket)
-    a.set_socket_ranks({1: 200, 3: 100}, sim.now)
+    sim.rank_uplinks("a", {1: 200, 3: 100})
     back = sim.now
     while wires() != (3, "198.51.100.2"):
         a.send_packet(NETWORK_ID, ipv4_packet("10.1.0.1", "10.1.0.2"), sim.now)
