@@ -1,5 +1,6 @@
 """What the routing manager is told, and when: its inputs read from the binder (uplinks, LAN
-subnets, port), the taps (networks and our addresses) and the core (which gateways are live),
+subnets, port), the network registry and the taps (each network up here with its device, and
+our addresses) and the core (which gateways are live),
 planned once per flush however many things asked for it in that round (a burst of changes,
 each socket it closed, the paths that died with them). The gateways whose liveness decides a
 full tunnel are the ones the core watches."""
@@ -11,6 +12,7 @@ from collections.abc import Callable
 
 from .binder.binder import Binder
 from .network.config import NetworkConfig
+from .network.registry import NetworkRegistry
 from .node.core import NodeCore
 from .routing.manager import RoutingInputs, RoutingManager
 from .tap.devices import Devices
@@ -21,9 +23,10 @@ ROUTING_RETRY_S = 5.0
 
 class RoutingFeed:
     def __init__(self, own_address: str, routing: RoutingManager, core: NodeCore, binder: Binder,
-                 devices: Devices, clock: Callable[[], float],
+                 networks: NetworkRegistry, devices: Devices, clock: Callable[[], float],
                  schedule_flush: Callable[[], None]) -> None:  # fmt: skip
         self._own_address = own_address
+        self._registry = networks
         self._routing = routing
         self._core = core
         self._binder = binder
@@ -57,13 +60,13 @@ class RoutingFeed:
         self._routing.update(inputs, force)
 
     def inputs(self, networks: list[tuple[NetworkConfig, str]] | None = None) -> RoutingInputs:
+        """What routing plans from now (``networks``: as _networks() gives them)."""
         networks = self._networks() if networks is None else networks
         uplinks = self._binder.uplinks
         physical = [ipaddress.ip_interface(f"{a.address}/{a.prefixlen}")
                     for u in uplinks for a in u.addresses]  # fmt: skip
-        virtual = [a.ip for config in self._devices.configs.values()
-                   for m in config.members if m.address == self._own_address
-                   for a in m.addresses]  # fmt: skip
+        virtual = [a.ip for config, _ in networks for m in config.members
+                   if m.address == self._own_address for a in m.addresses]  # fmt: skip
         return RoutingInputs(
             networks=networks,
             # Only gateways' liveness decides anything (full_tunnel_gateways).
@@ -93,5 +96,6 @@ class RoutingFeed:
         return min(self._routing.next_due(), retry)
 
     def _networks(self) -> list[tuple[NetworkConfig, str]]:
-        devices = self._devices
-        return [(devices.configs[nid], tap.name) for nid, tap in devices.taps.items()]
+        """Each network that is up here and has its device: its config and device name."""
+        found = ((self._registry.config(nid), tap.name) for nid, tap in self._devices.taps.items())
+        return [(config, name) for config, name in found if config is not None]

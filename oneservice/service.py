@@ -110,7 +110,8 @@ class Service:
         )
         self.binder.subscribe(self._on_binder_event)
         self.routes = RoutingFeed(self.identity.address, self.routing, self.core, self.binder,
-                                  self.devices, self.loop.time, self.pump.schedule_flush)
+                                  self.networks, self.devices, self.loop.time,
+                                  self.pump.schedule_flush)  # fmt: skip
         self.monitor: ChangeMonitor | None = None  # opened at start (needs the running loop)
         self._next_give_back = 0.0  # (the first timer round gives back what start freed)
         self._apply_lock = asyncio.Lock()
@@ -273,9 +274,7 @@ class Service:
                 "no network carries the full tunnel (set allowDefault on one)")
             checks = [leaktest.Check("tunnel", False, what)]
         else:
-            networks = [(self.devices.configs[n], t.name) for n, t in self.devices.taps.items()]
-            checks = await self.routing.leak_test(network_id, tap.name,
-                                                  self.routes.inputs(networks),
+            checks = await self.routing.leak_test(network_id, tap.name, self.routes.inputs(),
                                                   self.address_queries.ask)  # fmt: skip
         passed = all(c.passed for c in checks)
         return {"network": network_id, "result": "PASS" if passed else "FAIL",
@@ -285,6 +284,7 @@ class Service:
         """A login window for a captive portal (routing/portal.py); its end is a deadline of
         the one timer."""
         self.routing.open_portal(seconds)
+        self.routes.ask(force=True)
         self.pump.rearm()
 
     def set_network_flags(self, network_id: str, changes: dict) -> None:

@@ -130,7 +130,6 @@ class RoutingManager:
         self.splits: dict[str, str] = {}
         # Captive portals (routing/portal.py) and the login window (oneservice-cli portal).
         self.portal = portal.PortalWatch(lambda: self.settings.captive_portal)
-        self._last_inputs: RoutingInputs | None = None
         self.exit_error = ""
         self._dns = ResolvectlDns()
         self.dns_plan: dict[str, DnsSetting] = {}
@@ -260,7 +259,6 @@ class RoutingManager:
         self._failback_due = min((since + FAILBACK_S for since in self._live_since.values()
                                   if since + FAILBACK_S > now), default=math.inf)  # fmt: skip
         self._wanted = inputs
-        self._last_inputs = inputs
         self._force |= force
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
@@ -269,10 +267,9 @@ class RoutingManager:
 
     def open_portal(self, seconds: float) -> None:
         """A login window: for ``seconds`` no full tunnel (nor kill switch), so the user can
-        log in to a captive portal directly; then both come back by themselves. 0 closes it."""
+        log in to a captive portal directly; then both come back by themselves. 0 closes it.
+        The caller asks for a plan (the feed's inputs, routefeed.py)."""
         self.portal.open(seconds)
-        if self._last_inputs is not None:
-            self.update(self._last_inputs, force=True)
 
     @property
     def settings(self) -> Settings:

@@ -24,7 +24,9 @@ class Devices:
         self._own_address = own_address
         self._on_packets = on_packets
         self.taps: dict = {}  # network id -> TunDevice
-        self.configs: dict[str, NetworkConfig] = {}  # network id -> the config it was made for
+        # Network id -> what its device was made of (_made_of); the configs themselves are
+        # the network registry's (network/registry.py).
+        self._made: dict[str, tuple] = {}
         # Networks whose device could not be created: the errno (their status is PORT_ERROR),
         # and what the error said (what to do about it).
         self.errors: dict[str, int] = {}
@@ -37,11 +39,11 @@ class Devices:
             config = wanted.get(network_id)
             if (
                 config is None
-                or self._made_of(config) != self._made_of(self.configs.get(network_id))
+                or self._made_of(config) != self._made.get(network_id)
                 or self.taps[network_id].offload != offload
             ):
                 self.taps.pop(network_id).close()
-                self.configs.pop(network_id, None)
+                self._made.pop(network_id, None)
                 log.info("network %s: device removed", network_id)
         for network_id in set(self.errors) - set(wanted):
             del self.errors[network_id]
@@ -49,19 +51,17 @@ class Devices:
         for network_id, config in wanted.items():
             if network_id not in self.taps and not await self._open(config, offload):
                 continue
-            self.configs[network_id] = config
+            self._made[network_id] = self._made_of(config)
         self.applied = True
 
     def close_all(self) -> None:
         for tap in self.taps.values():
             tap.close()  # non-persistent: the kernel removes the device and its routes
         self.taps.clear()
-        self.configs.clear()
+        self._made.clear()
 
-    def _made_of(self, config: NetworkConfig | None) -> tuple | None:
+    def _made_of(self, config: NetworkConfig) -> tuple:
         """What a device is made of: when these change, it is rebuilt."""
-        if config is None:
-            return None
         own = config.member(self._own_address)
         return (config.mtu, own.addresses if own else ())
 
