@@ -54,6 +54,7 @@ PACKET_DROPS: dict[str, str] = {
     "path_refused": "accepted, but its path is not kept (unknown socket, or inside a network)",
     "relay_refused": "asked to relay, and we are not a root",
     "relay_no_destination": "asked to relay to a peer we have no session with",
+    "relay_truncated": "asked to relay a frame with no datagram behind its address",
     "relay_unavailable": "to a peer reached through a root that is not connected",
     "too_big_relayed": "over 1383 bytes for a peer reached through a root and not allowed "
                        "to be cut into IPv4 fragments: its sender is told \"too big\" (ICMP)",

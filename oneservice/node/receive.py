@@ -24,7 +24,7 @@ from ..messages import (
     WhoisAnswer,
     decode,
 )
-from . import chunks, wire
+from . import chunks, relayframes, wire
 from .context import NodeContext
 from .events import ControlReceived
 from .paths import Path
@@ -217,11 +217,12 @@ class Receiver:
         if not root.root:
             self.node.drops["relayed_not_from_root"] += len(payloads)
             return
-        inner = [p[wire.ADDRESS_LEN :] for p in payloads if len(p) > wire.ADDRESS_LEN]
-        if len(inner) < len(payloads):
-            self.node.drops["truncated"] += len(payloads) - len(inner)
-        if inner:
-            self.receive_datagrams(inner, None, None, now, via=root.address)
+        frames = relayframes.whole(payloads)
+        if len(frames) < len(payloads):
+            self.node.drops["truncated"] += len(payloads) - len(frames)
+        if frames:
+            self.receive_datagrams(relayframes.unframed(frames), None, None, now,
+                                   via=root.address)  # fmt: skip
 
     def deliver(self, peer: Peer, packets: list[tuple[bytes, int]]) -> None:
         """Each packet to the network its source address belongs to, or dropped. Packets of

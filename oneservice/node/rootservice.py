@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipaddress
 
 from ..messages import AddressAnswer, AddressQuery, Introduction, Whois, WhoisAnswer
-from . import wire
+from . import relayframes, wire
 from .context import NodeContext
 from .introductions import RelayIntroductions
 from .paths import DirectPath, Path
@@ -27,21 +27,20 @@ class RootService:
         if not self.node.relay:
             self.node.packet_drops["relay_refused"] += len(payloads)
             return
-        by_destination: dict[bytes, list[bytes]] = {}
-        for payload in payloads:
-            by_destination.setdefault(payload[: wire.ADDRESS_LEN], []).append(payload)
+        frames = relayframes.whole(payloads)
+        if len(frames) < len(payloads):
+            self.node.packet_drops["relay_truncated"] += len(payloads) - len(frames)
         source_address = bytes.fromhex(source.address)
-        for address, group in by_destination.items():
+        for address, group in relayframes.by_address(frames).items():
             destination = self.node.registry.peers.get(address.hex())
             if destination is None or destination.current is None or destination is source:
                 self.node.packet_drops["relay_no_destination"] += len(group)
                 continue
-            relayed = [(source_address + p[wire.ADDRESS_LEN :], 0) for p in group]
+            relayed = relayframes.framed(source_address, relayframes.unframed(group))
             self.node.tx.send_many(destination, wire.TYPE_RELAYED, relayed, now)
             # Only data says the pair uses us as its path (probes cross every path, a working
             # direct one too); the type byte of the datagram inside is in the clear.
-            data = any(len(p) > wire.ADDRESS_LEN + 1 and p[wire.ADDRESS_LEN + 1] == wire.TYPE_DATA
-                       for p in group)  # fmt: skip
+            data = relayframes.carries_data(group)
             if data and self.introductions.due(source.address, destination.address, now):
                 self.introduce(source, destination, now)
                 self.introduce(destination, source, now)

@@ -8,7 +8,7 @@ import secrets
 
 from ..messages import ChunkRequest, Goodbye, Message, encode
 from ..offload import SuperPacket
-from . import chunks, wire
+from . import chunks, relayframes, wire
 from .context import NodeContext
 from .lifecycle import Event
 from .paths import DirectPath, Path, RelayPath
@@ -111,7 +111,7 @@ class Transmitter:
         if not inner:
             return False
         destination = bytes.fromhex(peer.address)
-        frames = carrier[0].seal_many(wire.TYPE_RELAY, [(destination + d, 0) for d in inner])
+        frames = carrier[0].seal_many(wire.TYPE_RELAY, relayframes.framed(destination, inner))
         if not frames:
             return False
         session.last_sent = path.last_sent = now
