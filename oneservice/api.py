@@ -1,10 +1,6 @@
-"""The local JSON API, shaped like ZeroTier's service API (docs/API.md).
-
-HTTP on loopback (127.0.0.1 and ::1) at the primary port, served by `httpserver.py` (which,
-like ZeroTier's, needs no Host header: zerotier-cli sends none). Every request needs the token
-from `authtoken.secret`, as header `X-ZT1-Auth` or `Authorization: Bearer`. Bad requests get a
-4xx with {"error": "..."}; nothing a request carries can crash the service.
-"""
+"""The local JSON API, shaped like ZeroTier's service API (docs/API.md): HTTP on loopback at
+the primary port (`httpserver.py`), the token of `authtoken.secret` in every request, a 4xx
+with {"error": "..."} for a bad one; nothing a request carries can crash the service."""
 
 from __future__ import annotations
 
@@ -41,6 +37,7 @@ if TYPE_CHECKING:
     from .identity import Identity
     from .network.registry import NetworkRegistry
     from .node.events import PeerView
+    from .portfeed import PortMapFeed
     from .routing.manager import RoutingManager
     from .settings import Settings
 
@@ -66,6 +63,7 @@ class NodeView(Protocol):
     networks: NetworkRegistry
     routing: RoutingManager
     controller: ControllerThread
+    port_map: PortMapFeed
 
     @property
     def port(self) -> int: ...
@@ -281,12 +279,13 @@ class Routes:
             "dataPath": native.DESCRIPTION,
             "counters": s.counters(),
             "portErrors": s.port_errors(),  # devices not made: why, and what to do
+            "portMappings": s.port_map.mapper.status(),  # per uplink: how, or why not
             "config": {"settings": {
                 "primaryPort": s.port,
                 "listeningOn": [f"{b['address']}/{b['port']}" for b in bound],
                 "homeDir": str(s.home),
                 "allowTcpFallbackRelay": False,
-                "portMappingEnabled": False,
+                "portMappingEnabled": s.settings.port_mapping,
                 "softwareUpdate": "disable",
                 "relay": s.settings.relay,
                 "allowExitNode": s.settings.allow_exit_node,
@@ -428,7 +427,7 @@ class Routes:
                                     else f"{path.via}/0"),
                         "localSocket": path.socket_id if path.socket_id is not None else -1,
                         "via": path.via,
-                        "kind": path.kind,  # direct, lan or relayed
+                        "kind": path.kind,  # direct, lan, port-mapped or relayed
                         "interface": (f"via {path.via}" if path.via
                                       else interfaces.get(path.socket_id)),
                         "active": path.active,

@@ -136,9 +136,11 @@ class AddressAnswer:
 @dataclass(frozen=True)
 class LocalEndpoints:
     """To a member of a shared network: the sender's own uplink addresses with its port
-    ("ip/port"), private ones included, so that members behind one NAT find each other."""
+    ("ip/port"), private ones included, so that members behind one NAT find each other, and
+    where its routers map a port to it (``mapped``, also among ``endpoints``)."""
 
     endpoints: tuple[str, ...]
+    mapped: tuple[str, ...] = ()
 
 
 Message = (Ping | Pong | Goodbye | Whois | WhoisAnswer | Introduction | ChunkRequest
@@ -200,8 +202,8 @@ def _fields(message: Message) -> dict:
             return {"t": "whoami", "i": query_id}
         case AddressAnswer(query_id, seen, exits):
             return {"t": "whoamir", "i": query_id, "s": seen, "x": list(exits)}
-        case LocalEndpoints(endpoints):
-            return {"t": "here", "e": list(endpoints)}
+        case LocalEndpoints(endpoints, mapped):
+            return {"t": "here", "e": list(endpoints), **({"m": list(mapped)} if mapped else {})}
     raise TypeError(f"not a control message: {type(message).__name__}")
 
 
@@ -259,5 +261,5 @@ _DECODERS = {
                                  f.get("s", bytes)),
     "whoami": lambda f: AddressQuery(f.get("i", int)),
     "whoamir": lambda f: AddressAnswer(f.get("i", int), f.get("s", str), f.strings("x")),
-    "here": lambda f: LocalEndpoints(f.strings("e")),
+    "here": lambda f: LocalEndpoints(f.strings("e"), f.strings("m")),
 }

@@ -14,6 +14,7 @@ from .binder.binder import Binder
 from .network.config import NetworkConfig
 from .network.registry import NetworkRegistry
 from .node.core import NodeCore
+from .routing import leaktest
 from .routing.manager import RoutingInputs, RoutingManager
 from .tap.devices import Devices
 
@@ -77,6 +78,21 @@ class RoutingFeed:
             port=self._binder.port,
             networks_known=self._devices.applied,
         )
+
+    async def leak_test(self, network_id: str | None, ask: Callable) -> dict:
+        """The leak test of the network carrying the full tunnel (or ``network_id``), as
+        the API answers it; ``ask``: a whoami exchange with the gateway (whoami.py)."""
+        network_id = network_id or self._routing.tunnel_network()
+        tap = self._devices.taps.get(network_id) if network_id else None
+        if network_id is None or tap is None:
+            what = f"network {network_id} is not up here" if network_id else (
+                "no network carries the full tunnel (set allowDefault on one)")
+            checks = [leaktest.Check("tunnel", False, what)]
+        else:
+            checks = await self._routing.leak_test(network_id, tap.name, self.inputs(), ask)
+        passed = all(c.passed for c in checks)
+        return {"network": network_id, "result": "PASS" if passed else "FAIL",
+                "checks": [c.document() for c in checks]}
 
     def check(self, now: float) -> None:
         """In a timer round: a gateway may go quiet (or come back) without any event, what

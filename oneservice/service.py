@@ -43,9 +43,9 @@ from .network.registry import NetworkRegistry
 from .node.core import ControlReceived, NodeCore, PathChanged, PeerConnected
 from .node.events import NodeEvent, PeerView
 from .notify import notify
+from .portfeed import PortMapFeed
 from .pump import CorePump
 from .routefeed import RoutingFeed
-from .routing import leaktest
 from .routing.manager import RoutingManager
 from .settings import Settings, SettingsError, load_local_conf, reloaded_settings
 from .tap.devices import Devices
@@ -109,6 +109,8 @@ class Service:
             table=uplinks, uplink_metrics=dict(settings.uplink_metrics),
         )
         self.binder.subscribe(self._on_binder_event)
+        self.port_map = PortMapFeed(self.binder, self.core, settings.port_mapping, self.loop.time,
+                                    self.pump.schedule_flush, self.pump.rearm)  # fmt: skip
         self.routes = RoutingFeed(self.identity.address, self.routing, self.core, self.binder,
                                   self.networks, self.devices, self.loop.time,
                                   self.pump.schedule_flush)  # fmt: skip
@@ -174,6 +176,7 @@ class Service:
         self.monitor.subscribe(self._on_changes)  # which tells the binder first
         await self.binder.start()
         self._tell_core_uplinks()
+        self.port_map.uplinks_changed()
         self.core.set_roots(self._root_identities(), self.loop.time())
         await self.apply_networks()
         from .api import start_api
@@ -203,6 +206,7 @@ class Service:
         self.core.set_roots(self._root_identities(), self.loop.time())
         self.binder.set_policy(self._bind_policy())
         self.binder.set_uplink_metrics(dict(settings.uplink_metrics))
+        self.port_map.set_enabled(settings.port_mapping)
         self._tell_core_uplinks()
         self.routes.ask()
         if offload_changed:
@@ -226,6 +230,7 @@ class Service:
             await self.api.close()
         for task in list(self._background):
             task.cancel()
+        await self.port_map.mapper.stop()  # (before routing: a kill switch may hold the LAN)
         await self.routing.stop(keep_kill_switch)
         if self.monitor is not None:
             self.monitor.close()
@@ -267,18 +272,7 @@ class Service:
 
     async def leaktest(self, network_id: str | None) -> dict:
         """`oneservice-cli leaktest`: the checks of routing/leaktest.py, PASS or FAIL each."""
-        network_id = network_id or self.routing.tunnel_network()
-        tap = self.devices.taps.get(network_id) if network_id else None
-        if network_id is None or tap is None:
-            what = f"network {network_id} is not up here" if network_id else (
-                "no network carries the full tunnel (set allowDefault on one)")
-            checks = [leaktest.Check("tunnel", False, what)]
-        else:
-            checks = await self.routing.leak_test(network_id, tap.name, self.routes.inputs(),
-                                                  self.address_queries.ask)  # fmt: skip
-        passed = all(c.passed for c in checks)
-        return {"network": network_id, "result": "PASS" if passed else "FAIL",
-                "checks": [c.document() for c in checks]}
+        return await self.routes.leak_test(network_id, self.address_queries.ask)
 
     def open_portal(self, seconds: float) -> None:
         """A login window for a captive portal (routing/portal.py); its end is a deadline of
@@ -417,6 +411,7 @@ class Service:
         if isinstance(event, Reconciled):
             if event.changed:
                 self._tell_core_uplinks()  # addresses or default routes may have changed
+                self.port_map.uplinks_changed()
             self._burst_done(event.changed)
             return
         self._tell_core_uplinks()  # our own addresses, before the socket's paths are made
@@ -449,11 +444,13 @@ class Service:
 
     def _next_deadline(self) -> float:
         """The service's part of the one timer (the core's is the pump's)."""
-        return min(self.control.next_timer(), self.routes.deadline())
+        return min(self.control.next_timer(), self.routes.deadline(),
+                   self.port_map.mapper.deadline())  # fmt: skip
 
     def _timer_round(self, now: float) -> None:
         """What a timer round does besides the core's turn (pump.py)."""
         self.routes.check(now)
+        self.port_map.mapper.check(now)
         self.control.handle_timer(now, time.time())
         if now >= self._next_give_back:
             self._next_give_back = now + GIVE_BACK_INTERVAL_S

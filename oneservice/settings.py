@@ -88,6 +88,8 @@ class Settings:
     allow_management_from: tuple[str, ...] = ()
     # Linux TUN offloads: TCP read and written 64 KiB at a time (off: packet by packet).
     tun_offload: bool = True
+    # Ask each uplink's router for a port mapping (PCP, NAT-PMP, UPnP IGD): portmap/.
+    port_mapping: bool = True
     # Roots: (public identity text, ("ip/port", ...)) pairs, checked when loaded.
     roots: tuple[tuple[str, tuple[str, ...]], ...] = ()
     # Interface name -> metric, instead of its default route's: lower carries the tunnel.
@@ -156,6 +158,7 @@ _BOOLEAN_SETTINGS = {
     "allowExitNodeLan": "allow_exit_node_lan",
     "fullTunnelFailClosed": "full_tunnel_fail_closed",
     "tunOffload": "tun_offload",
+    "portMapping": "port_mapping",
 }
 _SETTINGS_KEYS = {"primaryPort", "interfacePrefixBlacklist", "interfaceAllowlist",
                   "allowManagementFrom", "uplinkMetrics", "controllerDatabase",

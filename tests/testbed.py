@@ -26,9 +26,12 @@ GUARD_TABLE = "oneservice_test_guard"
 # Of 10/8 only the blocks tests and benchmarks assign (add one here before using it): the
 # machine's own resolver may live elsewhere in 10/8, and a stray DNS query must be caught.
 # Link-local multicast (224.0.0.0/24, never forwarded; IPv6's ff02::/16 below): a bridge's
-# IGMP reports, as a NAT lab's LAN switch sends them.
+# IGMP reports, as a NAT lab's LAN switch sends them. 192.0.3.0/24: the WAN of a NAT lab's
+# router that maps ports (miniupnpd refuses reserved blocks; natlab.MAPPING_WAN), assigned
+# inside the lab only.
 ALLOWED_IPV4 = (
-    "127.0.0.0/8", "192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/24",
+    "127.0.0.0/8", "192.0.2.0/24", "192.0.3.0/24", "198.51.100.0/24", "203.0.113.0/24",
+    "224.0.0.0/24",
     "10.0.0.0/16", "10.7.0.0/16", "10.98.0.0/15", "10.147.0.0/16", "10.150.0.0/15",
     "10.152.0.0/16",
 )  # fmt: skip

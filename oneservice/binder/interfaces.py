@@ -59,6 +59,8 @@ class Interface:
     # The lowest metric of a default route through it (None: none, or the OS did not say):
     # which uplink the OS prefers, and so should the tunnel.
     default_metric: int | None = None
+    # The IPv4 gateway of that default route (a router to ask for a port mapping), if any.
+    default_gateway: str | None = None
 
 
 @dataclass(frozen=True)

@@ -124,23 +124,28 @@ def enumerate_interfaces() -> list[Interface]:
                 running=bool(flags & IFF_RUNNING),
                 loopback=bool(flags & IFF_LOOPBACK),
                 addresses=tuple(by_index.get(link["index"], ())),
-                default_metric=metrics.get(link["index"]),
+                default_metric=metrics.get(link["index"], (None, None))[0],
+                default_gateway=metrics.get(link["index"], (None, None))[1],
             )
         )
     return interfaces
 
 
-def default_route_metrics(routes: list) -> dict[int, int]:
-    """Interface index -> the lowest metric of a default route (either family) through it.
-    Only plain unicast defaults count: our own routes are /1 halves, never /0 in main."""
+def default_route_metrics(routes: list) -> dict[int, tuple[int, str | None]]:
+    """Interface index -> the lowest metric of a default route (either family) through it,
+    and the gateway of its lowest IPv4 default (a router to ask for a port mapping; None:
+    none). Only plain unicast defaults count: our own routes are /1 halves, never /0 in main."""
     metrics: dict[int, int] = {}
+    gateways: dict[int, tuple[int, str]] = {}
     for route in routes:
         if route["dst_len"] != 0 or route["type"] != RTN_UNICAST:
             continue
         metric = route.get_attr("RTA_PRIORITY") or 0
         nexthops = route.get_attr("RTA_MULTIPATH") or []
         indexes = [route.get_attr("RTA_OIF")] + [hop["oif"] for hop in nexthops]
-        for index in indexes:
-            if index:
-                metrics[index] = min(metric, metrics.get(index, metric))
-    return metrics
+        for index in filter(None, indexes):
+            metrics[index] = min(metric, metrics.get(index, metric))
+        gateway, index = route.get_attr("RTA_GATEWAY"), route.get_attr("RTA_OIF")
+        if route["family"] == socket.AF_INET and gateway and index:
+            gateways[index] = min(gateways.get(index, (metric, gateway)), (metric, gateway))
+    return {i: (m, gateways[i][1] if i in gateways else None) for i, m in metrics.items()}

@@ -192,6 +192,11 @@ class NodeCore:
     def set_own_addresses(self, addresses: Iterable[str], now: float, port: int = 0) -> None:
         self._paths.set_own_addresses(addresses, now, port)
 
+    def set_port_mapping(self, socket_id: int, endpoint: str | None, now: float) -> None:
+        """Where a router maps a port to this socket ("ip/port"; None: no longer): told to
+        members, who can then reach us through NATs that map per destination."""
+        self._paths.set_port_mapping(socket_id, endpoint, now)
+
     def uplinks_ranked(self, now: float) -> None:
         self._paths.uplinks_ranked(now)
 
@@ -331,7 +336,7 @@ class NodeCore:
                     PathView(
                         endpoint=path.endpoint if isinstance(path, DirectPath) else None,
                         socket_id=path.socket_id if isinstance(path, DirectPath) else None,
-                        via=path.via, kind=path_kind(path),
+                        via=path.via, kind=path_kind(path, peer.mapped_hints),
                         active=path.alive(now, window(peer, now)),
                         preferred=path is peer.preferred, rtt=path.rtt,
                         last_sent=wall(path.last_sent),

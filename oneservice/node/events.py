@@ -41,7 +41,7 @@ class PathView:
     endpoint: Endpoint | None  # None: a relay path
     socket_id: int | None
     via: str | None  # the root a relay path goes through
-    kind: str  # node/paths.py: direct, lan or relayed
+    kind: str  # node/paths.py: direct, lan, port-mapped or relayed
     active: bool
     preferred: bool
     rtt: float | None  # seconds

@@ -42,6 +42,7 @@ class PathKeeper:
         # with where our roots see us on each socket (our public endpoint behind a NAT).
         self.own_endpoints: tuple[str, ...] = ()
         self.public: dict[int, str] = {}  # binder socket id -> "ip/port" as a root sees it
+        self.mapped: dict[int, str] = {}  # binder socket id -> "ip/port" a router maps to it
         self.public_changes = 0
         # Handovers: a peer's traffic moved from one working path to another, and how long
         # the old one had been silent then (GET /metrics).
@@ -59,6 +60,7 @@ class PathKeeper:
     def socket_down(self, socket_id: int, now: float) -> None:
         """The socket's interface is gone: its paths die now, traffic moves at once."""
         self.public.pop(socket_id, None)
+        self.mapped.pop(socket_id, None)
         for peer in self.node.registry.peers.values():
             gone = [k for k, p in peer.paths.items()
                     if isinstance(p, DirectPath) and p.socket_id == socket_id]  # fmt: skip
@@ -117,9 +119,22 @@ class PathKeeper:
         self.tell_everyone(now)
         self.socket_readdressed(socket_id, now)
 
+    def set_port_mapping(self, socket_id: int, endpoint: str | None, now: float) -> None:
+        if endpoint is None:
+            self.mapped.pop(socket_id, None)
+        elif socket_id in self.uplinks.families:
+            try:
+                parse_endpoint(endpoint, "endpoint")
+            except NetworkConfigError:
+                return
+            self.mapped[socket_id] = endpoint
+        self.tell_everyone(now)
+
     def advertised(self) -> tuple[str, ...]:
-        """What members are told of us: our own addresses, then where roots see us."""
-        found = dict.fromkeys([*self.own_endpoints, *sorted(self.public.values())])
+        """What members are told of us: our own addresses, where our routers map a port to
+        us, then where roots see us."""
+        found = dict.fromkeys([*self.own_endpoints, *sorted(self.mapped.values()),
+                               *sorted(self.public.values())])  # fmt: skip
         return tuple(found)[:MAX_ADVERTISED_ENDPOINTS]
 
     def tell_everyone(self, now: float) -> None:
@@ -163,7 +178,8 @@ class PathKeeper:
                 or peer.told_local == advertised):  # fmt: skip
             return
         peer.told_local = advertised
-        self.node.tx.send_message(peer, LocalEndpoints(advertised), now)
+        mapped = tuple(e for e in advertised if e in self.mapped.values())
+        self.node.tx.send_message(peer, LocalEndpoints(advertised, mapped), now)
 
     def receive_local_endpoints(self, peer: Peer, message: LocalEndpoints, now: float) -> None:
         """A member's own addresses: candidates to probe now (the same LAN goes direct)."""
@@ -177,6 +193,8 @@ class PathKeeper:
             self.node.packet_drops["local_endpoints_invalid"] += 1
             return
         self.tell_local_endpoints(peer, now)  # (it may have met us before it knew our network)
+        listed = message.endpoints[:MAX_ADVERTISED_ENDPOINTS]  # (each one parsed above)
+        peer.mapped_hints = {parse_endpoint(e, "endpoint") for e in message.mapped if e in listed}
         if told == peer.local_hints:
             return
         # Each new endpoint is probed: a member may not make us probe address after address.

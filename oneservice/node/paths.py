@@ -168,14 +168,18 @@ def choose_path(
 KIND_DIRECT = "direct"  # to the peer's public (or routed) address
 KIND_LAN = "lan"  # to a private, unique-local or link-local address: the same site
 KIND_RELAYED = "relayed"  # through a root
+KIND_PORT_MAPPED = "port-mapped"  # to where the peer's router maps a port to it (portmap/)
 _LAN_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
     "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "fc00::/7", "fe80::/10",
 ))  # fmt: skip
 
 
-def path_kind(path: Path) -> str:
+def path_kind(path: Path, mapped: Iterable[Endpoint] = ()) -> str:
+    """``mapped``: the peer's endpoints that its routers map to it."""
     if not isinstance(path, DirectPath):
         return KIND_RELAYED
+    if path.endpoint in mapped:
+        return KIND_PORT_MAPPED
     try:
         ip = ipaddress.ip_address(path.endpoint[0].split("%")[0])
     except ValueError:

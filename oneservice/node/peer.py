@@ -33,6 +33,9 @@ class Peer:
         self.datagrams_sent = self.bytes_sent = 0
         self.datagrams_received = self.bytes_received = 0
         self.told_local: tuple[str, ...] = ()  # ours, as we last told it
+        # Which of its endpoints a router of its maps to it (LocalEndpoints.mapped): a path
+        # there is "port-mapped".
+        self.mapped_hints: set[Endpoint] = set()
         self.paths: dict[PathKey, Path] = {}  # by Path.key
         self.preferred: Path | None = None
         self.current: Session | None = None  # what we send on

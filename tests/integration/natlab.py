@@ -4,10 +4,12 @@
                    nat1 (LAN 10.0.1.1, WAN 198.51.100.10) --+
     m3 10.0.1.11 --+   (m3: only when asked for)            inet -- ctrl 192.0.2.10
     m2 10.0.2.10 -- nat2 (LAN 10.0.2.1, WAN 203.0.113.10) --+       (root, controller)
+                     (or WAN 192.0.3.10 running miniupnpd: port_mapping)
 
 Each NAT router masquerades its LAN behind its WAN address (conntrack: one mapping per
 inside address and port, kept for every destination, as home routers do) and drops anything
-unsolicited from the WAN, as OpenWrt's default firewall does. A router can be readdressed as a
+unsolicited from the WAN, as OpenWrt's default firewall does (port forwards, which a router's
+port mapping makes, pass). A router can be readdressed as a
 PPPoE redial does it: a new public address, the old one's conntrack entries gone. The private
 LANs are not routed on the internet side.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import itertools
 import subprocess
 import time
+from pathlib import Path
 
 from oneservice.identity import Identity
 from tests.integration.nodes import NodeLab, write_home, write_local_conf
@@ -33,6 +36,7 @@ table inet wan_filter {{
   chain forward {{
     type filter hook forward priority 0; policy drop;
     ct state established,related accept
+    ct status dnat accept
     iifname "lan" accept
   }}
   chain input {{
@@ -42,15 +46,62 @@ table inet wan_filter {{
 }}
 """
 M2_VIRTUAL = "10.147.17.1"
+# miniupnpd maps nothing on a WAN address of a reserved block (documentation ones included),
+# so a router that maps has this one: it exists only inside the lab (the egress guards admit
+# it, tests/testbed.py), nothing here routes it anywhere else.
+MAPPING_WAN = "192.0.3"
+# The tables and chains miniupnpd's nftables backend writes its mappings into; and the
+# router's SSDP announcements (multicast) kept in the router, before its egress guard: nodes
+# ask their gateway itself.
+MINIUPNPD_TABLES = """
+table inet filter {
+  chain output {
+    type filter hook output priority -350; policy accept;
+    ip daddr 239.255.255.250 udp dport 1900 drop
+  }
+  chain miniupnpd {
+  }
+  chain prerouting_miniupnpd {
+  }
+  chain postrouting_miniupnpd {
+  }
+  chain forward {
+    type filter hook forward priority 0; policy accept;
+    jump miniupnpd
+  }
+  chain prerouting {
+    type nat hook prerouting priority -100; policy accept;
+    jump prerouting_miniupnpd
+  }
+  chain postrouting {
+    type nat hook postrouting priority 100; policy accept;
+    jump postrouting_miniupnpd
+  }
+}
+"""
+MINIUPNPD_CONF = """ext_ifname=wan
+listening_ip=lan
+port=0
+enable_natpmp={natpmp}
+enable_upnp=yes
+secure_mode=yes
+system_uptime=yes
+uuid=3e7a5c8e-1d4b-4f7e-9c1a-0123456789ab
+allow 1024-65535 10.0.2.0/24 1024-65535
+deny 0-65535 0.0.0.0/0 0-65535
+"""
 FLUSH_CONNTRACK = "from pyroute2 import Conntrack; Conntrack().flush()"
 
 
 class NatLab(NodeLab):
     def __init__(self, bed: Testbed, tmp_path, hard: tuple[str, ...] = (),
-                 with_m3: bool = False, exit_node: bool = False) -> None:  # fmt: skip
+                 with_m3: bool = False, exit_node: bool = False,
+                 port_mapping: str = "", settings: dict | None = None) -> None:  # fmt: skip
         """``hard``: the routers that map each destination to a new port (random,
         fully-random), as carrier-grade NATs do; ``with_m3``: a second member on nat1's LAN;
-        ``exit_node``: m2 forwards for the network (allowExitNode)."""
+        ``exit_node``: m2 forwards for the network (allowExitNode); ``port_mapping``: nat2
+        runs Debian's miniupnpd, answering "pcp" (PCP and NAT-PMP, and UPnP) or "upnp" only;
+        ``settings``: more local.conf settings per member."""
         super().__init__()
         self.bed = bed
         self.inet = bed.host("inet", forwarding=True)
@@ -61,7 +112,8 @@ class NatLab(NodeLab):
         ctrl = self.hosts["ctrl"] = bed.host("ctrl")
         bed.link(ctrl, "eth0", self.inet, "i-ctrl", ["192.0.2.10/24"], ["192.0.2.1/24"])
         ctrl.ip("route", "add", "default", "via", "192.0.2.1")
-        for n, (router, public) in enumerate((("nat1", "198.51.100"), ("nat2", "203.0.113")), 1):
+        nat2_public = MAPPING_WAN if port_mapping else "203.0.113"
+        for n, (router, public) in enumerate((("nat1", "198.51.100"), ("nat2", nat2_public)), 1):
             nat = self.routers[router] = bed.host(router, forwarding=True)
             bed.link(nat, "wan", self.inet, f"i-{router}", [f"{public}.10/24"], [f"{public}.1/24"])
             nat.ip("route", "add", "default", "via", f"{public}.1")
@@ -79,13 +131,17 @@ class NatLab(NodeLab):
                 member.ip("route", "add", "default", "via", f"10.0.{n}.1")
             options = " random,fully-random" if router in hard else ""
             nat.run("nft", "-f", "-", input=ROUTER_RULES.format(options=options))
+        if port_mapping:
+            self.miniupnpd = start_miniupnpd(self.routers["nat2"], tmp_path,
+                                             natpmp=port_mapping == "pcp")  # fmt: skip
         for name in ("ctrl", *self.members):
             home = self.homes[name] = write_home(tmp_path / name, self.identities[name], [])
             if name == "ctrl":
                 write_local_conf(home, {"settings": {"relay": True}})
             else:
                 write_local_conf(home, {
-                    "settings": {"allowExitNode": exit_node and name == "m2"},
+                    "settings": {"allowExitNode": exit_node and name == "m2",
+                                 **(settings or {}).get(name, {})},
                     "roots": [{"identity": self.identities["ctrl"].public_text(),
                                "endpoints": ["192.0.2.10/9993"]}],
                 })  # fmt: skip
@@ -145,6 +201,20 @@ class NatLab(NodeLab):
 
         wait_until(direct, timeout, interval=0.1, what="m1 and m2 direct")
         return time.monotonic() - started
+
+
+def start_miniupnpd(router: Host, tmp_path, natpmp: bool) -> Path:
+    """Debian's miniupnpd on ``router``, in the foreground (the testbed ends it by its PID),
+    once it listens; its log is the returned file."""
+    router.run("nft", "-f", "-", input=MINIUPNPD_TABLES)
+    conf, log = tmp_path / "miniupnpd.conf", tmp_path / "miniupnpd.log"
+    conf.write_text(MINIUPNPD_CONF.format(natpmp="yes" if natpmp else "no"))
+    with open(log, "w") as stream:
+        router.spawn("miniupnpd", "-d", "-f", str(conf), "-P", str(tmp_path / "miniupnpd.pid"),
+                     stdout=stream, stderr=subprocess.STDOUT)  # fmt: skip
+    wait_until(lambda: "HTTP listening on port" in log.read_text(), timeout=10,
+               what="miniupnpd listening")
+    return log
 
 
 class Pinger:

@@ -24,6 +24,9 @@ def test_a_path_is_lan_direct_or_relayed_by_its_endpoint():
     assert path_kind(DirectPath(1, ("2001:db8::1", 9993))) == "direct"
     assert path_kind(DirectPath(1, ("100.64.0.1", 9993))) == "direct"  # carrier NAT: not a LAN
     assert path_kind(RelayPath("3f00000001", "a1b2c3d4e5")) == "relayed"
+    mapped = {("192.0.3.10", 41000)}
+    assert path_kind(DirectPath(1, ("192.0.3.10", 41000)), mapped) == "port-mapped"
+    assert path_kind(DirectPath(1, ("192.0.3.10", 9993)), mapped) == "direct"
 
 
 def test_a_relayed_pair_is_introduced_at_once_then_with_backoff_and_again_after_a_quiet_spell():
@@ -70,3 +73,23 @@ def test_members_tell_each_other_their_own_addresses_and_strangers_may_not():
     assert refused == told_before + 1
     assert not any(p.endpoint == ("10.66.0.1", 9993) for p in b.peers[identity(3).address]
                    .paths.values() if isinstance(p, DirectPath))  # fmt: skip
+
+
+def test_a_port_mapping_is_told_to_members_who_call_a_path_there_port_mapped():
+    from tests.unit.corenet import identity, two_nodes
+
+    sim = two_nodes()
+    a, b = sim.nodes["a"], sim.nodes["b"]
+    a.set_port_mapping(1, "192.0.3.10/41000", sim.now)
+    a.set_port_mapping(7, "192.0.3.10/41001", sim.now)  # no such socket: ignored
+    sim.run(0.5)
+    seen = b.peers[identity(1).address]
+    assert seen.mapped_hints == {("192.0.3.10", 41000)}
+    assert ("192.0.3.10", 41000) in seen.local_hints, "a candidate, probed at once"
+    [view] = [v for v in b.peer_views(sim.now) if v.address == identity(1).address]
+    kinds = {p.endpoint: p.kind for p in view.paths if p.endpoint}
+    assert kinds[("192.0.3.10", 41000)] == "port-mapped"
+    a.set_port_mapping(1, None, sim.now)  # the router let it go
+    sim.run(0.5)
+    assert seen.mapped_hints == set() and ("192.0.3.10", 41000) not in seen.local_hints
+
