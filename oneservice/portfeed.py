@@ -1,5 +1,7 @@
 """What the port mapper is told, and where its mappings go: the IPv4 uplinks with a default
-gateway, read from the binder, and each mapping told to the core (which tells members of our
+gateway on which a root sees us behind a NAT (at an address not our own: only there can a
+router's mapping help, and nothing is asked of a router that does not translate), read from
+the binder and the core; each mapping is told to the core (which tells members of our
 networks, so that they can reach us through a NAT that maps per destination)."""
 
 from __future__ import annotations
@@ -30,12 +32,14 @@ class PortMapFeed:
         self.mapper.set_enabled(enabled, self._uplinks())
 
     def _uplinks(self) -> list[Uplink]:
-        """Each IPv4 socket whose interface has a default route through an IPv4 gateway."""
+        """Each IPv4 socket behind a NAT whose interface has a default route through an IPv4
+        gateway."""
         interfaces = {i.index: i for i in self._binder.uplinks}
         found = []
         for local in self._binder.sockets():
             interface = interfaces.get(local.index)
-            if local.family != socket.AF_INET or interface is None:
+            if (local.family != socket.AF_INET or interface is None
+                    or not self._core.behind_nat(local.id)):  # fmt: skip
                 continue
             addresses = [a.address for a in interface.addresses if a.family == socket.AF_INET]
             if interface.default_gateway and addresses:

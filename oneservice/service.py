@@ -41,7 +41,7 @@ from .monitor.changes import Change, others_routing_changed, own_routing_removed
 from .network.config import parse_endpoint
 from .network.registry import NetworkRegistry
 from .node.core import ControlReceived, NodeCore, PathChanged, PeerConnected
-from .node.events import NodeEvent, PeerView
+from .node.events import NodeEvent, PeerView, SeenFromOutside
 from .notify import notify
 from .portfeed import PortMapFeed
 from .pump import CorePump
@@ -431,6 +431,8 @@ class Service:
             if peer is not None:
                 self.control.receive(event.address, event.message, peer.identity,
                                      self.loop.time(), time.time())  # fmt: skip
+        elif isinstance(event, SeenFromOutside):
+            self.port_map.uplinks_changed()  # (behind a NAT or not: ask its router or not)
         elif isinstance(event, PeerConnected):
             log.info("peer %s: session established", event.address)
             self.routes.ask()

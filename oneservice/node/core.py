@@ -192,6 +192,10 @@ class NodeCore:
     def set_own_addresses(self, addresses: Iterable[str], now: float, port: int = 0) -> None:
         self._paths.set_own_addresses(addresses, now, port)
 
+    def behind_nat(self, socket_id: int) -> bool:
+        """Whether a root sees us over this socket at an address that is not our own."""
+        return self._paths.behind_nat(socket_id)
+
     def set_port_mapping(self, socket_id: int, endpoint: str | None, now: float) -> None:
         """Where a router maps a port to this socket ("ip/port"; None: no longer): told to
         members, who can then reach us through NATs that map per destination."""

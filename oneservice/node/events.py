@@ -33,7 +33,16 @@ class PathChanged:
     via: str | None = None
 
 
-NodeEvent = PeerConnected | PathChanged | ControlReceived
+@dataclass(frozen=True)
+class SeenFromOutside:
+    """Where a root sees us over a socket changed (``behind_nat``: at an address that is
+    not our own): whether to ask the router for a port mapping (portfeed.py)."""
+
+    socket_id: int
+    behind_nat: bool
+
+
+NodeEvent = PeerConnected | PathChanged | ControlReceived | SeenFromOutside
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from ..messages import LocalEndpoints, Ping, Pong, encode
 from ..network.config import NetworkConfigError, parse_endpoint
 from . import wire
 from .context import NodeContext
+from .events import SeenFromOutside
 from .lifecycle import Event
 from .paths import DirectPath, Endpoint, Path, RelayPath, choose_path, endpoint_of
 from .peer import Peer, path_changed, probe_interval, window
@@ -111,6 +112,8 @@ class PathKeeper:
             return
         before = self.public.get(socket_id)
         self.public[socket_id] = seen
+        if before != seen:
+            self.node.events.append(SeenFromOutside(socket_id, self.behind_nat(socket_id)))
         if before is None or before == seen:
             if before is None:
                 self.tell_everyone(now)
@@ -118,6 +121,14 @@ class PathKeeper:
         self.public_changes += 1
         self.tell_everyone(now)
         self.socket_readdressed(socket_id, now)
+
+    def behind_nat(self, socket_id: int) -> bool:
+        """Whether a root sees us over this socket at an address that is not our own."""
+        seen = self.public.get(socket_id)
+        if seen is None:
+            return False
+        ip = ipaddress.ip_address(seen.rpartition("/")[0].split("%")[0])
+        return ip.compressed not in self.own_ips
 
     def set_port_mapping(self, socket_id: int, endpoint: str | None, now: float) -> None:
         if endpoint is None:

@@ -93,3 +93,22 @@ def test_a_port_mapping_is_told_to_members_who_call_a_path_there_port_mapped():
     sim.run(0.5)
     assert seen.mapped_hints == set() and ("192.0.3.10", 41000) not in seen.local_hints
 
+
+
+def test_a_socket_is_behind_a_nat_when_a_root_sees_it_at_an_address_not_its_own():
+    from oneservice.node.events import SeenFromOutside
+    from tests.unit.corenet import two_nodes
+
+    sim = two_nodes()
+    a = sim.nodes["a"]
+    a.set_own_addresses(["10.0.2.10"], sim.now, 9993)
+    while a.next_event() is not None:
+        pass
+    paths = a.parts.paths
+    paths.seen_by_root(1, "10.0.2.10/9993", sim.now)  # a root on our own network
+    assert a.next_event() == SeenFromOutside(1, False) and not a.behind_nat(1)
+    paths.seen_by_root(1, "10.0.2.10/9993", sim.now)
+    assert a.next_event() is None, "said once per change"
+    paths.seen_by_root(1, "192.0.3.10/41000", sim.now)  # through a NAT
+    assert a.next_event() == SeenFromOutside(1, True) and a.behind_nat(1)
+    assert not a.behind_nat(2), "a socket no root has seen: nothing known"
