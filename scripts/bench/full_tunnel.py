@@ -5,7 +5,7 @@ node that forwards and masquerades it, beside Debian's wireguard-go set up as th
 
     python3 scripts/bench/full_tunnel.py [--rounds 3] [--seconds 10] [--only oneservice]
 
-    client 192.0.2.1 --- 192.0.2.2 exit 198.51.100.1 --- 198.51.100.10 server (iperf3)
+    client 192.0.2.1 --- 192.0.2.2 exit 203.0.113.2 --- router --- 198.51.100.10 server (iperf3)
 
 oneservice: a network of the two (a file in networks.d on each) whose default route goes via
 the exit (10.147.17.2); the client has allowDefault, the exit allowExitNode (it turns on
@@ -38,17 +38,22 @@ from oneservice.identity import Identity
 from tests.integration.nodes import NETWORK_ID, Node, member, write_home, write_local_conf
 from tests.testbed import Host, Testbed, missing_requirements, wait_until
 
-CLIENT, EXIT, EXIT_UPLINK, SERVER = "192.0.2.1", "192.0.2.2", "198.51.100.1", "198.51.100.10"
+CLIENT, EXIT, EXIT_UPLINK, SERVER = "192.0.2.1", "192.0.2.2", "203.0.113.2", "198.51.100.10"
 VPNS = ("oneservice", "wireguard-go")
 
 
 def lab(bed: Testbed) -> tuple[Host, Host]:
-    client, exit_, server = bed.host("client"), bed.host("exit", forwarding=True), bed.host(
-        "server")
+    """The server is beyond a router, as the internet is beyond an exit node's own LAN
+    (which an exit does not serve unless allowExitNodeLan says so)."""
+    client, exit_, router, server = (bed.host(n, forwarding=n == "router")
+                                     for n in ("client", "exit", "router", "server"))
     bed.link(client, "eth0", exit_, "eth0", [f"{CLIENT}/24"], [f"{EXIT}/24"])
-    bed.link(exit_, "uplink", server, "eth0", [f"{EXIT_UPLINK}/24"], [f"{SERVER}/24"])
-    # The server knows no route back to the client's underlay: only what the exit
-    # masquerades can be answered (traffic that skipped the tunnel gets nowhere).
+    bed.link(exit_, "uplink", router, "r-exit", [f"{EXIT_UPLINK}/24"], ["203.0.113.1/24"])
+    bed.link(router, "r-server", server, "eth0", ["198.51.100.1/24"], [f"{SERVER}/24"])
+    exit_.ip("route", "add", "default", "via", "203.0.113.1")
+    server.ip("route", "add", "default", "via", "198.51.100.1")
+    # Nothing routes back to the client's underlay: only what the exit masquerades can be
+    # answered (traffic that skipped the tunnel gets nowhere).
     client.ip("route", "add", "default", "via", EXIT)
     server.spawn("iperf3", "-s", stdout=subprocess.DEVNULL)
     return client, exit_
@@ -102,10 +107,11 @@ def wireguard_go(client: Host, exit_: Host, work: Path) -> list[int]:
             host.ip("route", "add", "0.0.0.0/0", "dev", device, "table", "51820")
             host.ip("rule", "add", "not", "fwmark", "51820", "table", "51820")
             host.ip("rule", "add", "table", "main", "suppress_prefixlength", "0")
-        else:  # wg-quick's PostUp of an exit: forward and masquerade
+        else:  # an exit as wg-quick's PostUp lines make one: forward and masquerade
+            host.run("sysctl", "-qw", "net.ipv4.ip_forward=1")
             host.run("nft", "-f", "-", input=(
-                "table ip wgexit { chain post { type nat hook postrouting priority 100; "
-                'oifname "uplink" masquerade; } }'))
+                "table ip wgexit {\n chain post {\n  type nat hook postrouting priority 100;\n"
+                '  oifname "uplink" masquerade\n }\n}\n'))
     return pids
 
 
