@@ -160,11 +160,14 @@ class PathKeeper:
             self.reselect(peer, now)
 
     def own(self, endpoint: Endpoint) -> bool:
+        """This host in any spelling (loopback, unspecified, our addresses), or no one host
+        (multicast): never a peer's endpoint, whoever names it."""
         try:
-            ip = ipaddress.ip_address(endpoint[0])
+            ip = ipaddress.ip_address(endpoint[0].split("%")[0])
         except ValueError:
             return False
-        return ip.is_loopback or ip.compressed in self.own_ips
+        return (ip.is_loopback or ip.is_unspecified or ip.is_multicast
+                or ip.compressed in self.own_ips)  # fmt: skip
 
     def routes_changed(self, now: float) -> None:
         """Routes moved: a path may now fail one way only (our packets go to a dead gateway

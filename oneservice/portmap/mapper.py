@@ -235,7 +235,7 @@ def _upnp(uplink: Uplink):
 def _upnp_map(uplink: Uplink, port: int, nonce: bytes) -> Mapped:
     client = _upnp(uplink)
     try:
-        external_ip = client.externalipaddress()
+        external_ip = protocols.checked_external(str(client.externalipaddress()))
         for external_port in (port, *random.sample(range(20000, 60000), 3)):
             if client.addportmapping(external_port, "UDP", uplink.address, port,
                                      UPNP_DESCRIPTION, "", LIFETIME_S):  # fmt: skip

@@ -35,6 +35,14 @@ class Mapped:
     lifetime: int  # seconds
 
 
+def checked_external(address: str) -> str:
+    """The external address a router gave, if one a peer could send to."""
+    ip = ipaddress.ip_address(address)
+    if ip.is_unspecified or ip.is_loopback or ip.is_multicast or ip.is_link_local:
+        raise PortMapError(f"the router gave {address} as our external address")
+    return str(ip)
+
+
 def _v4_mapped(address: str) -> bytes:
     return ipaddress.IPv6Address(f"::ffff:{address}").packed
 
@@ -66,7 +74,7 @@ def parse_pcp_map_response(data: bytes, nonce: bytes, internal_port: int) -> Map
     address = ipaddress.IPv6Address(external).ipv4_mapped
     if address is None or not external_port or not lifetime:
         raise PortMapError("PCP: no IPv4 address, port or lifetime in the answer")
-    return Mapped(str(address), external_port, lifetime)
+    return Mapped(checked_external(str(address)), external_port, lifetime)
 
 
 def natpmp_address_request() -> bytes:
@@ -75,7 +83,7 @@ def natpmp_address_request() -> bytes:
 
 def parse_natpmp_address(data: bytes) -> str:
     _natpmp_head(data, 12, NATPMP_ADDRESS)
-    return str(ipaddress.IPv4Address(data[8:12]))
+    return checked_external(str(ipaddress.IPv4Address(data[8:12])))
 
 
 def natpmp_map_request(internal_port: int, lifetime: int, suggested_port: int = 0) -> bytes:

@@ -112,3 +112,19 @@ def test_a_socket_is_behind_a_nat_when_a_root_sees_it_at_an_address_not_its_own(
     paths.seen_by_root(1, "192.0.3.10/41000", sim.now)  # through a NAT
     assert a.next_event() == SeenFromOutside(1, True) and a.behind_nat(1)
     assert not a.behind_nat(2), "a socket no root has seen: nothing known"
+
+
+def test_a_member_cannot_make_us_send_to_this_host_or_to_a_group():
+    from oneservice.messages import LocalEndpoints
+    from tests.unit.corenet import identity, two_nodes
+
+    sim = two_nodes()
+    a, b = sim.nodes["a"], sim.nodes["b"]
+    sim.run(0.5)
+    told = ("0.0.0.0/22", "224.0.0.251/5353", "198.51.100.7/9993")
+    a.send_control(identity(2).address, LocalEndpoints(told, ("0.0.0.0/22",)), sim.now)
+    sim.run(0.5)
+    endpoints = {p.endpoint for p in b.peers[identity(1).address].paths.values()
+                 if isinstance(p, DirectPath)}  # fmt: skip
+    assert ("198.51.100.7", 9993) in endpoints
+    assert not endpoints & {("0.0.0.0", 22), ("224.0.0.251", 5353)}

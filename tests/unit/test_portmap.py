@@ -208,3 +208,12 @@ def test_each_uplink_keeps_one_mapping_renewed_at_half_its_life_and_deleted_when
         assert told == [] and mapper.deadline() == float("inf"), "off: nothing is asked"
 
     asyncio.run(scenario())
+
+
+def test_an_external_address_no_peer_could_send_to_is_no_mapping():
+    answer = pcp_answer(address="127.0.0.1")
+    with pytest.raises(PortMapError, match="external address"):
+        protocols.parse_pcp_map_response(answer, NONCE, 9993)
+    for bad in ([0, 0, 0, 0], [224, 0, 0, 1], [169, 254, 1, 1]):
+        with pytest.raises(PortMapError, match="external address"):
+            protocols.parse_natpmp_address(struct.pack("!BBHI4s", 0, 128, 0, 5, bytes(bad)))
