@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from . import __version__, native
-from .controller.controller import Controller, ControllerError
-from .controller.errors import StoreError
+from .controller.calls import create_or_update, delete_network, on_controller
+from .controller.errors import ControllerError, StoreError
 from .files import WriteFailed, write_atomically
 from .httpserver import HttpError, HttpServer, Request, Router, Text
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -501,7 +501,7 @@ class Routes:
     async def controller_networks(self, request: Request) -> list:
         if not self.service.controller.opened:
             return []
-        return await self.service.controller_call(Controller.networks)
+        return await self.service.controller_call(on_controller("networks"))
 
     async def _existing(self, function: Callable[..., T], network_id: str, *args: Any) -> T:
         """``function(controller, network_id, *args)`` on the controller's thread. Reads never
@@ -513,17 +513,17 @@ class Routes:
         return await self.service.controller_call(function, network_id, *args)
 
     async def controller_network(self, request: Request) -> dict:
-        return await self._existing(Controller.network, _network_id(request))
+        return await self._existing(on_controller("network"), _network_id(request))
 
     async def controller_network_post(self, request: Request) -> dict:
         """Create (also as <controller address>______ for a random id) or update."""
         raw_id = request.params["nwid"]
         body = _body(request)
         if raw_id == self.service.identity.address + "______":
-            return await self.service.controller_call(Controller.create_network, None, body,
+            return await self.service.controller_call(on_controller("create_network"), None, body,
                                                       create=True)  # fmt: skip
         network_id = _network_id(request)
-        created, result = await self.service.controller_call(_create_or_update, network_id,
+        created, result = await self.service.controller_call(create_or_update, network_id,
                                                              body, create=True)  # fmt: skip
         if not created:
             self.service.push_config(network_id)
@@ -532,22 +532,22 @@ class Routes:
     async def controller_network_delete(self, request: Request) -> dict:
         """ZeroTier's answer: the deleted network."""
         network_id = _network_id(request)
-        deleted, members = await self._existing(_delete_network, network_id, time.time())
+        deleted, members = await self._existing(delete_network, network_id, time.time())
         self.service.push_config(network_id, also=members)
         return deleted
 
     async def controller_members(self, request: Request) -> dict:
         """ZeroTier's shape: {"<member address>": <member revision>}."""
-        return await self._existing(Controller.member_revisions, _network_id(request))
+        return await self._existing(on_controller("member_revisions"), _network_id(request))
 
     async def controller_member(self, request: Request) -> dict:
-        return await self._existing(Controller.member, _network_id(request),
+        return await self._existing(on_controller("member"), _network_id(request),
                                     request.params["address"])  # fmt: skip
 
     async def controller_member_post(self, request: Request) -> dict:
         network_id = _network_id(request)
         body = _body(request)
-        result = await self._existing(Controller.update_member, network_id,
+        result = await self._existing(on_controller("update_member"), network_id,
                                       request.params["address"], body)  # fmt: skip
         self.service.push_config(network_id)
         return result
@@ -556,23 +556,9 @@ class Routes:
         """ZeroTier's answer: the deleted member."""
         network_id = _network_id(request)
         address = request.params["address"]
-        deleted = await self._existing(Controller.delete_member, network_id, address)
+        deleted = await self._existing(on_controller("delete_member"), network_id, address)
         self.service.push_config(network_id, also=[address])
         return deleted
-
-
-def _create_or_update(controller: Controller, network_id: str, body: Any) -> tuple[bool, dict]:
-    """On the controller's thread, so that no other request comes between the two."""
-    if network_id not in controller.networks():
-        return True, controller.create_network(network_id, body)
-    return False, controller.update_network(network_id, body)
-
-
-def _delete_network(controller: Controller, network_id: str,
-                    now: float) -> tuple[dict, list[str]]:  # fmt: skip
-    """The network as it was, and the members online before it went (they are told)."""
-    members = controller.online_members(network_id, now)
-    return controller.delete_network(network_id), members
 
 
 def _whole_ms(seconds: float | None) -> int:

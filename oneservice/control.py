@@ -16,12 +16,15 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from .controller.controller import Controller
 from .identity import Identity
 from .messages import ConfigAnswer, ConfigDelta, ConfigRequest
 from .network.membership import Memberships, Verdict
 from .network.signed import STATUS_NOT_FOUND, controller_address
+
+if TYPE_CHECKING:
+    from .controller.controller import Controller
 
 ControlMessage = ConfigRequest | ConfigAnswer | ConfigDelta
 # A member the core may not know yet, with the endpoints the controller has for it.

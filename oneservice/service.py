@@ -30,7 +30,8 @@ from .binder.binder import (
 )
 from .binder.interfaces import BindPolicy
 from .control import ControllerReply, ControlPlane, answer_question, pushes
-from .controller.controller import CONTROLLER_DB_FILE, open_controller
+from .controller import CONTROLLER_DB_FILE
+from .controller.calls import open_controller
 from .controller.errors import StoreError
 from .controller.thread import ControllerThread
 from .guard import Failures, guarded

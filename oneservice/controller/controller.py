@@ -39,6 +39,8 @@ from ..network.signed import (
     sign_config,
     sign_delta,
 )
+from . import CONTROLLER_DB_FILE
+from .errors import ControllerError
 from .mirror import ConfigEntries, MemberMirror, usable_endpoint
 
 log = logging.getLogger(__name__)
@@ -75,7 +77,6 @@ READ_ONLY_MEMBER_FIELDS = {
 
 
 # The controller's SQLite database in the home, unless local.conf names a PostgreSQL server.
-CONTROLLER_DB_FILE = "controller.db"
 
 
 def open_controller(home: Path, database: str, identity: Identity,
@@ -95,13 +96,6 @@ def open_controller(home: Path, database: str, identity: Identity,
         store = SQLiteStore(home / CONTROLLER_DB_FILE)
     return Controller(identity, store)
 
-
-class ControllerError(Exception):
-    """A request to the controller is wrong; ``status`` is the HTTP status to answer with."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class Controller:

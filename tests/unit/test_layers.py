@@ -142,3 +142,18 @@ def test_the_wiring_writes_no_other_objects_fields():
                 if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Attribute):
                     found.append(f"{name}:{node.lineno} {ast.unparse(target)}")
     assert not found, found
+
+
+def test_a_member_node_loads_no_controller_and_no_database_module():
+    """The node's start-up path imports neither the controller nor SQLite nor psycopg: only a
+    controller needs them (issue 29, item 3: import only what the configuration uses)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, oneservice.__main__, oneservice.service, oneservice.api; "
+            "print(sorted(m for m in sys.modules if m.startswith(('oneservice.controller.control"
+            "ler', 'oneservice.controller.store', 'oneservice.controller.postgres', 'sqlite3', "
+            "'_sqlite3', 'psycopg'))))")  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)  # fmt: skip
+    assert result.stdout.strip() == "[]", result.stdout
