@@ -131,7 +131,7 @@ class PortMapper:
         try:
             protocol, mapped = await asyncio.to_thread(map_port, state.uplink, port,
                                                        state.nonce, state.protocol)  # fmt: skip
-        except PortMapError as exc:
+        except Exception as exc:  # (a router's answer or the OS: a failure to retry, never a crash)
             if self._states.get(state.uplink) is not state:
                 return
             state.failures += 1
@@ -147,9 +147,9 @@ class PortMapper:
                 await asyncio.to_thread(unmap_port, state.uplink, port, state.nonce, protocol,
                                         mapped)  # fmt: skip
                 return
-            changed = mapped != state.mapping and (
-                state.mapping is None or (mapped.external_ip, mapped.external_port)
-                != (state.mapping.external_ip, state.mapping.external_port))  # fmt: skip
+            before = state.mapping
+            changed = before is None or (before.external_ip, before.external_port) != (
+                mapped.external_ip, mapped.external_port)
             state.mapping, state.protocol, state.failures, state.error = mapped, protocol, 0, ""
             state.due = self._clock() + max(30.0, mapped.lifetime * RENEW_FRACTION)
             if changed:

@@ -217,3 +217,20 @@ def test_an_external_address_no_peer_could_send_to_is_no_mapping():
     for bad in ([0, 0, 0, 0], [224, 0, 0, 1], [169, 254, 1, 1]):
         with pytest.raises(PortMapError, match="external address"):
             protocols.parse_natpmp_address(struct.pack("!BBHI4s", 0, 128, 0, 5, bytes(bad)))
+
+
+def test_an_unexpected_error_in_an_exchange_is_a_failure_retried_later(monkeypatch):
+    def broken(uplink, port, nonce, first=""):
+        raise ValueError("a router's answer nobody foresaw")
+
+    monkeypatch.setattr(mapper_module, "map_port", broken)
+    clock = [100.0]
+
+    async def scenario():
+        mapper = PortMapper(lambda: 9993, lambda s, e: None, lambda: clock[0])
+        mapper.update([Uplink(1, "wifi", "10.0.1.10", "10.0.1.1")])
+        await asyncio.sleep(0.05)
+        assert mapper.deadline() == 100.0 + mapper_module.RETRY_S[0]
+        assert "nobody foresaw" in mapper.status()[0]["error"]
+
+    asyncio.run(scenario())
