@@ -15,11 +15,18 @@ class UplinkTable:
         # Socket id -> rank (lower first): the user's metric for the interface, else its
         # default route's metric.
         self.ranks: dict[int, int] = {}
+        self.rank_changes = 0  # counts changes of the ranks (a reader acts only on news)
 
     def opened(self, socket_id: int, family: int, rank: int = 0) -> None:
         self.families[socket_id] = family
-        self.ranks[socket_id] = rank
+        self.rank(socket_id, rank)
+
+    def rank(self, socket_id: int, rank: int) -> None:
+        if self.ranks.get(socket_id) != rank:
+            self.ranks[socket_id] = rank
+            self.rank_changes += 1
 
     def closed(self, socket_id: int) -> None:
         self.families.pop(socket_id, None)
-        self.ranks.pop(socket_id, None)
+        if self.ranks.pop(socket_id, None) is not None:
+            self.rank_changes += 1

@@ -348,7 +348,7 @@ class Binder:
 
     def _rank_all(self) -> None:
         for bound in self._bound.values():
-            self.table.ranks[bound.local.id] = self._rank(bound.local)
+            self.table.rank(bound.local.id, self._rank(bound.local))
 
     def log_table(self) -> None:
         """The port, the bound sockets and the skipped interfaces with why, once at start."""

@@ -36,6 +36,7 @@ class PathKeeper:
         # Our sockets, their families and ranks: the binder's table (oneservice/uplinks.py),
         # read here, never copied.
         self.uplinks = node.uplinks
+        self._rank_changes_seen = 0  # (the table's count when paths were last reselected)
         # This node's own physical addresses: never a peer's endpoint (a member left over from
         # an earlier install of this machine would have it send initiations to itself forever).
         self.own_ips: frozenset[str] = frozenset()
@@ -156,6 +157,9 @@ class PathKeeper:
         """The table's ranks may have changed (which uplinks the OS or the user prefers):
         paths through a better one are taken as soon as it works, RTT decides between
         equals."""
+        if self.uplinks.rank_changes == self._rank_changes_seen:
+            return
+        self._rank_changes_seen = self.uplinks.rank_changes
         for peer in self.node.registry.peers.values():
             self.reselect(peer, now)
 

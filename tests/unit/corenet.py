@@ -79,7 +79,8 @@ class Sim:
     def rank_uplinks(self, name: str, ranks: dict[int, int]) -> None:
         """As the binder does when default routes or the user's metrics change."""
         core = self.nodes[name]
-        core.uplinks.ranks.update(ranks)
+        for socket_id, rank in ranks.items():
+            core.uplinks.rank(socket_id, rank)
         core.uplinks_ranked(self.now)
 
     def remove_socket(self, name: str, socket_id: int) -> None:
