@@ -113,5 +113,6 @@ class RoutingFeed:
 
     def _networks(self) -> list[tuple[NetworkConfig, str]]:
         """Each network that is up here and has its device: its config and device name."""
-        found = ((self._registry.config(nid), tap.name) for nid, tap in self._devices.taps.items())
-        return [(config, name) for config, name in found if config is not None]
+        configs = {config.id: config for config in self._registry.active()}  # (read once)
+        return [(configs[nid], tap.name) for nid, tap in self._devices.taps.items()
+                if nid in configs]  # fmt: skip

@@ -32,10 +32,6 @@ class NetworkRegistry:
         joined = [j.config for j in self.memberships.networks.values() if j.config is not None]
         return [n for n in self.static + joined if not self.down_reason(n.id)]
 
-    def config(self, network_id: str) -> NetworkConfig | None:
-        """The config of a network that is up (None: not one of ours, or down)."""
-        return next((n for n in self.active() if n.id == network_id), None)
-
     def ids(self) -> list[str]:
         """Every network this node is in, working or not (files in networks.d)."""
         ids = [n.id for n in self.static] + list(self.memberships.networks)

@@ -94,7 +94,7 @@ def test_routing_wakes_the_node_only_for_work_of_its_own():
     core = SimpleNamespace(live_peers=lambda now, among: set(),
                            set_watched=lambda gateways, now: None)  # fmt: skip
     binder = SimpleNamespace(uplinks=(), port=9993)
-    networks = SimpleNamespace(config=lambda network_id: None)
+    networks = SimpleNamespace(active=lambda: [])
     devices = SimpleNamespace(taps={}, applied=True)
     feed = RoutingFeed("3e399c1131", routing, core, binder, networks, devices, lambda: 100.0,
                        lambda: None)  # fmt: skip
