@@ -247,7 +247,7 @@ class Routes:
         routing = s.routing
         figures = NodeFigures(
             peers=s.peer_views(),
-            interfaces={b["id"]: b["interface"] for b in binder["bound"]},
+            interfaces=socket_interfaces(binder),
             counters=s.counters(),
             uplinks=binder["bound"],
             tunnels={network_id: shown_tunnel(routing, network_id)
@@ -409,7 +409,7 @@ class Routes:
         """The core's view of its peers in ZeroTier's shape (times in milliseconds since the
         epoch, 0 for never), with the interface each path leaves through."""
         s = self.service
-        interfaces = {b["id"]: b["interface"] for b in s.binder_state()["bound"]}
+        interfaces = socket_interfaces(s.binder_state())
         return [
             {
                 "address": peer.address,
@@ -427,7 +427,7 @@ class Routes:
                                     else f"{path.via}/0"),
                         "localSocket": path.socket_id if path.socket_id is not None else -1,
                         "via": path.via,
-                        "kind": path.kind,  # direct, lan, port-mapped or relayed
+                        "kind": path.kind,  # direct, lan, port-mapped, birthday or relayed
                         "interface": (f"via {path.via}" if path.via
                                       else interfaces.get(path.socket_id)),
                         "active": path.active,
@@ -581,3 +581,8 @@ def _full_tunnel_reason(config, routing: dict) -> str:
     reasons = [r["reason"] for r in routing.get("routeStatus", [])
                if r.get("target") in ("0.0.0.0/0", "::/0") and not r.get("installed")]
     return "; ".join(reasons)
+
+
+def socket_interfaces(binder: dict) -> dict[int, str]:
+    """The interface of each binder socket (spares too: a birthday path leaves by one)."""
+    return {b["id"]: b["interface"] for b in (*binder["bound"], *binder["spares"])}

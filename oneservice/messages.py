@@ -141,11 +141,23 @@ class LocalEndpoints:
 
     endpoints: tuple[str, ...]
     mapped: tuple[str, ...] = ()
+    # Its NAT gives each destination a port of its own ("hard": node/birthday.py).
+    hard: bool = False
+
+
+@dataclass(frozen=True)
+class Birthday:
+    """From a member behind a hard NAT, over a relayed session: it has just sent a probe from
+    each of many sockets to ``to`` (our public endpoint, "ip/port"); probe random ports at
+    ``at`` (its public IP) from there (node/birthday.py)."""
+
+    at: str
+    to: str
 
 
 Message = (Ping | Pong | Goodbye | Whois | WhoisAnswer | Introduction | ChunkRequest
            | ConfigRequest | ConfigAnswer | ConfigDelta | AddressQuery
-           | AddressAnswer | LocalEndpoints)  # fmt: skip
+           | AddressAnswer | LocalEndpoints | Birthday)  # fmt: skip
 
 
 def encode(message: Message) -> bytes:
@@ -202,8 +214,11 @@ def _fields(message: Message) -> dict:
             return {"t": "whoami", "i": query_id}
         case AddressAnswer(query_id, seen, exits):
             return {"t": "whoamir", "i": query_id, "s": seen, "x": list(exits)}
-        case LocalEndpoints(endpoints, mapped):
-            return {"t": "here", "e": list(endpoints), **({"m": list(mapped)} if mapped else {})}
+        case LocalEndpoints(endpoints, mapped, hard):
+            return {"t": "here", "e": list(endpoints), **({"m": list(mapped)} if mapped else {}),
+                    **({"h": 1} if hard else {})}  # fmt: skip
+        case Birthday(at, to):
+            return {"t": "bday", "a": at, "to": to}
     raise TypeError(f"not a control message: {type(message).__name__}")
 
 
@@ -261,5 +276,6 @@ _DECODERS = {
                                  f.get("s", bytes)),
     "whoami": lambda f: AddressQuery(f.get("i", int)),
     "whoamir": lambda f: AddressAnswer(f.get("i", int), f.get("s", str), f.strings("x")),
-    "here": lambda f: LocalEndpoints(f.strings("e"), f.strings("m")),
+    "here": lambda f: LocalEndpoints(f.strings("e"), f.strings("m"), f.flag("h")),
+    "bday": lambda f: Birthday(f.get("a", str), f.get("to", str)),
 }

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from .binder.binder import LocalSocket, gso_batches
+from .binder.binder import LocalSocket
+from .binder.gso import gso_batches
 from .guard import Failures, guarded
 from .identity import derive_address
 from .node.core import NodeCore

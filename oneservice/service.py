@@ -27,6 +27,7 @@ from .binder.binder import (
     InterfaceDown,
     InterfaceUp,
     Reconciled,
+    log_table,
 )
 from .binder.interfaces import BindPolicy
 from .control import ControllerReply, ControlPlane, answer_question, pushes
@@ -42,7 +43,7 @@ from .monitor.changes import Change, others_routing_changed, own_routing_removed
 from .network.config import parse_endpoint
 from .network.registry import NetworkRegistry
 from .node.core import ControlReceived, NodeCore, PathChanged, PeerConnected
-from .node.events import NodeEvent, PeerView, SeenFromOutside
+from .node.events import NodeEvent, PeerView, SeenFromOutside, SparesDone, SparesWanted
 from .notify import notify
 from .portfeed import PortMapFeed
 from .pump import CorePump
@@ -183,7 +184,7 @@ class Service:
         from .api import start_api
 
         self.api = await start_api(self)
-        self.binder.log_table()
+        log_table(self.binder.state())
         log.info("oneservice started")
         self.pump.start()
         notify(f"READY=1\nSTATUS=node {self.identity.address}, port {self.binder.port}")
@@ -438,12 +439,13 @@ class Service:
             log.info("peer %s: session established", event.address)
             self.routes.ask()
         elif isinstance(event, PathChanged):
-            if event.endpoint is not None:
-                where = f"socket {event.socket_id} -> {event.endpoint[0]}/{event.endpoint[1]}"
-            else:
-                where = f"root {event.via} (relayed)" if event.via else "no working path"
-            log.info("peer %s: now via %s", event.address, where)
+            log.info("peer %s: now via %s", event.address, event.where())
             self.routes.ask()
+        elif isinstance(event, SparesWanted):  # a birthday attempt's sockets (node/birthday.py)
+            spares = self.binder.open_spares(event.socket_id, event.count)
+            self.core.spares_opened(event.attempt, spares, self.loop.time())
+        elif isinstance(event, SparesDone):
+            self.binder.close_spares(event.socket_ids)
 
     def _next_deadline(self) -> float:
         """The service's part of the one timer (the core's is the pump's)."""

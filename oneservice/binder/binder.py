@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import errno
 import logging
 import socket
 from collections import Counter
@@ -19,6 +18,7 @@ from typing import Protocol
 
 from ..monitor.changes import Change, deleted_links, interfaces_may_differ
 from ..uplinks import UplinkTable
+from .gso import errno_name, gso_unsupported
 from .interfaces import FAMILY_NAMES, BindPolicy, Interface, Verdict, classify_interfaces
 from .plan import SocketKey, plan_sockets
 from .sockets import BindError, PinFunction, SocketFactory, UdpOffloads, open_pinned_udp_socket
@@ -33,20 +33,8 @@ BIND_RETRY_MAX_S = 30.0
 # starve the rest of the loop.
 MAX_READS_PER_WAKEUP = 64
 MAX_DATAGRAM_BYTES = 65535
-# With UDP segmentation offload (where the backend has it: UDP_OFFLOADS) one send carries up
-# to this many datagrams of one size, so a full-speed burst costs one system call, not dozens.
-MAX_GSO_SEGMENTS = 64
-MAX_GSO_BYTES = 65000
 # An uplink without a default route (a LAN-only interface) is used when nothing better works.
 NO_DEFAULT_ROUTE_RANK = 2**32
-# What a GSO send's error says about the socket. These mean the kernel or the device cannot
-# segment UDP at all (EIO: the device has no transmit checksumming, which UDP_SEGMENT needs;
-# EINVAL, ENOPROTOOPT: an old kernel), but EINVAL also answers one batch that does not fit
-# (a segment over the path's MTU): so those two count only at a socket's first GSO send, EIO
-# whenever it comes (as wireguard-go decides). Any other error is the batch's, not the
-# socket's: the batch goes one datagram per send and the next batch uses GSO again.
-GSO_UNSUPPORTED_ALWAYS = frozenset({errno.EIO})
-GSO_UNSUPPORTED_AT_FIRST = frozenset({errno.EINVAL, errno.ENOPROTOOPT})
 
 
 class Backend(Protocol):
@@ -125,62 +113,34 @@ class _Bound:
         self.datagrams_sent = self.bytes_sent = 0
         self.datagrams_received = self.bytes_received = 0
 
+    def as_dict(self) -> dict:
+        """As GET /binder shows it."""
+        local = self.local
+        return {
+            "id": local.id, "interface": local.interface, "index": local.index,
+            "family": FAMILY_NAMES[local.family],
+            "address": self.addresses[0] if self.addresses else None,
+            "addresses": list(self.addresses), "port": local.port,
+            "gso": self.gso, "gsoOffReason": self.gso_off_reason or None,
+            "datagramsSent": self.datagrams_sent, "bytesSent": self.bytes_sent,
+            "datagramsReceived": self.datagrams_received, "bytesReceived": self.bytes_received,
+        }  # fmt: skip
 
-def errno_name(error: OSError) -> str:
-    """An OSError's errno as its symbolic name (EMSGSIZE), for counters people read."""
-    return errno.errorcode.get(error.errno or 0, str(error.errno))
 
-
-def gso_unsupported(error: OSError, proven: bool) -> bool:
-    """Whether a GSO send's error means this socket can never use GSO (see the sets above)."""
-    return error.errno in GSO_UNSUPPORTED_ALWAYS or (
-        not proven and error.errno in GSO_UNSUPPORTED_AT_FIRST
-    )
-
-
-def gso_batches(
-    runs: Iterable[tuple[int, tuple, list[bytes], int]],
-) -> list[tuple[int, tuple, list[bytes]]]:
-    """Cut and join runs of (socket id, destination, datagrams, uniform size) into batches
-    that one GSO send can carry: same socket and destination, all of the first one's size
-    except a shorter last one, within the kernel's limits. A run's uniform size, when not 0,
-    says its datagrams are all of that size but a shorter last one (NodeCore knows this of
-    a super-packet's segments): then they need no look at each."""
-    batches: list[tuple[int, tuple, list[bytes]]] = []
-    open_batch = False  # the last batch can still grow
-    for socket_id, address, datagrams, uniform in runs:
-        at, count = 0, len(datagrams)
-        while at < count:
-            if open_batch:
-                last_id, last_address, items = batches[-1]
-                size = len(items[0])
-                room = min(MAX_GSO_SEGMENTS, MAX_GSO_BYTES // size) - len(items)
-                if last_id == socket_id and last_address == address and room > 0:
-                    if uniform == size:
-                        # All of this size but maybe the run's last: as many as fit at once.
-                        # (A flush holds several super-packets to one peer: joined one by
-                        # one, they made this loop a large part of a sender's Python time.)
-                        taken = datagrams[at : at + room]
-                        items.extend(taken)
-                        open_batch = len(taken[-1]) == size
-                        at += len(taken)
-                        continue
-                    datagram = datagrams[at]
-                    if len(datagram) <= size:
-                        items.append(datagram)
-                        open_batch = len(datagram) == size  # a shorter one ends the batch
-                        at += 1
-                        continue
-            # A new batch: as much of the run as fits at once where its sizes are known.
-            size = len(datagrams[at])
-            end = min(count, at + max(1, min(MAX_GSO_SEGMENTS, MAX_GSO_BYTES // size)))
-            if uniform and size == uniform:
-                open_batch = end < count or len(datagrams[end - 1]) == size
-            else:
-                end, open_batch = at + 1, True
-            batches.append((socket_id, address, datagrams[at:end]))
-            at = end
-    return batches
+def log_table(state: dict) -> None:
+    """The port, the bound sockets and the skipped interfaces with why (Binder.state())."""
+    log.info("UDP port %d", state["port"])
+    for entry in state["bound"]:
+        log.info(
+            "  bound   %-15s index %-3d %s %s",
+            entry["interface"], entry["index"], entry["family"], entry["address"],
+        )  # fmt: skip
+    for entry in state["skipped"]:
+        family = f" {entry['family']}" if entry["family"] else ""
+        log.info(
+            "  skipped %-15s index %-3d%s: %s",
+            entry["interface"], entry["index"], family, entry["reason"],
+        )  # fmt: skip
 
 
 class Binder:
@@ -206,6 +166,7 @@ class Binder:
         self._socket_factory = socket_factory
         self._bound: dict[SocketKey, _Bound] = {}
         self._by_id: dict[int, _Bound] = {}
+        self._spares: dict[int, _Bound] = {}  # (open_spares)
         self._next_id = 1
         self._skipped: list[Verdict] = []
         # The physical interfaces in use, as last read (their subnets are the "LAN").
@@ -235,6 +196,7 @@ class Binder:
             # path's MTU), sent again one datagram per call; GSO stays on for the next batch.
             "gso_split": 0,
             "reconciles": 0,
+            "spare_refused": 0,  # spare sockets the OS would not open (open_spares)
         }
         # Send errors by errno name: a degraded socket shows (GET /status counters).
         self.send_errors_by_errno: Counter[str] = Counter()
@@ -264,6 +226,7 @@ class Binder:
         self._release()
 
     def _release(self) -> None:
+        self.close_spares(list(self._spares))
         for key in list(self._bound):
             self._close(key, "stopping", publish=False)
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -326,6 +289,38 @@ class Binder:
         bound.datagrams_sent += len(datagrams)
         bound.bytes_sent += sum(map(len, datagrams))
 
+    def open_spares(self, socket_id: int, count: int) -> list[int]:
+        """Up to ``count`` more sockets beside socket ``socket_id``, each on a port of its own,
+        in no table: one peer's birthday attempt's (node/birthday.py). Fewer if refused."""
+        uplink = self._by_id.get(socket_id)
+        if uplink is None or socket_id in self._spares:
+            return []
+        local, opened = uplink.local, []
+        host = self._backend.bind_host(local.family, (*uplink.addresses, None)[0])
+        for _ in range(count):
+            try:
+                sock = open_pinned_udp_socket(
+                    family=local.family, port=0, index=local.index, name=local.interface,
+                    bind_host=host, pin=self._backend.pin_socket,
+                    socket_factory=self._socket_factory,
+                )  # fmt: skip
+            except BindError:
+                self.counters["spare_refused"] += 1  # (out of file descriptors, say)
+                break
+            spare = self._adopt(LocalSocket(self._next_id, local.index, local.interface,
+                                            local.family, sock.getsockname()[1]),
+                                sock, uplink.addresses)  # fmt: skip
+            self._spares[spare.local.id] = spare
+            opened.append(spare.local.id)
+        return opened
+
+    def close_spares(self, socket_ids: Iterable[int]) -> None:
+        for socket_id in socket_ids:
+            if (spare := self._spares.pop(socket_id, None)) is not None:
+                del self._by_id[socket_id]
+                asyncio.get_running_loop().remove_reader(spare.sock.fileno())
+                spare.sock.close()
+
     def endpoints(self) -> list[str]:
         """Where each socket listens, "ip/port" (a controller tells members where it is)."""
         return [f"{b.addresses[0] if b.addresses else None}/{b.local.port}"
@@ -350,22 +345,6 @@ class Binder:
         for bound in self._bound.values():
             self.table.rank(bound.local.id, self._rank(bound.local))
 
-    def log_table(self) -> None:
-        """The port, the bound sockets and the skipped interfaces with why, once at start."""
-        state = self.state()
-        log.info("UDP port %d", state["port"])
-        for entry in state["bound"]:
-            log.info(
-                "  bound   %-15s index %-3d %s %s",
-                entry["interface"], entry["index"], entry["family"], entry["address"],
-            )  # fmt: skip
-        for entry in state["skipped"]:
-            family = f" {entry['family']}" if entry["family"] else ""
-            log.info(
-                "  skipped %-15s index %-3d%s: %s",
-                entry["interface"], entry["index"], family, entry["reason"],
-            )  # fmt: skip
-
     def _sorted(self) -> list[_Bound]:
         return sorted(self._bound.values(), key=lambda b: (b.local.index, b.local.family))
 
@@ -378,36 +357,15 @@ class Binder:
         self._wake.set()
 
     def state(self) -> dict:
-        bound = [
-            {
-                "id": b.local.id,
-                "interface": b.local.interface,
-                "index": b.local.index,
-                "family": FAMILY_NAMES[b.local.family],
-                "address": b.addresses[0] if b.addresses else None,
-                "addresses": list(b.addresses),
-                "port": b.local.port,
-                "gso": b.gso,
-                "gsoOffReason": b.gso_off_reason or None,
-                "datagramsSent": b.datagrams_sent, "bytesSent": b.bytes_sent,
-                "datagramsReceived": b.datagrams_received, "bytesReceived": b.bytes_received,
-            }
-            for b in self._sorted()
-        ]
-        skipped = [v.as_dict() for v in self._skipped]
-        for key, reason in self._bind_failures.items():
-            skipped.append(
-                {
-                    "interface": key.name,
-                    "index": key.index,
-                    "family": FAMILY_NAMES[key.family],
-                    "reason": reason,
-                    "address": None,
-                }
-            )
+        bound = [b.as_dict() for b in self._sorted()]
+        skipped = [v.as_dict() for v in self._skipped] + [
+            {"interface": key.name, "index": key.index, "family": FAMILY_NAMES[key.family],
+             "reason": reason, "address": None} for key, reason in self._bind_failures.items()
+        ]  # fmt: skip
         return {
             "port": self.port,
             "bound": bound,
+            "spares": [{"id": i, "interface": b.local.interface} for i, b in self._spares.items()],
             "skipped": skipped,
             "counters": dict(self.counters),
             "sendErrors": dict(sorted(self.send_errors_by_errno.items())),
@@ -505,21 +463,25 @@ class Binder:
             # Port 0 picks a free port once; every later socket shares it.
             self.port = sock.getsockname()[1]
         local = LocalSocket(self._next_id, verdict.index, verdict.name, verdict.family, self.port)
-        self._next_id += 1
-        offloads = self._backend.UDP_OFFLOADS
-        bound = _Bound(local, sock, verdict.addresses, offloads.available)
-        if bound.gso:
-            bound.gro = offloads.enable_gro(sock)  # else one datagram per read
-        self._bound[key] = bound
-        self._by_id[local.id] = bound
+        self._bound[key] = self._adopt(local, sock, verdict.addresses)
         self.table.opened(local.id, local.family, self._rank(local))
-        asyncio.get_running_loop().add_reader(sock.fileno(), self._read, bound)
         log.log(
             self._change_log_level,
             "bound %s (index %d) %s %s port %d",
             verdict.name, verdict.index, FAMILY_NAMES[verdict.family], verdict.address, self.port,
         )  # fmt: skip
         self._publish(InterfaceUp(local, verdict.addresses))
+
+    def _adopt(self, local: LocalSocket, sock: socket.socket,
+               addresses: tuple[str, ...]) -> _Bound:  # fmt: skip
+        """An opened socket, sent on by its id and read from now on."""
+        self._next_id = local.id + 1
+        offloads = self._backend.UDP_OFFLOADS
+        bound = self._by_id[local.id] = _Bound(local, sock, addresses, offloads.available)
+        if bound.gso:
+            bound.gro = offloads.enable_gro(sock)  # else one datagram per read
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._read, bound)
+        return bound
 
     def _close(self, key: SocketKey, reason: str, publish: bool = True) -> None:
         bound = self._bound.pop(key)

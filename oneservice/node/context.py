@@ -19,6 +19,7 @@ from .events import NodeEvent
 from .paths import Endpoint
 
 if TYPE_CHECKING:
+    from .birthday import BirthdayPunch
     from .machine import PeerMachine
     from .pathing import PathKeeper
     from .receive import Receiver
@@ -43,6 +44,7 @@ class NodeContext:
     rootservice: RootService
     upkeep: Upkeep
     schedule: PeerSchedule
+    birthday: BirthdayPunch
 
     def __init__(self, identity: Identity, *, now: float, wall_time: float, relay: bool,
                  uplinks: UplinkTable) -> None:  # fmt: skip
@@ -57,7 +59,7 @@ class NodeContext:
         # controller's: nodes to be found, joiners) or at a trickle (node/admission.py).
         self.meets_strangers = relay
         # Runs of datagrams, each to one endpoint from one socket, and the size all of them
-        # but a shorter last one have, where that is known (0: not known): binder.gso_batches.
+        # but a shorter last one have, where that is known (0: not known): binder/gso.py.
         self.datagrams: list[tuple[int, Endpoint, list[bytes], int]] = []
         # Per network, in arrival order: (IP packet, partial-checksum hint). Grouped here
         # because each network's tap writes its own batch.

@@ -26,6 +26,7 @@ from ..network.config import NetworkConfig
 from ..offload import SuperPacket
 from ..uplinks import UplinkTable
 from .admission import IdentityKey
+from .birthday import BirthdayPunch
 from .context import NodeContext
 from .events import ControlReceived, NodeEvent, PathChanged, PathView, PeerConnected, PeerView
 from .machine import PeerMachine
@@ -69,6 +70,7 @@ class NodeCore:
         node.responder = self._responder = Responder(node, now)
         node.roots = self._roots = RootClient(node)
         node.rootservice = RootService(node)
+        node.birthday = self._birthday = BirthdayPunch(node)
         node.upkeep = self._upkeep = Upkeep(node)
         node.schedule = self._schedule = PeerSchedule(
             now, node.upkeep.deadline, lambda peer: self.peers.get(peer.address) is peer
@@ -154,6 +156,7 @@ class NodeCore:
             "handshakes": dict(sorted(self._node.handshakes.items())),
             "handovers": self._paths.handovers,
             "lastHandoverSilenceSeconds": round(self._paths.last_handover_silence, 3),
+            "birthday": self._birthday.view(),
         }
 
     # --- configuration -----------------------------------------------------------------------
@@ -200,6 +203,11 @@ class NodeCore:
         """Where a router maps a port to this socket ("ip/port"; None: no longer): told to
         members, who can then reach us through NATs that map per destination."""
         self._paths.set_port_mapping(socket_id, endpoint, now)
+
+    def spares_opened(self, attempt: int, socket_ids: list[int], now: float) -> None:
+        """The spare sockets a SparesWanted event asked for, as opened (maybe fewer, or none);
+        they are closed by a SparesDone event."""
+        self._birthday.spares_opened(attempt, socket_ids, now)
 
     def uplinks_ranked(self, now: float) -> None:
         self._paths.uplinks_ranked(now)

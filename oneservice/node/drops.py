@@ -67,6 +67,13 @@ PACKET_DROPS: dict[str, str] = {
     "local_endpoints_invalid": "a peer's own addresses that do not parse as ip/port",
     "local_endpoints_too_often": "a peer's own addresses with more new ones than 16 a minute "
                                  "(ignored: each new one is probed)",
+    "birthday_refused": "a request for birthday probes from a stranger or a root, while we "
+                        "reach the peer directly, to an endpoint not ours, or while our own "
+                        "NAT maps per destination",
+    "birthday_not_observed": "a request for birthday probes at an address no root or "
+                             "controller saw the peer at",
+    "birthday_too_often": "a request for birthday probes sooner after the peer's last than "
+                          "its backoff allows (1.5 s, doubling), or while we probe for 4 others",
     "chunk_malformed": "a chunk with an impossible index, count or size",
     "chunk_memory_full": "no room left to reassemble chunked messages (16 MiB in all)",
     "chunked_message_superseded": "a peer's newer chunked message took its oldest one's place",

@@ -32,6 +32,12 @@ class PathChanged:
     endpoint: Endpoint | None
     via: str | None = None
 
+    def where(self) -> str:
+        """As a log line says it."""
+        if self.endpoint is not None:
+            return f"socket {self.socket_id} -> {self.endpoint[0]}/{self.endpoint[1]}"
+        return f"root {self.via} (relayed)" if self.via else "no working path"
+
 
 @dataclass(frozen=True)
 class SeenFromOutside:
@@ -42,7 +48,25 @@ class SeenFromOutside:
     behind_nat: bool
 
 
-NodeEvent = PeerConnected | PathChanged | ControlReceived | SeenFromOutside
+@dataclass(frozen=True)
+class SparesWanted:
+    """Open ``count`` more sockets on the interface of socket ``socket_id``, each on a port of
+    its own, and say which (NodeCore.spares_opened): a birthday attempt (node/birthday.py)."""
+
+    attempt: int
+    socket_id: int
+    count: int
+
+
+@dataclass(frozen=True)
+class SparesDone:
+    """Close these spare sockets: their attempt is over, or their path is gone."""
+
+    socket_ids: tuple[int, ...]
+
+
+NodeEvent = (PeerConnected | PathChanged | ControlReceived | SeenFromOutside | SparesWanted
+             | SparesDone)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -50,7 +74,7 @@ class PathView:
     endpoint: Endpoint | None  # None: a relay path
     socket_id: int | None
     via: str | None  # the root a relay path goes through
-    kind: str  # node/paths.py: direct, lan, port-mapped or relayed
+    kind: str  # node/paths.py: direct, lan, port-mapped, birthday or relayed
     active: bool
     preferred: bool
     rtt: float | None  # seconds

@@ -43,6 +43,7 @@ class PathKeeper:
         # Our uplinks' addresses with our port ("ip/port"), told to members of our networks
         # with where our roots see us on each socket (our public endpoint behind a NAT).
         self.own_endpoints: tuple[str, ...] = ()
+        self.port = 0  # our sockets' port (the binder's)
         self.public: dict[int, str] = {}  # binder socket id -> "ip/port" as a root sees it
         self.mapped: dict[int, str] = {}  # binder socket id -> "ip/port" a router maps to it
         self.public_changes = 0
@@ -63,6 +64,7 @@ class PathKeeper:
         """The socket's interface is gone: its paths die now, traffic moves at once."""
         self.public.pop(socket_id, None)
         self.mapped.pop(socket_id, None)
+        self.node.birthday.uplink_down(socket_id)
         for peer in self.node.registry.peers.values():
             gone = [k for k, p in peer.paths.items()
                     if isinstance(p, DirectPath) and p.socket_id == socket_id]  # fmt: skip
@@ -82,6 +84,7 @@ class PathKeeper:
         """The addresses of this node's uplinks (as the binder sees them): paths to them go.
         With our ``port``, members of our networks are told them (tell_local_endpoints)."""
         ips = [ipaddress.ip_address(a.split("%")[0]) for a in addresses]
+        self.port = port or self.port
         self.own_ips = frozenset(ip.compressed for ip in ips)
         for peer in self.node.registry.peers.values():
             stale = [k for k, p in peer.paths.items()
@@ -131,6 +134,13 @@ class PathKeeper:
         ip = ipaddress.ip_address(seen.rpartition("/")[0].split("%")[0])
         return ip.compressed not in self.own_ips
 
+    def hard(self, socket_id: int) -> bool:
+        """Whether our NAT on this socket looks like one that gives each destination a port of
+        its own: a root sees us behind it at another port than ours. (A NAT that maps one
+        port for all but not ours looks the same; only a birthday attempt, which such a NAT
+        does not need, is then wasted.)"""
+        return self.behind_nat(socket_id) and self.public[socket_id].rpartition("/")[2] != str(
+            self.port)
     def set_port_mapping(self, socket_id: int, endpoint: str | None, now: float) -> None:
         if endpoint is None:
             self.mapped.pop(socket_id, None)
@@ -192,12 +202,14 @@ class PathKeeper:
         """Tell a member of a shared network where we are on our own side of any NAT (never a
         stranger: it learns our private addresses), once per change."""
         advertised = self.advertised()
-        if (peer.current is None or not peer.networks or peer.root
-                or peer.told_local == advertised):  # fmt: skip
-            return
-        peer.told_local = advertised
         mapped = tuple(e for e in advertised if e in self.mapped.values())
-        self.node.tx.send_message(peer, LocalEndpoints(advertised, mapped), now)
+        hard = any(self.hard(s) for s in self.public)
+        message = LocalEndpoints(advertised, mapped, hard)
+        if (peer.current is None or not peer.networks or peer.root
+                or peer.told_local == message):  # fmt: skip
+            return
+        peer.told_local = message
+        self.node.tx.send_message(peer, message, now)
 
     def receive_local_endpoints(self, peer: Peer, message: LocalEndpoints, now: float) -> None:
         """A member's own addresses: candidates to probe now (the same LAN goes direct)."""
@@ -212,6 +224,7 @@ class PathKeeper:
             return
         self.tell_local_endpoints(peer, now)  # (it may have met us before it knew our network)
         listed = message.endpoints[:MAX_ADVERTISED_ENDPOINTS]  # (each one parsed above)
+        peer.hard = message.hard
         peer.mapped_hints = {parse_endpoint(e, "endpoint") for e in message.mapped if e in listed}
         if told == peer.local_hints:
             return
@@ -257,7 +270,8 @@ class PathKeeper:
             endpoint = endpoint_of(address)
             path = peer.paths.get((socket_id, endpoint))
             if path is None:
-                if (socket_id not in self.uplinks.families
+                if ((socket_id not in self.uplinks.families
+                        and not self.node.birthday.owns(socket_id, peer))
                         or self.inside_virtual_network(endpoint)):  # fmt: skip
                     # The datagram itself was fine (and counted as accepted); only the path is
                     # not kept.
@@ -265,6 +279,7 @@ class PathKeeper:
                     return None
                 path = DirectPath(socket_id, endpoint, learned=endpoint not in peer.hints)
                 peer.paths[path.key] = path
+                self.node.birthday.new_path(peer, path, now)
         path.last_received = now
         peer.last_heard = now
         if path is peer.preferred and not path.strict:

@@ -93,13 +93,14 @@ class Path:
 class DirectPath(Path):
     """From one of our sockets to one endpoint of the peer."""
 
-    __slots__ = ("endpoint", "learned", "socket_id")
+    __slots__ = ("birthday", "endpoint", "learned", "socket_id")
 
     def __init__(self, socket_id: int, endpoint: Endpoint, learned: bool = False) -> None:
         super().__init__()
         self.socket_id = socket_id
         self.endpoint = endpoint
         self.learned = learned
+        self.birthday = False  # made by node/birthday.py (through a NAT that maps per peer)
 
     @property
     def key(self) -> PathKey:
@@ -169,6 +170,7 @@ KIND_DIRECT = "direct"  # to the peer's public (or routed) address
 KIND_LAN = "lan"  # to a private, unique-local or link-local address: the same site
 KIND_RELAYED = "relayed"  # through a root
 KIND_PORT_MAPPED = "port-mapped"  # to where the peer's router maps a port to it (portmap/)
+KIND_BIRTHDAY = "birthday"  # through a NAT that maps per destination, found by node/birthday.py
 _LAN_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
     "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "fc00::/7", "fe80::/10",
 ))  # fmt: skip
@@ -178,14 +180,20 @@ def path_kind(path: Path, mapped: Iterable[Endpoint] = ()) -> str:
     """``mapped``: the peer's endpoints that its routers map to it."""
     if not isinstance(path, DirectPath):
         return KIND_RELAYED
+    if path.birthday:
+        return KIND_BIRTHDAY
     if path.endpoint in mapped:
         return KIND_PORT_MAPPED
+    return KIND_LAN if lan_ip(path.endpoint[0]) else KIND_DIRECT
+
+
+def lan_ip(ip: str) -> bool:
+    """A private, unique-local or link-local address: one site's own."""
     try:
-        ip = ipaddress.ip_address(path.endpoint[0].split("%")[0])
+        address = ipaddress.ip_address(ip.split("%")[0])
     except ValueError:
-        return KIND_DIRECT
-    return KIND_LAN if any(ip in n for n in _LAN_NETWORKS if n.version == ip.version) else (
-        KIND_DIRECT)
+        return False
+    return any(address in n for n in _LAN_NETWORKS if n.version == address.version)
 
 
 def endpoint_of(address: tuple) -> Endpoint:

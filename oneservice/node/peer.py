@@ -8,6 +8,7 @@ import math
 from collections import deque
 
 from ..identity import Identity
+from ..messages import LocalEndpoints
 from .events import PathChanged
 from .handshakes import Initiation
 from .lifecycle import State
@@ -32,7 +33,8 @@ class Peer:
         # What went to it and came from it (GET /metrics): datagrams, and their bytes.
         self.datagrams_sent = self.bytes_sent = 0
         self.datagrams_received = self.bytes_received = 0
-        self.told_local: tuple[str, ...] = ()  # ours, as we last told it
+        self.told_local: LocalEndpoints | None = None  # ours, as we last told it
+        self.hard = False  # its NAT maps per destination, it says (node/birthday.py)
         # Which of its endpoints a router of its maps to it (LocalEndpoints.mapped): a path
         # there is "port-mapped".
         self.mapped_hints: set[Endpoint] = set()

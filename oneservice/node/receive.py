@@ -10,6 +10,7 @@ import struct
 from ..messages import (
     AddressAnswer,
     AddressQuery,
+    Birthday,
     ChunkRequest,
     ConfigAnswer,
     ConfigDelta,
@@ -278,6 +279,8 @@ class Receiver:
                 self.node.rootservice.answer_address_query(peer, message, path, now)
             case LocalEndpoints():
                 self.node.paths.receive_local_endpoints(peer, message, now)
+            case Birthday():
+                self.node.birthday.receive_request(peer, message, now)
             case ConfigRequest() | ConfigAnswer() | ConfigDelta() | AddressAnswer():
                 self.node.events.append(ControlReceived(peer.address, message))
 

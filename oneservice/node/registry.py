@@ -202,6 +202,7 @@ class PeerRegistry:
 
     def forget(self, peer: Peer, now: float) -> None:
         self.node.machine.fire(peer, Event.REMOVED, now)  # its sessions and handshake end
+        self.node.birthday.forget(peer, now)
         self.node.schedule.forget(peer)
         self.peers.pop(peer.address, None)
         self.by_static.pop(peer.identity.x25519_public, None)

@@ -48,6 +48,7 @@ class Upkeep:
             (self._no_path_due, self._handshake_for_a_path),
             (self._probe_due, self._probe),
             (self._quiet_due, self._probe_now),
+            (node.birthday.due, node.birthday.run),
         )
         self._jobs = (*self._session_jobs, (self._death_due, self._look_for_a_path),
                       *self._path_jobs)  # fmt: skip

@@ -25,7 +25,7 @@ import socket
 import struct
 import time
 
-from oneservice.binder.binder import gso_batches
+from oneservice.binder.gso import gso_batches
 from oneservice.identity import Identity, derive_address
 from oneservice.network.config import Member, NetworkConfig
 from oneservice.node import wire

@@ -28,7 +28,7 @@ from tests.testbed import Host, Testbed, wait_until
 ROUTER_RULES = """
 table ip nat_lab {{
   chain postrouting {{
-    type nat hook postrouting priority 100; policy accept;
+    type nat hook postrouting priority 100; policy accept;{port_block}
     oifname "wan" masquerade{options}
   }}
 }}
@@ -96,11 +96,14 @@ FLUSH_CONNTRACK = "from pyroute2 import Conntrack; Conntrack().flush()"
 class NatLab(NodeLab):
     def __init__(self, bed: Testbed, tmp_path, hard: tuple[str, ...] = (),
                  with_m3: bool = False, exit_node: bool = False,
-                 port_mapping: str = "", settings: dict | None = None) -> None:  # fmt: skip
+                 port_mapping: str = "", settings: dict | None = None,
+                 port_block: str = "") -> None:  # fmt: skip
         """``hard``: the routers that map each destination to a new port (random,
-        fully-random), as carrier-grade NATs do; ``with_m3``: a second member on nat1's LAN;
-        ``exit_node``: m2 forwards for the network (allowExitNode); ``port_mapping``: nat2
-        runs Debian's miniupnpd, answering "pcp" (PCP and NAT-PMP, and UPnP) or "upnp" only;
+        fully-random), as carrier-grade NATs do, from ``port_block`` ("first-last") for UDP
+        if given (a carrier's block of ports per subscriber), else from all; ``with_m3``: a
+        second member on nat1's LAN; ``exit_node``: m2 forwards for the network
+        (allowExitNode); ``port_mapping``: nat2 runs Debian's miniupnpd, answering "pcp" (PCP
+        and NAT-PMP, and UPnP) or "upnp" only;
         ``settings``: more local.conf settings per member."""
         super().__init__()
         self.bed = bed
@@ -130,7 +133,10 @@ class NatLab(NodeLab):
                 nat.ip("link", "set", f"lan-{name}", "master", "lan")
                 member.ip("route", "add", "default", "via", f"10.0.{n}.1")
             options = " random,fully-random" if router in hard else ""
-            nat.run("nft", "-f", "-", input=ROUTER_RULES.format(options=options))
+            block = (f'\n    oifname "wan" meta l4proto udp masquerade to :{port_block}{options}'
+                     if port_block and router in hard else "")  # fmt: skip
+            nat.run("nft", "-f", "-", input=ROUTER_RULES.format(options=options,
+                                                               port_block=block))  # fmt: skip
         if port_mapping:
             self.miniupnpd = start_miniupnpd(self.routers["nat2"], tmp_path,
                                              natpmp=port_mapping == "pcp")  # fmt: skip

@@ -127,15 +127,62 @@ def test_a_client_behind_one_nat_uses_an_exit_node_behind_another(testbed, tmp_p
     assert whoami() == lab.wan["nat2"]
 
 
-def test_behind_a_hard_nat_without_a_mapping_the_pair_is_relayed_and_says_so(testbed, tmp_path):
-    """nat1 maps every destination to a new random port (as carrier NATs do) and offers no
-    port mapping: m1 cannot be reached directly. Traffic still flows, through the root, and
-    both sides say the path is relayed."""
+def birthday_counts(lab: NatLab, name: str) -> dict:
+    return lab.api(name, "GET", "/status")[1]["counters"]["birthday"]
+
+
+def test_behind_a_hard_nat_without_a_mapping_the_pair_tries_birthday_probes_and_says_how(
+    testbed, tmp_path
+):
+    """nat1 maps every destination to a new random port out of all 64,512 (as carrier NATs
+    do) and offers no port mapping: m1 cannot be reached at the endpoint its root sees. Traffic
+    flows through the root at once; m1 (the hard side) then tries birthday probes with m2
+    (the easy side), which succeed about two times in three per attempt. Whichever way it
+    went, both sides say so, and say the same."""
     lab = NatLab(testbed, tmp_path, hard=("nat1",))
     _, addresses = lab.join_both()
     wait_until(lambda: lab.ping("m1", addresses["m2"]), timeout=15, what="m1 -> m2 ping")
-    time.sleep(3)  # introductions and punching had their chance
-    assert lab.ping("m1", addresses["m2"])
-    for name, other in (("m1", "m2"), ("m2", "m1")):
-        assert lab.preferred(name, other).get("kind") == "relayed", (name, lab.preferred(
-            name, other))
+    pinger = Pinger(lab.hosts["m1"], addresses["m2"])  # traffic: the pair is worth the try
+    try:
+        wait_until(lambda: birthday_counts(lab, "m1")["attempts"] >= 1, timeout=10,
+                   interval=0.2, what="m1 tries birthday probes")  # fmt: skip
+        time.sleep(4)  # the attempt's probes came or not
+        kinds = {name: lab.preferred(name, other).get("kind")
+                 for name, other in (("m1", "m2"), ("m2", "m1"))}  # fmt: skip
+        m1, m2 = birthday_counts(lab, "m1"), birthday_counts(lab, "m2")
+    finally:
+        replies = pinger.stop()
+    print(f"\nhard NAT, all ports: {kinds}, m1 {m1}, m2 {m2}")
+    assert kinds in ({"m1": "relayed", "m2": "relayed"}, {"m1": "birthday", "m2": "birthday"})
+    assert m2["attempts"] == 0, "the easy side never starts one"
+    assert m2["probed"] >= 1 and m2["probes"] <= 256 * m2["probed"]
+    assert len(replies) > 100, "traffic flowed all along"
+
+
+def test_behind_a_carriers_port_block_the_pair_goes_direct_by_birthday_probes(testbed, tmp_path):
+    """nat1 gives each destination a random port from a block of 1,024 (as carrier NATs
+    that hand each subscriber a port block do): m2's 256 probes at 1,024 ports meet one of
+    m1's 256 mappings almost surely. The pair goes direct, each side says "birthday", and of
+    m1's spare sockets only the one that carries the path stays open."""
+    lab = NatLab(testbed, tmp_path, hard=("nat1",), port_block="20000-21023")
+    _, addresses = lab.join_both()
+    wait_until(lambda: lab.ping("m1", addresses["m2"]), timeout=15, what="m1 -> m2 ping")
+    pinger = Pinger(lab.hosts["m1"], addresses["m2"])
+    try:
+        started = time.monotonic()
+        wait_until(lambda: all(lab.preferred(n, o).get("kind") == "birthday"
+                               for n, o in (("m1", "m2"), ("m2", "m1"))),
+                   timeout=20, interval=0.1, what="both direct by birthday probes")  # fmt: skip
+        took = time.monotonic() - started
+        to_m1 = lab.preferred("m2", "m1")["address"]
+        time.sleep(4)  # the attempt is over: its other spares closed
+        m1 = birthday_counts(lab, "m1")
+        still = lab.preferred("m1", "m2").get("kind")
+    finally:
+        replies = pinger.stop()
+    print(f"\ncarrier port block: direct by birthday probes {took:.2f} s after the first "
+          f"ping, m2 sends to {to_m1}; m1 {m1}")  # fmt: skip
+    assert to_m1.startswith(lab.wan["nat1"] + "/")
+    assert 20000 <= int(to_m1.rsplit("/", 1)[1]) <= 21023
+    assert still == "birthday" and m1["spareSockets"] == 1 and m1["direct"] >= 1
+    assert len(replies) > 100

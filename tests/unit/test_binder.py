@@ -344,7 +344,7 @@ def test_a_failing_subscriber_does_not_stop_the_others():
 
 
 def test_gso_batches_group_what_one_send_can_carry():
-    from oneservice.binder.binder import MAX_GSO_SEGMENTS, gso_batches
+    from oneservice.binder.gso import MAX_GSO_SEGMENTS, gso_batches
 
     to_b, to_c = ("192.0.2.2", 9993), ("192.0.2.3", 9993)
     full, short = b"x" * 1452, b"y" * 100
@@ -441,7 +441,7 @@ def test_a_socket_that_could_not_be_opened_is_retried_within_a_second():
 
 def reference_gso_batches(runs):
     """gso_batches as first written: one datagram at a time (the rule, without shortcuts)."""
-    from oneservice.binder.binder import MAX_GSO_BYTES, MAX_GSO_SEGMENTS
+    from oneservice.binder.gso import MAX_GSO_BYTES, MAX_GSO_SEGMENTS
 
     batches, open_batch = [], False
     for socket_id, address, datagrams, _ in runs:
@@ -484,6 +484,6 @@ def runs_to_send(draw):
 @settings(max_examples=300, deadline=None)
 @given(runs=runs_to_send())
 def test_gso_batches_follow_the_rule_however_runs_come(runs):
-    from oneservice.binder.binder import gso_batches
+    from oneservice.binder.gso import gso_batches
 
     assert gso_batches(runs) == reference_gso_batches(runs)
