@@ -90,6 +90,17 @@ uuid=3e7a5c8e-1d4b-4f7e-9c1a-0123456789ab
 allow 1024-65535 10.0.2.0/24 1024-65535
 deny 0-65535 0.0.0.0/0 0-65535
 """
+
+
+def router_rules(hard: bool = False, port_block: str = "") -> str:
+    """A NAT router's nft rules: masquerade (``hard``: a new random port per destination,
+    from ``port_block``, "first-last", for UDP if given) and the WAN filter."""
+    options = " random,fully-random" if hard else ""
+    block = (f'\n    oifname "wan" meta l4proto udp masquerade to :{port_block}{options}'
+             if port_block and hard else "")  # fmt: skip
+    return ROUTER_RULES.format(options=options, port_block=block)
+
+
 FLUSH_CONNTRACK = "from pyroute2 import Conntrack; Conntrack().flush()"
 
 
@@ -132,11 +143,7 @@ class NatLab(NodeLab):
                 bed.link(member, "eth0", nat, f"lan-{name}", [f"{address}/24"])
                 nat.ip("link", "set", f"lan-{name}", "master", "lan")
                 member.ip("route", "add", "default", "via", f"10.0.{n}.1")
-            options = " random,fully-random" if router in hard else ""
-            block = (f'\n    oifname "wan" meta l4proto udp masquerade to :{port_block}{options}'
-                     if port_block and router in hard else "")  # fmt: skip
-            nat.run("nft", "-f", "-", input=ROUTER_RULES.format(options=options,
-                                                               port_block=block))  # fmt: skip
+            nat.run("nft", "-f", "-", input=router_rules(router in hard, port_block))
         if port_mapping:
             self.miniupnpd = start_miniupnpd(self.routers["nat2"], tmp_path,
                                              natpmp=port_mapping == "pcp")  # fmt: skip

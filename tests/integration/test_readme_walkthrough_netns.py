@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.natlab import ROUTER_RULES
+from tests.integration.natlab import router_rules
 from tests.testbed import REPO_ROOT, Host, Testbed, run
 
 pytestmark = pytest.mark.integration
@@ -135,7 +135,7 @@ class Walkthrough:
         home_router = bed.host("home", forwarding=True)
         bed.link(home_router, "wan", inet, "r-home", ["10.0.9.10/24"], ["10.0.9.1/24"])
         home_router.ip("route", "add", "default", "via", "10.0.9.1")
-        home_router.run("nft", "-f", "-", input=ROUTER_RULES.format(options=""))
+        home_router.run("nft", "-f", "-", input=router_rules())
         laptop = self.machines["laptop"] = bed.host("laptop")
         bed.link(laptop, "wifi", home_router, "lan", ["10.0.1.10/24"], ["10.0.1.1/24"])
         laptop.ip("route", "add", "default", "via", "10.0.1.1")
