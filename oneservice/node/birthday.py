@@ -183,6 +183,8 @@ class BirthdayPunch:
             self._next_try[address] = (when, interval)
         elif self._start(peer, now):
             self._next_try[address] = (now + interval, min(interval * 2, MOST_TRY_S))
+        else:  # another peer's attempt runs, or no spare may be kept: look again later
+            self._next_try[address] = (now + ATTEMPT_S, interval)
 
     # --- the hard side -----------------------------------------------------------------------
 

@@ -6,7 +6,14 @@ from __future__ import annotations
 
 from oneservice.messages import Birthday, Ping, encode
 from oneservice.node import wire
-from oneservice.node.birthday import ATTEMPT_S, FIRST_TRY_S, PROBE_BATCH, PROBES, SPARES
+from oneservice.node.birthday import (
+    ATTEMPT_S,
+    FIRST_TRY_S,
+    MAX_KEPT,
+    PROBE_BATCH,
+    PROBES,
+    SPARES,
+)
 from oneservice.node.events import SparesDone, SparesWanted
 from oneservice.node.paths import DirectPath, RelayPath
 from oneservice.node.peer import Peer
@@ -169,3 +176,17 @@ def test_spares_that_come_after_their_attempt_ended_are_closed_at_once():
     events(a)
     a.spares_opened(9, [500, 501], sim.now)  # no such attempt
     assert events(a) == [SparesDone((500, 501))]
+
+
+def test_a_peer_that_must_wait_for_its_turn_is_not_looked_at_again_at_once():
+    _sim, a, _b, _a_in_b, b_in_a = connected_pair()
+    birthday, now = a.parts.birthday, _sim.now
+    b_in_a.last_traffic = now
+    birthday.run(b_in_a, now)
+    for spare in range(900, 900 + MAX_KEPT):  # as many spares kept for others as allowed
+        birthday._kept[spare] = ("0123456789", 1)
+    now += FIRST_TRY_S
+    birthday.run(b_in_a, now)
+    assert not [e for e in events(a) if isinstance(e, SparesWanted)]
+    assert birthday.due(b_in_a, now) > now, "no busy loop while it waits"
+
