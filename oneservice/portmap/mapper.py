@@ -26,6 +26,7 @@ LIFETIME_S = 7200  # asked for; the router may grant less
 RETRY_S = (30.0, 120.0, 600.0, 1800.0)  # after failures in a row, then the last again
 RENEW_FRACTION = 0.5
 ANSWER_TIMEOUTS_S = (0.25, 0.5)  # one request, then one resend (RFC 6886's first steps)
+STOP_WAIT_S = 3.0  # a stop waits this long at most for exchanges in flight and deletions
 UPNP_DESCRIPTION = "oneservice"
 PCP, NATPMP, UPNP = "pcp", "nat-pmp", "upnp"
 
@@ -93,14 +94,21 @@ class PortMapper:
                 self._spawn(self._attempt(state))
 
     async def stop(self) -> None:
-        """Delete every mapping (bounded: a router that does not answer is not waited for)."""
+        """Delete every mapping, those an exchange in flight is making too (it runs on in its
+        thread whatever we do: it is let finish, and its mapping deleted at once, as for a
+        gone uplink). Bounded: a router that does not answer is not waited for."""
+        deadline = time.monotonic() + STOP_WAIT_S
+        states, self._states = list(self._states.values()), {}
+        in_flight = list(self._tasks)
+        if in_flight:
+            await asyncio.wait(in_flight, timeout=STOP_WAIT_S)
         for task in list(self._tasks):
             task.cancel()
-        states, self._states = list(self._states.values()), {}
         deletes = [self._delete(s) for s in states if s.mapping is not None]
         if deletes:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*deletes, return_exceptions=True), 2.0)
+                await asyncio.wait_for(asyncio.gather(*deletes, return_exceptions=True),
+                                       max(0.1, deadline - time.monotonic()))  # fmt: skip
 
     def status(self) -> list[dict]:
         """GET /status: per uplink, which protocol mapped which port, or why none did."""

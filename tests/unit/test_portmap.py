@@ -234,3 +234,27 @@ def test_an_unexpected_error_in_an_exchange_is_a_failure_retried_later(monkeypat
         assert "nobody foresaw" in mapper.status()[0]["error"]
 
     asyncio.run(scenario())
+
+
+def test_a_mapping_being_made_when_the_node_stops_is_deleted_not_left_on_the_router(
+        monkeypatch):  # fmt: skip
+    router = FakeRouter()
+    slow = threading.Event()
+
+    def slow_map(uplink, port, nonce, first=""):
+        slow.wait(5)  # the router answers while the node is stopping
+        return router.map_port(uplink, port, nonce, first)
+
+    monkeypatch.setattr(mapper_module, "map_port", slow_map)
+    monkeypatch.setattr(mapper_module, "unmap_port", router.unmap_port)
+
+    async def scenario():
+        mapper = PortMapper(lambda: 9993, lambda s, e: None, lambda: 100.0)
+        mapper.update([Uplink(1, "wifi", "10.0.1.10", "10.0.1.1")])
+        await asyncio.sleep(0.05)
+        asyncio.get_running_loop().call_later(0.2, slow.set)
+        await mapper.stop()
+
+    asyncio.run(scenario())
+    assert router.maps == [(1, "")] and router.unmaps == [1]
+
