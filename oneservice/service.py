@@ -50,6 +50,7 @@ from .pump import CorePump
 from .routefeed import RoutingFeed
 from .routing.manager import RoutingManager
 from .settings import Settings, SettingsError, load_local_conf, reloaded_settings
+from .sparefeed import SpareFeed
 from .tap.devices import Devices
 from .uplinks import UplinkTable
 from .whoami import AddressQueries
@@ -113,6 +114,8 @@ class Service:
         self.binder.subscribe(self._on_binder_event)
         self.port_map = PortMapFeed(self.binder, self.core, settings.port_mapping, self.loop.time,
                                     self.pump.schedule_flush, self.pump.rearm)  # fmt: skip
+        self.spares = SpareFeed(self.binder, self.core, self.routing.kill_switch_up,
+                                self.loop.time)  # fmt: skip
         self.routes = RoutingFeed(self.identity.address, self.routing, self.core, self.binder,
                                   self.networks, self.devices, self.loop.time,
                                   self.pump.schedule_flush)  # fmt: skip
@@ -441,11 +444,8 @@ class Service:
         elif isinstance(event, PathChanged):
             log.info("peer %s: now via %s", event.address, event.where())
             self.routes.ask()
-        elif isinstance(event, SparesWanted):  # a birthday attempt's sockets (node/birthday.py)
-            spares = self.binder.open_spares(event.socket_id, event.count)
-            self.core.spares_opened(event.attempt, spares, self.loop.time())
-        elif isinstance(event, SparesDone):
-            self.binder.close_spares(event.socket_ids)
+        elif isinstance(event, SparesWanted | SparesDone):  # birthday attempts' sockets
+            self.spares.handle(event)
 
     def _next_deadline(self) -> float:
         """The service's part of the one timer (the core's is the pump's)."""

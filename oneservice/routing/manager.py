@@ -364,6 +364,10 @@ class RoutingManager:
                            for state in self.plan.full_tunnel.values())  # fmt: skip
             self.portal.check(stranded, inputs.uplinks, frozenset(inputs.local_addresses))
 
+    def kill_switch_up(self) -> bool:
+        """Whether our kill switch is in the kernel now (it lets out the node's own port only)."""
+        return self.kill_switch is not None
+
     async def _apply_kill_switch(self, switch: KillSwitch | None) -> None:
         if self._kill_switch is None:
             return

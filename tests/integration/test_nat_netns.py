@@ -186,3 +186,56 @@ def test_behind_a_carriers_port_block_the_pair_goes_direct_by_birthday_probes(te
     assert 20000 <= int(to_m1.rsplit("/", 1)[1]) <= 21023
     assert still == "birthday" and m1["spareSockets"] == 1 and m1["direct"] >= 1
     assert len(replies) > 100
+
+
+@pytest.mark.parametrize("fail_closed", [False, True], ids=["open", "fail-closed"])
+def test_a_client_behind_a_carrier_nat_takes_its_full_tunnel_direct_by_birthday_probes(
+    testbed, tmp_path, fail_closed
+):
+    """A laptop on a carrier's NAT (a port block, per destination) with its full tunnel
+    through the exit node at home (a cone NAT): the tunnel works at once through the root,
+    then goes direct by birthday probes; the spare sockets stay out of the tunnel. Under a
+    fail-closed kill switch, which lets out the node's own port only, no spare is opened (the
+    attempt is counted, nothing is sent that the kill switch would drop) and the tunnel stays
+    relayed."""
+    lab = NatLab(testbed, tmp_path, hard=("nat1",), port_block="20000-21023", exit_node=True,
+                 settings={"m1": {"fullTunnelFailClosed": fail_closed}})  # fmt: skip
+    lab.inet.python("tests/integration/whoami_server.py", "8080", stdout=subprocess.DEVNULL)
+
+    def whoami() -> str | None:
+        result = lab.hosts["m1"].run("curl", "-s", "-m", "3", "http://192.0.2.1:8080/",
+                                     check=False, timeout=10)  # fmt: skip
+        return result.stdout if result.returncode == 0 else None
+
+    network_id, _ = lab.join_both(default_via_m2=True)
+    code, body = lab.api("m1", "POST", f"/network/{network_id}", {"allowDefault": True})
+    assert code == 200, body
+    wait_until(lambda: whoami() == lab.wan["nat2"], timeout=20,
+               what="the server seeing the exit node's router")  # fmt: skip
+    pinger = Pinger(lab.hosts["m1"], "192.0.2.1")  # traffic through the tunnel
+    try:
+        wait_until(lambda: birthday_counts(lab, "m1")["attempts"] >= 1, timeout=10,
+                   interval=0.2, what="m1 tries birthday probes")  # fmt: skip
+        if not fail_closed:
+            wait_until(lambda: lab.preferred("m1", "m2").get("kind") == "birthday",
+                       timeout=15, interval=0.1, what="the tunnel direct by birthday probes")
+        # The attempt is over: only the spare that carries the path stays.
+        wait_until(lambda: birthday_counts(lab, "m1")["spareSockets"] <= 1, timeout=10,
+                   interval=0.2, what="the attempt's other spares closed")  # fmt: skip
+        started = time.time()
+        time.sleep(2)
+        kind = lab.preferred("m1", "m2").get("kind")
+        counts = birthday_counts(lab, "m1")
+        spares = lab.api("m1", "GET", "/binder")[1]["spares"]
+        seen = whoami()
+    finally:
+        replies = pinger.stop()
+    silence = longest_silence(replies, started)
+    print(f"\nfull tunnel from a carrier NAT, fail-closed {fail_closed}: {kind}, m1 {counts}, "
+          f"longest silence in the last 2 s {silence:.2f} s")  # fmt: skip
+    assert seen == lab.wan["nat2"], "still through the exit node"
+    assert silence < 0.5, "traffic flows"
+    if fail_closed:
+        assert kind == "relayed" and counts["probes"] == 0 and spares == [], (kind, counts)
+    else:
+        assert kind == "birthday" and counts["direct"] >= 1 and len(spares) == 1, (kind, counts)
