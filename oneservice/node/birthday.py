@@ -11,16 +11,17 @@ and backing off:
   mappings toward that endpoint, at ports nobody can predict; the easy side's NAT drops the
   probes, but not the mappings;
 - it asks the easy side, over the relayed session, to probe where the roots see it: the easy
-  side sends at most PROBES probes, in batches, to random ports at that address, and to
-  nothing else;
+  side sends at most PROBES probes, in batches, to random ports at that address near the port
+  a root saw (PROBE_WINDOW), and to nothing else;
 - a probe that lands on one of the mappings reaches a spare socket. That socket and the easy
   side's endpoint are the pair's direct path ("birthday" in /peer), kept while it works; the
   other spares close when the attempt ends.
 
-With S spares and P probes over a NAT's N ports, some probe meets some mapping with
-probability 1 - (1 - S/N)^P: 64 % per attempt over all 64,512 ports, near certainty over a
-carrier's block of a few thousand ports per subscriber. A failed attempt is tried again
-after FIRST_TRY_S, doubling up to MOST_TRY_S.
+With S spares and P probes over the N ports a NAT picks from, some probe meets some mapping
+with probability 1 - (1 - S/N)^P when every probe lands among them: 64 % per attempt over all
+64,512 ports, near certainty over a carrier's block of 1,024 ports per subscriber (the window
+around the port a root saw covers the block). A failed attempt is tried again after
+FIRST_TRY_S, doubling up to MOST_TRY_S.
 """
 
 from __future__ import annotations
@@ -58,6 +59,11 @@ MIN_REQUEST_GAP_S = 1.5
 MAX_PROBING = 4
 MAX_KEPT = 16  # spare sockets kept as direct paths, over all peers
 FIRST_PORT = 1024  # NATs give out ports above the well-known ones
+# The easy side probes ports within this window around the port where a root saw the hard
+# side. A carrier's NAT hands each subscriber a block of ports (RFC 7422: hundreds to a few
+# thousand), so its mappings lie near that port: most probes then land in the block. A NAT
+# that picks from all ports is met as often in the window as anywhere.
+PROBE_WINDOW = 4096
 
 
 @dataclass
@@ -75,14 +81,14 @@ class _Attempt:
 
 @dataclass
 class _Probing:
-    """Ours, as the easy side: the probes still to send, and where they went."""
+    """Ours, as the easy side: the probes still to send, and until when we look out for
+    what they make."""
 
     socket_id: int
     ip: str
     ports: list[int]
     next_at: float
     until: float
-    sent: set[Endpoint] = field(default_factory=set)
 
 
 class BirthdayPunch:
@@ -109,10 +115,13 @@ class BirthdayPunch:
             return True
         return self._kept.get(socket_id, ("", 0))[0] == peer.address
 
-    def new_path(self, peer: Peer, path: DirectPath, now: float) -> None:
-        """Something authenticated came over a path we did not know: if one of our probes
+    def first_heard(self, peer: Peer, path: DirectPath, now: float) -> None:
+        """Something authenticated came over a direct path for the first time: if an attempt
         made it, it is a birthday path; the hard side proves it at once (our probe's answer
-        moves our traffic there, and our next probe says so to the peer)."""
+        moves our traffic there, and our next probe says so to the peer). On the easy side,
+        any path to the hard side's address that starts to work while we probe is the
+        attempt's: its NAT lets in nothing else (one of its spares may even have been given
+        the port its root sees, which we probe anyway)."""
         attempt = self._attempt
         if attempt is not None and attempt.peer == peer.address and path.socket_id in (
                 attempt.spares):  # fmt: skip
@@ -124,7 +133,7 @@ class BirthdayPunch:
             self.node.paths.probe_path(peer, path, now)
             return
         probing = self._probing.get(peer.address)
-        if probing is not None and path.endpoint in probing.sent:
+        if probing is not None and path.endpoint[0] == probing.ip:
             path.birthday = True
             self.counts["direct"] += 1
 
@@ -269,6 +278,7 @@ class BirthdayPunch:
         """A hard member asks us to probe where its root sees it: only a member we reach
         through a root only, only at an address a root or its controller saw it at, from the
         socket it sent to (which our NAT maps the same way for everyone), at most so often."""
+        self._mark_early_paths(peer, message.at, now)
         socket_id = next((s for s, seen in self.node.paths.public.items()
                           if seen == message.to), None)  # fmt: skip
         if (not peer.networks or peer.root or isinstance(peer.preferred, DirectPath)
@@ -287,23 +297,36 @@ class BirthdayPunch:
         gap = MIN_REQUEST_GAP_S if now - last > 4 * gap else min(gap * 2, MOST_TRY_S * 0.75)
         self._answered[peer.address] = (now, gap)
         self.counts["probed"] += 1
-        ports = self._random.sample(range(FIRST_PORT, 65536), PROBES)
+        observed = sorted(port for ip, port in peer.hints if ip == message.at)
+        center = observed[len(observed) // 2]  # (there is one: ``at`` was checked above)
+        low = max(FIRST_PORT, min(center - PROBE_WINDOW // 2, 65536 - PROBE_WINDOW))
+        ports = self._random.sample(range(low, low + PROBE_WINDOW), PROBES)
         self._probing[peer.address] = _Probing(socket_id, message.at, ports, now,
                                                now + ATTEMPT_S)  # fmt: skip
         self.node.schedule.touch(peer, now)
 
+    def _mark_early_paths(self, peer: Peer, ip: str, now: float) -> None:
+        """The spares' own probes can open a path before this request comes (over the relay,
+        it comes last): when a spare's mapping got the very port its root sees, which we
+        probe anyway. A hard peer is reached at its address through a spare only."""
+        if not peer.hard:
+            return
+        for path in peer.paths.values():
+            if (isinstance(path, DirectPath) and path.endpoint[0] == ip and not path.birthday
+                    and path.alive(now)):  # fmt: skip
+                path.birthday = True
+                self.counts["direct"] += 1
+
     def _send_probes(self, peer: Peer, probing: _Probing, now: float) -> None:
         batch, probing.ports = probing.ports[:PROBE_BATCH], probing.ports[PROBE_BATCH:]
         for port in batch:
-            endpoint = (probing.ip, port)
-            probing.sent.add(endpoint)
-            self._probe(peer, DirectPath(probing.socket_id, endpoint), now)
+            self._probe(peer, DirectPath(probing.socket_id, (probing.ip, port)), now)
         probing.next_at = now + PROBE_GAP_S
         probing.until = now + ATTEMPT_S
         self.node.schedule.touch(peer, now)
 
     def _probe(self, peer: Peer, path: DirectPath, now: float) -> None:
-        """A probe on a path nobody keeps: its answer, if any, makes the path (new_path)."""
+        """A probe on a path nobody keeps: its answer, if any, makes the path (first_heard)."""
         self.counts["probes"] += 1
         ping = encode(Ping(0, False, _text(path.endpoint)))
         self.node.tx.send_on(peer, path, wire.TYPE_CONTROL, ping, now)

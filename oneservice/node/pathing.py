@@ -279,7 +279,8 @@ class PathKeeper:
                     return None
                 path = DirectPath(socket_id, endpoint, learned=endpoint not in peer.hints)
                 peer.paths[path.key] = path
-                self.node.birthday.new_path(peer, path, now)
+            if path.last_received == -math.inf:  # its first word: a birthday attempt's doing?
+                self.node.birthday.first_heard(peer, path, now)
         path.last_received = now
         peer.last_heard = now
         if path is peer.preferred and not path.strict:

@@ -71,7 +71,8 @@ def test_the_easy_side_probes_only_where_a_root_saw_the_peer_in_batches_at_most_
     sim.run(1.0)
     sent = probes()
     assert len(sent) == PROBES == len(set(sent)), "256 distinct ports, once each"
-    assert all(1024 <= port <= 65535 for _, port in sent)
+    # Near the port where a root saw a: a carrier's block of ports lies around it.
+    assert all(40123 - 2048 <= port < 40123 + 2048 for _, port in sent)
     others = {d for name, d, _ in sim.wire_log if name == "b"} - set(sent)
     assert others <= {("198.51.100.1", 9993), ("10.0.1.10", 9993), (A_PUBLIC, 40123)}, (
         "nothing anywhere else but a's own paths")
@@ -190,3 +191,16 @@ def test_a_peer_that_must_wait_for_its_turn_is_not_looked_at_again_at_once():
     assert not [e for e in events(a) if isinstance(e, SparesWanted)]
     assert birthday.due(b_in_a, now) > now, "no busy loop while it waits"
 
+
+
+def test_a_path_a_spare_opened_before_the_request_came_is_said_to_be_birthday():
+    """A spare's mapping may get the very port the hard side's root sees, which the easy side
+    probes anyway: that path works before the request (over the relay) arrives."""
+    sim, _a, b, a_in_b, _ = connected_pair()
+    early = DirectPath(1, (A_PUBLIC, 40123))
+    a_in_b.paths[early.key] = early
+    early.last_received = sim.now
+    assert a_in_b.hard
+    b.parts.birthday.receive_request(a_in_b, Birthday(A_PUBLIC, "203.0.113.2/9993"), sim.now)
+    [view] = [v for v in b.peer_views(sim.now) if v.address == a_in_b.address]
+    assert {p.kind for p in view.paths if p.endpoint == (A_PUBLIC, 40123)} == {"birthday"}
