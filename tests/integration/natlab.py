@@ -160,6 +160,17 @@ class NatLab(NodeLab):
                 })  # fmt: skip
             self.start(name)
 
+    def serve_whoami(self) -> None:
+        """A server on the internet side (192.0.2.1:8080) that answers with the address it
+        sees: whoami() asks it."""
+        self.inet.python("tests/integration/whoami_server.py", "8080", stdout=subprocess.DEVNULL)
+
+    def whoami(self, name: str = "m1") -> str | None:
+        """Where the internet sees ``name`` (serve_whoami); None if the server is not reached."""
+        result = self.hosts[name].run("curl", "-s", "-m", "3", "http://192.0.2.1:8080/",
+                                      check=False, timeout=10)  # fmt: skip
+        return result.stdout if result.returncode == 0 else None
+
     def readdress(self, router: str, new_public: str) -> None:
         """A redial: the WAN address changes and the router forgets every mapping."""
         nat, old = self.routers[router], self.wan[router]

@@ -4,7 +4,6 @@ direct again within 5 s, every time."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 
 import pytest
@@ -91,13 +90,8 @@ def test_a_client_behind_one_nat_uses_an_exit_node_behind_another(testbed, tmp_p
     """The seed's own case: from an open wifi, the traffic goes out through the exit node at
     home, both behind NAT routers (cone); the internet sees the home router's address."""
     lab = NatLab(testbed, tmp_path, exit_node=True)
-    # A server on the internet side: it answers with the address it sees.
-    lab.inet.python("tests/integration/whoami_server.py", "8080", stdout=subprocess.DEVNULL)
-
-    def whoami() -> str | None:
-        result = lab.hosts["m1"].run("curl", "-s", "-m", "3", "http://192.0.2.1:8080/",
-                                     check=False, timeout=10)  # fmt: skip
-        return result.stdout if result.returncode == 0 else None
+    lab.serve_whoami()
+    whoami = lab.whoami
 
     network_id, _ = lab.join_both(default_via_m2=True)
     wait_until(lambda: whoami() == lab.wan["nat1"], timeout=10, what="the server, directly")
@@ -200,12 +194,8 @@ def test_a_client_behind_a_carrier_nat_takes_its_full_tunnel_direct_by_birthday_
     relayed."""
     lab = NatLab(testbed, tmp_path, hard=("nat1",), port_block="20000-21023", exit_node=True,
                  settings={"m1": {"fullTunnelFailClosed": fail_closed}})  # fmt: skip
-    lab.inet.python("tests/integration/whoami_server.py", "8080", stdout=subprocess.DEVNULL)
-
-    def whoami() -> str | None:
-        result = lab.hosts["m1"].run("curl", "-s", "-m", "3", "http://192.0.2.1:8080/",
-                                     check=False, timeout=10)  # fmt: skip
-        return result.stdout if result.returncode == 0 else None
+    lab.serve_whoami()
+    whoami = lab.whoami
 
     network_id, _ = lab.join_both(default_via_m2=True)
     code, body = lab.api("m1", "POST", f"/network/{network_id}", {"allowDefault": True})
