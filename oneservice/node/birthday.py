@@ -182,6 +182,7 @@ class BirthdayPunch:
                 self._send_probes(peer, probing, now)
             elif not probing.ports and now >= probing.until:
                 del self._probing[address]
+                self._forget_losers(peer, probing.ip, now)
         self._close([s for s, (owner, _) in self._kept.items()
                      if owner == address and not self._spare_path(peer, s)])  # fmt: skip
         if not self._wanted(peer, now):
@@ -317,12 +318,22 @@ class BirthdayPunch:
                 path.birthday = True
                 self.counts["direct"] += 1
 
+    @staticmethod
+    def _forget_losers(peer: Peer, ip: str, now: float) -> None:
+        """The attempt is over: paths to spares the hard side closed go now (rather than be
+        probed every second until they expire); the one our traffic takes stays."""
+        for key, path in list(peer.paths.items()):
+            if (isinstance(path, DirectPath) and path.birthday and path.endpoint[0] == ip
+                    and path is not peer.preferred and not path.alive(now)):  # fmt: skip
+                del peer.paths[key]
+
     def _send_probes(self, peer: Peer, probing: _Probing, now: float) -> None:
         batch, probing.ports = probing.ports[:PROBE_BATCH], probing.ports[PROBE_BATCH:]
         for port in batch:
             self._probe(peer, DirectPath(probing.socket_id, (probing.ip, port)), now)
         probing.next_at = now + PROBE_GAP_S
-        probing.until = now + ATTEMPT_S
+        # (Twice an attempt: the hard side has closed the spares it did not keep by then.)
+        probing.until = now + 2 * ATTEMPT_S
         self.node.schedule.touch(peer, now)
 
     def _probe(self, peer: Peer, path: DirectPath, now: float) -> None:

@@ -204,3 +204,24 @@ def test_a_path_a_spare_opened_before_the_request_came_is_said_to_be_birthday():
     b.parts.birthday.receive_request(a_in_b, Birthday(A_PUBLIC, "203.0.113.2/9993"), sim.now)
     [view] = [v for v in b.peer_views(sim.now) if v.address == a_in_b.address]
     assert {p.kind for p in view.paths if p.endpoint == (A_PUBLIC, 40123)} == {"birthday"}
+
+
+def test_when_the_attempt_is_over_the_easy_side_forgets_the_paths_that_died():
+    sim, _a, b, a_in_b, _ = connected_pair()
+    birthday = b.parts.birthday
+    birthday.receive_request(a_in_b, Birthday(A_PUBLIC, "203.0.113.2/9993"), sim.now)
+    winner, loser = DirectPath(1, (A_PUBLIC, 20001)), DirectPath(1, (A_PUBLIC, 20002))
+    for path in (winner, loser):
+        a_in_b.paths[path.key] = path
+        birthday.first_heard(a_in_b, path, sim.now)
+        path.last_received = sim.now
+    assert winner.birthday and loser.birthday
+    for _ in range(PROBES // PROBE_BATCH):  # every batch sent
+        birthday.run(a_in_b, sim.now)
+        sim.now += 0.05
+    end = sim.now + 2 * ATTEMPT_S
+    a_in_b.preferred = winner
+    winner.last_received = end  # our traffic still comes over it; the loser fell silent
+    birthday.run(a_in_b, end)
+    assert winner.key in a_in_b.paths and loser.key not in a_in_b.paths
+
