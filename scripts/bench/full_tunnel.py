@@ -36,7 +36,7 @@ import vpns
 
 from oneservice.identity import Identity
 from tests.integration.nodes import NETWORK_ID, Node, member, write_home, write_local_conf
-from tests.testbed import Host, Testbed, missing_requirements, wait_until
+from tests.testbed import Host, Testbed, wait_until
 
 CLIENT, EXIT, EXIT_UPLINK, SERVER = "192.0.2.1", "192.0.2.2", "203.0.113.2", "198.51.100.10"
 VPNS = ("oneservice", "wireguard-go")
@@ -132,8 +132,7 @@ def one_run(name: str, seconds: int) -> dict[str, float]:
         return {"one_way": one_way, "both_ways": both, "client_s_per_gb": spent[0] / gigabytes,
                 "exit_s_per_gb": spent[1] / gigabytes}  # fmt: skip
     finally:
-        for complaint in bed.cleanup():
-            print(f"warning: {complaint}", file=sys.stderr)
+        vpns.clean_up(bed)
 
 
 def main() -> int:
@@ -142,9 +141,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--only", default=",".join(VPNS))
     args = parser.parse_args()
-    why = missing_requirements(need_tun=True)
-    if why:
-        print(f"cannot run: {why}", file=sys.stderr)
+    if vpns.cannot_run(need_tun=True):
         return 2
     names = [n for n in args.only.split(",") if n in VPNS]
     if "wireguard-go" in names and (why := vpns.missing("wireguard-go")):

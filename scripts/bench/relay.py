@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import vpns
 
 from tests.integration.test_controller_netns import Lab, block, members_in_touch
-from tests.testbed import Testbed, missing_requirements, wait_until
+from tests.testbed import Testbed, wait_until
 
 
 def preferred_via(lab: Lab, peer: str) -> str:
@@ -63,8 +63,7 @@ def one_round(seconds: int) -> dict[str, dict[str, float]]:
                     for n, p in pids.items()}}  # fmt: skip
             return results
     finally:
-        for complaint in bed.cleanup():
-            print(f"warning: {complaint}", file=sys.stderr)
+        vpns.clean_up(bed)
 
 
 def main() -> int:
@@ -72,9 +71,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seconds", type=int, default=8)
     args = parser.parse_args()
-    why = missing_requirements(need_tun=True)
-    if why:
-        print(f"cannot run: {why}", file=sys.stderr)
+    if vpns.cannot_run(need_tun=True):
         return 2
     rounds = [one_round(args.seconds) for _ in range(args.rounds)]
     print(f"relay benchmark: {args.rounds} rounds of {args.seconds} s, medians")

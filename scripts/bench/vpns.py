@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import textwrap
 import time
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from oneservice.identity import Identity
 from tests.integration.nodes import NETWORK_ID, Node, member, write_home
-from tests.testbed import Host, wait_until
+from tests.testbed import Host, Testbed, missing_requirements, wait_until
 
 A_UNDERLAY, B_UNDERLAY = "192.0.2.1", "192.0.2.2"
 
@@ -203,3 +204,18 @@ def iperf(a: Host, address: str, seconds: int, both_ways: bool) -> float:
         bits += end["sum_received_bidir_reverse"]["bits_per_second"]
     time.sleep(0.2)
     return bits / 1e6
+
+
+def cannot_run(need_tun: bool = False) -> bool:
+    """Whether this host lacks what a benchmark in namespaces needs (said on stderr)."""
+    why = missing_requirements(need_tun=need_tun)
+    if why:
+        print(f"cannot run: {why}", file=sys.stderr)
+    return bool(why)
+
+
+def clean_up(bed: Testbed) -> None:
+    """Remove what a benchmark made; anything left over is said, not raised."""
+    for complaint in bed.cleanup():
+        print(f"warning: {complaint}", file=sys.stderr)
+
