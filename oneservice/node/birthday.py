@@ -301,7 +301,9 @@ class BirthdayPunch:
         observed = sorted(port for ip, port in peer.hints if ip == message.at)
         center = observed[len(observed) // 2]  # (there is one: ``at`` was checked above)
         low = max(FIRST_PORT, min(center - PROBE_WINDOW // 2, 65536 - PROBE_WINDOW))
-        ports = self._random.sample(range(low, low + PROBE_WINDOW), PROBES)
+        # (Not the ports a root saw: those are paths already, probed as every path is.)
+        window = [port for port in range(low, low + PROBE_WINDOW) if port not in observed]
+        ports = self._random.sample(window, PROBES)
         self._probing[peer.address] = _Probing(socket_id, message.at, ports, now,
                                                now + ATTEMPT_S)  # fmt: skip
         self.node.schedule.touch(peer, now)

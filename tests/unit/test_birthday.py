@@ -71,6 +71,8 @@ def test_the_easy_side_probes_only_where_a_root_saw_the_peer_in_batches_at_most_
     sim.run(1.0)
     sent = probes()
     assert len(sent) == PROBES == len(set(sent)), "256 distinct ports, once each"
+    sent_to_seen = [d for name, d, _ in sim.wire_log if name == "b" and d == (A_PUBLIC, 40123)]
+    assert len(sent_to_seen) < 5, "the port a root saw is a path, not one of the probes"
     # Near the port where a root saw a: a carrier's block of ports lies around it.
     assert all(40123 - 2048 <= port < 40123 + 2048 for _, port in sent)
     others = {d for name, d, _ in sim.wire_log if name == "b"} - set(sent)
