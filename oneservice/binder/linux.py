@@ -79,34 +79,30 @@ UDP_OFFLOADS = LinuxUdpOffloads()
 
 
 def enumerate_interfaces() -> list[Interface]:
-    """Dump links and addresses over netlink. Blocking: the binder runs it in a worker thread
-    (pyroute2's synchronous IPRoute cannot run inside our event loop)."""
-    from ..netlink import IPRoute  # imported here: only Linux has it
+    """Dump links and addresses over netlink. Blocking: the binder runs it in a worker
+    thread."""
+    from ..rtnetlink import Rtnetlink  # imported here: only Linux has it
 
-    with IPRoute() as ipr:
-        links = list(ipr.get_links())
-        addresses = list(ipr.get_addr())
-        metrics = default_route_metrics(
-            [*ipr.get_routes(family=socket.AF_INET, table=MAIN_TABLE),
-             *ipr.get_routes(family=socket.AF_INET6, table=MAIN_TABLE)]
-        )  # fmt: skip
+    with Rtnetlink() as rtnl:
+        links = rtnl.links()
+        addresses = rtnl.addresses()
+        routes = [*rtnl.routes(socket.AF_INET), *rtnl.routes(socket.AF_INET6)]
+    metrics = default_route_metrics([route for route in routes if route.table == MAIN_TABLE])
     by_index: dict[int, list[InterfaceAddress]] = {}
     for message in addresses:
-        family = message["family"]
+        family = message.header["family"]
         if family not in (socket.AF_INET, socket.AF_INET6):
             continue
         # On point-to-point links IFA_ADDRESS is the peer; IFA_LOCAL is ours.
-        address = message.get("IFA_LOCAL") or message.get("IFA_ADDRESS")
+        address = message.attrs.get("local") or message.attrs.get("address")
         if not address:
             continue
-        flags = message.get("IFA_FLAGS")
-        if flags is None:
-            flags = message["flags"]
-        by_index.setdefault(message["index"], []).append(
+        flags = message.attrs.get("flags", message.header["flags"])
+        by_index.setdefault(message.header["index"], []).append(
             InterfaceAddress(
                 family=family,
                 address=address,
-                prefixlen=message["prefixlen"],
+                prefixlen=message.header["prefixlen"],
                 temporary=bool(flags & IFA_F_TEMPORARY),
                 deprecated=bool(flags & IFA_F_DEPRECATED),
                 dad_failed=bool(flags & IFA_F_DADFAILED),
@@ -114,18 +110,18 @@ def enumerate_interfaces() -> list[Interface]:
         )
     interfaces = []
     for link in links:
-        flags = link["flags"]
+        flags, index = link.header["flags"], link.header["index"]
         interfaces.append(
             Interface(
-                index=link["index"],
-                name=link.get("IFLA_IFNAME") or f"if{link['index']}",
-                kind=link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND"),
+                index=index,
+                name=link.attrs.get("ifname") or f"if{index}",
+                kind=link.attrs.get("kind"),
                 up=bool(flags & IFF_UP),
                 running=bool(flags & IFF_RUNNING),
                 loopback=bool(flags & IFF_LOOPBACK),
-                addresses=tuple(by_index.get(link["index"], ())),
-                default_metric=metrics.get(link["index"], (None, None))[0],
-                default_gateway=metrics.get(link["index"], (None, None))[1],
+                addresses=tuple(by_index.get(index, ())),
+                default_metric=metrics.get(index, (None, None))[0],
+                default_gateway=metrics.get(index, (None, None))[1],
             )
         )
     return interfaces
@@ -138,14 +134,15 @@ def default_route_metrics(routes: list) -> dict[int, tuple[int, str | None]]:
     metrics: dict[int, int] = {}
     gateways: dict[int, tuple[int, str]] = {}
     for route in routes:
-        if route["dst_len"] != 0 or route["type"] != RTN_UNICAST:
+        header, attrs = route.header, route.attrs
+        if header["dst_len"] != 0 or header["type"] != RTN_UNICAST:
             continue
-        metric = route.get_attr("RTA_PRIORITY") or 0
-        nexthops = route.get_attr("RTA_MULTIPATH") or []
-        indexes = [route.get_attr("RTA_OIF")] + [hop["oif"] for hop in nexthops]
+        metric = attrs.get("priority") or 0
+        nexthops = attrs.get("multipath") or []
+        indexes = [attrs.get("oif")] + [hop["oif"] for hop in nexthops]
         for index in filter(None, indexes):
             metrics[index] = min(metric, metrics.get(index, metric))
-        gateway, index = route.get_attr("RTA_GATEWAY"), route.get_attr("RTA_OIF")
-        if route["family"] == socket.AF_INET and gateway and index:
+        gateway, index = attrs.get("gateway"), attrs.get("oif")
+        if header["family"] == socket.AF_INET and gateway and index:
             gateways[index] = min(gateways.get(index, (metric, gateway)), (metric, gateway))
     return {i: (m, gateways[i][1] if i in gateways else None) for i, m in metrics.items()}

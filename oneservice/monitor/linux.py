@@ -1,10 +1,7 @@
 """Linux: rtnetlink change events (links, addresses, routes, rules), typed.
 
-pyroute2's asyncio netlink needs its own event loop integration (uvloop refuses its
-AF_NETLINK transport), so events come from our own non-blocking AF_NETLINK socket, read with
-add_reader and parsed by pyroute2's MarshalRtnl. Messages are told apart by the kernel's type
-number: pyroute2's "event" name is not always there (seen: an int for the RTM_NEWLINK of a TUN
-device whose offloads were just set).
+Events come from a non-blocking AF_NETLINK socket subscribed to the kernel's groups, read with
+add_reader and decoded by rtnetlink.py. Messages are told apart by the kernel's type number.
 """
 
 from __future__ import annotations
@@ -14,6 +11,18 @@ import logging
 import socket
 
 from ..marks import ROUTE_PROTOCOL, RULE_PRIORITIES
+from ..rtnetlink import (
+    RTM_DELADDR,
+    RTM_DELLINK,
+    RTM_DELROUTE,
+    RTM_DELRULE,
+    RTM_NEWADDR,
+    RTM_NEWROUTE,
+    RTM_NEWRULE,
+    MalformedMessage,
+    Message,
+    decode,
+)
 from .changes import AddressChange, Change, LinkChange, RouteChange, RuleChange, Unknown
 from .monitor import MAX_READS_PER_WAKEUP, POLL_INTERVAL_WITH_EVENTS_S, ChangeMonitor
 
@@ -30,23 +39,20 @@ EVENT_GROUPS = (
     RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE
     | RTMGRP_IPV4_RULE | RTMGRP_IPV6_RULE
 )
-RTM_DELLINK, RTM_NEWADDR, RTM_DELADDR = 17, 20, 21
-RTM_NEWROUTE, RTM_DELROUTE, RTM_NEWRULE, RTM_DELRULE = 24, 25, 32, 33
 NETLINK_RECEIVE_BUFFER_BYTES = 1024 * 1024
 
 
-def change_in(message: dict) -> Change:
-    """What one parsed rtnetlink message says changed. Our routes carry ROUTE_PROTOCOL and
-    our rules one of RULE_PRIORITIES (marks.py): that is how our own writes are known."""
-    kind = message.get("header", {}).get("type")
+def change_in(message: Message) -> Change:
+    """What one rtnetlink message says changed. Our routes carry ROUTE_PROTOCOL and our rules
+    one of RULE_PRIORITIES (marks.py): that is how our own writes are known."""
+    kind = message.kind
     if kind in (RTM_NEWROUTE, RTM_DELROUTE):
-        return RouteChange(ours=message.get("proto") == ROUTE_PROTOCOL,
-                            removed=kind == RTM_DELROUTE)  # fmt: skip
+        return RouteChange(ours=message.header.get("proto") == ROUTE_PROTOCOL,
+                           removed=kind == RTM_DELROUTE)  # fmt: skip
     if kind in (RTM_NEWRULE, RTM_DELRULE):
-        get_attr = getattr(message, "get_attr", None)
-        ours = get_attr is not None and get_attr("FRA_PRIORITY") in RULE_PRIORITIES
-        return RuleChange(ours=ours, removed=kind == RTM_DELRULE)
-    index = message.get("index")
+        return RuleChange(ours=message.attrs.get("priority") in RULE_PRIORITIES,
+                          removed=kind == RTM_DELRULE)  # fmt: skip
+    index = message.header.get("index")
     if kind == RTM_DELLINK:
         # Which link? Without its index every socket must be looked at again.
         return LinkChange(index, deleted=True) if index else Unknown()
@@ -57,9 +63,6 @@ def change_in(message: dict) -> Change:
 
 class NetlinkMonitor(ChangeMonitor):
     def __init__(self) -> None:
-        from ..netlink import MarshalRtnl
-
-        self._marshal = MarshalRtnl()
         self._sock = socket.socket(
             socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, socket.NETLINK_ROUTE
         )
@@ -88,8 +91,8 @@ class NetlinkMonitor(ChangeMonitor):
                     log.warning("netlink receive failed: %s", exc)
                 continue
             try:
-                messages = self._marshal.parse(data)
-            except Exception:  # a message pyroute2 cannot read
+                messages = decode(data)
+            except MalformedMessage:  # told as Unknown: everything is looked at again
                 changes.append(Unknown())
                 continue
             changes.extend(change_in(message) for message in messages)

@@ -1,4 +1,4 @@
-"""Make the kernel's routes and rules match a routing plan (Linux, pyroute2).
+"""Make the kernel's routes and rules match a routing plan (Linux, rtnetlink).
 
 Everything we add carries route protocol ROUTE_PROTOCOL or a rule priority in
 RULE_PRIORITIES (oneservice/marks.py), so what is ours can be found again: after a crash,
@@ -13,7 +13,7 @@ import socket
 from collections.abc import Iterable
 
 from ..marks import ROUTE_PROTOCOL, RULE_PRIORITIES
-from ..netlink import IPRoute, NetlinkError
+from ..rtnetlink import NetlinkError, Rtnetlink, route_body, rule_body
 from .planner import UNREACHABLE, KernelRoute, KernelRule, Refusal
 
 log = logging.getLogger(__name__)
@@ -21,20 +21,19 @@ log = logging.getLogger(__name__)
 _FAMILIES = {4: socket.AF_INET, 6: socket.AF_INET6}
 _VERSIONS = {socket.AF_INET: 4, socket.AF_INET6: 6}
 _ANY = {4: "0.0.0.0", 6: "::"}
-RTN_UNREACHABLE = 7  # rtm_type of an unreachable route (linux/rtnetlink.h)
+RTN_UNICAST, RTN_UNREACHABLE = 1, 7  # rtm_type (linux/rtnetlink.h)
 
 
 class LinuxRoutes:
-    """Use from one worker thread only: pyroute2's synchronous IPRoute cannot be made, nor
-    run, on a thread whose event loop is running."""
+    """Use from one worker thread only (its netlink requests block)."""
 
     def __init__(self) -> None:
-        self._socket: IPRoute | None = None
+        self._socket: Rtnetlink | None = None
 
     @property
-    def _ipr(self) -> IPRoute:
+    def _ipr(self) -> Rtnetlink:
         if self._socket is None:
-            self._socket = IPRoute()
+            self._socket = Rtnetlink()
         return self._socket
 
     def close(self) -> None:
@@ -60,8 +59,8 @@ class LinuxRoutes:
                 replaced.add(old)
         for route, message in present.items():
             if route not in wanted and route not in replaced:
-                self._try(errors, None, f"delete route {_describe(route)}", self._ipr.route,
-                          "del", **message)  # fmt: skip
+                self._try(errors, None, f"delete route {_describe(route)}",
+                          self._ipr.delete_route, message)  # fmt: skip
         for route in sorted(wanted - set(present)):
             if (route.family, route.target, route.table) not in slots:
                 self._add_route(route, errors)
@@ -70,27 +69,27 @@ class LinuxRoutes:
         wanted_rules = set(rules)
         present_rules = self._our_rules()
         for rule in sorted(wanted_rules - set(present_rules)):
-            self._try(errors, rule, f"add rule {_describe_rule(rule)}", self._ipr.rule, "add",
-                      **_rule_message(rule))  # fmt: skip
+            self._try(errors, rule, f"add rule {_describe_rule(rule)}", self._ipr.add_rule,
+                      _rule_message(rule))  # fmt: skip
         for rule, message in present_rules.items():
             if rule not in wanted_rules:
-                self._try(errors, None, f"delete rule {_describe_rule(rule)}", self._ipr.rule,
-                          "del", **message)  # fmt: skip
+                self._try(errors, None, f"delete rule {_describe_rule(rule)}",
+                          self._ipr.delete_rule, message)  # fmt: skip
         return errors
 
     def route_devices(self, addresses: Iterable[str]) -> dict[str, str | None]:
         """Where the kernel would send a packet to each address (as an application's would go:
         main routing policy, no bound device): the device's name, or None if unreachable."""
-        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in self._ipr.get_links()}
+        names = self._link_names()
         devices: dict[str, str | None] = {}
         for address in addresses:
             try:
-                [answer] = self._ipr.route("get", dst=address)[:1]
+                answer = self._ipr.route_to(address)
             except (NetlinkError, ValueError):
                 devices[address] = None  # unreachable (ours, when we block a family)
                 continue
-            index = answer.get_attr("RTA_OIF")
-            devices[address] = names.get(index) if answer["type"] == 1 else None  # RTN_UNICAST
+            unicast = answer.header["type"] == RTN_UNICAST
+            devices[address] = names.get(answer.attrs.get("oif")) if unicast else None
         return devices
 
     def remove_all(self) -> int:
@@ -98,72 +97,74 @@ class LinuxRoutes:
         errors: list[Refusal] = []
         present, rules = self._our_routes(), self._our_rules()
         for route, message in present.items():
-            self._try(errors, None, f"delete route {_describe(route)}", self._ipr.route, "del",
-                      **message)  # fmt: skip
+            self._try(errors, None, f"delete route {_describe(route)}", self._ipr.delete_route,
+                      message)  # fmt: skip
         for rule, message in rules.items():
-            self._try(errors, None, f"delete rule {_describe_rule(rule)}", self._ipr.rule, "del",
-                      **message)  # fmt: skip
+            self._try(errors, None, f"delete rule {_describe_rule(rule)}",
+                      self._ipr.delete_rule, message)  # fmt: skip
         for error in errors:
             log.warning("%s", error.message)
         return len(present) + len(rules) - len(errors)
 
     def _add_route(self, route: KernelRoute, errors: list[Refusal], verb: str = "add") -> None:
+        target, _, length = route.target.partition("/")
+        family = _FAMILIES[route.family]
         if route.kind == UNREACHABLE:
-            self._try(errors, route, f"{verb} route {_describe(route)}", self._ipr.route, verb,
-                      family=_FAMILIES[route.family], dst=route.target, type=UNREACHABLE,
-                      proto=ROUTE_PROTOCOL, table=route.table)  # fmt: skip
-            return
-        index = self._ipr.link_lookup(ifname=route.device)
-        if not index:
-            errors.append(Refusal(route, f"{verb} route {_describe(route)}: no device "
-                                         f"{route.device}"))  # fmt: skip
-            return
-        arguments = {"family": _FAMILIES[route.family], "dst": route.target,
-                     "oif": index[0], "proto": ROUTE_PROTOCOL, "table": route.table}  # fmt: skip
-        if route.via is not None:
-            arguments["gateway"] = route.via
-        self._try(errors, route, f"{verb} route {_describe(route)}", self._ipr.route, verb,
-                  **arguments)  # fmt: skip
+            body = route_body(family, target, int(length), route.table, ROUTE_PROTOCOL,
+                              kind=RTN_UNREACHABLE)  # fmt: skip
+        else:
+            try:
+                index = socket.if_nametoindex(route.device)
+            except OSError:
+                errors.append(Refusal(route, f"{verb} route {_describe(route)}: no device "
+                                             f"{route.device}"))  # fmt: skip
+                return
+            body = route_body(family, target, int(length), route.table, ROUTE_PROTOCOL,
+                              oif=index, gateway=route.via)  # fmt: skip
+        self._try(errors, route, f"{verb} route {_describe(route)}", self._ipr.add_route, body,
+                  verb == "replace")  # fmt: skip
 
-    def _our_routes(self) -> dict[KernelRoute, dict]:
+    def _link_names(self) -> dict[int, str]:
+        return {link.header["index"]: link.attrs.get("ifname", "") for link in self._ipr.links()}
+
+    def _our_routes(self) -> dict[KernelRoute, bytes]:
         """Our routes in every table, each with what deleting it takes."""
-        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in self._ipr.get_links()}
-        found: dict[KernelRoute, dict] = {}
+        names = self._link_names()
+        found: dict[KernelRoute, bytes] = {}
         for family in _FAMILIES.values():
-            for message in self._ipr.get_routes(family=family):
-                if message["proto"] != ROUTE_PROTOCOL:
+            for message in self._ipr.routes(family):
+                header, attrs = message.header, message.attrs
+                if header["proto"] != ROUTE_PROTOCOL:
                     continue
                 version = _VERSIONS[family]
-                destination = message.get_attr("RTA_DST") or _ANY[version]
-                table = message.get_attr("RTA_TABLE") or message["table"]
-                target = f"{destination}/{message['dst_len']}"
-                delete = {"family": family, "dst": destination, "dst_len": message["dst_len"],
-                          "table": table, "proto": ROUTE_PROTOCOL}  # fmt: skip
-                if message["type"] == RTN_UNREACHABLE:
-                    found[KernelRoute(version, target, None, "", table, UNREACHABLE)] = {
-                        **delete, "type": UNREACHABLE}  # fmt: skip
+                destination = attrs.get("dst") or _ANY[version]
+                target = f"{destination}/{header['dst_len']}"
+                if header["type"] == RTN_UNREACHABLE:
+                    found[KernelRoute(version, target, None, "", message.table, UNREACHABLE)] = (
+                        route_body(family, destination, header["dst_len"], message.table,
+                                   ROUTE_PROTOCOL, kind=RTN_UNREACHABLE))  # fmt: skip
                     continue
-                oif = message.get_attr("RTA_OIF")
-                route = KernelRoute(version, target, message.get_attr("RTA_GATEWAY"),
-                                    names.get(oif, str(oif)), table)  # fmt: skip
-                found[route] = {**delete, "oif": oif}
+                oif = attrs.get("oif")
+                route = KernelRoute(version, target, attrs.get("gateway"),
+                                    names.get(oif, str(oif)), message.table)  # fmt: skip
+                found[route] = route_body(family, destination, header["dst_len"],
+                                          message.table, ROUTE_PROTOCOL, oif=oif)  # fmt: skip
         return found
 
-    def _our_rules(self) -> dict[KernelRule, dict]:
-        found: dict[KernelRule, dict] = {}
+    def _our_rules(self) -> dict[KernelRule, bytes]:
+        found: dict[KernelRule, bytes] = {}
         for family in _FAMILIES.values():
-            for message in self._ipr.get_rules(family=family):
-                priority = message.get_attr("FRA_PRIORITY")
+            for message in self._ipr.rules(family):
+                attrs = message.attrs
+                priority = attrs.get("priority")
                 if priority not in RULE_PRIORITIES:
                     continue
                 version = _VERSIONS[family]
-                destination = message.get_attr("FRA_DST") or _ANY[version]
-                table = message.get_attr("FRA_TABLE") or message["table"]
-                suppress = message.get_attr("FRA_SUPPRESS_PREFIXLEN")
+                destination = attrs.get("dst") or _ANY[version]
+                suppress = attrs.get("suppress_prefixlen")
                 rule = KernelRule(
-                    version, f"{destination}/{message['dst_len']}", table, priority,
-                    message.get_attr("FRA_IP_PROTO") or 0,
-                    message.get_attr("FRA_DPORT_RANGE") or "",
+                    version, f"{destination}/{message.header['dst_len']}", message.table,
+                    priority, attrs.get("ip_proto") or 0, attrs.get("dport_range") or "",
                     -1 if suppress in (None, _NO_SUPPRESS) else suppress,
                 )  # fmt: skip
                 found[rule] = _rule_message(rule)
@@ -177,27 +178,19 @@ class LinuxRoutes:
         try:
             call(*args, **kwargs)
         except NetlinkError as exc:
-            errors.append(Refusal(item, f"{what}: {exc.args[1] if len(exc.args) > 1 else exc}"))
+            errors.append(Refusal(item, f"{what}: {exc.strerror}"))
 
 
 # What the kernel reports for a rule without suppress_prefixlength.
 _NO_SUPPRESS = 0xFFFFFFFF
 
 
-def _rule_message(rule: KernelRule) -> dict:
+def _rule_message(rule: KernelRule) -> bytes:
     """What adding (or deleting) the rule takes."""
     target, _, length = rule.target.partition("/")
-    message: dict = {"family": _FAMILIES[rule.family], "table": rule.table,
-                     "priority": rule.priority}  # fmt: skip
-    if int(length):
-        message.update(dst=target, dst_len=int(length))
-    if rule.protocol:
-        message["ip_proto"] = rule.protocol
-    if rule.ports:
-        message["dport_range"] = rule.ports
-    if rule.suppress_prefixlength >= 0:
-        message["suppress_prefixlen"] = rule.suppress_prefixlength
-    return message
+    suppress = rule.suppress_prefixlength if rule.suppress_prefixlength >= 0 else None
+    return rule_body(_FAMILIES[rule.family], rule.table, rule.priority, target, int(length),
+                     rule.protocol, rule.ports, suppress)  # fmt: skip
 
 
 def _describe_rule(rule: KernelRule) -> str:

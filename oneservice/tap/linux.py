@@ -71,18 +71,15 @@ class TunDevice:
         self, mtu: int, addresses: Iterable[ipaddress.IPv4Interface | ipaddress.IPv6Interface]
     ) -> None:
         """Set MTU and addresses and bring the device up (blocking: netlink round trips)."""
-        from ..netlink import IPRoute
+        from ..rtnetlink import Rtnetlink
 
         try:
-            with IPRoute() as ipr:
-                ipr.link("set", index=self.index, mtu=mtu)
+            with Rtnetlink() as rtnl:
+                rtnl.set_link(self.index, mtu=mtu)
                 for interface in addresses:
-                    ipr.addr(
-                        "add", index=self.index, address=str(interface.ip),
-                        prefixlen=interface.network.prefixlen,
-                        **({"flags": IFA_F_NODAD} if interface.version == 6 else {}),
-                    )  # fmt: skip
-                ipr.link("set", index=self.index, state="up")
+                    rtnl.add_address(self.index, str(interface.ip), interface.network.prefixlen,
+                                     IFA_F_NODAD if interface.version == 6 else 0)  # fmt: skip
+                rtnl.set_link(self.index, up=True)
         except Exception as exc:
             raise TapError(f"cannot configure {self.name}: {exc}") from exc
 

@@ -33,6 +33,7 @@ from oneservice.monitor.changes import (
 from oneservice.monitor.linux import change_in
 from oneservice.monitor.monitor import PollMonitor
 from oneservice.node.wire import split_coalesced
+from oneservice.rtnetlink import Message, decode, encode, route_body, rule_body
 
 
 class FakeBackend:
@@ -372,39 +373,39 @@ def test_a_coalesced_read_splits_into_the_datagrams_the_kernel_merged():
     assert split_coalesced(b"short", 10) == [b"short"]
 
 
-def test_netlink_messages_are_read_by_type_number_not_by_pyroute2_event_name():
-    # A TUN device's RTM_NEWLINK right after its offloads were set: pyroute2 gave "event" 2.
-    assert change_in({"header": {"type": 16}, "event": 2, "index": 4}) == LinkChange(4)
-    assert change_in({"header": {"type": 24}, "event": "RTM_NEWROUTE"}) == RouteChange(False,
-                                                                                         False)
-    assert change_in({"header": {"type": 25}}) == RouteChange(ours=False, removed=True)
-    assert change_in({"header": {"type": 17}, "index": 7}) == LinkChange(7, deleted=True)
-    assert change_in({"header": {"type": 17}}) == Unknown(), "which link? re-read all"
-    assert change_in({"header": {"type": 20}, "index": 3}) == AddressChange(3)
-    assert change_in({}) == LinkChange(0)
+def test_netlink_messages_are_read_by_type_number():
+    assert change_in(Message(16, {"index": 4})) == LinkChange(4)
+    assert change_in(Message(24, {"proto": 4})) == RouteChange(False, False)
+    assert change_in(Message(25)) == RouteChange(ours=False, removed=True)
+    assert change_in(Message(17, {"index": 7})) == LinkChange(7, deleted=True)
+    assert change_in(Message(17)) == Unknown(), "which link? re-read all"
+    assert change_in(Message(20, {"index": 3})) == AddressChange(3)
+    assert change_in(Message(0)) == LinkChange(0)
 
 
 def test_our_own_routes_and_rules_are_known_by_their_marks():
     """Our own writes cause nothing; one of ours removed is said so; others' routes and rules
     are re-read (they may move the underlay)."""
-    from pyroute2.netlink.rtnl.fibmsg import fibmsg
 
-    def rule(kind: int, priority: int) -> fibmsg:
-        message = fibmsg()
-        message["header"] = {"type": kind}
-        message["attrs"] = [("FRA_PRIORITY", priority)]
+    def rule(kind: int, priority: int) -> Message:
+        # As the kernel sends it: bytes, decoded.
+        [message] = decode(encode(kind, 0, 0, rule_body(socket.AF_INET, 52, priority)))
         return message
 
-    assert change_in({"header": {"type": 24}, "proto": 165}) == RouteChange(ours=True,
-                                                                             removed=False)
-    assert change_in({"header": {"type": 25}, "proto": 165}) == RouteChange(True, removed=True)
-    assert change_in({"header": {"type": 25}, "proto": 4}) == RouteChange(False, removed=True)
+    def route(kind: int, proto: int) -> Message:
+        [message] = decode(encode(kind, 0, 0, route_body(socket.AF_INET, "10.0.0.0", 8, 254,
+                                                         proto, oif=3)))  # fmt: skip
+        return message
+
+    assert change_in(route(24, 165)) == RouteChange(ours=True, removed=False)
+    assert change_in(route(25, 165)) == RouteChange(True, removed=True)
+    assert change_in(route(25, 4)) == RouteChange(False, removed=True)
     assert change_in(rule(32, 5210)) == RuleChange(ours=True, removed=False)
     assert change_in(rule(33, 5219)) == RuleChange(ours=True, removed=True)
     assert change_in(rule(33, 5220)) == RuleChange(False, True), "not ours: 5210-5219 only"
     assert change_in(rule(32, 100)) == RuleChange(ours=False, removed=False)
     # Our own writes appearing are told to nobody; one of ours removed is.
-    assert not worth_telling(change_in({"header": {"type": 24}, "proto": 165}))
+    assert not worth_telling(change_in(route(24, 165)))
     assert not worth_telling(change_in(rule(32, 5210)))
     assert worth_telling(change_in(rule(33, 5219)))
 
