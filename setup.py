@@ -3,7 +3,8 @@
 primitives (oneservice/_primitives.c), both over
 the system's libcrypto. Optional: without gcc or OpenSSL's headers the install goes on, and
 the node uses the pure-Python twins (oneservice/node/aead.py, oneservice/primitives.py) and
-says so in its log."""
+says so in its log. Also glibc's allocator settings (oneservice/_allocator.c, for memory.py;
+without it, ctypes makes the same calls)."""
 
 from setuptools import Extension, setup
 
@@ -18,4 +19,5 @@ setup(
             ("oneservice._primitives", ["oneservice/_primitives.c"], []),
         )
     ]
+    + [Extension("oneservice._allocator", ["oneservice/_allocator.c"], optional=True)]
 )

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import ctypes
 import sys
+from typing import Any
 
 M_TRIM_THRESHOLD = -1  # glibc's <malloc.h>
 M_MMAP_THRESHOLD = -3
@@ -15,13 +15,28 @@ MMAP_THRESHOLD_BYTES = 128 * 1024  # glibc's own starting value
 TRIM_THRESHOLD_BYTES = 4 * 1024 * 1024
 
 
-def _libc():
+def _libc() -> Any:
+    """glibc's mallopt and malloc_trim: from our extension (oneservice/_allocator.c), else
+    through ctypes (loaded only then: 0.4 MiB); None where not glibc."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        return ctypes.CDLL(None)
+        from . import _allocator
+    except ImportError:
+        pass
+    else:
+        return _allocator
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
     except OSError:
         return None
+    if not hasattr(libc, "mallopt") or not hasattr(libc, "malloc_trim"):
+        return None  # not glibc (musl has neither)
+    libc.malloc_trim.argtypes = (ctypes.c_size_t,)
+    libc.mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    return libc  # (its two functions, called as the extension's are)
 
 
 def give_back() -> bool:
@@ -30,11 +45,9 @@ def give_back() -> bool:
     then, so a burst of traffic or a big config leaves no resident memory behind. False where
     not glibc."""
     libc = _libc()
-    trim = getattr(libc, "malloc_trim", None)
-    if trim is None:
+    if libc is None:
         return False
-    trim.argtypes = (ctypes.c_size_t,)
-    trim(0)
+    libc.malloc_trim(0)
     return True
 
 
@@ -47,9 +60,8 @@ def tune_malloc() -> bool:
     large block is mapped on its own and given back when freed. Pinning it also pins the
     trim threshold, which is set to TRIM_THRESHOLD_BYTES: at most that much of the heap stays
     resident once freed."""
-    mallopt = getattr(_libc(), "mallopt", None)
-    if mallopt is None:
+    libc = _libc()
+    if libc is None:
         return False
-    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    return (mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
-            and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1)  # fmt: skip
+    return (libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
+            and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1)  # fmt: skip

@@ -9,6 +9,12 @@ import pytest
 
 from tests.testbed import REPO_ROOT
 
+# Which way glibc is called: our extension (oneservice/_allocator.c), or ctypes without it.
+WAYS = {
+    "extension": "import oneservice._allocator",
+    "ctypes": "import sys; sys.modules['oneservice._allocator'] = None",
+}
+
 PROBE = """
 import hashlib, re, sys
 from oneservice.memory import tune_malloc
@@ -22,22 +28,28 @@ print(rss() - before)
 """
 
 
-def resident_growth_kib(mode: str) -> int:
-    result = subprocess.run([sys.executable, "-c", PROBE, mode], cwd=REPO_ROOT, check=True,
-                            capture_output=True, text=True, timeout=60)  # fmt: skip
+def resident_growth_kib(mode: str, way: str) -> int:
+    result = subprocess.run([sys.executable, "-c", f"{WAYS[way]}\n{PROBE}", mode],
+                            cwd=REPO_ROOT, check=True, capture_output=True, text=True,
+                            timeout=60)  # fmt: skip
     return int(result.stdout)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
-def test_pinned_threshold_gives_scrypt_memory_back():
-    assert resident_growth_kib("plain") > 12 * 1024, "the probe shows the problem unpinned"
-    assert resident_growth_kib("pin") < 4 * 1024
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
-def test_freed_heap_memory_is_given_back():
-    probe = """
-import re
+@linux_only
+@pytest.mark.parametrize("way", WAYS)
+def test_pinned_threshold_gives_scrypt_memory_back(way: str):
+    assert resident_growth_kib("plain", way) > 12 * 1024, "the probe shows the problem unpinned"
+    assert resident_growth_kib("pin", way) < 4 * 1024
+
+
+@linux_only
+@pytest.mark.parametrize("way", WAYS)
+def test_freed_heap_memory_is_given_back(way: str):
+    probe = WAYS[way] + """
+import re, sys
 from oneservice.memory import give_back, tune_malloc
 assert tune_malloc()
 rss = lambda: int(re.search(r"VmRSS:\\s+(\\d+)", open("/proc/self/status").read()).group(1))
@@ -47,10 +59,12 @@ kept = blocks[::50]
 del blocks
 held = rss() - before
 assert give_back()
-print(held, rss() - before)
+print(held, rss() - before, "ctypes" in sys.modules)
 """
     result = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, check=True,
                             capture_output=True, text=True, timeout=60)  # fmt: skip
-    held, after = map(int, result.stdout.split())
+    held, after, through_ctypes = result.stdout.split()
+    assert through_ctypes == str(way == "ctypes"), "ctypes is loaded only without the extension"
+    held, after = int(held), int(after)
     assert held > 8 * 1024, "the probe's freed blocks stay resident until given back"
     assert after < 2 * 1024

@@ -251,3 +251,19 @@ def test_with_no_gateway_live_the_tunnel_is_withdrawn_or_held_on_the_preferred_o
     assert via(gone) == set() and gone.full_tunnel[NETWORK_ID] == TUNNEL_WITHDRAWN
     held = gateway_plan(set(), fail_closed=True)
     assert via(held) == {"10.147.17.1"} and held.full_tunnel[NETWORK_ID] == TUNNEL_HELD
+
+
+def test_resolvectl_is_found_only_as_an_executable_file_on_the_path(tmp_path, monkeypatch):
+    from oneservice.routing.dns import ResolvectlDns
+
+    plain, executable, folder = (tmp_path / name for name in ("plain", "exe", "folder"))
+    for directory in (plain, executable, folder):
+        directory.mkdir()
+    (plain / "resolvectl").write_text("")  # not executable
+    (folder / "resolvectl").mkdir()  # a directory, searchable but no program
+    monkeypatch.setenv("PATH", f"{plain}:{folder}:")
+    assert not ResolvectlDns.available()
+    (executable / "resolvectl").write_text("#!/bin/sh\n")
+    (executable / "resolvectl").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{plain}:{folder}:{executable}")
+    assert ResolvectlDns.available()
