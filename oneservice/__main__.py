@@ -2,39 +2,30 @@
 
 from __future__ import annotations
 
-import sys
-
-
-def _import_asyncio_without_tls() -> None:
-    """asyncio imports ssl if it can, for TLS transports the node never opens: 1.3 MiB of an
-    idle node's memory (the module, its extension and libssl). Made unimportable only while
-    asyncio is imported; anything that needs ssl later (psycopg's TLS) still gets it."""
-    if "asyncio" in sys.modules or "ssl" in sys.modules:
-        return
-    sys.modules["ssl"] = None  # type: ignore[assignment]  # "import ssl" raises ImportError
-    try:
-        import asyncio  # noqa: F401
-    finally:
-        del sys.modules["ssl"]
-
-
-_import_asyncio_without_tls()
-
 import argparse
-import asyncio
 import dataclasses
 import logging
 import os
+import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from . import __version__
-from .binder.sockets import BindError
 from .files import DamagedFile, FileError
-from .identity import IdentityError
+from .identity import IdentityError, load_or_create_identity
 from .instance import AlreadyRunning, InstanceLock
 from .memory import tune_malloc
 from .network.config import NetworkConfigError
-from .settings import SettingsError, default_home, ensure_home, load_local_conf, validate_port
+from .network.registry import NetworkRegistry
+from .settings import (
+    Settings,
+    SettingsError,
+    default_home,
+    ensure_home,
+    load_local_conf,
+    validate_port,
+)
 
 EXIT_RUNTIME_ERROR = 1
 EXIT_CONFIG_ERROR = 2
@@ -96,36 +87,71 @@ def main(argv: list[str] | None = None) -> int:
             validate_port(args.port, "--port")
             settings = dataclasses.replace(settings, primary_port=args.port)
     except SettingsError as exc:
-        print(f"oneservice: error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG_ERROR
+        return _failed(exc, EXIT_CONFIG_ERROR)
 
     # Before anything touches the kernel or the home's state: a second node changes nothing.
     lock = InstanceLock(home)
     try:
         lock.acquire()
     except AlreadyRunning as exc:
-        print(f"oneservice: error: {exc}", file=sys.stderr)
-        return EXIT_RUNTIME_ERROR
+        return _failed(exc, EXIT_RUNTIME_ERROR)
 
-    from .service import run_until_signalled
+    try:
+        return _run_node(home, settings)
+    finally:
+        lock.release()
+
+
+def _run_node(home: Path, settings: Settings) -> int:
+    # The identity and the network files first, while the process is small: checking an
+    # identity against its address (ours, and each member of a hand-written network) takes
+    # scrypt's 16 MiB for a moment, which on top of the whole node made its start-up peak
+    # 40 MiB; before asyncio and the service are loaded it is 35.
+    try:
+        identity = load_or_create_identity(home)
+        networks = NetworkRegistry(home)
+    except (NetworkConfigError, DamagedFile) as exc:
+        return _failed(exc, EXIT_CONFIG_ERROR)
+    except (IdentityError, FileError) as exc:
+        return _failed(exc, EXIT_RUNTIME_ERROR)
+    run_until_signalled = load_service()
+    from .binder.sockets import BindError
     from .tap import TapError
 
     try:
-        _run(run_until_signalled(home, settings))
+        _run(run_until_signalled(home, settings, identity, networks))
     except (NetworkConfigError, DamagedFile) as exc:
         # A node-wide file (identity, token, controller database, saved sysctls) is damaged:
         # it was left as it is, and nothing was changed.
-        print(f"oneservice: error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG_ERROR
+        return _failed(exc, EXIT_CONFIG_ERROR)
     except (BindError, IdentityError, TapError, FileError) as exc:
-        print(f"oneservice: error: {exc}", file=sys.stderr)
-        return EXIT_RUNTIME_ERROR
-    finally:
-        lock.release()
+        return _failed(exc, EXIT_RUNTIME_ERROR)
     return 0
 
 
-def _run(coroutine) -> None:
+def load_service() -> Callable[..., Coroutine[Any, Any, None]]:
+    """What a start loads once the identities are checked: asyncio, without ssl (it imports
+    ssl if it can, for TLS transports the node never opens: 1.3 MiB of an idle node), then
+    the service. ssl is unimportable only meanwhile: psycopg's TLS, say, still gets it."""
+    if "asyncio" not in sys.modules and "ssl" not in sys.modules:
+        sys.modules["ssl"] = None  # type: ignore[assignment]  # "import ssl" raises ImportError
+        try:
+            import asyncio  # noqa: F401
+        finally:
+            del sys.modules["ssl"]
+    from .service import run_until_signalled
+
+    return run_until_signalled
+
+
+def _failed(exc: Exception, code: int) -> int:
+    print(f"oneservice: error: {exc}", file=sys.stderr)
+    return code
+
+
+def _run(coroutine: Coroutine[Any, Any, None]) -> None:
+    import asyncio
+
     # asyncio's own loop: uvloop, used before, carried no more traffic in a side-by-side
     # benchmark and cost 1.1 MiB (and ssl's 1.3, which it imports) of an idle node.
     asyncio.run(coroutine)

@@ -63,15 +63,16 @@ GIVE_BACK_INTERVAL_S = 30.0
 
 
 class Service:
-    def __init__(self, home: Path, settings: Settings) -> None:
+    def __init__(self, home: Path, settings: Settings, identity: Identity | None = None,
+                 networks: NetworkRegistry | None = None) -> None:  # fmt: skip
         self.home = home
         self.settings = settings
-        # Every file of the home is read here, before anything touches the kernel: a damaged
-        # node-wide file stops the start (DamagedFile: exit 2); a damaged per-network file
-        # takes down that network only (down_reason).
-        self.identity = load_or_create_identity(home)
-        self.networks = NetworkRegistry(home, lambda network_id: self.routing.flags.error(
-            network_id))  # fmt: skip
+        # Every file of the home is read before anything touches the kernel (identity and
+        # networks maybe first, by __main__): a damaged node-wide file stops the start (exit
+        # 2); a damaged per-network file takes down that network only.
+        self.identity = identity or load_or_create_identity(home)
+        self.networks = networks or NetworkRegistry(home)
+        self.networks.judge_flags_with(lambda network_id: self.routing.flags.error(network_id))
         self.loop = asyncio.get_running_loop()
         self.started_at = time.time()
         uplinks = UplinkTable()  # our sockets: the binder writes it, the core reads it
@@ -462,13 +463,14 @@ class Service:
             memory.give_back()
 
 
-async def run_until_signalled(home: Path, settings: Settings) -> None:
+async def run_until_signalled(home: Path, settings: Settings, identity: Identity | None = None,
+                              networks: NetworkRegistry | None = None) -> None:  # fmt: skip
     """Run the service until SIGINT or SIGTERM, then stop it cleanly."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    service = Service(home, settings)
+    service = Service(home, settings, identity, networks)
     started = False
     # A SIGHUP during start must not kill the process (its default action); it is ignored then.
     loop.add_signal_handler(signal.SIGHUP, lambda: service.reload() if started else None)

@@ -16,15 +16,19 @@ log = logging.getLogger("oneservice")
 
 
 class NetworkRegistry:
-    def __init__(self, home: Path, flags_error: Callable[[str], str]) -> None:
+    def __init__(self, home: Path) -> None:
         """Reads every network file of the home now (a damaged one is logged and takes down
-        its network only). ``flags_error``: why a network's local flags file is unusable."""
+        its network only)."""
         self.static, self.file_errors = load_network_files(home)
         for error in self.file_errors.values():
             log.error("%s", error)
         self.memberships = Memberships(home)
         for warning in self.memberships.load():
             log.error("%s", warning)
+        self._flags_error: Callable[[str], str] = lambda _network_id: ""
+
+    def judge_flags_with(self, flags_error: Callable[[str], str]) -> None:
+        """``flags_error``: why a network's local flags file is unusable ("": it is not)."""
         self._flags_error = flags_error
 
     def active(self) -> list[NetworkConfig]:
