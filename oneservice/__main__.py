@@ -16,8 +16,7 @@ from .files import DamagedFile, FileError
 from .identity import IdentityError, load_or_create_identity
 from .instance import AlreadyRunning, InstanceLock
 from .memory import tune_malloc
-from .network.config import NetworkConfigError
-from .network.registry import NetworkRegistry
+from .network.config import NetworkConfigError, load_network_files
 from .settings import (
     Settings,
     SettingsError,
@@ -106,10 +105,10 @@ def _run_node(home: Path, settings: Settings) -> int:
     # The identity and the network files first, while the process is small: checking an
     # identity against its address (ours, and each member of a hand-written network) takes
     # scrypt's 16 MiB for a moment, which on top of the whole node made its start-up peak
-    # 40 MiB; before asyncio and the service are loaded it is 35.
+    # 40 MiB; before asyncio, the protocol and the service are loaded it is 34.
     try:
         identity = load_or_create_identity(home)
-        networks = NetworkRegistry(home)
+        network_files = load_network_files(home)
     except (NetworkConfigError, DamagedFile) as exc:
         return _failed(exc, EXIT_CONFIG_ERROR)
     except (IdentityError, FileError) as exc:
@@ -119,7 +118,7 @@ def _run_node(home: Path, settings: Settings) -> int:
     from .tap import TapError
 
     try:
-        _run(run_until_signalled(home, settings, identity, networks))
+        _run(run_until_signalled(home, settings, identity, network_files))
     except (NetworkConfigError, DamagedFile) as exc:
         # A node-wide file (identity, token, controller database, saved sysctls) is damaged:
         # it was left as it is, and nothing was changed.

@@ -40,7 +40,7 @@ from .identity import Identity, load_or_create_identity
 from .messages import ConfigAnswer, ConfigDelta
 from .monitor import ChangeMonitor, open_change_monitor
 from .monitor.changes import Change, others_routing_changed, own_routing_removed
-from .network.config import parse_endpoint
+from .network.config import HandWritten, parse_endpoint
 from .network.registry import NetworkRegistry
 from .node.core import ControlReceived, NodeCore, PathChanged, PeerConnected
 from .node.events import NodeEvent, PeerView, SeenFromOutside, SparesDone, SparesWanted
@@ -64,14 +64,14 @@ GIVE_BACK_INTERVAL_S = 30.0
 
 class Service:
     def __init__(self, home: Path, settings: Settings, identity: Identity | None = None,
-                 networks: NetworkRegistry | None = None) -> None:  # fmt: skip
+                 network_files: HandWritten | None = None) -> None:  # fmt: skip
         self.home = home
         self.settings = settings
-        # Every file of the home is read before anything touches the kernel (identity and
-        # networks maybe first, by __main__): a damaged node-wide file stops the start (exit
-        # 2); a damaged per-network file takes down that network only.
+        # Every file of the home is read before anything touches the kernel (the identity and
+        # hand-written networks maybe first, by __main__): a damaged node-wide file stops the
+        # start (exit 2); a damaged per-network file takes down that network only.
         self.identity = identity or load_or_create_identity(home)
-        self.networks = networks or NetworkRegistry(home)
+        self.networks = NetworkRegistry(home, network_files)
         self.networks.judge_flags_with(lambda network_id: self.routing.flags.error(network_id))
         self.loop = asyncio.get_running_loop()
         self.started_at = time.time()
@@ -464,13 +464,13 @@ class Service:
 
 
 async def run_until_signalled(home: Path, settings: Settings, identity: Identity | None = None,
-                              networks: NetworkRegistry | None = None) -> None:  # fmt: skip
+                              network_files: HandWritten | None = None) -> None:  # fmt: skip
     """Run the service until SIGINT or SIGTERM, then stop it cleanly."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    service = Service(home, settings, identity, networks)
+    service = Service(home, settings, identity, network_files)
     started = False
     # A SIGHUP during start must not kill the process (its default action); it is ignored then.
     loop.add_signal_handler(signal.SIGHUP, lambda: service.reload() if started else None)

@@ -330,7 +330,11 @@ def _list(value: Any, where: str) -> list:
     return value
 
 
-def load_network_files(home: Path) -> tuple[list[NetworkConfig], dict[str, str]]:
+# The hand-written networks' configs, and why each file that cannot be used cannot be.
+HandWritten = tuple[list[NetworkConfig], dict[str, str]]
+
+
+def load_network_files(home: Path) -> HandWritten:
     """Every `networks.d/<id>.json`, and for each file that cannot be used, by its name's
     network id, the one-line reason (that network stays down; the file is left as it is)."""
     directory = home / NETWORKS_DIR

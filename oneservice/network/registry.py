@@ -9,17 +9,18 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from .config import NetworkConfig, is_network_id, load_network_files
+from .config import HandWritten, NetworkConfig, is_network_id, load_network_files
 from .membership import Memberships
 
 log = logging.getLogger("oneservice")
 
 
 class NetworkRegistry:
-    def __init__(self, home: Path) -> None:
-        """Reads every network file of the home now (a damaged one is logged and takes down
-        its network only)."""
-        self.static, self.file_errors = load_network_files(home)
+    def __init__(self, home: Path, files: HandWritten | None = None) -> None:
+        """Reads every network file of the home now (the hand-written ones maybe read before:
+        ``files``, from load_network_files). A damaged one is logged and takes down its
+        network only."""
+        self.static, self.file_errors = files or load_network_files(home)
         for error in self.file_errors.values():
             log.error("%s", error)
         self.memberships = Memberships(home)

@@ -194,9 +194,10 @@ def test_identities_are_checked_before_the_node_loads_the_rest():
 
     code = ("import sys, oneservice.__main__ as main\n"
             "def loaded(home):\n"
-            "    print(sorted(m for m in ('asyncio', 'oneservice.service') if m in sys.modules))\n"
+            "    print(sorted(m for m in ('asyncio', 'msgpack', 'oneservice.service')\n"
+            "                 if m in sys.modules))\n"
             "    raise main.IdentityError('stop here')\n"
-            "main.NetworkRegistry = loaded\n"
+            "main.load_network_files = loaded\n"
             "sys.exit(main.main(['--home', sys.argv[1]]))\n")  # fmt: skip
     with tempfile.TemporaryDirectory() as home:
         result = subprocess.run([sys.executable, "-c", code, home], capture_output=True,
