@@ -181,6 +181,13 @@ def split(data: bytes) -> Iterator[tuple[int, int, int, bytes]]:
         offset += _align(length)
 
 
+def from_kernel(sock: socket.socket, size: int = RECEIVE_BYTES) -> bytes:
+    """The next datagram on a netlink socket, b"" if it came from another process: any local
+    process may send to our socket's port id, and only the kernel (port id 0) is believed."""
+    data, (sender, _groups) = sock.recvfrom(size)
+    return data if sender == 0 else b""
+
+
 def decode(data: bytes) -> list[Message]:
     """Every rtnetlink message in one datagram (as the kernel's events come); raises
     MalformedMessage for bytes that do not hold together."""
@@ -271,7 +278,7 @@ class Rtnetlink:
         self._sock.send(encode(kind, NLM_F_REQUEST | NLM_F_ACK | flags, sequence, body))
         answer: list[Message] = []
         while True:
-            for got, _flags, got_sequence, payload in split(self._sock.recv(RECEIVE_BYTES)):
+            for got, _flags, got_sequence, payload in split(from_kernel(self._sock)):
                 if got_sequence != sequence:
                     continue  # a late answer to an earlier request that raised
                 if got == NLMSG_DONE:

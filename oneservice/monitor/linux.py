@@ -22,6 +22,7 @@ from ..rtnetlink import (
     MalformedMessage,
     Message,
     decode,
+    from_kernel,
 )
 from .changes import AddressChange, Change, LinkChange, RouteChange, RuleChange, Unknown
 from .monitor import MAX_READS_PER_WAKEUP, POLL_INTERVAL_WITH_EVENTS_S, ChangeMonitor
@@ -79,7 +80,7 @@ class NetlinkMonitor(ChangeMonitor):
         changes: list[Change] = []
         for _ in range(MAX_READS_PER_WAKEUP):
             try:
-                data = self._sock.recv(65536)
+                data = from_kernel(self._sock, 65536)
             except BlockingIOError:
                 break
             except OSError as exc:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import struct
+import sys
 
 import pytest
 from hypothesis import given
@@ -106,3 +107,20 @@ def test_any_bytes_decode_or_raise_malformed_message_only(data: bytes):
 def test_any_body_of_a_known_type_decodes_or_raises_malformed_message_only(body, kind):
     with contextlib.suppress(MalformedMessage):
         decode(encode(kind, 0, 0, body))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="netlink")
+def test_only_the_kernel_is_believed_not_another_process_on_the_machine():
+    """Any local process may send to our netlink socket's port id; a forged answer with the
+    right sequence number (a dump saying our kill-switch rules are there, say) is ignored."""
+    from oneservice.rtnetlink import NLMSG_DONE, Rtnetlink
+
+    fake_link = encode(RTM_NEWLINK, 2, 1, struct.pack("=BxHiII", 0, 1, 999, 1, 0)
+                       + attribute(3, b"forged0\0"))  # fmt: skip
+    with Rtnetlink() as ours, socket.socket(socket.AF_NETLINK, socket.SOCK_RAW,
+                                            socket.NETLINK_ROUTE) as forger:  # fmt: skip
+        forger.bind((0, 0))
+        port = ours._sock.getsockname()[0]
+        forger.sendto(fake_link + encode(NLMSG_DONE, 2, 1, b"\0" * 4), (port, 0))
+        names = {link.attrs["ifname"] for link in ours.links()}
+    assert "lo" in names and "forged0" not in names
