@@ -129,15 +129,8 @@ def _run_node(home: Path, settings: Settings) -> int:
 
 
 def load_service() -> Callable[..., Coroutine[Any, Any, None]]:
-    """What a start loads once the identities are checked: asyncio, without ssl (it imports
-    ssl if it can, for TLS transports the node never opens: 1.3 MiB of an idle node), then
-    the service. ssl is unimportable only meanwhile: psycopg's TLS, say, still gets it."""
-    if "asyncio" not in sys.modules and "ssl" not in sys.modules:
-        sys.modules["ssl"] = None  # type: ignore[assignment]  # "import ssl" raises ImportError
-        try:
-            import asyncio  # noqa: F401
-        finally:
-            del sys.modules["ssl"]
+    """What a start loads once the identities are checked: the service, and with it asyncio
+    and the protocol."""
     from .service import run_until_signalled
 
     return run_until_signalled
@@ -149,11 +142,18 @@ def _failed(exc: Exception, code: int) -> int:
 
 
 def _run(coroutine: Coroutine[Any, Any, None]) -> None:
-    import asyncio
+    # uvloop where it is there. It costs 2.4 MiB of an idle node (itself, and ssl, which it
+    # imports), and asyncio's own loop carries bulk traffic as fast; but under a flood of
+    # small datagrams (10,000 handshakes a second) asyncio's loop took 3-5 % more of a core
+    # (docs/PERFORMANCE.md, thirteenth session).
+    try:
+        import uvloop
+    except ImportError:
+        import asyncio
 
-    # asyncio's own loop: uvloop, used before, carried no more traffic in a side-by-side
-    # benchmark and cost 1.1 MiB (and ssl's 1.3, which it imports) of an idle node.
-    asyncio.run(coroutine)
+        asyncio.run(coroutine)
+    else:
+        uvloop.run(coroutine)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ import json
 import sys
 import time
 
+import uvloop
+
 from oneservice.binder import platform_backend
 from oneservice.binder.binder import (
     AddressChanged,
@@ -99,4 +101,4 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    sys.exit(uvloop.run(main()))
