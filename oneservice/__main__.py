@@ -142,7 +142,7 @@ def _failed(exc: Exception, code: int) -> int:
 
 
 def _run(coroutine: Coroutine[Any, Any, None]) -> None:
-    # uvloop where it is there. It costs 2.4 MiB of an idle node (itself, and ssl, which it
+    # uvloop where it is there. It costs 3.3 MiB of an idle node (itself, and ssl, which it
     # imports), and asyncio's own loop carries bulk traffic as fast; but under a flood of
     # small datagrams (10,000 handshakes a second) asyncio's loop took 3-5 % more of a core
     # (docs/PERFORMANCE.md, thirteenth session).
