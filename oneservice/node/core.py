@@ -152,7 +152,8 @@ class NodeCore:
             # Where our roots see us, per binder socket (our public side of any NAT), and how
             # often that changed (a NAT's new address: peers are told at once).
             "publicEndpoints": dict(sorted(self._paths.public.items())),
-            "publicEndpointChanges": self._paths.public_changes,
+            "publicEndpointChanges": self._paths.outside.changes,
+            "nat": self._paths.nat_view(),
             "handshakes": dict(sorted(self._node.handshakes.items())),
             "handovers": self._paths.handovers,
             "lastHandoverSilenceSeconds": round(self._paths.last_handover_silence, 3),

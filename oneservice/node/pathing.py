@@ -19,6 +19,7 @@ from . import wire
 from .context import NodeContext
 from .events import SeenFromOutside
 from .lifecycle import Event
+from .outside import OutsideViews
 from .paths import DirectPath, Endpoint, Path, RelayPath, choose_path, endpoint_of
 from .peer import Peer, path_changed, probe_interval, window
 from .roots import MAX_ADVERTISED_ENDPOINTS
@@ -44,9 +45,11 @@ class PathKeeper:
         # with where our roots see us on each socket (our public endpoint behind a NAT).
         self.own_endpoints: tuple[str, ...] = ()
         self.port = 0  # our sockets' port (the binder's)
-        self.public: dict[int, str] = {}  # binder socket id -> "ip/port" as a root sees it
+        # Where roots see us, per socket and per root (node/outside.py); ``public`` is the
+        # endpoint members are told, binder socket id -> "ip/port".
+        self.outside = OutsideViews()
+        self.public = self.outside.public
         self.mapped: dict[int, str] = {}  # binder socket id -> "ip/port" a router maps to it
-        self.public_changes = 0
         # Handovers: a peer's traffic moved from one working path to another, and how long
         # the old one had been silent then (GET /metrics).
         self.handovers = 0
@@ -62,7 +65,7 @@ class PathKeeper:
 
     def socket_down(self, socket_id: int, now: float) -> None:
         """The socket's interface is gone: its paths die now, traffic moves at once."""
-        self.public.pop(socket_id, None)
+        self.outside.forget(socket_id)
         self.mapped.pop(socket_id, None)
         self.node.birthday.uplink_down(socket_id)
         for peer in self.node.registry.peers.values():
@@ -103,28 +106,27 @@ class PathKeeper:
             self.own_endpoints = endpoints
             self.tell_everyone(now)
 
-    def seen_by_root(self, socket_id: int, seen: str, now: float) -> None:
-        """A root's answer says where it sees us over this socket. When that changes (our NAT
+    def seen_by_root(self, socket_id: int, root: str, seen: str, now: float) -> None:
+        """A root's answer says where it sees us over this socket. When that moves (our NAT
         got a new public address, a redial) the peers cannot know: we tell the members we
         have sessions with at once, and probe every peer over that socket (both sides then
-        send, so filtering NATs let each other in)."""
+        send, so filtering NATs let each other in). Members are told again when the roots'
+        views change what we know of our NAT (hard or not)."""
         try:
             parse_endpoint(seen, "endpoint")
         except NetworkConfigError:
             return  # (told on to members, who would refuse the whole list)
         if socket_id not in self.uplinks.families:
             return
-        before = self.public.get(socket_id)
-        self.public[socket_id] = seen
-        if before != seen:
+        first = socket_id not in self.public
+        hard_before = self.hard(socket_id)
+        if self.outside.seen(socket_id, root, seen):
             self.node.events.append(SeenFromOutside(socket_id, self.behind_nat(socket_id)))
-        if before is None or before == seen:
-            if before is None:
-                self.tell_everyone(now)
-            return
-        self.public_changes += 1
-        self.tell_everyone(now)
-        self.socket_readdressed(socket_id, now)
+            self.tell_everyone(now)
+            if not first:
+                self.socket_readdressed(socket_id, now)
+        elif self.hard(socket_id) != hard_before:
+            self.tell_everyone(now)
 
     def behind_nat(self, socket_id: int) -> bool:
         """Whether a root sees us over this socket at an address that is not our own."""
@@ -135,12 +137,23 @@ class PathKeeper:
         return ip.compressed not in self.own_ips
 
     def hard(self, socket_id: int) -> bool:
-        """Whether our NAT on this socket looks like one that gives each destination a port of
-        its own: a root sees us behind it at another port than ours. (A NAT that maps one
-        port for all but not ours looks the same; only a birthday attempt, which such a NAT
-        does not need, is then wasted.)"""
-        return self.behind_nat(socket_id) and self.public[socket_id].rpartition("/")[2] != str(
-            self.port)
+        """Whether our NAT on this socket gives each destination a port of its own: two roots
+        see us at different ports (node/outside.py). With one root's view only, a port other
+        than ours is taken for it (a NAT that maps one port for all but not ours looks the
+        same; only a birthday attempt, which such a NAT does not need, is then wasted)."""
+        if not self.behind_nat(socket_id):
+            return False
+        varies = self.outside.varies(socket_id)
+        if varies is not None:
+            return varies
+        return self.public[socket_id].rpartition("/")[2] != str(self.port)
+
+    def nat_view(self) -> dict[int, dict]:
+        """Per socket behind a NAT: whether it maps per destination (hard), and whether two
+        roots proved that either way, or it is the one root's port that says so."""
+        return {s: {"hard": self.hard(s), "provenByRoots": self.outside.varies(s) is not None}
+                for s in sorted(self.public) if self.behind_nat(s)}  # fmt: skip
+
     def set_port_mapping(self, socket_id: int, endpoint: str | None, now: float) -> None:
         if endpoint is None:
             self.mapped.pop(socket_id, None)
@@ -388,7 +401,7 @@ class PathKeeper:
         if path is None:
             return
         if peer.root and message.seen and isinstance(path, DirectPath):
-            self.seen_by_root(path.socket_id, message.seen, now)
+            self.seen_by_root(path.socket_id, peer.address, message.seen, now)
         if isinstance(message, Ping):
             if message.preferred:
                 self.peer_prefers(peer, path)

@@ -4,7 +4,9 @@
                    nat1 (LAN 10.0.1.1, WAN 198.51.100.10) --+
     m3 10.0.1.11 --+   (m3: only when asked for)            inet -- ctrl 192.0.2.10
     m2 10.0.2.10 -- nat2 (LAN 10.0.2.1, WAN 203.0.113.10) --+       (root, controller)
-                     (or WAN 192.0.3.10 running miniupnpd: port_mapping)
+                     (or WAN 192.0.3.10 running miniupnpd: port_mapping)   |
+                                                                            +- root2 192.0.2.130
+                                                                               (second_root)
 
 Each NAT router masquerades its LAN behind its WAN address (conntrack: one mapping per
 inside address and port, kept for every destination, as home routers do) and drops anything
@@ -93,11 +95,13 @@ deny 0-65535 0.0.0.0/0 0-65535
 
 
 def router_rules(hard: bool = False, port_block: str = "") -> str:
-    """A NAT router's nft rules: masquerade (``hard``: a new random port per destination,
-    from ``port_block``, "first-last", for UDP if given) and the WAN filter."""
+    """A NAT router's nft rules: masquerade (``hard``: a new random port per destination)
+    and the WAN filter. With ``port_block`` ("first-last") UDP gets a port from that block:
+    per destination if hard, else one for every destination, as the first one got (conntrack
+    reuses a source's mapping): a NAT that maps one port for all, but not the member's own."""
     options = " random,fully-random" if hard else ""
     block = (f'\n    oifname "wan" meta l4proto udp masquerade to :{port_block}{options}'
-             if port_block and hard else "")  # fmt: skip
+             if port_block else "")  # fmt: skip
     return ROUTER_RULES.format(options=options, port_block=block)
 
 
@@ -108,10 +112,14 @@ class NatLab(NodeLab):
     def __init__(self, bed: Testbed, tmp_path, hard: tuple[str, ...] = (),
                  with_m3: bool = False, exit_node: bool = False,
                  port_mapping: str = "", settings: dict | None = None,
-                 port_block: str = "") -> None:  # fmt: skip
+                 port_block: str = "", cone_block: str = "",
+                 second_root: bool = False) -> None:  # fmt: skip
         """``hard``: the routers that map each destination to a new port (random,
         fully-random), as carrier-grade NATs do, from ``port_block`` ("first-last") for UDP
-        if given (a carrier's block of ports per subscriber), else from all; ``with_m3``: a
+        if given (a carrier's block of ports per subscriber), else from all; ``cone_block``:
+        the other routers map a member's port to one port from this block for every
+        destination (not the member's own port); ``second_root``: root2 (192.0.2.130, a
+        relay) is the members' second root; ``with_m3``: a
         second member on nat1's LAN; ``exit_node``: m2 forwards for the network
         (allowExitNode); ``port_mapping``: nat2 runs Debian's miniupnpd, answering "pcp" (PCP
         and NAT-PMP, and UPnP) or "upnp" only;
@@ -122,10 +130,16 @@ class NatLab(NodeLab):
         self.routers: dict[str, Host] = {}
         self.wan: dict[str, str] = {}  # router -> its public address now
         self.members = ("m1", "m2", "m3") if with_m3 else ("m1", "m2")
-        self.identities = {name: Identity.generate() for name in ("ctrl", *self.members)}
+        self.roots = ("ctrl", "root2") if second_root else ("ctrl",)
+        self.identities = {name: Identity.generate() for name in (*self.roots, *self.members)}
         ctrl = self.hosts["ctrl"] = bed.host("ctrl")
         bed.link(ctrl, "eth0", self.inet, "i-ctrl", ["192.0.2.10/24"], ["192.0.2.1/24"])
         ctrl.ip("route", "add", "default", "via", "192.0.2.1")
+        if second_root:  # (a /25 of its own: more specific than ctrl's /24 at inet)
+            root2 = self.hosts["root2"] = bed.host("root2")
+            bed.link(root2, "eth0", self.inet, "i-root2", ["192.0.2.130/25"],
+                     ["192.0.2.129/25"])  # fmt: skip
+            root2.ip("route", "add", "default", "via", "192.0.2.129")
         nat2_public = MAPPING_WAN if port_mapping else "203.0.113"
         for n, (router, public) in enumerate((("nat1", "198.51.100"), ("nat2", nat2_public)), 1):
             nat = self.routers[router] = bed.host(router, forwarding=True)
@@ -143,20 +157,22 @@ class NatLab(NodeLab):
                 bed.link(member, "eth0", nat, f"lan-{name}", [f"{address}/24"])
                 nat.ip("link", "set", f"lan-{name}", "master", "lan")
                 member.ip("route", "add", "default", "via", f"10.0.{n}.1")
-            nat.run("nft", "-f", "-", input=router_rules(router in hard, port_block))
+            block = port_block if router in hard else cone_block
+            nat.run("nft", "-f", "-", input=router_rules(router in hard, block))
         if port_mapping:
             self.miniupnpd = start_miniupnpd(self.routers["nat2"], tmp_path,
                                              natpmp=port_mapping == "pcp")  # fmt: skip
-        for name in ("ctrl", *self.members):
+        root_endpoints = {"ctrl": "192.0.2.10/9993", "root2": "192.0.2.130/9993"}
+        for name in (*self.roots, *self.members):
             home = self.homes[name] = write_home(tmp_path / name, self.identities[name], [])
-            if name == "ctrl":
+            if name in self.roots:
                 write_local_conf(home, {"settings": {"relay": True}})
             else:
                 write_local_conf(home, {
                     "settings": {"allowExitNode": exit_node and name == "m2",
                                  **(settings or {}).get(name, {})},
-                    "roots": [{"identity": self.identities["ctrl"].public_text(),
-                               "endpoints": ["192.0.2.10/9993"]}],
+                    "roots": [{"identity": self.identities[root].public_text(),
+                               "endpoints": [root_endpoints[root]]} for root in self.roots],
                 })  # fmt: skip
             self.start(name)
 
@@ -210,8 +226,8 @@ class NatLab(NodeLab):
 
     def direct(self, name: str, other: str) -> bool:
         path = self.preferred(name, other)
-        root = self.identities["ctrl"].address
-        return bool(path) and not path["address"].startswith(root)
+        roots = tuple(self.identities[root].address for root in self.roots)
+        return bool(path) and not path["address"].startswith(roots)
 
     def wait_direct(self, timeout: float, m1_public: str = "") -> float:
         """Seconds until both members send to each other directly (m2 to ``m1_public``, if

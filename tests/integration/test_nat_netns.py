@@ -229,3 +229,41 @@ def test_a_client_behind_a_carrier_nat_takes_its_full_tunnel_direct_by_birthday_
         assert kind == "relayed" and counts["probes"] == 0 and spares == [], (kind, counts)
     else:
         assert kind == "birthday" and counts["direct"] >= 1 and len(spares) == 1, (kind, counts)
+
+
+def test_two_roots_tell_a_hard_nat_from_one_that_keeps_one_port_for_all(testbed, tmp_path):
+    """nat1 maps per destination (a carrier's port block); nat2 maps m2's port to one other
+    port for every destination (a cone NAT that does not keep the port). With one root that
+    looked like two hard NATs, and the pair stayed relayed. Two roots see m2 at the same
+    port and m1 at two: m1 is the hard side and goes direct by birthday probes; and the two
+    roots' different views of m1 are no move that m1 tells its members about."""
+    lab = NatLab(testbed, tmp_path, hard=("nat1",), port_block="20000-21023",
+                 cone_block="40000-40999", second_root=True)  # fmt: skip
+
+    def nat(name: str) -> list:
+        return list(lab.api(name, "GET", "/status")[1]["counters"]["nat"].values())
+
+    _, addresses = lab.join_both()
+    wait_until(lambda: lab.ping("m1", addresses["m2"]), timeout=15, what="m1 -> m2 ping")
+    pinger = Pinger(lab.hosts["m1"], addresses["m2"])
+    try:
+        wait_until(lambda: [n["provenByRoots"] for n in nat("m1") + nat("m2")] == [True, True],
+                   timeout=30, interval=0.2, what="both roots seen by both members")
+        started = time.monotonic()
+        wait_until(lambda: all(lab.preferred(n, o).get("kind") == "birthday"
+                               for n, o in (("m1", "m2"), ("m2", "m1"))),
+                   timeout=20, interval=0.1, what="both direct by birthday probes")  # fmt: skip
+        took = time.monotonic() - started
+        m2_public = list(public_endpoints(lab, "m2").values())
+        kinds = {"m1": nat("m1"), "m2": nat("m2")}
+        changes = {n: lab.api(n, "GET", "/status")[1]["counters"]["publicEndpointChanges"]
+                   for n in ("m1", "m2")}  # fmt: skip
+    finally:
+        replies = pinger.stop()
+    print(f"\ntwo roots: direct by birthday probes {took:.2f} s after both roots saw both, "
+          f"m2 seen at {m2_public}, NATs {kinds}, changes {changes}")  # fmt: skip
+    assert 40000 <= int(m2_public[0].rsplit("/", 1)[1]) <= 40999
+    assert kinds == {"m1": [{"hard": True, "provenByRoots": True}],
+                     "m2": [{"hard": False, "provenByRoots": True}]}  # fmt: skip
+    assert changes == {"m1": 0, "m2": 0}
+    assert len(replies) > 20

@@ -31,8 +31,8 @@ def connected_pair():
     a, b = sim.nodes["a"], sim.nodes["b"]
     a.set_own_addresses(["10.0.1.10"], sim.now, 9993)
     b.set_own_addresses(["10.0.2.10"], sim.now, 9993)
-    a.parts.paths.seen_by_root(1, f"{A_PUBLIC}/40123", sim.now)
-    b.parts.paths.seen_by_root(1, f"{B_PUBLIC[0]}/{B_PUBLIC[1]}", sim.now)
+    a.parts.paths.seen_by_root(1, ROOT, f"{A_PUBLIC}/40123", sim.now)
+    b.parts.paths.seen_by_root(1, ROOT, f"{B_PUBLIC[0]}/{B_PUBLIC[1]}", sim.now)
     a_in_b, b_in_a = b.peers[identity(1).address], a.peers[identity(2).address]
     a_in_b.hints.add((A_PUBLIC, 40123))
     b_in_a.hints.add(B_PUBLIC)
@@ -111,7 +111,7 @@ def test_the_easy_side_refuses_what_it_should_not_probe_for():
     before = b.packet_drops["birthday_refused"]
     birthday.receive_request(a_in_b, Birthday(A_PUBLIC, "203.0.113.2/9993"), sim.now)
     assert b.packet_drops["birthday_refused"] == before + 1, "reached directly already"
-    b.parts.paths.seen_by_root(1, "203.0.113.2/40000", sim.now)  # b's NAT is hard too
+    b.parts.paths.seen_by_root(1, ROOT, "203.0.113.2/40000", sim.now)  # b's NAT is hard too
     sim.now += 2.0
     assert refused(Birthday(A_PUBLIC, "203.0.113.2/40000"), "birthday_refused")
 

@@ -105,11 +105,11 @@ def test_a_socket_is_behind_a_nat_when_a_root_sees_it_at_an_address_not_its_own(
     while a.next_event() is not None:
         pass
     paths = a.parts.paths
-    paths.seen_by_root(1, "10.0.2.10/9993", sim.now)  # a root on our own network
+    paths.seen_by_root(1, "3f00000001", "10.0.2.10/9993", sim.now)  # a root on our own network
     assert a.next_event() == SeenFromOutside(1, False) and not a.behind_nat(1)
-    paths.seen_by_root(1, "10.0.2.10/9993", sim.now)
+    paths.seen_by_root(1, "3f00000001", "10.0.2.10/9993", sim.now)
     assert a.next_event() is None, "said once per change"
-    paths.seen_by_root(1, "192.0.3.10/41000", sim.now)  # through a NAT
+    paths.seen_by_root(1, "3f00000001", "192.0.3.10/41000", sim.now)  # through a NAT
     assert a.next_event() == SeenFromOutside(1, True) and a.behind_nat(1)
     assert not a.behind_nat(2), "a socket no root has seen: nothing known"
 
@@ -128,3 +128,68 @@ def test_a_member_cannot_make_us_send_to_this_host_or_to_a_group():
                  if isinstance(p, DirectPath)}  # fmt: skip
     assert ("198.51.100.7", 9993) in endpoints
     assert not endpoints & {("0.0.0.0", 22), ("224.0.0.251", 5353)}
+
+
+def test_roots_that_see_two_ports_of_a_hard_nat_are_not_news_but_proof():
+    """Behind a NAT that gives each destination its own port, two roots see us at two ports:
+    that is no move (nobody is told, nothing probed), and it proves the NAT hard."""
+    from oneservice.node.outside import OutsideViews
+
+    views = OutsideViews()
+    assert views.seen(1, "root-a", "198.51.100.10/40001"), "the first view is told"
+    assert views.varies(1) is None, "one view proves nothing"
+    for _ in range(3):
+        assert not views.seen(1, "root-b", "198.51.100.10/52002")
+        assert not views.seen(1, "root-a", "198.51.100.10/40001")
+    assert views.public[1] == "198.51.100.10/40001" and views.changes == 0
+    assert views.varies(1) is True
+    # The hard NAT's mapping toward one root changed port: still no move.
+    assert not views.seen(1, "root-a", "198.51.100.10/40777") and views.changes == 0
+    # A redial: a new address is a move, told once, whichever root sees it first.
+    assert views.seen(1, "root-b", "203.0.113.7/61000")
+    assert not views.seen(1, "root-a", "203.0.113.7/33000")
+    assert views.public[1] == "203.0.113.7/61000" and views.changes == 1
+    assert views.varies(1) is True
+
+
+def test_roots_that_see_one_port_prove_an_easy_nat_even_when_it_is_not_ours():
+    from oneservice.node.outside import OutsideViews
+
+    views = OutsideViews()
+    views.seen(1, "root-a", "198.51.100.10/40000")
+    views.seen(1, "root-b", "198.51.100.10/40000")
+    assert views.varies(1) is False
+    # The router restarted and maps us to another port (same address): a move, told once.
+    assert views.seen(1, "root-a", "198.51.100.10/40500")
+    assert not views.seen(1, "root-b", "198.51.100.10/40500")
+    assert views.changes == 1 and views.varies(1) is False
+    views.forget(1)
+    assert views.varies(1) is None and 1 not in views.public
+
+
+def test_a_node_behind_a_hard_nat_with_two_roots_tells_members_once_and_knows_it_is_hard():
+    """Before each root's view was kept apart, every answer of the other root was taken for a
+    move: members were told again and every peer probed, at each root's probe."""
+    from oneservice.node.events import SeenFromOutside
+    from tests.unit.corenet import two_nodes
+
+    sim = two_nodes()
+    a = sim.nodes["a"]
+    a.set_own_addresses(["10.0.1.10"], sim.now, 9993)
+    sim.run(0.5)
+    paths = a.parts.paths
+    for n in range(4):
+        paths.seen_by_root(1, "3f00000001", "198.51.100.10/40001", sim.now + n)
+        paths.seen_by_root(1, "3f00000002", "198.51.100.10/52002", sim.now + n)
+    seen = []
+    while (event := a.next_event()) is not None:
+        seen += [event] if isinstance(event, SeenFromOutside) else []
+    assert seen == [SeenFromOutside(1, True)]
+    assert a.counters()["publicEndpointChanges"] == 0 and paths.hard(1)
+    # A NAT that maps one port for all, not ours: one root cannot tell, two can.
+    b = sim.nodes["b"]
+    b.set_own_addresses(["10.0.2.10"], sim.now, 9993)
+    b.parts.paths.seen_by_root(1, "3f00000001", "203.0.113.10/40000", sim.now)
+    assert b.parts.paths.hard(1)
+    b.parts.paths.seen_by_root(1, "3f00000002", "203.0.113.10/40000", sim.now)
+    assert not b.parts.paths.hard(1)
