@@ -139,8 +139,8 @@ class PathKeeper:
     def hard(self, socket_id: int) -> bool:
         """Whether our NAT on this socket gives each destination a port of its own: two roots
         see us at different ports (node/outside.py). With one root's view only, a port other
-        than ours is taken for it (a NAT that maps one port for all but not ours looks the
-        same; only a birthday attempt, which such a NAT does not need, is then wasted)."""
+        than ours is taken for it: a NAT that maps one port for all, but not ours, looks the
+        same, and is then taken for hard (with a hard peer, neither side tries birthday)."""
         if not self.behind_nat(socket_id):
             return False
         varies = self.outside.varies(socket_id)
@@ -150,7 +150,7 @@ class PathKeeper:
 
     def nat_view(self) -> dict[int, dict]:
         """Per socket behind a NAT: whether it maps per destination (hard), and whether two
-        roots proved that either way, or it is the one root's port that says so."""
+        roots' views proved that (else one root's port says it)."""
         return {s: {"hard": self.hard(s), "provenByRoots": self.outside.varies(s) is not None}
                 for s in sorted(self.public) if self.behind_nat(s)}  # fmt: skip
 
