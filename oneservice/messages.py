@@ -126,11 +126,14 @@ class AddressQuery:
 @dataclass(frozen=True)
 class AddressAnswer:
     """``seen``: where the query came from (``ip/port``, or ``relayed by <root>``);
-    ``exits``: the answering node's uplink addresses, where what it forwards leaves."""
+    ``exits``: the answering node's uplink addresses, where what it forwards leaves;
+    ``forwards``: whether it serves as exit node for a network it shares with the asker
+    (None: an answer from a node that does not say)."""
 
     query_id: int
     seen: str
     exits: tuple[str, ...] = ()
+    forwards: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -212,8 +215,9 @@ def _fields(message: Message) -> dict:
             return {"t": "ncd", "n": network_id, "b": base, "d": changes, "s": signature}
         case AddressQuery(query_id):
             return {"t": "whoami", "i": query_id}
-        case AddressAnswer(query_id, seen, exits):
-            return {"t": "whoamir", "i": query_id, "s": seen, "x": list(exits)}
+        case AddressAnswer(query_id, seen, exits, forwards):
+            return {"t": "whoamir", "i": query_id, "s": seen, "x": list(exits),
+                    **({} if forwards is None else {"f": int(forwards)})}  # fmt: skip
         case LocalEndpoints(endpoints, mapped, hard):
             return {"t": "here", "e": list(endpoints), **({"m": list(mapped)} if mapped else {}),
                     **({"h": 1} if hard else {})}  # fmt: skip
@@ -240,6 +244,11 @@ class _Fields:
 
     def flag(self, key: str) -> bool:
         return bool(self._fields.get(key))
+
+    def optional_flag(self, key: str) -> bool | None:
+        """A 0/1 field that older senders leave out (None then)."""
+        value = self.get(key, int, None)
+        return None if value is None else bool(value)
 
     def strings(self, key: str) -> tuple[str, ...]:
         values = self.get(key, list, [])
@@ -275,7 +284,8 @@ _DECODERS = {
     "ncd": lambda f: ConfigDelta(f.get("n", str), f.get("b", int), f.get("d", bytes),
                                  f.get("s", bytes)),
     "whoami": lambda f: AddressQuery(f.get("i", int)),
-    "whoamir": lambda f: AddressAnswer(f.get("i", int), f.get("s", str), f.strings("x")),
+    "whoamir": lambda f: AddressAnswer(f.get("i", int), f.get("s", str), f.strings("x"),
+                                       f.optional_flag("f")),
     "here": lambda f: LocalEndpoints(f.strings("e"), f.strings("m"), f.flag("h")),
     "bday": lambda f: Birthday(f.get("a", str), f.get("to", str)),
 }

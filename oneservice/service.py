@@ -99,7 +99,8 @@ class Service:
             self.controller.open_now()
         self._tell_core_roles()
         self.routing = RoutingManager(home, lambda: self.settings, self.identity.address,
-                                      on_gateways=self.core.set_gateways)  # fmt: skip
+                                      on_gateways=self.core.set_gateways,
+                                      on_exit=self.core.set_exit_networks)  # fmt: skip
         self.routing.check_state_files()
         for network_id in self.networks.ids():
             self.routing.flags.error(network_id)  # read now: a damaged one is logged at start

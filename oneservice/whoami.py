@@ -21,8 +21,9 @@ class AddressQueries:
         self._pump = pump
         self._waiting: dict[int, asyncio.Future] = {}  # by query id
 
-    async def ask(self, address: str) -> tuple[str, tuple[str, ...]] | None:
-        """(Where the peer sees us, its uplink addresses), or None without an answer."""
+    async def ask(self, address: str) -> tuple[str, tuple[str, ...], bool | None] | None:
+        """(Where the peer sees us, its uplink addresses, whether it forwards for us as exit
+        node: None if it does not say), or None without an answer."""
         loop = self._pump.loop
         query_id = secrets.randbits(32)
         answer = self._waiting[query_id] = loop.create_future()
@@ -42,5 +43,6 @@ class AddressQueries:
             return False
         waiting = self._waiting.get(event.message.query_id)
         if waiting is not None and not waiting.done():
-            waiting.set_result((event.message.seen, event.message.exits))
+            message = event.message
+            waiting.set_result((message.seen, message.exits, message.forwards))
         return True

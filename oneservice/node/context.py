@@ -58,6 +58,9 @@ class NodeContext:
         # Whether strangers' initiations are checked at a root's rate (a root's and a
         # controller's: nodes to be found, joiners) or at a trickle (node/admission.py).
         self.meets_strangers = relay
+        # The networks this node serves as exit node for now (routing's exit plan, as the
+        # kernel has it): a member's whoami says whether its gateway forwards for it.
+        self.exit_networks: frozenset[str] = frozenset()
         # Runs of datagrams, each to one endpoint from one socket, and the size all of them
         # but a shorter last one have, where that is known (0: not known): binder/gso.py.
         self.datagrams: list[tuple[int, Endpoint, list[bytes], int]] = []

@@ -89,6 +89,11 @@ class NodeCore:
         self._node.relay = relay
         self._node.meets_strangers = meets_strangers
 
+    def set_exit_networks(self, networks: Iterable[str]) -> None:
+        """The networks this node forwards for as their exit node (routing/exit_node.py),
+        told to the members that ask where their traffic leaves (whoami)."""
+        self._node.exit_networks = frozenset(networks)
+
     @property
     def peers(self) -> dict[str, Peer]:
         return self._registry.peers

@@ -85,7 +85,9 @@ class RootService:
         addresses = (ipaddress.ip_address(a) for a in self.node.paths.own_ips)
         exits = tuple(str(a) for a in sorted((a for a in addresses if not a.is_link_local),
                                              key=lambda a: (a.version, a)))[:8]  # fmt: skip
-        self.node.tx.send_message(peer, AddressAnswer(message.query_id, seen, exits), now)
+        forwards = not self.node.exit_networks.isdisjoint(peer.networks)
+        answer = AddressAnswer(message.query_id, seen, exits, forwards)
+        self.node.tx.send_message(peer, answer, now)
 
     def endpoints_of(self, peer: Peer, now: float) -> list[str]:
         """Where a peer is reachable directly ("ip/port"): node/roots.py says which; where it

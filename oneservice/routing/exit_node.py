@@ -38,6 +38,7 @@ class ExitPlan:
     devices: tuple[str, ...] = ()  # every network's device: none forwards into another
     exit_devices: tuple[str, ...] = ()  # the devices of the networks we are the exit of
     lan: tuple[IPNetwork, ...] = ()  # where an exit's traffic may not go (its own LAN)
+    networks: tuple[str, ...] = ()  # the ids of the networks we are the exit node of
 
     @property
     def active(self) -> bool:
@@ -57,6 +58,7 @@ def plan_exit_node(
     families: set[int] = set()
     status: dict[str, str] = {}
     exit_devices: list[str] = []
+    served: list[str] = []
     for network in networks:
         config = network.config
         own = config.member(own_address)
@@ -78,6 +80,7 @@ def plan_exit_node(
         sources.extend(s for s in subnets if s not in sources)
         families.update(asked)
         exit_devices.append(network.device)
+        served.append(config.id)
         where = "the internet and this node's LAN" if lan_allowed else (
             "the internet only, not this node's LAN (settings.allowExitNodeLan)")
         status[config.id] = (f"serving as {names} exit node for {', '.join(map(str, subnets))},"
@@ -85,7 +88,7 @@ def plan_exit_node(
     devices = tuple(sorted({n.device for n in networks}))
     blocked_lan = () if lan_allowed or not sources else tuple(lan)
     return ExitPlan(tuple(sources), frozenset(families), status, devices,
-                    tuple(sorted(exit_devices)), blocked_lan)  # fmt: skip
+                    tuple(sorted(exit_devices)), blocked_lan, tuple(sorted(served)))  # fmt: skip
 
 
 def nft_ruleset(plan: ExitPlan, uplinks: Iterable[str]) -> dict:

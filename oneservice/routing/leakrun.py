@@ -14,7 +14,7 @@ from .flags import NetworkFlags
 from .nft import NftError
 from .planner import TUNNEL_HELD, TUNNEL_ON, RoutingPlan, catch_all_samples
 
-AskGateway = Callable[[str], Awaitable[tuple[str, tuple[str, ...]] | None]]
+AskGateway = Callable[[str], Awaitable[leaktest.GatewayAnswer | None]]
 
 
 async def run_leak_test(

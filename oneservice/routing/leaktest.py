@@ -86,18 +86,28 @@ def dns_check(servers: Iterable[str], how: str, routed: Mapping[str, str | None]
                               f"through the tunnel ({tunnel})")  # fmt: skip
 
 
-def gateway_check(gateway: str, answer: tuple[str, tuple[str, ...]] | None,
-                  own: Iterable[str]) -> Check:  # fmt: skip
-    """``answer``: (where it sees us, its uplink addresses), or None: no answer in time."""
+GatewayAnswer = tuple[str, tuple[str, ...], bool | None]
+
+
+def gateway_check(gateway: str, answer: GatewayAnswer | None, own: Iterable[str]) -> Check:
+    """``answer``: (where it sees us, its uplink addresses, whether it forwards for us as exit
+    node: None from a node that does not say), or None: no answer in time."""
     if answer is None:
         return Check("gateway", False, f"gateway {gateway} did not answer over the tunnel")
-    seen, exits = answer
+    seen, exits, forwards = answer
+    if forwards is False:
+        return Check("gateway", False, f"gateway {gateway} does not forward for us: it is not "
+                                       "serving as this network's exit node (its "
+                                       "settings.allowExitNode, or its forwarding table: see "
+                                       "its status), so what we send it goes nowhere")  # fmt: skip
     mine = set(own) & set(exits)
     if mine:
         return Check("gateway", False, f"gateway {gateway} leaves from this machine's own "
                                        f"address {sorted(mine)[0]}")  # fmt: skip
     return Check("gateway", True, f"gateway {gateway} sees us at {seen}; what we send "
-                                  f"leaves from {', '.join(exits) or 'its uplinks'}")  # fmt: skip
+                                  f"leaves from {', '.join(exits) or 'its uplinks'}"
+                                  + ("" if forwards else " (it does not say whether it "
+                                     "forwards: an older node)"))  # fmt: skip
 
 
 def leak_check(leaked: int, tunnel: int, uplinks: Iterable[str], seconds: float) -> Check:

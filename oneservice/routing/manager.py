@@ -102,13 +102,18 @@ class RoutingManager:
         self, home: Path, settings: Callable[[], Settings], own_address: str,
         on_gateways: Callable[[dict[tuple[str, int], str]], None] = lambda gateways: None,
         appliers: KernelAppliers | None = None,
+        on_exit: Callable[[tuple[str, ...]], None] = lambda networks: None,
     ) -> None:  # fmt: skip
         """``on_gateways``: told the chosen full-tunnel gateways whenever they change (the
         core must send the default's packets to the one the kernel routes through);
+        ``on_exit``: told the networks this node forwards for as exit node whenever that
+        changes (none while the kernel refused the forwarding table);
         ``appliers``: this system's by default; ``settings``: the node's settings as they
         are now (read at each plan: a reload needs no second copy kept in step)."""
         self.home = home
         self._on_gateways = on_gateways
+        self._on_exit = on_exit
+        self._exit_told: tuple[str, ...] = ()
         self.gateway_changes = 0  # GET /metrics
         self._settings = settings
         self.own_address = own_address
@@ -303,6 +308,7 @@ class RoutingManager:
                 if plan.gateways != self.plan.gateways:
                     self._gateways_changed(plan.gateways)
                 self.plan, self.exit_plan = plan, exit_plan
+                self._exit_changed()
                 continue
             # self.plan (what the API shows) is what the kernel has once this returns: a
             # client that sees "fullTunnel": "on" may rely on the routes being there, and a
@@ -360,9 +366,16 @@ class RoutingManager:
                     log.error("forwarding table (exit node, isolation): %s", exc)
                 self.exit_error = str(exc)
             self.exit_plan = exit_plan
+            self._exit_changed()
             stranded = any(state in (TUNNEL_WITHDRAWN, TUNNEL_HELD)
                            for state in self.plan.full_tunnel.values())  # fmt: skip
             self.portal.check(stranded, inputs.uplinks, frozenset(inputs.local_addresses))
+
+    def _exit_changed(self) -> None:
+        serving = () if self.exit_error else self.exit_plan.networks
+        if serving != self._exit_told:
+            self._exit_told = serving
+            self._on_exit(serving)
 
     def kill_switch_up(self) -> bool:
         """Whether our kill switch is in the kernel now (it lets out the node's own port only)."""

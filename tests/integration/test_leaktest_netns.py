@@ -70,3 +70,23 @@ def test_leaktest_passes_on_a_good_tunnel_and_fails_on_a_route_around_it(testbed
                         "-j", "leaktest", check=False, timeout=30)  # fmt: skip
     assert result.returncode == 0 and json.loads(result.stdout)["result"] == "PASS"
 
+
+
+def test_leaktest_fails_when_the_gateway_does_not_forward(testbed, tmp_path):
+    """The gateway named by the network is not an exit node (its allowExitNode is off): the
+    client's full tunnel is on and leaks nothing, but what it sends goes nowhere. The gateway
+    says so in its whoami answer, and the leak test fails on it (it passed before)."""
+    lab = TunnelLab(testbed, tmp_path)
+    conf = lab.homes["gw"] / "local.conf"
+    document = json.loads(conf.read_text())
+    document["settings"]["allowExitNode"] = False
+    conf.write_text(json.dumps(document))
+    lab.start("client", env=without_resolvectl())
+    network_id = lab.build_network()
+    lab.set_flags(network_id, allowDefault=True)
+    lab.wait_tunnel(network_id, "on")
+    code, output = leaktest(lab)
+    assert code == 1, output
+    found = verdicts(output)
+    assert found["gateway"] == "FAIL" and "does not forward for us" in output, output
+    assert found["leaks"] == "PASS" and found["tunnel"] == "PASS", output

@@ -695,9 +695,17 @@ def test_whoami_is_answered_to_members_only_with_where_we_were_seen():
     sim.run(0.2)
     answers = {core: [e.message for e in _drain(core) if isinstance(e.message, AddressAnswer)]
                for core in (a, stranger)}  # fmt: skip
-    assert answers[a] == [AddressAnswer(1, "198.51.100.1/9993", ("192.0.2.2",))]
+    assert answers[a] == [AddressAnswer(1, "198.51.100.1/9993", ("192.0.2.2",), False)]
     assert answers[stranger] == []
     assert b.packet_drops["address_query_refused"] == 1
+    # An exit node says whether it forwards for the asker: for a network they share only.
+    for exit_networks, query_id, forwards in ((["8056c2e21c000002"], 3, False),
+                                              (list(b.networks), 4, True)):  # fmt: skip
+        b.set_exit_networks(exit_networks)
+        assert a.ask_address(identity(2).address, query_id, sim.now)
+        sim.run(0.2)
+        [answer] = [e.message for e in _drain(a) if isinstance(e.message, AddressAnswer)]
+        assert (answer.query_id, answer.forwards) == (query_id, forwards)
 
 
 def _drain(core) -> list:

@@ -267,3 +267,17 @@ def test_resolvectl_is_found_only_as_an_executable_file_on_the_path(tmp_path, mo
     (executable / "resolvectl").chmod(0o755)
     monkeypatch.setenv("PATH", f"{plain}:{folder}:{executable}")
     assert ResolvectlDns.available()
+
+
+def test_the_leak_tests_gateway_check_fails_on_a_gateway_that_does_not_forward():
+    from oneservice.routing.leaktest import gateway_check
+
+    own = ["10.0.1.10"]
+    ok = gateway_check("3a5e1f0b2c", ("10.0.1.10/9993", ("203.0.113.10",), True), own)
+    assert ok.passed and "leaves from 203.0.113.10" in ok.detail
+    refused = gateway_check("3a5e1f0b2c", ("10.0.1.10/9993", ("203.0.113.10",), False), own)
+    assert not refused.passed and "does not forward for us" in refused.detail
+    older = gateway_check("3a5e1f0b2c", ("10.0.1.10/9993", ("203.0.113.10",), None), own)
+    assert older.passed and "does not say whether it forwards" in older.detail
+    assert not gateway_check("3a5e1f0b2c", None, own).passed
+    assert not gateway_check("3a5e1f0b2c", ("x", ("10.0.1.10",), True), own).passed
