@@ -10,7 +10,9 @@ port at the same address. So each root's view is kept apart:
   ports of a hard NAT (taking each answer as news made such a node tell every member it had
   moved, and probe every peer, at each root's answer);
 - two roots that see one address at two ports prove a hard NAT, two that see the same
-  endpoint prove an easy one, whatever its port (``varies``). With one view there is no proof.
+  endpoint prove an easy one, whatever its port (``varies``). With one view there is no proof;
+- a root that sees our own address (one on our LAN, or on a routed network) is on our side of
+  any NAT: members are told what a root outside sees, when one does, whichever answered first.
 """
 
 from __future__ import annotations
@@ -29,24 +31,36 @@ class OutsideViews:
         self._views: dict[int, dict[str, str]] = {}  # socket -> root address -> "ip/port"
         # What the views last proved of the NAT on a socket (varies, _prove).
         self._proven: dict[int, bool] = {}
+        # Per socket: which root's view is told, and whether it is our own address.
+        self._told_by: dict[int, tuple[str, bool]] = {}
         self.changes = 0  # times the told endpoint moved after the first (publicEndpointChanges)
 
-    def seen(self, socket_id: int, root: str, endpoint: str) -> bool:
-        """A root saw us over this socket at ``endpoint``. True when what members are told
-        changed: the first view, or a root's view that moved from where that root saw us
-        before (to another address; or to another port, unless roots disagree on ports, as
-        they do behind a hard NAT)."""
+    def seen(self, socket_id: int, root: str, endpoint: str, inside: bool) -> bool:
+        """A root saw us over this socket at ``endpoint`` (``inside``: our own address). True
+        when what members are told changed: the first view, the first from outside after
+        views from inside, or a root's view that moved from where that root saw us before
+        (to another address; or to another port, unless roots disagree on ports, as they do
+        behind a hard NAT). A view from inside never replaces one from outside."""
         varies = self.varies(socket_id)  # (as proven before this view)
         views = self._views.setdefault(socket_id, {})
         before, told = views.pop(root, None), self.public.get(socket_id)
         views[root] = endpoint  # (last in order: the oldest view goes first below)
         if len(views) > MAX_VIEWS:
             del views[next(iter(views))]
-        moved = told is None or (before is not None and before != endpoint and endpoint != told
-                                 and (_ip(endpoint) != _ip(told) or not varies))  # fmt: skip
+        teller, told_inside = self._told_by.get(socket_id, (None, False))
+        if told is None or (told_inside and not inside):
+            moved = endpoint != told
+        elif inside != told_inside:
+            # The root whose outside view is told now sees our own address: no NAT between
+            # us any more (the uplink got a public address). Another root's does not count.
+            moved = root == teller
+        else:
+            moved = (before is not None and before != endpoint and endpoint != told
+                     and (_ip(endpoint) != _ip(told) or not varies))  # fmt: skip
+            self.changes += moved
         if moved:
-            self.changes += told is not None
             self.public[socket_id] = endpoint
+            self._told_by[socket_id] = (root, inside)
         self._prove(socket_id)
         return moved
 
@@ -70,3 +84,4 @@ class OutsideViews:
         self.public.pop(socket_id, None)
         self._views.pop(socket_id, None)
         self._proven.pop(socket_id, None)
+        self._told_by.pop(socket_id, None)

@@ -120,7 +120,7 @@ class PathKeeper:
             return
         first = socket_id not in self.public
         hard_before = self.hard(socket_id)
-        if self.outside.seen(socket_id, root, seen):
+        if self.outside.seen(socket_id, root, seen, self._own_ip(seen)):
             self.node.events.append(SeenFromOutside(socket_id, self.behind_nat(socket_id)))
             self.tell_everyone(now)
             if not first:
@@ -131,10 +131,12 @@ class PathKeeper:
     def behind_nat(self, socket_id: int) -> bool:
         """Whether a root sees us over this socket at an address that is not our own."""
         seen = self.public.get(socket_id)
-        if seen is None:
-            return False
+        return seen is not None and not self._own_ip(seen)
+
+    def _own_ip(self, seen: str) -> bool:
+        """Whether an "ip/port" a root saw us at is one of our own addresses."""
         ip = ipaddress.ip_address(seen.rpartition("/")[0].split("%")[0])
-        return ip.compressed not in self.own_ips
+        return ip.compressed in self.own_ips
 
     def hard(self, socket_id: int) -> bool:
         """Whether our NAT on this socket gives each destination a port of its own: two roots

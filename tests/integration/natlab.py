@@ -6,7 +6,7 @@
     m2 10.0.2.10 -- nat2 (LAN 10.0.2.1, WAN 203.0.113.10) --+       (root, controller)
                      (or WAN 192.0.3.10 running miniupnpd: port_mapping)   |
                                                                             +- root2 192.0.2.130
-                                                                               (second_root)
+                                                   (second_root: there, or 10.0.1.20 on nat1's LAN)
 
 Each NAT router masquerades its LAN behind its WAN address (conntrack: one mapping per
 inside address and port, kept for every destination, as home routers do) and drops anything
@@ -113,13 +113,14 @@ class NatLab(NodeLab):
                  with_m3: bool = False, exit_node: bool = False,
                  port_mapping: str = "", settings: dict | None = None,
                  port_block: str = "", cone_block: str = "",
-                 second_root: bool = False) -> None:  # fmt: skip
+                 second_root: str = "") -> None:  # fmt: skip
         """``hard``: the routers that map each destination to a new port (random,
         fully-random), as carrier-grade NATs do, from ``port_block`` ("first-last") for UDP
         if given (a carrier's block of ports per subscriber), else from all; ``cone_block``:
         the other routers map a member's port to one port from this block for every
-        destination (not the member's own port); ``second_root``: root2 (192.0.2.130, a
-        relay) is the members' second root; ``with_m3``: a
+        destination (not the member's own port); ``second_root``: a second root (a relay),
+        root2, on the internet ("internet": 192.0.2.130, the members' second root) or on
+        nat1's LAN ("lan": 10.0.1.20, a second root of the members there); ``with_m3``: a
         second member on nat1's LAN; ``exit_node``: m2 forwards for the network
         (allowExitNode); ``port_mapping``: nat2 runs Debian's miniupnpd, answering "pcp" (PCP
         and NAT-PMP, and UPnP) or "upnp" only;
@@ -135,7 +136,7 @@ class NatLab(NodeLab):
         ctrl = self.hosts["ctrl"] = bed.host("ctrl")
         bed.link(ctrl, "eth0", self.inet, "i-ctrl", ["192.0.2.10/24"], ["192.0.2.1/24"])
         ctrl.ip("route", "add", "default", "via", "192.0.2.1")
-        if second_root:  # (a /25 of its own: more specific than ctrl's /24 at inet)
+        if second_root == "internet":  # (a /25 of its own: more specific than ctrl's /24)
             root2 = self.hosts["root2"] = bed.host("root2")
             bed.link(root2, "eth0", self.inet, "i-root2", ["192.0.2.130/25"],
                      ["192.0.2.129/25"])  # fmt: skip
@@ -152,6 +153,8 @@ class NatLab(NodeLab):
             on_lan = [(f"m{n}", f"10.0.{n}.10")]
             if n == 1 and with_m3:
                 on_lan.append(("m3", "10.0.1.11"))
+            if n == 1 and second_root == "lan":
+                on_lan.append(("root2", "10.0.1.20"))
             for name, address in on_lan:
                 member = self.hosts[name] = bed.host(name)
                 bed.link(member, "eth0", nat, f"lan-{name}", [f"{address}/24"])
@@ -162,7 +165,9 @@ class NatLab(NodeLab):
         if port_mapping:
             self.miniupnpd = start_miniupnpd(self.routers["nat2"], tmp_path,
                                              natpmp=port_mapping == "pcp")  # fmt: skip
-        root_endpoints = {"ctrl": "192.0.2.10/9993", "root2": "192.0.2.130/9993"}
+        root_endpoints = {"ctrl": "192.0.2.10/9993", "root2": "192.0.2.130/9993"
+                          if second_root == "internet" else "10.0.1.20/9993"}  # fmt: skip
+        on_nat2 = ("m2",)
         for name in (*self.roots, *self.members):
             home = self.homes[name] = write_home(tmp_path / name, self.identities[name], [])
             if name in self.roots:
@@ -172,7 +177,9 @@ class NatLab(NodeLab):
                     "settings": {"allowExitNode": exit_node and name == "m2",
                                  **(settings or {}).get(name, {})},
                     "roots": [{"identity": self.identities[root].public_text(),
-                               "endpoints": [root_endpoints[root]]} for root in self.roots],
+                               "endpoints": [root_endpoints[root]]} for root in self.roots
+                              if not (root == "root2" and second_root == "lan"
+                                      and name in on_nat2)],
                 })  # fmt: skip
             self.start(name)
 

@@ -238,7 +238,7 @@ def test_two_roots_tell_a_hard_nat_from_one_that_keeps_one_port_for_all(testbed,
     port and m1 at two: m1 is the hard side and goes direct by birthday probes; and the two
     roots' different views of m1 are no move that m1 tells its members about."""
     lab = NatLab(testbed, tmp_path, hard=("nat1",), port_block="20000-21023",
-                 cone_block="40000-40999", second_root=True)  # fmt: skip
+                 cone_block="40000-40999", second_root="internet")  # fmt: skip
 
     def nat(name: str) -> list:
         return list(lab.api(name, "GET", "/status")[1]["counters"]["nat"].values())
@@ -267,3 +267,22 @@ def test_two_roots_tell_a_hard_nat_from_one_that_keeps_one_port_for_all(testbed,
                      "m2": [{"hard": False, "provenByRoots": True}]}  # fmt: skip
     assert changes == {"m1": 0, "m2": 0}
     assert len(replies) > 20
+
+
+def test_a_root_on_the_members_lan_does_not_hide_where_the_internet_sees_it(testbed, tmp_path):
+    """m1 has a second root on its own LAN (an office's), which sees m1's own address, while
+    the root on the internet sees nat1's. m1 tells its members the latter and counts no
+    move; before, each root's answer overwrote the other's and was taken for a move (tell
+    every member, probe every peer, the roots answer again: a storm)."""
+    lab = NatLab(testbed, tmp_path, second_root="lan")
+    _, addresses = lab.join_both()
+    wait_until(lambda: lab.ping("m1", addresses["m2"]), timeout=15, what="m1 -> m2 ping")
+    lab.wait_direct(timeout=10)
+    time.sleep(2)  # both roots answered m1's probes a few times
+    counters = lab.api("m1", "GET", "/status")[1]["counters"]
+    to_m1 = lab.preferred("m2", "m1")["address"]
+    print(f"\nroot on the LAN: m1 told {counters['publicEndpoints']}, "
+          f"{counters['publicEndpointChanges']} move(s), m2 sends to {to_m1}")  # fmt: skip
+    assert list(counters["publicEndpoints"].values()) == [f"{lab.wan['nat1']}/9993"]
+    assert counters["publicEndpointChanges"] == 0
+    assert to_m1 == f"{lab.wan['nat1']}/9993"

@@ -136,18 +136,18 @@ def test_roots_that_see_two_ports_of_a_hard_nat_are_not_news_but_proof():
     from oneservice.node.outside import OutsideViews
 
     views = OutsideViews()
-    assert views.seen(1, "root-a", "198.51.100.10/40001"), "the first view is told"
+    assert views.seen(1, "root-a", "198.51.100.10/40001", False), "the first view is told"
     assert views.varies(1) is None, "one view proves nothing"
     for _ in range(3):
-        assert not views.seen(1, "root-b", "198.51.100.10/52002")
-        assert not views.seen(1, "root-a", "198.51.100.10/40001")
+        assert not views.seen(1, "root-b", "198.51.100.10/52002", False)
+        assert not views.seen(1, "root-a", "198.51.100.10/40001", False)
     assert views.public[1] == "198.51.100.10/40001" and views.changes == 0
     assert views.varies(1) is True
     # The hard NAT's mapping toward one root changed port: still no move.
-    assert not views.seen(1, "root-a", "198.51.100.10/40777") and views.changes == 0
+    assert not views.seen(1, "root-a", "198.51.100.10/40777", False) and views.changes == 0
     # A redial: a new address is a move, told once, whichever root sees it first.
-    assert views.seen(1, "root-b", "203.0.113.7/61000")
-    assert not views.seen(1, "root-a", "203.0.113.7/33000")
+    assert views.seen(1, "root-b", "203.0.113.7/61000", False)
+    assert not views.seen(1, "root-a", "203.0.113.7/33000", False)
     assert views.public[1] == "203.0.113.7/61000" and views.changes == 1
     assert views.varies(1) is True
 
@@ -156,12 +156,12 @@ def test_roots_that_see_one_port_prove_an_easy_nat_even_when_it_is_not_ours():
     from oneservice.node.outside import OutsideViews
 
     views = OutsideViews()
-    views.seen(1, "root-a", "198.51.100.10/40000")
-    views.seen(1, "root-b", "198.51.100.10/40000")
+    views.seen(1, "root-a", "198.51.100.10/40000", False)
+    views.seen(1, "root-b", "198.51.100.10/40000", False)
     assert views.varies(1) is False
     # The router restarted and maps us to another port (same address): a move, told once.
-    assert views.seen(1, "root-a", "198.51.100.10/40500")
-    assert not views.seen(1, "root-b", "198.51.100.10/40500")
+    assert views.seen(1, "root-a", "198.51.100.10/40500", False)
+    assert not views.seen(1, "root-b", "198.51.100.10/40500", False)
     assert views.changes == 1 and views.varies(1) is False
     views.forget(1)
     assert views.varies(1) is None and 1 not in views.public
@@ -193,3 +193,22 @@ def test_a_node_behind_a_hard_nat_with_two_roots_tells_members_once_and_knows_it
     assert b.parts.paths.hard(1)
     b.parts.paths.seen_by_root(1, "3f00000002", "203.0.113.10/40000", sim.now)
     assert not b.parts.paths.hard(1)
+
+
+def test_a_root_on_our_side_of_the_nat_does_not_hide_where_the_outside_sees_us():
+    """An office root on the LAN sees our own address, a root on the internet our NAT's:
+    members are told the latter, whichever root answered first, and the two views are no
+    move (they were a storm of moves before each root's view was kept apart)."""
+    from oneservice.node.outside import OutsideViews
+
+    for order in (("lan", "internet"), ("internet", "lan")):
+        views = OutsideViews()
+        seen = {"lan": ("10.0.1.10/9993", True), "internet": ("198.51.100.10/9993", False)}
+        for _ in range(3):
+            for root in order:
+                views.seen(1, root, *seen[root])
+        assert views.public[1] == "198.51.100.10/9993" and views.changes == 0, order
+    # The uplink got a public address of its own: the internet root sees it, and that is told.
+    assert views.seen(1, "internet", "203.0.113.5/9993", True)
+    assert views.public[1] == "203.0.113.5/9993"
+    assert not views.seen(1, "lan", "10.0.1.10/9993", True), "the LAN root: unchanged"
