@@ -5,6 +5,7 @@ by one otherwise), control messages (in chunks when large), and what waits for a
 from __future__ import annotations
 
 import secrets
+from operator import itemgetter
 
 from ..messages import ChunkRequest, Goodbye, Message, encode
 from ..offload import SuperPacket
@@ -16,6 +17,8 @@ from .peer import Peer
 from .session import Session
 from .timing import MAX_QUEUED_PACKETS, NO_PATH_PROBE_INTERVAL_S, REJECT_AFTER_S, REKEY_AFTER_S
 from .toobig import RELAYED_PACKET_MAX, fragment_ipv4, too_big_answer
+
+_PACKET = itemgetter(0)  # of a (packet, hint) pair
 
 
 class Transmitter:
@@ -138,8 +141,8 @@ class Transmitter:
         """Packets about to go relayed, made to fit a relay frame (node/toobig.py): cut into
         IPv4 fragments where allowed; otherwise dropped, the first answered into the tap with
         "too big" so that its sender sends smaller at once."""
-        if all(len(packet) <= RELAYED_PACKET_MAX for packet, _ in packets):
-            return packets  # the common case: one look per packet
+        if max(map(len, map(_PACKET, packets)), default=0) <= RELAYED_PACKET_MAX:
+            return packets  # the common case: one look per packet, in C
         fitting: list[tuple[bytes, int]] = []
         answered = False
         for packet, hint in packets:

@@ -488,3 +488,14 @@ def test_gso_batches_follow_the_rule_however_runs_come(runs):
     from oneservice.binder.gso import gso_batches
 
     assert gso_batches(runs) == reference_gso_batches(runs)
+
+
+def test_a_runs_uniform_size_is_found_when_only_the_last_is_shorter():
+    from oneservice.binder.gso import uniform_size
+
+    assert uniform_size([b"x" * 9, b"x" * 9, b"x" * 9]) == 9
+    assert uniform_size([b"x" * 9, b"x" * 9, b"x" * 4]) == 9
+    assert uniform_size([b"x" * 9, b"x" * 4, b"x" * 9]) == 0, "a shorter one inside"
+    assert uniform_size([b"x" * 9, b"x" * 9, b"x" * 12]) == 0, "a longer last one"
+    assert uniform_size([b"x" * 4, b"x" * 9]) == 0
+    assert uniform_size([b"x" * 9, b"x" * 4]) == 9
