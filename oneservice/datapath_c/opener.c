@@ -266,26 +266,32 @@ static PyObject *Opener_open_frames(Opener *self, PyObject *args)
     return open_list(self, datagrams, kind);
 }
 
-/* open_coalesced(data, size): as open_many(wire.split_coalesced(data, size)), without the
- * copies: the datagrams are read where they lie in the buffer of one GRO read. */
+/* open_coalesced(data, size, kind=TYPE_DATA): as open_many(wire.split_coalesced(data, size))
+ * (or open_frames of them, for relay frames of ``kind``), without the copies: the datagrams
+ * are read where they lie in the buffer of one GRO read. */
 static PyObject *Opener_open_coalesced(Opener *self, PyObject *args)
 {
     PyObject *data;
     Py_ssize_t size;
+    int kind = TYPE_DATA;
     Batch batch;
-    if (!PyArg_ParseTuple(args, "O!n", &PyBytes_Type, &data, &size))
+    if (!PyArg_ParseTuple(args, "O!n|i", &PyBytes_Type, &data, &size, &kind))
         return NULL;
+    if (kind < 0 || kind > 255) {
+        PyErr_SetString(PyExc_ValueError, "kind is a datagram type (0-255)");
+        return NULL;
+    }
     const unsigned char *bytes = (const unsigned char *)PyBytes_AS_STRING(data);
     Py_ssize_t length = PyBytes_GET_SIZE(data);
     int failed = batch_start(&batch);
     if (size <= 0 || length <= size) {
         if (!failed)
-            failed = open_into_batch(self, &batch, bytes, length, data, TYPE_DATA);
+            failed = open_into_batch(self, &batch, bytes, length, data, kind);
         return batch_result(&batch, failed);
     }
     for (Py_ssize_t at = 0; at < length && !failed; at += size) {
         Py_ssize_t piece = length - at < size ? length - at : size;
-        failed = open_into_batch(self, &batch, bytes + at, piece, NULL, TYPE_DATA);
+        failed = open_into_batch(self, &batch, bytes + at, piece, NULL, kind);
     }
     return batch_result(&batch, failed);
 }

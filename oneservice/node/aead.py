@@ -143,9 +143,9 @@ class PythonOpener:
         return opened, authenticated, others, replayed, forged
 
     def open_coalesced(
-        self, data: bytes, size: int
-    ) -> tuple[list[tuple[bytes, int]], int, list[bytes], int, int]:
-        return self.open_many(split_coalesced(data, size))
+        self, data: bytes, size: int, kind: int = TYPE_DATA
+    ) -> tuple[list, int, list[bytes], int, int]:
+        return self._open_list(split_coalesced(data, size), kind)
 
 
 if native.EXTENSION is not None:

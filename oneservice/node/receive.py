@@ -73,12 +73,20 @@ class Receiver:
                           now: float) -> None:  # fmt: skip
         """One read of a socket: datagrams of ``size`` bytes (the last maybe shorter) as UDP
         GRO joined them, or one datagram (size 0)."""
-        session = self.node.machine.data_session(data, now)
-        if session is None:  # (the first datagram of the split is the one just looked at)
-            self.receive_datagrams(wire.split_coalesced(data, size), socket_id, address, now)
+        machine = self.node.machine
+        session = machine.data_session(data, now)
+        if session is not None:
+            self.opened(session, session.opener.open_coalesced(data, size), socket_id, address,
+                        None, now, len(data))  # fmt: skip
             return
-        self.opened(session, session.opener.open_coalesced(data, size), socket_id, address,
-                    None, now, len(data))  # fmt: skip
+        kind = data[1] if len(data) > 1 else -1
+        session = machine.data_session(data, now, kind) if kind in _FRAME_TYPES else None
+        if session is not None:  # relay frames (a root's, a relayed member's): no split either
+            self.frames(session, kind, session.opener.open_coalesced(data, size, kind),
+                        socket_id, address, now)  # fmt: skip
+            return
+        # (the first datagram of the split is the one just looked at)
+        self.receive_datagrams(wire.split_coalesced(data, size), socket_id, address, now)
 
     def opened(self, session: Session, result: tuple, socket_id: int | None,
                address: tuple | None, via: str | None, now: float,
