@@ -11,6 +11,7 @@ from .messages import AddressAnswer
 from .node.core import ControlReceived, NodeCore
 from .node.events import NodeEvent
 from .pump import CorePump
+from .routing.leaktest import GatewayAnswer
 
 ANSWER_WAIT_S = 3.0
 
@@ -21,7 +22,7 @@ class AddressQueries:
         self._pump = pump
         self._waiting: dict[int, asyncio.Future] = {}  # by query id
 
-    async def ask(self, address: str) -> tuple[str, tuple[str, ...], bool | None] | None:
+    async def ask(self, address: str) -> GatewayAnswer | None:
         """(Where the peer sees us, its uplink addresses, whether it forwards for us as exit
         node: None if it does not say), or None without an answer."""
         loop = self._pump.loop

@@ -59,13 +59,11 @@ class Receiver:
             self.opened(session, result, socket_id, address, via, now,
                         sum(map(len, datagrams)) if result[1] else 0)  # fmt: skip
             return
-        kind = first[1] if len(first) > 1 else -1
-        if via is None and kind in _FRAME_TYPES:
-            session = self.node.machine.data_session(first, now, kind)
-            if session is not None:
-                self.frames(session, kind, session.opener.open_frames(datagrams, kind),
-                            socket_id, address, now)  # fmt: skip
-                return
+        session, kind = self.frame_session(first, now) if via is None else (None, -1)
+        if session is not None:
+            self.frames(session, kind, session.opener.open_frames(datagrams, kind),
+                        socket_id, address, now)  # fmt: skip
+            return
         for data in datagrams:
             self.receive(data, socket_id, address, via, now)
 
@@ -73,20 +71,26 @@ class Receiver:
                           now: float) -> None:  # fmt: skip
         """One read of a socket: datagrams of ``size`` bytes (the last maybe shorter) as UDP
         GRO joined them, or one datagram (size 0)."""
-        machine = self.node.machine
-        session = machine.data_session(data, now)
+        session = self.node.machine.data_session(data, now)
         if session is not None:
             self.opened(session, session.opener.open_coalesced(data, size), socket_id, address,
                         None, now, len(data))  # fmt: skip
             return
-        kind = data[1] if len(data) > 1 else -1
-        session = machine.data_session(data, now, kind) if kind in _FRAME_TYPES else None
+        session, kind = self.frame_session(data, now)
         if session is not None:  # relay frames (a root's, a relayed member's): no split either
             self.frames(session, kind, session.opener.open_coalesced(data, size, kind),
                         socket_id, address, now)  # fmt: skip
             return
         # (the first datagram of the split is the one just looked at)
         self.receive_datagrams(wire.split_coalesced(data, size), socket_id, address, now)
+
+    def frame_session(self, first: bytes, now: float) -> tuple[Session | None, int]:
+        """The live session a relay frame (a root's, or a relayed member's) is for, and its
+        kind; (None, kind) when it is none."""
+        kind = first[1] if len(first) > 1 else -1
+        if kind not in _FRAME_TYPES:
+            return None, kind
+        return self.node.machine.data_session(first, now, kind), kind
 
     def opened(self, session: Session, result: tuple, socket_id: int | None,
                address: tuple | None, via: str | None, now: float,
