@@ -29,20 +29,23 @@ class MessageError(ValueError):
 class Ping:
     """A path probe; ``preferred``: the sender sends its traffic over this path; ``seen``:
     where the sender sends it to ("ip/port"; empty over a relay), so that the receiver learns
-    its public endpoint behind a NAT (as from a Pong)."""
+    its public endpoint behind a NAT (as from a Pong); ``thin``: the sender takes thin relay
+    frames (node/wire.py; older nodes leave it out, and get none)."""
 
     probe_id: int
     preferred: bool = False
     seen: str = ""
+    thin: bool = False
 
 
 @dataclass(frozen=True)
 class Pong:
     """The answer to a ping; ``seen``: where the ping came from ("ip/port"; empty over a
-    relay), so the pinger learns its public endpoint behind a NAT."""
+    relay), so the pinger learns its public endpoint behind a NAT; ``thin``: as a Ping's."""
 
     probe_id: int
     seen: str = ""
+    thin: bool = False
 
 
 @dataclass(frozen=True)
@@ -186,13 +189,12 @@ def decode(payload: bytes) -> Message:
 
 def _fields(message: Message) -> dict:
     match message:
-        case Ping(probe_id, preferred, seen):
+        case Ping(probe_id, preferred, seen, thin):
             return {"t": "ping", "i": probe_id, **({"p": 1} if preferred else {}),
-                    **({"s": seen} if seen else {})}  # fmt: skip
-        case Pong(probe_id, ""):
-            return {"t": "pong", "i": probe_id}
-        case Pong(probe_id, seen):
-            return {"t": "pong", "i": probe_id, "s": seen}
+                    **({"s": seen} if seen else {}), **({"r": 1} if thin else {})}  # fmt: skip
+        case Pong(probe_id, seen, thin):
+            return {"t": "pong", "i": probe_id, **({"s": seen} if seen else {}),
+                    **({"r": 1} if thin else {})}  # fmt: skip
         case Goodbye():
             return {"t": "bye"}
         case Whois(address):
@@ -272,8 +274,8 @@ def _config_answer(f: _Fields) -> ConfigAnswer:
 
 
 _DECODERS = {
-    "ping": lambda f: Ping(f.get("i", int), f.flag("p"), f.get("s", str, "")),
-    "pong": lambda f: Pong(f.get("i", int), f.get("s", str, "")),
+    "ping": lambda f: Ping(f.get("i", int), f.flag("p"), f.get("s", str, ""), f.flag("r")),
+    "pong": lambda f: Pong(f.get("i", int), f.get("s", str, ""), f.flag("r")),
     "bye": lambda f: Goodbye(),
     "whois": lambda f: Whois(f.get("a", str)),
     "whoisr": lambda f: WhoisAnswer(f.get("a", str), f.get("id", str, None), f.strings("e")),

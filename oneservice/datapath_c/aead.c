@@ -91,23 +91,24 @@ static void xor_stream(unsigned char *out, const unsigned char *in, const unsign
         out[i] = in[i] ^ key[i];
 }
 
-/* RFC 8439's tag over the 16-byte header (associated data) and the ciphertext, keyed from
- * block 0 of ``stream``, which is wiped afterwards (a one-time key, never left behind). */
-static int tag(Aead *aead, const unsigned char *header, const unsigned char *ciphertext,
-               Py_ssize_t length, unsigned char *out)
+/* RFC 8439's tag over the associated data (``pieces`` of 16 bytes each, so none needs
+ * padding) and the ciphertext, keyed from block 0 of ``stream``, which is wiped afterwards
+ * (a one-time key, never left behind). */
+static int tag(Aead *aead, const unsigned char *const associated[], int pieces,
+               const unsigned char *ciphertext, Py_ssize_t length, unsigned char *out)
 {
     static const unsigned char padding[16] = {0};
     unsigned char lengths[16];
     size_t written;
-    put_le64(lengths, HEADER_LEN);
+    put_le64(lengths, (uint64_t)pieces * 16);
     put_le64(lengths + 8, (uint64_t)length);
-    /* The header is 16 bytes: it needs no padding. */
-    int ok = EVP_MAC_init(aead->poly, stream, 32, NULL)
-             && EVP_MAC_update(aead->poly, header, HEADER_LEN)
-             && EVP_MAC_update(aead->poly, ciphertext, (size_t)length)
-             && EVP_MAC_update(aead->poly, padding, (16 - (size_t)length % 16) % 16)
-             && EVP_MAC_update(aead->poly, lengths, 16)
-             && EVP_MAC_final(aead->poly, out, &written, TAG_LEN);
+    int ok = EVP_MAC_init(aead->poly, stream, 32, NULL);
+    for (int i = 0; ok && i < pieces; i++)
+        ok = EVP_MAC_update(aead->poly, associated[i], 16);
+    ok = ok && EVP_MAC_update(aead->poly, ciphertext, (size_t)length)
+         && EVP_MAC_update(aead->poly, padding, (16 - (size_t)length % 16) % 16)
+         && EVP_MAC_update(aead->poly, lengths, 16)
+         && EVP_MAC_final(aead->poly, out, &written, TAG_LEN);
     OPENSSL_cleanse(stream, 32);
     return ok ? 0 : -1;
 }
@@ -136,7 +137,8 @@ int dp_seal_into(Aead *aead, unsigned char *out, const unsigned char *first,
         xor_stream(ciphertext, first, stream + BLOCK, first_length);
         xor_stream(ciphertext + first_length, second, stream + BLOCK + first_length,
                    second_length);
-        failed = tag(aead, out, ciphertext, length, ciphertext + length);
+        const unsigned char *header[] = {out};
+        failed = tag(aead, header, 1, ciphertext, length, ciphertext + length);
     }
     if (failed)
         PyErr_SetString(dp_crypto_error, "OpenSSL failed to seal (or a payload over 65503 bytes)");
@@ -150,8 +152,9 @@ int dp_open_into(Aead *aead, const unsigned char *data, Py_ssize_t length, unsig
 {
     Py_ssize_t body = length - HEADER_LEN - TAG_LEN;
     unsigned char expected[TAG_LEN];
+    const unsigned char *header[] = {data};
     if (keystream(aead, data + 8, body) < 0
-        || tag(aead, data, data + HEADER_LEN, body, expected) < 0) {
+        || tag(aead, header, 1, data + HEADER_LEN, body, expected) < 0) {
         PyErr_SetString(dp_crypto_error, "OpenSSL failed to open (or a datagram of an impossible length)");
         return -1;
     }
@@ -161,3 +164,77 @@ int dp_open_into(Aead *aead, const unsigned char *data, Py_ssize_t length, unsig
     return 0;
 }
 
+
+/* Thin relay frames (types 9 and 10, docs/PROTOCOL.md): header | address (5, encrypted) |
+ * tag | a data datagram, in the clear. The data datagram is sealed end to end already, so
+ * sealing it again for the root would buy nothing but a second pass of the cipher on each of
+ * the three nodes. The tag covers the frame's header and, of the data datagram, its header,
+ * its tag and its length: whoever changes a byte between them is caught by the end-to-end
+ * tag at the receiver instead, and changes nothing else. ``length_piece`` is 16 bytes that
+ * this fills with the length. */
+#define THIN_PIECES 4
+static void thin_associated(const unsigned char *header, const unsigned char *inner,
+                            Py_ssize_t inner_length, unsigned char *length_piece,
+                            const unsigned char *pieces[THIN_PIECES])
+{
+    put_le64(length_piece, (uint64_t)inner_length);
+    memset(length_piece + 8, 0, 8);
+    pieces[0] = header;
+    pieces[1] = inner;
+    pieces[2] = inner + inner_length - TAG_LEN;
+    pieces[3] = length_piece;
+}
+
+/* The header (16 bytes, already at out), then ``payload`` (address + data datagram, ``length``
+ * bytes) as a thin frame: out gets HEADER_LEN + length + TAG_LEN bytes. -1 with ValueError
+ * set if the payload holds no data datagram, CryptoError if OpenSSL fails. */
+int dp_seal_thin(Aead *aead, unsigned char *out, const unsigned char *payload,
+                 Py_ssize_t length)
+{
+    const unsigned char *inner = payload + ADDRESS_LEN;
+    Py_ssize_t inner_length = length - ADDRESS_LEN;
+    if (inner_length < HEADER_LEN + TAG_LEN || inner_length > MAX_PAYLOAD
+        || inner[1] != TYPE_DATA) {
+        PyErr_SetString(PyExc_ValueError, "a thin relay frame carries a data datagram");
+        return -1;
+    }
+    const unsigned char *associated[THIN_PIECES];
+    unsigned char length_piece[16];
+    thin_associated(out, inner, inner_length, length_piece, associated);
+    unsigned char *address = out + HEADER_LEN;
+    memcpy(address + ADDRESS_LEN + TAG_LEN, inner, (size_t)inner_length);
+    if (keystream(aead, out + 8, ADDRESS_LEN) < 0) {
+        PyErr_SetString(dp_crypto_error, "OpenSSL failed to seal");
+        return -1;
+    }
+    xor_stream(address, payload, stream + BLOCK, ADDRESS_LEN);
+    if (tag(aead, associated, THIN_PIECES, address, ADDRESS_LEN, address + ADDRESS_LEN) < 0) {
+        PyErr_SetString(dp_crypto_error, "OpenSSL failed to seal");
+        return -1;
+    }
+    return 0;
+}
+
+/* A thin frame of ``length`` bytes authenticated, and its address (decrypted) and data
+ * datagram into out (length - 32 bytes): 0, 1 if forged or too short to be one (out
+ * untouched), -1 with CryptoError set if OpenSSL fails. */
+int dp_open_thin(Aead *aead, const unsigned char *data, Py_ssize_t length, unsigned char *out)
+{
+    const unsigned char *inner = data + THIN_OVERHEAD;
+    Py_ssize_t inner_length = length - THIN_OVERHEAD;
+    if (inner_length < HEADER_LEN + TAG_LEN || length > MAX_DATAGRAM)
+        return 1;
+    const unsigned char *associated[THIN_PIECES];
+    unsigned char length_piece[16], expected[TAG_LEN];
+    thin_associated(data, inner, inner_length, length_piece, associated);
+    if (keystream(aead, data + 8, ADDRESS_LEN) < 0
+        || tag(aead, associated, THIN_PIECES, data + HEADER_LEN, ADDRESS_LEN, expected) < 0) {
+        PyErr_SetString(dp_crypto_error, "OpenSSL failed to open");
+        return -1;
+    }
+    if (CRYPTO_memcmp(expected, data + HEADER_LEN + ADDRESS_LEN, TAG_LEN) != 0)
+        return 1;
+    xor_stream(out, data + HEADER_LEN, stream + BLOCK, ADDRESS_LEN);
+    memcpy(out + ADDRESS_LEN, inner, (size_t)inner_length);
+    return 0;
+}

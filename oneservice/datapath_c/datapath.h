@@ -31,6 +31,13 @@
 #define KEY_LEN 32
 #define PROTOCOL_VERSION 1
 #define TYPE_DATA 3
+/* Thin relay frames: a data datagram behind a 5-byte address, of which only the address is
+ * encrypted; the tag also covers the data datagram's header and tag (aead.c). */
+#define TYPE_RELAY_THIN 9
+#define TYPE_RELAYED_THIN 10
+#define IS_THIN(kind) ((kind) == TYPE_RELAY_THIN || (kind) == TYPE_RELAYED_THIN)
+#define ADDRESS_LEN 5
+#define THIN_OVERHEAD (HEADER_LEN + ADDRESS_LEN + TAG_LEN)
 #define MAX_DATAGRAM 65535
 #define MAX_PAYLOAD (MAX_DATAGRAM - HEADER_LEN - TAG_LEN)
 
@@ -62,6 +69,9 @@ void dp_write_header(unsigned char *out, unsigned kind, unsigned hint, uint32_t 
 int dp_seal_into(Aead *aead, unsigned char *out, const unsigned char *first,
                  Py_ssize_t first_length, const unsigned char *second, Py_ssize_t second_length);
 int dp_open_into(Aead *aead, const unsigned char *data, Py_ssize_t length, unsigned char *out);
+int dp_seal_thin(Aead *aead, unsigned char *out, const unsigned char *payload,
+                 Py_ssize_t length);
+int dp_open_thin(Aead *aead, const unsigned char *data, Py_ssize_t length, unsigned char *out);
 
 /* segment.c */
 typedef struct {

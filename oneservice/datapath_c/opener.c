@@ -90,14 +90,16 @@ static int window_mark(Opener *self, uint64_t counter)
     return 1;
 }
 
-/* The plaintext, or NULL without an exception set when the datagram is forged. */
+/* The plaintext (of a thin relay frame: its address and data datagram), or NULL without an
+ * exception set when the datagram is forged. */
 static PyObject *opened(Opener *self, const unsigned char *data, Py_ssize_t length)
 {
     PyObject *plaintext = PyBytes_FromStringAndSize(NULL, length - HEADER_LEN - TAG_LEN);
     if (plaintext == NULL)
         return NULL;
-    if (dp_open_into(&self->aead, data, length, (unsigned char *)PyBytes_AS_STRING(plaintext))
-        != 0) {
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(plaintext);
+    if ((IS_THIN(data[1]) ? dp_open_thin(&self->aead, data, length, out)
+                          : dp_open_into(&self->aead, data, length, out)) != 0) {
         Py_DECREF(plaintext);
         return NULL;
     }

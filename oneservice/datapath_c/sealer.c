@@ -1,5 +1,6 @@
 /* The Sealer type: one direction's key, sealing data datagrams one by one, in runs of
- * packets, or straight from a TCP super-packet (its segments cut as segment.c cuts them). */
+ * packets, or straight from a TCP super-packet (its segments cut as segment.c cuts them).
+ * Thin relay frames (their type in the header says so) are sealed as aead.c's dp_seal_thin. */
 #include "datapath.h"
 
 typedef struct {
@@ -46,7 +47,9 @@ static PyObject *sealed(Aead *aead, const unsigned char *header, const Py_buffer
         return NULL;
     unsigned char *out = (unsigned char *)PyBytes_AS_STRING(datagram);
     memcpy(out, header, HEADER_LEN);
-    if (dp_seal_into(aead, out, payload->buf, payload->len, NULL, 0) < 0) {
+    int failed = IS_THIN(header[1]) ? dp_seal_thin(aead, out, payload->buf, payload->len)
+                                    : dp_seal_into(aead, out, payload->buf, payload->len, NULL, 0);
+    if (failed) {
         Py_DECREF(datagram);
         return NULL;
     }
@@ -138,8 +141,8 @@ static PyObject *Sealer_seal_segments(Sealer *self, PyObject *args)
                           &size, &ecn))
         return NULL;
     PyObject *datagrams = NULL;
-    if (kind > 0xff || remote_index > 0xffffffffUL) {
-        PyErr_SetString(PyExc_ValueError, "type or index out of range");
+    if (kind > 0xff || IS_THIN(kind) || remote_index > 0xffffffffUL) {
+        PyErr_SetString(PyExc_ValueError, "type (a thin relay frame?) or index out of range");
         PyBuffer_Release(&view);
         return NULL;
     }

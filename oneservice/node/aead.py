@@ -16,6 +16,12 @@ by one; and how many were replays or forgeries (dropped). ``open_coalesced(data,
 ``open_many`` of the datagrams of one UDP GRO read (``wire.split_coalesced``); the C twin
 reads them in place. ``open_frames(datagrams, kind)`` is ``open_many`` for relay frames (a root's
 and a relayed member's batches): their payloads instead of (packet, hint) pairs.
+
+Thin relay frames (``wire.THIN_FRAMES``: their type in the header says so) are sealed and
+opened in the same calls with the same payload, the peer's address and a data datagram, laid
+out as ``header (16) | address, encrypted (5) | tag (16) | data datagram``: only the address
+is encrypted, and the tag covers the frame's header and the data datagram's header, tag and
+length (the datagram is sealed end to end already; docs/PROTOCOL.md says why that is enough).
 """
 
 from __future__ import annotations
@@ -23,7 +29,15 @@ from __future__ import annotations
 from .. import native
 from ..offload import python_segment
 from ..primitives import python_aead, python_invalid_tag
-from .wire import DATA_HEADER, DATA_OVERHEAD, PROTOCOL_VERSION, TYPE_DATA, split_coalesced
+from .wire import (
+    ADDRESS_LEN,
+    DATA_HEADER,
+    DATA_OVERHEAD,
+    PROTOCOL_VERSION,
+    THIN_FRAMES,
+    TYPE_DATA,
+    split_coalesced,
+)
 
 # Same window as WireGuard: packets may arrive up to 2048 counters late (reordering across
 # paths during a handover) and still be accepted exactly once.
@@ -31,6 +45,14 @@ REPLAY_WINDOW_SIZE = 2048
 _WINDOW_MASK = (1 << REPLAY_WINDOW_SIZE) - 1
 _ZERO_NONCE_PREFIX = b"\0\0\0\0"
 _MAX_DATAGRAM = 65535
+_THIN_SEALED_END = DATA_OVERHEAD // 2 + ADDRESS_LEN + DATA_OVERHEAD // 2  # header, address, tag
+
+
+def _thin_associated(header: bytes, inner: bytes) -> bytes:
+    """What a thin frame's tag covers besides its address: its header, and the header, the
+    tag and the length (in 16 bytes) of the data datagram it carries."""
+    half = DATA_OVERHEAD // 2
+    return header + inner[:half] + inner[-half:] + len(inner).to_bytes(half, "little")
 
 
 class PythonSealer:
@@ -40,15 +62,22 @@ class PythonSealer:
         self._aead = python_aead(key)
 
     def seal(self, header: bytes, payload: bytes) -> bytes:
-        return header + self._aead.encrypt(_ZERO_NONCE_PREFIX + header[8:16], payload, header)
+        nonce = _ZERO_NONCE_PREFIX + header[8:16]
+        if header[1] not in THIN_FRAMES:
+            return header + self._aead.encrypt(nonce, payload, header)
+        inner = payload[ADDRESS_LEN:]
+        if len(inner) < DATA_OVERHEAD or inner[1] != TYPE_DATA:
+            raise ValueError("a thin relay frame carries a data datagram")
+        address = payload[:ADDRESS_LEN]
+        return header + self._aead.encrypt(nonce, address, _thin_associated(header, inner)) + inner
 
     def seal_many(self, kind: int, remote_index: int, counter: int,
                   packets: list[tuple[bytes, int]]) -> list[bytes]:  # fmt: skip
-        encrypt, pack = self._aead.encrypt, DATA_HEADER.pack
+        seal, pack = self.seal, DATA_HEADER.pack
         datagrams = []
         for packet, hint in packets:
             header = pack(PROTOCOL_VERSION, kind, hint, remote_index, counter)
-            datagrams.append(header + encrypt(_ZERO_NONCE_PREFIX + header[8:], packet, header))
+            datagrams.append(seal(header, packet))
             counter += 1
         return datagrams
 
@@ -73,8 +102,14 @@ class PythonOpener:
         if not DATA_OVERHEAD <= len(datagram) <= _MAX_DATAGRAM:
             return None
         header = datagram[:16]
+        nonce = _ZERO_NONCE_PREFIX + header[8:]
         try:
-            return self._aead.decrypt(_ZERO_NONCE_PREFIX + header[8:], datagram[16:], header)
+            if header[1] not in THIN_FRAMES:
+                return self._aead.decrypt(nonce, datagram[16:], header)
+            sealed, inner = datagram[16:_THIN_SEALED_END], datagram[_THIN_SEALED_END:]
+            if len(inner) < DATA_OVERHEAD:
+                return None
+            return self._aead.decrypt(nonce, sealed, _thin_associated(header, inner)) + inner
         except python_invalid_tag():  # (evaluated only when decrypt raised)
             return None
 

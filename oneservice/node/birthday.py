@@ -341,7 +341,7 @@ class BirthdayPunch:
     def _probe(self, peer: Peer, path: DirectPath, now: float) -> None:
         """A probe on a path nobody keeps: its answer, if any, makes the path (first_heard)."""
         self.counts["probes"] += 1
-        ping = encode(Ping(0, False, _text(path.endpoint)))
+        ping = encode(Ping(0, False, _text(path.endpoint), thin=True))
         self.node.tx.send_on(peer, path, wire.TYPE_CONTROL, ping, now)
 
     def view(self) -> dict:

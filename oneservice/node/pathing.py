@@ -334,7 +334,7 @@ class PathKeeper:
         path.probe_leaving(peer.probe_counter, now)
         # "p": sent on our preferred path. The peer then answers on it too, so both
         # directions move together when we change uplink or address.
-        ping = encode(Ping(path.probe_id, path is peer.preferred, _endpoint_text(path)))
+        ping = encode(Ping(path.probe_id, path is peer.preferred, _endpoint_text(path), thin=True))
         self.node.tx.send_on(peer, path, wire.TYPE_CONTROL, ping, now)
 
     @staticmethod
@@ -409,7 +409,7 @@ class PathKeeper:
                 self.peer_prefers(peer, path)
                 if path is not peer.preferred:
                     self.follow(peer, path, now)  # the peer moved (new uplink or address)
-            pong = encode(Pong(message.probe_id, _endpoint_text(path)))
+            pong = encode(Pong(message.probe_id, _endpoint_text(path), thin=True))
             self.node.tx.send_on(peer, path, wire.TYPE_CONTROL, pong, now)
         elif message.probe_id == path.probe_id and path.probe_sent > -math.inf:
             path.record_rtt(now - path.probe_sent)

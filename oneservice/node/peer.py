@@ -35,6 +35,8 @@ class Peer:
         self.datagrams_received = self.bytes_received = 0
         self.told_local: LocalEndpoints | None = None  # ours, as we last told it
         self.hard = False  # its NAT maps per destination, it says (node/birthday.py)
+        # It takes thin relay frames (node/wire.py), it says in its pings and pongs.
+        self.thin_frames = False
         # Which of its endpoints a router of its maps to it (LocalEndpoints.mapped): a path
         # there is "port-mapped".
         self.mapped_hints: set[Endpoint] = set()

@@ -34,11 +34,11 @@ from .session import Session
 from .timing import REJECT_AFTER_S
 
 _DATA_FIELDS = struct.Struct("<IQ")
-_FRAME_TYPES = frozenset({wire.TYPE_RELAY, wire.TYPE_RELAYED})
-_TRANSPORT_TYPES = frozenset({
-    wire.TYPE_DATA, wire.TYPE_CONTROL, wire.TYPE_RELAY, wire.TYPE_RELAYED,
-    wire.TYPE_CONTROL_CHUNK,
-})  # fmt: skip
+_TO_A_ROOT = frozenset({wire.TYPE_RELAY, wire.TYPE_RELAY_THIN})
+_FROM_A_ROOT = frozenset({wire.TYPE_RELAYED, wire.TYPE_RELAYED_THIN})
+_FRAME_TYPES = _TO_A_ROOT | _FROM_A_ROOT
+_TRANSPORT_TYPES = frozenset({wire.TYPE_DATA, wire.TYPE_CONTROL, wire.TYPE_CONTROL_CHUNK,
+                              *_FRAME_TYPES})  # fmt: skip
 
 
 class Receiver:
@@ -127,7 +127,7 @@ class Receiver:
             peer.datagrams_received += authenticated
             peer.bytes_received += sum(map(len, payloads)) + authenticated * wire.DATA_OVERHEAD
             path = self.authenticated(session, socket_id, address, None, now)
-            if kind == wire.TYPE_RELAY:
+            if kind in _TO_A_ROOT:
                 self.node.accepted += authenticated
                 self.node.paths.follow_sender(peer, path, now)  # answers go where it is now
                 self.node.rootservice.forward(peer, payloads, now)
@@ -188,13 +188,13 @@ class Receiver:
         peer.datagrams_received += 1
         peer.bytes_received += len(data)
         path = self.authenticated(session, socket_id, address, via, now)
-        if kind == wire.TYPE_RELAYED:
+        if kind in _FROM_A_ROOT:
             # Counted by what the datagram inside turns out to be, so that every datagram
             # received is still accepted or dropped exactly once.
             self.receive_relayed(peer, [payload], now)
             return
         self.node.accepted += 1
-        if kind == wire.TYPE_RELAY:
+        if kind in _TO_A_ROOT:
             self.node.paths.follow_sender(peer, path, now)  # its answers go where it is now
             self.node.rootservice.forward(peer, [payload], now)
         elif kind == wire.TYPE_DATA:
@@ -276,6 +276,7 @@ class Receiver:
             self.node.paths.follow_sender(peer, path, now)  # sent on its preferred path
         match message:
             case Ping() | Pong():
+                peer.thin_frames = message.thin
                 self.node.paths.receive_probe(peer, message, path, now)
             case Whois():
                 self.node.rootservice.answer_whois(peer, message, now)

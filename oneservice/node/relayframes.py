@@ -43,3 +43,10 @@ def by_address(frames: list[bytes]) -> dict[bytes, list[bytes]]:
 def carries_data(frames: list[bytes]) -> bool:
     """Whether any whole() frame holds a data datagram (its type byte is in the clear)."""
     return wire.TYPE_DATA in map(_KIND_INSIDE, frames)
+
+
+def all_data(frames: list[bytes]) -> bool:
+    """Whether every whole() frame holds a data datagram long enough to be one: what a thin
+    frame may carry (node/aead.py)."""
+    return (min(map(len, frames), default=0) >= wire.ADDRESS_LEN + wire.DATA_OVERHEAD
+            and set(map(_KIND_INSIDE, frames)) == {wire.TYPE_DATA})  # fmt: skip

@@ -37,7 +37,9 @@ class RootService:
                 self.node.packet_drops["relay_no_destination"] += len(group)
                 continue
             relayed = relayframes.framed(source_address, relayframes.unframed(group))
-            self.node.tx.send_many(destination, wire.TYPE_RELAYED, relayed, now)
+            thin = destination.thin_frames and relayframes.all_data(group)
+            kind = wire.TYPE_RELAYED_THIN if thin else wire.TYPE_RELAYED
+            self.node.tx.send_many(destination, kind, relayed, now)
             # Only data says the pair uses us as its path (probes cross every path, a working
             # direct one too); the type byte of the datagram inside is in the clear.
             data = relayframes.carries_data(group)

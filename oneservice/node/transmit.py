@@ -114,7 +114,9 @@ class Transmitter:
         if not inner:
             return False
         destination = bytes.fromhex(peer.address)
-        frames = carrier[0].seal_many(wire.TYPE_RELAY, relayframes.framed(destination, inner))
+        # Thin frames for a root that takes them: the data inside is sealed end to end.
+        kind = wire.TYPE_RELAY_THIN if root and root.thin_frames else wire.TYPE_RELAY
+        frames = carrier[0].seal_many(kind, relayframes.framed(destination, inner))
         if not frames:
             return False
         session.last_sent = path.last_sent = now

@@ -32,6 +32,11 @@ TYPE_RELAY = 5  # to a root: payload = destination address (5 bytes) + a datagra
 TYPE_RELAYED = 6  # from a root: payload = source address (5 bytes) + a datagram from it
 TYPE_COOKIE_REPLY = 7  # "prove your address first": node/cookies.py
 TYPE_CONTROL_CHUNK = 8  # as control; payload: one chunk of a larger message (node/chunks.py)
+# Thin relay frames: as 5 and 6 for a data datagram, which is sealed end to end already, so
+# only the address is encrypted (docs/PROTOCOL.md); for a root that says it takes them.
+TYPE_RELAY_THIN = 9
+TYPE_RELAYED_THIN = 10
+THIN_FRAMES = frozenset({TYPE_RELAY_THIN, TYPE_RELAYED_THIN})
 ADDRESS_LEN = 5
 
 PROLOGUE = b"oneservice protocol 1"

@@ -32,7 +32,8 @@ def test_fuzzed_datagrams_are_all_accounted_for_and_harmless():
         else:  # well-formed headers of every type with random bodies
             kind = rng.choice([wire.TYPE_HANDSHAKE_INIT, wire.TYPE_HANDSHAKE_RESPONSE,
                                wire.TYPE_DATA, wire.TYPE_CONTROL, wire.TYPE_COOKIE_REPLY,
-                               0, 9])  # fmt: skip
+                               wire.TYPE_RELAY, wire.TYPE_RELAYED, *sorted(wire.THIN_FRAMES),
+                               0, 11])  # fmt: skip
             size = rng.choice([wire.HANDSHAKE_INIT_LEN, wire.HANDSHAKE_RESPONSE_LEN,
                                wire.COOKIE_REPLY_LEN, 48, 200])  # fmt: skip
             data = bytes([wire.PROTOCOL_VERSION, kind]) + rng.randbytes(size - 2)

@@ -54,8 +54,9 @@ packets = st.lists(
 
 @needs_extension
 @settings(max_examples=200, deadline=None)
-@given(key=keys, kind=st.integers(0, 255), index=st.integers(0, 2**32 - 1),
-       counter=st.integers(0, MAX_COUNTER - 20), batch=packets)  # fmt: skip
+@given(key=keys, kind=st.integers(0, 255).filter(lambda kind: kind not in wire.THIN_FRAMES),
+       index=st.integers(0, 2**32 - 1), counter=st.integers(0, MAX_COUNTER - 20),
+       batch=packets)  # fmt: skip
 def test_sealing_a_batch_gives_the_same_datagrams(key, kind, index, counter, batch):
     native = _datapath.Sealer(key).seal_many(kind, index, counter, batch)
     python = PythonSealer(key).seal_many(kind, index, counter, batch)
@@ -163,6 +164,91 @@ def test_opening_relay_frames_gives_the_same_payloads_and_verdicts(case, kind):
         native.open_frames([], wire.TYPE_DATA)
     with pytest.raises(ValueError):
         python.open_frames([], wire.TYPE_DATA)
+
+
+@st.composite
+def thin_frames(draw):
+    """Thin relay frames (an address and a data datagram sealed end to end for someone
+    else), some damaged on the way, and the key and index they are for."""
+    key, index, kind = draw(keys), draw(st.integers(0, 2**32 - 1)), draw(st.sampled_from(
+        sorted(wire.THIN_FRAMES)))  # fmt: skip
+    end_to_end = PythonSealer(os.urandom(32))
+    frames, payloads = [], []
+    for counter in range(draw(st.integers(1, 12))):
+        inner = end_to_end.seal(wire.DATA_HEADER.pack(1, wire.TYPE_DATA, 0, 3, counter),
+                                draw(st.binary(max_size=80)))  # fmt: skip
+        payload = draw(st.binary(min_size=5, max_size=5)) + inner
+        frame = bytearray(PythonSealer(key).seal(
+            wire.DATA_HEADER.pack(1, kind, 0, index, counter), payload))  # fmt: skip
+        how = draw(st.sampled_from(["none", "none", "flip", "truncate", "extend"]))
+        if how == "flip":
+            frame[draw(st.integers(0, len(frame) - 1))] ^= 1 << draw(st.integers(0, 7))
+        elif how == "truncate":
+            del frame[draw(st.integers(0, len(frame) - 1)):]
+        elif how == "extend":
+            frame += b"\0"
+        frames.append(bytes(frame))
+        payloads.append(payload)
+    return key, index, kind, frames, payloads
+
+
+@needs_extension
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=thin_frames())
+def test_thin_frames_seal_and_open_as_the_python_twin(case):
+    """Both twins seal a thin frame to the same bytes and open any frame, damaged or not, to
+    the same payload and verdict; what opens is what was sealed."""
+    key, index, kind, frames, payloads = case
+    header = wire.DATA_HEADER.pack(1, kind, 0, index, 0)
+    assert _datapath.Sealer(key).seal(header, payloads[0]) == PythonSealer(key).seal(
+        header, payloads[0])  # fmt: skip
+    for frame in frames:
+        assert _datapath.Opener(key, index).open(frame) == PythonOpener(key, index).open(frame)
+    native, python = _datapath.Opener(key, index), PythonOpener(key, index)
+    assert native.open_frames(frames, kind) == python.open_frames(frames, kind)
+    opened = python.open_frames(frames, kind)[0]
+    assert all(payload in payloads for payload in opened)
+    joined, size = b"".join(frames), len(frames[0])
+    native, python = _datapath.Opener(key, index), PythonOpener(key, index)
+    assert native.open_coalesced(joined, size, kind) == python.open_coalesced(joined, size, kind)
+
+
+@pytest.mark.parametrize("implementation", ["python", "native"])
+def test_a_thin_frame_hides_its_address_and_binds_the_datagram_it_carries(implementation):
+    """Only the address is encrypted; any change to the frame's header, its address, its tag,
+    or the carried datagram's header, tag or length (also with both ends kept) is refused. A
+    change inside the carried datagram passes the root but not its end-to-end receiver."""
+    if implementation == "native":
+        if _datapath is None and not REQUIRED:
+            pytest.skip("the C extension is not built")
+        sealer_class, opener_class = _datapath.Sealer, _datapath.Opener
+    else:
+        sealer_class, opener_class = PythonSealer, PythonOpener
+    key, end_to_end_key, address = os.urandom(32), os.urandom(32), bytes.fromhex("aabbccddee")
+    [inner] = sealer_class(end_to_end_key).seal_many(wire.TYPE_DATA, 3, 0, [(b"p" * 100, 0)])
+    [frame] = sealer_class(key).seal_many(wire.TYPE_RELAY_THIN, 7, 0, [(address + inner, 0)])
+    assert len(frame) == len(inner) + 37 and address not in frame and frame.endswith(inner)
+    assert opener_class(key, 7).open(frame) == address + inner
+    for at in [*range(37 + 16), *range(len(frame) - 16, len(frame))]:
+        damaged = frame[:at] + bytes([frame[at] ^ 1]) + frame[at + 1:]
+        assert opener_class(key, 7).open(damaged) is None, at
+    assert opener_class(key, 7).open(frame[:-1]) is None
+    assert opener_class(key, 7).open(frame + b"x") is None
+    cut, grown = frame[:60] + frame[61:], frame[:60] + b"x" + frame[60:]  # the same ends
+    assert opener_class(key, 7).open(cut) is None and opener_class(key, 7).open(grown) is None
+    middle = 37 + 16 + 50
+    damaged = frame[:middle] + bytes([frame[middle] ^ 1]) + frame[middle + 1:]
+    carried = opener_class(key, 7).open(damaged)[5:]
+    assert opener_class(end_to_end_key, 3).open(carried) is None
+    assert opener_class(end_to_end_key, 3).open(inner) == b"p" * 100
+    sealer = sealer_class(key)
+    control = wire.DATA_HEADER.pack(1, wire.TYPE_CONTROL, 0, 3, 0) + bytes(20)
+    for payload in (address + control, address + inner[:31], address):
+        with pytest.raises(ValueError, match="thin relay frame"):
+            sealer.seal_many(wire.TYPE_RELAYED_THIN, 7, 1, [(payload, 0)])
+    if implementation == "native":
+        with pytest.raises(ValueError):
+            sealer.seal_segments(wire.TYPE_RELAY_THIN, 7, 0, b"", 0, 0, False)
 
 
 @needs_extension

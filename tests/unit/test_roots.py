@@ -6,8 +6,9 @@ import os
 from ipaddress import ip_interface
 
 from oneservice.identity import Identity
-from oneservice.messages import ConfigRequest, Introduction, WhoisAnswer
+from oneservice.messages import ConfigRequest, Introduction, Ping, Pong, WhoisAnswer, encode
 from oneservice.network.config import Member, NetworkConfig
+from oneservice.node import pathing, wire
 from oneservice.node.admission import UNKNOWN_PEERS_PER_S
 from oneservice.node.core import ControlReceived
 from oneservice.node.lookups import LOOKUP_GIVE_UP_S
@@ -149,6 +150,42 @@ def test_relay_through_the_root_while_the_direct_path_is_blocked():
         sim.run(0.1)
     assert a.peers[b.identity.address].preferred.via is None
     assert b.peers[a.identity.address].preferred.via is None
+
+
+def relayed_kinds(sim: Sim, network: NetworkConfig) -> tuple[set[int], set[int]]:
+    """Relay a's traffic to b through r; the kinds of datagram a sent r, and r sent b."""
+    sim.blocked.add(DIRECT)
+    for _ in range(30):
+        sim.nodes["a"].send_packet(network.id, ipv4_packet("10.1.0.1", "10.1.0.2"), sim.now)
+        sim.run(0.1)
+    assert len(sim.delivered["b"]) >= 25, "traffic flows through the root"
+    to_root = {d[1] for name, to, d in sim.wire_log if name == "a" and to[0] == "203.0.113.1"}
+    to_b = {d[1] for name, to, d in sim.wire_log if name == "r" and to[0] == "192.0.2.2"}
+    return to_root, to_b
+
+
+def test_data_goes_in_thin_frames_through_a_root_that_takes_them():
+    """The data datagrams are sealed end to end: a root that says it takes thin frames
+    (its pings and pongs) gets them with only the address encrypted, and sends them on so."""
+    sim, a, b, network = behind_a_root()
+    to_root, to_b = relayed_kinds(sim, network)
+    assert wire.TYPE_RELAY_THIN in to_root and wire.TYPE_RELAYED_THIN in to_b
+    root = a.peers[identity(3).address]
+    assert root.thin_frames and sim.nodes["r"].peers[b.identity.address].thin_frames
+
+
+def test_nodes_that_do_not_say_they_take_thin_frames_get_full_ones(monkeypatch):
+    """As older nodes: no thin flag in their pings and pongs, and relaying still works."""
+    def without_thin(message):
+        if isinstance(message, Ping | Pong):
+            message = type(message)(**{**message.__dict__, "thin": False})
+        return encode(message)
+
+    monkeypatch.setattr(pathing, "encode", without_thin)
+    sim, *_, network = behind_a_root()
+    to_root, to_b = relayed_kinds(sim, network)
+    assert wire.TYPE_RELAY in to_root and wire.TYPE_RELAYED in to_b
+    assert not to_root & wire.THIN_FRAMES and not to_b & wire.THIN_FRAMES
 
 
 def test_a_relay_path_names_its_root_and_has_no_endpoint_to_tell_anyone():
