@@ -185,15 +185,13 @@ static void thin_associated(const unsigned char *header, const unsigned char *in
     pieces[3] = length_piece;
 }
 
-/* The header (16 bytes, already at out), then ``payload`` (address + data datagram, ``length``
- * bytes) as a thin frame: out gets HEADER_LEN + length + TAG_LEN bytes. -1 with ValueError
- * set if the payload holds no data datagram, CryptoError if OpenSSL fails. */
-int dp_seal_thin(Aead *aead, unsigned char *out, const unsigned char *payload,
-                 Py_ssize_t length)
+/* The header (16 bytes, already at out), then the 5-byte ``address`` and the data datagram
+ * ``inner`` as a thin frame: out gets THIN_OVERHEAD + inner_length bytes. -1 with ValueError
+ * set if ``inner`` is no data datagram, CryptoError if OpenSSL fails. */
+int dp_seal_thin(Aead *aead, unsigned char *out, const unsigned char *address,
+                 const unsigned char *inner, Py_ssize_t inner_length)
 {
-    const unsigned char *inner = payload + ADDRESS_LEN;
-    Py_ssize_t inner_length = length - ADDRESS_LEN;
-    if (inner_length < HEADER_LEN + TAG_LEN || inner_length > MAX_PAYLOAD
+    if (inner_length < HEADER_LEN + TAG_LEN || inner_length > MAX_PAYLOAD - ADDRESS_LEN
         || inner[1] != TYPE_DATA) {
         PyErr_SetString(PyExc_ValueError, "a thin relay frame carries a data datagram");
         return -1;
@@ -201,14 +199,14 @@ int dp_seal_thin(Aead *aead, unsigned char *out, const unsigned char *payload,
     const unsigned char *associated[THIN_PIECES];
     unsigned char length_piece[16];
     thin_associated(out, inner, inner_length, length_piece, associated);
-    unsigned char *address = out + HEADER_LEN;
-    memcpy(address + ADDRESS_LEN + TAG_LEN, inner, (size_t)inner_length);
+    unsigned char *sealed = out + HEADER_LEN;
+    memcpy(sealed + ADDRESS_LEN + TAG_LEN, inner, (size_t)inner_length);
     if (keystream(aead, out + 8, ADDRESS_LEN) < 0) {
         PyErr_SetString(dp_crypto_error, "OpenSSL failed to seal");
         return -1;
     }
-    xor_stream(address, payload, stream + BLOCK, ADDRESS_LEN);
-    if (tag(aead, associated, THIN_PIECES, address, ADDRESS_LEN, address + ADDRESS_LEN) < 0) {
+    xor_stream(sealed, address, stream + BLOCK, ADDRESS_LEN);
+    if (tag(aead, associated, THIN_PIECES, sealed, ADDRESS_LEN, sealed + ADDRESS_LEN) < 0) {
         PyErr_SetString(dp_crypto_error, "OpenSSL failed to seal");
         return -1;
     }

@@ -69,8 +69,8 @@ void dp_write_header(unsigned char *out, unsigned kind, unsigned hint, uint32_t 
 int dp_seal_into(Aead *aead, unsigned char *out, const unsigned char *first,
                  Py_ssize_t first_length, const unsigned char *second, Py_ssize_t second_length);
 int dp_open_into(Aead *aead, const unsigned char *data, Py_ssize_t length, unsigned char *out);
-int dp_seal_thin(Aead *aead, unsigned char *out, const unsigned char *payload,
-                 Py_ssize_t length);
+int dp_seal_thin(Aead *aead, unsigned char *out, const unsigned char *address,
+                 const unsigned char *inner, Py_ssize_t inner_length);
 int dp_open_thin(Aead *aead, const unsigned char *data, Py_ssize_t length, unsigned char *out);
 
 /* segment.c */

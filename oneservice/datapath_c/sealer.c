@@ -47,8 +47,15 @@ static PyObject *sealed(Aead *aead, const unsigned char *header, const Py_buffer
         return NULL;
     unsigned char *out = (unsigned char *)PyBytes_AS_STRING(datagram);
     memcpy(out, header, HEADER_LEN);
-    int failed = IS_THIN(header[1]) ? dp_seal_thin(aead, out, payload->buf, payload->len)
-                                    : dp_seal_into(aead, out, payload->buf, payload->len, NULL, 0);
+    const unsigned char *bytes = payload->buf;
+    int failed;
+    if (!IS_THIN(header[1]))
+        failed = dp_seal_into(aead, out, bytes, payload->len, NULL, 0);
+    else if (payload->len < ADDRESS_LEN) {
+        PyErr_SetString(PyExc_ValueError, "a thin relay frame carries a data datagram");
+        failed = -1;
+    } else
+        failed = dp_seal_thin(aead, out, bytes, bytes + ADDRESS_LEN, payload->len - ADDRESS_LEN);
     if (failed) {
         Py_DECREF(datagram);
         return NULL;
@@ -180,12 +187,84 @@ done:
     return datagrams;
 }
 
+/* One relay frame of seal_frames: ``datagram`` from ``offset`` on, behind ``address``. */
+static PyObject *sealed_frame(Sealer *self, PyObject *datagram, unsigned kind,
+                              unsigned long remote_index, uint64_t counter,
+                              const unsigned char *address, Py_ssize_t offset)
+{
+    if (!PyBytes_Check(datagram)) {
+        PyErr_SetString(PyExc_TypeError, "datagrams are bytes");
+        return NULL;
+    }
+    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(datagram);
+    Py_ssize_t length = PyBytes_GET_SIZE(datagram) - offset;
+    if (length < 0 || ADDRESS_LEN + length > MAX_PAYLOAD) {
+        PyErr_SetString(PyExc_ValueError, "a datagram shorter than the offset, or too long");
+        return NULL;
+    }
+    PyObject *frame = PyBytes_FromStringAndSize(NULL, THIN_OVERHEAD + length);
+    if (frame == NULL)
+        return NULL;
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(frame);
+    dp_write_header(out, kind, 0, (uint32_t)remote_index, counter);
+    int failed = IS_THIN(kind)
+                     ? dp_seal_thin(&self->aead, out, address, data + offset, length)
+                     : dp_seal_into(&self->aead, out, address, ADDRESS_LEN, data + offset, length);
+    if (failed) {
+        Py_DECREF(frame);
+        return NULL;
+    }
+    return frame;
+}
+
+/* seal_frames(kind, remote_index, counter, address, datagrams, offset) -> frames: as
+ * seal_many of (address + datagram[offset:], 0) for each, without making those payloads: a
+ * root puts the source's address where the destination's was (offset 5), a member puts the
+ * destination's in front (offset 0). */
+static PyObject *Sealer_seal_frames(Sealer *self, PyObject *args)
+{
+    unsigned int kind;
+    unsigned long remote_index;
+    unsigned long long counter;
+    Py_buffer address;
+    PyObject *datagrams;
+    Py_ssize_t offset;
+    if (!PyArg_ParseTuple(args, "IkKy*O!n", &kind, &remote_index, &counter, &address,
+                          &PyList_Type, &datagrams, &offset))
+        return NULL;
+    PyObject *frames = NULL;
+    if (kind > 0xff || remote_index > 0xffffffffUL || address.len != ADDRESS_LEN || offset < 0) {
+        PyErr_SetString(PyExc_ValueError, "type, index, address (5 bytes) or offset out of range");
+        goto done;
+    }
+    Py_ssize_t count = PyList_GET_SIZE(datagrams);
+    frames = PyList_New(count);
+    for (Py_ssize_t i = 0; frames != NULL && i < count; i++) {
+        /* Held while read: allocating the frame must not free it. */
+        PyObject *datagram = Py_NewRef(PyList_GET_ITEM(datagrams, i));
+        PyObject *frame = sealed_frame(self, datagram, kind, remote_index,
+                                       (uint64_t)(counter + (unsigned long long)i), address.buf,
+                                       offset);
+        Py_DECREF(datagram);
+        if (frame == NULL)
+            Py_CLEAR(frames);
+        else
+            PyList_SET_ITEM(frames, i, frame);
+    }
+done:
+    PyBuffer_Release(&address);
+    return frames;
+}
+
 static PyMethodDef Sealer_methods[] = {
     {"seal", (PyCFunction)Sealer_seal, METH_VARARGS,
      "seal(header, payload) -> datagram: the 16-byte header, then the payload sealed."},
     {"seal_many", (PyCFunction)Sealer_seal_many, METH_VARARGS,
      "seal_many(kind, remote_index, counter, packets) -> datagrams, one per (payload, hint),"
      " with counters from counter on."},
+    {"seal_frames", (PyCFunction)Sealer_seal_frames, METH_VARARGS,
+     "seal_frames(kind, remote_index, counter, address, datagrams, offset) -> frames: as"
+     " seal_many of (address + datagram[offset:], 0) for each."},
     {"seal_segments", (PyCFunction)Sealer_seal_segments, METH_VARARGS,
      "seal_segments(kind, remote_index, counter, packet, start, size, ecn) -> datagrams:"
      " a TCP super-packet cut (as segment()) and each segment sealed (as seal_many)."},

@@ -81,6 +81,15 @@ class PythonSealer:
             counter += 1
         return datagrams
 
+    def seal_frames(self, kind: int, remote_index: int, counter: int, address: bytes,
+                    datagrams: list[bytes], offset: int) -> list[bytes]:  # fmt: skip
+        """Relay frames: seal_many of (address + datagram[offset:], 0) for each; the C twin
+        does not make those payloads."""
+        if len(address) != ADDRESS_LEN or offset < 0 or any(len(d) < offset for d in datagrams):
+            raise ValueError("an address of 5 bytes, and datagrams no shorter than the offset")
+        return self.seal_many(kind, remote_index, counter,
+                              [(address + d[offset:], 0) for d in datagrams])  # fmt: skip
+
     def seal_segments(self, kind: int, remote_index: int, counter: int, packet: bytes,
                       start: int, size: int, ecn: bool) -> list[bytes]:  # fmt: skip
         """A TCP super-packet cut into segments (offload.py), each sealed as by

@@ -1,11 +1,10 @@
 """Relay frames in batches (pure): each datagram behind the address of the peer it is for
-(or from), put on and taken off for a whole batch with the interpreter's C iterators, so a
-root's and a relayed member's hot path runs no Python code per datagram."""
+(or from), taken off, grouped by and looked into for a whole batch with the interpreter's C
+iterators, so a root's and a relayed member's hot path runs no Python code per datagram.
+(Putting an address on is the sealer's: ``Session.seal_frames``.)"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from itertools import repeat
 from operator import itemgetter, methodcaller
 
 from . import wire
@@ -13,11 +12,6 @@ from . import wire
 _ADDRESS = itemgetter(slice(0, wire.ADDRESS_LEN))
 _AFTER_ADDRESS = itemgetter(slice(wire.ADDRESS_LEN, None))
 _KIND_INSIDE = itemgetter(wire.ADDRESS_LEN + 1)  # the type byte of the datagram inside
-
-
-def framed(address: bytes, datagrams: Iterable[bytes]) -> list[tuple[bytes, int]]:
-    """Each datagram behind ``address``, as the (payload, hint) pairs seal_many takes."""
-    return list(zip(map(address.__add__, datagrams), repeat(0)))
 
 
 def whole(frames: list[bytes]) -> list[bytes]:
@@ -40,13 +34,13 @@ def by_address(frames: list[bytes]) -> dict[bytes, list[bytes]]:
     return {a: list(filter(methodcaller("startswith", a), frames)) for a in addresses}
 
 
-def carries_data(frames: list[bytes]) -> bool:
-    """Whether any whole() frame holds a data datagram (its type byte is in the clear)."""
-    return wire.TYPE_DATA in map(_KIND_INSIDE, frames)
+def kinds_inside(frames: list[bytes]) -> set[int]:
+    """The types of the datagrams in whole() frames (their type byte is in the clear)."""
+    return set(map(_KIND_INSIDE, frames))
 
 
-def all_data(frames: list[bytes]) -> bool:
-    """Whether every whole() frame holds a data datagram long enough to be one: what a thin
-    frame may carry (node/aead.py)."""
-    return (min(map(len, frames), default=0) >= wire.ADDRESS_LEN + wire.DATA_OVERHEAD
-            and set(map(_KIND_INSIDE, frames)) == {wire.TYPE_DATA})  # fmt: skip
+def thin_fits(frames: list[bytes], kinds: set[int]) -> bool:
+    """Whether every whole() frame (``kinds``: kinds_inside() of them) holds a data datagram
+    long enough to be one: what a thin frame may carry (node/aead.py)."""
+    return kinds == {wire.TYPE_DATA} and min(map(len, frames)) >= (
+        wire.ADDRESS_LEN + wire.DATA_OVERHEAD)  # fmt: skip

@@ -36,13 +36,15 @@ class RootService:
             if destination is None or destination.current is None or destination is source:
                 self.node.packet_drops["relay_no_destination"] += len(group)
                 continue
-            relayed = relayframes.framed(source_address, relayframes.unframed(group))
-            thin = destination.thin_frames and relayframes.all_data(group)
+            kinds = relayframes.kinds_inside(group)
+            thin = destination.thin_frames and relayframes.thin_fits(group, kinds)
             kind = wire.TYPE_RELAYED_THIN if thin else wire.TYPE_RELAYED
-            self.node.tx.send_many(destination, kind, relayed, now)
+            # The source's address where the destination's was.
+            self.node.tx.send_frames(destination, kind, source_address, group, wire.ADDRESS_LEN,
+                                     now)  # fmt: skip
             # Only data says the pair uses us as its path (probes cross every path, a working
             # direct one too); the type byte of the datagram inside is in the clear.
-            data = relayframes.carries_data(group)
+            data = wire.TYPE_DATA in kinds
             if data and self.introductions.due(source.address, destination.address, now):
                 self.introduce(source, destination, now)
                 self.introduce(destination, source, now)

@@ -60,6 +60,16 @@ class Session:
             return None
         return self.sealer.seal_many(packet_type, self.remote_index, counter, packets)
 
+    def seal_frames(self, kind: int, address: bytes, datagrams: list[bytes],
+                    offset: int) -> list[bytes] | None:  # fmt: skip
+        """Relay frames of ``kind`` in one call: each datagram from ``offset`` on, behind the
+        5-byte ``address``; None (nothing sealed) as seal_many."""
+        counter = self._take_counters(len(datagrams))
+        if counter is None:
+            return None
+        return self.sealer.seal_frames(kind, self.remote_index, counter, address, datagrams,
+                                       offset)  # fmt: skip
+
     def seal_super(self, packet: SuperPacket) -> list[bytes] | None:
         """The data datagrams of a TCP super-packet's segments, sealed in one call without
         cutting it first; None (nothing sealed) as seal_many."""

@@ -9,7 +9,7 @@ from operator import itemgetter
 
 from ..messages import ChunkRequest, Goodbye, Message, encode
 from ..offload import SuperPacket
-from . import chunks, relayframes, wire
+from . import chunks, wire
 from .context import NodeContext
 from .lifecycle import Event
 from .paths import DirectPath, Path, RelayPath
@@ -116,7 +116,7 @@ class Transmitter:
         destination = bytes.fromhex(peer.address)
         # Thin frames for a root that takes them: the data inside is sealed end to end.
         kind = wire.TYPE_RELAY_THIN if root and root.thin_frames else wire.TYPE_RELAY
-        frames = carrier[0].seal_many(kind, relayframes.framed(destination, inner))
+        frames = carrier[0].seal_frames(kind, destination, inner, 0)
         if not frames:
             return False
         session.last_sent = path.last_sent = now
@@ -127,16 +127,17 @@ class Transmitter:
             self.node.machine.fire(peer, Event.REKEY_DUE, now)
         return True
 
-    def send_many(self, peer: Peer, kind: int, payloads: list[tuple[bytes, int]],
-                  now: float) -> None:  # fmt: skip
-        """Payloads of one kind to a peer: in one call on a direct path, else one by one."""
+    def send_frames(self, peer: Peer, kind: int, address: bytes, datagrams: list[bytes],
+                    offset: int, now: float) -> None:  # fmt: skip
+        """Relay frames of one kind to a peer, each datagram from ``offset`` on behind
+        ``address``: in one call on a direct path, else one by one."""
         direct = self.direct(peer, now)
-        datagrams = direct and direct[0].seal_many(kind, payloads)
-        if datagrams:
-            self.sent(peer, direct, datagrams, 0, now)
+        frames = direct and direct[0].seal_frames(kind, address, datagrams, offset)
+        if frames:
+            self.sent(peer, direct, frames, 0, now)
             return
-        for payload, hint in payloads:
-            self.send(peer, kind, payload, now, hint)
+        for datagram in datagrams:
+            self.send(peer, kind, address + datagram[offset:], now)
 
     def fit_relay(self, network_id: str, packets: list[tuple[bytes, int]],
                   ) -> list[tuple[bytes, int]]:  # fmt: skip

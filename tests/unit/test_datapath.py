@@ -213,6 +213,31 @@ def test_thin_frames_seal_and_open_as_the_python_twin(case):
     assert native.open_coalesced(joined, size, kind) == python.open_coalesced(joined, size, kind)
 
 
+@needs_extension
+@settings(max_examples=150, deadline=None)
+@given(key=keys, kind=st.sampled_from([wire.TYPE_RELAY, wire.TYPE_RELAYED,
+                                       *sorted(wire.THIN_FRAMES)]),
+       address=st.binary(min_size=5, max_size=5), offset=st.sampled_from([0, 5]),
+       bodies=st.lists(st.binary(max_size=200), max_size=8))  # fmt: skip
+def test_sealing_relay_frames_puts_the_address_where_it_belongs(key, kind, address, offset,
+                                                               bodies):  # fmt: skip
+    """seal_frames (a member's frames, offset 0; a root's, which puts the source's address
+    where the destination's was, offset 5) gives what seal_many gives for the payloads it
+    does not make, in both twins."""
+    inner = PythonSealer(os.urandom(32))
+    datagrams = [bytes(offset) + inner.seal(wire.DATA_HEADER.pack(1, wire.TYPE_DATA, 0, 1, n),
+                                            body) for n, body in enumerate(bodies)]  # fmt: skip
+    native = _datapath.Sealer(key).seal_frames(kind, 7, 40, address, datagrams, offset)
+    python = PythonSealer(key).seal_frames(kind, 7, 40, address, datagrams, offset)
+    payloads = [(address + d[offset:], 0) for d in datagrams]
+    assert native == python == PythonSealer(key).seal_many(kind, 7, 40, payloads)
+    for sealer in (_datapath.Sealer(key), PythonSealer(key)):
+        with pytest.raises(ValueError):
+            sealer.seal_frames(kind, 7, 0, address[:4], datagrams, offset)
+        with pytest.raises(ValueError):
+            sealer.seal_frames(kind, 7, 0, address, [b"abc"], 5)
+
+
 @pytest.mark.parametrize("implementation", ["python", "native"])
 def test_a_thin_frame_hides_its_address_and_binds_the_datagram_it_carries(implementation):
     """Only the address is encrypted; any change to the frame's header, its address, its tag,

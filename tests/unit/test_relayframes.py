@@ -14,9 +14,11 @@ def test_relay_frames_are_grouped_and_reframed_for_a_whole_batch_at_once():
     assert relayframes.by_address(frames) == {a: [a + data, a + probe], b: [b + probe, b + data]}
     assert relayframes.by_address(frames[:1]) == {a: frames[:1]}
     assert relayframes.unframed([a + data, a + probe]) == [data, probe]
-    assert relayframes.framed(b, [data]) == [(b + data, 0)]
-    assert relayframes.carries_data([a + probe, a + data]) and not relayframes.carries_data(
-        [a + probe])
+    assert relayframes.kinds_inside([a + probe, a + data]) == {9, wire.TYPE_DATA}
+    long_data = a + data + bytes(wire.DATA_OVERHEAD - len(data))
+    assert relayframes.thin_fits([long_data], {wire.TYPE_DATA})
+    assert not relayframes.thin_fits([a + data], {wire.TYPE_DATA}), "too short to be data"
+    assert not relayframes.thin_fits([long_data, a + probe], {wire.TYPE_DATA, 9})
     short = [a, a + b"\x01", a + data]
     assert relayframes.whole(short) == [a + data], "nothing behind the address: left out"
     assert relayframes.whole([]) == []
