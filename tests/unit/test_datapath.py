@@ -166,6 +166,15 @@ def test_opening_relay_frames_gives_the_same_payloads_and_verdicts(case, kind):
         python.open_frames([], wire.TYPE_DATA)
 
 
+def twins(implementation: str) -> tuple[type, type]:
+    """The Sealer and Opener of one implementation ("native" skips where it is not built)."""
+    if implementation == "python":
+        return PythonSealer, PythonOpener
+    if _datapath is None and not REQUIRED:
+        pytest.skip("the C extension is not built")
+    return _datapath.Sealer, _datapath.Opener
+
+
 @st.composite
 def thin_frames(draw):
     """Thin relay frames (an address and a data datagram sealed end to end for someone
@@ -243,12 +252,7 @@ def test_a_thin_frame_hides_its_address_and_binds_the_datagram_it_carries(implem
     """Only the address is encrypted; any change to the frame's header, its address, its tag,
     or the carried datagram's header, tag or length (also with both ends kept) is refused. A
     change inside the carried datagram passes the root but not its end-to-end receiver."""
-    if implementation == "native":
-        if _datapath is None and not REQUIRED:
-            pytest.skip("the C extension is not built")
-        sealer_class, opener_class = _datapath.Sealer, _datapath.Opener
-    else:
-        sealer_class, opener_class = PythonSealer, PythonOpener
+    sealer_class, opener_class = twins(implementation)
     key, end_to_end_key, address = os.urandom(32), os.urandom(32), bytes.fromhex("aabbccddee")
     [inner] = sealer_class(end_to_end_key).seal_many(wire.TYPE_DATA, 3, 0, [(b"p" * 100, 0)])
     [frame] = sealer_class(key).seal_many(wire.TYPE_RELAY_THIN, 7, 0, [(address + inner, 0)])
@@ -290,12 +294,7 @@ def test_the_replay_windows_agree_on_every_counter(counters):
 @pytest.mark.parametrize("implementation", ["python", "native"])
 def test_a_batch_opens_once_and_not_twice(implementation):
     """What each path must do on its own (not only agree): open, count, refuse replays."""
-    if implementation == "native":
-        if _datapath is None and not REQUIRED:
-            pytest.skip("the C extension is not built")
-        sealer_class, opener_class = _datapath.Sealer, _datapath.Opener
-    else:
-        sealer_class, opener_class = PythonSealer, PythonOpener
+    sealer_class, opener_class = twins(implementation)
     key = os.urandom(32)
     batch = [(os.urandom(1400), 0x0A10), (b"", 0), (os.urandom(100), 0)]
     datagrams = sealer_class(key).seal_many(wire.TYPE_DATA, 7, 0, batch)
