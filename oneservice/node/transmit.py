@@ -5,7 +5,8 @@ by one otherwise), control messages (in chunks when large), and what waits for a
 from __future__ import annotations
 
 import secrets
-from operator import itemgetter
+from collections.abc import Callable
+from operator import itemgetter, methodcaller
 
 from ..messages import ChunkRequest, Goodbye, Message, encode
 from ..offload import SuperPacket
@@ -76,12 +77,18 @@ class Transmitter:
         self.node.paths.mark_traffic(peer, now)
         direct = self.direct(peer, now)
         datagrams = direct and direct[0].seal_super(packet)
-        if not datagrams:
-            self.send_data(peer, packet.segments(), now, network_id)
+        if datagrams:
+            # Each but a shorter last one: the data header, the segment's headers, size, the tag.
+            self.sent(peer, direct, datagrams,
+                      wire.DATA_OVERHEAD + packet.header_len + packet.size, now)  # fmt: skip
             return
-        # Each but a shorter last one: the data header, the segment's headers, size, the tag.
-        self.sent(peer, direct, datagrams, wire.DATA_OVERHEAD + packet.header_len + packet.size,
-                  now)  # fmt: skip
+        path = peer.preferred
+        fits_relay = packet.header_len + packet.size <= RELAYED_PACKET_MAX
+        # Its segments sealed straight from it, as on a direct path.
+        if isinstance(path, RelayPath) and fits_relay and self.send_relayed(
+                peer, path, methodcaller("seal_super", packet), now):  # fmt: skip
+            return
+        self.send_data(peer, packet.segments(), now, network_id)
 
     def send_data(self, peer: Peer, packets: list[tuple[bytes, int]], now: float,
                   network_id: str) -> None:  # fmt: skip
@@ -95,22 +102,24 @@ class Transmitter:
         path = peer.preferred
         if isinstance(path, RelayPath):
             packets = self.fit_relay(network_id, packets)
-            if self.send_relayed(peer, path, packets, now):
+            seal = methodcaller("seal_many", wire.TYPE_DATA, packets)
+            if packets and self.send_relayed(peer, path, seal, now):
                 return
         for packet, hint in packets:
             self.send(peer, wire.TYPE_DATA, packet, now, hint)
 
-    def send_relayed(self, peer: Peer, path: RelayPath, packets: list[tuple[bytes, int]],
+    def send_relayed(self, peer: Peer, path: RelayPath,
+                     seal: Callable[[Session], list[bytes] | None],
                      now: float) -> bool:  # fmt: skip
-        """IP packets through a root: sealed for the peer in one call, and their relay frames
-        for the root in another. False (nothing sent) if that cannot be done now."""
+        """IP packets through a root: sealed for the peer in one call (``seal``, with the
+        peer's session: Session.seal_many or seal_super), and their relay frames for the root
+        in another. False (nothing sent) if that cannot be done now."""
         session = peer.current
         root = self.node.registry.peers.get(path.via)
         carrier = self.direct(root, now) if root is not None else None
-        if (not packets or session is None or carrier is None
-                or now - session.created_at > REJECT_AFTER_S):  # fmt: skip
+        if session is None or carrier is None or now - session.created_at > REJECT_AFTER_S:
             return False
-        inner = session.seal_many(wire.TYPE_DATA, packets)
+        inner = seal(session)
         if not inner:
             return False
         destination = bytes.fromhex(peer.address)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from ipaddress import ip_interface
 
+import pytest
+
 from oneservice.identity import Identity
 from oneservice.messages import ConfigRequest, Introduction, Ping, Pong, WhoisAnswer, encode
 from oneservice.network.config import Member, NetworkConfig
@@ -13,7 +15,9 @@ from oneservice.node.admission import UNKNOWN_PEERS_PER_S
 from oneservice.node.core import ControlReceived
 from oneservice.node.lookups import LOOKUP_GIVE_UP_S
 from oneservice.node.paths import RelayPath
+from oneservice.offload import GSO_TCPV4, NEEDS_CSUM, VNET_HDR, SuperPacket, read_frame
 from tests.unit.corenet import Sim, identity, initiation, ipv4_packet
+from tests.unit.test_offload import tcp_packet
 
 # Any control message for the service above the core will do.
 HELLO = ConfigRequest("8056c2e21c0000aa", -1)
@@ -172,6 +176,24 @@ def test_data_goes_in_thin_frames_through_a_root_that_takes_them():
     assert wire.TYPE_RELAY_THIN in to_root and wire.TYPE_RELAYED_THIN in to_b
     root = a.peers[identity(3).address]
     assert root.thin_frames and sim.nodes["r"].peers[b.identity.address].thin_frames
+
+
+def test_a_tcp_super_packet_goes_through_the_root_without_being_cut_first(monkeypatch):
+    """As on a direct path, its segments are sealed straight from it (Session.seal_super)
+    and framed for the root; b gets every segment."""
+    sim, a, _, network = behind_a_root()
+    relayed_kinds(sim, network)  # relayed, and the root takes thin frames
+    monkeypatch.setattr(SuperPacket, "segments", lambda self: pytest.fail("cut first"))
+    payload = os.urandom(1300 * 4 + 50)
+    packet = tcp_packet(4, payload, addresses=("10.1.0.1", "10.1.0.2"))
+    frame = VNET_HDR.pack(NEEDS_CSUM, GSO_TCPV4, 40, 1300, 20, 16) + packet
+    super_packet = read_frame(frame)
+    assert isinstance(super_packet, SuperPacket)
+    before = len(sim.delivered["b"])
+    a.send_super_packet(network.id, super_packet, sim.now)
+    sim.step()
+    delivered = [p for _, p, _ in sim.delivered["b"][before:]]
+    assert b"".join(p[40:] for p in delivered) == payload
 
 
 def test_nodes_that_do_not_say_they_take_thin_frames_get_full_ones(monkeypatch):
