@@ -98,6 +98,18 @@ static PyObject *sealed_item(Sealer *self, PyObject *item, unsigned char *header
     return datagram;
 }
 
+/* The header fields every batch call takes, in range: 0, or -1 with ValueError set.
+ * ``thin_allowed``: the call may seal thin relay frames (seal_segments makes data). */
+static int header_fields_valid(unsigned kind, unsigned long remote_index, int thin_allowed)
+{
+    if (kind > 0xff || remote_index > 0xffffffffUL || (!thin_allowed && IS_THIN(kind))) {
+        PyErr_SetString(PyExc_ValueError, "type or index out of range (or a thin relay frame"
+                                          " where only data can be sealed)");
+        return -1;
+    }
+    return 0;
+}
+
 /* seal_many(kind, remote_index, counter, packets): one datagram per (payload, hint). */
 static PyObject *Sealer_seal_many(Sealer *self, PyObject *args)
 {
@@ -107,10 +119,8 @@ static PyObject *Sealer_seal_many(Sealer *self, PyObject *args)
     PyObject *packets;
     if (!PyArg_ParseTuple(args, "IkKO!", &kind, &remote_index, &counter, &PyList_Type, &packets))
         return NULL;
-    if (kind > 0xff || remote_index > 0xffffffffUL) {
-        PyErr_SetString(PyExc_ValueError, "type or index out of range");
+    if (header_fields_valid(kind, remote_index, 1) < 0)
         return NULL;
-    }
     Py_ssize_t count = PyList_GET_SIZE(packets);
     PyObject *datagrams = PyList_New(count);
     if (datagrams == NULL)
@@ -148,8 +158,7 @@ static PyObject *Sealer_seal_segments(Sealer *self, PyObject *args)
                           &size, &ecn))
         return NULL;
     PyObject *datagrams = NULL;
-    if (kind > 0xff || IS_THIN(kind) || remote_index > 0xffffffffUL) {
-        PyErr_SetString(PyExc_ValueError, "type (a thin relay frame?) or index out of range");
+    if (header_fields_valid(kind, remote_index, 0) < 0) {
         PyBuffer_Release(&view);
         return NULL;
     }
@@ -233,8 +242,10 @@ static PyObject *Sealer_seal_frames(Sealer *self, PyObject *args)
                           &PyList_Type, &datagrams, &offset))
         return NULL;
     PyObject *frames = NULL;
-    if (kind > 0xff || remote_index > 0xffffffffUL || address.len != ADDRESS_LEN || offset < 0) {
-        PyErr_SetString(PyExc_ValueError, "type, index, address (5 bytes) or offset out of range");
+    if (header_fields_valid(kind, remote_index, 1) < 0)
+        goto done;
+    if (address.len != ADDRESS_LEN || offset < 0) {
+        PyErr_SetString(PyExc_ValueError, "an address is 5 bytes, an offset at least 0");
         goto done;
     }
     Py_ssize_t count = PyList_GET_SIZE(datagrams);
