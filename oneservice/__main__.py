@@ -131,8 +131,17 @@ def _run_node(home: Path, settings: Settings) -> int:
 def load_service() -> Callable[..., Coroutine[Any, Any, None]]:
     """What a start loads once the identities are checked: the service, and with it asyncio
     and the protocol."""
-    from .service import run_until_signalled
-
+    # asyncio imports ssl where it can, for TLS transports the node never opens: the module,
+    # its extension and libssl are 1.3 MiB of an idle node. It is made unimportable only
+    # while the service loads; whatever needs TLS later (psycopg's, a controller's) gets it.
+    blocked = "ssl" not in sys.modules and "asyncio" not in sys.modules
+    if blocked:
+        sys.modules["ssl"] = None  # type: ignore[assignment]  # "import ssl" raises ImportError
+    try:
+        from .service import run_until_signalled
+    finally:
+        if blocked:
+            del sys.modules["ssl"]
     return run_until_signalled
 
 
@@ -142,18 +151,12 @@ def _failed(exc: Exception, code: int) -> int:
 
 
 def _run(coroutine: Coroutine[Any, Any, None]) -> None:
-    # uvloop where it is there. It costs 3.3 MiB of an idle node (itself, and ssl, which it
-    # imports), and asyncio's own loop carries bulk traffic as fast; but under a flood of
-    # small datagrams (10,000 handshakes a second) asyncio's loop took 3-5 % more of a core
-    # (docs/PERFORMANCE.md, thirteenth session).
-    try:
-        import uvloop
-    except ImportError:
-        import asyncio
+    # asyncio's own loop. uvloop, used before, cost 3.3 MiB of an idle node (itself, and the
+    # ssl it imports) and carried bulk traffic no faster; under a flood of small datagrams
+    # its loop was 1-3 % of a core cheaper (docs/PERFORMANCE.md, sixteenth session).
+    import asyncio
 
-        asyncio.run(coroutine)
-    else:
-        uvloop.run(coroutine)
+    asyncio.run(coroutine)
 
 
 if __name__ == "__main__":

@@ -168,6 +168,6 @@ class CorePump:
         return min(self.core.next_timer(), self._deadline())
 
     def _arm(self, when: float) -> None:
-        # The time is kept here: uvloop's timer handles do not say when they fire.
+        # The time is kept here: not every loop's timer handles say when they fire.
         self._timer_when = when
         self._timer = self.loop.call_at(when, self._on_timer)

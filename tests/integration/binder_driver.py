@@ -14,8 +14,6 @@ import json
 import sys
 import time
 
-import uvloop
-
 from oneservice.binder import platform_backend
 from oneservice.binder.binder import (
     AddressChanged,
@@ -101,4 +99,4 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(uvloop.run(main()))
+    sys.exit(asyncio.run(main()))

@@ -8,8 +8,6 @@ import asyncio
 import logging
 from types import SimpleNamespace
 
-import pytest
-
 from oneservice.guard import Failures
 from oneservice.pump import CorePump
 from oneservice.routefeed import ROUTING_RETRY_S, RoutingFeed
@@ -74,14 +72,6 @@ def test_a_failing_callback_is_logged_and_counted_not_lost(caplog):
         loop.close()
     assert flusher.failures.count == 1
     assert "flush failed" in caplog.text and "a state nobody expected" in caplog.text
-
-
-def test_the_timer_runs_on_uvloop_too():
-    """uvloop's timer handles have no when(): the pump keeps the time itself."""
-    uvloop = pytest.importorskip("uvloop")
-    timer = rounds_of_a_timer_that_fails_once(uvloop.run)
-    assert timer.core.rounds >= 3
-    assert timer.failures.count == 1, "only the round that was made to fail"
 
 
 def test_routing_wakes_the_node_only_for_work_of_its_own():
