@@ -81,6 +81,9 @@ class Receiver:
             self.frames(session, kind, session.opener.open_coalesced(data, size, kind),
                         socket_id, address, now)  # fmt: skip
             return
+        if not 0 < size < len(data):  # one datagram (a handshake's, a control message's)
+            self.receive(data, socket_id, address, None, now)
+            return
         # (the first datagram of the split is the one just looked at)
         self.receive_datagrams(wire.split_coalesced(data, size), socket_id, address, now)
 
