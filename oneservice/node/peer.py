@@ -23,6 +23,19 @@ from .timing import (
 
 
 class Peer:
+    # Slots, not a __dict__: past 30 attributes an instance's dict stops sharing its keys
+    # with the class's other instances and cost 1.2 KiB more a peer (a root of 10,000: 12 MiB).
+    __slots__ = (
+        "address", "bytes_received", "bytes_sent", "cookie_answered", "cookies", "current",
+        "datagrams_received", "datagrams_sent", "due", "eager", "findable", "handshake",
+        "handshake_index", "handshake_sent", "handshake_started", "hard", "hints", "identity",
+        "keep", "last_data_received", "last_heard", "last_initiation_timestamp", "last_traffic",
+        "local_hints", "local_hints_new", "mapped_hints", "networks", "next_probe",
+        "no_path_probed", "no_path_since", "paths", "preferred", "previous", "probe_counter",
+        "queue", "root", "routed_networks", "scheduled", "source_networks", "state",
+        "thin_frames", "told_local", "unconfirmed", "verified", "watched",
+    )
+
     def __init__(self, identity: Identity) -> None:
         self.identity = identity
         self.address = identity.address

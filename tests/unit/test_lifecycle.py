@@ -146,3 +146,16 @@ def test_the_core_moves_as_the_table_says():
         assert pair in pairs, f"the scenario never went through {pair}"
     assert a.packet_drops["queue_dropped_unreachable"] > 0, "an unreachable peer's queue"
     assert b.peers[a.identity.address].current is not None, "a was still there: back"
+
+
+def test_a_peer_keeps_its_fields_in_slots_not_a_dict():
+    """A node keeps a Peer for each member it meets (a root: every node it serves). With 45
+    fields in a __dict__, past the 30 a dict's keys are shared for, each cost 1.2 KiB more
+    (issue 29, item 3)."""
+    from oneservice.node.peer import Peer
+    from tests.unit.corenet import identity
+
+    peer = Peer(identity(2))
+    assert not hasattr(peer, "__dict__")
+    with pytest.raises(AttributeError):
+        peer.misspelled_field = 1  # (and a typo in a field's name fails at once)
