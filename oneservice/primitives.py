@@ -43,7 +43,8 @@ class RandomPool:
     """The system's random bytes (os.urandom), fetched ``size`` at a time and handed out in
     order, each byte once: for public values needed per datagram, such as a cookie reply's
     nonce. Under a flood of initiations from made-up sources (one reply each) a getrandom
-    call per reply was 9 % of the node's time (docs/PERFORMANCE.md, sixteenth session).
+    call per reply was the largest cost after sending and receiving in a profile (sampled
+    as 9 %, which overstates system calls; docs/PERFORMANCE.md, sixteenth session).
     Keys still come from os.urandom itself, so no secret sits in the pool."""
 
     __slots__ = ("_at", "_bytes", "_size")

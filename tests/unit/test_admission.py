@@ -131,8 +131,8 @@ def test_a_cookie_is_bound_to_the_source_address_and_port():
 
 def test_cookie_replies_have_fresh_nonces_without_a_system_call_each(monkeypatch):
     """Under a flood from made-up sources every initiation gets a reply: its nonce comes from
-    a pool of the system's random bytes (a getrandom call per reply was 9 % of the node's
-    time), and no two replies share one."""
+    a pool of the system's random bytes (not a getrandom call per reply), and no two replies
+    share one."""
     calls = []
 
     def urandom(count):
