@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from oneservice.__main__ import main
+from oneservice.__main__ import main, parse_args
 from oneservice.settings import Settings, SettingsError, load_local_conf, parse_local_conf
 
 
@@ -69,6 +69,41 @@ def test_main_reports_config_errors_with_exit_2_and_touches_nothing(tmp_path, ca
     assert main(["--home", str(tmp_path)]) == 2
     assert "oneservice: error:" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["local.conf"]
+
+
+def test_the_command_line_reads_each_option_in_either_form(tmp_path):
+    args = parse_args([f"--home={tmp_path}", "--port", "0", "--log-level", "debug"])
+    assert (args.home, args.port, args.log_level) == (tmp_path, 0, "debug")
+    assert parse_args(["--home", str(tmp_path)]).port is None
+    assert parse_args([]).log_level == "info"
+
+
+@pytest.mark.parametrize(
+    ("argv", "why"),
+    [
+        (["--port", "x"], "--port needs a whole number, got 'x'"),
+        (["--port", "\u00b2"], "--port needs a whole number"),  # a digit to str, not to int
+        (["--port"], "option --port requires argument"),
+        (["--log-level", "loud"], "--log-level must be one of debug, info, warning, error"),
+        (["--home="], "--home needs a directory"),
+        (["--bogus"], "option --bogus not recognized"),
+        (["--h"], "option --h not a unique prefix"),
+        (["stray"], "unexpected argument 'stray'"),
+    ],
+)
+def test_a_wrong_command_line_prints_the_usage_and_exits_2(argv, why, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        parse_args(argv)
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2
+    assert err.startswith("usage: python -m oneservice") and why in err, err
+
+
+def test_help_and_version_print_and_exit_0(capsys):
+    for argv, shown in ((["--help"], "--log-level LEVEL"), (["--version"], "oneservice 0.")):
+        with pytest.raises(SystemExit) as stopped:
+            parse_args(argv)
+        assert stopped.value.code == 0 and shown in capsys.readouterr().out
 
 
 def test_main_rejects_bad_port(tmp_path, capsys):
