@@ -130,7 +130,7 @@ class PeerMachine:
                 self.initiate(peer, now)
             elif send is Send.DROP_QUEUE:
                 self.node.packet_drops["queue_dropped_unreachable"] += len(peer.queue)
-                peer.queue.clear()
+                peer.queue = []
             elif send is Send.QUEUE:
                 self.node.tx.flush_queue(peer, now)
             elif send is Send.QUEUE_OR_CONFIRM:
@@ -187,7 +187,7 @@ class PeerMachine:
         self.node.handshakes["initiated"] += 1
         self.node.schedule.touch(peer, now)
         self.handshakes[peer.handshake_index] = peer
-        peer.cookie_answered.clear()
+        peer.cookie_answered = ()
         # On the working path if there is one (a rekey); on every path otherwise: the answer
         # tells which paths work.
         if peer.preferred is not None and peer.preferred.alive(now, window(peer, now)):
@@ -242,7 +242,7 @@ class PeerMachine:
             peer.cookies.clear()
         peer.cookies[endpoint] = (cookie, now)
         if endpoint not in peer.cookie_answered:
-            peer.cookie_answered.add(endpoint)
+            peer.cookie_answered += (endpoint,)
             self.emit_initiation(peer, path, now)
 
     def new_index(self) -> int:

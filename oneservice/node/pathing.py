@@ -218,8 +218,7 @@ class PathKeeper:
         stranger: it learns our private addresses), once per change."""
         advertised = self.advertised()
         mapped = tuple(e for e in advertised if e in self.mapped.values())
-        hard = any(self.hard(s) for s in self.public)
-        message = LocalEndpoints(advertised, mapped, hard)
+        message = LocalEndpoints(advertised, mapped, any(self.hard(s) for s in self.public))
         if (peer.current is None or not peer.networks or peer.root
                 or peer.told_local == message):  # fmt: skip
             return
@@ -231,16 +230,16 @@ class PathKeeper:
         if not peer.networks:
             self.node.packet_drops["local_endpoints_refused"] += 1
             return
+        listed = message.endpoints[:MAX_ADVERTISED_ENDPOINTS]
         try:
-            told = {parse_endpoint(e, "endpoint")
-                    for e in message.endpoints[:MAX_ADVERTISED_ENDPOINTS]}  # fmt: skip
+            told = frozenset(parse_endpoint(e, "endpoint") for e in listed)
         except NetworkConfigError:
             self.node.packet_drops["local_endpoints_invalid"] += 1
             return
         self.tell_local_endpoints(peer, now)  # (it may have met us before it knew our network)
-        listed = message.endpoints[:MAX_ADVERTISED_ENDPOINTS]  # (each one parsed above)
         peer.hard = message.hard
-        peer.mapped_hints = {parse_endpoint(e, "endpoint") for e in message.mapped if e in listed}
+        peer.mapped_hints = tuple(parse_endpoint(e, "endpoint")
+                                  for e in message.mapped if e in listed)  # fmt: skip
         if told == peer.local_hints:
             return
         # Each new endpoint is probed: a member may not make us probe address after address.

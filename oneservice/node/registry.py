@@ -9,7 +9,6 @@ peers that no network names any more become transient.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 from collections.abc import Iterable
 
 from ..identity import Identity
@@ -87,8 +86,7 @@ class PeerRegistry:
                 wanted[member.address] = peer
                 # A member may send only from its own addresses (never its neighbours'), and a
                 # gateway from what it is the gateway for (network.source_owner).
-                peer.networks[network.config.id] = [ipaddress.ip_network(a.ip)
-                                                    for a in member.addresses]  # fmt: skip
+                peer.networks[network.config.id] = [a.ip.packed for a in member.addresses]
                 peer.hints.update(member.endpoints)
         for address, peer in list(self.peers.items()):
             if address not in wanted:
@@ -112,10 +110,7 @@ class PeerRegistry:
                 nid: nets for nid, nets in peer.networks.items() if nid in self.networks
             }
             peer.source_networks = {
-                net.network_address.packed: nid
-                for nid, nets in peer.networks.items()
-                for net in nets
-                if net.prefixlen == net.max_prefixlen
+                packed: nid for nid, addresses in peer.networks.items() for packed in addresses
             }
             peer.routed_networks = tuple(
                 nid for nid in peer.networks if address in self.networks[nid].routers

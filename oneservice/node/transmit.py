@@ -248,8 +248,8 @@ class Transmitter:
     def flush_queue(self, peer: Peer, now: float) -> None:
         if peer.current is None or peer.preferred is None:
             return
-        while peer.queue:
-            kind, payload, hint = peer.queue.popleft()
+        queued, peer.queue = peer.queue, []
+        for kind, payload, hint in queued:
             self.send_on(peer, peer.preferred, kind, payload, now, hint)
 
     def send_message(self, peer: Peer, message: Message, now: float) -> None:

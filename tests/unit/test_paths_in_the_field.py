@@ -84,14 +84,14 @@ def test_a_port_mapping_is_told_to_members_who_call_a_path_there_port_mapped():
     a.set_port_mapping(7, "192.0.3.10/41001", sim.now)  # no such socket: ignored
     sim.run(0.5)
     seen = b.peers[identity(1).address]
-    assert seen.mapped_hints == {("192.0.3.10", 41000)}
+    assert seen.mapped_hints == (("192.0.3.10", 41000),)
     assert ("192.0.3.10", 41000) in seen.local_hints, "a candidate, probed at once"
     [view] = [v for v in b.peer_views(sim.now) if v.address == identity(1).address]
     kinds = {p.endpoint: p.kind for p in view.paths if p.endpoint}
     assert kinds[("192.0.3.10", 41000)] == "port-mapped"
     a.set_port_mapping(1, None, sim.now)  # the router let it go
     sim.run(0.5)
-    assert seen.mapped_hints == set() and ("192.0.3.10", 41000) not in seen.local_hints
+    assert seen.mapped_hints == () and ("192.0.3.10", 41000) not in seen.local_hints
 
 
 
