@@ -16,6 +16,7 @@ from .identity import IdentityError, load_or_create_identity
 from .instance import AlreadyRunning, InstanceLock
 from .memory import tune_malloc
 from .network.config import NetworkConfigError, load_network_files
+from .records import record
 from .settings import (
     Settings,
     SettingsError,
@@ -46,7 +47,7 @@ options:
 """
 
 
-@dataclasses.dataclass(frozen=True)
+@record
 class Arguments:
     home: Path
     port: int | None

@@ -22,6 +22,7 @@ from .identity import Identity
 from .messages import ConfigAnswer, ConfigDelta, ConfigRequest
 from .network.membership import Memberships, Verdict
 from .network.signed import STATUS_NOT_FOUND, controller_address
+from .records import record
 
 if TYPE_CHECKING:
     from .controller.controller import Controller
@@ -36,7 +37,7 @@ log = logging.getLogger("oneservice")
 MAX_WAITING_QUESTIONS = 256
 
 
-@dataclass(frozen=True)
+@record
 class ConfigQuestion:
     """A member's config request for this node's controller, with what the loop knows."""
 
@@ -88,7 +89,7 @@ def pushes(controller: Controller, network_id: str, wall: float,
     return reply
 
 
-@dataclass(frozen=True)
+@record
 class ControlWork:
     """What the service does for the control plane: contacts given to the core before the
     messages are sent, questions for the controller's thread, configs to check off the loop,

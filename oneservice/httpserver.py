@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
+from .records import record
+
 log = logging.getLogger(__name__)
 
 # A request head (request line and headers) beyond this is refused: no client of ours needs it.
@@ -64,7 +66,7 @@ class HttpError(Exception):
         self.headers = headers or {}
 
 
-@dataclass(frozen=True)
+@record
 class RequestHead:
     method: str
     path: str  # percent-decoded, without the query
@@ -146,7 +148,7 @@ def parse_head(data: bytes) -> RequestHead:
     return RequestHead(method, unquote(path), query, version, headers, length)
 
 
-@dataclass(frozen=True)
+@record
 class Text:
     """A handler's answer that is not JSON (Prometheus's text format)."""
 

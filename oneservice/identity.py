@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from .files import damaged, read_text, write_atomically
@@ -23,6 +22,7 @@ from .primitives import (
     new_ed25519_private,
     new_x25519_private,
 )
+from .records import record
 
 IDENTITY_FORMAT = "1"
 ADDRESS_HEX_DIGITS = 10
@@ -70,7 +70,7 @@ def is_address(text: str) -> bool:
     return len(text) == ADDRESS_HEX_DIGITS and all(c in "0123456789abcdef" for c in text)
 
 
-@dataclass(frozen=True)
+@record
 class Identity:
     address: str
     x25519_public: bytes

@@ -9,9 +9,9 @@ receiver counts it (``control_malformed``) and drops it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import msgpack
+
+from .records import record
 
 # Bounds for what decode accepts: a control message is small, except a config (which comes
 # in chunks, node/chunks.py, and is at most MAX_MESSAGE_BYTES whole: ~17,000 members).
@@ -25,7 +25,7 @@ class MessageError(ValueError):
     """Bytes that are no control message we know."""
 
 
-@dataclass(frozen=True)
+@record
 class Ping:
     """A path probe; ``preferred``: the sender sends its traffic over this path; ``seen``:
     where the sender sends it to ("ip/port"; empty over a relay), so that the receiver learns
@@ -38,7 +38,7 @@ class Ping:
     thin: bool = False
 
 
-@dataclass(frozen=True)
+@record
 class Pong:
     """The answer to a ping; ``seen``: where the ping came from ("ip/port"; empty over a
     relay), so the pinger learns its public endpoint behind a NAT; ``thin``: as a Ping's."""
@@ -48,19 +48,19 @@ class Pong:
     thin: bool = False
 
 
-@dataclass(frozen=True)
+@record
 class Goodbye:
     """The sender stops (or dropped us from its networks): its sessions with us are over."""
 
 
-@dataclass(frozen=True)
+@record
 class Whois:
     """To a root: who is ``address``, and where?"""
 
     address: str
 
 
-@dataclass(frozen=True)
+@record
 class WhoisAnswer:
     """A root's answer; no identity: unknown there (or not to be told)."""
 
@@ -69,7 +69,7 @@ class WhoisAnswer:
     endpoints: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@record
 class Introduction:
     """From a root: this node is looking for you, and is reachable here."""
 
@@ -77,7 +77,7 @@ class Introduction:
     endpoints: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@record
 class ChunkRequest:
     """The chunks of message ``message_id`` that have not arrived (node/chunks.py)."""
 
@@ -85,7 +85,7 @@ class ChunkRequest:
     indexes: tuple[int, ...]
 
 
-@dataclass(frozen=True)
+@record
 class ConfigRequest:
     """A member asks a network's controller for its config; ``revision``: the one it has
     (-1: none)."""
@@ -94,7 +94,7 @@ class ConfigRequest:
     revision: int
 
 
-@dataclass(frozen=True)
+@record
 class ConfigAnswer:
     """The controller's answer: a signed config document (network/signed.py), or an error
     status (ACCESS_DENIED, NOT_FOUND) and nothing else."""
@@ -105,7 +105,7 @@ class ConfigAnswer:
     error: str | None = None
 
 
-@dataclass(frozen=True)
+@record
 class ConfigDelta:
     """The controller's answer to a member at revision ``base``: what changed since (canonical
     JSON, network/signed.py), and the signature of the whole new config. The member applies
@@ -118,7 +118,7 @@ class ConfigDelta:
     signature: bytes
 
 
-@dataclass(frozen=True)
+@record
 class AddressQuery:
     """To a member of a shared network (a full tunnel's gateway, in a leak test): where do
     you see me, and where does what I send through you leave?"""
@@ -126,7 +126,7 @@ class AddressQuery:
     query_id: int
 
 
-@dataclass(frozen=True)
+@record
 class AddressAnswer:
     """``seen``: where the query came from (``ip/port``, or ``relayed by <root>``);
     ``exits``: the answering node's uplink addresses, where what it forwards leaves;
@@ -139,7 +139,7 @@ class AddressAnswer:
     forwards: bool | None = None
 
 
-@dataclass(frozen=True)
+@record
 class LocalEndpoints:
     """To a member of a shared network: the sender's own uplink addresses with its port
     ("ip/port"), private ones included, so that members behind one NAT find each other, and
@@ -151,7 +151,7 @@ class LocalEndpoints:
     hard: bool = False
 
 
-@dataclass(frozen=True)
+@record
 class Birthday:
     """From a member behind a hard NAT, over a relayed session: it has just sent a probe from
     each of many sockets to ``to`` (our public endpoint, "ip/port"); probe random ports at

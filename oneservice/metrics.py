@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .records import record
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Every full-tunnel state a network can show (GET /network fullTunnel): one series each.
 TUNNEL_STATES = ("on", "held", "withdrawn", "overridden", "off")
@@ -42,7 +44,7 @@ def render(families: Iterable[Family]) -> str:
     return "\n".join(lines) + "\n"
 
 
-@dataclass(frozen=True)
+@record
 class NodeFigures:
     """What the API read of the node for one scrape."""
 

@@ -16,8 +16,10 @@ import os
 import socket
 import struct
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
+
+from .records import record
 
 # Message types (linux/rtnetlink.h) and the netlink ones (linux/netlink.h).
 NLMSG_ERROR, NLMSG_DONE = 2, 3
@@ -129,7 +131,7 @@ class MalformedMessage(ValueError):
     """Bytes that are not the netlink messages they claim to be."""
 
 
-@dataclass(frozen=True)
+@record
 class Message:
     """One rtnetlink message: its type, its fixed header's fields and the attributes read.
     An attribute and a header field may share a name (a route's table above 255 is only in

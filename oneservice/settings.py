@@ -12,11 +12,12 @@ import json
 import os
 import sys
 import urllib.parse
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from pathlib import Path
 from typing import Any
 
 from .files import DamagedFile, json_type, read_json_object
+from .records import record
 
 DEFAULT_PRIMARY_PORT = 9993
 # Files in the home directory that the local API and its clients share.
@@ -35,7 +36,7 @@ class SettingsError(Exception):
     """local.conf or a command-line option is wrong; the message says what to change."""
 
 
-@dataclass(frozen=True)
+@record
 class ProbeUrl:
     host: str  # an address
     port: int
@@ -68,7 +69,7 @@ def parse_probe_url(text: str) -> ProbeUrl:
     return ProbeUrl(host, port, parts.path or "/", text)
 
 
-@dataclass(frozen=True)
+@record
 class Settings:
     primary_port: int = DEFAULT_PRIMARY_PORT
     # Extra name prefixes never to bind, added to the binder's built-in list.

@@ -13,10 +13,10 @@ import logging
 import socket
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Protocol
 
 from ..monitor.changes import Change, deleted_links, interfaces_may_differ
+from ..records import record
 from ..uplinks import UplinkTable
 from .gso import errno_name, gso_unsupported
 from .interfaces import FAMILY_NAMES, BindPolicy, Interface, Verdict, classify_interfaces
@@ -48,7 +48,7 @@ class Backend(Protocol):
     pin_socket: PinFunction
 
 
-@dataclass(frozen=True)
+@record
 class LocalSocket:
     """A bound socket as the peer layer sees it. ``id`` is never reused, so a path on a socket
     that was replaced can never be confused with one on its successor."""
@@ -60,26 +60,26 @@ class LocalSocket:
     port: int
 
 
-@dataclass(frozen=True)
+@record
 class InterfaceUp:
     socket: LocalSocket
     addresses: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@record
 class InterfaceDown:
     socket: LocalSocket
     reason: str
 
 
-@dataclass(frozen=True)
+@record
 class AddressChanged:
     socket: LocalSocket
     old: tuple[str, ...]
     new: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@record
 class Reconciled:
     """A re-read of the interfaces is done, its socket events published. ``changed``: a
     socket came, went or was readdressed, or the uplinks differ from the last read

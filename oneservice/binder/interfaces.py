@@ -11,7 +11,9 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
+
+from ..records import record
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -35,7 +37,7 @@ VIRTUAL_LINK_KINDS: frozenset[str] = frozenset({
 FAMILY_NAMES = {socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}
 
 
-@dataclass(frozen=True)
+@record
 class InterfaceAddress:
     family: int  # socket.AF_INET or socket.AF_INET6
     address: str
@@ -45,7 +47,7 @@ class InterfaceAddress:
     dad_failed: bool = False  # duplicate on the link: unusable
 
 
-@dataclass(frozen=True)
+@record
 class Interface:
     """What the OS says about one interface, in a form every OS adapter can fill."""
 
@@ -63,7 +65,7 @@ class Interface:
     default_gateway: str | None = None
 
 
-@dataclass(frozen=True)
+@record
 class BindPolicy:
     prefix_blacklist: tuple[str, ...] = DEFAULT_PREFIX_BLACKLIST
     allowlist: frozenset[str] = frozenset()
@@ -90,7 +92,7 @@ class BindPolicy:
         )
 
 
-@dataclass(frozen=True)
+@record
 class Verdict:
     """The decision for one interface and address family (family None: the whole interface)."""
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import NamedTuple
 
+from ..records import record
 from .interfaces import Verdict
 
 
@@ -19,7 +19,7 @@ class SocketKey(NamedTuple):
     family: int
 
 
-@dataclass(frozen=True)
+@record
 class SocketPlan:
     open: tuple[Verdict, ...]
     close: tuple[tuple[SocketKey, str], ...]  # key and the reason the socket goes away

@@ -15,11 +15,11 @@ import ipaddress
 import json
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..network.config import Member, MemberIndex, NetworkConfigError, parse_endpoint, parse_member
 from ..network.signed import canonical
+from ..records import record
 
 if TYPE_CHECKING:
     from .store import ControllerStore, MemberRow
@@ -134,7 +134,7 @@ class ConfigEntries:
             blobs.insert(at, entry.blob)
 
 
-@dataclass(frozen=True)
+@record
 class _Entry:
     """A stored member (identity, document text) as its config lists it: the entry, parsed,
     and as canonical bytes."""

@@ -3,31 +3,31 @@ and migrates forward through the same versions (a store never runs DDL of its ow
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from ..records import record
 
 
-@dataclass(frozen=True)
+@record
 class Column:
     name: str
     kind: str  # "text", "integer" or "real"
     nullable: bool = False
 
 
-@dataclass(frozen=True)
+@record
 class Table:
     name: str
     columns: tuple[Column, ...]
     primary_key: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@record
 class Index:
     name: str
     table: str
     columns: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@record
 class AddColumn:
     """A column added to an existing table, ``default`` in the rows it had."""
 
@@ -36,7 +36,7 @@ class AddColumn:
     default: str  # an SQL literal
 
 
-@dataclass(frozen=True)
+@record
 class Derive:
     """Columns whose values the store derives from each row's document (SqlStore's
     ``derived_member_columns``, the one function that does, at every write): filled in the

@@ -10,10 +10,10 @@ import contextlib
 import json
 import sqlite3
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..records import record
 from . import schema
 from .errors import StoreError
 
@@ -41,7 +41,7 @@ def _check_readonly(path: Path) -> None:
         raise sqlite3.DatabaseError(f"integrity check: {result[0] if result else 'no answer'}")
 
 
-@dataclass(frozen=True)
+@record
 class MemberRow:
     address: str
     identity: str  # "" for a member prepared by address that never asked
@@ -51,7 +51,7 @@ class MemberRow:
     addresses: str  # the addresses assigned, separated by spaces
 
 
-@dataclass(frozen=True)
+@record
 class MemberChanges:
     """What a controller needs to bring what it last read up to date, read at one moment: the
     member rows written after a count; and the counts that say whether it then holds what the

@@ -4,10 +4,11 @@ the few questions its subscribers ask of a burst of them (pure)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+
+from ..records import record
 
 
-@dataclass(frozen=True)
+@record
 class LinkChange:
     """A link appeared, changed or (``deleted``) went away."""
 
@@ -15,12 +16,12 @@ class LinkChange:
     deleted: bool = False
 
 
-@dataclass(frozen=True)
+@record
 class AddressChange:
     index: int
 
 
-@dataclass(frozen=True)
+@record
 class RouteChange:
     """``ours``: carries our route protocol (oneservice/marks.py)."""
 
@@ -28,7 +29,7 @@ class RouteChange:
     removed: bool
 
 
-@dataclass(frozen=True)
+@record
 class RuleChange:
     """``ours``: at one of our rule priorities (oneservice/marks.py)."""
 
@@ -36,13 +37,13 @@ class RuleChange:
     removed: bool
 
 
-@dataclass(frozen=True)
+@record
 class Unknown:
     """Events were lost (the kernel's buffer overflowed) or could not be read, or the source
     does not say what changed (the macOS routing socket): anything may have."""
 
 
-@dataclass(frozen=True)
+@record
 class Poll:
     """No event: the periodic look that catches what events missed (and all there is where
     the OS gives no events)."""

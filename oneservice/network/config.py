@@ -22,13 +22,13 @@ from __future__ import annotations
 import ipaddress
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..files import DamagedFile, network_down, read_json_object
 from ..identity import Identity, IdentityError
 from ..mtu import DEFAULT_TUNNEL_MTU, MAX_MTU, MIN_MTU
+from ..records import record
 
 NETWORKS_DIR = "networks.d"
 
@@ -40,7 +40,7 @@ class NetworkConfigError(Exception):
     """A network file or config is malformed; the message names the place and the value."""
 
 
-@dataclass(frozen=True)
+@record
 class Member:
     identity: Identity
     addresses: tuple[IPInterface, ...] = ()
@@ -51,7 +51,7 @@ class Member:
         return self.identity.address
 
 
-@dataclass(frozen=True)
+@record
 class Route:
     """``target`` is reached through the member at ``via`` (a gateway), or directly when None."""
 
@@ -63,7 +63,7 @@ class Route:
     metric: int = 0
 
 
-@dataclass(frozen=True)
+@record
 class NetworkConfig:
     id: str
     name: str

@@ -11,11 +11,11 @@ by the network's size; one that cannot apply (another base) is answered by askin
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 from ..identity import Identity
 from ..messages import ConfigAnswer, ConfigDelta
+from ..records import record
 from .config import Member, NetworkConfig, NetworkConfigError, parse_network
 
 SIGNATURE_CONTEXT = b"oneservice network config v1\0"
@@ -52,7 +52,7 @@ def sign_config(controller: Identity, document: dict, blob: bytes | None = None)
     return ConfigAnswer(document["id"], blob, controller.sign(SIGNATURE_CONTEXT + blob))
 
 
-@dataclass(frozen=True)
+@record
 class Verified:
     """A config whose signature checked: parsed, the whole signed message (what a member
     saves), and its document (what the next delta applies to)."""

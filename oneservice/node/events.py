@@ -3,18 +3,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from ..messages import ConfigAnswer, ConfigDelta, ConfigRequest
+from ..records import record
 from .paths import Endpoint
 
 
-@dataclass(frozen=True)
+@record
 class PeerConnected:
     address: str
 
 
-@dataclass(frozen=True)
+@record
 class ControlReceived:
     """A control message for the service (network config requests and answers)."""
 
@@ -22,7 +21,7 @@ class ControlReceived:
     message: ConfigRequest | ConfigAnswer | ConfigDelta
 
 
-@dataclass(frozen=True)
+@record
 class PathChanged:
     """The peer's traffic now takes another path: direct (socket and endpoint), through root
     ``via``, or none (all three None)."""
@@ -39,7 +38,7 @@ class PathChanged:
         return f"root {self.via} (relayed)" if self.via else "no working path"
 
 
-@dataclass(frozen=True)
+@record
 class SeenFromOutside:
     """Where a root sees us over a socket changed (``behind_nat``: at an address that is
     not our own): whether to ask the router for a port mapping (portfeed.py)."""
@@ -48,7 +47,7 @@ class SeenFromOutside:
     behind_nat: bool
 
 
-@dataclass(frozen=True)
+@record
 class SparesWanted:
     """Open ``count`` more sockets on the interface of socket ``socket_id``, each on a port of
     its own, and say which (NodeCore.spares_opened): a birthday attempt (node/birthday.py)."""
@@ -58,7 +57,7 @@ class SparesWanted:
     count: int
 
 
-@dataclass(frozen=True)
+@record
 class SparesDone:
     """Close these spare sockets: their attempt is over, or their path is gone."""
 
@@ -69,7 +68,7 @@ NodeEvent = (PeerConnected | PathChanged | ControlReceived | SeenFromOutside | S
              | SparesDone)  # fmt: skip
 
 
-@dataclass(frozen=True)
+@record
 class PathView:
     endpoint: Endpoint | None  # None: a relay path
     socket_id: int | None
@@ -82,7 +81,7 @@ class PathView:
     last_received: float | None
 
 
-@dataclass(frozen=True)
+@record
 class PeerView:
     address: str
     state: str  # node/lifecycle.py: idle, handshaking, unreachable, connected, rekeying

@@ -15,8 +15,8 @@ from __future__ import annotations
 import struct
 from collections import Counter, deque
 from collections.abc import Iterator
-from dataclasses import dataclass
 
+from ..records import record
 from . import cookies, wire
 from .admission import MAX_QUEUED_INITIATIONS, HandshakeLimits, IdentityChecks
 from .noise import HandshakeError, Initiator, Responder
@@ -24,7 +24,7 @@ from .noise import HandshakeError, Initiator, Responder
 _INDEX = struct.Struct("<I")
 
 
-@dataclass(frozen=True)
+@record
 class Arrival:
     """Where a datagram came from: one of our sockets and an address, or relayed by the root
     ``via`` (then socket and address are None)."""
@@ -39,7 +39,7 @@ class Arrival:
         return self.address[0] if self.address is not None else self.via or ""
 
 
-@dataclass(frozen=True)
+@record
 class ReadInitiation:
     """An initiation whose Noise message verified: from ``remote_static``, waiting for the
     core to find or admit its peer and answer with ``responder``."""
@@ -118,7 +118,7 @@ class Intake:
         return len(self._queue) + self.identities.pending()
 
 
-@dataclass(frozen=True)
+@record
 class Initiation:
     """Ours, in flight: the Noise state, the message without its MACs, and its mac1 (a
     cookie reply is bound to it, and the same message goes again with a mac2 at once)."""

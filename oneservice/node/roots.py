@@ -9,10 +9,10 @@ introduction) must be before a node acts on it.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 from ..identity import Identity, IdentityError
 from ..network.config import NetworkConfigError, parse_endpoint
+from ..records import record
 from .paths import DirectPath, Endpoint, Path
 
 # Endpoints told about a node (whois answers, introductions, to its controller), and believed.
@@ -36,7 +36,7 @@ def advertised_endpoints(paths: Iterable[Path], now: float, window: float) -> li
     return list(found)[:MAX_ADVERTISED_ENDPOINTS]
 
 
-@dataclass(frozen=True)
+@record
 class Announcement:
     identity: Identity
     endpoints: tuple[Endpoint, ...]

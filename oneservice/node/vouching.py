@@ -25,9 +25,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from ..identity import Identity
+from ..records import record
 
 
-@dataclass(frozen=True)
+@record
 class Holder:
     identity: Identity
     verified: bool

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..records import record
 from . import protocols, ssdp
 from .protocols import Mapped, PortMapError
 
@@ -31,7 +32,7 @@ UPNP_DESCRIPTION = "oneservice"
 PCP, NATPMP, UPNP = "pcp", "nat-pmp", "upnp"
 
 
-@dataclass(frozen=True)
+@record
 class Uplink:
     """Where to ask: an uplink's socket, interface, IPv4 address and default gateway."""
 

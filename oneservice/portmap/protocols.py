@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from dataclasses import dataclass
+
+from ..records import record
 
 SERVER_PORT = 5351  # both protocols, at the default gateway
 UDP = 17
@@ -28,7 +29,7 @@ class PortMapError(Exception):
     """The router refused, or answered something that is not an answer to us."""
 
 
-@dataclass(frozen=True)
+@record
 class Mapped:
     external_ip: str
     external_port: int

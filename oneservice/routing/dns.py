@@ -18,8 +18,8 @@ import ipaddress
 import os
 import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+from ..records import record
 from .nft import delete_table, match, replace_table, run_nft
 from .planner import TUNNEL_HELD, TUNNEL_ON, NetworkRouting
 
@@ -27,7 +27,7 @@ REDIRECT_TABLE = "oneservice-dns"
 LOOPBACK = {4: "127.0.0.0/8", 6: "::1/128"}
 
 
-@dataclass(frozen=True)
+@record
 class DnsSetting:
     device: str
     servers: tuple[str, ...]
@@ -51,7 +51,7 @@ def plan_dns(
     return wanted
 
 
-@dataclass(frozen=True)
+@record
 class DnsRedirect:
     """Every query to port 53 goes to ``servers`` (one per family; a family absent: refused),
     out of ``device``, the full tunnel's."""

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 
+from ..records import record
 from .nft import delete_table, match, named_counters, replace_table
 from .nft import prefixes as prefix_set
 from .planner import FAMILY_NAMES, NetworkRouting
@@ -30,7 +31,7 @@ FORWARD_COUNTERS = {
 }
 
 
-@dataclass(frozen=True)
+@record
 class ExitPlan:
     sources: tuple[IPNetwork, ...] = ()  # network subnets whose traffic we forward and masquerade
     families: frozenset[int] = frozenset()  # 4, 6: forwarding needed

@@ -23,12 +23,13 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from ..files import DamagedFile, network_down, read_json_object, write_atomically
 from ..network.config import NETWORKS_DIR, shown
+from ..records import record
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class FlagsError(ValueError):
     """A flag's value is wrong; the message names the flag and the value."""
 
 
-@dataclass(frozen=True, order=True)
+@record(order=True)
 class PortSpec:
     """Traffic of one protocol to a port or a range of ports: "tcp/80", "udp/60000-61000"."""
 
@@ -86,7 +87,7 @@ def parse_port_specs(name: str, value: Any) -> tuple[PortSpec, ...]:
     return tuple(sorted(specs))
 
 
-@dataclass(frozen=True)
+@record
 class NetworkFlags:
     allow_managed: bool | tuple[IPNetwork, ...] = True
     allow_global: bool = False

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+from ..records import record
 from .flags import PortSpec
 from .nft import NftError, delete_table, match, prefixes, replace_table, run_nft, table_exists
 from .planner import TUNNEL_HELD, TUNNEL_ON, NetworkRouting, RoutingPlan
@@ -36,7 +36,7 @@ NEIGHBOUR_DISCOVERY = ["nd-router-solicit", "nd-neighbor-solicit", "nd-neighbor-
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-@dataclass(frozen=True)
+@record
 class KillSwitch:
     devices: tuple[str, ...]  # the tunnel's TUN devices
     port: int  # the node's UDP port

@@ -18,8 +18,8 @@ import ipaddress
 import socket
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
+from ..records import record
 from .nft import delete_table, list_table, match, named_counters, prefixes, replace_table, run_nft
 from .planner import FAMILY_NAMES
 
@@ -31,7 +31,7 @@ COUNT_FOR_S = 1.0
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-@dataclass(frozen=True)
+@record
 class Check:
     name: str
     passed: bool

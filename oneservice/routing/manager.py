@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..network.config import NetworkConfig
+from ..records import record
 from ..settings import Settings
 from . import leaktest, portal
 from .dns import (
@@ -58,7 +59,7 @@ from .sysctls import SysctlError
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@record
 class RoutingInputs:
     networks: Sequence[tuple[NetworkConfig, str]]  # (config, device name) for each open tap
     live_members: frozenset[str]

@@ -27,10 +27,11 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from ..marks import FULL_TUNNEL_TABLE, RULE_PRIORITIES
 from ..network.config import NetworkConfig, Route, forbidden_target
+from ..records import record
 from .flags import NetworkFlags
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -97,7 +98,7 @@ PRIVATE_SPACE = tuple(_net(n) for n in (
 UNREACHABLE = "unreachable"
 
 
-@dataclass(frozen=True, order=True)
+@record(order=True)
 class KernelRoute:
     family: int  # 4 or 6
     target: str  # CIDR
@@ -111,7 +112,7 @@ def blocked(family: int, target: str, table: int = MAIN_TABLE) -> KernelRoute:
     return KernelRoute(family, target, None, "", table, UNREACHABLE)
 
 
-@dataclass(frozen=True, order=True)
+@record(order=True)
 class KernelRule:
     family: int
     target: str  # "to" CIDR
@@ -156,7 +157,7 @@ def catches_everything(plan_rules: Iterable[KernelRule], routes: Iterable[Kernel
         for r in plan_rules)  # fmt: skip
 
 
-@dataclass(frozen=True)
+@record
 class RouteStatus:
     network_id: str
     target: str
@@ -171,7 +172,7 @@ class RouteStatus:
                 "reason": self.reason}  # fmt: skip
 
 
-@dataclass(frozen=True)
+@record
 class Refusal:
     """What the kernel refused of a plan (None: a leftover of ours it would not delete)."""
 
@@ -179,7 +180,7 @@ class Refusal:
     message: str
 
 
-@dataclass(frozen=True)
+@record
 class NetworkRouting:
     config: NetworkConfig
     device: str
@@ -197,7 +198,7 @@ _TUNNEL_STRENGTH = {TUNNEL_OFF: 0, TUNNEL_WITHDRAWN: 1, TUNNEL_HELD: 2, TUNNEL_O
 FAILBACK_S = 10.0
 
 
-@dataclass(frozen=True)
+@record
 class RoutingPlan:
     routes: frozenset[KernelRoute]
     rules: frozenset[KernelRule]

@@ -18,8 +18,8 @@ import math
 import socket
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
+from ..records import record
 from ..settings import ProbeUrl
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ DEFAULT_OPEN_S = 300
 MAX_OPEN_S = 1800
 
 
-@dataclass(frozen=True)
+@record
 class ProbeResult:
     status: int | None  # None: no answer
     location: str = ""
