@@ -4,10 +4,10 @@ holds)."""
 
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
 
 from .files import damaged, read_text, write_atomically
+from .randomness import random_token
 from .settings import METRICS_TOKEN_FILE, TOKEN_FILE
 
 
@@ -25,7 +25,7 @@ def load_or_create_token(home: Path, name: str = TOKEN_FILE, read: str | None = 
     may hold a copy), WriteFailed if a new one cannot be saved."""
     token = read if read is not None else _read_token(home / name)
     if token is None:
-        token = secrets.token_urlsafe(24)
+        token = random_token(24)
         write_atomically(home / name, token, mode=0o600)
     return token
 

@@ -39,31 +39,6 @@ def new_ed25519_private() -> bytes:
     return os.urandom(32)
 
 
-class RandomPool:
-    """The system's random bytes (os.urandom), fetched ``size`` at a time and handed out in
-    order, each byte once: for public values needed per datagram, such as a cookie reply's
-    nonce. Under a flood of initiations from made-up sources (one reply each) a getrandom
-    call per reply was the largest cost after sending and receiving in a profile (sampled
-    as 9 %, which overstates system calls; docs/PERFORMANCE.md, sixteenth session).
-    Keys still come from os.urandom itself, so no secret sits in the pool."""
-
-    __slots__ = ("_at", "_bytes", "_size")
-
-    def __init__(self, size: int = 4096) -> None:
-        self._size = size
-        self._bytes = b""
-        self._at = 0
-
-    def __call__(self, count: int) -> bytes:
-        if count > self._size:
-            return os.urandom(count)
-        at = self._at
-        if at + count > len(self._bytes):
-            self._bytes, at = os.urandom(self._size), 0
-        self._at = at + count
-        return self._bytes[at : at + count]
-
-
 class PythonX25519Key:
     __slots__ = ("_key", "public")
 

@@ -5,12 +5,12 @@ ANSWER_WAIT_S for its answer, which arrives as an event of the core."""
 from __future__ import annotations
 
 import asyncio
-import secrets
 
 from .messages import AddressAnswer
 from .node.core import ControlReceived, NodeCore
 from .node.events import NodeEvent
 from .pump import CorePump
+from .randomness import random_u32
 from .routing.leaktest import GatewayAnswer
 
 ANSWER_WAIT_S = 3.0
@@ -26,7 +26,7 @@ class AddressQueries:
         """(Where the peer sees us, its uplink addresses, whether it forwards for us as exit
         node: None if it does not say), or None without an answer."""
         loop = self._pump.loop
-        query_id = secrets.randbits(32)
+        query_id = random_u32()
         answer = self._waiting[query_id] = loop.create_future()
         try:
             if not self._core.ask_address(address, query_id, loop.time()):

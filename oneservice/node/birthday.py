@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import random
 import socket
 from collections import Counter
 from dataclasses import dataclass, field
 
 from ..messages import Birthday, Ping, encode
+from ..randomness import random_sample
 from . import wire
 from .context import NodeContext
 from .events import SparesDone, SparesWanted
@@ -104,7 +104,6 @@ class BirthdayPunch:
         # attempts (ours, as the hard side), probed (requests we probed for), probes (sent),
         # direct (paths found, either side)
         self.counts: Counter[str] = Counter()
-        self._random = random.Random()
 
     # --- what the rest of the core asks ------------------------------------------------------
 
@@ -303,7 +302,7 @@ class BirthdayPunch:
         low = max(FIRST_PORT, min(center - PROBE_WINDOW // 2, 65536 - PROBE_WINDOW))
         # (Not the ports a root saw: those are paths already, probed as every path is.)
         window = [port for port in range(low, low + PROBE_WINDOW) if port not in observed]
-        ports = self._random.sample(window, PROBES)
+        ports = random_sample(window, PROBES)
         self._probing[peer.address] = _Probing(socket_id, message.at, ports, now,
                                                now + ATTEMPT_S)  # fmt: skip
         self.node.schedule.touch(peer, now)

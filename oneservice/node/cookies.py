@@ -30,7 +30,8 @@ import math
 import os
 from collections.abc import Callable
 
-from ..primitives import RandomPool, aead_open, aead_seal
+from ..primitives import aead_open, aead_seal
+from ..randomness import RandomPool
 
 MAC_LEN = 16
 COOKIE_LEN = 16

@@ -9,9 +9,9 @@ receiver index finds its session here.
 from __future__ import annotations
 
 import math
-import secrets
 import struct
 
+from ..randomness import random_u32
 from . import cookies, wire
 from .context import NodeContext
 from .events import PeerConnected
@@ -247,7 +247,7 @@ class PeerMachine:
 
     def new_index(self) -> int:
         while True:
-            index = secrets.randbits(32)
+            index = random_u32()
             if index and index not in self.sessions and index not in self.handshakes:
                 return index
 

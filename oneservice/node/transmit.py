@@ -4,12 +4,12 @@ by one otherwise), control messages (in chunks when large), and what waits for a
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 from operator import itemgetter, methodcaller
 
 from ..messages import ChunkRequest, Goodbye, Message, encode
 from ..offload import SuperPacket
+from ..randomness import random_u32
 from . import chunks, wire
 from .context import NodeContext
 from .lifecycle import Event
@@ -26,7 +26,7 @@ class Transmitter:
     def __init__(self, node: NodeContext) -> None:
         self.node = node
         self.sent_chunks = chunks.SentChunks()
-        self.next_message_id = secrets.randbits(32)
+        self.next_message_id = random_u32()
         self.chunks_resent = 0
 
     def send_packets(self, network_id: str, packets: list[tuple[bytes, int]], now: float) -> None:

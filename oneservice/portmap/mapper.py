@@ -11,12 +11,12 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..randomness import random_sample
 from ..records import record
 from . import protocols, ssdp
 from .protocols import Mapped, PortMapError
@@ -245,7 +245,7 @@ def _upnp_map(uplink: Uplink, port: int, nonce: bytes) -> Mapped:
     client = _upnp(uplink)
     try:
         external_ip = protocols.checked_external(str(client.externalipaddress()))
-        for external_port in (port, *random.sample(range(20000, 60000), 3)):
+        for external_port in (port, *random_sample(range(20000, 60000), 3)):
             if client.addportmapping(external_port, "UDP", uplink.address, port,
                                      UPNP_DESCRIPTION, "", LIFETIME_S):  # fmt: skip
                 return Mapped(str(external_ip), external_port, LIFETIME_S)

@@ -7,7 +7,7 @@ import os
 from oneservice.identity import Identity
 from oneservice.node import admission, cookies, wire
 from oneservice.node.noise import MESSAGE_1_OVERHEAD
-from oneservice.primitives import RandomPool
+from oneservice.randomness import RandomPool
 from tests.unit.corenet import NETWORK_ID, Sim, identity, initiation, ipv4_packet, two_nodes
 
 

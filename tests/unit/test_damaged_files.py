@@ -136,6 +136,12 @@ def per_network_cases(identity: Identity) -> list[tuple[str, str, bytes]]:
         cases += [(f"{bad_id}{suffix}", damage, data) for damage, data in JSON_DAMAGE.items()]
         cases.append((f"{bad_id}{suffix}", '{"controller": 5}', b'{"controller": 5}'))
     cases.append((f"{bad_id}.conf", "saved config without controller", without_controller))
+    for damage, text in (("a saved config not in base64", "not base64!"),
+                         ("a saved config not in ASCII", "\u00e9t\u00e9")):  # fmt: skip
+        cases.append((f"{bad_id}.conf", damage, json.dumps({
+            "id": bad_id, "controller": controller.public_text(), "config": text,
+            "signature": base64.b64encode(signed.signature).decode(),
+        }).encode()))  # fmt: skip
     cases.append((f"{bad_id}.conf", "another network's file", b'{"id": "8056c2e21c000003"}'))
     cases.append((f"{bad_id}.local.conf", "a flag of the wrong type", b'{"allowDefault": "x"}'))
     cases.append((f"{bad_id}.json", "file named for another id",

@@ -163,13 +163,15 @@ def test_the_node_starts_without_modules_it_has_no_use_for():
     """What an idle node has no use for stays out of its memory (issue 29, item 3): pyroute2
     (5 MiB), shutil with bz2 and lzma (0.5 MiB; argparse asked it for the terminal's width),
     argparse (0.3 MiB with the gettext it loads: the command line is read with getopt),
+    random with secrets and base64 (0.15 MiB: oneservice/randomness.py),
     ctypes (0.4 MiB, where the allocator extension is built), uvloop (with the ssl it
     imports, 3.3 MiB) and ssl (asyncio's, for TLS the node never opens: 1.3 MiB). Whatever
     needs TLS later (psycopg) still imports ssl."""
     import subprocess
     import sys
 
-    unwanted = ["pyroute2", "shutil", "bz2", "lzma", "argparse", "uvloop", "ssl", "_ssl"]
+    unwanted = ["pyroute2", "shutil", "bz2", "lzma", "argparse", "random", "secrets", "base64",
+                "uvloop", "ssl", "_ssl"]
     try:
         import oneservice._allocator  # noqa: F401
     except ImportError:
