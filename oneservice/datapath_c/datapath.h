@@ -58,8 +58,7 @@ extern PyTypeObject dp_sealer_type, dp_opener_type;
 /* aead.c */
 typedef struct {
     EVP_CIPHER_CTX *chacha;  /* ChaCha20 with the key set; only the nonce changes per packet */
-    EVP_MAC_CTX *poly;
-} Aead;
+} Aead;  /* (Poly1305's context is aead.c's, one for all) */
 
 int dp_aead_load(void);  /* at import: 0, or -1 with ImportError set */
 int dp_aead_init(Aead *aead, const unsigned char *key);
