@@ -9,10 +9,13 @@ M_TRIM_THRESHOLD = -1  # glibc's <malloc.h>
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 128 * 1024  # glibc's own starting value
 # Free memory the heap may keep at its top instead of giving it back at once. The data path
-# holds up to a few MB of datagrams between two flushes (64 reads of 64 KiB) and frees them
-# together; with glibc's 128 KiB the heap shrank and grew again at every flush, and the page
-# faults cost the receiving node half its system time (docs/PERFORMANCE.md).
-TRIM_THRESHOLD_BYTES = 4 * 1024 * 1024
+# holds a few MB of datagrams between two flushes (64 reads of up to 64 KiB, their plaintexts,
+# the merged frames) and frees them together. With glibc's 128 KiB the heap shrank and grew
+# again at every flush, and the page faults cost the receiving node half its system time;
+# with 4 MiB it still did at most flushes of bulk traffic (10,000-28,000 page faults a second
+# on the receiving node, against 220 with 64 MiB; docs/PERFORMANCE.md, seventeenth session).
+# The service gives back what is free every 30 s (give_back), so an idle node keeps none.
+TRIM_THRESHOLD_BYTES = 64 * 1024 * 1024
 
 
 def _libc() -> Any:
@@ -59,7 +62,7 @@ def tune_malloc() -> bool:
     after they are freed: ~10 MiB for good in an idle node. With the threshold pinned, every
     large block is mapped on its own and given back when freed. Pinning it also pins the
     trim threshold, which is set to TRIM_THRESHOLD_BYTES: at most that much of the heap stays
-    resident once freed."""
+    resident once freed, until the next give_back."""
     libc = _libc()
     if libc is None:
         return False
