@@ -14,7 +14,8 @@ Receiving, consecutive segments of one TCP flow are merged again (as the kernel'
 and written as one super-packet.
 
 The cutting and the merging have a C twin in the data path's extension (oneservice/native.py
-chooses; the same bytes, a merged frame as one buffer instead of a list of pieces).
+chooses; the same bytes, a merged frame as one buffer instead of a list of pieces), and so
+does writing the merged frames (the C one writes each frame's pieces where they lie).
 
 A partial hint (node/wire.py) is an int that fits the two bytes the data header has for it:
 ``(checksum_start // 2) << 8 | checksum_offset``, 0 when the checksum is complete.
@@ -23,13 +24,14 @@ A partial hint (node/wire.py) is an int that fits the two bytes the data header 
 from __future__ import annotations
 
 import dataclasses
+import os
 import struct
 
 from . import native
 
 __all__ = [
     "OffloadError", "SuperPacket", "finish_checksum", "hint_fits", "merge", "partial_hint",
-    "read_frame", "split_frame",
+    "read_frame", "split_frame", "write_merged",
 ]  # fmt: skip
 
 VNET_HDR = struct.Struct("=BBHHHH")  # flags, gso_type, hdr_len, gso_size, csum_start, csum_offset
@@ -38,6 +40,7 @@ NEEDS_CSUM = 0x01
 GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_ECN = 0, 1, 4, 0x80
 # One IP packet's length field is 16 bits: a merged packet must fit.
 MAX_MERGED_BYTES = 65535
+IOV_MAX = 1024  # the pieces one writev takes (Linux's UIO_MAXIOV)
 
 _FIN, _PSH, _ACK, _CWR = 0x01, 0x08, 0x10, 0x80
 _PLAIN_HEADER = VNET_HDR.pack(0, GSO_NONE, 0, 0, 0, 0)
@@ -349,6 +352,22 @@ class _Flow:
         self.buffers[1] = bytes(header)
 
 
+def python_write_merged(fd: int, packets: list[tuple[bytes, int]]) -> tuple[int, int]:
+    """``merge``'s frames written to the device ``fd``, one writev each: (frames, failed). A
+    write the kernel refuses (a full queue, a packet it will not take) is counted, never
+    raised into the core."""
+    frames = merge(packets)
+    failed = 0
+    for buffers in frames:
+        if len(buffers) > IOV_MAX:  # (a flow of tiny segments: more than one writev takes)
+            buffers = [b"".join(buffers)]
+        try:
+            os.writev(fd, buffers)
+        except OSError:
+            failed += 1
+    return len(frames), failed
+
+
 def _native_segment(packet: bytes, start: int, size: int, ecn: bool) -> list[tuple[bytes, int]]:
     try:
         return native.EXTENSION.segment(packet, start, size, ecn)
@@ -358,5 +377,6 @@ def _native_segment(packet: bytes, start: int, size: int, ecn: bool) -> list[tup
 
 if native.EXTENSION is not None:
     _cut, merge = _native_segment, native.EXTENSION.merge
+    write_merged = native.EXTENSION.write_merged
 else:
-    _cut, merge = python_segment, python_merge
+    _cut, merge, write_merged = python_segment, python_merge, python_write_merged

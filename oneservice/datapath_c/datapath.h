@@ -91,6 +91,7 @@ PyObject *dp_segment(PyObject *module, PyObject *args);
 
 /* merge.c, runs.c */
 PyObject *dp_merge(PyObject *module, PyObject *args);
+PyObject *dp_write_merged(PyObject *module, PyObject *args);
 PyObject *dp_by_source(PyObject *module, PyObject *args);
 PyObject *dp_by_destination(PyObject *module, PyObject *args);
 

@@ -11,6 +11,8 @@ static PyMethodDef datapath_functions[] = {
      "segment(packet, start, size, ecn) -> [(segment, hint)]: as offload._segment."},
     {"merge", dp_merge, METH_VARARGS,
      "merge(packets) -> frames, each a list of one buffer: as offload.merge."},
+    {"write_merged", dp_write_merged, METH_VARARGS,
+     "write_merged(fd, packets) -> (frames, failed): as offload.python_write_merged."},
     {"by_source", dp_by_source, METH_VARARGS,
      "by_source(packets) -> (runs, malformed): as node/wire.py's python_by_source."},
     {"by_destination", dp_by_destination, METH_VARARGS,

@@ -12,7 +12,14 @@ import socket
 import struct
 from collections.abc import Callable, Iterable
 
-from ..offload import VNET_HDR_LEN, OffloadError, SuperPacket, finish_checksum, merge, read_frame
+from ..offload import (
+    VNET_HDR_LEN,
+    OffloadError,
+    SuperPacket,
+    finish_checksum,
+    read_frame,
+    write_merged,
+)
 from . import TapError, tun_refused
 
 TUNSETIFF = 0x400454CA
@@ -111,14 +118,9 @@ class TunDevice:
         """Packets from peers, in order; with offloads, runs of one TCP flow merged."""
         self.packets_written += len(packets)
         if self.offload:
-            writev, fd = os.writev, self.fd
-            frames = merge(packets)
-            self.frames_written += len(frames)
-            for buffers in frames:
-                try:
-                    writev(fd, buffers)
-                except OSError:
-                    self.write_errors += 1
+            frames, failed = write_merged(self.fd, packets)
+            self.frames_written += frames
+            self.write_errors += failed
             return
         self.frames_written += len(packets)
         write, fd = os.write, self.fd

@@ -4,6 +4,7 @@ foreign and malformed datagrams."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -418,6 +419,54 @@ def test_merging_gives_the_same_frames(packets):
     assert native_frames == [b"".join(frame) for frame in offload.python_merge(packets)]
 
 
+def written(write_merged, packets) -> tuple[list[bytes], tuple[int, int]]:
+    """What write_merged writes, as a TUN device takes it: one writev, one packet (a datagram
+    socket pair keeps each write whole)."""
+    import socket
+
+    reader, writer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with reader, writer:
+        writer.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1024 * 1024)
+        writer.setblocking(False)  # (a full buffer fails a write: counted, never a hang)
+        reader.setblocking(False)
+        counts = write_merged(writer.fileno(), packets)
+        frames = []
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                frames.append(reader.recv(128 * 1024))
+    return frames, counts
+
+
+@needs_extension
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(packets=arrivals())
+def test_writing_merged_frames_writes_the_same_bytes_without_joining_them(packets):
+    native, native_counts = written(_datapath.write_merged, packets)
+    python, python_counts = written(offload.python_write_merged, packets)
+    assert native == python and native_counts == python_counts == (len(python), 0)
+
+
+@needs_extension
+def test_a_frame_of_more_pieces_than_one_writev_takes_is_written_whole():
+    # A flow of 1-byte segments: 2,000 pieces, above the 1,024 iovecs a writev takes.
+    packets = segments(4, 2000, 1)
+    native, counts = written(_datapath.write_merged, packets)
+    assert native == written(offload.python_write_merged, packets)[0]
+    assert counts == (len(native), 0) and len(native) == 1
+
+
+@needs_extension
+def test_a_write_the_device_refuses_is_counted_not_raised():
+    packets = [*segments(4, 3, 100), (tcp_packet(4, b"x", seq=1300, flags=ACK | FIN), 0)]
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write fails (EPIPE; SIGPIPE is ignored by Python)
+    try:
+        for write_merged in (_datapath.write_merged, offload.python_write_merged):
+            assert write_merged(write_end, packets) == (2, 2)
+    finally:
+        os.close(write_end)
+
+
 # --- inner packets by address (node/wire.py) ------------------------------------------------
 
 inner_packets = st.lists(
@@ -518,6 +567,7 @@ def test_no_call_reads_an_object_that_code_it_runs_could_free():
     for call in (
         lambda packets: _datapath.Sealer(bytes(32)).seal_many(3, 1, 0, packets),
         lambda packets: _datapath.merge(packets),
+        lambda packets: _datapath.write_merged(-1, packets),
         lambda packets: _datapath.by_source(packets),
     ):
         packets = [(payload, 0), (payload, 0)]
