@@ -1,6 +1,7 @@
 /* TUN offloads, receiving: the segments of each TCP flow in a batch merged into one
  * super-packet per write, the twin of offload.py's python_merge (which explains it; same
- * input, same bytes: tests/unit/test_datapath.py). A merged frame comes back as one buffer. */
+ * input, same bytes: tests/unit/test_datapath.py). merge returns a merged frame as one
+ * buffer; write_merged writes each frame to the device from its pieces where they lie. */
 #include "datapath.h"
 
 #include <errno.h>
