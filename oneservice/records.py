@@ -1,8 +1,8 @@
 """``@record``: a frozen dataclass whose ``__repr__``, ``__setattr__`` and ``__delattr__`` are
 one function each for every record, instead of three generated for each class.
 
-``@dataclass(frozen=True)`` compiles those three for every class: 4.3 KiB a class, and the
-node loads 85 of them (0.38 MiB of an idle node's 25, docs/PERFORMANCE.md). A record's repr
+``@dataclass(frozen=True)`` compiles those three for every class: about 4 KiB a class, and
+the node has 82 of them (0.38 MiB of an idle node's 25, docs/PERFORMANCE.md). A record's repr
 reads the same as the dataclass's; assigning to or deleting any attribute of a record raises
 ``dataclasses.FrozenInstanceError``, as it does on a frozen dataclass of its own fields (a
 record has no others: it is never subclassed by a plain class)."""

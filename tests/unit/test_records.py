@@ -52,7 +52,7 @@ def test_a_record_cannot_be_changed():
 
 
 def test_the_node_s_frozen_classes_share_one_setattr_and_one_repr():
-    """Each frozen dataclass of the node's own compiled its own three (4.3 KiB a class)."""
+    """Each frozen dataclass of the node's own compiled its own three (about 4 KiB a class)."""
     import gc
     import sys
 
