@@ -36,6 +36,11 @@ def test_a_sample_takes_distinct_places_and_every_member_can_come_first():
     assert len(sample) == len(set(sample)) == 256 and set(sample) <= set(population)
     firsts = Counter(random_sample("abcd", 1)[0] for _ in range(2000))
     assert set(firsts) == set("abcd") and min(firsts.values()) > 350
+    # A few of many: places drawn until distinct, not a shuffle of the whole population.
+    few = Counter(n for _ in range(2000) for n in random_sample(range(40), 3))
+    assert set(few) == set(range(40)) and min(few.values()) > 80  # 150 expected each
+    ports = random_sample(range(20000, 60000), 3)
+    assert len(set(ports)) == 3 and all(20000 <= port < 60000 for port in ports)
     assert sorted(random_sample(range(5), 5)) == [0, 1, 2, 3, 4]
     with pytest.raises(ValueError, match="cannot take 6 of 5"):
         random_sample(range(5), 6)
