@@ -353,10 +353,10 @@ class _Flow:
 
 
 def python_write_merged(fd: int, packets: list[tuple[bytes, int]]) -> tuple[int, int]:
-    """``merge``'s frames written to the device ``fd``, one writev each: (frames, failed). A
-    write the kernel refuses (a full queue, a packet it will not take) is counted, never
-    raised into the core."""
-    frames = merge(packets)
+    """``python_merge``'s frames written to the device ``fd``, one writev each: (frames,
+    failed). A write the kernel refuses (a full queue, a packet it will not take) is counted,
+    never raised into the core."""
+    frames = python_merge(packets)
     failed = 0
     for buffers in frames:
         if len(buffers) > IOV_MAX:  # (a flow of tiny segments: more than one writev takes)
