@@ -10,7 +10,6 @@ record has no others: it is never subclassed by a plain class)."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar, dataclass_transform
 
 T = TypeVar("T", bound=type)
@@ -44,5 +43,4 @@ def record(cls: T | None = None, /, *, order: bool = False) -> Any:
         made.__delattr__ = _delattr  # type: ignore[assignment]
         return made
 
-    maker: Callable[[T], T] = make
-    return maker if cls is None else maker(cls)
+    return make if cls is None else make(cls)
